@@ -1,0 +1,40 @@
+import { randomUUID } from 'node:crypto'
+
+import websocket from '@fastify/websocket'
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+
+import type { Api } from '@airi/api'
+
+import { registerErrorHandlers } from './plugins/errors.ts'
+import { probesPlugin } from './plugins/probes.ts'
+import { trpcPlugin } from './plugins/trpc.ts'
+
+export interface BuildServerOptions {
+  api: Api
+  service: { name: string, version: string }
+  /** A pino logger, or Fastify logger options; false silences logs. */
+  logger?: FastifyBaseLogger | { level: string } | false
+}
+
+/** Builds the host without listening, so tests can `inject()` or `listen({ port: 0 })`. */
+export async function buildServer({ api, service, logger = false }: BuildServerOptions): Promise<FastifyInstance> {
+  const app = Fastify({
+    ...(logger && 'child' in logger ? { loggerInstance: logger } : { logger }),
+    requestIdHeader: 'x-request-id',
+    genReqId: () => randomUUID(),
+    // Batched tRPC calls put every procedure name in one path segment.
+    routerOptions: { maxParamLength: 5_000 },
+    forceCloseConnections: 'idle',
+  }) as unknown as FastifyInstance
+
+  app.addHook('onSend', async (request, reply) => {
+    reply.header('x-request-id', request.id)
+  })
+  registerErrorHandlers(app)
+
+  await app.register(websocket)
+  await app.register(probesPlugin, { service, checks: api.checks })
+  await app.register(trpcPlugin, { prefix: '/trpc', api })
+
+  return app
+}

@@ -1,0 +1,17 @@
+/**
+ * Every Redis key and pub/sub channel name is built here (SPEC §3), so the
+ * namespace can be read in one place. Adapters add the deployment's prefix.
+ */
+export const keys = {
+  userFlux: (userId: string) => `user:${userId}:flux`,
+  config: (key: string) => `config:${key}`,
+  fluxMeterDebt: (userId: string, meter: string) => `user:${userId}:flux-meter:${meter}:debt`,
+  rateLimit: (route: string, key: string) => `rate:${route}:${key}`,
+  stripePrices: () => 'cache:stripe:prices',
+  ttsVoices: (model: string) => `tts:voices:${model}`,
+} as const
+
+export const channels = {
+  chatBroadcast: (userId: string) => `chat:${userId}:broadcast`,
+  configInvalidate: () => 'config:invalidate',
+} as const

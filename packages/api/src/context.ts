@@ -1,0 +1,44 @@
+import type { Logger } from './logger.ts'
+import type { Services } from './services/index.ts'
+
+export interface AuthUser {
+  id: string
+  email: string
+  emailVerified: boolean
+  name: string
+}
+
+export interface AuthSession {
+  id: string
+  userId: string
+  expiresAt: Date
+}
+
+/** What every transport knows about the caller once the request is authenticated. */
+export interface RequestAuth {
+  user: AuthUser
+  session: AuthSession
+}
+
+/** What a transport hands the auth resolver: the request's headers, and for WebSockets the connection params. */
+export interface AuthInput {
+  headers: Headers
+  connectionParams?: Record<string, string | undefined> | null
+}
+
+/**
+ * Turns a request into `{ user, session }`, or null for an anonymous caller. One
+ * resolver serves HTTP, tRPC (HTTP and WS) and raw WebSockets; it is pluggable so
+ * the host decides how identities are proven.
+ */
+export type RequestAuthResolver = (input: AuthInput) => Promise<RequestAuth | null>
+
+export const anonymousResolver: RequestAuthResolver = async () => null
+
+export interface Context {
+  auth: RequestAuth | null
+  services: Services
+  logger: Logger
+  requestId: string
+  adminEmails: ReadonlySet<string>
+}

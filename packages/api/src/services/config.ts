@@ -1,0 +1,186 @@
+import { z } from 'zod'
+
+import type { Db } from '@airi/db'
+
+import type { Cache, PubSub, Unsubscribe } from '../adapters/ports.ts'
+import { channels, keys } from '../adapters/keys.ts'
+import type { ConfigKey, ConfigValue, KeyWithFallback } from '../config/entries.ts'
+import { configEntries, configKeys } from '../config/entries.ts'
+import { ApiError } from '../errors.ts'
+import type { Logger } from '../logger.ts'
+
+/** How long a Redis copy of an entry lives; a lost invalidation heals after this. */
+const CACHE_TTL_SECONDS = 300
+
+const invalidationSchema = z.object({ key: z.string().min(1) })
+
+export function createConfigInvalidatedMessage(key: ConfigKey): string {
+  return JSON.stringify({ key } satisfies z.input<typeof invalidationSchema>)
+}
+
+/** Returns the invalidated key, or undefined (logged) for a malformed message. */
+export function parseConfigInvalidatedMessage(raw: string, logger: Logger): string | undefined {
+  try {
+    return invalidationSchema.parse(JSON.parse(raw)).key
+  }
+  catch (error) {
+    logger.warn({ err: error, raw }, 'dropping malformed config invalidation message')
+    return undefined
+  }
+}
+
+export interface ConfigEntryView {
+  key: ConfigKey
+  /** The effective value: the stored one, else the schema's default; undefined when neither. */
+  value: unknown
+  isSet: boolean
+  /** True when the entry has no default and no stored value: routes that need it answer 503. */
+  missing: boolean
+  updatedAt: Date | null
+  updatedBy: string | null
+}
+
+export interface ConfigServiceDeps {
+  db: Db
+  cache: Cache
+  pubsub: PubSub
+  logger: Logger
+  /** How long this instance keeps an entry in memory between invalidations. */
+  localTtlMs?: number
+}
+
+export type ConfigService = Awaited<ReturnType<typeof createConfigService>>
+
+/**
+ * Operator config: durable in `config_entries`, cached in Redis (`config:{key}`)
+ * and in each instance's memory, which every instance drops when any of them
+ * publishes on `config:invalidate`.
+ */
+export async function createConfigService({ db, cache, pubsub, logger, localTtlMs = 60_000 }: ConfigServiceDeps) {
+  const local = new Map<ConfigKey, { stored: unknown, expiresAt: number }>()
+  // Bumped on every invalidation, so a read that raced one does not repopulate memory.
+  const generations = new Map<ConfigKey, number>()
+
+  function forget(key: ConfigKey): void {
+    local.delete(key)
+    generations.set(key, (generations.get(key) ?? 0) + 1)
+  }
+
+  const unsubscribe: Unsubscribe = await pubsub.subscribe(channels.configInvalidate(), (raw) => {
+    const key = parseConfigInvalidatedMessage(raw, logger)
+    if (key !== undefined && Object.hasOwn(configEntries, key))
+      forget(key as ConfigKey)
+  })
+
+  /** The stored value (undefined when unset), through memory, then Redis, then Postgres. */
+  async function readStored(key: ConfigKey): Promise<unknown> {
+    const memo = local.get(key)
+    if (memo && memo.expiresAt > Date.now())
+      return memo.stored
+
+    const generation = generations.get(key) ?? 0
+    let stored: unknown
+    const cached = await cache.get(keys.config(key)).catch((error: unknown) => {
+      logger.warn({ err: error, key }, 'config cache read failed; reading Postgres')
+      return null
+    })
+    if (cached !== null) {
+      stored = JSON.parse(cached) ?? undefined
+    }
+    else {
+      const row = await db.selectFrom('config_entries').select('value').where('key', '=', key).executeTakeFirst()
+      stored = row?.value ?? undefined
+      await cache.set(keys.config(key), JSON.stringify(stored ?? null), CACHE_TTL_SECONDS).catch((error: unknown) => {
+        logger.warn({ err: error, key }, 'config cache write failed')
+      })
+    }
+    if ((generations.get(key) ?? 0) === generation)
+      local.set(key, { stored, expiresAt: Date.now() + localTtlMs })
+    return stored
+  }
+
+  /** Stored value parsed by the entry's schema; an invalid stored value falls back to the default. */
+  function resolve<K extends ConfigKey>(key: K, stored: unknown): { ok: true, value: ConfigValue<K> } | { ok: false } {
+    const schema = configEntries[key]
+    if (stored !== undefined) {
+      const parsed = schema.safeParse(stored)
+      if (parsed.success)
+        return { ok: true, value: parsed.data as ConfigValue<K> }
+      logger.error({ key, issues: parsed.error.issues }, 'stored config value no longer matches its schema; using the default')
+    }
+    const fallback = schema.safeParse(undefined)
+    return fallback.success ? { ok: true, value: fallback.data as ConfigValue<K> } : { ok: false }
+  }
+
+  async function getOptional<K extends ConfigKey>(key: K): Promise<ConfigValue<K> | undefined> {
+    const resolved = resolve(key, await readStored(key))
+    return resolved.ok ? resolved.value : undefined
+  }
+
+  async function getOrThrow<K extends ConfigKey>(key: K): Promise<ConfigValue<K>> {
+    const resolved = resolve(key, await readStored(key))
+    if (!resolved.ok)
+      throw new ApiError(503, 'CONFIG_NOT_SET', `Operator config entry ${key} is not set`, { key })
+    return resolved.value
+  }
+
+  return {
+    /** An entry that always has a value (a default, or an optional schema). */
+    get<K extends KeyWithFallback>(key: K): Promise<ConfigValue<K>> {
+      return getOrThrow(key)
+    },
+    getOrThrow,
+    getOptional,
+
+    /** Throws 503 `CONFIG_NOT_SET` naming the first of `keys` that has no value. */
+    async require(...required: ConfigKey[]): Promise<void> {
+      for (const key of required)
+        await getOrThrow(key)
+    },
+
+    /** Validates with the entry's schema, stores it, and invalidates every instance. */
+    async set<K extends ConfigKey>(key: K, value: unknown, updatedBy: string | null = null): Promise<ConfigValue<K>> {
+      const parsed = configEntries[key].safeParse(value)
+      if (!parsed.success || parsed.data === undefined) {
+        throw new ApiError(400, 'INVALID_CONFIG_VALUE', `Invalid value for ${key}`, {
+          key,
+          issues: parsed.success ? [{ path: [], message: 'a value is required' }] : parsed.error.issues.map(issue => ({ path: issue.path, message: issue.message })),
+        })
+      }
+      const json = JSON.stringify(parsed.data)
+      await db.insertInto('config_entries')
+        .values({ key, value: json, updated_by: updatedBy })
+        .onConflict(oc => oc.column('key').doUpdateSet({ value: json, updated_by: updatedBy, updated_at: new Date() }))
+        .execute()
+
+      forget(key)
+      await cache.set(keys.config(key), json, CACHE_TTL_SECONDS).catch((error: unknown) => {
+        logger.warn({ err: error, key }, 'config cache write failed')
+      })
+      await pubsub.publish(channels.configInvalidate(), createConfigInvalidatedMessage(key)).catch((error: unknown) => {
+        logger.warn({ err: error, key }, 'config invalidation publish failed; other instances refresh within their TTL')
+      })
+      return parsed.data as ConfigValue<K>
+    },
+
+    /** Every entry, read from Postgres (the source of truth), for operators. */
+    async list(): Promise<ConfigEntryView[]> {
+      const rows = await db.selectFrom('config_entries').selectAll().execute()
+      const byKey = new Map(rows.map(row => [row.key, row]))
+      return configKeys.map((key) => {
+        const row = byKey.get(key)
+        const resolved = resolve(key, row?.value ?? undefined)
+        return {
+          key,
+          value: resolved.ok ? resolved.value : undefined,
+          isSet: row !== undefined,
+          missing: !resolved.ok,
+          updatedAt: row?.updated_at ?? null,
+          updatedBy: row?.updated_by ?? null,
+        }
+      })
+    },
+
+    close: unsubscribe,
+  }
+}

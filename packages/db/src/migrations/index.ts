@@ -1,0 +1,23 @@
+import type { Migration } from 'kysely'
+
+import * as characters from './0001_characters.ts'
+import * as chats from './0002_chats.ts'
+import * as providers from './0003_providers.ts'
+import * as flux from './0004_flux.ts'
+import * as stripe from './0005_stripe.ts'
+import * as configEntries from './0006_config_entries.ts'
+import * as llmRequestLog from './0007_llm_request_log.ts'
+
+/**
+ * Every migration, keyed by name. Kysely's Migrator applies them in key order, so
+ * the numeric prefix fixes the order; never rename or edit an applied migration.
+ */
+export const migrations: Record<string, Migration> = {
+  '0001_characters': characters,
+  '0002_chats': chats,
+  '0003_providers': providers,
+  '0004_flux': flux,
+  '0005_stripe': stripe,
+  '0006_config_entries': configEntries,
+  '0007_llm_request_log': llmRequestLog,
+}

@@ -1,0 +1,434 @@
+import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely'
+
+// ---------------------------------------------------------------------------
+// Column helpers
+// ---------------------------------------------------------------------------
+
+/** `timestamptz not null default now()`: read as Date, optional on insert. */
+export type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>
+
+/** `timestamptz null` (e.g. `deleted_at`): null until set. */
+export type NullableTimestamp = ColumnType<Date | null, Date | string | null | undefined, Date | string | null>
+
+export type JsonPrimitive = string | number | boolean | null
+export type JsonArray = JsonValue[]
+export interface JsonObject { [key: string]: JsonValue }
+export type JsonValue = JsonPrimitive | JsonObject | JsonArray
+
+// node-postgres JSON-encodes plain objects but turns JS arrays into Postgres array
+// literals and sends strings raw, so only objects may be passed as-is; anything else
+// must be written as JSON text (`JSON.stringify(value)`).
+export type JsonWrite<T> = string | Exclude<T, JsonPrimitive | readonly unknown[]>
+
+/** `jsonb not null` */
+export type Json<T = JsonValue> = ColumnType<T, JsonWrite<T>, JsonWrite<T>>
+
+/** `jsonb not null default ...` */
+export type JsonWithDefault<T = JsonValue> = ColumnType<T, JsonWrite<T> | undefined, JsonWrite<T>>
+
+/** `jsonb null` */
+export type NullableJson<T = JsonValue> = ColumnType<T | null, JsonWrite<T> | null | undefined, JsonWrite<T> | null>
+
+// ---------------------------------------------------------------------------
+// Characters
+// ---------------------------------------------------------------------------
+
+export interface CharacterTable {
+  id: Generated<string>
+  version: string
+  cover_url: string
+  avatar_url: string
+  /** Human-readable slug. */
+  character_id: string
+  creator_id: string
+  owner_id: string
+  priority: Generated<number>
+  default_voice_id: string | null
+  default_model_id: string | null
+  likes_count: Generated<number>
+  bookmarks_count: Generated<number>
+  interactions_count: Generated<number>
+  forks_count: Generated<number>
+  created_at: Timestamp
+  updated_at: Timestamp
+  deleted_at: NullableTimestamp
+}
+
+export interface CharacterCoverTable {
+  id: Generated<string>
+  character_id: string
+  foreground_url: string
+  background_url: string
+  created_at: Timestamp
+  updated_at: Timestamp
+  deleted_at: NullableTimestamp
+}
+
+export interface CharacterCapabilityTable {
+  id: Generated<string>
+  character_id: string
+  type: string
+  config: Json
+  created_at: Timestamp
+  updated_at: Timestamp
+  deleted_at: NullableTimestamp
+}
+
+export interface CharacterI18nTable {
+  id: Generated<string>
+  character_id: string
+  language: string
+  name: string
+  tagline: string | null
+  description: string
+  tags: Generated<string[]>
+  created_at: Timestamp
+  updated_at: Timestamp
+  deleted_at: NullableTimestamp
+}
+
+export type CharacterPromptType = 'system' | 'personality' | 'greetings' | (string & {})
+
+export interface CharacterPromptTable {
+  id: Generated<string>
+  character_id: string
+  language: string
+  type: CharacterPromptType
+  content: string
+  created_at: Timestamp
+  updated_at: Timestamp
+  deleted_at: NullableTimestamp
+}
+
+export type AvatarModelType = 'vrm' | 'live2d' | (string & {})
+
+export interface AvatarModelTable {
+  id: Generated<string>
+  character_id: string
+  name: string
+  type: AvatarModelType
+  description: string
+  config: Json
+  created_at: Timestamp
+  updated_at: Timestamp
+  deleted_at: NullableTimestamp
+}
+
+export interface UserCharacterLikeTable {
+  user_id: string
+  character_id: string
+  created_at: Timestamp
+}
+
+export interface UserCharacterBookmarkTable {
+  user_id: string
+  character_id: string
+  created_at: Timestamp
+}
+
+export type Character = Selectable<CharacterTable>
+export type NewCharacter = Insertable<CharacterTable>
+export type CharacterUpdate = Updateable<CharacterTable>
+
+export type CharacterCover = Selectable<CharacterCoverTable>
+export type NewCharacterCover = Insertable<CharacterCoverTable>
+export type CharacterCoverUpdate = Updateable<CharacterCoverTable>
+
+export type CharacterCapability = Selectable<CharacterCapabilityTable>
+export type NewCharacterCapability = Insertable<CharacterCapabilityTable>
+export type CharacterCapabilityUpdate = Updateable<CharacterCapabilityTable>
+
+export type CharacterI18n = Selectable<CharacterI18nTable>
+export type NewCharacterI18n = Insertable<CharacterI18nTable>
+export type CharacterI18nUpdate = Updateable<CharacterI18nTable>
+
+export type CharacterPrompt = Selectable<CharacterPromptTable>
+export type NewCharacterPrompt = Insertable<CharacterPromptTable>
+export type CharacterPromptUpdate = Updateable<CharacterPromptTable>
+
+export type AvatarModel = Selectable<AvatarModelTable>
+export type NewAvatarModel = Insertable<AvatarModelTable>
+export type AvatarModelUpdate = Updateable<AvatarModelTable>
+
+export type UserCharacterLike = Selectable<UserCharacterLikeTable>
+export type NewUserCharacterLike = Insertable<UserCharacterLikeTable>
+
+export type UserCharacterBookmark = Selectable<UserCharacterBookmarkTable>
+export type NewUserCharacterBookmark = Insertable<UserCharacterBookmarkTable>
+
+// ---------------------------------------------------------------------------
+// Chats
+// ---------------------------------------------------------------------------
+
+export type ChatType = 'private' | 'bot' | 'group' | 'channel'
+export type ChatMemberType = 'user' | 'character'
+
+export interface ChatTable {
+  id: Generated<string>
+  type: ChatType
+  title: string | null
+  creator_id: string
+  /** Last assigned message seq; bumped under a row lock on the chat. */
+  last_seq: Generated<number>
+  created_at: Timestamp
+  updated_at: Timestamp
+  deleted_at: NullableTimestamp
+}
+
+export interface ChatMemberTable {
+  id: Generated<string>
+  chat_id: string
+  member_type: ChatMemberType
+  /** A user id or a character id, depending on `member_type`. */
+  member_id: string
+  created_at: Timestamp
+  deleted_at: NullableTimestamp
+}
+
+export interface MessageTable {
+  /** Client-supplied, so a resend is a no-op. */
+  id: string
+  chat_id: string
+  seq: number
+  /** Bare text, no FK: a deleted user's group messages stay. */
+  sender_id: string
+  role: string
+  content: string
+  metadata: NullableJson
+  created_at: Timestamp
+  updated_at: Timestamp
+  deleted_at: NullableTimestamp
+}
+
+export type Chat = Selectable<ChatTable>
+export type NewChat = Insertable<ChatTable>
+export type ChatUpdate = Updateable<ChatTable>
+
+export type ChatMember = Selectable<ChatMemberTable>
+export type NewChatMember = Insertable<ChatMemberTable>
+export type ChatMemberUpdate = Updateable<ChatMemberTable>
+
+export type Message = Selectable<MessageTable>
+export type NewMessage = Insertable<MessageTable>
+export type MessageUpdate = Updateable<MessageTable>
+
+// ---------------------------------------------------------------------------
+// Providers
+// ---------------------------------------------------------------------------
+
+export interface UserProviderConfigTable {
+  id: Generated<string>
+  owner_id: string
+  definition_id: string
+  name: string
+  config: JsonWithDefault<JsonObject>
+  validated: Generated<boolean>
+  validation_bypassed: Generated<boolean>
+  created_at: Timestamp
+  updated_at: Timestamp
+  deleted_at: NullableTimestamp
+}
+
+export interface SystemProviderConfigTable {
+  id: Generated<string>
+  definition_id: string
+  name: string
+  config: JsonWithDefault<JsonObject>
+  validated: Generated<boolean>
+  validation_bypassed: Generated<boolean>
+  created_at: Timestamp
+  updated_at: Timestamp
+  deleted_at: NullableTimestamp
+}
+
+export type UserProviderConfig = Selectable<UserProviderConfigTable>
+export type NewUserProviderConfig = Insertable<UserProviderConfigTable>
+export type UserProviderConfigUpdate = Updateable<UserProviderConfigTable>
+
+export type SystemProviderConfig = Selectable<SystemProviderConfigTable>
+export type NewSystemProviderConfig = Insertable<SystemProviderConfigTable>
+export type SystemProviderConfigUpdate = Updateable<SystemProviderConfigTable>
+
+// ---------------------------------------------------------------------------
+// Flux
+// ---------------------------------------------------------------------------
+
+export type FluxTransactionType = 'credit' | 'debit' | 'initial' | 'promo'
+
+export interface UserFluxTable {
+  user_id: string
+  flux: Generated<number>
+  created_at: Timestamp
+  updated_at: Timestamp
+  deleted_at: NullableTimestamp
+}
+
+export interface FluxTransactionTable {
+  id: Generated<string>
+  user_id: string
+  type: FluxTransactionType
+  amount: number
+  balance_before: number
+  balance_after: number
+  /** Idempotency key: unique per user when set. */
+  request_id: string | null
+  description: string | null
+  metadata: NullableJson
+  created_at: Timestamp
+}
+
+export type UserFlux = Selectable<UserFluxTable>
+export type NewUserFlux = Insertable<UserFluxTable>
+export type UserFluxUpdate = Updateable<UserFluxTable>
+
+export type FluxTransaction = Selectable<FluxTransactionTable>
+export type NewFluxTransaction = Insertable<FluxTransactionTable>
+
+// ---------------------------------------------------------------------------
+// Stripe mirror
+// ---------------------------------------------------------------------------
+
+export interface StripeCustomerTable {
+  id: Generated<string>
+  user_id: string
+  stripe_customer_id: string
+  email: string | null
+  created_at: Timestamp
+  updated_at: Timestamp
+  deleted_at: NullableTimestamp
+}
+
+export interface StripeCheckoutSessionTable {
+  id: Generated<string>
+  user_id: string
+  stripe_session_id: string
+  stripe_customer_id: string | null
+  stripe_price_id: string | null
+  mode: string
+  status: string
+  payment_status: string | null
+  amount_total: number | null
+  currency: string | null
+  flux_amount: number | null
+  flux_credited: Generated<boolean>
+  url: string | null
+  created_at: Timestamp
+  updated_at: Timestamp
+}
+
+export interface StripeSubscriptionTable {
+  id: Generated<string>
+  user_id: string
+  stripe_subscription_id: string
+  stripe_customer_id: string
+  stripe_price_id: string | null
+  status: string
+  current_period_start: NullableTimestamp
+  current_period_end: NullableTimestamp
+  cancel_at_period_end: Generated<boolean>
+  created_at: Timestamp
+  updated_at: Timestamp
+}
+
+export interface StripeInvoiceTable {
+  id: Generated<string>
+  user_id: string
+  stripe_invoice_id: string
+  stripe_customer_id: string
+  stripe_subscription_id: string | null
+  amount_paid: number
+  currency: string
+  status: string
+  hosted_invoice_url: string | null
+  invoice_pdf: string | null
+  flux_credited: Generated<boolean>
+  created_at: Timestamp
+  updated_at: Timestamp
+}
+
+export type StripeCustomer = Selectable<StripeCustomerTable>
+export type NewStripeCustomer = Insertable<StripeCustomerTable>
+export type StripeCustomerUpdate = Updateable<StripeCustomerTable>
+
+export type StripeCheckoutSession = Selectable<StripeCheckoutSessionTable>
+export type NewStripeCheckoutSession = Insertable<StripeCheckoutSessionTable>
+export type StripeCheckoutSessionUpdate = Updateable<StripeCheckoutSessionTable>
+
+export type StripeSubscription = Selectable<StripeSubscriptionTable>
+export type NewStripeSubscription = Insertable<StripeSubscriptionTable>
+export type StripeSubscriptionUpdate = Updateable<StripeSubscriptionTable>
+
+export type StripeInvoice = Selectable<StripeInvoiceTable>
+export type NewStripeInvoice = Insertable<StripeInvoiceTable>
+export type StripeInvoiceUpdate = Updateable<StripeInvoiceTable>
+
+// ---------------------------------------------------------------------------
+// Operator config
+// ---------------------------------------------------------------------------
+
+export interface ConfigEntryTable {
+  key: string
+  value: Json
+  updated_by: string | null
+  created_at: Timestamp
+  updated_at: Timestamp
+}
+
+export type ConfigEntry = Selectable<ConfigEntryTable>
+export type NewConfigEntry = Insertable<ConfigEntryTable>
+export type ConfigEntryUpdate = Updateable<ConfigEntryTable>
+
+// ---------------------------------------------------------------------------
+// Logs
+// ---------------------------------------------------------------------------
+
+export interface LlmRequestLogTable {
+  id: Generated<string>
+  user_id: string
+  request_id: string
+  model: string
+  upstream: string | null
+  status: number
+  duration_ms: number
+  prompt_tokens: number | null
+  completion_tokens: number | null
+  total_tokens: number | null
+  flux_consumed: Generated<number>
+  error: string | null
+  created_at: Timestamp
+}
+
+export type LlmRequestLog = Selectable<LlmRequestLogTable>
+export type NewLlmRequestLog = Insertable<LlmRequestLogTable>
+
+// ---------------------------------------------------------------------------
+
+export interface Database {
+  characters: CharacterTable
+  character_covers: CharacterCoverTable
+  character_capabilities: CharacterCapabilityTable
+  character_i18n: CharacterI18nTable
+  character_prompts: CharacterPromptTable
+  avatar_models: AvatarModelTable
+  user_character_likes: UserCharacterLikeTable
+  user_character_bookmarks: UserCharacterBookmarkTable
+
+  chats: ChatTable
+  chat_members: ChatMemberTable
+  messages: MessageTable
+
+  user_provider_configs: UserProviderConfigTable
+  system_provider_configs: SystemProviderConfigTable
+
+  user_flux: UserFluxTable
+  flux_transaction: FluxTransactionTable
+
+  stripe_customer: StripeCustomerTable
+  stripe_checkout_session: StripeCheckoutSessionTable
+  stripe_subscription: StripeSubscriptionTable
+  stripe_invoice: StripeInvoiceTable
+
+  config_entries: ConfigEntryTable
+
+  llm_request_log: LlmRequestLogTable
+}

@@ -1,0 +1,79 @@
+import { createTRPCClient, createWSClient, httpBatchLink, splitLink, wsLink } from '@trpc/client'
+import type { TRPCClient } from '@trpc/client'
+import superjson from 'superjson'
+
+// Only the router's type crosses from the server: no server code in the bundle.
+import type { AppRouter } from '@airi/api'
+
+export type TokenGetter = () => string | null | undefined | Promise<string | null | undefined>
+
+/** The constructor shape tRPC's WebSocket link needs; browsers' and the `ws` package's both fit. */
+export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocket
+
+export interface AiriClientOptions {
+  /** The server's origin, e.g. `https://api.example.com` (no trailing `/trpc`). */
+  baseUrl: string
+  /** A session token or an OIDC access token; read before every request and (re)connection. */
+  getToken?: TokenGetter
+  /** Defaults to the global WebSocket; pass `ws` on Node versions without one. */
+  WebSocket?: WebSocketConstructor
+  /** Defaults to the global fetch. */
+  fetch?: typeof fetch
+}
+
+export type AiriClient = TRPCClient<AppRouter> & {
+  /** Closes the subscription WebSocket (it opens lazily on the first subscription). */
+  close: () => Promise<void>
+}
+
+function trpcUrl(baseUrl: string, protocol: 'http' | 'ws'): string {
+  const url = new URL('trpc', baseUrl.endsWith('/') ? baseUrl : `${baseUrl}/`)
+  if (protocol === 'ws')
+    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:'
+  return url.toString()
+}
+
+/**
+ * The typed AIRI client: queries and mutations go over batched HTTP, subscriptions
+ * over one WebSocket whose connection params carry the token.
+ */
+export function createAiriClient({ baseUrl, getToken, WebSocket, fetch }: AiriClientOptions): AiriClient {
+  const token = async () => (await getToken?.()) ?? undefined
+
+  const wsClient = createWSClient({
+    url: trpcUrl(baseUrl, 'ws'),
+    WebSocket: WebSocket as typeof globalThis.WebSocket | undefined,
+    lazy: { enabled: true, closeMs: 0 },
+    connectionParams: async () => {
+      const value = await token()
+      return value ? { token: value } : {}
+    },
+  })
+
+  const client = createTRPCClient<AppRouter>({
+    links: [
+      splitLink({
+        condition: op => op.type === 'subscription',
+        true: wsLink({ client: wsClient, transformer: superjson }),
+        false: httpBatchLink({
+          url: trpcUrl(baseUrl, 'http'),
+          transformer: superjson,
+          fetch,
+          headers: async () => {
+            const value = await token()
+            return value ? { authorization: `Bearer ${value}` } : {}
+          },
+        }),
+      }),
+    ],
+  })
+
+  const close = async () => {
+    await wsClient.close()
+  }
+  // tRPC's client is a proxy that reads every property as a router path, so `close`
+  // is layered on with a proxy of our own rather than assigned.
+  return new Proxy(client, {
+    get: (target, key) => (key === 'close' ? close : Reflect.get(target, key)),
+  }) as AiriClient
+}

@@ -1,0 +1,1 @@
+export { createAiriClient, type AiriClient, type AiriClientOptions, type TokenGetter, type WebSocketConstructor } from './client.ts'
