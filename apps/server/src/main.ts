@@ -36,8 +36,8 @@ async function shutdown(signal: string): Promise<void> {
     process.exit(1)
   }
 }
-process.once('SIGTERM', () => void shutdown('SIGTERM'))
-process.once('SIGINT', () => void shutdown('SIGINT'))
+process.on('SIGTERM', () => void shutdown('SIGTERM'))
+process.on('SIGINT', () => void shutdown('SIGINT'))
 
 try {
   await app.listen({ host: env.HOST, port: env.PORT })

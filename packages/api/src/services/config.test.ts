@@ -1,0 +1,128 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
+
+import { createDb } from '@airi/db'
+import { createTestDatabase, testRedisPrefix, type TestDatabase } from '@airi/tooling/test/test-database'
+
+import { createMemoryAdapters } from '../adapters/memory.ts'
+import type { Adapters } from '../adapters/ports.ts'
+import { createRedisAdapters } from '../adapters/redis.ts'
+import { channels } from '../adapters/keys.ts'
+import { ApiError } from '../errors.ts'
+import type { Logger } from '../logger.ts'
+import { silentLogger } from '../logger.ts'
+import { createConfigService, type ConfigService } from './config.ts'
+
+let database: TestDatabase
+const closers: Array<() => Promise<unknown>> = []
+
+beforeAll(async () => {
+  database = await createTestDatabase()
+})
+afterAll(async () => {
+  for (const close of closers.reverse())
+    await close()
+  await database.drop()
+})
+
+/** One "service container": its own pool, its own adapter connections, its own memory. */
+async function container(adapters: Adapters, logger: Logger = silentLogger): Promise<ConfigService> {
+  const db = createDb({ connectionString: database.url, maxConnections: 2 })
+  const config = await createConfigService({ db, cache: adapters.cache, pubsub: adapters.pubsub, logger })
+  closers.push(() => db.destroy(), () => adapters.close(), () => config.close())
+  return config
+}
+
+describe('operator config', () => {
+  let config: ConfigService
+  beforeAll(async () => {
+    config = await container(createMemoryAdapters())
+  })
+
+  it('answers the schema default for an entry that was never set', async () => {
+    expect(await config.get('INITIAL_USER_FLUX')).toBe(100)
+    expect(await config.getOptional('STRIPE_PAYMENT_METHODS')).toBeUndefined()
+  })
+
+  it('reports a missing required entry as 503 CONFIG_NOT_SET naming the entry', async () => {
+    const error = await config.getOrThrow('STRIPE_FLUX_PRODUCT_ID').catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(ApiError)
+    expect(error).toMatchObject({ status: 503, code: 'CONFIG_NOT_SET', details: { key: 'STRIPE_FLUX_PRODUCT_ID' } })
+    expect((error as ApiError).message).toContain('STRIPE_FLUX_PRODUCT_ID')
+    expect(await config.getOptional('STRIPE_FLUX_PRODUCT_ID')).toBeUndefined()
+    await expect(config.require('INITIAL_USER_FLUX', 'LLM_ROUTER_CONFIG')).rejects.toMatchObject({ details: { key: 'LLM_ROUTER_CONFIG' } })
+  })
+
+  it('validates a value against the entry schema and stores nothing when invalid', async () => {
+    const error = await config.set('INITIAL_USER_FLUX', -5).catch((e: unknown) => e)
+    expect(error).toMatchObject({ status: 400, code: 'INVALID_CONFIG_VALUE', details: { key: 'INITIAL_USER_FLUX' } })
+    await expect(config.set('LLM_ROUTER_CONFIG', { models: { chat: { upstreams: [{ id: 'a', baseUrl: 'not a url', model: 'm', keys: [] }] } } }))
+      .rejects.toMatchObject({ code: 'INVALID_CONFIG_VALUE' })
+    await expect(config.set('STRIPE_FLUX_PRODUCT_ID', undefined)).rejects.toMatchObject({ code: 'INVALID_CONFIG_VALUE' })
+    const row = await database.db.selectFrom('config_entries').selectAll().where('key', 'in', ['INITIAL_USER_FLUX', 'LLM_ROUTER_CONFIG']).execute()
+    expect(row).toEqual([])
+  })
+
+  it('stores a valid value durably and reads it back through every layer', async () => {
+    await config.set('STRIPE_FLUX_PRODUCT_ID', 'prod_123', 'admin-user')
+    await config.set('STRIPE_PAYMENT_METHODS', ['card', 'alipay'])
+    expect(await config.getOrThrow('STRIPE_FLUX_PRODUCT_ID')).toBe('prod_123')
+    expect(await config.get('STRIPE_PAYMENT_METHODS')).toEqual(['card', 'alipay'])
+
+    const row = await database.db.selectFrom('config_entries').selectAll().where('key', '=', 'STRIPE_FLUX_PRODUCT_ID').executeTakeFirstOrThrow()
+    expect(row).toMatchObject({ value: 'prod_123', updated_by: 'admin-user' })
+
+    const view = await config.describe('STRIPE_FLUX_PRODUCT_ID')
+    expect(view).toMatchObject({ key: 'STRIPE_FLUX_PRODUCT_ID', value: 'prod_123', isSet: true, missing: false, updatedBy: 'admin-user' })
+    const list = await config.list()
+    expect(list.map(entry => entry.key)).toContain('FLUX_PER_1K_TOKENS')
+    expect(list.find(entry => entry.key === 'STREAMING_TTS_UPSTREAM')).toMatchObject({ isSet: false, missing: true, value: undefined })
+    expect(list.find(entry => entry.key === 'INITIAL_USER_FLUX')).toMatchObject({ isSet: false, missing: false, value: 100 })
+  })
+})
+
+describe('operator config across instances (shared Postgres and Redis)', () => {
+  let first: ConfigService
+  let second: ConfigService
+  let prefix: string
+  const warnings: unknown[] = []
+  const recordingLogger: Logger = { ...silentLogger, warn: obj => warnings.push(obj) }
+
+  beforeAll(async () => {
+    prefix = testRedisPrefix()
+    const url = inject('redisUrl')
+    first = await container(await createRedisAdapters({ url, prefix }))
+    second = await container(await createRedisAdapters({ url, prefix }), recordingLogger)
+  })
+
+  it('a set on one instance is seen by the other within a second', async () => {
+    // Both instances have read (and cached in memory) the default first.
+    expect(await first.get('FLUX_PER_REQUEST')).toBe(1)
+    expect(await second.get('FLUX_PER_REQUEST')).toBe(1)
+
+    await first.set('FLUX_PER_REQUEST', 7)
+    const deadline = Date.now() + 1000
+    let seen = await second.get('FLUX_PER_REQUEST')
+    while (seen !== 7 && Date.now() < deadline) {
+      await sleep(20)
+      seen = await second.get('FLUX_PER_REQUEST')
+    }
+    expect(seen).toBe(7)
+
+    await second.set('FLUX_PER_REQUEST', 9)
+    await sleep(1000)
+    expect(await first.get('FLUX_PER_REQUEST')).toBe(9)
+  })
+
+  it('drops and logs a malformed invalidation message', async () => {
+    const adapters = await createRedisAdapters({ url: inject('redisUrl'), prefix })
+    closers.push(() => adapters.close())
+    await adapters.pubsub.publish(channels.configInvalidate(), '{"not":"a key"}')
+    await adapters.pubsub.publish(channels.configInvalidate(), 'not json')
+    await sleep(200)
+    expect(warnings).toHaveLength(2)
+    // The instance still serves its entries afterwards.
+    expect(await second.get('FLUX_PER_REQUEST')).toBe(9)
+  })
+})
