@@ -1,4 +1,4 @@
-import { mkdir } from 'node:fs/promises'
+import { access, mkdir } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { userInfo } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -101,7 +101,6 @@ function importEmbeddedPostgres() {
 }
 
 async function isInitialised(dataDir: string): Promise<boolean> {
-  const { access } = await import('node:fs/promises')
   return access(join(dataDir, 'PG_VERSION')).then(() => true, () => false)
 }
 
