@@ -5,7 +5,8 @@ import { join } from 'node:path'
 import type { TestProject } from 'vitest/node'
 import pg from 'pg'
 
-import { createDb, findFreePort, migrateToLatest, startEmbeddedPostgres } from '@airi/db'
+import { migrateDatabase } from '@airi/api'
+import { createDb, findFreePort, startEmbeddedPostgres } from '@airi/db'
 
 import { startRedisServer } from './redis-server.ts'
 
@@ -46,7 +47,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
   await admin.query(`CREATE DATABASE ${TEMPLATE_DATABASE}`)
   await admin.end()
   const template = createDb({ connectionString: withDatabase(postgresAdminUrl, TEMPLATE_DATABASE), maxConnections: 1 })
-  await migrateToLatest(template)
+  await migrateDatabase(template)
   await template.destroy()
 
   project.provide('postgresAdminUrl', postgresAdminUrl)

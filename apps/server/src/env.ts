@@ -17,7 +17,24 @@ export const envSchema = z.object({
   REDIS_KEY_PREFIX: z.string().default(''),
   BETTER_AUTH_SECRET: optionalString,
   API_SERVER_URL: z.url().optional(),
+  /** Browser origins (comma-separated) allowed to call /api/auth/* with cookies, e.g. stage-web's. */
+  AUTH_TRUSTED_ORIGINS: commaList,
+  /** Requests per minute one IP may make to /api/auth/*. */
+  AUTH_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().positive().default(120),
   RESEND_API_KEY: optionalString,
+  /** Sender of every e-mail. */
+  EMAIL_FROM: z.string().default('AIRI <noreply@airi.moeru.ai>'),
+  GOOGLE_CLIENT_ID: optionalString,
+  GOOGLE_CLIENT_SECRET: optionalString,
+  GITHUB_CLIENT_ID: optionalString,
+  GITHUB_CLIENT_SECRET: optionalString,
+  /** First-party OIDC clients (SPEC §4.1). Public clients use PKCE only. */
+  OIDC_CLIENT_ID_WEB: optionalString,
+  OIDC_WEB_REDIRECT_URIS: commaList,
+  OIDC_CLIENT_ID_ELECTRON: optionalString,
+  OIDC_CLIENT_SECRET_ELECTRON: optionalString,
+  OIDC_CLIENT_ID_POCKET: optionalString,
+  OIDC_POCKET_REDIRECT_URIS: z.string().optional().transform(value => (value ?? 'capacitor://localhost/auth/callback').split(',').map(item => item.trim()).filter(Boolean)),
   STRIPE_SECRET_KEY: optionalString,
   STRIPE_WEBHOOK_SECRET: optionalString,
   LLM_ROUTER_MASTER_KEY: optionalString,
@@ -55,10 +72,18 @@ export function parseEnv(source: Record<string, string | undefined>): Env {
     throw new EnvError(parsed.error.issues.map(issue => `${issue.path.join('.')}: ${issue.message}`))
 
   const env = parsed.data
-  if (env.NODE_ENV === 'production') {
-    const missing = requiredInProduction.filter(name => env[name] === undefined)
-    if (missing.length > 0)
-      throw new EnvError(missing.map(name => `${name} is required when NODE_ENV=production`))
+  const problems: string[] = []
+  if (env.NODE_ENV === 'production')
+    problems.push(...requiredInProduction.filter(name => env[name] === undefined).map(name => `${name} is required when NODE_ENV=production`))
+  // A provider or client half-configured is a mistake, not a choice.
+  const pairs = [['GOOGLE_CLIENT_ID', 'GOOGLE_CLIENT_SECRET'], ['GITHUB_CLIENT_ID', 'GITHUB_CLIENT_SECRET'], ['OIDC_CLIENT_ID_ELECTRON', 'OIDC_CLIENT_SECRET_ELECTRON']] as const
+  for (const [id, secret] of pairs) {
+    if ((env[id] === undefined) !== (env[secret] === undefined))
+      problems.push(`${id} and ${secret} must be set together`)
   }
+  if (env.OIDC_CLIENT_ID_WEB && env.OIDC_WEB_REDIRECT_URIS.length === 0)
+    problems.push('OIDC_WEB_REDIRECT_URIS is required when OIDC_CLIENT_ID_WEB is set')
+  if (problems.length > 0)
+    throw new EnvError(problems)
   return env
 }

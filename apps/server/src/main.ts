@@ -1,7 +1,7 @@
 import { pino } from 'pino'
 
 import { EnvError, parseEnv } from './env.ts'
-import { service, startRuntime } from './runtime.ts'
+import { service, socialProviders, startRuntime } from './runtime.ts'
 import { buildServer } from './server.ts'
 
 let env
@@ -17,7 +17,13 @@ catch (error) {
 
 const logger = pino({ level: env.LOG_LEVEL, base: { service: service.name } })
 const runtime = await startRuntime(env, logger)
-const app = await buildServer({ api: runtime.api, service, logger })
+const app = await buildServer({
+  api: runtime.api,
+  service,
+  logger,
+  authRateLimitPerMinute: env.AUTH_RATE_LIMIT_PER_MINUTE,
+  socialProviders: socialProviders(env),
+})
 
 let shuttingDown = false
 async function shutdown(signal: string): Promise<void> {

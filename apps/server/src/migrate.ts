@@ -1,4 +1,4 @@
-import { migrateToLatest } from '@airi/db'
+import { migrateDatabase } from '@airi/api'
 import { pino } from 'pino'
 
 import { EnvError, parseEnv } from './env.ts'
@@ -11,8 +11,8 @@ try {
   const logger = pino({ level: env.LOG_LEVEL })
   const database = await openDatabase(env, logger)
   try {
-    const results = await migrateToLatest(database.db)
-    logger.info({ applied: results.map(result => result.migrationName) }, results.length ? 'migrations applied' : 'database is up to date')
+    const report = await migrateDatabase(database.db)
+    logger.info(report, report.applied.length || report.authTables.length ? 'migrations applied' : 'database is up to date')
   }
   finally {
     await database.close()

@@ -1,8 +1,21 @@
-import { resolve } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { dirname, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-import { createAdapters, createApi, type Api, type Logger } from '@airi/api'
-import { createDb, migrateToLatest, startEmbeddedPostgres, type Db, type EmbeddedPostgresHandle } from '@airi/db'
+import {
+  createAdapters,
+  createApi,
+  createLogTransport,
+  createResendTransport,
+  ELECTRON_RELAY_PATH,
+  migrateDatabase,
+  type Api,
+  type AuthSettings,
+  type Logger,
+  type TrustedClient,
+} from '@airi/api'
+import { createDb, startEmbeddedPostgres, type Db, type EmbeddedPostgresHandle } from '@airi/db'
 
 import packageJson from '../package.json' with { type: 'json' }
 import type { Env } from './env.ts'
@@ -39,6 +52,62 @@ export async function openDatabase(env: Env, logger: Logger): Promise<Database> 
   }
 }
 
+/** BETTER_AUTH_SECRET, or (development only) one generated once and kept under DATA_DIR. */
+async function authSecret(env: Env, logger: Logger): Promise<string> {
+  if (env.BETTER_AUTH_SECRET)
+    return env.BETTER_AUTH_SECRET
+  const path = resolve(env.DATA_DIR ?? defaultDataDir, 'auth-secret')
+  const existing = await readFile(path, 'utf8').then(text => text.trim(), () => '')
+  if (existing)
+    return existing
+  const secret = randomBytes(32).toString('base64url')
+  await mkdir(dirname(path), { recursive: true })
+  await writeFile(path, `${secret}\n`, { mode: 0o600 })
+  logger.info({ path }, 'BETTER_AUTH_SECRET is not set; generated a development secret')
+  return secret
+}
+
+/** The public origin of this server: API_SERVER_URL, else where it listens locally. */
+export function apiServerUrl(env: Env): string {
+  return (env.API_SERVER_URL ?? `http://localhost:${env.PORT}`).replace(/\/$/, '')
+}
+
+/** First-party OIDC clients from OIDC_* variables (SPEC §4.1). */
+export function trustedClients(env: Env): TrustedClient[] {
+  const clients: TrustedClient[] = []
+  if (env.OIDC_CLIENT_ID_WEB)
+    clients.push({ clientId: env.OIDC_CLIENT_ID_WEB, name: 'AIRI web', redirectUris: env.OIDC_WEB_REDIRECT_URIS, applicationType: 'web' })
+  if (env.OIDC_CLIENT_ID_ELECTRON && env.OIDC_CLIENT_SECRET_ELECTRON) {
+    clients.push({
+      clientId: env.OIDC_CLIENT_ID_ELECTRON,
+      clientSecret: env.OIDC_CLIENT_SECRET_ELECTRON,
+      name: 'AIRI desktop',
+      // The desktop app's loopback port varies, so it registers our relay page instead.
+      redirectUris: [`${apiServerUrl(env)}${ELECTRON_RELAY_PATH}`],
+      applicationType: 'web',
+    })
+  }
+  if (env.OIDC_CLIENT_ID_POCKET)
+    clients.push({ clientId: env.OIDC_CLIENT_ID_POCKET, name: 'AIRI pocket', redirectUris: env.OIDC_POCKET_REDIRECT_URIS, applicationType: 'native' })
+  return clients
+}
+
+/** The social providers whose credentials are configured. */
+export function socialProviders(env: Env): Array<'google' | 'github'> {
+  return [...(env.GOOGLE_CLIENT_ID ? ['google' as const] : []), ...(env.GITHUB_CLIENT_ID ? ['github' as const] : [])]
+}
+
+export async function authSettings(env: Env, logger: Logger): Promise<AuthSettings & { trustedClients: TrustedClient[] }> {
+  return {
+    secret: await authSecret(env, logger),
+    baseUrl: apiServerUrl(env),
+    trustedOrigins: env.AUTH_TRUSTED_ORIGINS,
+    trustedClients: trustedClients(env),
+    google: env.GOOGLE_CLIENT_ID && env.GOOGLE_CLIENT_SECRET ? { clientId: env.GOOGLE_CLIENT_ID, clientSecret: env.GOOGLE_CLIENT_SECRET } : undefined,
+    github: env.GITHUB_CLIENT_ID && env.GITHUB_CLIENT_SECRET ? { clientId: env.GITHUB_CLIENT_ID, clientSecret: env.GITHUB_CLIENT_SECRET } : undefined,
+  }
+}
+
 export interface Runtime {
   api: Api
   close: () => Promise<void>
@@ -48,13 +117,23 @@ export interface Runtime {
 export async function startRuntime(env: Env, logger: Logger): Promise<Runtime> {
   const database = await openDatabase(env, logger)
   try {
-    const applied = await migrateToLatest(database.db)
-    if (applied.length > 0)
-      logger.info({ migrations: applied.map(result => result.migrationName) }, 'applied migrations')
+    const report = await migrateDatabase(database.db)
+    if (report.applied.length > 0 || report.authTables.length > 0)
+      logger.info(report, 'applied migrations')
 
     const adapters = await createAdapters({ redisUrl: env.REDIS_URL, prefix: env.REDIS_KEY_PREFIX })
     logger.info({ adapters: adapters.kind }, env.REDIS_URL ? 'using Redis adapters' : 'REDIS_URL is not set; using in-process adapters')
-    const api = await createApi({ db: database.db, adapters, logger, adminEmails: env.ADMIN_EMAILS, service })
+    if (!env.RESEND_API_KEY)
+      logger.info({}, 'RESEND_API_KEY is not set; e-mails are written to this log instead of sent')
+    const api = await createApi({
+      db: database.db,
+      adapters,
+      logger,
+      emailTransport: env.RESEND_API_KEY ? createResendTransport({ apiKey: env.RESEND_API_KEY, from: env.EMAIL_FROM }) : createLogTransport(logger),
+      auth: await authSettings(env, logger),
+      adminEmails: env.ADMIN_EMAILS,
+      service,
+    })
     return {
       api,
       async close() {
@@ -69,4 +148,3 @@ export async function startRuntime(env: Env, logger: Logger): Promise<Runtime> {
     throw error
   }
 }
-

@@ -5,19 +5,25 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 
 import type { Api } from '@airi/api'
 
+import { authPlugin } from './plugins/auth.ts'
 import { registerErrorHandlers } from './plugins/errors.ts'
 import { probesPlugin } from './plugins/probes.ts'
+import { signInPlugin } from './plugins/sign-in.ts'
 import { trpcPlugin } from './plugins/trpc.ts'
 
 export interface BuildServerOptions {
   api: Api
   service: { name: string, version: string }
+  /** Requests per minute one IP may make to /api/auth/*. */
+  authRateLimitPerMinute?: number
+  /** Social providers offered on the sign-in page (those that are configured). */
+  socialProviders?: Array<'google' | 'github'>
   /** A pino logger, or Fastify logger options; false silences logs. */
   logger?: FastifyBaseLogger | { level: string } | false
 }
 
 /** Builds the host without listening, so tests can `inject()` or `listen({ port: 0 })`. */
-export async function buildServer({ api, service, logger = false }: BuildServerOptions): Promise<FastifyInstance> {
+export async function buildServer({ api, service, logger = false, authRateLimitPerMinute = 120, socialProviders = [] }: BuildServerOptions): Promise<FastifyInstance> {
   const app = Fastify({
     ...(logger && 'child' in logger ? { loggerInstance: logger } : { logger }),
     requestIdHeader: 'x-request-id',
@@ -34,6 +40,8 @@ export async function buildServer({ api, service, logger = false }: BuildServerO
 
   await app.register(websocket)
   await app.register(probesPlugin, { service, checks: api.checks })
+  await app.register(authPlugin, { api, rateLimitPerMinute: authRateLimitPerMinute })
+  await app.register(signInPlugin, { api, providers: socialProviders })
   await app.register(trpcPlugin, { prefix: '/trpc', api })
 
   return app

@@ -1,67 +1,142 @@
+import { randomUUID } from 'node:crypto'
+
 import type { FastifyInstance } from 'fastify'
 import { inject } from 'vitest'
 
-import { createApi, createMemoryAdapters, createRedisAdapters, silentLogger, type Api, type AuthUser, type RequestAuthResolver } from '@airi/api'
+import { createApi, createMemoryAdapters, createRedisAdapters, createResendTransport, silentLogger, type Api, type TrustedClient } from '@airi/api'
+import { findFreePort } from '@airi/db'
+import { startFakeResend, type FakeEmail, type FakeResend } from '@airi/tooling/fakes/resend'
 import { createTestDatabase, testRedisPrefix, type TestDatabase } from '@airi/tooling/test/test-database'
 
 import { service } from '../src/runtime.ts'
 import { buildServer } from '../src/server.ts'
 
-export const users = {
-  member: { id: 'user-member', email: 'member@example.com', emailVerified: true, name: 'Member' },
-  admin: { id: 'user-admin', email: 'Admin@Example.com', emailVerified: true, name: 'Admin' },
-  unverifiedAdmin: { id: 'user-unverified', email: 'unverified@example.com', emailVerified: false, name: 'Unverified' },
-} satisfies Record<string, AuthUser>
+export const ADMIN_EMAIL = 'admin@example.com'
+export const UNVERIFIED_ADMIN_EMAIL = 'unverified-admin@example.com'
 
-export const adminEmails = ['admin@example.com', 'unverified@example.com']
-
-/**
- * Until accounts land, identities are proven by a resolver that knows three
- * tokens. It reads the bearer header (HTTP) and the `token` connection param (WS),
- * exactly where the real resolver will look.
- */
-export const tokenResolver: RequestAuthResolver = async ({ headers, connectionParams }) => {
-  const token = headers.get('authorization')?.replace(/^Bearer /i, '') ?? connectionParams?.token
-  const user = token ? (users as Record<string, AuthUser>)[token] : undefined
-  return user ? { user, session: { id: `session-${user.id}`, userId: user.id, expiresAt: new Date(Date.now() + 3_600_000) } } : null
+export interface TestServerOptions {
+  /** false: in-process adapters; a URL: that Redis; default: the run's redis-server. */
+  redisUrl?: string | false
+  database?: TestDatabase
+  trustedClients?: TrustedClient[]
+  adminEmails?: string[]
+  authRateLimitPerMinute?: number
+  socialProviders?: { github?: boolean, google?: boolean }
+  /** Adds routes before the server starts listening (tests of shared transport behaviour). */
+  extend?: (app: FastifyInstance, api: Api) => void
 }
 
 export interface TestServer {
   app: FastifyInstance
   api: Api
   database: TestDatabase
-  /** Set once `listen()` resolved. */
+  resend: FakeResend
+  /** The server's origin; it is listening. */
   baseUrl: string
-  listen: () => Promise<string>
   close: () => Promise<void>
 }
 
-export async function startTestServer(options: { redisUrl?: string | false, database?: TestDatabase } = {}): Promise<TestServer> {
+/**
+ * The real host on a loopback port: real Postgres (a database of its own), Redis,
+ * better-auth, and the real `resend` library pointed at a local fake of Resend.
+ */
+export async function startTestServer(options: TestServerOptions = {}): Promise<TestServer> {
   const ownDatabase = !options.database
   const database = options.database ?? await createTestDatabase()
   const redisUrl = options.redisUrl === undefined ? inject('redisUrl') : options.redisUrl
   const adapters = redisUrl ? await createRedisAdapters({ url: redisUrl, prefix: testRedisPrefix() }) : createMemoryAdapters()
-  const api = await createApi({ db: database.db, adapters, logger: silentLogger, adminEmails, resolveAuth: tokenResolver, service })
-  const app = await buildServer({ api, service })
+  const resend = await startFakeResend()
+  // better-auth builds links and the issuer from its base URL, so the port is chosen first.
+  const port = await findFreePort()
+  const baseUrl = `http://127.0.0.1:${port}`
+  const social = { id: 'fake-client-id', secret: 'fake-client-secret' }
+  const api = await createApi({
+    db: database.db,
+    adapters,
+    logger: silentLogger,
+    emailTransport: createResendTransport({ apiKey: resend.apiKey, from: 'AIRI <noreply@example.com>', baseUrl: resend.url }),
+    auth: {
+      secret: 'test-secret-0123456789abcdefghijklmnopqrstuvwxyz',
+      baseUrl,
+      trustedClients: options.trustedClients,
+      github: options.socialProviders?.github ? { clientId: social.id, clientSecret: social.secret } : undefined,
+      google: options.socialProviders?.google ? { clientId: social.id, clientSecret: social.secret } : undefined,
+    },
+    adminEmails: options.adminEmails ?? [ADMIN_EMAIL, UNVERIFIED_ADMIN_EMAIL],
+    service,
+  })
+  const app = await buildServer({
+    api,
+    service,
+    authRateLimitPerMinute: options.authRateLimitPerMinute ?? 10_000,
+    socialProviders: [...(options.socialProviders?.google ? ['google' as const] : []), ...(options.socialProviders?.github ? ['github' as const] : [])],
+  })
+  options.extend?.(app, api)
+  await app.listen({ host: '127.0.0.1', port })
 
-  const server: TestServer = {
+  return {
     app,
     api,
     database,
-    baseUrl: '',
-    async listen() {
-      await app.listen({ host: '127.0.0.1', port: 0 })
-      const address = app.server.address()
-      server.baseUrl = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`
-      return server.baseUrl
-    },
+    resend,
+    baseUrl,
     async close() {
       await app.close()
       await api.close()
       await adapters.close()
+      await resend.close()
       if (ownDatabase)
         await database.drop()
     },
   }
-  return server
+}
+
+export function uniqueEmail(label = 'user'): string {
+  return `${label}-${randomUUID().slice(0, 8)}@example.com`
+}
+
+/** POSTs JSON to a better-auth endpoint, as a browser-less client would. */
+export async function authPost(server: TestServer, path: string, body: unknown, token?: string): Promise<Response> {
+  return fetch(`${server.baseUrl}/api/auth${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify(body),
+  })
+}
+
+export function emailTo(server: TestServer, to: string, subject: RegExp): Promise<FakeEmail> {
+  // better-auth stores (and mails) addresses lower-cased.
+  return server.resend.waitForEmail(email => email.to.includes(to.toLowerCase()) && subject.test(email.subject))
+}
+
+export interface TestUser {
+  id: string
+  email: string
+  password: string
+  /** A better-auth session token (bearer). */
+  token: string
+}
+
+/** Signs up through the real flow: sign-up, the verification e-mail's link, sign-in. */
+export async function createVerifiedUser(server: TestServer, email = uniqueEmail()): Promise<TestUser> {
+  const password = 'correct horse battery staple'
+  const signUp = await authPost(server, '/sign-up/email', { email, password, name: email.split('@')[0] })
+  if (!signUp.ok)
+    throw new Error(`sign-up failed: ${signUp.status} ${await signUp.text()}`)
+  const mail = await emailTo(server, email, /verify/i)
+  const verify = await fetch(server.resend.linkIn(mail), { redirect: 'manual' })
+  if (verify.status >= 400)
+    throw new Error(`verification failed: ${verify.status}`)
+  return signIn(server, email, password)
+}
+
+export async function signIn(server: TestServer, email: string, password: string): Promise<TestUser> {
+  const response = await authPost(server, '/sign-in/email', { email, password })
+  if (!response.ok)
+    throw new Error(`sign-in failed: ${response.status} ${await response.text()}`)
+  const token = response.headers.get('set-auth-token')
+  const body = await response.json() as { user: { id: string } }
+  if (!token)
+    throw new Error('sign-in answered without a set-auth-token header')
+  return { id: body.user.id, email, password, token }
 }

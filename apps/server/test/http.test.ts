@@ -8,16 +8,20 @@ import { startTestServer, type TestServer } from './harness.ts'
 describe('HTTP transport', () => {
   let server: TestServer
   beforeAll(async () => {
-    server = await startTestServer({ redisUrl: false })
     // Routes of the kind later capabilities add, to exercise the shared mapping and guard.
-    server.app.get('/test/domain-error', async () => {
-      throw new ApiError(402, 'INSUFFICIENT_FLUX', 'Not enough Flux', { balance: 0 })
+    server = await startTestServer({
+      redisUrl: false,
+      extend(app, api) {
+        app.get('/test/domain-error', async () => {
+          throw new ApiError(402, 'INSUFFICIENT_FLUX', 'Not enough Flux', { balance: 0 })
+        })
+        app.get('/test/crash', async () => {
+          throw new Error('secret internal detail')
+        })
+        app.get('/test/needs-llm', { preHandler: requireConfig(api, 'FLUX_PER_REQUEST', 'LLM_ROUTER_CONFIG') }, async () => ({ ok: true }))
+        app.post('/test/echo', async request => request.body)
+      },
     })
-    server.app.get('/test/crash', async () => {
-      throw new Error('secret internal detail')
-    })
-    server.app.get('/test/needs-llm', { preHandler: requireConfig(server.api, 'FLUX_PER_REQUEST', 'LLM_ROUTER_CONFIG') }, async () => ({ ok: true }))
-    server.app.post('/test/echo', async request => request.body)
   })
   afterAll(() => server.close())
 

@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
-import { createApi, createMemoryAdapters, silentLogger } from '@airi/api'
+import { createApi, createLogTransport, createMemoryAdapters, silentLogger } from '@airi/api'
 import { createDb, findFreePort } from '@airi/db'
 import { startRedisServer, type RedisServerHandle } from '@airi/tooling/test/redis-server'
 
@@ -82,8 +82,14 @@ describe('readiness follows Redis', () => {
 describe('readiness follows Postgres', () => {
   it('turns 503 naming postgres when the database cannot be reached', async () => {
     const db = createDb({ connectionString: `postgres://nobody:nothing@127.0.0.1:${await findFreePort()}/none` })
-    const adapters = createMemoryAdapters()
-    const api = await createApi({ db, adapters, logger: silentLogger, service })
+    const api = await createApi({
+      db,
+      adapters: createMemoryAdapters(),
+      logger: silentLogger,
+      emailTransport: createLogTransport(silentLogger),
+      auth: { secret: 'test-secret-0123456789abcdefghijklmnop', baseUrl: 'http://127.0.0.1' },
+      service,
+    })
     const app = await buildServer({ api, service })
     try {
       const response = await app.inject({ method: 'GET', url: '/readyz' })

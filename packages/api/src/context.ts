@@ -33,8 +33,6 @@ export interface AuthInput {
  */
 export type RequestAuthResolver = (input: AuthInput) => Promise<RequestAuth | null>
 
-export const anonymousResolver: RequestAuthResolver = async () => null
-
 export interface Context {
   auth: RequestAuth | null
   services: Services

@@ -1,0 +1,32 @@
+const htmlEscapes: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', '\'': '&#39;' }
+
+/** Escapes text for HTML content and double-quoted attributes. */
+export function escapeHtml(value: string): string {
+  return value.replace(/[&<>"']/g, char => htmlEscapes[char]!)
+}
+
+/** A small, self-contained page (no external assets). `body` must already be escaped. */
+export function page(title: string, body: string, script = ''): string {
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
+<title>${escapeHtml(title)}</title>
+<style>
+  body { font-family: system-ui, sans-serif; max-width: 26rem; margin: 3rem auto; padding: 0 1rem; color: #222; }
+  h1 { font-size: 1.4rem; }
+  a.button, button { display: block; width: 100%; box-sizing: border-box; margin: .5rem 0; padding: .7rem; border: 1px solid #888; border-radius: .4rem; background: #fff; font-size: 1rem; text-align: center; text-decoration: none; color: inherit; cursor: pointer; }
+  button.primary { background: #e07a5f; border-color: #e07a5f; color: #fff; }
+  input { display: block; width: 100%; box-sizing: border-box; margin: .3rem 0 .8rem; padding: .6rem; font-size: 1rem; }
+  .message { min-height: 1.5rem; color: #a33; }
+  hr { margin: 1.5rem 0; border: none; border-top: 1px solid #ddd; }
+</style>
+</head>
+<body>
+${body}
+${script ? `<script>${script}</script>` : ''}
+</body>
+</html>`
+}

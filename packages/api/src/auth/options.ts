@@ -1,0 +1,134 @@
+import { createHash } from 'node:crypto'
+
+import { oauthProvider } from '@better-auth/oauth-provider'
+import type { BetterAuthOptions } from 'better-auth'
+import { bearer, jwt, magicLink } from 'better-auth/plugins'
+
+import type { Db } from '@airi/db'
+
+import type { EmailService } from '../services/email.ts'
+
+/** Paths of our own pages that the OAuth provider redirects to. */
+export const SIGN_IN_PATH = '/sign-in'
+export const AUTH_BASE_PATH = '/api/auth'
+export const ELECTRON_RELAY_PATH = `${AUTH_BASE_PATH}/oidc/electron-callback`
+
+export interface SocialProviderCredentials {
+  clientId: string
+  clientSecret: string
+}
+
+export interface AuthSettings {
+  /** Signs sessions, verification tokens and the signed OAuth query. */
+  secret: string
+  /** Public origin of this server (API_SERVER_URL): issuer, and the resource JWT access tokens are for. */
+  baseUrl: string
+  /** Browser origins allowed to call `/api/auth/*` with cookies (e.g. stage-web's). */
+  trustedOrigins?: string[]
+  google?: SocialProviderCredentials
+  github?: SocialProviderCredentials
+}
+
+export interface AuthOptionsDeps {
+  db: Db
+  settings: AuthSettings
+  email?: EmailService
+  /** Runs every registered deletion handler before the user row goes. */
+  beforeDeleteUser?: (userId: string) => Promise<void>
+}
+
+/** How client secrets are stored; seeding hashes them the same way the provider verifies them. */
+export function hashClientSecret(secret: string): string {
+  return createHash('sha256').update(secret).digest('base64url')
+}
+
+/** Seconds a JWT access token is valid for; short, because it cannot be revoked by itself. */
+export const ACCESS_TOKEN_TTL_SECONDS = 15 * 60
+
+/**
+ * The better-auth configuration. It is also what `migrateDatabase` derives the
+ * auth tables from, so migrations and the running server agree on the schema.
+ */
+export function createAuthOptions({ db, settings, email, beforeDeleteUser }: AuthOptionsDeps) {
+  const baseUrl = settings.baseUrl.replace(/\/$/, '')
+  const requireEmail = () => {
+    if (!email)
+      throw new Error('e-mail service is not configured')
+    return email
+  }
+
+  return {
+    appName: 'AIRI',
+    baseURL: baseUrl,
+    basePath: AUTH_BASE_PATH,
+    secret: settings.secret,
+    database: { db, type: 'postgres' },
+    trustedOrigins: settings.trustedOrigins ?? [],
+    // Our Fastify hook rate-limits /api/auth/* per IP through the shared counter port.
+    rateLimit: { enabled: false },
+    telemetry: { enabled: false },
+    // The OAuth provider serves tokens at /oauth2/token; better-auth's own /token would confuse clients.
+    disabledPaths: ['/token'],
+    emailAndPassword: {
+      enabled: true,
+      requireEmailVerification: true,
+      revokeSessionsOnPasswordReset: true,
+      sendResetPassword: async ({ user, url }) => {
+        await requireEmail().sendPasswordReset({ to: user.email, url })
+      },
+    },
+    emailVerification: {
+      sendOnSignUp: true,
+      sendOnSignIn: true,
+      autoSignInAfterVerification: true,
+      sendVerificationEmail: async ({ user, url }) => {
+        await requireEmail().sendVerificationEmail({ to: user.email, url })
+      },
+    },
+    user: {
+      changeEmail: {
+        enabled: true,
+        sendChangeEmailConfirmation: async ({ user, newEmail, url }) => {
+          await requireEmail().sendChangeEmailVerification({ to: user.email, newEmail, url })
+        },
+      },
+      deleteUser: {
+        enabled: true,
+        sendDeleteAccountVerification: async ({ user, url }) => {
+          await requireEmail().sendDeleteAccountVerification({ to: user.email, url })
+        },
+        beforeDelete: async (user) => {
+          await beforeDeleteUser?.(user.id)
+        },
+      },
+    },
+    socialProviders: {
+      ...(settings.google ? { google: settings.google } : {}),
+      ...(settings.github ? { github: settings.github } : {}),
+    },
+    plugins: [
+      bearer(),
+      jwt({
+        jwt: { issuer: `${baseUrl}${AUTH_BASE_PATH}`, audience: baseUrl, expirationTime: `${ACCESS_TOKEN_TTL_SECONDS}s` },
+        // Sessions are not JWTs; only the OAuth provider signs tokens.
+        disableSettingJwtHeader: true,
+      }),
+      magicLink({
+        sendMagicLink: async ({ email: to, url }) => {
+          await requireEmail().sendMagicLink({ to, url })
+        },
+      }),
+      oauthProvider({
+        loginPage: SIGN_IN_PATH,
+        consentPage: SIGN_IN_PATH,
+        scopes: ['openid', 'profile', 'email', 'offline_access'],
+        resources: [baseUrl],
+        accessTokenExpiresIn: ACCESS_TOKEN_TTL_SECONDS,
+        allowDynamicClientRegistration: false,
+        storeClientSecret: { hash: hashClientSecret },
+      }),
+    ],
+  } satisfies BetterAuthOptions
+}
+
+export type AuthOptions = ReturnType<typeof createAuthOptions>

@@ -1,0 +1,111 @@
+import { createLocalJWKSet, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTPayload } from 'jose'
+
+import type { AuthInput, RequestAuth, RequestAuthResolver } from '../context.ts'
+import type { Logger } from '../logger.ts'
+import type { Auth } from './auth.ts'
+
+/** How long the JWKS read from the database is trusted before it is read again. */
+const JWKS_TTL_MS = 5 * 60_000
+
+interface UserRow {
+  id: string
+  email: string
+  emailVerified: boolean
+  name: string
+}
+
+interface SessionRow {
+  id: string
+  userId: string
+  expiresAt: Date
+}
+
+/** A JWT has three dot-separated parts; session tokens (plain or signed) have at most two. */
+function isJwt(token: string): boolean {
+  return token.split('.').length === 3
+}
+
+function bearerToken(headers: Headers): string | undefined {
+  return /^Bearer\s+(\S+)$/i.exec(headers.get('authorization') ?? '')?.[1]
+}
+
+/**
+ * The one request-auth resolver for HTTP, tRPC (HTTP and WebSocket) and raw
+ * WebSockets. A better-auth session (cookie, or bearer session token) is tried
+ * first; a bearer JWT access token is verified locally against our JWKS
+ * (signature, issuer, audience, expiry); either way the user row is read.
+ * WebSocket clients pass their token as the `token` connection param.
+ */
+export function createRequestAuthResolver({ auth, issuer, audience, logger }: { auth: Auth, issuer: string, audience: string, logger: Logger }): RequestAuthResolver {
+  let keySet: { verify: ReturnType<typeof createLocalJWKSet>, loadedAt: number } | undefined
+
+  async function loadKeys(force: boolean) {
+    if (!keySet || force || Date.now() - keySet.loadedAt > JWKS_TTL_MS) {
+      const jwks = await auth.api.getJwks() as JSONWebKeySet
+      keySet = { verify: createLocalJWKSet(jwks), loadedAt: Date.now() }
+    }
+    return keySet.verify
+  }
+
+  async function verifyAccessToken(token: string): Promise<JWTPayload | null> {
+    const options = { issuer, audience, algorithms: ['EdDSA', 'ES256', 'ES512', 'RS256', 'PS256'] }
+    try {
+      return (await jwtVerify(token, await loadKeys(false), options)).payload
+    }
+    catch (error) {
+      // A key rotated since we loaded the set: reload once and retry.
+      if (error instanceof joseErrors.JWKSNoMatchingKey) {
+        try {
+          return (await jwtVerify(token, await loadKeys(true), options)).payload
+        }
+        catch {
+          return null
+        }
+      }
+      if (!(error instanceof joseErrors.JOSEError))
+        logger.warn({ err: error }, 'unexpected error verifying an access token')
+      return null
+    }
+  }
+
+  async function fromAccessToken(token: string): Promise<RequestAuth | null> {
+    const payload = await verifyAccessToken(token)
+    if (!payload?.sub)
+      return null
+    const { adapter } = await auth.$context
+    const user = await adapter.findOne<UserRow>({ model: 'user', where: [{ field: 'id', value: payload.sub }] })
+    if (!user)
+      return null
+    // A token bound to a session dies with it (sign-out, password reset, revocation).
+    const sid = typeof payload.sid === 'string' ? payload.sid : undefined
+    if (sid) {
+      const session = await adapter.findOne<SessionRow>({ model: 'session', where: [{ field: 'id', value: sid }] })
+      if (!session || new Date(session.expiresAt) <= new Date())
+        return null
+    }
+    return {
+      user: { id: user.id, email: user.email, emailVerified: user.emailVerified, name: user.name },
+      session: { id: sid ?? `jwt:${payload.jti ?? payload.iat}`, userId: user.id, expiresAt: new Date((payload.exp ?? 0) * 1000) },
+    }
+  }
+
+  return async ({ headers, connectionParams }: AuthInput) => {
+    const requestHeaders = new Headers(headers)
+    const paramToken = connectionParams?.token
+    if (paramToken && !requestHeaders.has('authorization'))
+      requestHeaders.set('authorization', `Bearer ${paramToken}`)
+
+    const token = bearerToken(requestHeaders)
+    if (token && isJwt(token))
+      return fromAccessToken(token)
+
+    const result = await auth.api.getSession({ headers: requestHeaders })
+    if (!result)
+      return null
+    const { user, session } = result
+    return {
+      user: { id: user.id, email: user.email, emailVerified: user.emailVerified, name: user.name },
+      session: { id: session.id, userId: session.userId, expiresAt: new Date(session.expiresAt) },
+    }
+  }
+}
