@@ -18,7 +18,8 @@ export interface TestServerOptions {
   /** false: in-process adapters; a URL: that Redis; default: the run's redis-server. */
   redisUrl?: string | false
   database?: TestDatabase
-  trustedClients?: TrustedClient[]
+  /** First-party OIDC clients; a function receives the server's origin (for redirect URIs on it). */
+  trustedClients?: TrustedClient[] | ((baseUrl: string) => TrustedClient[])
   adminEmails?: string[]
   authRateLimitPerMinute?: number
   socialProviders?: { github?: boolean, google?: boolean }
@@ -58,7 +59,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     auth: {
       secret: 'test-secret-0123456789abcdefghijklmnopqrstuvwxyz',
       baseUrl,
-      trustedClients: options.trustedClients,
+      trustedClients: typeof options.trustedClients === 'function' ? options.trustedClients(baseUrl) : options.trustedClients,
       github: options.socialProviders?.github ? { clientId: social.id, clientSecret: social.secret } : undefined,
       google: options.socialProviders?.google ? { clientId: social.id, clientSecret: social.secret } : undefined,
     },

@@ -1,5 +1,5 @@
 import { createTRPCClient, createWSClient, httpBatchLink, splitLink, wsLink } from '@trpc/client'
-import type { TRPCClient } from '@trpc/client'
+import type { OperationLink, TRPCClient, TRPCLink } from '@trpc/client'
 import superjson from 'superjson'
 
 // Only the router's type crosses from the server: no server code in the bundle.
@@ -40,21 +40,31 @@ function trpcUrl(baseUrl: string, protocol: 'http' | 'ws'): string {
 export function createAiriClient({ baseUrl, getToken, WebSocket, fetch }: AiriClientOptions): AiriClient {
   const token = async () => (await getToken?.()) ?? undefined
 
-  const wsClient = createWSClient({
-    url: trpcUrl(baseUrl, 'ws'),
-    WebSocket: WebSocket as typeof globalThis.WebSocket | undefined,
-    lazy: { enabled: true, closeMs: 0 },
-    connectionParams: async () => {
-      const value = await token()
-      return value ? { token: value } : {}
-    },
-  })
+  // The WebSocket client is made on the first subscription, so HTTP-only callers
+  // (e.g. Node without a global WebSocket) never need one.
+  let wsClient: ReturnType<typeof createWSClient> | undefined
+  const subscriptionLink: TRPCLink<AppRouter> = (runtime) => {
+    let link: OperationLink<AppRouter> | undefined
+    return (operation) => {
+      wsClient ??= createWSClient({
+        url: trpcUrl(baseUrl, 'ws'),
+        WebSocket: WebSocket as typeof globalThis.WebSocket | undefined,
+        lazy: { enabled: true, closeMs: 0 },
+        connectionParams: async () => {
+          const value = await token()
+          return value ? { token: value } : {}
+        },
+      })
+      link ??= wsLink<AppRouter>({ client: wsClient, transformer: superjson })(runtime)
+      return link(operation)
+    }
+  }
 
   const client = createTRPCClient<AppRouter>({
     links: [
       splitLink({
         condition: op => op.type === 'subscription',
-        true: wsLink({ client: wsClient, transformer: superjson }),
+        true: subscriptionLink,
         false: httpBatchLink({
           url: trpcUrl(baseUrl, 'http'),
           transformer: superjson,
@@ -69,7 +79,7 @@ export function createAiriClient({ baseUrl, getToken, WebSocket, fetch }: AiriCl
   })
 
   const close = async () => {
-    await wsClient.close()
+    await wsClient?.close()
   }
   // tRPC's client is a proxy that reads every property as a router path, so `close`
   // is layered on with a proxy of our own rather than assigned.
