@@ -164,16 +164,9 @@ describe('parseCallback', () => {
   })
 
   it('rejects a state that is not ours', () => {
-    const error = (() => {
-      try {
-        parseCallback(`${WEB.redirectUri}?code=abc&state=theirs`, 'ours')
-      }
-      catch (e) {
-        return e
-      }
-    })()
-    expect(error).toBeInstanceOf(OidcError)
-    expect((error as OidcError).error).toBe('invalid_state')
+    expect(() => parseCallback(`${WEB.redirectUri}?code=abc&state=theirs`, 'ours'))
+      .toThrow(expect.objectContaining({ name: 'OidcError', error: 'invalid_state' }))
+    expect(() => parseCallback(`${WEB.redirectUri}?code=abc`, 'ours')).toThrow(OidcError)
   })
 
   it('rejects a callback that reports an error, carrying its code and description', () => {

@@ -44,7 +44,7 @@ export async function createApi(deps: ApiDeps) {
   const email = createEmailService({ transport: deps.emailTransport, logger })
   const userDeletion = createUserDeletionRegistry({ logger })
 
-  const auth = createAuth({ db, settings: deps.auth, email, beforeDeleteUser: userId => userDeletion.run(userId) })
+  const auth = createAuth({ db, settings: deps.auth, email, logger, beforeDeleteUser: userId => userDeletion.run(userId) })
   const baseUrl = deps.auth.baseUrl.replace(/\/$/, '')
   await seedTrustedClients(auth, deps.auth.trustedClients ?? [], baseUrl)
   const resolveAuth = createRequestAuthResolver({ auth, issuer: `${baseUrl}${AUTH_BASE_PATH}`, audience: baseUrl, logger })

@@ -1,4 +1,21 @@
 export { createAiriClient, type AiriClient, type AiriClientOptions, type TokenGetter, type WebSocketConstructor } from './client.ts'
+export {
+  buildAuthorizeUrl,
+  createPkcePair,
+  createState,
+  DEFAULT_OIDC_SCOPE,
+  exchangeCode,
+  OidcError,
+  oidcEndpoints,
+  parseCallback,
+  refreshTokens,
+  type AuthorizeUrlOptions,
+  type ExchangeCodeOptions,
+  type OidcEndpoints,
+  type OidcTokens,
+  type PkcePair,
+  type RefreshTokensOptions,
+} from './oidc.ts'
 // Every failed call rejects with this; `error.data` carries `code`, `httpStatus`,
 // the domain `apiCode`, `details` and, for bad input, `fieldErrors`.
 export { TRPCClientError } from '@trpc/client'

@@ -2,10 +2,13 @@ import { createHash } from 'node:crypto'
 
 import { oauthProvider } from '@better-auth/oauth-provider'
 import type { BetterAuthOptions } from 'better-auth'
+import { APIError } from 'better-auth/api'
 import { bearer, jwt, magicLink } from 'better-auth/plugins'
 
 import type { Db } from '@airi/db'
 
+import { ApiError } from '../errors.ts'
+import type { Logger } from '../logger.ts'
 import type { EmailService } from '../services/email.ts'
 
 /** Paths of our own pages that the OAuth provider redirects to. */
@@ -33,6 +36,7 @@ export interface AuthOptionsDeps {
   db: Db
   settings: AuthSettings
   email?: EmailService
+  logger?: Logger
   /** Runs every registered deletion handler before the user row goes. */
   beforeDeleteUser?: (userId: string) => Promise<void>
 }
@@ -49,12 +53,24 @@ export const ACCESS_TOKEN_TTL_SECONDS = 15 * 60
  * The better-auth configuration. It is also what `migrateDatabase` derives the
  * auth tables from, so migrations and the running server agree on the schema.
  */
-export function createAuthOptions({ db, settings, email, beforeDeleteUser }: AuthOptionsDeps) {
+export function createAuthOptions({ db, settings, email, logger, beforeDeleteUser }: AuthOptionsDeps) {
   const baseUrl = settings.baseUrl.replace(/\/$/, '')
   const requireEmail = () => {
     if (!email)
       throw new Error('e-mail service is not configured')
     return email
+  }
+  // Our domain errors (an e-mail that could not be sent, a deletion handler that
+  // failed) reach better-auth's client as its own error shape, status and code kept.
+  const asAuthError = async (work: () => Promise<void>) => {
+    try {
+      await work()
+    }
+    catch (error) {
+      if (error instanceof ApiError)
+        throw new APIError(error.status as ConstructorParameters<typeof APIError>[0], { message: error.message, code: error.code })
+      throw error
+    }
   }
 
   return {
@@ -67,39 +83,32 @@ export function createAuthOptions({ db, settings, email, beforeDeleteUser }: Aut
     // Our Fastify hook rate-limits /api/auth/* per IP through the shared counter port.
     rateLimit: { enabled: false },
     telemetry: { enabled: false },
+    logger: {
+      log: (level, message, ...args) => logger?.[level]({ args }, `better-auth: ${message}`),
+    },
     // The OAuth provider serves tokens at /oauth2/token; better-auth's own /token would confuse clients.
     disabledPaths: ['/token'],
     emailAndPassword: {
       enabled: true,
       requireEmailVerification: true,
       revokeSessionsOnPasswordReset: true,
-      sendResetPassword: async ({ user, url }) => {
-        await requireEmail().sendPasswordReset({ to: user.email, url })
-      },
+      sendResetPassword: ({ user, url }) => asAuthError(() => requireEmail().sendPasswordReset({ to: user.email, url })),
     },
     emailVerification: {
       sendOnSignUp: true,
       sendOnSignIn: true,
       autoSignInAfterVerification: true,
-      sendVerificationEmail: async ({ user, url }) => {
-        await requireEmail().sendVerificationEmail({ to: user.email, url })
-      },
+      sendVerificationEmail: ({ user, url }) => asAuthError(() => requireEmail().sendVerificationEmail({ to: user.email, url })),
     },
     user: {
       changeEmail: {
         enabled: true,
-        sendChangeEmailConfirmation: async ({ user, newEmail, url }) => {
-          await requireEmail().sendChangeEmailVerification({ to: user.email, newEmail, url })
-        },
+        sendChangeEmailConfirmation: ({ user, newEmail, url }) => asAuthError(() => requireEmail().sendChangeEmailVerification({ to: user.email, newEmail, url })),
       },
       deleteUser: {
         enabled: true,
-        sendDeleteAccountVerification: async ({ user, url }) => {
-          await requireEmail().sendDeleteAccountVerification({ to: user.email, url })
-        },
-        beforeDelete: async (user) => {
-          await beforeDeleteUser?.(user.id)
-        },
+        sendDeleteAccountVerification: ({ user, url }) => asAuthError(() => requireEmail().sendDeleteAccountVerification({ to: user.email, url })),
+        beforeDelete: user => asAuthError(async () => beforeDeleteUser?.(user.id)),
       },
     },
     socialProviders: {
@@ -114,9 +123,7 @@ export function createAuthOptions({ db, settings, email, beforeDeleteUser }: Aut
         disableSettingJwtHeader: true,
       }),
       magicLink({
-        sendMagicLink: async ({ email: to, url }) => {
-          await requireEmail().sendMagicLink({ to, url })
-        },
+        sendMagicLink: ({ email: to, url }) => asAuthError(() => requireEmail().sendMagicLink({ to, url })),
       }),
       oauthProvider({
         loginPage: SIGN_IN_PATH,
