@@ -48,3 +48,36 @@ describe('environment', () => {
     expect(parseEnv({ ...complete, NODE_ENV: 'production' }).NODE_ENV).toBe('production')
   })
 })
+
+describe('auth environment', () => {
+  it('refuses half-configured providers and clients, naming both halves', () => {
+    expect(() => parseEnv({ GITHUB_CLIENT_ID: 'id' })).toThrow('GITHUB_CLIENT_ID and GITHUB_CLIENT_SECRET must be set together')
+    expect(() => parseEnv({ OIDC_CLIENT_SECRET_ELECTRON: 's' })).toThrow('OIDC_CLIENT_ID_ELECTRON and OIDC_CLIENT_SECRET_ELECTRON must be set together')
+    expect(() => parseEnv({ OIDC_CLIENT_ID_WEB: 'web' })).toThrow('OIDC_WEB_REDIRECT_URIS is required')
+  })
+
+  it('reads the trusted clients, with the mobile default redirect', () => {
+    const env = parseEnv({ OIDC_CLIENT_ID_WEB: 'web', OIDC_WEB_REDIRECT_URIS: 'https://a.example/cb, https://b.example/cb', OIDC_CLIENT_ID_POCKET: 'pocket' })
+    expect(env.OIDC_WEB_REDIRECT_URIS).toEqual(['https://a.example/cb', 'https://b.example/cb'])
+    expect(env.OIDC_POCKET_REDIRECT_URIS).toEqual(['capacitor://localhost/auth/callback'])
+  })
+})
+
+describe('trusted clients from the environment', () => {
+  it('makes web and mobile public, the desktop confidential with the relay page as redirect', async () => {
+    const { trustedClients } = await import('../src/runtime.ts')
+    const env = parseEnv({
+      API_SERVER_URL: 'https://api.example.com/',
+      OIDC_CLIENT_ID_WEB: 'web',
+      OIDC_WEB_REDIRECT_URIS: 'https://app.example.com/cb',
+      OIDC_CLIENT_ID_ELECTRON: 'desktop',
+      OIDC_CLIENT_SECRET_ELECTRON: 'shh',
+      OIDC_CLIENT_ID_POCKET: 'pocket',
+    })
+    expect(trustedClients(env)).toEqual([
+      { clientId: 'web', name: 'AIRI web', redirectUris: ['https://app.example.com/cb'], applicationType: 'web' },
+      { clientId: 'desktop', clientSecret: 'shh', name: 'AIRI desktop', redirectUris: ['https://api.example.com/api/auth/oidc/electron-callback'], applicationType: 'web' },
+      { clientId: 'pocket', name: 'AIRI pocket', redirectUris: ['capacitor://localhost/auth/callback'], applicationType: 'native' },
+    ])
+  })
+})

@@ -14,6 +14,8 @@ const WEB_CLIENT = 'airi-web'
 const WEB_REDIRECT = 'http://localhost:5173/auth/callback'
 const DESKTOP_CLIENT = 'airi-desktop'
 const DESKTOP_SECRET = 'desktop-secret-value'
+const POCKET_CLIENT = 'airi-pocket'
+const POCKET_REDIRECT = 'capacitor://localhost/auth/callback'
 
 let server: TestServer
 let user: TestUser
@@ -25,6 +27,7 @@ beforeAll(async () => {
     trustedClients: baseUrl => [
       { clientId: WEB_CLIENT, name: 'AIRI web', redirectUris: [WEB_REDIRECT], applicationType: 'web' },
       { clientId: DESKTOP_CLIENT, clientSecret: DESKTOP_SECRET, name: 'AIRI desktop', redirectUris: [`${baseUrl}${ELECTRON_RELAY_PATH}`], applicationType: 'web' },
+      { clientId: POCKET_CLIENT, name: 'AIRI pocket', redirectUris: [POCKET_REDIRECT], applicationType: 'native' },
     ],
   })
   issuer = `${server.baseUrl}/api/auth`
@@ -161,6 +164,15 @@ describe('OpenID Connect provider, driven by openid-client', () => {
     const again = await authorize(url)
     await expect(oidc.authorizationCodeGrant(wrongSecret, again, { pkceCodeVerifier: codeVerifier, expectedState: '53127:desktop-state' }, { resource: server.baseUrl }))
       .rejects.toMatchObject({ error: 'invalid_client' })
+  })
+
+  it('lets the mobile app (public, native) finish on its custom-scheme redirect', async () => {
+    const config = await discover(POCKET_CLIENT)
+    const { url, codeVerifier, state } = await pkceAuthorization(config, { redirect_uri: POCKET_REDIRECT })
+    const callback = await authorize(url)
+    expect(callback.protocol).toBe('capacitor:')
+    const tokens = await oidc.authorizationCodeGrant(config, callback, { pkceCodeVerifier: codeVerifier, expectedState: state }, { resource: server.baseUrl })
+    expect(await meStatus(tokens.access_token)).toBe(200)
   })
 })
 
