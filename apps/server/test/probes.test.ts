@@ -2,12 +2,12 @@ import { setTimeout as sleep } from 'node:timers/promises'
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
-import { createApi, createLogTransport, createMemoryAdapters, silentLogger } from '@airi/api'
 import { createDb, findFreePort } from '@airi/db'
 import { startRedisServer, type RedisServerHandle } from '@airi/tooling/test/redis-server'
+import { startTcpProxy, type TcpProxy } from '@airi/tooling/test/tcp-proxy'
+import { createTestDatabase, type TestDatabase } from '@airi/tooling/test/test-database'
 
 import { service } from '../src/runtime.ts'
-import { buildServer } from '../src/server.ts'
 import { startTestServer, type TestServer } from './harness.ts'
 
 describe('probes', () => {
@@ -80,29 +80,42 @@ describe('readiness follows Redis', () => {
 })
 
 describe('readiness follows Postgres', () => {
-  it('turns 503 naming postgres when the database cannot be reached', async () => {
-    const db = createDb({ connectionString: `postgres://nobody:nothing@127.0.0.1:${await findFreePort()}/none` })
-    const api = await createApi({
-      db,
-      adapters: createMemoryAdapters(),
-      logger: silentLogger,
-      emailTransport: createLogTransport(silentLogger),
-      auth: { secret: 'test-secret-0123456789abcdefghijklmnop', baseUrl: 'http://127.0.0.1' },
-      service,
-    })
-    const app = await buildServer({ api, service })
-    try {
-      const response = await app.inject({ method: 'GET', url: '/readyz' })
-      expect(response.statusCode).toBe(503)
-      expect(response.json()).toMatchObject({ status: 'unavailable', checks: { postgres: { status: 'error' } } })
-      // Without REDIS_URL there is no Redis check at all.
-      expect(response.json().checks).not.toHaveProperty('redis')
-      expect((await app.inject({ method: 'GET', url: '/livez' })).statusCode).toBe(200)
+  let proxy: TcpProxy
+  let database: TestDatabase
+  let server: TestServer
+
+  beforeAll(async () => {
+    // The server reaches its database through a proxy the test can cut.
+    const real = await createTestDatabase()
+    proxy = await startTcpProxy(Number(new URL(real.url).port))
+    const proxied = new URL(real.url)
+    proxied.port = String(proxy.port)
+    const db = createDb({ connectionString: proxied.toString() })
+    database = { url: proxied.toString(), db, drop: async () => { await db.destroy(); await real.drop() } }
+    server = await startTestServer({ redisUrl: false, database })
+  })
+  afterAll(async () => {
+    await server.close()
+    await proxy.close()
+    await database.drop()
+  })
+
+  it('turns 503 naming postgres when the database goes away, and 200 when it returns', async () => {
+    const readyz = async () => {
+      const response = await server.app.inject({ method: 'GET', url: '/readyz' })
+      return { status: response.statusCode, body: response.json() }
     }
-    finally {
-      await app.close()
-      await api.close()
-      await db.destroy()
-    }
+    expect(await readyz()).toEqual({ status: 200, body: { status: 'ok', checks: { postgres: { status: 'ok' } } } })
+
+    await proxy.cut()
+    const down = await readyz()
+    expect(down.status).toBe(503)
+    expect(down.body).toMatchObject({ status: 'unavailable', checks: { postgres: { status: 'error' } } })
+    // Without REDIS_URL there is no Redis check at all, and liveness does not care.
+    expect(down.body.checks).not.toHaveProperty('redis')
+    expect((await server.app.inject({ method: 'GET', url: '/livez' })).statusCode).toBe(200)
+
+    await proxy.restore()
+    expect((await readyz()).status).toBe(200)
   })
 })

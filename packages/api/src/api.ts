@@ -45,6 +45,9 @@ export async function createApi(deps: ApiDeps) {
   const userDeletion = createUserDeletionRegistry({ logger })
 
   const auth = createAuth({ db, settings: deps.auth, email, logger, beforeDeleteUser: userId => userDeletion.run(userId) })
+  // better-auth initialises (and its OAuth provider seeds our API resource) eagerly;
+  // wait for it so a failure stops start-up instead of surfacing later, unhandled.
+  await auth.$context
   const baseUrl = deps.auth.baseUrl.replace(/\/$/, '')
   await seedTrustedClients(auth, deps.auth.trustedClients ?? [], baseUrl)
   const resolveAuth = createRequestAuthResolver({ auth, issuer: `${baseUrl}${AUTH_BASE_PATH}`, audience: baseUrl, logger })

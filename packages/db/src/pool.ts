@@ -17,8 +17,10 @@ export type Db = Kysely<Database>
 
 export function createDb({ connectionString, maxConnections = 10 }: CreateDbOptions): Db {
   const pool = new pg.Pool({ connectionString, max: maxConnections })
-  // An idle client that loses its connection emits 'error' on the pool; without a
-  // listener that would crash the process. The next query reconnects.
+  // A client that loses its connection emits 'error' (on the pool while idle, on
+  // itself while checked out); unheard, that would crash the process. The query in
+  // flight still fails, and the pool drops the dead client and reconnects.
   pool.on('error', () => {})
+  pool.on('connect', client => client.on('error', () => {}))
   return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
 }
