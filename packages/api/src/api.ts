@@ -1,3 +1,5 @@
+import type { Meter } from '@opentelemetry/api'
+
 import type { Db } from '@airi/db'
 
 import type { EmailTransport } from './adapters/email.ts'
@@ -8,9 +10,13 @@ import { createRequestAuthResolver } from './auth/resolver.ts'
 import { seedTrustedClients, type TrustedClient } from './auth/trusted-clients.ts'
 import type { AuthInput, Context } from './context.ts'
 import type { Logger } from './logger.ts'
+import { createMetrics } from './metrics.ts'
 import { appRouter } from './routers/root.ts'
+import { createBillingService } from './services/billing.ts'
 import { createConfigService } from './services/config.ts'
 import { createEmailService } from './services/email.ts'
+import { createFluxGrantService } from './services/flux-grants.ts'
+import { createFluxMeterFactory } from './services/flux-meter.ts'
 import type { Services } from './services/index.ts'
 import { createMetaService } from './services/meta.ts'
 import { createUserDeletionRegistry } from './services/user-deletion.ts'
@@ -25,6 +31,8 @@ export interface ApiDeps {
   /** E-mails allowed to call admin procedures (ADMIN_EMAILS), matched case-insensitively. */
   adminEmails?: readonly string[]
   service?: { name: string, version: string }
+  /** Where the `airi.*` instruments report; the global OpenTelemetry meter by default. */
+  meter?: Meter
 }
 
 export interface ContextInput extends AuthInput {
@@ -40,9 +48,12 @@ export async function createApi(deps: ApiDeps) {
   const { db, adapters, logger } = deps
   const adminEmails = new Set((deps.adminEmails ?? []).map(email => email.trim().toLowerCase()).filter(Boolean))
 
+  const metrics = createMetrics(deps.meter)
   const config = await createConfigService({ db, cache: adapters.cache, pubsub: adapters.pubsub, logger })
   const email = createEmailService({ transport: deps.emailTransport, logger })
   const userDeletion = createUserDeletionRegistry({ logger })
+  const billing = createBillingService({ db, cache: adapters.cache, logger, metrics, initialFlux: () => config.get('INITIAL_USER_FLUX') })
+  userDeletion.register({ name: 'flux', priority: 20, softDelete: userId => billing.deleteAllForUser(userId) })
 
   const auth = createAuth({ db, settings: deps.auth, email, logger, beforeDeleteUser: userId => userDeletion.run(userId) })
   // better-auth initialises (and its OAuth provider seeds our API resource) eagerly;
@@ -53,7 +64,10 @@ export async function createApi(deps: ApiDeps) {
   const resolveAuth = createRequestAuthResolver({ auth, issuer: `${baseUrl}${AUTH_BASE_PATH}`, audience: baseUrl, logger })
 
   const services: Services = {
+    billing,
     config,
+    createFluxMeter: createFluxMeterFactory({ billing, counters: adapters.counters, logger }),
+    fluxGrants: createFluxGrantService({ db, billing, logger }),
     email,
     userDeletion,
     meta: createMetaService({ service: deps.service?.name ?? 'airi-server', version: deps.service?.version ?? '0.0.0' }),

@@ -265,6 +265,8 @@ export interface UserFluxTable {
 
 export interface FluxTransactionTable {
   id: Generated<string>
+  /** Ledger order: drawn under the user's balance lock, so it follows the balance chain. */
+  seq: Generated<number>
   user_id: string
   type: FluxTransactionType
   amount: number
@@ -402,8 +404,36 @@ export type LlmRequestLog = Selectable<LlmRequestLogTable>
 export type NewLlmRequestLog = Insertable<LlmRequestLogTable>
 
 // ---------------------------------------------------------------------------
+// Auth (created and written by better-auth; typed here only for reads)
+// ---------------------------------------------------------------------------
+
+export interface AuthUserTable {
+  id: string
+  name: string
+  email: string
+  emailVerified: boolean
+  image: string | null
+  createdAt: Date
+  updatedAt: Date
+}
+
+export interface AuthSessionTable {
+  id: string
+  userId: string
+  token: string
+  expiresAt: Date
+  createdAt: Date
+  updatedAt: Date
+  ipAddress: string | null
+  userAgent: string | null
+}
+
+// ---------------------------------------------------------------------------
 
 export interface Database {
+  user: AuthUserTable
+  session: AuthSessionTable
+
   characters: CharacterTable
   character_covers: CharacterCoverTable
   character_capabilities: CharacterCapabilityTable

@@ -21,6 +21,20 @@ const adminConfigRouter = createRouter({
     })),
 })
 
+export const fluxGrantInput = z.object({
+  description: z.string().trim().min(1).max(200),
+  amount: z.number().int().min(1).max(10_000),
+  emails: z.array(z.string().trim().min(1).max(320)).min(1).max(200),
+  idempotencyKey: z.string().trim().min(1).max(100).optional(),
+  dryRun: z.boolean().default(false),
+})
+
+const adminFluxRouter = createRouter({
+  /** Credits each e-mail's account `amount` Flux (a promo), reporting per e-mail; see billing.md. */
+  grant: adminProcedure.input(fluxGrantInput).mutation(({ ctx, input }) => ctx.services.fluxGrants.grant(input, ctx.user.id)),
+})
+
 export const adminRouter = createRouter({
   config: adminConfigRouter,
+  flux: adminFluxRouter,
 })

@@ -1,11 +1,18 @@
+import type { BillingService } from './billing.ts'
 import type { ConfigService } from './config.ts'
 import type { EmailService } from './email.ts'
+import type { FluxGrantService } from './flux-grants.ts'
+import type { createFluxMeterFactory } from './flux-meter.ts'
 import type { createMetaService } from './meta.ts'
 import type { UserDeletionRegistry } from './user-deletion.ts'
 
 /** Every domain service, as composed by `createApi`. */
 export interface Services {
+  billing: BillingService
   config: ConfigService
+  /** Makes a Flux meter for a kind of sub-Flux usage (e.g. TTS characters). */
+  createFluxMeter: ReturnType<typeof createFluxMeterFactory>
+  fluxGrants: FluxGrantService
   email: EmailService
   userDeletion: UserDeletionRegistry
   meta: ReturnType<typeof createMetaService>

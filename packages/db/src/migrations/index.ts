@@ -7,6 +7,7 @@ import * as flux from './0004_flux.ts'
 import * as stripe from './0005_stripe.ts'
 import * as configEntries from './0006_config_entries.ts'
 import * as llmRequestLog from './0007_llm_request_log.ts'
+import * as fluxTransactionSeq from './0008_flux_transaction_seq.ts'
 
 /**
  * Every migration, keyed by name. Kysely's Migrator applies them in key order, so
@@ -20,4 +21,5 @@ export const migrations: Record<string, Migration> = {
   '0005_stripe': stripe,
   '0006_config_entries': configEntries,
   '0007_llm_request_log': llmRequestLog,
+  '0008_flux_transaction_seq': fluxTransactionSeq,
 }

@@ -1,0 +1,251 @@
+import { randomUUID } from 'node:crypto'
+
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
+
+import { createTestDatabase, testRedisPrefix, type TestDatabase } from '@airi/tooling/test/test-database'
+
+import { createMemoryAdapters } from '../adapters/memory.ts'
+import type { Adapters } from '../adapters/ports.ts'
+import { createRedisAdapters } from '../adapters/redis.ts'
+import { keys } from '../adapters/keys.ts'
+import { ApiError } from '../errors.ts'
+import { silentLogger } from '../logger.ts'
+import { createMetrics } from '../metrics.ts'
+import { createBillingService, type BillingService, type LedgerEntry } from './billing.ts'
+import { createFluxMeterFactory } from './flux-meter.ts'
+
+const INITIAL = 100
+
+let database: TestDatabase
+let redis: Adapters
+let billing: BillingService
+
+beforeAll(async () => {
+  database = await createTestDatabase()
+  redis = await createRedisAdapters({ url: inject('redisUrl'), prefix: testRedisPrefix() })
+  billing = createBillingService({ db: database.db, cache: redis.cache, logger: silentLogger, metrics: createMetrics(), initialFlux: async () => INITIAL })
+})
+afterAll(async () => {
+  await redis.close()
+  await database.drop()
+})
+
+const newUser = () => `user-${randomUUID()}`
+
+async function ledger(userId: string) {
+  return database.db.selectFrom('flux_transaction').selectAll().where('user_id', '=', userId).orderBy('seq').execute()
+}
+
+async function storedBalance(userId: string): Promise<number> {
+  return (await database.db.selectFrom('user_flux').select('flux').where('user_id', '=', userId).executeTakeFirstOrThrow()).flux
+}
+
+/** In ledger order, each row starts where the previous one ended, moves exactly its amount, and the last one ends at the balance. */
+function expectConsistentChain(rows: Array<{ balance_before: number, balance_after: number, amount: number, type: string }>, finalBalance: number) {
+  let balance = 0
+  for (const [index, row] of rows.entries()) {
+    expect(row.balance_before, `row ${index} starts where row ${index - 1} ended`).toBe(balance)
+    expect(row.balance_after - row.balance_before).toBe(row.type === 'debit' ? -row.amount : row.amount)
+    expect(row.balance_after).toBeGreaterThanOrEqual(0)
+    balance = row.balance_after
+  }
+  expect(balance).toBe(finalBalance)
+}
+
+describe('balance', () => {
+  it('creates the account with INITIAL_USER_FLUX and one initial ledger row, exactly once under 50 racing first reads', async () => {
+    const userId = newUser()
+    const balances = await Promise.all(Array.from({ length: 50 }, () => billing.getBalance(userId)))
+    expect(new Set(balances)).toEqual(new Set([INITIAL]))
+    const rows = await ledger(userId)
+    expect(rows).toHaveLength(1)
+    expect(rows[0]).toMatchObject({ type: 'initial', amount: INITIAL, balance_before: 0, balance_after: INITIAL })
+  })
+
+  it('reads through the cache and sees every write at once', async () => {
+    const userId = newUser()
+    expect(await billing.getBalance(userId)).toBe(INITIAL)
+    expect(await redis.cache.get(keys.userFlux(userId))).toBe(String(INITIAL))
+    await billing.debit({ userId, amount: 30, requestId: 'r1' })
+    expect(await redis.cache.get(keys.userFlux(userId))).toBeNull()
+    expect(await billing.getBalance(userId)).toBe(70)
+  })
+})
+
+describe('debit', () => {
+  it('500 concurrent debits of 1 against a balance of 100: exactly 100 succeed, the rest 402', async () => {
+    const userId = newUser()
+    await billing.getBalance(userId)
+    const outcomes = await Promise.allSettled(Array.from({ length: 500 }, (_, i) => billing.debit({ userId, amount: 1, requestId: `burst-${i}` })))
+    const succeeded = outcomes.filter(outcome => outcome.status === 'fulfilled')
+    const refused = outcomes.filter(outcome => outcome.status === 'rejected') as PromiseRejectedResult[]
+    expect(succeeded).toHaveLength(100)
+    expect(refused).toHaveLength(400)
+    for (const failure of refused)
+      expect(failure.reason).toMatchObject({ status: 402, code: 'INSUFFICIENT_FLUX' })
+
+    expect(await storedBalance(userId)).toBe(0)
+    const debits = (await ledger(userId)).filter(row => row.type === 'debit')
+    expect(debits).toHaveLength(100)
+    expect(debits.reduce((sum, row) => sum + row.amount, 0)).toBe(100)
+    expectConsistentChain(await ledger(userId), 0)
+  })
+
+  it('the same requestId debited 50 times concurrently: one ledger row, one balance change, 50 identical answers', async () => {
+    const userId = newUser()
+    await billing.getBalance(userId)
+    const answers = await Promise.all(Array.from({ length: 50 }, () => billing.debit({ userId, amount: 7, requestId: 'same-request' })))
+    for (const answer of answers)
+      expect(answer).toEqual(answers[0])
+    expect(answers[0]).toMatchObject({ type: 'debit', amount: 7, balanceBefore: INITIAL, balanceAfter: INITIAL - 7, requestId: 'same-request' })
+    expect((await ledger(userId)).filter(row => row.type === 'debit')).toHaveLength(1)
+    expect(await storedBalance(userId)).toBe(INITIAL - 7)
+  })
+
+  it('drains a short balance to 0, recording requestedAmount and unbilled; then refuses with 402', async () => {
+    const userId = newUser()
+    await billing.getBalance(userId)
+    const entry = await billing.debit({ userId, amount: 130, requestId: 'big', metadata: { model: 'm' } })
+    expect(entry).toMatchObject({ amount: 100, balanceBefore: 100, balanceAfter: 0, metadata: { model: 'm', requestedAmount: 130, unbilled: 30 } })
+    const refused = await billing.debit({ userId, amount: 1, requestId: 'after' }).catch((error: unknown) => error)
+    expect(refused).toBeInstanceOf(ApiError)
+    expect(refused).toMatchObject({ status: 402, code: 'INSUFFICIENT_FLUX', details: { balance: 0, requested: 1 } })
+    expect(await ledger(userId)).toHaveLength(2)
+  })
+
+  it('a replay answers the first result even after the balance moved, and writes nothing', async () => {
+    const userId = newUser()
+    const first = await billing.debit({ userId, amount: 10, requestId: 'once' })
+    await billing.credit({ userId, amount: 5, requestId: 'top-up' })
+    const replay = await billing.debit({ userId, amount: 10, requestId: 'once' })
+    expect(replay).toEqual(first)
+    expect(await storedBalance(userId)).toBe(INITIAL - 10 + 5)
+  })
+
+  it('refuses amounts that are not positive whole numbers', async () => {
+    for (const amount of [0, -1, 1.5, Number.NaN])
+      await expect(billing.debit({ userId: newUser(), amount, requestId: 'x' })).rejects.toMatchObject({ status: 400, code: 'INVALID_AMOUNT' })
+  })
+})
+
+describe('credit', () => {
+  it('mixed concurrent credits and debits: final = initial + credits − debits and the chain is consistent', async () => {
+    const userId = newUser()
+    await billing.getBalance(userId)
+    const operations = Array.from({ length: 200 }, (_, i) => ({ kind: i % 3 === 0 ? 'credit' as const : 'debit' as const, amount: (i % 7) + 1, requestId: `mixed-${i}` }))
+    const results = await Promise.allSettled(operations.map(op => op.kind === 'credit'
+      ? billing.credit({ userId, amount: op.amount, requestId: op.requestId })
+      : billing.debit({ userId, amount: op.amount, requestId: op.requestId })))
+    const applied = results.filter(result => result.status === 'fulfilled').map(result => (result as PromiseFulfilledResult<LedgerEntry>).value)
+    const credits = applied.filter(entry => entry.type === 'credit').reduce((sum, entry) => sum + entry.amount, 0)
+    const debits = applied.filter(entry => entry.type === 'debit').reduce((sum, entry) => sum + entry.amount, 0)
+    const final = await storedBalance(userId)
+    expect(final).toBe(INITIAL + credits - debits)
+    expect(final).toBeGreaterThanOrEqual(0)
+    expectConsistentChain(await ledger(userId), final)
+  })
+
+  it('records promo and credit types, idempotently', async () => {
+    const userId = newUser()
+    const promo = await billing.credit({ userId, amount: 50, requestId: 'promo-1', type: 'promo', description: 'Launch' })
+    const again = await billing.credit({ userId, amount: 50, requestId: 'promo-1', type: 'promo', description: 'Launch' })
+    expect(again).toEqual(promo)
+    expect(promo).toMatchObject({ type: 'promo', amount: 50, balanceAfter: INITIAL + 50, description: 'Launch' })
+  })
+})
+
+describe('history', () => {
+  it('pages the caller\'s ledger newest first, and only the caller\'s', async () => {
+    const userId = newUser()
+    const other = newUser()
+    await billing.getBalance(other)
+    for (let i = 1; i <= 7; i++)
+      await billing.debit({ userId, amount: 1, requestId: `h-${i}` })
+    const seen: string[] = []
+    let cursor: string | null = null
+    do {
+      const page: Awaited<ReturnType<BillingService['history']>> = await billing.history(userId, { cursor, limit: 3 })
+      expect(page.items.length).toBeLessThanOrEqual(3)
+      for (const item of page.items) {
+        expect(item.userId).toBe(userId)
+        seen.push(item.requestId!)
+      }
+      cursor = page.nextCursor
+    } while (cursor)
+    expect(seen).toEqual(['h-7', 'h-6', 'h-5', 'h-4', 'h-3', 'h-2', 'h-1', 'initial'])
+  })
+
+  it('rejects a cursor it did not make', async () => {
+    await expect(billing.history(newUser(), { cursor: 'garbage' })).rejects.toMatchObject({ status: 400, code: 'INVALID_CURSOR' })
+  })
+})
+
+describe('account deletion', () => {
+  it('soft-deletes the balance and drops its cache; the ledger stays', async () => {
+    const userId = newUser()
+    await billing.getBalance(userId)
+    await billing.deleteAllForUser(userId)
+    await billing.deleteAllForUser(userId) // idempotent
+    expect(await redis.cache.get(keys.userFlux(userId))).toBeNull()
+    const row = await database.db.selectFrom('user_flux').selectAll().where('user_id', '=', userId).executeTakeFirstOrThrow()
+    expect(row.deleted_at).toBeInstanceOf(Date)
+    expect(await ledger(userId)).toHaveLength(1)
+    await expect(billing.debit({ userId, amount: 1, requestId: 'ghost' })).rejects.toMatchObject({ status: 404 })
+  })
+})
+
+describe.each([
+  ['in-process', async () => createMemoryAdapters()],
+  ['redis', () => createRedisAdapters({ url: inject('redisUrl'), prefix: testRedisPrefix() })],
+] as Array<[string, () => Promise<Adapters>]>)('flux meter (%s)', (_name, create) => {
+  let adapters: Adapters
+  let meterBilling: BillingService
+  beforeAll(async () => {
+    adapters = await create()
+    meterBilling = createBillingService({ db: database.db, cache: adapters.cache, logger: silentLogger, metrics: createMetrics(), initialFlux: async () => 1_000_000 })
+  })
+  afterAll(() => adapters.close())
+
+  const meterFor = (unitsPerFlux: number) => createFluxMeterFactory({ billing: meterBilling, counters: adapters.counters, logger: silentLogger })({
+    name: 'tts',
+    resolveRuntime: async () => ({ unitsPerFlux, debtTtlSeconds: 3600 }),
+  })
+
+  it('1 000 parallel accumulations of random small units debit floor(total / unitsPerFlux) and keep the remainder', async () => {
+    const userId = newUser()
+    const meter = meterFor(1000)
+    const units = Array.from({ length: 1000 }, () => 1 + Math.floor(Math.random() * 120))
+    const total = units.reduce((sum, u) => sum + u, 0)
+    await Promise.all(units.map((u, i) => meter.accumulate(userId, u, `chunk-${i}`)))
+
+    const debited = (await ledger(userId)).filter(row => row.type === 'debit').reduce((sum, row) => sum + row.amount, 0)
+    expect(debited).toBe(Math.floor(total / 1000))
+    expect(await meter.peekDebt(userId)).toBe(total % 1000)
+    expect(await meter.peekDebt(userId)).toBeLessThan(1000)
+    expect(await meterBilling.getBalance(userId)).toBe(1_000_000 - debited)
+  })
+
+  it('puts the units back when the debit fails', async () => {
+    const userId = newUser()
+    const meter = meterFor(10)
+    await meterBilling.getBalance(userId)
+    await database.db.updateTable('user_flux').set({ flux: 0 }).where('user_id', '=', userId).execute()
+    await adapters.cache.del(keys.userFlux(userId))
+    await expect(meter.accumulate(userId, 25, 'poor')).rejects.toMatchObject({ status: 402 })
+    expect(await meter.peekDebt(userId)).toBe(25)
+    await expect(meter.assertCanAfford(userId)).rejects.toMatchObject({ status: 402, code: 'INSUFFICIENT_FLUX' })
+  })
+
+  it('re-reads its runtime on every call', async () => {
+    const userId = newUser()
+    let unitsPerFlux = 100
+    const meter = createFluxMeterFactory({ billing: meterBilling, counters: adapters.counters, logger: silentLogger })({
+      name: 'switchable',
+      resolveRuntime: async () => ({ unitsPerFlux, debtTtlSeconds: 60 }),
+    })
+    expect(await meter.accumulate(userId, 150, 'a')).toEqual({ settledFlux: 1, debt: 50 })
+    unitsPerFlux = 10
+    expect(await meter.accumulate(userId, 5, 'b')).toEqual({ settledFlux: 5, debt: 5 })
+    await meter.assertCanAfford(userId, 1000)
+  })
+})

@@ -1,0 +1,258 @@
+import type { Db, FluxTransaction, FluxTransactionType } from '@airi/db'
+
+import type { Cache } from '../adapters/ports.ts'
+import { keys } from '../adapters/keys.ts'
+import { ApiError } from '../errors.ts'
+import type { Logger } from '../logger.ts'
+import type { Metrics } from '../metrics.ts'
+
+/** How long a cached balance is trusted; every write drops it, so this only bounds a rare stale read. */
+const BALANCE_CACHE_TTL_SECONDS = 60
+
+/** One ledger row as callers see it. A replayed write answers with the row the first write made. */
+export interface LedgerEntry {
+  id: string
+  userId: string
+  type: FluxTransactionType
+  /** Flux actually moved (for a short debit, less than requested). */
+  amount: number
+  balanceBefore: number
+  balanceAfter: number
+  requestId: string | null
+  description: string | null
+  metadata: Record<string, unknown> | null
+  createdAt: Date
+}
+
+export interface DebitInput {
+  userId: string
+  amount: number
+  /** Idempotency key: the same (user, requestId) never moves Flux twice. */
+  requestId: string
+  description?: string
+  metadata?: Record<string, unknown>
+}
+
+export interface CreditInput extends DebitInput {
+  type?: Extract<FluxTransactionType, 'credit' | 'promo' | 'initial'>
+}
+
+export interface HistoryPage {
+  items: LedgerEntry[]
+  /** Pass back to get the next (older) page; null on the last page. */
+  nextCursor: string | null
+}
+
+export interface BillingServiceDeps {
+  db: Db
+  cache: Cache
+  logger: Logger
+  metrics: Metrics
+  /** Flux a user starts with (INITIAL_USER_FLUX), read when the account is first touched. */
+  initialFlux: () => Promise<number>
+}
+
+export type BillingService = ReturnType<typeof createBillingService>
+
+const UNIQUE_VIOLATION = '23505'
+
+function toEntry(row: FluxTransaction): LedgerEntry {
+  return {
+    id: row.id,
+    userId: row.user_id,
+    type: row.type,
+    amount: row.amount,
+    balanceBefore: row.balance_before,
+    balanceAfter: row.balance_after,
+    requestId: row.request_id,
+    description: row.description,
+    metadata: (row.metadata as Record<string, unknown> | null) ?? null,
+    createdAt: row.created_at,
+  }
+}
+
+/** Cursors are opaque to callers; inside, the ledger sequence of the last row seen. */
+function encodeCursor(seq: number): string {
+  return Buffer.from(`seq:${seq}`).toString('base64url')
+}
+
+function decodeCursor(cursor: string): number {
+  const match = /^seq:(\d{1,15})$/.exec(Buffer.from(cursor, 'base64url').toString())
+  if (!match)
+    throw new ApiError(400, 'INVALID_CURSOR', 'The history cursor is not valid', { field: 'cursor' })
+  return Number(match[1])
+}
+
+function insufficientFlux(balance: number, requested: number): ApiError {
+  return new ApiError(402, 'INSUFFICIENT_FLUX', 'Not enough Flux', { balance, requested })
+}
+
+/**
+ * The only writer of balances. Every write is one transaction: lock the user's
+ * balance row, answer a replay of the same (user, requestId) with the row it made,
+ * otherwise update the balance and append the ledger row. The balance cache is
+ * dropped after commit, best effort.
+ */
+export function createBillingService({ db, cache, logger, metrics, initialFlux }: BillingServiceDeps) {
+  async function dropCache(userId: string): Promise<void> {
+    await cache.del(keys.userFlux(userId)).catch((error: unknown) => {
+      logger.warn({ err: error, userId }, 'could not drop the cached balance; it expires on its own')
+    })
+  }
+
+  /**
+   * Creates the user's balance row with INITIAL_USER_FLUX and its `initial` ledger
+   * row, once: concurrent first reads all wait on the row's primary key.
+   */
+  async function ensureAccount(userId: string): Promise<void> {
+    const exists = await db.selectFrom('user_flux').select('user_id').where('user_id', '=', userId).executeTakeFirst()
+    if (exists)
+      return
+    const initial = await initialFlux()
+    await db.transaction().execute(async (trx) => {
+      const created = await trx.insertInto('user_flux')
+        .values({ user_id: userId, flux: initial })
+        .onConflict(oc => oc.column('user_id').doNothing())
+        .returning('user_id')
+        .executeTakeFirst()
+      if (created) {
+        await trx.insertInto('flux_transaction').values({
+          user_id: userId,
+          type: 'initial',
+          amount: initial,
+          balance_before: 0,
+          balance_after: initial,
+          request_id: 'initial',
+          description: 'Initial Flux',
+        }).execute()
+      }
+    })
+    metrics.fluxCredited.add(initial, { type: 'initial' })
+  }
+
+  type Write = (balance: number) => { type: FluxTransactionType, amount: number, metadata?: Record<string, unknown> }
+
+  /** The one write path: lock, replay check, compute, update, append. */
+  async function write(input: DebitInput, compute: Write): Promise<LedgerEntry> {
+    if (!Number.isSafeInteger(input.amount) || input.amount <= 0)
+      throw new ApiError(400, 'INVALID_AMOUNT', 'Amount must be a positive whole number of Flux', { field: 'amount' })
+    await ensureAccount(input.userId)
+    try {
+      const entry = await db.transaction().execute(async (trx) => {
+        const account = await trx.selectFrom('user_flux').select('flux')
+          .where('user_id', '=', input.userId).where('deleted_at', 'is', null)
+          .forUpdate().executeTakeFirst()
+        if (!account)
+          throw new ApiError(404, 'FLUX_ACCOUNT_NOT_FOUND', 'This account has no Flux balance')
+
+        // Checked under the lock, so a concurrent retry sees the first write committed.
+        const replay = await trx.selectFrom('flux_transaction').selectAll()
+          .where('user_id', '=', input.userId).where('request_id', '=', input.requestId)
+          .executeTakeFirst()
+        if (replay)
+          return { entry: toEntry(replay), replayed: true }
+
+        const { type, amount, metadata } = compute(account.flux)
+        const balanceAfter = type === 'debit' ? account.flux - amount : account.flux + amount
+        await trx.updateTable('user_flux').set({ flux: balanceAfter, updated_at: new Date() }).where('user_id', '=', input.userId).execute()
+        const row = await trx.insertInto('flux_transaction').values({
+          user_id: input.userId,
+          type,
+          amount,
+          balance_before: account.flux,
+          balance_after: balanceAfter,
+          request_id: input.requestId,
+          description: input.description ?? null,
+          metadata: metadata && Object.keys(metadata).length > 0 ? JSON.stringify(metadata) : null,
+        }).returningAll().executeTakeFirstOrThrow()
+        return { entry: toEntry(row), replayed: false }
+      })
+      if (!entry.replayed) {
+        await dropCache(input.userId)
+        if (entry.entry.type === 'debit')
+          metrics.fluxConsumed.add(entry.entry.amount)
+        else
+          metrics.fluxCredited.add(entry.entry.amount, { type: entry.entry.type })
+      }
+      return entry.entry
+    }
+    catch (error) {
+      // Belt and braces: the unique index is what finally makes a write idempotent.
+      if ((error as { code?: string }).code === UNIQUE_VIOLATION) {
+        const replay = await db.selectFrom('flux_transaction').selectAll()
+          .where('user_id', '=', input.userId).where('request_id', '=', input.requestId).executeTakeFirst()
+        if (replay)
+          return toEntry(replay)
+      }
+      throw error
+    }
+  }
+
+  return {
+    /** The balance, through the cache; the first read creates the account. */
+    async getBalance(userId: string): Promise<number> {
+      const cached = await cache.get(keys.userFlux(userId)).catch((error: unknown) => {
+        logger.warn({ err: error, userId }, 'balance cache unavailable; reading Postgres')
+        return null
+      })
+      if (cached !== null && /^\d+$/.test(cached))
+        return Number(cached)
+
+      await ensureAccount(userId)
+      const account = await db.selectFrom('user_flux').select('flux')
+        .where('user_id', '=', userId).where('deleted_at', 'is', null).executeTakeFirst()
+      if (!account)
+        throw new ApiError(404, 'FLUX_ACCOUNT_NOT_FOUND', 'This account has no Flux balance')
+      await cache.set(keys.userFlux(userId), String(account.flux), BALANCE_CACHE_TTL_SECONDS).catch(() => {})
+      return account.flux
+    },
+
+    /**
+     * Takes Flux. Balance ≤ 0: 402 INSUFFICIENT_FLUX, nothing written. Balance below
+     * the amount: drains to 0 and records `requestedAmount` and `unbilled`.
+     */
+    async debit(input: DebitInput): Promise<LedgerEntry> {
+      const entry = await write(input, (balance) => {
+        if (balance <= 0)
+          throw insufficientFlux(balance, input.amount)
+        const charged = Math.min(balance, input.amount)
+        const unbilled = input.amount - charged
+        return {
+          type: 'debit',
+          amount: charged,
+          metadata: { ...input.metadata, ...(unbilled > 0 ? { requestedAmount: input.amount, unbilled } : {}) },
+        }
+      })
+      return entry
+    },
+
+    /** Gives Flux (a purchase, a promotion or grant, or the initial amount). */
+    async credit(input: CreditInput): Promise<LedgerEntry> {
+      return write(input, () => ({ type: input.type ?? 'credit', amount: input.amount, metadata: input.metadata }))
+    },
+
+    /** Whether a write under this request id was already made (for reporting, not for safety). */
+    async findByRequestId(userId: string, requestId: string): Promise<LedgerEntry | undefined> {
+      const row = await db.selectFrom('flux_transaction').selectAll()
+        .where('user_id', '=', userId).where('request_id', '=', requestId).executeTakeFirst()
+      return row ? toEntry(row) : undefined
+    },
+
+    /** The user's ledger, newest first, keyset-paged. */
+    async history(userId: string, { cursor, limit = 20 }: { cursor?: string | null, limit?: number } = {}): Promise<HistoryPage> {
+      let query = db.selectFrom('flux_transaction').selectAll().where('user_id', '=', userId)
+      if (cursor)
+        query = query.where('seq', '<', decodeCursor(cursor))
+      const rows = await query.orderBy('seq', 'desc').limit(limit + 1).execute()
+      const page = rows.slice(0, limit)
+      return { items: page.map(toEntry), nextCursor: rows.length > limit ? encodeCursor(page.at(-1)!.seq) : null }
+    },
+
+    /** Account deletion (priority 20): the balance row is soft-deleted, the ledger stays. */
+    async deleteAllForUser(userId: string): Promise<void> {
+      await db.updateTable('user_flux').set({ deleted_at: new Date(), updated_at: new Date() })
+        .where('user_id', '=', userId).where('deleted_at', 'is', null).execute()
+      await dropCache(userId)
+    },
+  }
+}
