@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
 
+import { sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 
 import { createTestDatabase, testRedisPrefix, type TestDatabase } from '@airi/tooling/test/test-database'
@@ -143,6 +144,20 @@ describe('credit', () => {
     expect(final).toBe(INITIAL + credits - debits)
     expect(final).toBeGreaterThanOrEqual(0)
     expectConsistentChain(await ledger(userId), final)
+
+    // The audit query from docs/billing.md agrees.
+    const { rows: [audit] } = await sql<{ balance: number, broken_links: number, bad_rows: number, ledger_end: number, ledger_sum: number }>`
+      SELECT f.user_id, f.flux AS balance,
+             count(*) FILTER (WHERE t.balance_before IS DISTINCT FROM t.prev_after)::int AS broken_links,
+             count(*) FILTER (WHERE t.balance_after - t.balance_before <> CASE WHEN t.type = 'debit' THEN -t.amount ELSE t.amount END)::int AS bad_rows,
+             (array_agg(t.balance_after ORDER BY t.seq DESC))[1] AS ledger_end,
+             sum(CASE WHEN t.type = 'debit' THEN -t.amount ELSE t.amount END)::int AS ledger_sum
+      FROM user_flux f
+      JOIN (SELECT *, coalesce(lag(balance_after) OVER (PARTITION BY user_id ORDER BY seq), 0) AS prev_after
+            FROM flux_transaction) t ON t.user_id = f.user_id
+      WHERE f.user_id = ${userId}
+      GROUP BY f.user_id, f.flux`.execute(database.db)
+    expect(audit).toMatchObject({ balance: final, broken_links: 0, bad_rows: 0, ledger_end: final, ledger_sum: final })
   })
 
   it('records promo and credit types, idempotently', async () => {
