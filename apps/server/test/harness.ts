@@ -17,6 +17,8 @@ export const UNVERIFIED_ADMIN_EMAIL = 'unverified-admin@example.com'
 export interface TestServerOptions {
   /** false: in-process adapters; a URL: that Redis; default: the run's redis-server. */
   redisUrl?: string | false
+  /** Share a Redis namespace with another test server (two instances of one deployment). */
+  redisPrefix?: string
   database?: TestDatabase
   /** First-party OIDC clients; a function receives the server's origin (for redirect URIs on it). */
   trustedClients?: TrustedClient[] | ((baseUrl: string) => TrustedClient[])
@@ -45,7 +47,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
   const ownDatabase = !options.database
   const database = options.database ?? await createTestDatabase()
   const redisUrl = options.redisUrl === undefined ? inject('redisUrl') : options.redisUrl
-  const adapters = redisUrl ? await createRedisAdapters({ url: redisUrl, prefix: testRedisPrefix() }) : createMemoryAdapters()
+  const adapters = redisUrl ? await createRedisAdapters({ url: redisUrl, prefix: options.redisPrefix ?? testRedisPrefix() }) : createMemoryAdapters()
   const resend = await startFakeResend()
   // better-auth builds links and the issuer from its base URL, so the port is chosen first.
   const port = await findFreePort()

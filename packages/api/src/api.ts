@@ -13,12 +13,16 @@ import type { Logger } from './logger.ts'
 import { createMetrics } from './metrics.ts'
 import { appRouter } from './routers/root.ts'
 import { createBillingService } from './services/billing.ts'
+import { createChatFanout } from './services/chat-fanout.ts'
+import { createCharacterService } from './services/characters.ts'
+import { createChatService } from './services/chats.ts'
 import { createConfigService } from './services/config.ts'
 import { createEmailService } from './services/email.ts'
 import { createFluxGrantService } from './services/flux-grants.ts'
 import { createFluxMeterFactory } from './services/flux-meter.ts'
 import type { Services } from './services/index.ts'
 import { createMetaService } from './services/meta.ts'
+import { createProviderService } from './services/providers.ts'
 import { createUserDeletionRegistry } from './services/user-deletion.ts'
 
 export interface ApiDeps {
@@ -53,7 +57,13 @@ export async function createApi(deps: ApiDeps) {
   const email = createEmailService({ transport: deps.emailTransport, logger })
   const userDeletion = createUserDeletionRegistry({ logger })
   const billing = createBillingService({ db, cache: adapters.cache, logger, metrics, initialFlux: () => config.get('INITIAL_USER_FLUX') })
+  const characters = createCharacterService({ db })
+  const providers = createProviderService({ db })
+  const chats = createChatService({ db, fanout: createChatFanout({ pubsub: adapters.pubsub, logger }), logger })
   userDeletion.register({ name: 'flux', priority: 20, softDelete: userId => billing.deleteAllForUser(userId) })
+  userDeletion.register({ name: 'characters', priority: 30, softDelete: userId => characters.deleteAllForUser(userId) })
+  userDeletion.register({ name: 'providers', priority: 30, softDelete: userId => providers.deleteAllForUser(userId) })
+  userDeletion.register({ name: 'chats', priority: 30, softDelete: userId => chats.deleteAllForUser(userId) })
 
   const auth = createAuth({ db, settings: deps.auth, email, logger, beforeDeleteUser: userId => userDeletion.run(userId) })
   // better-auth initialises (and its OAuth provider seeds our API resource) eagerly;
@@ -65,6 +75,9 @@ export async function createApi(deps: ApiDeps) {
 
   const services: Services = {
     billing,
+    characters,
+    chats,
+    providers,
     config,
     createFluxMeter: createFluxMeterFactory({ billing, counters: adapters.counters, logger }),
     fluxGrants: createFluxGrantService({ db, billing, logger }),

@@ -1,14 +1,20 @@
 import { createRouter } from '../trpc.ts'
 import { adminRouter } from './admin.ts'
 import { authRouter } from './auth.ts'
+import { charactersRouter } from './characters.ts'
+import { chatsRouter } from './chats.ts'
 import { fluxRouter } from './flux.ts'
 import { metaRouter } from './meta.ts'
+import { providersRouter } from './providers.ts'
 
 export const appRouter = createRouter({
   admin: adminRouter,
   auth: authRouter,
+  characters: charactersRouter,
+  chats: chatsRouter,
   flux: fluxRouter,
   meta: metaRouter,
+  providers: providersRouter,
 })
 
 export type AppRouter = typeof appRouter

@@ -1,14 +1,19 @@
 import type { BillingService } from './billing.ts'
+import type { CharacterService } from './characters.ts'
+import type { ChatService } from './chats.ts'
 import type { ConfigService } from './config.ts'
 import type { EmailService } from './email.ts'
 import type { FluxGrantService } from './flux-grants.ts'
 import type { createFluxMeterFactory } from './flux-meter.ts'
 import type { createMetaService } from './meta.ts'
+import type { ProviderService } from './providers.ts'
 import type { UserDeletionRegistry } from './user-deletion.ts'
 
 /** Every domain service, as composed by `createApi`. */
 export interface Services {
   billing: BillingService
+  characters: CharacterService
+  chats: ChatService
   config: ConfigService
   /** Makes a Flux meter for a kind of sub-Flux usage (e.g. TTS characters). */
   createFluxMeter: ReturnType<typeof createFluxMeterFactory>
@@ -16,4 +21,5 @@ export interface Services {
   email: EmailService
   userDeletion: UserDeletionRegistry
   meta: ReturnType<typeof createMetaService>
+  providers: ProviderService
 }

@@ -1,0 +1,92 @@
+import { z } from 'zod'
+
+import { createRouter, protectedProcedure } from '../trpc.ts'
+
+/** A JSON object (a capability's, avatar model's or provider's `config`), at most 64 KiB as JSON. */
+export const jsonObject = z.record(z.string().min(1).max(200), z.json())
+  .refine(value => JSON.stringify(value).length <= 65_536, 'Must be at most 64 KiB of JSON')
+
+const id = z.string().min(1).max(100)
+const url = z.url({ protocol: /^https?$/, message: 'Must be an http(s) URL' }).max(2048)
+const language = z.string().trim().regex(/^[a-z]{2,3}(?:-[a-z0-9]{2,8})*$/i, 'Must be a language tag such as en or zh-Hans').max(35)
+
+const coverInput = z.object({ foregroundUrl: url, backgroundUrl: url })
+const capabilityInput = z.object({ type: z.string().trim().min(1).max(100), config: jsonObject })
+const i18nInput = z.object({
+  language,
+  name: z.string().trim().min(1).max(200),
+  tagline: z.string().trim().max(500).nullish(),
+  description: z.string().max(10_000),
+  tags: z.array(z.string().trim().min(1).max(50)).max(20).optional(),
+})
+const promptInput = z.object({ language, type: z.string().trim().min(1).max(50), content: z.string().min(1).max(50_000) })
+const avatarModelInput = z.object({
+  name: z.string().trim().min(1).max(200),
+  type: z.string().trim().min(1).max(50),
+  description: z.string().max(10_000),
+  config: jsonObject,
+})
+
+/** At least one translation, and one per language: the field error names the repeated entry. */
+const i18nList = z.array(i18nInput).min(1).max(50).superRefine((entries, ctx) => {
+  const seen = new Set<string>()
+  entries.forEach((entry, index) => {
+    if (seen.has(entry.language))
+      ctx.addIssue({ code: 'custom', path: [index, 'language'], message: `Language ${entry.language} appears more than once` })
+    seen.add(entry.language)
+  })
+})
+
+const characterFields = {
+  /** Human-readable slug. */
+  characterId: z.string().trim().min(1).max(100).regex(/^[a-z0-9][a-z0-9_-]*$/, 'Lower-case letters, digits, - and _ only'),
+  version: z.string().trim().min(1).max(50),
+  coverUrl: url,
+  avatarUrl: url,
+  defaultVoiceId: z.string().trim().min(1).max(200).nullish(),
+  defaultModelId: z.string().trim().min(1).max(200).nullish(),
+  priority: z.number().int().min(-10_000).max(10_000).optional(),
+  covers: z.array(coverInput).max(20),
+  capabilities: z.array(capabilityInput).max(50),
+  i18n: i18nList,
+  prompts: z.array(promptInput).max(50),
+  avatarModels: z.array(avatarModelInput).max(20),
+}
+
+export const characterListInput = z.object({
+  all: z.boolean().default(false),
+  cursor: z.string().min(1).max(500).nullish(),
+  limit: z.number().int().min(1).max(100).default(20),
+})
+
+export const characterCreateInput = z.object({
+  ...characterFields,
+  covers: characterFields.covers.default([]),
+  capabilities: characterFields.capabilities.default([]),
+  prompts: characterFields.prompts.default([]),
+  avatarModels: characterFields.avatarModels.default([]),
+})
+
+export const characterUpdateInput = z.object({ id, ...characterFields }).partial().required({ id: true })
+
+const byId = z.object({ id })
+
+export const charactersRouter = createRouter({
+  /** The caller's characters, or every character with `all: true`; newest first. */
+  list: protectedProcedure.input(characterListInput).query(({ ctx, input }) => ctx.services.characters.list(ctx.user.id, input)),
+
+  /** Any character that is not deleted, with all its parts. */
+  get: protectedProcedure.input(byId).query(({ ctx, input }) => ctx.services.characters.get(ctx.user.id, input.id)),
+
+  create: protectedProcedure.input(characterCreateInput).mutation(({ ctx, input }) => ctx.services.characters.create(ctx.user.id, input)),
+
+  /** Owner only; a child list that is given replaces the old one. */
+  update: protectedProcedure.input(characterUpdateInput).mutation(({ ctx, input }) => ctx.services.characters.update(ctx.user.id, input)),
+
+  /** Owner only; soft delete. */
+  delete: protectedProcedure.input(byId).mutation(({ ctx, input }) => ctx.services.characters.delete(ctx.user.id, input.id)),
+
+  toggleLike: protectedProcedure.input(byId).mutation(({ ctx, input }) => ctx.services.characters.toggleLike(ctx.user.id, input.id)),
+
+  toggleBookmark: protectedProcedure.input(byId).mutation(({ ctx, input }) => ctx.services.characters.toggleBookmark(ctx.user.id, input.id)),
+})

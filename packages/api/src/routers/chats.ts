@@ -1,0 +1,52 @@
+import { tracked } from '@trpc/server'
+import { z } from 'zod'
+
+import { createRouter, protectedProcedure } from '../trpc.ts'
+
+const id = z.string().min(1).max(100)
+const memberRef = z.object({ type: z.enum(['user', 'character']), id })
+
+export const chatsInput = {
+  create: z.object({
+    type: z.enum(['private', 'bot', 'group', 'channel']),
+    title: z.string().trim().max(200).nullish(),
+    members: z.array(memberRef).max(500).default([]),
+  }),
+  byId: z.object({ chatId: id }),
+  update: z.object({ chatId: id, title: z.string().trim().max(200).nullable() }),
+  addMembers: z.object({ chatId: id, members: z.array(memberRef).min(1).max(500) }),
+  removeMember: z.object({ chatId: id, member: memberRef }),
+  sendMessages: z.object({
+    chatId: id,
+    messages: z.array(z.object({
+      /** Chosen by the client (e.g. a UUID), so resending the same message is a no-op. */
+      id,
+      role: z.enum(['user', 'assistant', 'system']),
+      content: z.string().max(100_000),
+      metadata: z.record(z.string(), z.unknown()).optional(),
+    })).min(1).max(100),
+  }),
+  pullMessages: z.object({ chatId: id, afterSeq: z.number().int().min(0).default(0), limit: z.number().int().min(1).max(500).default(100) }),
+  onMessages: z.object({ lastEventId: z.string().max(1_000_000).nullish() }).optional(),
+}
+
+export const chatsRouter = createRouter({
+  list: protectedProcedure.query(({ ctx }) => ctx.services.chats.list(ctx.user.id)),
+  get: protectedProcedure.input(chatsInput.byId).query(({ ctx, input }) => ctx.services.chats.get(ctx.user.id, input.chatId)),
+  create: protectedProcedure.input(chatsInput.create).mutation(({ ctx, input }) => ctx.services.chats.create(ctx.user.id, input)),
+  update: protectedProcedure.input(chatsInput.update).mutation(({ ctx, input }) => ctx.services.chats.update(ctx.user.id, input)),
+  delete: protectedProcedure.input(chatsInput.byId).mutation(({ ctx, input }) => ctx.services.chats.delete(ctx.user.id, input.chatId)),
+  addMembers: protectedProcedure.input(chatsInput.addMembers).mutation(({ ctx, input }) => ctx.services.chats.addMembers(ctx.user.id, input)),
+  removeMember: protectedProcedure.input(chatsInput.removeMember).mutation(({ ctx, input }) => ctx.services.chats.removeMember(ctx.user.id, input)),
+  sendMessages: protectedProcedure.input(chatsInput.sendMessages).mutation(({ ctx, input }) => ctx.services.chats.sendMessages(ctx.user.id, input)),
+  pullMessages: protectedProcedure.input(chatsInput.pullMessages).query(({ ctx, input }) => ctx.services.chats.pullMessages(ctx.user.id, input)),
+
+  /**
+   * New messages of every chat of the caller. Event ids are tracked: a client that
+   * reconnects with `lastEventId` (the SDK does it by itself) gets what it missed first.
+   */
+  onMessages: protectedProcedure.input(chatsInput.onMessages).subscription(async function* ({ ctx, input, signal }) {
+    for await (const { id: eventId, event } of ctx.services.chats.subscribe(ctx.user.id, { lastEventId: input?.lastEventId, signal }))
+      yield tracked(eventId, event)
+  }),
+})

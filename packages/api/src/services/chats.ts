@@ -1,0 +1,455 @@
+import type { ChatType, Db, Message } from '@airi/db'
+
+import { ApiError } from '../errors.ts'
+import type { Logger } from '../logger.ts'
+import type { ChatDoorbell, ChatFanout } from './chat-fanout.ts'
+
+export interface MemberRef {
+  type: 'user' | 'character'
+  id: string
+}
+
+export interface ChatView {
+  id: string
+  type: ChatType
+  title: string | null
+  creatorId: string
+  lastSeq: number
+  createdAt: Date
+  updatedAt: Date
+  members: MemberRef[]
+}
+
+export interface MessageView {
+  id: string
+  chatId: string
+  seq: number
+  senderId: string
+  role: string
+  content: string
+  metadata: Record<string, unknown> | null
+  createdAt: Date
+}
+
+/** What `chats.onMessages` pushes: a run of consecutive messages of one chat. */
+export interface ChatMessagesEvent {
+  chatId: string
+  messages: MessageView[]
+  fromSeq: number
+  toSeq: number
+}
+
+export interface NewMessageInput {
+  id: string
+  role: string
+  content: string
+  metadata?: Record<string, unknown>
+}
+
+export interface ChatServiceDeps {
+  db: Db
+  fanout: ChatFanout
+  logger: Logger
+  /** How often a live subscription re-checks its chats, healing lost doorbells. */
+  resyncIntervalMs?: number
+}
+
+const chatNotFound = () => new ApiError(404, 'CHAT_NOT_FOUND', 'Chat not found')
+const creatorOnly = () => new ApiError(403, 'FORBIDDEN', 'Only the chat\'s creator can do this')
+
+function toMessage(row: Message): MessageView {
+  return {
+    id: row.id,
+    chatId: row.chat_id,
+    seq: row.seq,
+    senderId: row.sender_id,
+    role: row.role,
+    content: row.content,
+    metadata: (row.metadata as Record<string, unknown> | null) ?? null,
+    createdAt: row.created_at,
+  }
+}
+
+/**
+ * A subscription's position in every chat, carried in its event ids so a client
+ * that reconnects with `lastEventId` resumes exactly where it stopped.
+ */
+export function encodeChatCursor(positions: Map<string, number>): string {
+  return Buffer.from(JSON.stringify([...positions])).toString('base64url')
+}
+
+export function decodeChatCursor(cursor: string): Map<string, number> {
+  try {
+    const pairs = JSON.parse(Buffer.from(cursor, 'base64url').toString()) as unknown
+    if (!Array.isArray(pairs) || !pairs.every(pair => Array.isArray(pair) && typeof pair[0] === 'string' && Number.isSafeInteger(pair[1]) && pair[1] >= 0))
+      throw new Error('bad cursor')
+    return new Map(pairs as Array<[string, number]>)
+  }
+  catch {
+    throw new ApiError(400, 'INVALID_CURSOR', 'lastEventId is not a cursor this server issued', { field: 'lastEventId' })
+  }
+}
+
+/** A queue an async generator can wait on, ending when `signal` aborts. */
+function createBellQueue(signal: AbortSignal | undefined) {
+  const pending: ChatDoorbell[] = []
+  let wake: (() => void) | undefined
+  signal?.addEventListener('abort', () => wake?.(), { once: true })
+  return {
+    push(bell: ChatDoorbell) {
+      pending.push(bell)
+      wake?.()
+    },
+    async *[Symbol.asyncIterator](): AsyncGenerator<ChatDoorbell> {
+      while (!signal?.aborted) {
+        const bell = pending.shift()
+        if (bell) {
+          yield bell
+          continue
+        }
+        await new Promise<void>((resolve) => {
+          wake = resolve
+        })
+        wake = undefined
+      }
+    },
+  }
+}
+
+const PAGE = 100
+
+/**
+ * Chats, members and messages. Messages get a gap-free per-chat `seq` under a row
+ * lock on the chat; client-supplied ids make a resend a no-op. Live sync rings a
+ * doorbell per user; subscribers always read the messages from Postgres, after
+ * their own position, so a lost or duplicated doorbell never loses or repeats one.
+ */
+export function createChatService({ db, fanout, logger, resyncIntervalMs = 15_000 }: ChatServiceDeps) {
+  /** The chat if `userId` is an active member of it (404 otherwise, whether it exists or not). */
+  async function requireMembership(userId: string, chatId: string) {
+    const chat = await db.selectFrom('chats')
+      .innerJoin('chat_members', 'chat_members.chat_id', 'chats.id')
+      .selectAll('chats')
+      .where('chats.id', '=', chatId)
+      .where('chats.deleted_at', 'is', null)
+      .where('chat_members.member_type', '=', 'user')
+      .where('chat_members.member_id', '=', userId)
+      .where('chat_members.deleted_at', 'is', null)
+      .executeTakeFirst()
+    if (!chat)
+      throw chatNotFound()
+    return chat
+  }
+
+  async function members(chatIds: string[]): Promise<Map<string, MemberRef[]>> {
+    const byChat = new Map<string, MemberRef[]>(chatIds.map(id => [id, []]))
+    if (chatIds.length === 0)
+      return byChat
+    const rows = await db.selectFrom('chat_members').select(['chat_id', 'member_type', 'member_id'])
+      .where('chat_id', 'in', chatIds).where('deleted_at', 'is', null)
+      .orderBy('created_at').orderBy('member_type').orderBy('member_id').execute()
+    for (const row of rows)
+      byChat.get(row.chat_id)!.push({ type: row.member_type, id: row.member_id })
+    return byChat
+  }
+
+  async function view(chatId: string): Promise<ChatView> {
+    const chat = await db.selectFrom('chats').selectAll().where('id', '=', chatId).executeTakeFirstOrThrow()
+    return {
+      id: chat.id,
+      type: chat.type,
+      title: chat.title,
+      creatorId: chat.creator_id,
+      lastSeq: chat.last_seq,
+      createdAt: chat.created_at,
+      updatedAt: chat.updated_at,
+      members: (await members([chat.id])).get(chat.id)!,
+    }
+  }
+
+  async function userMemberIds(chatId: string): Promise<string[]> {
+    const rows = await db.selectFrom('chat_members').select('member_id')
+      .where('chat_id', '=', chatId).where('member_type', '=', 'user').where('deleted_at', 'is', null).execute()
+    return rows.map(row => row.member_id)
+  }
+
+  /** Users and characters named as members must exist. */
+  async function assertMembersExist(refs: MemberRef[]): Promise<void> {
+    const userIds = refs.filter(ref => ref.type === 'user').map(ref => ref.id)
+    const characterIds = refs.filter(ref => ref.type === 'character').map(ref => ref.id)
+    const [users, characters] = await Promise.all([
+      userIds.length ? db.selectFrom('user').select('id').where('id', 'in', userIds).execute() : [],
+      characterIds.length ? db.selectFrom('characters').select('id').where('id', 'in', characterIds).where('deleted_at', 'is', null).execute() : [],
+    ])
+    const known = new Set([...users, ...characters].map(row => row.id))
+    const unknown = refs.filter(ref => !known.has(ref.id))
+    if (unknown.length > 0)
+      throw new ApiError(400, 'UNKNOWN_MEMBER', 'Some members do not exist', { field: 'members', unknown })
+  }
+
+  /** The chat's active user members, and the memberships of `userId` (for subscriptions). */
+  async function memberChatPositions(userId: string): Promise<Map<string, number>> {
+    const rows = await db.selectFrom('chats')
+      .innerJoin('chat_members', 'chat_members.chat_id', 'chats.id')
+      .select(['chats.id', 'chats.last_seq'])
+      .where('chats.deleted_at', 'is', null)
+      .where('chat_members.member_type', '=', 'user')
+      .where('chat_members.member_id', '=', userId)
+      .where('chat_members.deleted_at', 'is', null)
+      .execute()
+    return new Map(rows.map(row => [row.id, row.last_seq]))
+  }
+
+  return {
+    async list(userId: string): Promise<ChatView[]> {
+      const chats = await db.selectFrom('chats')
+        .innerJoin('chat_members', 'chat_members.chat_id', 'chats.id')
+        .selectAll('chats')
+        .where('chats.deleted_at', 'is', null)
+        .where('chat_members.member_type', '=', 'user')
+        .where('chat_members.member_id', '=', userId)
+        .where('chat_members.deleted_at', 'is', null)
+        .orderBy('chats.updated_at', 'desc')
+        .execute()
+      const byChat = await members(chats.map(chat => chat.id))
+      return chats.map(chat => ({
+        id: chat.id,
+        type: chat.type,
+        title: chat.title,
+        creatorId: chat.creator_id,
+        lastSeq: chat.last_seq,
+        createdAt: chat.created_at,
+        updatedAt: chat.updated_at,
+        members: byChat.get(chat.id)!,
+      }))
+    },
+
+    async get(userId: string, chatId: string): Promise<ChatView> {
+      await requireMembership(userId, chatId)
+      return view(chatId)
+    },
+
+    /**
+     * Private chats hold the creator and one other user; bot chats the creator and
+     * characters; groups and channels anyone. The creator is always a member.
+     */
+    async create(userId: string, input: { type: ChatType, title?: string | null, members: MemberRef[] }): Promise<ChatView> {
+      const others = input.members.filter(ref => !(ref.type === 'user' && ref.id === userId))
+        .filter((ref, index, all) => all.findIndex(other => other.type === ref.type && other.id === ref.id) === index)
+      const otherUsers = others.filter(ref => ref.type === 'user')
+      if (input.type === 'private' && (otherUsers.length !== 1 || others.length !== 1))
+        throw new ApiError(400, 'INVALID_MEMBERS', 'A private chat has exactly one other user', { field: 'members' })
+      if (input.type === 'bot' && (otherUsers.length > 0 || others.length === 0))
+        throw new ApiError(400, 'INVALID_MEMBERS', 'A bot chat has one or more characters and no other users', { field: 'members' })
+      await assertMembersExist(others)
+
+      const chatId = await db.transaction().execute(async (trx) => {
+        const chat = await trx.insertInto('chats').values({ type: input.type, title: input.title ?? null, creator_id: userId })
+          .returning('id').executeTakeFirstOrThrow()
+        await trx.insertInto('chat_members').values([{ type: 'user' as const, id: userId }, ...others].map(ref => ({
+          chat_id: chat.id,
+          member_type: ref.type,
+          member_id: ref.id,
+        }))).execute()
+        return chat.id
+      })
+      return view(chatId)
+    },
+
+    async update(userId: string, input: { chatId: string, title: string | null }): Promise<ChatView> {
+      const chat = await requireMembership(userId, input.chatId)
+      if (chat.creator_id !== userId)
+        throw creatorOnly()
+      await db.updateTable('chats').set({ title: input.title, updated_at: new Date() }).where('id', '=', chat.id).execute()
+      return view(chat.id)
+    },
+
+    /** Soft delete; messages stay in the database but no one can read the chat any more. */
+    async delete(userId: string, chatId: string): Promise<{ id: string }> {
+      const chat = await requireMembership(userId, chatId)
+      if (chat.creator_id !== userId)
+        throw creatorOnly()
+      await db.updateTable('chats').set({ deleted_at: new Date(), updated_at: new Date() }).where('id', '=', chatId).execute()
+      return { id: chatId }
+    },
+
+    async addMembers(userId: string, input: { chatId: string, members: MemberRef[] }): Promise<ChatView> {
+      const chat = await requireMembership(userId, input.chatId)
+      if (chat.creator_id !== userId)
+        throw creatorOnly()
+      if (chat.type === 'private')
+        throw new ApiError(400, 'INVALID_MEMBERS', 'A private chat cannot take more members', { field: 'members' })
+      if (chat.type === 'bot' && input.members.some(ref => ref.type === 'user'))
+        throw new ApiError(400, 'INVALID_MEMBERS', 'A bot chat takes only characters', { field: 'members' })
+      await assertMembersExist(input.members)
+      const current = (await members([chat.id])).get(chat.id)!
+      const fresh = input.members.filter(ref => !current.some(member => member.type === ref.type && member.id === ref.id))
+        .filter((ref, index, all) => all.findIndex(other => other.type === ref.type && other.id === ref.id) === index)
+      if (fresh.length > 0) {
+        await db.insertInto('chat_members').values(fresh.map(ref => ({ chat_id: chat.id, member_type: ref.type, member_id: ref.id })))
+          .onConflict(oc => oc.columns(['chat_id', 'member_type', 'member_id']).where('deleted_at', 'is', null).doNothing())
+          .execute()
+      }
+      return view(chat.id)
+    },
+
+    /** The creator removes anyone; any member can remove themselves (leave). */
+    async removeMember(userId: string, input: { chatId: string, member: MemberRef }): Promise<{ removed: boolean }> {
+      const chat = await requireMembership(userId, input.chatId)
+      const leaving = input.member.type === 'user' && input.member.id === userId
+      if (!leaving && chat.creator_id !== userId)
+        throw creatorOnly()
+      const result = await db.updateTable('chat_members').set({ deleted_at: new Date() })
+        .where('chat_id', '=', chat.id).where('member_type', '=', input.member.type).where('member_id', '=', input.member.id)
+        .where('deleted_at', 'is', null).executeTakeFirst()
+      return { removed: Number(result.numUpdatedRows) > 0 }
+    },
+
+    /**
+     * Appends messages with the next seqs, under a lock on the chat row. A message
+     * whose id is already in this chat is returned as stored (a resend); an id used
+     * in another chat is a conflict.
+     */
+    async sendMessages(userId: string, input: { chatId: string, messages: NewMessageInput[] }): Promise<ChatMessagesEvent> {
+      const unique = input.messages.filter((message, index, all) => all.findIndex(other => other.id === message.id) === index)
+      const { rows, inserted } = await db.transaction().execute(async (trx) => {
+        const chat = await trx.selectFrom('chats').selectAll().where('id', '=', input.chatId).where('deleted_at', 'is', null).forUpdate().executeTakeFirst()
+        const member = chat && await trx.selectFrom('chat_members').select('id')
+          .where('chat_id', '=', chat.id).where('member_type', '=', 'user').where('member_id', '=', userId).where('deleted_at', 'is', null)
+          .executeTakeFirst()
+        if (!chat || !member)
+          throw chatNotFound()
+
+        const existing = await trx.selectFrom('messages').selectAll().where('id', 'in', unique.map(message => message.id)).execute()
+        const elsewhere = existing.filter(row => row.chat_id !== chat.id)
+        if (elsewhere.length > 0)
+          throw new ApiError(409, 'MESSAGE_ID_CONFLICT', 'Message ids must be unique; these are used in another chat', { ids: elsewhere.map(row => row.id) })
+        const known = new Set(existing.map(row => row.id))
+        const fresh = unique.filter(message => !known.has(message.id))
+        if (fresh.length === 0)
+          return { rows: existing, inserted: [] as Message[] }
+
+        const created = await trx.insertInto('messages').values(fresh.map((message, index) => ({
+          id: message.id,
+          chat_id: chat.id,
+          seq: chat.last_seq + index + 1,
+          sender_id: userId,
+          role: message.role,
+          content: message.content,
+          metadata: message.metadata ? JSON.stringify(message.metadata) : null,
+        }))).returningAll().execute()
+        await trx.updateTable('chats').set({ last_seq: chat.last_seq + fresh.length, updated_at: new Date() }).where('id', '=', chat.id).execute()
+        return { rows: [...existing, ...created], inserted: created }
+      })
+
+      if (inserted.length > 0) {
+        const fromSeq = Math.min(...inserted.map(row => row.seq))
+        const toSeq = Math.max(...inserted.map(row => row.seq))
+        await fanout.ring(await userMemberIds(input.chatId), { chatId: input.chatId, fromSeq, toSeq })
+      }
+      const byId = new Map(rows.map(row => [row.id, toMessage(row)]))
+      const messages = unique.map(message => byId.get(message.id)!).sort((a, b) => a.seq - b.seq)
+      return { chatId: input.chatId, messages, fromSeq: messages[0]!.seq, toSeq: messages.at(-1)!.seq }
+    },
+
+    /** Messages after `afterSeq`, oldest first. */
+    async pullMessages(userId: string, input: { chatId: string, afterSeq: number, limit: number }): Promise<{ chatId: string, messages: MessageView[], lastSeq: number }> {
+      const chat = await requireMembership(userId, input.chatId)
+      const rows = await db.selectFrom('messages').selectAll()
+        .where('chat_id', '=', chat.id).where('seq', '>', input.afterSeq).where('deleted_at', 'is', null)
+        .orderBy('seq').limit(input.limit).execute()
+      return { chatId: chat.id, messages: rows.map(toMessage), lastSeq: chat.last_seq }
+    },
+
+    /**
+     * Every new message of every chat of `userId`, as tracked events. With
+     * `lastEventId` it first replays from Postgres what the client missed; then it
+     * follows doorbells, always reading after its own position in each chat.
+     */
+    async *subscribe(userId: string, { lastEventId, signal }: { lastEventId?: string | null, signal?: AbortSignal }): AsyncGenerator<{ id: string, event: ChatMessagesEvent }> {
+      const resumeFrom = lastEventId ? decodeChatCursor(lastEventId) : undefined
+      const queue = createBellQueue(signal)
+      const stopListening = await fanout.listen(userId, bell => queue.push(bell))
+      const resync = setInterval(() => queue.push({ chatId: '*', fromSeq: 1, toSeq: 1 }), resyncIntervalMs)
+      try {
+        // Listening first, then reading positions: a message committed in between
+        // is both rung and above the position, and read once.
+        const current = await memberChatPositions(userId)
+        // Resuming: the client's positions; chats it never saw start from the beginning.
+        const positions = resumeFrom
+          ? new Map([...current.keys()].map(chatId => [chatId, resumeFrom.get(chatId) ?? 0]))
+          : current
+
+        const drain = async function* (chatId: string): AsyncGenerator<{ id: string, event: ChatMessagesEvent }> {
+          while (!signal?.aborted) {
+            if (!positions.has(chatId)) {
+              // A chat this user joined after subscribing (or one they left): check.
+              const joined = await memberChatPositions(userId)
+              if (!joined.has(chatId))
+                return
+              positions.set(chatId, 0)
+            }
+            const after = positions.get(chatId)!
+            const rows = await db.selectFrom('messages').selectAll()
+              .where('chat_id', '=', chatId).where('seq', '>', after).where('deleted_at', 'is', null)
+              .orderBy('seq').limit(PAGE).execute()
+            if (rows.length === 0)
+              return
+            const messages = rows.map(toMessage)
+            positions.set(chatId, messages.at(-1)!.seq)
+            yield { id: encodeChatCursor(positions), event: { chatId, messages, fromSeq: messages[0]!.seq, toSeq: messages.at(-1)!.seq } }
+            if (rows.length < PAGE)
+              return
+          }
+        }
+
+        for (const [chatId, seq] of current) {
+          if (seq > (positions.get(chatId) ?? 0))
+            yield* drain(chatId)
+        }
+        for await (const bell of queue) {
+          if (bell.chatId === '*') {
+            // Periodic resync: heals a doorbell that pub/sub lost.
+            for (const [chatId, seq] of await memberChatPositions(userId)) {
+              if (seq > (positions.get(chatId) ?? 0))
+                yield* drain(chatId)
+            }
+          }
+          else if (bell.toSeq > (positions.get(bell.chatId) ?? 0)) {
+            yield* drain(bell.chatId)
+          }
+        }
+      }
+      finally {
+        clearInterval(resync)
+        await stopListening().catch((error: unknown) => logger.warn({ err: error, userId }, 'could not stop listening for chat doorbells'))
+      }
+    },
+
+    /**
+     * Account deletion (priority 30): private and bot chats go (soft) with this
+     * user's messages; in groups and channels only the membership goes.
+     */
+    async deleteAllForUser(userId: string): Promise<void> {
+      const now = new Date()
+      await db.transaction().execute(async (trx) => {
+        const memberships = await trx.selectFrom('chat_members')
+          .innerJoin('chats', 'chats.id', 'chat_members.chat_id')
+          .select(['chats.id', 'chats.type'])
+          .where('chat_members.member_type', '=', 'user').where('chat_members.member_id', '=', userId)
+          .where('chat_members.deleted_at', 'is', null)
+          .execute()
+        const personal = memberships.filter(chat => chat.type === 'private' || chat.type === 'bot').map(chat => chat.id)
+        if (personal.length > 0) {
+          await trx.updateTable('chats').set({ deleted_at: now, updated_at: now }).where('id', 'in', personal).where('deleted_at', 'is', null).execute()
+          await trx.updateTable('messages').set({ deleted_at: now, updated_at: now })
+            .where('chat_id', 'in', personal).where('sender_id', '=', userId).where('deleted_at', 'is', null).execute()
+        }
+        await trx.updateTable('chat_members').set({ deleted_at: now })
+          .where('member_type', '=', 'user').where('member_id', '=', userId).where('deleted_at', 'is', null).execute()
+      })
+    },
+  }
+}
+
+export type ChatService = ReturnType<typeof createChatService>
