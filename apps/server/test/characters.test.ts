@@ -227,7 +227,7 @@ describe('characters.update', () => {
     const created = await client(owner.token).characters.create.mutate(characterInput('partial'))
     const updated = await client(owner.token).characters.update.mutate({ id: created.id, version: '1.1.0', defaultVoiceId: null, defaultModelId: 'gpt-x', priority: 5 })
     expect(updated).toMatchObject({ version: '1.1.0', defaultVoiceId: null, defaultModelId: 'gpt-x', priority: 5, characterId: 'partial' })
-    expect(updated.updatedAt.getTime()).toBeGreaterThan(created.updatedAt.getTime())
+    expect(updated.updatedAt.getTime()).toBeGreaterThanOrEqual(created.updatedAt.getTime())
     expect([updated.covers, updated.i18n, updated.prompts, updated.capabilities, updated.avatarModels])
       .toEqual([created.covers, created.i18n, created.prompts, created.capabilities, created.avatarModels])
   })

@@ -46,7 +46,12 @@ function fieldErrors(issues: Issue[]): Record<string, string[]> {
   return fields
 }
 
-const t = initTRPC.context<Context>().create({
+/** Who may call a procedure; read by the API reference generator. */
+export interface ProcedureMeta {
+  access: 'public' | 'user' | 'admin'
+}
+
+const t = initTRPC.context<Context>().meta<ProcedureMeta>().create({
   transformer: superjson,
   errorFormatter({ shape, error }) {
     const domain = error.cause instanceof ApiError ? error.cause : undefined
@@ -79,17 +84,17 @@ const mapDomainErrors = t.middleware(async ({ next }) => {
   return result
 })
 
-export const publicProcedure = t.procedure.use(mapDomainErrors)
+export const publicProcedure = t.procedure.use(mapDomainErrors).meta({ access: 'public' })
 
 export const protectedProcedure = publicProcedure.use(({ ctx, next }) => {
   if (!ctx.auth)
     throw new TRPCError({ code: 'UNAUTHORIZED', message: 'Authentication required' })
   return next({ ctx: { ...ctx, auth: ctx.auth, user: ctx.auth.user } })
-})
+}).meta({ access: 'user' })
 
 /** Allowlisted by ADMIN_EMAILS, and only with a verified e-mail. */
 export const adminProcedure = protectedProcedure.use(({ ctx, next }) => {
   if (!ctx.user.emailVerified || !ctx.adminEmails.has(ctx.user.email.toLowerCase()))
     throw new TRPCError({ code: 'FORBIDDEN', message: 'Administrator access required' })
   return next()
-})
+}).meta({ access: 'admin' })

@@ -99,8 +99,8 @@ const UNIQUE_VIOLATION = '23505'
 const characterNotFound = () => notFound('CHARACTER_NOT_FOUND', 'No such character')
 
 /**
- * Keyset cursor over (created_at, id). The timestamp travels as Postgres prints it,
- * so its microseconds survive the round trip (a JS Date would drop them).
+ * Keyset cursor over (created_at, id). The timestamp travels as UTC text with
+ * microseconds, so it survives the round trip exactly (a JS Date would drop them).
  */
 function encodeCursor(createdAt: string, id: string): string {
   return Buffer.from(JSON.stringify([createdAt, id])).toString('base64url')
@@ -116,7 +116,7 @@ function decodeCursor(cursor: string): { createdAt: string, id: string } {
     throw invalid()
   }
   if (!Array.isArray(parsed) || parsed.length !== 2 || typeof parsed[0] !== 'string' || typeof parsed[1] !== 'string'
-    || !/^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d{1,6})?[+-]\d{2}(?::\d{2})?$/.test(parsed[0]) || parsed[1].length > 100) {
+    || !/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/.test(parsed[0]) || parsed[1].length > 100) {
     throw invalid()
   }
   return { createdAt: parsed[0], id: parsed[1] }
@@ -330,11 +330,11 @@ export function createCharacterService({ db }: { db: Db }) {
       if (!removed)
         await trx.insertInto(relation).values({ user_id: userId, character_id: id }).execute()
       const updated = await trx.updateTable('characters')
-        .set(eb => ({ [counter]: removed ? sql<number>`greatest(${eb.ref(counter)} - 1, 0)` : eb(eb.ref(counter), '+', 1) }))
+        .set(counter, eb => removed ? sql<number>`greatest(${eb.ref(counter)} - 1, 0)` : eb(eb.ref(counter), '+', 1))
         .where('id', '=', id)
-        .returning(counter)
+        .returning(eb => eb.ref(counter).as('count'))
         .executeTakeFirstOrThrow()
-      return { on: !removed, count: (updated as Record<Counter, number>)[counter] }
+      return { on: !removed, count: updated.count }
     })
   }
 
@@ -351,7 +351,7 @@ export function createCharacterService({ db }: { db: Db }) {
       if (removed.length === 0)
         return
       await trx.updateTable('characters')
-        .set(eb => ({ [counter]: sql<number>`greatest(${eb.ref(counter)} - 1, 0)` }))
+        .set(counter, eb => sql<number>`greatest(${eb.ref(counter)} - 1, 0)`)
         .where('id', 'in', removed.map(row => row.character_id))
         .execute()
     })
@@ -361,7 +361,7 @@ export function createCharacterService({ db }: { db: Db }) {
     /** The caller's characters (or everyone's with `all`), newest first, keyset-paged. */
     async list(userId: string, { all = false, cursor, limit = 20 }: ListCharactersInput = {}): Promise<CharacterPage> {
       let query = db.selectFrom('characters').selectAll()
-        .select(sql<string>`created_at::text`.as('created_at_text'))
+        .select(sql<string>`to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`.as('created_at_text'))
         .where('deleted_at', 'is', null)
       if (!all)
         query = query.where('owner_id', '=', userId)
