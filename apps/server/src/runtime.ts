@@ -10,6 +10,7 @@ import {
   createResendTransport,
   ELECTRON_RELAY_PATH,
   migrateDatabase,
+  parseMasterKey,
   type Api,
   type AuthSettings,
   type Logger,
@@ -52,18 +53,19 @@ export async function openDatabase(env: Env, logger: Logger): Promise<Database> 
   }
 }
 
-/** BETTER_AUTH_SECRET, or (development only) one generated once and kept under DATA_DIR. */
-async function authSecret(env: Env, logger: Logger): Promise<string> {
-  if (env.BETTER_AUTH_SECRET)
-    return env.BETTER_AUTH_SECRET
-  const path = resolve(env.DATA_DIR ?? defaultDataDir, 'auth-secret')
+/** A secret from the environment, or (development only) one generated once and kept under DATA_DIR. */
+async function secretOrGenerated(env: Env, logger: Logger, name: 'BETTER_AUTH_SECRET' | 'LLM_ROUTER_MASTER_KEY', file: string): Promise<string> {
+  const configured = env[name]
+  if (configured)
+    return configured
+  const path = resolve(env.DATA_DIR ?? defaultDataDir, file)
   const existing = await readFile(path, 'utf8').then(text => text.trim(), () => '')
   if (existing)
     return existing
   const secret = randomBytes(32).toString('base64url')
   await mkdir(dirname(path), { recursive: true })
   await writeFile(path, `${secret}\n`, { mode: 0o600 })
-  logger.info({ path }, 'BETTER_AUTH_SECRET is not set; generated a development secret')
+  logger.info({ path }, `${name} is not set; generated a development value`)
   return secret
 }
 
@@ -99,7 +101,7 @@ export function socialProviders(env: Env): Array<'google' | 'github'> {
 
 export async function authSettings(env: Env, logger: Logger): Promise<AuthSettings & { trustedClients: TrustedClient[] }> {
   return {
-    secret: await authSecret(env, logger),
+    secret: await secretOrGenerated(env, logger, 'BETTER_AUTH_SECRET', 'auth-secret'),
     baseUrl: apiServerUrl(env),
     trustedOrigins: env.AUTH_TRUSTED_ORIGINS,
     trustedClients: trustedClients(env),
@@ -133,6 +135,7 @@ export async function startRuntime(env: Env, logger: Logger): Promise<Runtime> {
       auth: await authSettings(env, logger),
       adminEmails: env.ADMIN_EMAILS,
       service,
+      llmMasterKey: parseMasterKey(await secretOrGenerated(env, logger, 'LLM_ROUTER_MASTER_KEY', 'llm-master-key')),
     })
     return {
       api,

@@ -7,6 +7,7 @@ import type { Api } from '@airi/api'
 
 import { authPlugin } from './plugins/auth.ts'
 import { registerErrorHandlers } from './plugins/errors.ts'
+import { gatewayPlugin } from './plugins/gateway.ts'
 import { probesPlugin } from './plugins/probes.ts'
 import { signInPlugin } from './plugins/sign-in.ts'
 import { trpcPlugin } from './plugins/trpc.ts'
@@ -43,6 +44,7 @@ export async function buildServer({ api, service, logger = false, authRateLimitP
   await app.register(authPlugin, { api, rateLimitPerMinute: authRateLimitPerMinute })
   await app.register(signInPlugin, { api, providers: socialProviders })
   await app.register(trpcPlugin, { prefix: '/trpc', api })
+  await app.register(gatewayPlugin, { prefix: '/api/v1/openai', api })
 
   return app
 }

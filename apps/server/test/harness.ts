@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
 
+import type { Meter } from '@opentelemetry/api'
 import type { FastifyInstance } from 'fastify'
 import { inject } from 'vitest'
 
@@ -12,6 +13,8 @@ import { service } from '../src/runtime.ts'
 import { buildServer } from '../src/server.ts'
 
 export const ADMIN_EMAIL = 'admin@example.com'
+/** The test deployment's LLM_ROUTER_MASTER_KEY. */
+export const TEST_LLM_MASTER_KEY = Buffer.alloc(32, 7)
 export const UNVERIFIED_ADMIN_EMAIL = 'unverified-admin@example.com'
 
 export interface TestServerOptions {
@@ -25,6 +28,8 @@ export interface TestServerOptions {
   adminEmails?: string[]
   authRateLimitPerMinute?: number
   socialProviders?: { github?: boolean, google?: boolean }
+  /** Where the `airi.*` instruments report (tests read counters through it). */
+  meter?: Meter
   /** Adds routes before the server starts listening (tests of shared transport behaviour). */
   extend?: (app: FastifyInstance, api: Api) => void
 }
@@ -67,6 +72,8 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     },
     adminEmails: options.adminEmails ?? [ADMIN_EMAIL, UNVERIFIED_ADMIN_EMAIL],
     service,
+    meter: options.meter,
+    llmMasterKey: TEST_LLM_MASTER_KEY,
   })
   const app = await buildServer({
     api,

@@ -21,6 +21,8 @@ import { createEmailService } from './services/email.ts'
 import { createFluxGrantService } from './services/flux-grants.ts'
 import { createFluxMeterFactory } from './services/flux-meter.ts'
 import type { Services } from './services/index.ts'
+import { createKeyVault } from './services/key-vault.ts'
+import { createLlmGateway } from './services/llm-gateway.ts'
 import { createMetaService } from './services/meta.ts'
 import { createProviderService } from './services/providers.ts'
 import { createUserDeletionRegistry } from './services/user-deletion.ts'
@@ -37,6 +39,8 @@ export interface ApiDeps {
   service?: { name: string, version: string }
   /** Where the `airi.*` instruments report; the global OpenTelemetry meter by default. */
   meter?: Meter
+  /** LLM_ROUTER_MASTER_KEY (32 bytes): decrypts upstream keys. Without it the gateway answers 503. */
+  llmMasterKey?: Buffer
 }
 
 export interface ContextInput extends AuthInput {
@@ -81,6 +85,7 @@ export async function createApi(deps: ApiDeps) {
     config,
     createFluxMeter: createFluxMeterFactory({ billing, counters: adapters.counters, logger }),
     fluxGrants: createFluxGrantService({ db, billing, logger }),
+    llmGateway: createLlmGateway({ db, config, billing, metrics, logger, keyVault: deps.llmMasterKey ? createKeyVault(deps.llmMasterKey) : undefined }),
     email,
     userDeletion,
     meta: createMetaService({ service: deps.service?.name ?? 'airi-server', version: deps.service?.version ?? '0.0.0' }),

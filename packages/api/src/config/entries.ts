@@ -8,6 +8,8 @@ const encryptedKeySchema = z.object({
 
 export const llmRouterConfigSchema = z.object({
   defaultModel: z.string().min(1).optional(),
+  /** One deadline for the whole fallback chain of a call, streaming included (default 120 s). */
+  deadlineMs: z.number().int().positive().optional(),
   models: z.record(z.string().min(1), z.object({
     upstreams: z.array(z.object({
       id: z.string().min(1),

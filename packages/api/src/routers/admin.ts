@@ -34,7 +34,19 @@ const adminFluxRouter = createRouter({
   grant: adminProcedure.input(fluxGrantInput).mutation(({ ctx, input }) => ctx.services.fluxGrants.grant(input, ctx.user.id)),
 })
 
+export const encryptKeyInput = z.object({
+  model: z.string().trim().min(1).max(200),
+  keyId: z.string().trim().min(1).max(100),
+  apiKey: z.string().min(1).max(10_000),
+})
+
+const adminLlmRouter = createRouter({
+  /** `{ keyId, ciphertext }` for a key entry of LLM_ROUTER_CONFIG (AAD = model + key id). */
+  encryptKey: adminProcedure.input(encryptKeyInput).mutation(({ ctx, input }) => ctx.services.llmGateway.encryptKey(input.model, input.keyId, input.apiKey)),
+})
+
 export const adminRouter = createRouter({
   config: adminConfigRouter,
   flux: adminFluxRouter,
+  llm: adminLlmRouter,
 })

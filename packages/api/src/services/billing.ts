@@ -24,7 +24,7 @@ export interface LedgerEntry {
   createdAt: Date
 }
 
-export interface DebitInput {
+interface WriteInput {
   userId: string
   amount: number
   /** Idempotency key: the same (user, requestId) never moves Flux twice. */
@@ -33,7 +33,12 @@ export interface DebitInput {
   metadata?: Record<string, unknown>
 }
 
-export interface CreditInput extends DebitInput {
+export interface DebitInput extends WriteInput {
+  /** false: a balance below `amount` is refused (402) instead of drained (e.g. a reservation). */
+  allowPartial?: boolean
+}
+
+export interface CreditInput extends WriteInput {
   type?: Extract<FluxTransactionType, 'credit' | 'promo' | 'initial'>
 }
 
@@ -133,7 +138,7 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux }
   type Write = (balance: number) => { type: FluxTransactionType, amount: number, metadata?: Record<string, unknown> }
 
   /** The one write path: lock, replay check, compute, update, append. */
-  async function write(input: DebitInput, compute: Write): Promise<LedgerEntry> {
+  async function write(input: WriteInput, compute: Write): Promise<LedgerEntry> {
     if (!Number.isSafeInteger(input.amount) || input.amount <= 0)
       throw new ApiError(400, 'INVALID_AMOUNT', 'Amount must be a positive whole number of Flux', { field: 'amount' })
     await ensureAccount(input.userId)
@@ -169,10 +174,15 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux }
       })
       if (!entry.replayed) {
         await dropCache(input.userId)
-        if (entry.entry.type === 'debit')
+        if (entry.entry.type === 'debit') {
           metrics.fluxConsumed.add(entry.entry.amount)
-        else
+          const unbilled = Number(entry.entry.metadata?.unbilled ?? 0)
+          if (unbilled > 0)
+            metrics.fluxUnbilled.add(unbilled)
+        }
+        else {
           metrics.fluxCredited.add(entry.entry.amount, { type: entry.entry.type })
+        }
       }
       return entry.entry
     }
@@ -209,11 +219,12 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux }
 
     /**
      * Takes Flux. Balance ≤ 0: 402 INSUFFICIENT_FLUX, nothing written. Balance below
-     * the amount: drains to 0 and records `requestedAmount` and `unbilled`.
+     * the amount: drains to 0 and records `requestedAmount` and `unbilled` (counted
+     * in `airi.billing.flux.unbilled`), unless `allowPartial` is false (402).
      */
     async debit(input: DebitInput): Promise<LedgerEntry> {
       const entry = await write(input, (balance) => {
-        if (balance <= 0)
+        if (balance <= 0 || (input.allowPartial === false && balance < input.amount))
           throw insufficientFlux(balance, input.amount)
         const charged = Math.min(balance, input.amount)
         const unbilled = input.amount - charged

@@ -5,6 +5,7 @@ import type { ConfigService } from './config.ts'
 import type { EmailService } from './email.ts'
 import type { FluxGrantService } from './flux-grants.ts'
 import type { createFluxMeterFactory } from './flux-meter.ts'
+import type { LlmGateway } from './llm-gateway.ts'
 import type { createMetaService } from './meta.ts'
 import type { ProviderService } from './providers.ts'
 import type { UserDeletionRegistry } from './user-deletion.ts'
@@ -18,6 +19,7 @@ export interface Services {
   /** Makes a Flux meter for a kind of sub-Flux usage (e.g. TTS characters). */
   createFluxMeter: ReturnType<typeof createFluxMeterFactory>
   fluxGrants: FluxGrantService
+  llmGateway: LlmGateway
   email: EmailService
   userDeletion: UserDeletionRegistry
   meta: ReturnType<typeof createMetaService>

@@ -1,0 +1,108 @@
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
+import { z } from 'zod'
+
+import { ApiError, type Api, type AuthUser } from '@airi/api'
+
+import { toHeaders } from './trpc.ts'
+
+export interface GatewayPluginOptions {
+  api: Api
+}
+
+const chatCompletionBody = z.looseObject({
+  model: z.string().min(1).max(200),
+  messages: z.array(z.unknown()).min(1).max(10_000),
+  stream: z.boolean().nullish(),
+  stream_options: z.record(z.string(), z.unknown()).nullish(),
+})
+
+const openAiTypes: Record<number, string> = {
+  400: 'invalid_request_error',
+  401: 'invalid_request_error',
+  402: 'insufficient_quota',
+  403: 'permission_error',
+  404: 'invalid_request_error',
+  429: 'rate_limit_error',
+}
+
+/** OpenAI's error shape, so the official clients surface message, code and status. */
+function openAiError(error: ApiError) {
+  return {
+    error: {
+      message: error.message,
+      type: openAiTypes[error.status] ?? (error.status >= 500 ? 'api_error' : 'invalid_request_error'),
+      code: error.code,
+      param: (error.details?.param as string | undefined) ?? null,
+      ...(error.details ? { details: error.details } : {}),
+    },
+  }
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    gatewayUser?: AuthUser
+  }
+}
+
+/**
+ * The OpenAI-compatible LLM gateway at /api/v1/openai: bearer auth through the
+ * shared resolver, errors in OpenAI's shape, SSE relayed as it arrives, and the
+ * upstream call aborted when the client goes away.
+ */
+export const gatewayPlugin: FastifyPluginAsync<GatewayPluginOptions> = async (app, { api }) => {
+  app.setErrorHandler((error: Error & { validation?: unknown, statusCode?: number }, request, reply) => {
+    if (error instanceof ApiError)
+      return reply.status(error.status).send(openAiError(error))
+    if (error.statusCode && error.statusCode < 500)
+      return reply.status(error.statusCode).send(openAiError(new ApiError(error.statusCode, 'BAD_REQUEST', error.message)))
+    request.log.error({ err: error }, 'gateway request failed')
+    return reply.status(500).send(openAiError(new ApiError(500, 'INTERNAL_ERROR', 'Internal server error')))
+  })
+
+  app.addHook('preHandler', async (request: FastifyRequest) => {
+    const auth = await api.resolveAuth({ headers: toHeaders(request.headers) })
+    if (!auth)
+      throw new ApiError(401, 'UNAUTHORIZED', 'A valid access token is required (Authorization: Bearer …)')
+    request.gatewayUser = auth.user
+  })
+
+  app.get('/models', async () => api.services.llmGateway.listModels())
+
+  // Conversations can be long; the default 1 MiB body limit is too tight.
+  app.post('/chat/completions', { bodyLimit: 16 * 1024 * 1024 }, async (request, reply: FastifyReply) => {
+    const parsed = chatCompletionBody.safeParse(request.body)
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!
+      throw new ApiError(400, 'BAD_REQUEST', `${issue.path.join('.') || 'body'}: ${issue.message}`, { param: issue.path.join('.') || null })
+    }
+
+    // The client going away aborts the upstream call and ends the billing as it stands.
+    const controller = new AbortController()
+    reply.raw.on('close', () => {
+      if (!reply.raw.writableFinished)
+        controller.abort(new Error('client closed the connection'))
+    })
+
+    const result = await api.services.llmGateway.complete(request.gatewayUser!.id, parsed.data, controller.signal)
+    if (result.kind === 'json')
+      return reply.send(result.body)
+
+    reply.hijack()
+    reply.raw.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      'connection': 'keep-alive',
+      'x-request-id': String(request.id),
+    })
+    try {
+      for await (const chunk of result.chunks) {
+        if (controller.signal.aborted)
+          break
+        reply.raw.write(chunk)
+      }
+    }
+    finally {
+      reply.raw.end()
+    }
+  })
+}

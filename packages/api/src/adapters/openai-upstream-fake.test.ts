@@ -1,0 +1,174 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+
+import { DEFAULT_USAGE, startFakeOpenAIUpstream, type FakeUpstream } from '@airi/tooling/fakes/openai-upstream'
+
+// The gateway's tests and benchmarks lean on this fake, so it is held to OpenAI's shapes here.
+
+let upstream: FakeUpstream
+
+beforeAll(async () => {
+  upstream = await startFakeOpenAIUpstream({ name: 'primary' })
+})
+afterAll(async () => {
+  await upstream.close()
+})
+beforeEach(() => {
+  upstream.reset()
+})
+
+function chat(body: object, { key = 'sk-upstream-1', signal }: { key?: string, signal?: AbortSignal } = {}): Promise<Response> {
+  return fetch(`${upstream.url}/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'authorization': `Bearer ${key}` },
+    body: JSON.stringify({ model: 'upstream-model', messages: [{ role: 'user', content: 'Hi' }], ...body }),
+    signal,
+  })
+}
+
+/** The JSON payloads of an SSE body, `[DONE]` kept as a string. */
+async function events(response: Response): Promise<unknown[]> {
+  const text = await response.text()
+  return text.split('\n\n').filter(Boolean).map((event) => {
+    expect(event.startsWith('data: ')).toBe(true)
+    const data = event.slice('data: '.length)
+    return data === '[DONE]' ? data : JSON.parse(data)
+  })
+}
+
+async function until(condition: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!condition()) {
+    if (Date.now() > deadline)
+      throw new Error(`condition not met within ${timeoutMs} ms`)
+    await sleep(5)
+  }
+}
+
+interface Chunk { object: string, model: string, choices: Array<{ delta: { role?: string, content?: string }, finish_reason: string | null }>, usage?: unknown }
+
+describe('fake OpenAI upstream', () => {
+  it('answers a chat completion in OpenAI\'s shape, with usage', async () => {
+    upstream.behave(() => ({ kind: 'complete', content: 'Hello there', usage: { prompt_tokens: 7, completion_tokens: 3 } }))
+    const response = await chat({})
+    expect(response.status).toBe(200)
+    expect(await response.json()).toEqual({
+      id: expect.stringMatching(/^chatcmpl-/),
+      object: 'chat.completion',
+      created: expect.any(Number),
+      model: 'upstream-model',
+      choices: [{ index: 0, message: { role: 'assistant', content: 'Hello there' }, finish_reason: 'stop' }],
+      usage: { prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 },
+    })
+    expect(upstream.requests).toMatchObject([{ path: '/v1/chat/completions', completed: true, aborted: false }])
+  })
+
+  it('answers with default usage, or none when usage is null', async () => {
+    expect(await (await chat({})).json()).toHaveProperty('usage', { ...DEFAULT_USAGE, total_tokens: DEFAULT_USAGE.prompt_tokens + DEFAULT_USAGE.completion_tokens })
+    upstream.behave(() => ({ kind: 'complete', content: 'x', usage: null }))
+    expect(await (await chat({})).json()).not.toHaveProperty('usage')
+  })
+
+  it('streams chunks that join back to the content, usage only when asked for', async () => {
+    const content = ' Once upon  a time,\nthere was a fox. '
+    upstream.behave(() => ({ kind: 'complete', content, usage: { prompt_tokens: 5, completion_tokens: 9 } }))
+
+    const withUsage = await chat({ stream: true, stream_options: { include_usage: true } })
+    expect(withUsage.headers.get('content-type')).toMatch(/^text\/event-stream/)
+    const streamed = await events(withUsage)
+    expect(streamed.at(-1)).toBe('[DONE]')
+    const chunks = streamed.slice(0, -1) as Chunk[]
+    expect(chunks.every(chunk => chunk.object === 'chat.completion.chunk' && chunk.model === 'upstream-model')).toBe(true)
+    expect(chunks[0]!.choices[0]!.delta).toEqual({ role: 'assistant', content: '' })
+    const usageChunk = chunks.at(-1)!
+    expect(usageChunk).toMatchObject({ choices: [], usage: { prompt_tokens: 5, completion_tokens: 9, total_tokens: 14 } })
+    const finish = chunks.at(-2)!
+    expect(finish.choices[0]).toMatchObject({ delta: {}, finish_reason: 'stop' })
+    const pieces = chunks.slice(1, -2).map(chunk => chunk.choices[0]!.delta.content)
+    expect(pieces).toHaveLength(8)
+    expect(pieces.join('')).toBe(content)
+
+    const withoutUsage = (await events(await chat({ stream: true }))).slice(0, -1) as Chunk[]
+    expect(withoutUsage.some(chunk => chunk.usage)).toBe(false)
+    expect(withoutUsage.at(-1)!.choices[0]!.finish_reason).toBe('stop')
+  })
+
+  it('splits the stream into the asked number of chunks, paced by chunkDelayMs', async () => {
+    upstream.behave(() => ({ kind: 'complete', content: 'abcdefghij', chunks: 3, chunkDelayMs: 30 }))
+    const started = Date.now()
+    const chunks = (await events(await chat({ stream: true }))).slice(0, -1) as Chunk[]
+    expect(Date.now() - started).toBeGreaterThanOrEqual(4 * 30 - 5)
+    const pieces = chunks.slice(1, -1).map(chunk => chunk.choices[0]!.delta.content)
+    expect(pieces).toHaveLength(3)
+    expect(pieces.join('')).toBe('abcdefghij')
+  })
+
+  it('answers a scripted status with OpenAI\'s error shape or the given body', async () => {
+    upstream.behave(() => ({ kind: 'status', status: 429 }))
+    const limited = await chat({})
+    expect(limited.status).toBe(429)
+    expect(await limited.json()).toEqual({ error: { message: expect.any(String), type: expect.any(String), code: 'rate_limit_exceeded' } })
+
+    upstream.behave(() => ({ kind: 'status', status: 503, body: { error: { message: 'overloaded' } } }))
+    const unavailable = await chat({})
+    expect(unavailable.status).toBe(503)
+    expect(await unavailable.json()).toEqual({ error: { message: 'overloaded' } })
+  })
+
+  it('hangs until the client aborts, and records the abort', async () => {
+    upstream.behave(() => ({ kind: 'hang' }))
+    const controller = new AbortController()
+    const pending = chat({}, { signal: controller.signal })
+    await until(() => upstream.requests.length === 1, 2000)
+    const request = upstream.requests[0]!
+    expect(request.aborted).toBe(false)
+
+    await sleep(50)
+    controller.abort()
+    await expect(pending).rejects.toThrow()
+    const abortedAt = Date.now()
+    await until(() => request.aborted, 200)
+    expect(request.abortedAt).toBeGreaterThanOrEqual(abortedAt - 50)
+    expect(request.completed).toBe(false)
+  })
+
+  it('records an abort in the middle of a stream', async () => {
+    upstream.behave(() => ({ kind: 'complete', content: 'one two three four five', chunkDelayMs: 100 }))
+    const controller = new AbortController()
+    const response = await chat({ stream: true }, { signal: controller.signal })
+    await response.body!.getReader().read()
+    controller.abort()
+    await until(() => upstream.requests[0]!.aborted, 200)
+    expect(upstream.requests[0]!.completed).toBe(false)
+  })
+
+  it('drops the connection, which rejects the fetch', async () => {
+    upstream.behave(() => ({ kind: 'drop' }))
+    await expect(chat({})).rejects.toThrow()
+    expect(upstream.requests).toHaveLength(1)
+    expect(upstream.requests[0]!.aborted).toBe(false)
+  })
+
+  it('records the bearer token and body, and lets behaviour depend on them', async () => {
+    upstream.behave(({ key }) => (key === 'sk-bad' ? { kind: 'status', status: 401 } : { kind: 'complete', content: 'ok' }))
+    expect((await chat({}, { key: 'sk-bad' })).status).toBe(401)
+    expect((await chat({ temperature: 0.2 }, { key: 'sk-good' })).status).toBe(200)
+    expect(upstream.requests.map(request => request.key)).toEqual(['sk-bad', 'sk-good'])
+    expect(upstream.requests[1]!.body).toMatchObject({ model: 'upstream-model', temperature: 0.2 })
+  })
+
+  it('lists its model, owned by its name', async () => {
+    const response = await fetch(`${upstream.url}/models`, { headers: { authorization: 'Bearer sk-list' } })
+    expect(await response.json()).toEqual({ object: 'list', data: [{ id: 'upstream-model', object: 'model', created: 0, owned_by: 'primary' }] })
+  })
+
+  it('closes even while a request hangs', async () => {
+    const other = await startFakeOpenAIUpstream()
+    other.behave(() => ({ kind: 'hang' }))
+    const pending = fetch(`${other.url}/chat/completions`, { method: 'POST', body: '{}' })
+    await until(() => other.requests.length === 1, 2000)
+    await other.close()
+    await expect(pending).rejects.toThrow()
+  })
+})

@@ -1,0 +1,267 @@
+import { randomUUID } from 'node:crypto'
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { setTimeout as sleep } from 'node:timers/promises'
+
+export interface UpstreamUsage {
+  prompt_tokens: number
+  completion_tokens: number
+}
+
+/** How the fake answers one `POST /v1/chat/completions`. */
+export type Behavior =
+  | {
+    kind: 'complete'
+    content: string
+    /** `null` leaves usage out of the answer; absent means `DEFAULT_USAGE`. */
+    usage?: UpstreamUsage | null
+    /** Pause between streamed chunks; 0 by default. */
+    chunkDelayMs?: number
+    /** Split the streamed content into this many pieces; one per word by default. */
+    chunks?: number
+  }
+  | { kind: 'status', status: number, body?: unknown }
+  /** Accept the request and never answer, until the client goes away or `close()`. */
+  | { kind: 'hang' }
+  /** Destroy the socket at once: a connection error for the client. */
+  | { kind: 'drop' }
+
+export type BehaviorHandler = (request: { key: string, body: any }) => Behavior // eslint-disable-line @typescript-eslint/no-explicit-any -- parsed JSON that tests read freely
+
+/** One request as the fake received it; the object stays live, so tests can poll it. */
+export interface UpstreamRequest {
+  /** The bearer token sent ('' without one). */
+  key: string
+  path: string
+  /** The parsed JSON body (`undefined` for a request without one). */
+  body: any // eslint-disable-line @typescript-eslint/no-explicit-any -- parsed JSON that tests read freely
+  receivedAt: number
+  /** The client closed the connection before the fake finished its answer. */
+  aborted: boolean
+  abortedAt?: number
+  /** The fake finished its answer. */
+  completed: boolean
+}
+
+export interface FakeUpstreamOptions {
+  /** Shows up as the models' `owned_by`, to tell several fakes apart. */
+  name?: string
+}
+
+export interface FakeUpstream {
+  name: string
+  /** The base URL, ending in `/v1`, as an upstream's `baseUrl`. */
+  url: string
+  requests: UpstreamRequest[]
+  /** Answer the following chat completions as `handler` says, until `reset()`. */
+  behave: (handler: BehaviorHandler) => void
+  /** Forget the requests and go back to normal completions. */
+  reset: () => void
+  close: () => Promise<void>
+}
+
+export const DEFAULT_CONTENT = 'Hello from the fake upstream.'
+export const DEFAULT_USAGE: UpstreamUsage = { prompt_tokens: 10, completion_tokens: 20 }
+
+const defaultHandler: BehaviorHandler = () => ({ kind: 'complete', content: DEFAULT_CONTENT })
+
+/**
+ * A local stand-in for an OpenAI-compatible upstream: `POST /v1/chat/completions`
+ * (JSON or SSE, in OpenAI's shapes) and `GET /v1/models`, with scripted failures,
+ * hangs and dropped connections, and a record of every request including whether
+ * the client gave up on it.
+ */
+export async function startFakeOpenAIUpstream({ name = 'fake-upstream' }: FakeUpstreamOptions = {}): Promise<FakeUpstream> {
+  const requests: UpstreamRequest[] = []
+  const open = new Set<ServerResponse>()
+  let handler = defaultHandler
+  let closing = false
+
+  const server = createServer((req, res) => {
+    handle(req, res).catch((error: unknown) => {
+      // Mid-stream there is no status left to send; cutting the stream keeps the client from waiting forever.
+      if (res.headersSent)
+        res.destroy()
+      else
+        answer(res, 500, errorBody(500, error instanceof Error ? error.message : String(error)))
+    })
+  })
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const receivedAt = Date.now()
+    const path = new URL(req.url ?? '/', 'http://fake').pathname
+    const auth = req.headers.authorization ?? ''
+    const key = auth.startsWith('Bearer ') ? auth.slice('Bearer '.length) : ''
+    const raw = await readBody(req)
+    let body: unknown
+    let invalidJson = false
+    try {
+      body = raw ? JSON.parse(raw) : undefined
+    }
+    catch {
+      invalidJson = true
+    }
+
+    const request: UpstreamRequest = { key, path, body, receivedAt, aborted: false, completed: false }
+    requests.push(request)
+    open.add(res)
+    // Set by the fake when it cuts the connection itself, which is no client abort.
+    let cutByFake = false
+    res.on('finish', () => {
+      request.completed = true
+    })
+    res.on('close', () => {
+      open.delete(res)
+      if (!res.writableEnded && !cutByFake && !closing) {
+        request.aborted = true
+        request.abortedAt = Date.now()
+      }
+    })
+
+    if (path === '/v1/models') {
+      if (req.method !== 'GET')
+        return answer(res, 405, errorBody(405, `Method ${req.method} is not allowed on ${path}.`))
+      return answer(res, 200, { object: 'list', data: [{ id: 'upstream-model', object: 'model', created: 0, owned_by: name }] })
+    }
+    if (path !== '/v1/chat/completions')
+      return answer(res, 404, errorBody(404, `Unknown path ${path}.`))
+    if (req.method !== 'POST')
+      return answer(res, 405, errorBody(405, `Method ${req.method} is not allowed on ${path}.`))
+    if (invalidJson || typeof body !== 'object' || body === null)
+      return answer(res, 400, errorBody(400, 'The body must be a JSON object.'))
+
+    const behavior = handler({ key, body })
+    switch (behavior.kind) {
+      case 'status':
+        return answer(res, behavior.status, behavior.body ?? errorBody(behavior.status, 'Fake failure'))
+      case 'hang':
+        return
+      case 'drop':
+        cutByFake = true
+        req.socket.destroy()
+        return
+      case 'complete':
+        return complete(res, body as ChatBody, behavior)
+    }
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => resolve())
+  })
+  const { port } = server.address() as AddressInfo
+
+  return {
+    name,
+    url: `http://127.0.0.1:${port}/v1`,
+    requests,
+    behave(next) {
+      handler = next
+    },
+    reset() {
+      // Emptied in place: tests may hold the array.
+      requests.length = 0
+      handler = defaultHandler
+    },
+    close() {
+      closing = true
+      for (const res of open)
+        res.destroy()
+      // fetch keeps connections alive; without this, close() would wait for them to time out.
+      server.closeAllConnections()
+      return new Promise<void>((resolve, reject) => server.close(error => (error ? reject(error) : resolve())))
+    },
+  }
+}
+
+interface ChatBody {
+  model?: unknown
+  stream?: unknown
+  stream_options?: { include_usage?: unknown } | null
+}
+
+async function complete(res: ServerResponse, body: ChatBody, behavior: Extract<Behavior, { kind: 'complete' }>): Promise<void> {
+  const id = `chatcmpl-${randomUUID()}`
+  const created = Math.floor(Date.now() / 1000)
+  const model = body.model
+  const usage = behavior.usage === undefined ? DEFAULT_USAGE : behavior.usage
+  const usageBody = usage && { ...usage, total_tokens: usage.prompt_tokens + usage.completion_tokens }
+
+  if (body.stream !== true) {
+    return answer(res, 200, {
+      id,
+      object: 'chat.completion',
+      created,
+      model,
+      choices: [{ index: 0, message: { role: 'assistant', content: behavior.content }, finish_reason: 'stop' }],
+      ...(usageBody ? { usage: usageBody } : {}),
+    })
+  }
+
+  const includeUsage = body.stream_options?.include_usage === true
+  // OpenAI marks every other chunk with `usage: null` when usage was asked for.
+  const chunk = (choices: unknown[], extra: object = includeUsage ? { usage: null } : {}) =>
+    `data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model, choices, ...extra })}\n\n`
+  const delta = (value: object, finishReason: string | null = null) => chunk([{ index: 0, delta: value, finish_reason: finishReason }])
+  const delayMs = behavior.chunkDelayMs ?? 0
+
+  const events = [
+    delta({ role: 'assistant', content: '' }),
+    ...splitContent(behavior.content, behavior.chunks).map(piece => delta({ content: piece })),
+    delta({}, 'stop'),
+  ]
+  if (includeUsage && usageBody)
+    events.push(chunk([], { usage: usageBody }))
+  events.push('data: [DONE]\n\n')
+
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'connection': 'keep-alive' })
+
+  for (const [index, event] of events.entries()) {
+    if (index > 0 && delayMs > 0)
+      await sleep(delayMs)
+    // The client went away (or the fake closed): nothing more to say.
+    if (res.destroyed)
+      return
+    res.write(event)
+  }
+  res.end()
+}
+
+/** One piece per word (spaces kept), or `count` even pieces; joined, they give back `content`. */
+function splitContent(content: string, count?: number): string[] {
+  if (count === undefined)
+    return content.match(/\s*\S+\s*/g) ?? (content ? [content] : [])
+  if (!Number.isInteger(count) || count < 1)
+    throw new Error(`fake upstream: chunks must be a positive integer, got ${count}`)
+  // Code points, so a piece never splits a surrogate pair.
+  const chars = Array.from(content)
+  return Array.from({ length: count }, (_, i) =>
+    chars.slice(Math.floor((i * chars.length) / count), Math.floor(((i + 1) * chars.length) / count)).join(''))
+}
+
+const errorKinds: Record<number, { type: string, code: string | null }> = {
+  401: { type: 'invalid_request_error', code: 'invalid_api_key' },
+  403: { type: 'invalid_request_error', code: 'permission_denied' },
+  404: { type: 'invalid_request_error', code: 'not_found' },
+  429: { type: 'requests', code: 'rate_limit_exceeded' },
+}
+
+/** OpenAI's error body, with the `type` and `code` OpenAI uses for `status`. */
+function errorBody(status: number, message: string) {
+  const { type, code } = errorKinds[status] ?? (status >= 500 ? { type: 'server_error', code: 'server_error' } : { type: 'invalid_request_error', code: null })
+  return { error: { message, type, code } }
+}
+
+function answer(res: ServerResponse, status: number, body: unknown): void {
+  if (res.headersSent || res.destroyed)
+    return
+  res.writeHead(status, { 'content-type': 'application/json' })
+  res.end(JSON.stringify(body))
+}
+
+async function readBody(req: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = []
+  for await (const chunk of req)
+    chunks.push(chunk as Buffer)
+  return Buffer.concat(chunks).toString('utf8')
+}
