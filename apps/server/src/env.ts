@@ -1,5 +1,7 @@
 import { z } from 'zod'
 
+import { parseMasterKey } from '@airi/api'
+
 const optionalString = z.string().trim().min(1).optional().catch(undefined)
 const commaList = z.string().optional().transform(value => (value ?? '').split(',').map(item => item.trim()).filter(Boolean))
 
@@ -80,6 +82,14 @@ export function parseEnv(source: Record<string, string | undefined>): Env {
   for (const [id, secret] of pairs) {
     if ((env[id] === undefined) !== (env[secret] === undefined))
       problems.push(`${id} and ${secret} must be set together`)
+  }
+  if (env.LLM_ROUTER_MASTER_KEY) {
+    try {
+      parseMasterKey(env.LLM_ROUTER_MASTER_KEY)
+    }
+    catch (error) {
+      problems.push(`LLM_ROUTER_MASTER_KEY: ${(error as Error).message}`)
+    }
   }
   if (env.OIDC_CLIENT_ID_WEB && env.OIDC_WEB_REDIRECT_URIS.length === 0)
     problems.push('OIDC_WEB_REDIRECT_URIS is required when OIDC_CLIENT_ID_WEB is set')

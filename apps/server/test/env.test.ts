@@ -43,8 +43,14 @@ describe('environment', () => {
     expect(error!.problems).toEqual(missing.map(name => `${name} is required when NODE_ENV=production`))
   })
 
+  it('checks the shape of LLM_ROUTER_MASTER_KEY without echoing it', () => {
+    expect(() => parseEnv({ LLM_ROUTER_MASTER_KEY: 'too-short-secret' })).toThrow(/LLM_ROUTER_MASTER_KEY/)
+    expect(() => parseEnv({ LLM_ROUTER_MASTER_KEY: 'too-short-secret' })).not.toThrow(/too-short-secret/)
+    expect(parseEnv({ LLM_ROUTER_MASTER_KEY: 'ab'.repeat(32) }).LLM_ROUTER_MASTER_KEY).toBe('ab'.repeat(32))
+  })
+
   it('accepts production when everything required is set', () => {
-    const complete = Object.fromEntries(requiredInProduction.map(name => [name, name.endsWith('_URL') ? 'https://example.com' : 'secret']))
+    const complete = Object.fromEntries(requiredInProduction.map(name => [name, name.endsWith('_URL') ? 'https://example.com' : name === 'LLM_ROUTER_MASTER_KEY' ? 'ab'.repeat(32) : 'secret']))
     expect(parseEnv({ ...complete, NODE_ENV: 'production' }).NODE_ENV).toBe('production')
   })
 })

@@ -146,6 +146,14 @@ describe('the OpenAI-compatible gateway, through the official openai client', ()
     }
   })
 
+  it('accepts an OIDC access token (JWT) as the API key', async () => {
+    await route('chat', [{ upstream: primary, keys: ['sk-primary-1'] }])
+    primary.behave(() => ({ kind: 'complete', content: 'hello, token holder' }))
+    const { token } = await server.api.auth.api.signJWT({ body: { payload: { sub: user.id, iss: `${server.baseUrl}/api/auth`, aud: server.baseUrl } } })
+    const completion = await openai(token).chat.completions.create({ model: 'chat', messages: [{ role: 'user', content: 'x' }] })
+    expect(completion.choices[0]!.message.content).toBe('hello, token holder')
+  })
+
   it('lists the configured aliases', async () => {
     await route('chat', [{ upstream: primary, keys: ['k'] }])
     const models = await openai(user.token).models.list()
