@@ -3,6 +3,8 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 
+import { answer, readBody } from './http.ts'
+
 export interface UpstreamUsage {
   prompt_tokens: number
   completion_tokens: number
@@ -252,16 +254,4 @@ function errorBody(status: number, message: string) {
   return { error: { message, type, code } }
 }
 
-function answer(res: ServerResponse, status: number, body: unknown): void {
-  if (res.headersSent || res.destroyed)
-    return
-  res.writeHead(status, { 'content-type': 'application/json' })
-  res.end(JSON.stringify(body))
-}
 
-async function readBody(req: IncomingMessage): Promise<string> {
-  const chunks: Buffer[] = []
-  for await (const chunk of req)
-    chunks.push(chunk as Buffer)
-  return Buffer.concat(chunks).toString('utf8')
-}

@@ -2,6 +2,8 @@ import { randomUUID } from 'node:crypto'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 
+import { answer, readBody } from './http.ts'
+
 /** One e-mail as the fake received it, `to` normalized to a list. */
 export interface FakeEmail {
   id: string
@@ -153,16 +155,4 @@ function errorBody(statusCode: number, name: string, message: string) {
   return { statusCode, name, message }
 }
 
-function answer(res: ServerResponse, status: number, body: unknown): void {
-  if (res.headersSent)
-    return
-  res.writeHead(status, { 'content-type': 'application/json' })
-  res.end(JSON.stringify(body))
-}
 
-async function readBody(req: IncomingMessage): Promise<string> {
-  const chunks: Buffer[] = []
-  for await (const chunk of req)
-    chunks.push(chunk as Buffer)
-  return Buffer.concat(chunks).toString('utf8')
-}

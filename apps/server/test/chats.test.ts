@@ -4,11 +4,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
 
 import type { AppRouter } from '@airi/api'
-import { createAiriClient, TRPCClientError, type AiriClient, type WebSocketConstructor } from '@airi/sdk'
+import { createAiriClient, type TRPCClientError, type AiriClient, type WebSocketConstructor } from '@airi/sdk'
 import { startTcpProxy } from '@airi/tooling/test/tcp-proxy'
 import { createTestDatabase, testRedisPrefix } from '@airi/tooling/test/test-database'
 
-import { createVerifiedUser, startTestServer, type TestServer, type TestUser } from './harness.ts'
+import { createVerifiedUser, startTestServer, type TestServer, type TestUser, failure } from './harness.ts'
 
 type ChatEvent = { chatId: string, messages: Array<{ id: string, seq: number, content: string }>, fromSeq: number, toSeq: number }
 
@@ -31,12 +31,6 @@ function client(token?: string, baseUrl = server.baseUrl): AiriClient {
   const created = createAiriClient({ baseUrl, getToken: () => token, WebSocket: WebSocket as unknown as WebSocketConstructor })
   clients.push(created)
   return created
-}
-
-async function failure(promise: Promise<unknown>): Promise<TRPCClientError<AppRouter>> {
-  const error = await promise.then(() => undefined, (e: unknown) => e)
-  expect(error).toBeInstanceOf(TRPCClientError)
-  return error as TRPCClientError<AppRouter>
 }
 
 const text = (content: string) => ({ id: randomUUID(), role: 'user' as const, content })

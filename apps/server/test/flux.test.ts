@@ -1,12 +1,11 @@
 import { sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
-import type { AppRouter } from '@airi/api'
 import { findFreePort } from '@airi/db'
-import { createAiriClient, TRPCClientError, type AiriClient } from '@airi/sdk'
+import { createAiriClient, type AiriClient } from '@airi/sdk'
 import { startRedisServer, type RedisServerHandle } from '@airi/tooling/test/redis-server'
 
-import { ADMIN_EMAIL, createVerifiedUser, startTestServer, UNVERIFIED_ADMIN_EMAIL, type TestServer, type TestUser } from './harness.ts'
+import { ADMIN_EMAIL, createVerifiedUser, startTestServer, UNVERIFIED_ADMIN_EMAIL, type TestServer, type TestUser, failure } from './harness.ts'
 
 let server: TestServer
 let admin: TestUser
@@ -20,12 +19,6 @@ beforeAll(async () => {
 afterAll(() => server.close())
 
 const client = (token?: string, target = server): AiriClient => createAiriClient({ baseUrl: target.baseUrl, getToken: () => token })
-
-async function failure(promise: Promise<unknown>): Promise<TRPCClientError<AppRouter>> {
-  const error = await promise.then(() => undefined, (e: unknown) => e)
-  expect(error).toBeInstanceOf(TRPCClientError)
-  return error as TRPCClientError<AppRouter>
-}
 
 describe('flux.balance and flux.history', () => {
   it('need a user', async () => {

@@ -2,9 +2,10 @@ import { randomUUID } from 'node:crypto'
 
 import type { Meter } from '@opentelemetry/api'
 import type { FastifyInstance } from 'fastify'
-import { inject } from 'vitest'
+import { expect, inject } from 'vitest'
 
-import { createApi, createMemoryAdapters, createRedisAdapters, createResendTransport, silentLogger, type Api, type TrustedClient } from '@airi/api'
+import { createApi, createMemoryAdapters, createRedisAdapters, createResendTransport, silentLogger, type Api, type AppRouter, type TrustedClient } from '@airi/api'
+import { TRPCClientError } from '@airi/sdk'
 import { findFreePort } from '@airi/db'
 import { startFakeResend, type FakeEmail, type FakeResend } from '@airi/tooling/fakes/resend'
 import { createTestDatabase, testRedisPrefix, type TestDatabase } from '@airi/tooling/test/test-database'
@@ -149,4 +150,11 @@ export async function signIn(server: TestServer, email: string, password: string
   if (!token)
     throw new Error('sign-in answered without a set-auth-token header')
   return { id: body.user.id, email, password, token }
+}
+
+/** The error a tRPC call rejected with; fails the test if it did not reject with one. */
+export async function failure(promise: Promise<unknown>): Promise<TRPCClientError<AppRouter>> {
+  const error = await promise.then(() => undefined, (e: unknown) => e)
+  expect(error).toBeInstanceOf(TRPCClientError)
+  return error as TRPCClientError<AppRouter>
 }

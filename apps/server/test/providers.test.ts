@@ -1,9 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
-import type { AppRouter } from '@airi/api'
-import { createAiriClient, TRPCClientError, type AiriClient } from '@airi/sdk'
+import { createAiriClient, type AiriClient } from '@airi/sdk'
 
-import { createVerifiedUser, startTestServer, type TestServer, type TestUser } from './harness.ts'
+import { createVerifiedUser, startTestServer, type TestServer, type TestUser, failure } from './harness.ts'
 
 let server: TestServer
 let owner: TestUser
@@ -31,12 +30,6 @@ beforeAll(async () => {
 afterAll(() => server.close())
 
 const client = (token?: string): AiriClient => createAiriClient({ baseUrl: server.baseUrl, getToken: () => token })
-
-async function failure(promise: Promise<unknown>): Promise<TRPCClientError<AppRouter>> {
-  const error = await promise.then(() => undefined, (e: unknown) => e)
-  expect(error).toBeInstanceOf(TRPCClientError)
-  return error as TRPCClientError<AppRouter>
-}
 
 async function fieldsOf(promise: Promise<unknown>): Promise<string[]> {
   const error = await failure(promise)

@@ -2,10 +2,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
 
 import type { AppRouter } from '@airi/api'
-import { createAiriClient, TRPCClientError, type AiriClient, type WebSocketConstructor } from '@airi/sdk'
+import { createAiriClient, type TRPCClientError, type AiriClient, type WebSocketConstructor } from '@airi/sdk'
 
 import { service } from '../src/runtime.ts'
-import { ADMIN_EMAIL, authPost, createVerifiedUser, startTestServer, UNVERIFIED_ADMIN_EMAIL, type TestServer, type TestUser } from './harness.ts'
+import { ADMIN_EMAIL, authPost, createVerifiedUser, startTestServer, UNVERIFIED_ADMIN_EMAIL, type TestServer, type TestUser, failure } from './harness.ts'
 
 let server: TestServer
 let member: TestUser
@@ -26,12 +26,6 @@ function client(token?: string): AiriClient {
   const created = createAiriClient({ baseUrl: server.baseUrl, getToken: () => token, WebSocket: WebSocket as unknown as WebSocketConstructor })
   clients.push(created)
   return created
-}
-
-async function failure(promise: Promise<unknown>): Promise<TRPCClientError<AppRouter>> {
-  const error = await promise.then(() => undefined, (e: unknown) => e)
-  expect(error).toBeInstanceOf(TRPCClientError)
-  return error as TRPCClientError<AppRouter>
 }
 
 function collect<T>(subscribe: (handlers: { onData: (value: T) => void, onComplete: () => void, onError: (error: unknown) => void }) => unknown): Promise<T[]> {

@@ -1,4 +1,4 @@
-import type { ChatType, Db, Message } from '@airi/db'
+import type { Chat, ChatType, Db, Message } from '@airi/db'
 
 import { ApiError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
@@ -56,6 +56,19 @@ export interface ChatServiceDeps {
 
 const chatNotFound = () => new ApiError(404, 'CHAT_NOT_FOUND', 'Chat not found')
 const creatorOnly = () => new ApiError(403, 'FORBIDDEN', 'Only the chat\'s creator can do this')
+
+function toChatView(chat: Chat, members: MemberRef[]): ChatView {
+  return {
+    id: chat.id,
+    type: chat.type,
+    title: chat.title,
+    creatorId: chat.creator_id,
+    lastSeq: chat.last_seq,
+    createdAt: chat.created_at,
+    updatedAt: chat.updated_at,
+    members,
+  }
+}
 
 function toMessage(row: Message): MessageView {
   return {
@@ -125,17 +138,19 @@ const PAGE = 100
  * their own position, so a lost or duplicated doorbell never loses or repeats one.
  */
 export function createChatService({ db, fanout, logger, resyncIntervalMs = 15_000 }: ChatServiceDeps) {
-  /** The chat if `userId` is an active member of it (404 otherwise, whether it exists or not). */
-  async function requireMembership(userId: string, chatId: string) {
-    const chat = await db.selectFrom('chats')
+  /** The chats `userId` is an active member of: where every read starts. */
+  function memberChats(userId: string) {
+    return db.selectFrom('chats')
       .innerJoin('chat_members', 'chat_members.chat_id', 'chats.id')
-      .selectAll('chats')
-      .where('chats.id', '=', chatId)
       .where('chats.deleted_at', 'is', null)
       .where('chat_members.member_type', '=', 'user')
       .where('chat_members.member_id', '=', userId)
       .where('chat_members.deleted_at', 'is', null)
-      .executeTakeFirst()
+  }
+
+  /** The chat if `userId` is an active member of it (404 otherwise, whether it exists or not). */
+  async function requireMembership(userId: string, chatId: string) {
+    const chat = await memberChats(userId).selectAll('chats').where('chats.id', '=', chatId).executeTakeFirst()
     if (!chat)
       throw chatNotFound()
     return chat
@@ -155,16 +170,7 @@ export function createChatService({ db, fanout, logger, resyncIntervalMs = 15_00
 
   async function view(chatId: string): Promise<ChatView> {
     const chat = await db.selectFrom('chats').selectAll().where('id', '=', chatId).executeTakeFirstOrThrow()
-    return {
-      id: chat.id,
-      type: chat.type,
-      title: chat.title,
-      creatorId: chat.creator_id,
-      lastSeq: chat.last_seq,
-      createdAt: chat.created_at,
-      updatedAt: chat.updated_at,
-      members: (await members([chat.id])).get(chat.id)!,
-    }
+    return toChatView(chat, (await members([chat.id])).get(chat.id)!)
   }
 
   async function userMemberIds(chatId: string): Promise<string[]> {
@@ -187,41 +193,17 @@ export function createChatService({ db, fanout, logger, resyncIntervalMs = 15_00
       throw new ApiError(400, 'UNKNOWN_MEMBER', 'Some members do not exist', { field: 'members', unknown })
   }
 
-  /** The chat's active user members, and the memberships of `userId` (for subscriptions). */
+  /** The last seq of every chat of `userId` (where subscriptions start and re-check). */
   async function memberChatPositions(userId: string): Promise<Map<string, number>> {
-    const rows = await db.selectFrom('chats')
-      .innerJoin('chat_members', 'chat_members.chat_id', 'chats.id')
-      .select(['chats.id', 'chats.last_seq'])
-      .where('chats.deleted_at', 'is', null)
-      .where('chat_members.member_type', '=', 'user')
-      .where('chat_members.member_id', '=', userId)
-      .where('chat_members.deleted_at', 'is', null)
-      .execute()
+    const rows = await memberChats(userId).select(['chats.id', 'chats.last_seq']).execute()
     return new Map(rows.map(row => [row.id, row.last_seq]))
   }
 
   return {
     async list(userId: string): Promise<ChatView[]> {
-      const chats = await db.selectFrom('chats')
-        .innerJoin('chat_members', 'chat_members.chat_id', 'chats.id')
-        .selectAll('chats')
-        .where('chats.deleted_at', 'is', null)
-        .where('chat_members.member_type', '=', 'user')
-        .where('chat_members.member_id', '=', userId)
-        .where('chat_members.deleted_at', 'is', null)
-        .orderBy('chats.updated_at', 'desc')
-        .execute()
+      const chats = await memberChats(userId).selectAll('chats').orderBy('chats.updated_at', 'desc').execute()
       const byChat = await members(chats.map(chat => chat.id))
-      return chats.map(chat => ({
-        id: chat.id,
-        type: chat.type,
-        title: chat.title,
-        creatorId: chat.creator_id,
-        lastSeq: chat.last_seq,
-        createdAt: chat.created_at,
-        updatedAt: chat.updated_at,
-        members: byChat.get(chat.id)!,
-      }))
+      return chats.map(chat => toChatView(chat, byChat.get(chat.id)!))
     },
 
     async get(userId: string, chatId: string): Promise<ChatView> {
