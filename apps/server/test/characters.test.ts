@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { createAiriClient, type AiriClient } from '@airi/sdk'
 
-import { authPost, createVerifiedUser, emailTo, startTestServer, type TestServer, type TestUser, failure } from './harness.ts'
+import { authPost, createVerifiedUser, emailTo, startTestServer, type TestServer, type TestUser, failure, badRequestFields } from './harness.ts'
 
 let server: TestServer
 let owner: TestUser
@@ -16,12 +16,6 @@ beforeAll(async () => {
 afterAll(() => server.close())
 
 const client = (token?: string): AiriClient => createAiriClient({ baseUrl: server.baseUrl, getToken: () => token })
-
-async function fieldsOf(promise: Promise<unknown>): Promise<string[]> {
-  const error = await failure(promise)
-  expect(error.data?.httpStatus).toBe(400)
-  return Object.keys(error.data?.fieldErrors ?? {}).sort()
-}
 
 type CreateInput = Parameters<AiriClient['characters']['create']['mutate']>[0]
 
@@ -72,21 +66,21 @@ describe('characters: access', () => {
 
   it('answers bad input with 400 naming the field, for every procedure', async () => {
     const sdk = client(owner.token)
-    expect(await fieldsOf(sdk.characters.list.query({ limit: 1000 }))).toEqual(['limit'])
-    expect(await fieldsOf(sdk.characters.get.query({ id: '' }))).toEqual(['id'])
-    expect(await fieldsOf(sdk.characters.create.mutate(characterInput('Not A Slug')))).toEqual(['characterId'])
-    expect(await fieldsOf(sdk.characters.create.mutate(characterInput('airi', { i18n: [] })))).toEqual(['i18n'])
-    expect(await fieldsOf(sdk.characters.create.mutate(characterInput('airi', {
+    expect(await badRequestFields(sdk.characters.list.query({ limit: 1000 }))).toEqual(['limit'])
+    expect(await badRequestFields(sdk.characters.get.query({ id: '' }))).toEqual(['id'])
+    expect(await badRequestFields(sdk.characters.create.mutate(characterInput('Not A Slug')))).toEqual(['characterId'])
+    expect(await badRequestFields(sdk.characters.create.mutate(characterInput('airi', { i18n: [] })))).toEqual(['i18n'])
+    expect(await badRequestFields(sdk.characters.create.mutate(characterInput('airi', {
       i18n: [{ language: 'en', name: 'A', description: '' }, { language: 'en', name: 'B', description: '' }],
     })))).toEqual(['i18n.1.language'])
-    expect(await fieldsOf(sdk.characters.create.mutate(characterInput('airi', {
+    expect(await badRequestFields(sdk.characters.create.mutate(characterInput('airi', {
       coverUrl: 'javascript:alert(1)',
       covers: Array.from({ length: 21 }, () => ({ foregroundUrl: 'https://a.example/f.png', backgroundUrl: 'https://a.example/b.png' })),
     })))).toEqual(['coverUrl', 'covers'])
-    expect(await fieldsOf(sdk.characters.update.mutate({ id: 'x', avatarUrl: 'not a url', priority: 1.5 }))).toEqual(['avatarUrl', 'priority'])
-    expect(await fieldsOf(sdk.characters.delete.mutate({ id: 'x'.repeat(101) }))).toEqual(['id'])
-    expect(await fieldsOf(sdk.characters.toggleLike.mutate({ id: '' }))).toEqual(['id'])
-    expect(await fieldsOf(sdk.characters.toggleBookmark.mutate({ id: '' }))).toEqual(['id'])
+    expect(await badRequestFields(sdk.characters.update.mutate({ id: 'x', avatarUrl: 'not a url', priority: 1.5 }))).toEqual(['avatarUrl', 'priority'])
+    expect(await badRequestFields(sdk.characters.delete.mutate({ id: 'x'.repeat(101) }))).toEqual(['id'])
+    expect(await badRequestFields(sdk.characters.toggleLike.mutate({ id: '' }))).toEqual(['id'])
+    expect(await badRequestFields(sdk.characters.toggleBookmark.mutate({ id: '' }))).toEqual(['id'])
 
     const cursor = await failure(sdk.characters.list.query({ cursor: 'not-ours' }))
     expect(cursor.data).toMatchObject({ httpStatus: 400, apiCode: 'INVALID_CURSOR' })

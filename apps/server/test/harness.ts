@@ -158,3 +158,10 @@ export async function failure(promise: Promise<unknown>): Promise<TRPCClientErro
   expect(error).toBeInstanceOf(TRPCClientError)
   return error as TRPCClientError<AppRouter>
 }
+
+/** The fields a 400 named, sorted; fails the test on any other outcome. */
+export async function badRequestFields(promise: Promise<unknown>): Promise<string[]> {
+  const error = await failure(promise)
+  expect(error.data?.httpStatus).toBe(400)
+  return Object.keys(error.data?.fieldErrors ?? {}).sort()
+}

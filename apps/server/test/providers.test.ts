@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { createAiriClient, type AiriClient } from '@airi/sdk'
 
-import { createVerifiedUser, startTestServer, type TestServer, type TestUser, failure } from './harness.ts'
+import { createVerifiedUser, startTestServer, type TestServer, type TestUser, failure, badRequestFields } from './harness.ts'
 
 let server: TestServer
 let owner: TestUser
@@ -31,12 +31,6 @@ afterAll(() => server.close())
 
 const client = (token?: string): AiriClient => createAiriClient({ baseUrl: server.baseUrl, getToken: () => token })
 
-async function fieldsOf(promise: Promise<unknown>): Promise<string[]> {
-  const error = await failure(promise)
-  expect(error.data?.httpStatus).toBe(400)
-  return Object.keys(error.data?.fieldErrors ?? {}).sort()
-}
-
 const openai = { definitionId: 'openai', name: 'My OpenAI', config: { apiKey: 'sk-test', baseUrl: 'https://api.openai.com/v1', headers: { 'x-org': 'me' }, models: ['a', 'b'] } }
 
 describe('providers: access', () => {
@@ -54,12 +48,12 @@ describe('providers: access', () => {
 
   it('answers bad input with 400 naming the field, for every procedure', async () => {
     const sdk = client(owner.token)
-    expect(await fieldsOf(sdk.providers.create.mutate({ ...openai, name: '  ' }))).toEqual(['name'])
-    expect(await fieldsOf(sdk.providers.create.mutate({ ...openai, definitionId: 'x'.repeat(101), config: ['not', 'an', 'object'] as never }))).toEqual(['config', 'definitionId'])
-    expect(await fieldsOf(sdk.providers.create.mutate({ ...openai, config: { when: new Date() } as never }))).toEqual(['config.when'])
-    expect(await fieldsOf(sdk.providers.update.mutate({ id: '', config: { blob: 'x'.repeat(70_000) } }))).toEqual(['config', 'id'])
-    expect(await fieldsOf(sdk.providers.update.mutate({ id: 'x', validated: 'yes' as never }))).toEqual(['validated'])
-    expect(await fieldsOf(sdk.providers.delete.mutate({ id: 'x'.repeat(101) }))).toEqual(['id'])
+    expect(await badRequestFields(sdk.providers.create.mutate({ ...openai, name: '  ' }))).toEqual(['name'])
+    expect(await badRequestFields(sdk.providers.create.mutate({ ...openai, definitionId: 'x'.repeat(101), config: ['not', 'an', 'object'] as never }))).toEqual(['config', 'definitionId'])
+    expect(await badRequestFields(sdk.providers.create.mutate({ ...openai, config: { when: new Date() } as never }))).toEqual(['config.when'])
+    expect(await badRequestFields(sdk.providers.update.mutate({ id: '', config: { blob: 'x'.repeat(70_000) } }))).toEqual(['config', 'id'])
+    expect(await badRequestFields(sdk.providers.update.mutate({ id: 'x', validated: 'yes' as never }))).toEqual(['validated'])
+    expect(await badRequestFields(sdk.providers.delete.mutate({ id: 'x'.repeat(101) }))).toEqual(['id'])
   })
 })
 
