@@ -103,17 +103,23 @@ export function decodeChatCursor(cursor: string): Map<string, number> {
   }
 }
 
+/** A doorbell, or the periodic reminder to re-check every chat. */
+type Wakeup = ChatDoorbell | 'resync'
+
 /** A queue an async generator can wait on, ending when `signal` aborts. */
-function createBellQueue(signal: AbortSignal | undefined) {
-  const pending: ChatDoorbell[] = []
+function createWakeupQueue(signal: AbortSignal | undefined) {
+  const pending: Wakeup[] = []
   let wake: (() => void) | undefined
   signal?.addEventListener('abort', () => wake?.(), { once: true })
   return {
-    push(bell: ChatDoorbell) {
-      pending.push(bell)
+    push(item: Wakeup) {
+      // One pending re-check is as good as many.
+      if (item === 'resync' && pending.includes('resync'))
+        return
+      pending.push(item)
       wake?.()
     },
-    async *[Symbol.asyncIterator](): AsyncGenerator<ChatDoorbell> {
+    async *[Symbol.asyncIterator](): AsyncGenerator<Wakeup> {
       while (!signal?.aborted) {
         const bell = pending.shift()
         if (bell) {
@@ -350,9 +356,9 @@ export function createChatService({ db, fanout, logger, resyncIntervalMs = 15_00
      */
     async *subscribe(userId: string, { lastEventId, signal }: { lastEventId?: string | null, signal?: AbortSignal }): AsyncGenerator<{ id: string, event: ChatMessagesEvent }> {
       const resumeFrom = lastEventId ? decodeChatCursor(lastEventId) : undefined
-      const queue = createBellQueue(signal)
+      const queue = createWakeupQueue(signal)
       const stopListening = await fanout.listen(userId, bell => queue.push(bell))
-      const resync = setInterval(() => queue.push({ chatId: '*', fromSeq: 1, toSeq: 1 }), resyncIntervalMs)
+      const resync = setInterval(() => queue.push('resync'), resyncIntervalMs)
       try {
         // Listening first, then reading positions: a message committed in between
         // is both rung and above the position, and read once.
@@ -390,7 +396,7 @@ export function createChatService({ db, fanout, logger, resyncIntervalMs = 15_00
             yield* drain(chatId)
         }
         for await (const bell of queue) {
-          if (bell.chatId === '*') {
+          if (bell === 'resync') {
             // Periodic resync: heals a doorbell that pub/sub lost.
             for (const [chatId, seq] of await memberChatPositions(userId)) {
               if (seq > (positions.get(chatId) ?? 0))
