@@ -1,32 +1,15 @@
 import { randomUUID } from 'node:crypto'
 
-import { AggregationTemporality, MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics'
 import OpenAI from 'openai'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { createKeyVault } from '@airi/api'
 import { startFakeOpenAIUpstream, type FakeUpstream } from '@airi/tooling/fakes/openai-upstream'
+import { createTestMeter } from '@airi/tooling/test/metrics'
 
 import { ADMIN_EMAIL, createVerifiedUser, startTestServer, TEST_LLM_MASTER_KEY, type TestServer, type TestUser } from './harness.ts'
 
-/** Reads the server's counters on demand. */
-class TestMetricReader extends MetricReader {
-  constructor() {
-    super({ aggregationTemporalitySelector: () => AggregationTemporality.CUMULATIVE })
-  }
-
-  protected override async onForceFlush(): Promise<void> {}
-  protected override async onShutdown(): Promise<void> {}
-
-  async counter(name: string): Promise<number> {
-    const { resourceMetrics } = await this.collect()
-    const metric = resourceMetrics.scopeMetrics.flatMap(scope => scope.metrics).find(candidate => candidate.descriptor.name === name)
-    return (metric?.dataPoints ?? []).reduce((sum, point) => sum + (point.value as number), 0)
-  }
-}
-
-const reader = new TestMetricReader()
-const meterProvider = new MeterProvider({ readers: [reader] })
+const { reader, meter } = createTestMeter()
 
 let server: TestServer
 let primary: FakeUpstream
@@ -35,7 +18,7 @@ const vault = createKeyVault(TEST_LLM_MASTER_KEY)
 
 beforeAll(async () => {
   ;[primary, secondary] = await Promise.all([startFakeOpenAIUpstream({ name: 'primary' }), startFakeOpenAIUpstream({ name: 'secondary' })])
-  server = await startTestServer({ meter: meterProvider.getMeter('test') })
+  server = await startTestServer({ meter })
 })
 afterAll(async () => {
   await server.close()

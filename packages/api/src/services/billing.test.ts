@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto'
 import { sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 
+import { createTestMeter } from '@airi/tooling/test/metrics'
 import { createTestDatabase, testRedisPrefix, type TestDatabase } from '@airi/tooling/test/test-database'
 
 import { createMemoryAdapters } from '../adapters/memory.ts'
@@ -55,12 +56,22 @@ function expectConsistentChain(rows: Array<{ balance_before: number, balance_aft
 
 describe('balance', () => {
   it('creates the account with INITIAL_USER_FLUX and one initial ledger row, exactly once under 50 racing first reads', async () => {
+    const { reader, meter } = createTestMeter()
+    const counted = createBillingService({ db: database.db, cache: redis.cache, logger: silentLogger, metrics: createMetrics(meter), initialFlux: async () => INITIAL })
     const userId = newUser()
-    const balances = await Promise.all(Array.from({ length: 50 }, () => billing.getBalance(userId)))
+    const balances = await Promise.all(Array.from({ length: 50 }, () => counted.getBalance(userId)))
     expect(new Set(balances)).toEqual(new Set([INITIAL]))
     const rows = await ledger(userId)
     expect(rows).toHaveLength(1)
     expect(rows[0]).toMatchObject({ type: 'initial', amount: INITIAL, balance_before: 0, balance_after: INITIAL })
+    expect(await reader.counter('airi.billing.flux.credited')).toBe(INITIAL)
+  })
+
+  it('opens the account on a first write too', async () => {
+    const userId = newUser()
+    const entry = await billing.debit({ userId, amount: 4, requestId: 'first-ever' })
+    expect(entry).toMatchObject({ balanceBefore: INITIAL, balanceAfter: INITIAL - 4 })
+    expect((await ledger(userId)).map(row => row.type)).toEqual(['initial', 'debit'])
   })
 
   it('reads through the cache and sees every write at once', async () => {

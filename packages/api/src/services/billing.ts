@@ -106,21 +106,19 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux }
   }
 
   /**
-   * Creates the user's balance row with INITIAL_USER_FLUX and its `initial` ledger
-   * row, once: concurrent first reads all wait on the row's primary key.
+   * Opens the user's account: the balance row with INITIAL_USER_FLUX and its
+   * `initial` ledger row, once: concurrent openers all wait on the primary key, and
+   * only the one that inserted writes the ledger row.
    */
-  async function ensureAccount(userId: string): Promise<void> {
-    const exists = await db.selectFrom('user_flux').select('user_id').where('user_id', '=', userId).executeTakeFirst()
-    if (exists)
-      return
+  async function openAccount(userId: string): Promise<void> {
     const initial = await initialFlux()
-    await db.transaction().execute(async (trx) => {
-      const created = await trx.insertInto('user_flux')
+    const created = await db.transaction().execute(async (trx) => {
+      const inserted = await trx.insertInto('user_flux')
         .values({ user_id: userId, flux: initial })
         .onConflict(oc => oc.column('user_id').doNothing())
         .returning('user_id')
         .executeTakeFirst()
-      if (created) {
+      if (inserted) {
         await trx.insertInto('flux_transaction').values({
           user_id: userId,
           type: 'initial',
@@ -131,24 +129,30 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux }
           description: 'Initial Flux',
         }).execute()
       }
+      return inserted !== undefined
     })
-    metrics.fluxCredited.add(initial, { type: 'initial' })
+    if (created)
+      metrics.fluxCredited.add(initial, { type: 'initial' })
   }
+
+  const accountNotFound = () => new ApiError(404, 'FLUX_ACCOUNT_NOT_FOUND', 'This account has no Flux balance')
 
   type Write = (balance: number) => { type: FluxTransactionType, amount: number, metadata?: Record<string, unknown> }
 
-  /** The one write path: lock, replay check, compute, update, append. */
-  async function write(input: WriteInput, compute: Write): Promise<LedgerEntry> {
+  /**
+   * The one write path: lock, replay check, compute, update, append. A user's first
+   * write opens the account and runs once more (`opened`).
+   */
+  async function write(input: WriteInput, compute: Write, opened = false): Promise<LedgerEntry> {
     if (!Number.isSafeInteger(input.amount) || input.amount <= 0)
       throw new ApiError(400, 'INVALID_AMOUNT', 'Amount must be a positive whole number of Flux', { field: 'amount' })
-    await ensureAccount(input.userId)
     try {
       const entry = await db.transaction().execute(async (trx) => {
         const account = await trx.selectFrom('user_flux').select('flux')
           .where('user_id', '=', input.userId).where('deleted_at', 'is', null)
           .forUpdate().executeTakeFirst()
         if (!account)
-          throw new ApiError(404, 'FLUX_ACCOUNT_NOT_FOUND', 'This account has no Flux balance')
+          return undefined
 
         // Checked under the lock, so a concurrent retry sees the first write committed.
         const replay = await trx.selectFrom('flux_transaction').selectAll()
@@ -172,6 +176,12 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux }
         }).returningAll().executeTakeFirstOrThrow()
         return { entry: toEntry(row), replayed: false }
       })
+      if (!entry) {
+        if (opened)
+          throw accountNotFound()
+        await openAccount(input.userId)
+        return write(input, compute, true)
+      }
       if (!entry.replayed) {
         await dropCache(input.userId)
         if (entry.entry.type === 'debit') {
@@ -208,11 +218,15 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux }
       if (cached !== null && /^\d+$/.test(cached))
         return Number(cached)
 
-      await ensureAccount(userId)
-      const account = await db.selectFrom('user_flux').select('flux')
+      const readBalance = () => db.selectFrom('user_flux').select('flux')
         .where('user_id', '=', userId).where('deleted_at', 'is', null).executeTakeFirst()
+      let account = await readBalance()
+      if (!account) {
+        await openAccount(userId)
+        account = await readBalance()
+      }
       if (!account)
-        throw new ApiError(404, 'FLUX_ACCOUNT_NOT_FOUND', 'This account has no Flux balance')
+        throw accountNotFound()
       await cache.set(keys.userFlux(userId), String(account.flux), BALANCE_CACHE_TTL_SECONDS).catch(() => {})
       return account.flux
     },
