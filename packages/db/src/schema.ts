@@ -57,6 +57,8 @@ export interface CharacterTable {
 export interface CharacterCoverTable {
   id: Generated<string>
   character_id: string
+  /** Order within the character, as its owner gave it. */
+  position: Generated<number>
   foreground_url: string
   background_url: string
   created_at: Timestamp
@@ -67,6 +69,8 @@ export interface CharacterCoverTable {
 export interface CharacterCapabilityTable {
   id: Generated<string>
   character_id: string
+  /** Order within the character, as its owner gave it. */
+  position: Generated<number>
   type: string
   config: Json
   created_at: Timestamp
@@ -77,6 +81,8 @@ export interface CharacterCapabilityTable {
 export interface CharacterI18nTable {
   id: Generated<string>
   character_id: string
+  /** Order within the character, as its owner gave it. */
+  position: Generated<number>
   language: string
   name: string
   tagline: string | null
@@ -92,6 +98,8 @@ export type CharacterPromptType = 'system' | 'personality' | 'greetings' | (stri
 export interface CharacterPromptTable {
   id: Generated<string>
   character_id: string
+  /** Order within the character, as its owner gave it. */
+  position: Generated<number>
   language: string
   type: CharacterPromptType
   content: string
@@ -105,6 +113,8 @@ export type AvatarModelType = 'vrm' | 'live2d' | (string & {})
 export interface AvatarModelTable {
   id: Generated<string>
   character_id: string
+  /** Order within the character, as its owner gave it. */
+  position: Generated<number>
   name: string
   type: AvatarModelType
   description: string

@@ -1,5 +1,3 @@
-import { randomBytes } from 'node:crypto'
-
 import { sql, type Transaction } from 'kysely'
 
 import type { Character, Database, Db, JsonValue } from '@airi/db'
@@ -122,33 +120,6 @@ function decodeCursor(cursor: string): { createdAt: string, id: string } {
   return { createdAt: parsed[0], id: parsed[1] }
 }
 
-/**
- * Child rows have no position column, so their ids carry the order they were given
- * in: UUIDv7-shaped (millisecond time, then a counter), which sort as inserted.
- */
-function createOrderedIds() {
-  let lastMs = 0
-  let counter = 0
-  return (): string => {
-    const now = Date.now()
-    if (now > lastMs) {
-      lastMs = now
-      counter = 0
-    }
-    else if (++counter > 0xFFF) {
-      lastMs += 1
-      counter = 0
-    }
-    const bytes = randomBytes(16)
-    bytes.writeUIntBE(lastMs, 0, 6)
-    bytes[6] = 0x70 | (counter >> 8)
-    bytes[7] = counter & 0xFF
-    bytes[8] = (bytes[8]! & 0x3F) | 0x80
-    const hex = bytes.toString('hex')
-    return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`
-  }
-}
-
 function groupBy<T extends { character_id: string }>(rows: T[]): Map<string, T[]> {
   const groups = new Map<string, T[]>()
   for (const row of rows) {
@@ -168,28 +139,26 @@ function groupBy<T extends { character_id: string }>(rows: T[]): Map<string, T[]
  * under that row's lock, in the same transaction as the like or bookmark row.
  */
 export function createCharacterService({ db }: { db: Db }) {
-  const nextId = createOrderedIds()
-
   async function insertChildren(trx: Transaction<Database>, characterId: string, input: Partial<CreateCharacterInput>): Promise<void> {
     if (input.covers?.length) {
-      await trx.insertInto('character_covers').values(input.covers.map(cover => ({
-        id: nextId(),
+      await trx.insertInto('character_covers').values(input.covers.map((cover, position) => ({
+        position,
         character_id: characterId,
         foreground_url: cover.foregroundUrl,
         background_url: cover.backgroundUrl,
       }))).execute()
     }
     if (input.capabilities?.length) {
-      await trx.insertInto('character_capabilities').values(input.capabilities.map(capability => ({
-        id: nextId(),
+      await trx.insertInto('character_capabilities').values(input.capabilities.map((capability, position) => ({
+        position,
         character_id: characterId,
         type: capability.type,
         config: JSON.stringify(capability.config),
       }))).execute()
     }
     if (input.i18n?.length) {
-      await trx.insertInto('character_i18n').values(input.i18n.map(entry => ({
-        id: nextId(),
+      await trx.insertInto('character_i18n').values(input.i18n.map((entry, position) => ({
+        position,
         character_id: characterId,
         language: entry.language,
         name: entry.name,
@@ -199,8 +168,8 @@ export function createCharacterService({ db }: { db: Db }) {
       }))).execute()
     }
     if (input.prompts?.length) {
-      await trx.insertInto('character_prompts').values(input.prompts.map(prompt => ({
-        id: nextId(),
+      await trx.insertInto('character_prompts').values(input.prompts.map((prompt, position) => ({
+        position,
         character_id: characterId,
         language: prompt.language,
         type: prompt.type,
@@ -208,8 +177,8 @@ export function createCharacterService({ db }: { db: Db }) {
       }))).execute()
     }
     if (input.avatarModels?.length) {
-      await trx.insertInto('avatar_models').values(input.avatarModels.map(model => ({
-        id: nextId(),
+      await trx.insertInto('avatar_models').values(input.avatarModels.map((model, position) => ({
+        position,
         character_id: characterId,
         name: model.name,
         type: model.type,
@@ -247,8 +216,8 @@ export function createCharacterService({ db }: { db: Db }) {
       return []
     const ids = rows.map(row => row.id)
     const [i18n, covers, likes, bookmarks] = await Promise.all([
-      db.selectFrom('character_i18n').selectAll().where('character_id', 'in', ids).where('deleted_at', 'is', null).orderBy('id').execute(),
-      db.selectFrom('character_covers').selectAll().where('character_id', 'in', ids).where('deleted_at', 'is', null).orderBy('id').execute(),
+      db.selectFrom('character_i18n').selectAll().where('character_id', 'in', ids).where('deleted_at', 'is', null).orderBy('position').execute(),
+      db.selectFrom('character_covers').selectAll().where('character_id', 'in', ids).where('deleted_at', 'is', null).orderBy('position').execute(),
       db.selectFrom('user_character_likes').select('character_id').where('user_id', '=', userId).where('character_id', 'in', ids).execute(),
       db.selectFrom('user_character_bookmarks').select('character_id').where('user_id', '=', userId).where('character_id', 'in', ids).execute(),
     ])
@@ -293,9 +262,9 @@ export function createCharacterService({ db }: { db: Db }) {
       throw characterNotFound()
     const [[summary], capabilities, prompts, avatarModels] = await Promise.all([
       summaries(userId, [row]),
-      db.selectFrom('character_capabilities').selectAll().where('character_id', '=', id).where('deleted_at', 'is', null).orderBy('id').execute(),
-      db.selectFrom('character_prompts').selectAll().where('character_id', '=', id).where('deleted_at', 'is', null).orderBy('id').execute(),
-      db.selectFrom('avatar_models').selectAll().where('character_id', '=', id).where('deleted_at', 'is', null).orderBy('id').execute(),
+      db.selectFrom('character_capabilities').selectAll().where('character_id', '=', id).where('deleted_at', 'is', null).orderBy('position').execute(),
+      db.selectFrom('character_prompts').selectAll().where('character_id', '=', id).where('deleted_at', 'is', null).orderBy('position').execute(),
+      db.selectFrom('avatar_models').selectAll().where('character_id', '=', id).where('deleted_at', 'is', null).orderBy('position').execute(),
     ])
     return {
       ...summary!,
