@@ -5,12 +5,22 @@ export function escapeHtml(value: string): string {
   return value.replace(/[&<>"']/g, char => htmlEscapes[char]!)
 }
 
+export interface PageOptions {
+  /** Inline script, run at the end of the body. */
+  script?: string
+  /** Extra `<head>` markup (already escaped). */
+  head?: string
+  /** `data-*` attributes of `<body>`, for the script to read; escaped here. */
+  data?: Record<string, string>
+}
+
 /** A small, self-contained page (no external assets). `body` must already be escaped. */
-export function page(title: string, body: string, script = ''): string {
+export function page(title: string, body: string, { script = '', head = '', data = {} }: PageOptions = {}): string {
+  const dataAttributes = Object.entries(data).map(([name, value]) => ` data-${name}="${escapeHtml(value)}"`).join('')
   return `<!doctype html>
 <html lang="en">
 <head>
-<meta charset="utf-8">
+<meta charset="utf-8">${head ? `\n${head}` : ''}
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="no-referrer">
 <title>${escapeHtml(title)}</title>
@@ -24,7 +34,7 @@ export function page(title: string, body: string, script = ''): string {
   hr { margin: 1.5rem 0; border: none; border-top: 1px solid #ddd; }
 </style>
 </head>
-<body>
+<body${dataAttributes}>
 ${body}
 ${script ? `<script>${script}</script>` : ''}
 </body>

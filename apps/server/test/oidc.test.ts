@@ -314,6 +314,8 @@ describe('the sign-in page', () => {
     expect(html).not.toContain('Continue with Google')
     expect(html).toContain('id="password-form"')
     expect(html).toContain('/sign-in?client_id=airi-web&amp;state=x&amp;provider=github')
+    // Where the magic link returns to: the authorization this sign-in continues.
+    expect(html).toContain('<body data-continue="/api/auth/oauth2/authorize?client_id=airi-web&amp;state=x">')
   })
 
   it('passes straight through to the provider when one is named, carrying the authorization as callback', async () => {

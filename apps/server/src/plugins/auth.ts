@@ -83,8 +83,10 @@ export const authPlugin: FastifyPluginAsync<AuthPluginOptions> = async (app, { a
         target.searchParams.set(name, name === 'state' ? relay.state : value)
     }
     const href = escapeHtml(target.toString())
-    return reply.send(page('Returning to AIRI', `<h1>Returning to AIRI…</h1><p>If the app does not open, <a href="${href}">continue here</a>. You can close this window afterwards.</p>`, `location.replace(${JSON.stringify(target.toString()).replace(/</g, '\\u003c')})`)
-      .replace('<title>', `<meta http-equiv="refresh" content="0;url=${href}">\n<title>`))
+    return reply.send(page('Returning to AIRI', `<h1>Returning to AIRI…</h1><p>If the app does not open, <a href="${href}">continue here</a>. You can close this window afterwards.</p>`, {
+      head: `<meta http-equiv="refresh" content="0;url=${href}">`,
+      script: `location.replace(${JSON.stringify(target.toString()).replace(/</g, '\\u003c')})`,
+    }))
   })
 
   app.route({

@@ -113,8 +113,6 @@ ${providerLinks}${providerLinks ? '\n<hr>' : ''}
 </form>
 <button id="magic-link" type="button">E-mail me a sign-in link</button>
 <p id="message" class="message" role="status"></p>`
-    const html = page('Sign in to AIRI', body, script)
-      .replace('<body>', `<body data-continue="${escapeHtml(continueUrl ?? '')}">`)
-    return reply.type('text/html; charset=utf-8').send(html)
+    return reply.type('text/html; charset=utf-8').send(page('Sign in to AIRI', body, { script, data: { continue: continueUrl ?? '' } }))
   })
 }
