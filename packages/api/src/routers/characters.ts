@@ -1,12 +1,8 @@
 import { z } from 'zod'
 
 import { createRouter, protectedProcedure } from '../trpc.ts'
+import { id, jsonObject } from './schemas.ts'
 
-/** A JSON object (a capability's, avatar model's or provider's `config`), at most 64 KiB as JSON. */
-export const jsonObject = z.record(z.string().min(1).max(200), z.json())
-  .refine(value => JSON.stringify(value).length <= 65_536, 'Must be at most 64 KiB of JSON')
-
-const id = z.string().min(1).max(100)
 const url = z.url({ protocol: /^https?$/, message: 'Must be an http(s) URL' }).max(2048)
 const language = z.string().trim().regex(/^[a-z]{2,3}(?:-[a-z0-9]{2,8})*$/i, 'Must be a language tag such as en or zh-Hans').max(35)
 

@@ -2,8 +2,8 @@ import { tracked } from '@trpc/server'
 import { z } from 'zod'
 
 import { createRouter, protectedProcedure } from '../trpc.ts'
+import { id } from './schemas.ts'
 
-const id = z.string().min(1).max(100)
 const memberRef = z.object({ type: z.enum(['user', 'character']), id })
 
 export const chatsInput = {

@@ -1,9 +1,8 @@
 import { z } from 'zod'
 
 import { createRouter, protectedProcedure } from '../trpc.ts'
-import { jsonObject } from './characters.ts'
+import { id, jsonObject } from './schemas.ts'
 
-const id = z.string().min(1).max(100)
 const name = z.string().trim().min(1).max(200)
 
 export const providerCreateInput = z.object({
