@@ -325,7 +325,7 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
         }
         finally {
           const { charged } = await settle(call, usage)
-          await log({ userId, id: call.id, alias, upstream: attempt.upstream.id, status: failure ? 499 : response.status, startedAt, usage, flux: charged, error: failure })
+          await log({ userId, id: call.id, alias, upstream: attempt.upstream.id, status: !failure ? response.status : clientSignal.aborted ? 499 : deadline.aborted ? 504 : 502, startedAt, usage, flux: charged, error: failure })
         }
       }
       return { kind: 'stream', chunks: relay() }
