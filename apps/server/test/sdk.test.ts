@@ -41,9 +41,20 @@ describe('SDK end to end', () => {
   })
 
   it('batches several queries into one HTTP request', async () => {
-    const sdk = client()
-    const [a, b] = await Promise.all([sdk.meta.info.query(), sdk.meta.info.query()])
-    expect(a).toEqual(b)
+    const urls: string[] = []
+    const sdk = createAiriClient({
+      baseUrl: server.baseUrl,
+      getToken: () => member.token,
+      fetch: (input, init) => {
+        urls.push(String(input))
+        return fetch(input, init)
+      },
+    })
+    const [info, me] = await Promise.all([sdk.meta.info.query(), sdk.auth.me.query()])
+    expect(info.service).toBe('airi-server')
+    expect(me.user.id).toBe(member.id)
+    expect(urls).toHaveLength(1)
+    expect(urls[0]).toContain('/trpc/meta.info,auth.me?batch=1')
   })
 
   it('receives meta.ticks over the WebSocket, with the token from the connection params', async () => {
