@@ -84,9 +84,17 @@ describe('e-mail and password', () => {
   })
 
   it('refuses a wrong password without saying whether the account exists', async () => {
+    const email = uniqueEmail('known')
     const { client } = authClient()
-    const wrong = await client.signIn.email({ email: uniqueEmail('nobody'), password })
+    await client.signUp.email({ email, password, name: 'Known' })
+    await openLink(server.resend.linkIn(await emailTo(server, email, /verify/i)))
+
+    const unknown = await client.signIn.email({ email: uniqueEmail('nobody'), password })
+    const wrong = await client.signIn.email({ email, password: 'not the password at all' })
+    expect(unknown.error).toMatchObject({ status: 401 })
     expect(wrong.error).toMatchObject({ status: 401 })
+    expect(wrong.error?.code).toBe(unknown.error?.code)
+    expect(wrong.error?.message).toBe(unknown.error?.message)
   })
 
   it('resets a forgotten password through the e-mailed link, revoking old sessions', async () => {
