@@ -46,6 +46,20 @@ export function hashClientSecret(secret: string): string {
   return createHash('sha256').update(secret).digest('base64url')
 }
 
+/**
+ * The provider's client-management endpoints. They answer any signed-in user
+ * (registration, creating clients with any redirect URI), so they are not served.
+ */
+export const CLIENT_MANAGEMENT_PATHS = [
+  '/oauth2/register',
+  '/oauth2/create-client',
+  '/oauth2/get-client',
+  '/oauth2/get-clients',
+  '/oauth2/update-client',
+  '/oauth2/delete-client',
+  '/oauth2/client/rotate-secret',
+]
+
 /** Seconds a JWT access token is valid for; short, because it cannot be revoked by itself. */
 export const ACCESS_TOKEN_TTL_SECONDS = 15 * 60
 
@@ -87,7 +101,7 @@ export function createAuthOptions({ db, settings, email, logger, beforeDeleteUse
       log: (level, message, ...args) => logger?.[level]({ args }, `better-auth: ${message}`),
     },
     // The OAuth provider serves tokens at /oauth2/token; better-auth's own /token would confuse clients.
-    disabledPaths: ['/token'],
+    disabledPaths: ['/token', ...CLIENT_MANAGEMENT_PATHS],
     emailAndPassword: {
       enabled: true,
       requireEmailVerification: true,
@@ -132,6 +146,10 @@ export function createAuthOptions({ db, settings, email, logger, beforeDeleteUse
         resources: [baseUrl],
         accessTokenExpiresIn: ACCESS_TOKEN_TTL_SECONDS,
         allowDynamicClientRegistration: false,
+        // Only the env-configured clients exist (seeded through the adapter, which
+        // these checks do not guard); no session may create, read or change one.
+        clientPrivileges: () => false,
+        resourcePrivileges: () => false,
         storeClientSecret: { hash: hashClientSecret },
       }),
     ],
