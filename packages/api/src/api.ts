@@ -7,6 +7,7 @@ import type { Adapters } from './adapters/ports.ts'
 import { createAuth } from './auth/auth.ts'
 import { AUTH_BASE_PATH, type AuthSettings } from './auth/options.ts'
 import { createRequestAuthResolver } from './auth/resolver.ts'
+import { createSessionGuard } from './auth/session-guard.ts'
 import { seedTrustedClients, type TrustedClient } from './auth/trusted-clients.ts'
 import type { AuthInput, Context } from './context.ts'
 import type { Logger } from './logger.ts'
@@ -69,7 +70,19 @@ export async function createApi(deps: ApiDeps) {
   userDeletion.register({ name: 'providers', priority: 30, softDelete: userId => providers.deleteAllForUser(userId) })
   userDeletion.register({ name: 'chats', priority: 30, softDelete: userId => chats.deleteAllForUser(userId) })
 
-  const auth = createAuth({ db, settings: deps.auth, email, logger, beforeDeleteUser: userId => userDeletion.run(userId) })
+  const sessionGuard = createSessionGuard({ db, pubsub: adapters.pubsub, logger })
+  await sessionGuard.start()
+  const auth = createAuth({
+    db,
+    settings: deps.auth,
+    email,
+    logger,
+    beforeDeleteUser: userId => userDeletion.run(userId),
+    onRevoked: revocation => sessionGuard.revoke(revocation).catch((error: unknown) => {
+      // This instance already knows; the others find out within the guard's cache TTL.
+      logger.warn({ err: error, ...revocation }, 'could not publish a session revocation')
+    }),
+  })
   // better-auth initialises (and its OAuth provider seeds our API resource) eagerly;
   // wait for it so a failure stops start-up instead of surfacing later, unhandled.
   await auth.$context
@@ -87,6 +100,7 @@ export async function createApi(deps: ApiDeps) {
     fluxGrants: createFluxGrantService({ db, billing, logger }),
     llmGateway: createLlmGateway({ db, config, billing, metrics, logger, keyVault: deps.llmMasterKey ? createKeyVault(deps.llmMasterKey) : undefined }),
     email,
+    sessionGuard,
     userDeletion,
     meta: createMetaService({ service: deps.service?.name ?? 'airi-server', version: deps.service?.version ?? '0.0.0' }),
   }
@@ -114,6 +128,7 @@ export async function createApi(deps: ApiDeps) {
       ...(adapters.kind === 'redis' ? { redis: () => adapters.ping() } : {}),
     } as Record<string, () => Promise<void>>,
     async close(): Promise<void> {
+      await sessionGuard.close()
       await config.close()
     },
   }

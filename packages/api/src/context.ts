@@ -12,6 +12,8 @@ export interface AuthSession {
   id: string
   userId: string
   expiresAt: Date
+  /** A JWT access token's own expiry: it stops authorizing then, whatever its session does. */
+  tokenExpiresAt?: Date
 }
 
 /** What every transport knows about the caller once the request is authenticated. */
@@ -33,8 +35,17 @@ export interface AuthInput {
  */
 export type RequestAuthResolver = (input: AuthInput) => Promise<RequestAuth | null>
 
+/** A long-lived connection (tRPC over WebSocket): its identity is re-checked on every call. */
+export interface LiveConnection {
+  /** Subscriptions open on this connection now. */
+  subscriptions: number
+  maxSubscriptions: number
+}
+
 export interface Context {
   auth: RequestAuth | null
+  /** Set for WebSocket connections, whose context outlives many calls. */
+  connection?: LiveConnection
   services: Services
   logger: Logger
   requestId: string

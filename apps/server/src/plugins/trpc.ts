@@ -2,13 +2,45 @@ import { randomUUID } from 'node:crypto'
 import type { IncomingHttpHeaders } from 'node:http'
 
 import type { FastifyPluginAsync } from 'fastify'
+import { TRPCError } from '@trpc/server'
 import { fastifyTRPCPlugin, type FastifyTRPCPluginOptions } from '@trpc/server/adapters/fastify'
+import { getWSConnectionHandler, type WSSHandlerOptions } from '@trpc/server/adapters/ws'
+import type { WebSocket } from 'ws'
 
-import type { Api, AppRouter } from '@airi/api'
+import type { Api, AppRouter, LiveConnection } from '@airi/api'
+
+/** Limits on what one client may hold open (docs/operations.md lists them with their env names). */
+export interface TrpcLimits {
+  /** Procedures in one batched call, over HTTP or WebSocket. */
+  maxBatchSize: number
+  /** Concurrent WebSockets per signed-in user, on this instance. */
+  socketsPerUser: number
+  /** Concurrent WebSockets per client address, on this instance. */
+  socketsPerIp: number
+  /** Concurrent subscriptions on one WebSocket. */
+  subscriptionsPerSocket: number
+  /** How long a WebSocket may stay open without a valid session (before its first call, or after sign-out). */
+  authGraceMs: number
+}
+
+export const defaultTrpcLimits: TrpcLimits = {
+  maxBatchSize: 50,
+  socketsPerUser: 16,
+  socketsPerIp: 64,
+  subscriptionsPerSocket: 16,
+  authGraceMs: 10_000,
+}
 
 export interface TrpcPluginOptions {
   api: Api
+  limits?: Partial<TrpcLimits>
 }
+
+/** Close codes the client sees (4000–4999 are the application's). */
+export const WS_CLOSE = {
+  unauthorized: 4001,
+  tooManyConnections: 4029,
+} as const
 
 export function toHeaders(raw: IncomingHttpHeaders): Headers {
   const headers = new Headers()
@@ -21,27 +53,135 @@ export function toHeaders(raw: IncomingHttpHeaders): Headers {
   return headers
 }
 
-/** tRPC over HTTP (batching) and WebSocket (subscriptions) at this plugin's prefix. */
-export const trpcPlugin: FastifyPluginAsync<TrpcPluginOptions> = async (app, { api }) => {
-  await app.register(fastifyTRPCPlugin, {
-    useWSS: true,
+/** Counts of open sockets by a key (user id, address); entries go when they reach 0. */
+class OpenCounts {
+  private readonly counts = new Map<string, number>()
+  get(key: string): number {
+    return this.counts.get(key) ?? 0
+  }
+
+  add(key: string): () => void {
+    this.counts.set(key, this.get(key) + 1)
+    let released = false
+    return () => {
+      if (released)
+        return
+      released = true
+      const left = this.get(key) - 1
+      if (left > 0)
+        this.counts.set(key, left)
+      else
+        this.counts.delete(key)
+    }
+  }
+}
+
+interface SocketState {
+  ip: string
+  requestId: string
+  connection: LiveConnection
+  /** Closes the socket unless a valid session arrives first. */
+  armGrace: () => void
+  disarmGrace: () => void
+  onClose: (cleanup: () => void) => void
+}
+
+/**
+ * tRPC over HTTP (batching) and WebSocket (subscriptions) at this plugin's prefix.
+ * Sockets are capped per user and per address, must authenticate within a grace
+ * period, and lose their session when it is revoked (see the session guard).
+ */
+export const trpcPlugin: FastifyPluginAsync<TrpcPluginOptions> = async (app, { api, limits: overrides }) => {
+  const limits = { ...defaultTrpcLimits, ...overrides }
+  const socketsByIp = new OpenCounts()
+  const socketsByUser = new OpenCounts()
+  const sockets = new WeakMap<WebSocket, SocketState>()
+
+  const onError = ({ error, path, type }: { error: TRPCError, path?: string, type: string }) => {
+    if (error.code === 'INTERNAL_SERVER_ERROR')
+      app.log.error({ err: error.cause ?? error, path, type }, 'tRPC procedure failed')
+  }
+
+  const trpcOptions = {
+    router: api.router,
+    maxBatchSize: limits.maxBatchSize,
+    createContext: ({ req }) => api.createContext({
+      headers: toHeaders(req.headers),
+      requestId: String(req.id),
+      logger: req.log,
+    }),
+    onError,
+  } satisfies FastifyTRPCPluginOptions<AppRouter>['trpcOptions']
+  await app.register(fastifyTRPCPlugin, { trpcOptions })
+
+  const wsOptions: Omit<WSSHandlerOptions<AppRouter>, 'wss'> = {
+    router: api.router,
+    maxBatchSize: limits.maxBatchSize,
     keepAlive: { enabled: true, pingMs: 30_000, pongWaitMs: 5_000 },
-    trpcOptions: {
-      router: api.router,
-      createContext: ({ req, info }) => {
-        // Over HTTP `req` is Fastify's request; over WebSocket it is the raw upgrade request.
-        const fastifyRequest = 'log' in req ? req : undefined
-        return api.createContext({
-          headers: toHeaders(req.headers),
-          connectionParams: info.connectionParams,
-          requestId: fastifyRequest ? String(fastifyRequest.id) : randomUUID(),
-          logger: fastifyRequest?.log ?? app.log,
+    onError,
+    createContext: async ({ req, res: socket, info }) => {
+      const state = sockets.get(socket)
+      const context = await api.createContext({
+        headers: toHeaders(req.headers),
+        connectionParams: info.connectionParams,
+        requestId: state?.requestId ?? randomUUID(),
+        logger: app.log,
+      })
+      if (!state || !context.auth)
+        return { ...context, connection: state?.connection }
+
+      const { user, session } = context.auth
+      if (socketsByUser.get(user.id) >= limits.socketsPerUser) {
+        socket.close(WS_CLOSE.tooManyConnections, `Too many connections for this user (at most ${limits.socketsPerUser})`)
+        throw new TRPCError({ code: 'TOO_MANY_REQUESTS', message: 'Too many connections for this user' })
+      }
+      state.onClose(socketsByUser.add(user.id))
+      state.disarmGrace()
+      // A revoked session's calls and subscriptions already fail; the socket itself goes after the grace period.
+      state.onClose(api.services.sessionGuard.watch(session, state.armGrace))
+      return { ...context, connection: state.connection }
+    },
+  }
+  // The handler never reads `wss`; it only serves sockets handed to it.
+  const onConnection = getWSConnectionHandler(wsOptions as WSSHandlerOptions<AppRouter>)
+
+  app.get('/', {
+    websocket: true,
+    // Refused before the upgrade, so a flood from one address costs no socket.
+    preValidation: async (request, reply) => {
+      if (socketsByIp.get(request.ip) >= limits.socketsPerIp) {
+        request.log.warn({ ip: request.ip }, 'WebSocket refused: too many connections from this address')
+        return reply.status(429).header('retry-after', 10).send({
+          error: { code: 'TOO_MANY_CONNECTIONS', message: `At most ${limits.socketsPerIp} WebSockets per address` },
         })
+      }
+    },
+  }, (socket, request) => {
+    const cleanups: Array<() => void> = [socketsByIp.add(request.ip)]
+    let closed = false
+    let graceTimer: NodeJS.Timeout | undefined
+    const state: SocketState = {
+      ip: request.ip,
+      requestId: String(request.id),
+      connection: { subscriptions: 0, maxSubscriptions: limits.subscriptionsPerSocket },
+      armGrace: () => {
+        graceTimer ??= setTimeout(() => socket.close(WS_CLOSE.unauthorized, 'Authentication required'), limits.authGraceMs)
       },
-      onError({ error, path, type }) {
-        if (error.code === 'INTERNAL_SERVER_ERROR')
-          app.log.error({ err: error.cause ?? error, path, type }, 'tRPC procedure failed')
+      disarmGrace: () => {
+        clearTimeout(graceTimer)
+        graceTimer = undefined
       },
-    } satisfies FastifyTRPCPluginOptions<AppRouter>['trpcOptions'],
+      // A socket can close while its context is still being made.
+      onClose: cleanup => closed ? cleanup() : cleanups.push(cleanup),
+    }
+    state.armGrace()
+    sockets.set(socket, state)
+    socket.once('close', () => {
+      closed = true
+      state.disarmGrace()
+      for (const cleanup of cleanups)
+        cleanup()
+    })
+    onConnection(socket, request.raw)
   })
 }

@@ -14,4 +14,6 @@ export const keys = {
 export const channels = {
   chatBroadcast: (userId: string) => `chat:${userId}:broadcast`,
   configInvalidate: () => 'config:invalidate',
+  /** A session was deleted (sign-out, revocation, password reset) or a user was. */
+  sessionRevoked: () => 'auth:session-revoked',
 } as const

@@ -39,6 +39,8 @@ export interface AuthOptionsDeps {
   logger?: Logger
   /** Runs every registered deletion handler before the user row goes. */
   beforeDeleteUser?: (userId: string) => Promise<void>
+  /** Told when a session or a whole user is deleted, so open sockets stop authorizing. */
+  onRevoked?: (revocation: { userId: string, sessionId?: string }) => Promise<void>
 }
 
 /** How client secrets are stored; seeding hashes them the same way the provider verifies them. */
@@ -67,7 +69,7 @@ export const ACCESS_TOKEN_TTL_SECONDS = 15 * 60
  * The better-auth configuration. It is also what `migrateDatabase` derives the
  * auth tables from, so migrations and the running server agree on the schema.
  */
-export function createAuthOptions({ db, settings, email, logger, beforeDeleteUser }: AuthOptionsDeps) {
+export function createAuthOptions({ db, settings, email, logger, beforeDeleteUser, onRevoked }: AuthOptionsDeps) {
   const baseUrl = settings.baseUrl.replace(/\/$/, '')
   const requireEmail = () => {
     if (!email)
@@ -124,6 +126,12 @@ export function createAuthOptions({ db, settings, email, logger, beforeDeleteUse
         sendDeleteAccountVerification: ({ user, url }) => asAuthError(() => requireEmail().sendDeleteAccountVerification({ to: user.email, url })),
         beforeDelete: user => asAuthError(async () => beforeDeleteUser?.(user.id)),
       },
+    },
+    // Sign-out, revocation, password reset/change and account deletion all end in
+    // these deletes; open WebSockets learn of them through `onRevoked`.
+    databaseHooks: {
+      session: { delete: { after: async session => onRevoked?.({ userId: session.userId, sessionId: session.id }) } },
+      user: { delete: { after: async user => onRevoked?.({ userId: user.id }) } },
     },
     socialProviders: {
       ...(settings.google ? { google: settings.google } : {}),

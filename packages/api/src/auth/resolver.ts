@@ -85,7 +85,7 @@ export function createRequestAuthResolver({ auth, issuer, audience, logger }: { 
     }
     return {
       user: { id: user.id, email: user.email, emailVerified: user.emailVerified, name: user.name },
-      session: { id: sid ?? `jwt:${payload.jti ?? payload.iat}`, userId: user.id, expiresAt: new Date((payload.exp ?? 0) * 1000) },
+      session: { id: sid ?? `jwt:${payload.jti ?? payload.iat}`, userId: user.id, expiresAt: new Date((payload.exp ?? 0) * 1000), tokenExpiresAt: new Date((payload.exp ?? 0) * 1000) },
     }
   }
 

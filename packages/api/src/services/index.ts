@@ -1,3 +1,4 @@
+import type { SessionGuard } from '../auth/session-guard.ts'
 import type { BillingService } from './billing.ts'
 import type { CharacterService } from './characters.ts'
 import type { ChatService } from './chats.ts'
@@ -21,6 +22,8 @@ export interface Services {
   fluxGrants: FluxGrantService
   llmGateway: LlmGateway
   email: EmailService
+  /** Re-checks long-lived connections' sessions and ends them on revocation. */
+  sessionGuard: SessionGuard
   userDeletion: UserDeletionRegistry
   meta: ReturnType<typeof createMetaService>
   providers: ProviderService
