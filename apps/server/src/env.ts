@@ -1,9 +1,48 @@
+import { isIP } from 'node:net'
+
 import { z } from 'zod'
 
 import { parseMasterKey } from '@airi/api'
 
 const optionalString = z.string().trim().min(1).optional().catch(undefined)
 const commaList = z.string().optional().transform(value => (value ?? '').split(',').map(item => item.trim()).filter(Boolean))
+
+// proxy-addr's names for the reserved ranges (127/8 and ::1; 169.254/16 and fe80::/10; 10/8, 172.16/12, 192.168/16 and fc00::/7).
+const PROXY_RANGE_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal'])
+
+function isAddressOrRange(entry: string): boolean {
+  if (PROXY_RANGE_NAMES.has(entry))
+    return true
+  const [address = '', bits, ...rest] = entry.split('/')
+  const family = isIP(address)
+  if (family === 0 || rest.length > 0)
+    return false
+  return bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128))
+}
+
+/**
+ * Which peers may tell us the client's address (X-Forwarded-For, -Proto, -Host):
+ * a hop count, or the proxies' addresses and ranges. `true` is refused: it would
+ * let any client choose the address its rate limit is counted under.
+ */
+const trustProxy = z.string().optional().transform((value, ctx): number | string[] | undefined => {
+  const text = value?.trim() ?? ''
+  if (text === '' || text === '0')
+    return undefined
+  if (/^\d+$/.test(text))
+    return Number(text)
+  if (text === 'true') {
+    ctx.addIssue({ code: 'custom', message: 'true would believe any client\'s X-Forwarded-For; give the hop count or the proxies\' addresses' })
+    return z.NEVER
+  }
+  const entries = text.split(',').map(entry => entry.trim()).filter(Boolean)
+  const invalid = entries.filter(entry => !isAddressOrRange(entry))
+  if (invalid.length > 0) {
+    ctx.addIssue({ code: 'custom', message: `expected a hop count or comma-separated IP addresses/CIDR ranges (or loopback, linklocal, uniquelocal), not ${invalid.join(', ')}` })
+    return z.NEVER
+  }
+  return entries
+})
 
 /** Every environment variable the host reads (SPEC §2). */
 export const envSchema = z.object({
@@ -23,6 +62,8 @@ export const envSchema = z.object({
   AUTH_TRUSTED_ORIGINS: commaList,
   /** Requests per minute one IP may make to /api/auth/*. */
   AUTH_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().positive().default(120),
+  /** The load balancers in front of us; unset trusts none (X-Forwarded-* ignored). */
+  TRUST_PROXY: trustProxy,
   RESEND_API_KEY: optionalString,
   /** Sender of every e-mail. */
   EMAIL_FROM: z.string().default('AIRI <noreply@airi.moeru.ai>'),

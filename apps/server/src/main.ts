@@ -22,6 +22,7 @@ const app = await buildServer({
   service,
   logger,
   authRateLimitPerMinute: env.AUTH_RATE_LIMIT_PER_MINUTE,
+  trustProxy: env.TRUST_PROXY,
   socialProviders: socialProviders(env),
 })
 

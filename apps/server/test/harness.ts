@@ -28,6 +28,8 @@ export interface TestServerOptions {
   trustedClients?: TrustedClient[] | ((baseUrl: string) => TrustedClient[])
   adminEmails?: string[]
   authRateLimitPerMinute?: number
+  /** Fastify's trustProxy (TRUST_PROXY): whose X-Forwarded-For to believe. */
+  trustProxy?: number | string[]
   socialProviders?: { github?: boolean, google?: boolean }
   /** Where the `airi.*` instruments report (tests read counters through it). */
   meter?: Meter
@@ -80,6 +82,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     api,
     service,
     authRateLimitPerMinute: options.authRateLimitPerMinute ?? 10_000,
+    trustProxy: options.trustProxy,
     socialProviders: [...(options.socialProviders?.google ? ['google' as const] : []), ...(options.socialProviders?.github ? ['github' as const] : [])],
   })
   options.extend?.(app, api)
