@@ -2,7 +2,7 @@ import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 
 import { AUTH_BASE_PATH, ELECTRON_RELAY_PATH, keys, type Api } from '@airi/api'
 
-import { escapeHtml, page } from '../html.ts'
+import { escapeHtml, sendPage } from '../html.ts'
 import { toHeaders } from './trpc.ts'
 
 export interface AuthPluginOptions {
@@ -73,9 +73,8 @@ export const authPlugin: FastifyPluginAsync<AuthPluginOptions> = async (app, { a
   app.get(ELECTRON_RELAY_PATH, async (request, reply) => {
     const query = request.query as Record<string, string | undefined>
     const relay = parseRelayState(query.state)
-    reply.type('text/html; charset=utf-8').header('cache-control', 'no-store')
     if (!relay) {
-      return reply.status(400).send(page('Sign-in failed', `<h1>Sign-in failed</h1><p>The sign-in response did not name a valid local port (expected <code>state</code> as <code>{port}:{state}</code>, port 1024–65535).</p>`))
+      return sendPage(reply.status(400), 'Sign-in failed', `<h1>Sign-in failed</h1><p>The sign-in response did not name a valid local port (expected <code>state</code> as <code>{port}:{state}</code>, port 1024–65535).</p>`)
     }
     const target = new URL(`http://127.0.0.1:${relay.port}/callback`)
     for (const [name, value] of Object.entries(query)) {
@@ -83,10 +82,10 @@ export const authPlugin: FastifyPluginAsync<AuthPluginOptions> = async (app, { a
         target.searchParams.set(name, name === 'state' ? relay.state : value)
     }
     const href = escapeHtml(target.toString())
-    return reply.send(page('Returning to AIRI', `<h1>Returning to AIRI…</h1><p>If the app does not open, <a href="${href}">continue here</a>. You can close this window afterwards.</p>`, {
+    return sendPage(reply, 'Returning to AIRI', `<h1>Returning to AIRI…</h1><p>If the app does not open, <a href="${href}">continue here</a>. You can close this window afterwards.</p>`, {
       head: `<meta http-equiv="refresh" content="0;url=${href}">`,
       script: `location.replace(${JSON.stringify(target.toString()).replace(/</g, '\\u003c')})`,
-    }))
+    })
   })
 
   app.route({

@@ -2,7 +2,7 @@ import type { FastifyPluginAsync } from 'fastify'
 
 import { AUTH_BASE_PATH, SIGN_IN_PATH, type Api } from '@airi/api'
 
-import { escapeHtml, page } from '../html.ts'
+import { escapeHtml, sendPage } from '../html.ts'
 import { sendFetchResponse } from './auth.ts'
 import { toHeaders } from './trpc.ts'
 
@@ -77,8 +77,7 @@ export const signInPlugin: FastifyPluginAsync<SignInPluginOptions> = async (app,
     const provider = search.get('provider')
     if (provider) {
       if (!providers.includes(provider as 'google')) {
-        return reply.status(400).type('text/html; charset=utf-8')
-          .send(page('Sign in', `<h1>Sign in</h1><p class="message">Sign-in with ${escapeHtml(provider)} is not available.</p><a class="button" href="${SIGN_IN_PATH}">Back</a>`))
+        return sendPage(reply.status(400), 'Sign in', `<h1>Sign in</h1><p class="message">Sign-in with ${escapeHtml(provider)} is not available.</p><a class="button" href="${SIGN_IN_PATH}">Back</a>`)
       }
       const query = new URLSearchParams(search)
       query.delete('provider')
@@ -113,6 +112,6 @@ ${providerLinks}${providerLinks ? '\n<hr>' : ''}
 </form>
 <button id="magic-link" type="button">E-mail me a sign-in link</button>
 <p id="message" class="message" role="status"></p>`
-    return reply.type('text/html; charset=utf-8').send(page('Sign in to AIRI', body, { script, data: { continue: continueUrl ?? '' } }))
+    return sendPage(reply, 'Sign in to AIRI', body, { script, data: { continue: continueUrl ?? '' } })
   })
 }
