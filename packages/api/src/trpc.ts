@@ -1,9 +1,10 @@
 import { initTRPC, TRPCError } from '@trpc/server'
 import type { TRPC_ERROR_CODE_KEY } from '@trpc/server'
-import superjson from 'superjson'
+import { TRPC_ERROR_CODES_BY_KEY } from '@trpc/server/rpc'
 
 import type { Context } from './context.ts'
 import { ApiError } from './errors.ts'
+import { guardedTransformer } from './input-guard.ts'
 
 const codeByStatus: Record<number, TRPC_ERROR_CODE_KEY> = {
   400: 'BAD_REQUEST',
@@ -46,28 +47,42 @@ function fieldErrors(issues: Issue[]): Record<string, string[]> {
   return fields
 }
 
+/**
+ * A plain message for input that could not be read, in place of the parser's or
+ * runtime's own words ("Unexpected token … in JSON", "Maximum call stack size exceeded").
+ */
+function plainInputMessage(error: TRPCError): string | undefined {
+  const { cause } = error
+  if ((error.code !== 'BAD_REQUEST' && error.code !== 'PARSE_ERROR') || !cause || isIssueList(cause) || cause.message !== error.message)
+    return undefined
+  return cause instanceof SyntaxError ? 'Input is not valid JSON' : 'Input could not be read'
+}
+
 /** Who may call a procedure; read by the API reference generator. */
 export interface ProcedureMeta {
   access: 'public' | 'user' | 'admin'
 }
 
 const t = initTRPC.context<Context>().meta<ProcedureMeta>().create({
-  transformer: superjson,
+  transformer: guardedTransformer,
   errorFormatter({ shape, error }) {
     const domain = error.cause instanceof ApiError ? error.cause : undefined
-    const internal = error.code === 'INTERNAL_SERVER_ERROR' && !domain
+    // A domain error thrown where no middleware maps it (inside a subscription's generator) is mapped here.
+    const code = domain ? codeByStatus[domain.status] ?? 'INTERNAL_SERVER_ERROR' : error.code
+    const internal = code === 'INTERNAL_SERVER_ERROR' && !domain
     return {
       ...shape,
+      code: TRPC_ERROR_CODES_BY_KEY[code],
       // Never leak what an unexpected failure says about our internals.
-      message: internal ? 'Internal server error' : shape.message,
+      message: domain?.message ?? (internal ? 'Internal server error' : plainInputMessage(error) ?? shape.message),
       data: {
-        code: shape.data.code,
+        code,
         httpStatus: domain?.status ?? shape.data.httpStatus,
         path: shape.data.path,
         /** The stable domain code (`INSUFFICIENT_FLUX`, `CONFIG_NOT_SET`, …). */
-        apiCode: domain?.code ?? shape.data.code,
+        apiCode: domain?.code ?? code,
         details: domain?.details,
-        fieldErrors: error.code === 'BAD_REQUEST' && isIssueList(error.cause) ? fieldErrors(error.cause.issues) : undefined,
+        fieldErrors: code === 'BAD_REQUEST' && isIssueList(error.cause) ? fieldErrors(error.cause.issues) : undefined,
       },
     }
   },

@@ -2,6 +2,7 @@ import { z } from 'zod'
 
 import { configKeys, type ConfigKey } from '../config/entries.ts'
 import { adminProcedure, createRouter } from '../trpc.ts'
+import { jsonValue, text } from './schemas.ts'
 
 const configKeySchema = z.enum(configKeys as [ConfigKey, ...ConfigKey[]])
 
@@ -14,7 +15,7 @@ const adminConfigRouter = createRouter({
 
   /** Validates `value` with the entry's schema; every instance sees it on its next read. */
   set: adminProcedure
-    .input(z.object({ key: configKeySchema, value: z.unknown() }))
+    .input(z.object({ key: configKeySchema, value: jsonValue.optional() }))
     .mutation(async ({ ctx, input }) => ({
       key: input.key,
       value: await ctx.services.config.set(input.key, input.value, ctx.user.id),
@@ -22,10 +23,10 @@ const adminConfigRouter = createRouter({
 })
 
 export const fluxGrantInput = z.object({
-  description: z.string().trim().min(1).max(200),
+  description: text().trim().min(1).max(200),
   amount: z.number().int().min(1).max(10_000),
-  emails: z.array(z.string().trim().min(1).max(320)).min(1).max(200),
-  idempotencyKey: z.string().trim().min(1).max(100).optional(),
+  emails: z.array(text().trim().min(1).max(320)).min(1).max(200),
+  idempotencyKey: text().trim().min(1).max(100).optional(),
   dryRun: z.boolean().default(false),
 })
 
@@ -35,9 +36,9 @@ const adminFluxRouter = createRouter({
 })
 
 export const encryptKeyInput = z.object({
-  model: z.string().trim().min(1).max(200),
-  keyId: z.string().trim().min(1).max(100),
-  apiKey: z.string().min(1).max(10_000),
+  model: text().trim().min(1).max(200),
+  keyId: text().trim().min(1).max(100),
+  apiKey: text().min(1).max(10_000),
 })
 
 const adminLlmRouter = createRouter({

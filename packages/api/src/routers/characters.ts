@@ -1,25 +1,26 @@
 import { z } from 'zod'
 
 import { createRouter, protectedProcedure } from '../trpc.ts'
-import { id, jsonObject } from './schemas.ts'
+import { id, isSafeText, jsonObject, text, unsafeTextMessage } from './schemas.ts'
 
-const url = z.url({ protocol: /^https?$/, message: 'Must be an http(s) URL' }).max(2048)
-const language = z.string().trim().regex(/^[a-z]{2,3}(?:-[a-z0-9]{2,8})*$/i, 'Must be a language tag such as en or zh-Hans').max(35)
+// The URL parser percent-encodes what the stored original string would still carry.
+const url = z.url({ protocol: /^https?$/, message: 'Must be an http(s) URL' }).max(2048).refine(isSafeText, unsafeTextMessage)
+const language = text().trim().regex(/^[a-z]{2,3}(?:-[a-z0-9]{2,8})*$/i, 'Must be a language tag such as en or zh-Hans').max(35)
 
 const coverInput = z.object({ foregroundUrl: url, backgroundUrl: url })
-const capabilityInput = z.object({ type: z.string().trim().min(1).max(100), config: jsonObject })
+const capabilityInput = z.object({ type: text().trim().min(1).max(100), config: jsonObject })
 const i18nInput = z.object({
   language,
-  name: z.string().trim().min(1).max(200),
-  tagline: z.string().trim().max(500).nullish(),
-  description: z.string().max(10_000),
-  tags: z.array(z.string().trim().min(1).max(50)).max(20).optional(),
+  name: text().trim().min(1).max(200),
+  tagline: text().trim().max(500).nullish(),
+  description: text().max(10_000),
+  tags: z.array(text().trim().min(1).max(50)).max(20).optional(),
 })
-const promptInput = z.object({ language, type: z.string().trim().min(1).max(50), content: z.string().min(1).max(50_000) })
+const promptInput = z.object({ language, type: text().trim().min(1).max(50), content: text().min(1).max(50_000) })
 const avatarModelInput = z.object({
-  name: z.string().trim().min(1).max(200),
-  type: z.string().trim().min(1).max(50),
-  description: z.string().max(10_000),
+  name: text().trim().min(1).max(200),
+  type: text().trim().min(1).max(50),
+  description: text().max(10_000),
   config: jsonObject,
 })
 
@@ -35,12 +36,12 @@ const i18nList = z.array(i18nInput).min(1).max(50).superRefine((entries, ctx) =>
 
 const characterFields = {
   /** Human-readable slug. */
-  characterId: z.string().trim().min(1).max(100).regex(/^[a-z0-9][a-z0-9_-]*$/, 'Lower-case letters, digits, - and _ only'),
-  version: z.string().trim().min(1).max(50),
+  characterId: text().trim().min(1).max(100).regex(/^[a-z0-9][a-z0-9_-]*$/, 'Lower-case letters, digits, - and _ only'),
+  version: text().trim().min(1).max(50),
   coverUrl: url,
   avatarUrl: url,
-  defaultVoiceId: z.string().trim().min(1).max(200).nullish(),
-  defaultModelId: z.string().trim().min(1).max(200).nullish(),
+  defaultVoiceId: text().trim().min(1).max(200).nullish(),
+  defaultModelId: text().trim().min(1).max(200).nullish(),
   priority: z.number().int().min(-10_000).max(10_000).optional(),
   covers: z.array(coverInput).max(20),
   capabilities: z.array(capabilityInput).max(50),
@@ -51,7 +52,7 @@ const characterFields = {
 
 export const characterListInput = z.object({
   all: z.boolean().default(false),
-  cursor: z.string().min(1).max(500).nullish(),
+  cursor: text().min(1).max(500).nullish(),
   limit: z.number().int().min(1).max(100).default(20),
 })
 

@@ -2,18 +2,18 @@ import { tracked } from '@trpc/server'
 import { z } from 'zod'
 
 import { createRouter, protectedProcedure } from '../trpc.ts'
-import { id } from './schemas.ts'
+import { id, jsonObject, text } from './schemas.ts'
 
 const memberRef = z.object({ type: z.enum(['user', 'character']), id })
 
 export const chatsInput = {
   create: z.object({
     type: z.enum(['private', 'bot', 'group', 'channel']),
-    title: z.string().trim().max(200).nullish(),
+    title: text().trim().max(200).nullish(),
     members: z.array(memberRef).max(500).default([]),
   }),
   byId: z.object({ chatId: id }),
-  update: z.object({ chatId: id, title: z.string().trim().max(200).nullable() }),
+  update: z.object({ chatId: id, title: text().trim().max(200).nullable() }),
   addMembers: z.object({ chatId: id, members: z.array(memberRef).min(1).max(500) }),
   removeMember: z.object({ chatId: id, member: memberRef }),
   sendMessages: z.object({
@@ -22,12 +22,12 @@ export const chatsInput = {
       /** Chosen by the client (e.g. a UUID), so resending the same message is a no-op. */
       id,
       role: z.enum(['user', 'assistant', 'system']),
-      content: z.string().max(100_000),
-      metadata: z.record(z.string(), z.unknown()).optional(),
+      content: text().max(100_000),
+      metadata: jsonObject.optional(),
     })).min(1).max(100),
   }),
   pullMessages: z.object({ chatId: id, afterSeq: z.number().int().min(0).default(0), limit: z.number().int().min(1).max(500).default(100) }),
-  onMessages: z.object({ lastEventId: z.string().max(1_000_000).nullish() }).optional(),
+  onMessages: z.object({ lastEventId: text().max(1_000_000).nullish() }).optional(),
 }
 
 export const chatsRouter = createRouter({

@@ -1,9 +1,10 @@
 import { z } from 'zod'
 
 import { createRouter, protectedProcedure } from '../trpc.ts'
+import { text } from './schemas.ts'
 
 export const fluxHistoryInput = z.object({
-  cursor: z.string().min(1).max(200).nullish(),
+  cursor: text().min(1).max(200).nullish(),
   limit: z.number().int().min(1).max(100).default(20),
 })
 

@@ -1,13 +1,13 @@
 import { z } from 'zod'
 
 import { createRouter, protectedProcedure } from '../trpc.ts'
-import { id, jsonObject } from './schemas.ts'
+import { id, jsonObject, text } from './schemas.ts'
 
-const name = z.string().trim().min(1).max(200)
+const name = text().trim().min(1).max(200)
 
 export const providerCreateInput = z.object({
   /** Which provider definition (e.g. `openai`, `elevenlabs`) this config is for. */
-  definitionId: z.string().trim().min(1).max(100),
+  definitionId: text().trim().min(1).max(100),
   name,
   config: jsonObject,
   validated: z.boolean().optional(),

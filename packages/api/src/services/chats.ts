@@ -54,6 +54,15 @@ export interface ChatServiceDeps {
   resyncIntervalMs?: number
 }
 
+/**
+ * The id as Postgres keeps it: text travels as UTF-8, where an unpaired surrogate
+ * becomes U+FFFD. Looking ids up in this form keeps a resend matching its stored row.
+ * (Routers refuse such ids; this keeps the service right for any other caller.)
+ */
+function asStored(id: string): string {
+  return id.replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, '\uFFFD')
+}
+
 const chatNotFound = () => new ApiError(404, 'CHAT_NOT_FOUND', 'Chat not found')
 const creatorOnly = () => new ApiError(403, 'FORBIDDEN', 'Only the chat\'s creator can do this')
 
@@ -299,7 +308,8 @@ export function createChatService({ db, fanout, logger, resyncIntervalMs = 15_00
      * in another chat is a conflict.
      */
     async sendMessages(userId: string, input: { chatId: string, messages: NewMessageInput[] }): Promise<ChatMessagesEvent> {
-      const unique = input.messages.filter((message, index, all) => all.findIndex(other => other.id === message.id) === index)
+      const unique = input.messages.map(message => ({ ...message, id: asStored(message.id) }))
+        .filter((message, index, all) => all.findIndex(other => other.id === message.id) === index)
       const { rows, inserted } = await db.transaction().execute(async (trx) => {
         const chat = await trx.selectFrom('chats').selectAll().where('id', '=', input.chatId).where('deleted_at', 'is', null).forUpdate().executeTakeFirst()
         const member = chat && await trx.selectFrom('chat_members').select('id')
@@ -310,8 +320,12 @@ export function createChatService({ db, fanout, logger, resyncIntervalMs = 15_00
 
         const existing = await trx.selectFrom('messages').selectAll().where('id', 'in', unique.map(message => message.id)).execute()
         const elsewhere = existing.filter(row => row.chat_id !== chat.id)
-        if (elsewhere.length > 0)
-          throw new ApiError(409, 'MESSAGE_ID_CONFLICT', 'Message ids must be unique; these are used in another chat', { ids: elsewhere.map(row => row.id) })
+        if (elsewhere.length > 0) {
+          // Only ids of the caller's own messages are named, so a 409 never reveals what others wrote elsewhere.
+          throw new ApiError(409, 'MESSAGE_ID_CONFLICT', 'Message ids must be unique; some are already used in another chat', {
+            ids: elsewhere.filter(row => row.sender_id === userId).map(row => row.id),
+          })
+        }
         const known = new Set(existing.map(row => row.id))
         const fresh = unique.filter(message => !known.has(message.id))
         if (fresh.length === 0)

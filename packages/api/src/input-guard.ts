@@ -1,0 +1,134 @@
+import { TRPCError } from '@trpc/server'
+import superjson from 'superjson'
+
+/**
+ * The shape of a call's input, checked before any schema sees it: schemas (and
+ * JSON.stringify, and Postgres) recurse, so a reference loop or a 100 000-deep
+ * nesting must be refused first, with a plain message instead of a stack overflow.
+ */
+
+/** How deep one call's input may nest (JSON fields inside it are limited further by their schema). */
+export const MAX_INPUT_DEPTH = 64
+/** How many values (objects, arrays and leaves, counting a shared one each time it is reached) one input may hold. */
+export const MAX_INPUT_VALUES = 100_000
+
+/** Keys that reach Object.prototype when a parser or a merge treats them as ordinary. */
+const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype'])
+
+/** Carries the refusal to the error formatter; `issues` (when the place is known) becomes `fieldErrors`. */
+export class InputRefusedError extends Error {
+  override readonly name = 'InputRefusedError'
+  readonly issues: Array<{ path: PropertyKey[], message: string }>
+
+  constructor(message: string, path?: PropertyKey[]) {
+    super(message)
+    this.issues = [{ path: path ?? [], message }]
+  }
+}
+
+interface Frame {
+  value: unknown
+  depth: number
+  parent?: Frame
+  key?: PropertyKey
+}
+
+function pathOf(frame: Frame): PropertyKey[] {
+  const path: PropertyKey[] = []
+  for (let at: Frame | undefined = frame; at?.parent; at = at.parent)
+    path.unshift(at.key!)
+  return path
+}
+
+function isPlainObject(value: object): value is Record<string, unknown> {
+  const prototype = Object.getPrototypeOf(value) as unknown
+  return prototype === Object.prototype || prototype === null
+}
+
+/** The children of a container the transformer can produce (arrays, plain objects, Maps, Sets); none for other values. */
+function childrenOf(value: object): Array<[PropertyKey, unknown]> {
+  if (Array.isArray(value))
+    return value.map((child, index) => [index, child])
+  if (value instanceof Map)
+    return [...value].flatMap(([key, child], index) => [[index, key], [index, child]] as Array<[PropertyKey, unknown]>)
+  if (value instanceof Set)
+    return [...value].map((child, index) => [index, child])
+  return isPlainObject(value) ? Object.entries(value) : []
+}
+
+/**
+ * Why `input` cannot be accepted, or undefined. Walks without recursion, stops at
+ * the limits, and tracks the objects on the current path to tell a loop apart.
+ */
+export function findInputProblem(input: unknown): InputRefusedError | undefined {
+  const stack: Array<Frame | { leave: object }> = [{ value: input, depth: 0 }]
+  const onPath = new Set<object>()
+  let seen = 0
+  while (stack.length > 0) {
+    const frame = stack.pop()!
+    if ('leave' in frame) {
+      onPath.delete(frame.leave)
+      continue
+    }
+    if (++seen > MAX_INPUT_VALUES)
+      return new InputRefusedError(`Input holds more than ${MAX_INPUT_VALUES} values`)
+    const { value, depth } = frame
+    if (typeof value !== 'object' || value === null)
+      continue
+    if (onPath.has(value))
+      return new InputRefusedError('Input must not contain a reference loop', pathOf(frame))
+    if (depth >= MAX_INPUT_DEPTH)
+      return new InputRefusedError(`Input is nested too deeply (at most ${MAX_INPUT_DEPTH} levels)`)
+    onPath.add(value)
+    stack.push({ leave: value })
+    for (const [key, child] of childrenOf(value)) {
+      if (typeof key === 'string' && FORBIDDEN_KEYS.has(key))
+        return new InputRefusedError(`"${key}" is not allowed as a key`, [...pathOf(frame), key])
+      stack.push({ value: child, depth: depth + 1, parent: frame, key })
+    }
+  }
+  return undefined
+}
+
+/** The place in the data, for a problem found in superjson's `{ json, meta }` envelope. */
+function dataPath(error: InputRefusedError): InputRefusedError {
+  const [issue] = error.issues
+  if (issue?.path[0] === 'json')
+    return new InputRefusedError(error.message, issue.path.slice(1))
+  return new InputRefusedError(error.message)
+}
+
+/**
+ * A rejected promise as the call's input: tRPC awaits the input when the procedure
+ * reads it, so only this call fails, with 400, over HTTP and WebSocket alike.
+ * (Throwing here instead would fail a WebSocket message without its call id,
+ * leaving the client waiting.)
+ */
+function refuse(error: InputRefusedError): Promise<never> {
+  const refused = Promise.reject(new TRPCError({ code: 'BAD_REQUEST', message: error.message, cause: error }))
+  // Procedures without input never read it; that must not be an unhandled rejection.
+  refused.catch(() => {})
+  return refused
+}
+
+function deserialize(raw: unknown): unknown {
+  const rawProblem = findInputProblem(raw)
+  if (rawProblem)
+    return refuse(dataPath(rawProblem))
+  let input: unknown
+  try {
+    input = superjson.deserialize(raw as Parameters<typeof superjson.deserialize>[0])
+  }
+  catch {
+    return refuse(new InputRefusedError('Input is not in the expected format'))
+  }
+  // superjson's references can turn a harmless tree into a loop or a huge graph.
+  const problem = findInputProblem(input)
+  return problem ? refuse(problem) : input
+}
+
+/** superjson both ways, with every input checked by `findInputProblem` as it is read. */
+export const guardedTransformer = {
+  input: { serialize: (value: unknown) => superjson.serialize(value as Parameters<typeof superjson.serialize>[0]), deserialize },
+  output: superjson,
+}
