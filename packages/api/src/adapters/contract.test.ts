@@ -1,17 +1,61 @@
+import { randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 
+import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it, inject } from 'vitest'
 
 import { testRedisPrefix } from '@airi/tooling/test/test-database'
 
 import { createMemoryAdapters } from './memory.ts'
-import type { Adapters } from './ports.ts'
+import type { AdapterHooks, Adapters } from './ports.ts'
 import { createRedisAdapters } from './redis.ts'
 
-const factories: Array<[string, () => Promise<Adapters>]> = [
-  ['in-process', async () => createMemoryAdapters()],
-  ['redis', () => createRedisAdapters({ url: inject('redisUrl'), prefix: testRedisPrefix() })],
+const factories: Array<[string, (hooks?: AdapterHooks) => Promise<Adapters>]> = [
+  ['in-process', async hooks => createMemoryAdapters(hooks)],
+  ['redis', hooks => createRedisAdapters({ url: inject('redisUrl'), prefix: testRedisPrefix(), ...hooks })],
 ]
+
+/** A `beforeSubscribe` hook whose outcome a test decides per channel: pass, fail, or wait for release. */
+function subscribeGate() {
+  const calls: string[] = []
+  const rules = new Map<string, () => Promise<void>>()
+  return {
+    calls,
+    hooks: {
+      beforeSubscribe: async (channel: string) => {
+        calls.push(channel)
+        const rule = rules.get(channel)
+        rules.delete(channel)
+        await rule?.()
+      },
+    } satisfies AdapterHooks,
+    /** The next subscribe of `channel` fails with `error`. */
+    refuse(channel: string, error: Error): void {
+      rules.set(channel, async () => {
+        throw error
+      })
+    },
+    /** The next subscribe of `channel` waits until `settle` is called (with an error: fails). */
+    hold(channel: string): { settle: (error?: Error) => void } {
+      let settle!: (error?: Error) => void
+      const settled = new Promise<void>((resolve, reject) => {
+        settle = error => (error ? reject(error) : resolve())
+      })
+      rules.set(channel, () => settled)
+      return { settle }
+    },
+  }
+}
+
+/** A promise and whether it has settled yet. */
+function track<T>(promise: Promise<T>): { promise: Promise<T>, settled: () => boolean } {
+  let settled = false
+  promise.then(() => (settled = true), () => (settled = true))
+  return { promise, settled: () => settled }
+}
+
+/** Lets every already-queued callback run (a message delivery, a premature resolution). */
+const drain = () => new Promise(resolve => setImmediate(resolve))
 
 function nextMessage(adapters: Adapters, channel: string): { received: string[], unsubscribe: Promise<() => Promise<void>> } {
   const received: string[] = []
@@ -62,6 +106,50 @@ describe.each(factories)('adapter contract: %s', (_name, create) => {
     })
   })
 
+  describe('guarded cache entries', () => {
+    it('a miss is filled with the version its read returned, and then read back', async () => {
+      const miss = await adapters.cache.read('g:a')
+      expect(miss.value).toBeNull()
+      expect(await adapters.cache.fill('g:a', 'one', miss.version, 60)).toBe(true)
+      expect((await adapters.cache.read('g:a')).value).toBe('one')
+    })
+
+    it('refuses a fill read before an invalidation, on a missing key and on an invalidated one', async () => {
+      const before = await adapters.cache.read('g:b')
+      await adapters.cache.invalidate('g:b', 60)
+      expect(await adapters.cache.fill('g:b', 'old', before.version, 60)).toBe(false)
+      expect((await adapters.cache.read('g:b')).value).toBeNull()
+
+      const between = await adapters.cache.read('g:b')
+      await adapters.cache.invalidate('g:b', 60)
+      expect(await adapters.cache.fill('g:b', 'old', between.version, 60)).toBe(false)
+
+      const after = await adapters.cache.read('g:b')
+      expect(await adapters.cache.fill('g:b', 'new', after.version, 60)).toBe(true)
+      expect((await adapters.cache.read('g:b')).value).toBe('new')
+    })
+
+    it('keeps the first of two fills of one version, and an invalidation drops the value', async () => {
+      const miss = await adapters.cache.read('g:c')
+      expect(await adapters.cache.fill('g:c', 'first', miss.version, 60)).toBe(true)
+      expect(await adapters.cache.fill('g:c', 'second', miss.version, 60)).toBe(false)
+      expect((await adapters.cache.read('g:c')).value).toBe('first')
+      await adapters.cache.invalidate('g:c', 60)
+      expect((await adapters.cache.read('g:c')).value).toBeNull()
+      await adapters.cache.del('g:c')
+      expect(await adapters.cache.read('g:c')).toEqual(miss)
+    })
+
+    it('forgets a filled value after its TTL', async () => {
+      const miss = await adapters.cache.read('g:d')
+      await adapters.cache.fill('g:d', 'v', miss.version, 1)
+      const deadline = Date.now() + 20_000
+      while ((await adapters.cache.read('g:d')).value !== null && Date.now() < deadline)
+        await sleep(50)
+      expect((await adapters.cache.read('g:d')).value).toBeNull()
+    })
+  })
+
   describe('pub/sub', () => {
     it('delivers to every subscriber of a channel, in order, and not to other channels', async () => {
       const first = nextMessage(adapters, 'ch:1')
@@ -106,6 +194,72 @@ describe.each(factories)('adapter contract: %s', (_name, create) => {
       await adapters.pubsub.publish('ch:4', 'x')
       await until(() => received.length === 1)
       await Promise.all([bad(), good()])
+    })
+  })
+
+  describe('pub/sub subscribe confirmation', () => {
+    let gated: Adapters
+    let gate: ReturnType<typeof subscribeGate>
+
+    beforeAll(async () => {
+      gate = subscribeGate()
+      gated = await create(gate.hooks)
+    })
+    afterAll(async () => {
+      await gated.close()
+    })
+
+    it('a refused subscribe rejects, leaves nothing behind, and the next subscribe tries again', async () => {
+      gate.refuse('ch:refused', new Error('refused'))
+      await expect(gated.pubsub.subscribe('ch:refused', () => {})).rejects.toThrow('refused')
+
+      const received: string[] = []
+      const unsubscribe = await gated.pubsub.subscribe('ch:refused', message => received.push(message))
+      expect(gate.calls.filter(channel => channel === 'ch:refused')).toHaveLength(2)
+      await gated.pubsub.publish('ch:refused', 'after')
+      await until(() => received.length === 1)
+      expect(received).toEqual(['after'])
+      await unsubscribe()
+    })
+
+    it('concurrent subscribers all wait for the one confirmation, and all fail with it', async () => {
+      const held = gate.hold('ch:held')
+      const first = track(gated.pubsub.subscribe('ch:held', () => {}))
+      const second = track(gated.pubsub.subscribe('ch:held', () => {}))
+      await until(() => gate.calls.includes('ch:held'))
+      await drain()
+      expect(first.settled()).toBe(false)
+      expect(second.settled()).toBe(false)
+
+      held.settle(new Error('refused'))
+      await expect(first.promise).rejects.toThrow('refused')
+      await expect(second.promise).rejects.toThrow('refused')
+      expect(gate.calls.filter(channel => channel === 'ch:held')).toHaveLength(1)
+
+      // Nothing was left behind: the next subscriber subscribes again and receives.
+      const received: string[] = []
+      const unsubscribe = await gated.pubsub.subscribe('ch:held', message => received.push(message))
+      await gated.pubsub.publish('ch:held', 'm')
+      await until(() => received.length === 1)
+      await unsubscribe()
+    })
+
+    it('a second subscriber resolves only once the channel is confirmed, and then receives', async () => {
+      const held = gate.hold('ch:slow')
+      const firstReceived: string[] = []
+      const secondReceived: string[] = []
+      const first = track(gated.pubsub.subscribe('ch:slow', message => firstReceived.push(message)))
+      const second = track(gated.pubsub.subscribe('ch:slow', message => secondReceived.push(message)))
+      await until(() => gate.calls.includes('ch:slow'))
+      await drain()
+      expect(second.settled()).toBe(false)
+
+      held.settle()
+      const unsubscribeSecond = await second.promise
+      // Published the moment the second subscribe resolved: both must get it.
+      await gated.pubsub.publish('ch:slow', 'first message')
+      await until(() => firstReceived.length === 1 && secondReceived.length === 1)
+      await Promise.all([unsubscribeSecond(), (await first.promise)()])
     })
   })
 
@@ -162,5 +316,62 @@ describe.each(factories)('adapter contract: %s', (_name, create) => {
 
   it('answers its readiness ping', async () => {
     await expect(adapters.ping()).resolves.toBeUndefined()
+  })
+})
+
+describe('redis adapter: a channel the server refuses', () => {
+  it('concurrent subscribers all reject, and once allowed the channel subscribes and delivers', async () => {
+    const url = inject('redisUrl')
+    const prefix = testRedisPrefix()
+    const admin = new Redis(url)
+    const user = `limited-${randomUUID()}`
+    // A user that may use every key and command but only the channels under `open:`.
+    await admin.call('ACL', 'SETUSER', user, 'on', '>secret', '~*', '+@all', 'resetchannels', `&${prefix}open:*`)
+    const withUser = new URL(url)
+    withUser.username = user
+    withUser.password = 'secret'
+    const adapters = await createRedisAdapters({ url: withUser.toString(), prefix })
+    try {
+      const outcomes = await Promise.allSettled([
+        adapters.pubsub.subscribe('closed', () => {}),
+        adapters.pubsub.subscribe('closed', () => {}),
+      ])
+      expect(outcomes.map(outcome => outcome.status)).toEqual(['rejected', 'rejected'])
+
+      await admin.call('ACL', 'SETUSER', user, `&${prefix}closed`)
+      const received: string[] = []
+      const unsubscribe = await adapters.pubsub.subscribe('closed', message => received.push(message))
+      await adapters.pubsub.publish('closed', 'now allowed')
+      await until(() => received.length === 1)
+      await unsubscribe()
+    }
+    finally {
+      await adapters.close()
+      await admin.call('ACL', 'DELUSER', user)
+      await admin.quit()
+    }
+  })
+})
+
+describe('in-process adapter bounds', () => {
+  it('holds at most maxEntries cache entries and rate-limit windows, dropping the least recently used', async () => {
+    const adapters = createMemoryAdapters({ maxEntries: 10 })
+    for (let i = 0; i < 20; i++) {
+      await adapters.cache.set(`k:${i}`, String(i), 3600)
+      await adapters.counters.hitWindow(`rate:test:${i}`, 3600)
+    }
+    expect(await adapters.cache.get('k:0')).toBeNull()
+    expect(await adapters.cache.get('k:19')).toBe('19')
+    // The oldest window was dropped, so it starts over; the newest still counts.
+    expect((await adapters.counters.hitWindow('rate:test:0', 3600)).count).toBe(1)
+    expect((await adapters.counters.hitWindow('rate:test:19', 3600)).count).toBe(2)
+  })
+
+  it('never drops a meter debt for room', async () => {
+    const adapters = createMemoryAdapters({ maxEntries: 10 })
+    for (let i = 0; i < 50; i++)
+      await adapters.counters.addDebt(`meter:${i}`, i + 1, 3600)
+    expect(await adapters.counters.peekDebt('meter:0')).toBe(1)
+    expect(await adapters.counters.peekDebt('meter:49')).toBe(50)
   })
 })

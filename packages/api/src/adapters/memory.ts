@@ -1,64 +1,123 @@
-import type { Adapters, AtomicCounters, Cache, MessageHandler, PubSub } from './ports.ts'
+import { randomUUID } from 'node:crypto'
 
-interface Entry { value: string, expiresAt: number | undefined }
+import { LRUCache } from 'lru-cache'
 
-/** A string store with per-key expiry, checked lazily on read. */
-class ExpiringStore {
-  private readonly entries = new Map<string, Entry>()
+import type { AdapterHooks, Adapters, AtomicCounters, Cache, MessageHandler, PubSub } from './ports.ts'
 
-  get(key: string): Entry | undefined {
+export interface MemoryAdaptersOptions extends AdapterHooks {
+  /**
+   * Most entries the cache, and separately the rate-limit windows, hold; the least
+   * recently used go first. Meter debts are not capped (dropping one would drop
+   * billable units); they leave when their TTL runs out.
+   */
+  maxEntries?: number
+}
+
+const DEFAULT_MAX_ENTRIES = 50_000
+
+type CacheEntry =
+  | { kind: 'plain', value: string }
+  | { kind: 'guarded', value: string | null, version: string }
+
+/** Redis refuses a command on a key of another type; so do we, so both adapters fail alike. */
+function wrongType(key: string): Error {
+  return new Error(`WRONGTYPE ${key} holds a value of another kind`)
+}
+
+// Bounded, with a TTL per entry: an expired entry reads as missing, and once the
+// bound is reached the least recently used entry makes room, so keys nobody reads
+// again (a rate-limit window of a one-off IP) cannot pile up.
+function bounded<V extends NonNullable<unknown>>(maxEntries: number): LRUCache<string, V> {
+  return new LRUCache<string, V>({ max: maxEntries })
+}
+
+const ttlMs = (seconds: number | undefined): number => (seconds === undefined ? 0 : Math.max(1, Math.round(seconds * 1000)))
+
+/**
+ * Meter debts: never evicted for room (that would drop billable units), only at
+ * their TTL. Expired entries are swept whenever the map has doubled since the
+ * last sweep, so the cost stays constant per write.
+ */
+class ExpiringCounts {
+  private readonly entries = new Map<string, { value: number, expiresAt: number }>()
+  private sweepAt = 1024
+
+  get(key: string): number | undefined {
     const entry = this.entries.get(key)
-    if (entry?.expiresAt !== undefined && entry.expiresAt <= Date.now()) {
+    if (entry && entry.expiresAt <= Date.now()) {
       this.entries.delete(key)
       return undefined
     }
-    return entry
+    return entry?.value
   }
 
-  set(key: string, value: string, ttlMs?: number): void {
-    this.entries.set(key, { value, expiresAt: ttlMs === undefined ? undefined : Date.now() + ttlMs })
-  }
-
-  delete(key: string): void {
-    this.entries.delete(key)
-  }
-
-  /** Adds `by` to the integer at `key` (0 when missing), keeping its expiry. */
-  increment(key: string, by: number): { value: number, entry: Entry } {
-    const entry = this.get(key) ?? { value: '0', expiresAt: undefined }
-    const value = Number(entry.value) + by
-    entry.value = String(value)
-    this.entries.set(key, entry)
-    return { value, entry }
-  }
-
-  clear(): void {
-    this.entries.clear()
+  set(key: string, value: number, ttlMs: number): void {
+    this.entries.set(key, { value, expiresAt: Date.now() + ttlMs })
+    if (this.entries.size >= this.sweepAt) {
+      const now = Date.now()
+      for (const [k, entry] of this.entries) {
+        if (entry.expiresAt <= now)
+          this.entries.delete(k)
+      }
+      this.sweepAt = Math.max(1024, this.entries.size * 2)
+    }
   }
 }
 
-export function createMemoryCache(store = new ExpiringStore()): Cache {
+export function createMemoryCache({ maxEntries = DEFAULT_MAX_ENTRIES }: MemoryAdaptersOptions = {}): Cache {
+  const entries = bounded<CacheEntry>(maxEntries)
   return {
     async get(key) {
-      return store.get(key)?.value ?? null
+      const entry = entries.get(key)
+      if (entry?.kind === 'guarded')
+        throw wrongType(key)
+      return entry?.value ?? null
     },
     async set(key, value, ttlSeconds) {
-      store.set(key, value, ttlSeconds === undefined ? undefined : ttlSeconds * 1000)
+      entries.set(key, { kind: 'plain', value }, { ttl: ttlMs(ttlSeconds) })
     },
     async del(...keys) {
       for (const key of keys)
-        store.delete(key)
+        entries.delete(key)
+    },
+    async read(key) {
+      const entry = entries.get(key)
+      if (entry?.kind === 'plain')
+        throw wrongType(key)
+      return { value: entry?.value ?? null, version: entry?.version ?? '' }
+    },
+    async fill(key, value, version, ttlSeconds) {
+      const entry = entries.get(key)
+      if (entry?.kind === 'plain')
+        throw wrongType(key)
+      if ((entry?.value ?? null) !== null || (entry?.version ?? '') !== version)
+        return false
+      entries.set(key, { kind: 'guarded', value, version }, { ttl: ttlMs(ttlSeconds) })
+      return true
+    },
+    async invalidate(key, ttlSeconds) {
+      entries.set(key, { kind: 'guarded', value: null, version: randomUUID() }, { ttl: ttlMs(ttlSeconds) })
     },
   }
 }
 
-export function createMemoryPubSub(): PubSub {
-  const handlers = new Map<string, Set<MessageHandler>>()
+interface Channel {
+  handlers: Set<MessageHandler>
+  /** Settles when the channel is subscribed (or failed to be). */
+  confirmed: Promise<void>
+  live: boolean
+}
+
+export function createMemoryPubSub({ beforeSubscribe }: AdapterHooks = {}): PubSub {
+  const channels = new Map<string, Channel>()
   return {
     async publish(channel, message) {
+      const entry = channels.get(channel)
+      if (!entry?.live)
+        return
       // Deliver on a later tick, as a broker would, so a publisher never runs its own
       // handlers re-entrantly.
-      for (const handler of [...(handlers.get(channel) ?? [])]) {
+      for (const handler of [...entry.handlers]) {
         setImmediate(() => {
           try {
             handler(message)
@@ -72,51 +131,76 @@ export function createMemoryPubSub(): PubSub {
     async subscribe(channel, handler) {
       // Wrap so the same function subscribed twice is two subscriptions.
       const subscription: MessageHandler = message => handler(message)
-      const set = handlers.get(channel) ?? new Set()
-      set.add(subscription)
-      handlers.set(channel, set)
+      let entry = channels.get(channel)
+      if (!entry) {
+        const created: Channel = { handlers: new Set(), confirmed: Promise.resolve().then(() => beforeSubscribe?.(channel)), live: false }
+        created.confirmed.then(() => {
+          created.live = true
+        }, () => {
+          if (channels.get(channel) === created)
+            channels.delete(channel)
+        })
+        channels.set(channel, created)
+        entry = created
+      }
+      const joined = entry
+      // Joined before confirmation, so an unsubscribe in between cannot drop the channel under us.
+      joined.handlers.add(subscription)
+      try {
+        await joined.confirmed
+      }
+      catch (error) {
+        joined.handlers.delete(subscription)
+        throw error
+      }
+      let active = true
       return async () => {
-        set.delete(subscription)
-        if (set.size === 0)
-          handlers.delete(channel)
+        if (!active)
+          return
+        active = false
+        joined.handlers.delete(subscription)
+        if (joined.handlers.size === 0 && channels.get(channel) === joined)
+          channels.delete(channel)
       }
     },
   }
 }
 
 /** JavaScript runs one of these at a time, so each is atomic within the process. */
-export function createMemoryCounters(store = new ExpiringStore()): AtomicCounters {
+export function createMemoryCounters({ maxEntries = DEFAULT_MAX_ENTRIES }: MemoryAdaptersOptions = {}): AtomicCounters {
+  const windows = bounded<number>(maxEntries)
+  const debts = new ExpiringCounts()
   return {
     async hitWindow(key, windowSeconds) {
-      const { value, entry } = store.increment(key, 1)
-      entry.expiresAt ??= Date.now() + windowSeconds * 1000
-      return { count: value, resetInMs: Math.max(0, entry.expiresAt - Date.now()) }
+      const count = (windows.get(key) ?? 0) + 1
+      // The first hit of a window sets its expiry; later hits keep it.
+      windows.set(key, count, count === 1 ? { ttl: ttlMs(windowSeconds) } : { noUpdateTTL: true })
+      return { count, resetInMs: Math.max(0, Math.ceil(windows.getRemainingTTL(key))) }
     },
     async settleDebt(key, units, unitsPerFlux, ttlSeconds) {
-      const { value, entry } = store.increment(key, units)
-      entry.expiresAt = Date.now() + ttlSeconds * 1000
-      const settledFlux = Math.floor(value / unitsPerFlux)
-      const debt = value - settledFlux * unitsPerFlux
-      entry.value = String(debt)
+      const total = (debts.get(key) ?? 0) + units
+      const settledFlux = Math.floor(total / unitsPerFlux)
+      const debt = total - settledFlux * unitsPerFlux
+      debts.set(key, debt, ttlMs(ttlSeconds))
       return { settledFlux, debt }
     },
     async addDebt(key, units, ttlSeconds) {
-      const { value, entry } = store.increment(key, units)
-      entry.expiresAt = Date.now() + ttlSeconds * 1000
-      return value
+      const debt = (debts.get(key) ?? 0) + units
+      debts.set(key, debt, ttlMs(ttlSeconds))
+      return debt
     },
     async peekDebt(key) {
-      return Number(store.get(key)?.value ?? 0)
+      return debts.get(key) ?? 0
     },
   }
 }
 
-export function createMemoryAdapters(): Adapters {
+export function createMemoryAdapters(options: MemoryAdaptersOptions = {}): Adapters {
   return {
     kind: 'memory',
-    cache: createMemoryCache(),
-    pubsub: createMemoryPubSub(),
-    counters: createMemoryCounters(),
+    cache: createMemoryCache(options),
+    pubsub: createMemoryPubSub(options),
+    counters: createMemoryCounters(options),
     ping: async () => {},
     close: async () => {},
   }

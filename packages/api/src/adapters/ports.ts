@@ -4,11 +4,34 @@
  * embedded default); one contract suite (`contract.test.ts`) runs against both.
  */
 
+/** A read of a guarded entry (see `Cache.read`). */
+export interface GuardedRead {
+  /** The cached value; null on a miss. */
+  value: string | null
+  /** Names the last invalidation this read saw; pass it to `fill`. */
+  version: string
+}
+
 export interface Cache {
   get: (key: string) => Promise<string | null>
   /** Stores `value`; with `ttlSeconds` it expires after that many seconds. */
   set: (key: string, value: string, ttlSeconds?: number) => Promise<void>
+  /** Deletes plain and guarded entries alike. */
   del: (...keys: string[]) => Promise<void>
+
+  /*
+   * Guarded entries: read-through copies of a source of truth (Postgres) that can
+   * never go back in time. A reader calls `read`; on a miss it reads the source and
+   * calls `fill` with the version `read` returned. A writer changes the source, then
+   * calls `invalidate`. A fill is refused when an invalidation ran since its read,
+   * so a reader that read the source before a write cannot put the old value back.
+   * Guarded keys are used only through these three (and `del`), never `get`/`set`.
+   */
+  read: (key: string) => Promise<GuardedRead>
+  /** Stores `value` unless `key` was invalidated (or filled) since the `read` that returned `version`; true when stored. */
+  fill: (key: string, value: string, version: string, ttlSeconds: number) => Promise<boolean>
+  /** Drops the value and starts a new version; the marker lives `ttlSeconds`, longer than any read-then-fill takes. */
+  invalidate: (key: string, ttlSeconds: number) => Promise<void>
 }
 
 export type MessageHandler = (message: string) => void
@@ -16,8 +39,19 @@ export type Unsubscribe = () => Promise<void>
 
 export interface PubSub {
   publish: (channel: string, message: string) => Promise<void>
-  /** Delivers every later message on `channel` to `handler` until the returned function is called. */
+  /**
+   * Delivers every later message on `channel` to `handler` until the returned
+   * function is called. Resolves only once the channel is confirmed subscribed (a
+   * message published after that is delivered); when subscribing fails it rejects
+   * and leaves nothing behind, so a later call tries again.
+   */
   subscribe: (channel: string, handler: MessageHandler) => Promise<Unsubscribe>
+}
+
+/** Seams both adapters accept, so tests can inject failures and delays. */
+export interface AdapterHooks {
+  /** Runs before a channel is subscribed (once per channel, not per handler); a rejection fails that subscribe. */
+  beforeSubscribe?: (channel: string) => Promise<void>
 }
 
 export interface WindowHit {

@@ -1,6 +1,8 @@
+import { randomUUID } from 'node:crypto'
+
 import { Redis } from 'ioredis'
 
-import type { Adapters, AtomicCounters, Cache, MessageHandler, PubSub } from './ports.ts'
+import type { AdapterHooks, Adapters, AtomicCounters, Cache, MessageHandler, PubSub } from './ports.ts'
 
 // Fixed window: the first hit of a window sets its expiry.
 const HIT_WINDOW = `
@@ -27,7 +29,24 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 return debt
 `
 
-export interface RedisAdaptersOptions {
+// Guarded entries are hashes: `v` the value (absent on a miss), `g` the version
+// the last invalidation set. A fill lands only on a miss whose version is still
+// the one its reader saw.
+const FILL_GUARDED = `
+local v, g = unpack(redis.call('HMGET', KEYS[1], 'v', 'g'))
+if v or (g or '') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'g', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+`
+
+const INVALIDATE_GUARDED = `
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'g', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+`
+
+export interface RedisAdaptersOptions extends AdapterHooks {
   url: string
   /** Prepended to every key and channel, so deployments (or test files) can share a server. */
   prefix?: string
@@ -45,7 +64,7 @@ function connect(url: string, queueWhileOffline: boolean): Redis {
   })
 }
 
-export async function createRedisAdapters({ url, prefix = '' }: RedisAdaptersOptions): Promise<Adapters> {
+export async function createRedisAdapters({ url, prefix = '', beforeSubscribe }: RedisAdaptersOptions): Promise<Adapters> {
   const client = connect(url, false)
   // Subscribed connections cannot run other commands, so pub/sub gets its own.
   const subscriber = connect(url, true)
@@ -68,11 +87,26 @@ export async function createRedisAdapters({ url, prefix = '' }: RedisAdaptersOpt
       if (keys.length > 0)
         await client.del(...keys.map(key => prefix + key))
     },
+    async read(key) {
+      const [value, version] = await client.hmget(prefix + key, 'v', 'g')
+      return { value: value ?? null, version: version ?? '' }
+    },
+    async fill(key, value, version, ttlSeconds) {
+      return await client.eval(FILL_GUARDED, 1, prefix + key, value, version, Math.max(1, Math.ceil(ttlSeconds))) === 1
+    },
+    async invalidate(key, ttlSeconds) {
+      await client.eval(INVALIDATE_GUARDED, 1, prefix + key, randomUUID(), Math.max(1, Math.ceil(ttlSeconds)))
+    },
   }
 
-  const handlers = new Map<string, Set<MessageHandler>>()
+  interface Channel {
+    handlers: Set<MessageHandler>
+    /** Settles when Redis confirms the SUBSCRIBE (or refuses it). */
+    confirmed: Promise<void>
+  }
+  const channels = new Map<string, Channel>()
   subscriber.on('message', (channel: string, message: string) => {
-    for (const handler of [...(handlers.get(channel) ?? [])]) {
+    for (const handler of [...(channels.get(channel)?.handlers ?? [])]) {
       try {
         handler(message)
       }
@@ -89,17 +123,42 @@ export async function createRedisAdapters({ url, prefix = '' }: RedisAdaptersOpt
     async subscribe(channel, handler) {
       const name = prefix + channel
       const subscription: MessageHandler = message => handler(message)
-      let set = handlers.get(name)
-      if (!set) {
-        set = new Set()
-        handlers.set(name, set)
-        await subscriber.subscribe(name)
+      let entry = channels.get(name)
+      if (!entry) {
+        const created: Channel = {
+          handlers: new Set(),
+          confirmed: (async () => {
+            await beforeSubscribe?.(channel)
+            await subscriber.subscribe(name)
+          })(),
+        }
+        // A refused channel leaves no entry, so the next subscribe sends SUBSCRIBE again.
+        created.confirmed.catch(() => {
+          if (channels.get(name) === created)
+            channels.delete(name)
+        })
+        channels.set(name, created)
+        entry = created
       }
-      set.add(subscription)
+      const joined = entry
+      // Every subscriber of the channel waits for the one SUBSCRIBE; joined first, so
+      // an unsubscribe in between cannot drop the channel under us.
+      joined.handlers.add(subscription)
+      try {
+        await joined.confirmed
+      }
+      catch (error) {
+        joined.handlers.delete(subscription)
+        throw error
+      }
+      let active = true
       return async () => {
-        set.delete(subscription)
-        if (set.size === 0 && handlers.get(name) === set) {
-          handlers.delete(name)
+        if (!active)
+          return
+        active = false
+        joined.handlers.delete(subscription)
+        if (joined.handlers.size === 0 && channels.get(name) === joined) {
+          channels.delete(name)
           await subscriber.unsubscribe(name).catch(() => {})
         }
       }
