@@ -3,12 +3,13 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 
 import { createDb } from '@airi/db'
+import { cacheBarrier } from '@airi/tooling/test/cache-barrier'
 import { createTestDatabase, testRedisPrefix, type TestDatabase } from '@airi/tooling/test/test-database'
 
 import { createMemoryAdapters } from '../adapters/memory.ts'
-import type { Adapters } from '../adapters/ports.ts'
+import type { Adapters, Cache } from '../adapters/ports.ts'
 import { createRedisAdapters } from '../adapters/redis.ts'
-import { channels } from '../adapters/keys.ts'
+import { channels, keys } from '../adapters/keys.ts'
 import { ApiError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 import { silentLogger } from '../logger.ts'
@@ -27,9 +28,9 @@ afterAll(async () => {
 })
 
 /** One "service container": its own pool, its own adapter connections, its own memory. */
-async function container(adapters: Adapters, logger: Logger = silentLogger): Promise<ConfigService> {
+async function container(adapters: Adapters, logger: Logger = silentLogger, cache: Cache = adapters.cache): Promise<ConfigService> {
   const db = createDb({ connectionString: database.url, maxConnections: 2 })
-  const config = await createConfigService({ db, cache: adapters.cache, pubsub: adapters.pubsub, logger })
+  const config = await createConfigService({ db, cache, pubsub: adapters.pubsub, logger })
   closers.push(() => db.destroy(), () => adapters.close(), () => config.close())
   return config
 }
@@ -124,5 +125,34 @@ describe('operator config across instances (shared Postgres and Redis)', () => {
     expect(warnings).toHaveLength(2)
     // The instance still serves its entries afterwards.
     expect(await second.get('FLUX_PER_REQUEST')).toBe(9)
+  })
+})
+
+describe.each([
+  ['in-process', async () => createMemoryAdapters()],
+  ['redis', () => createRedisAdapters({ url: inject('redisUrl'), prefix: testRedisPrefix() })],
+] as Array<[string, () => Promise<Adapters>]>)('operator config cache consistency (%s)', (_name, create) => {
+  it('a reader that missed the cache and read Postgres before a set cannot write the old value back', async () => {
+    const adapters = await create()
+    const barrier = cacheBarrier(adapters.cache)
+    const reader = await container(adapters, silentLogger, barrier.cache)
+    const writer = await container(adapters)
+    await writer.set('MAX_CHECKOUT_AMOUNT_CENTS', 1000)
+    // As after the cached copy expired.
+    await adapters.cache.del(keys.config('MAX_CHECKOUT_AMOUNT_CENTS'))
+
+    // The reader misses memory and Redis, reads 1000 from Postgres, and stops before writing it back…
+    const pause = barrier.pauseNextWrite()
+    const read = reader.get('MAX_CHECKOUT_AMOUNT_CENTS')
+    await pause.reached
+    // …while another instance stores a new value…
+    await writer.set('MAX_CHECKOUT_AMOUNT_CENTS', 2000)
+    // …and only then finishes.
+    pause.release()
+    expect(await read).toBe(1000)
+
+    // An instance with nothing in memory reads through the shared cache: it must see the set.
+    const fresh = await container(adapters)
+    expect(await fresh.get('MAX_CHECKOUT_AMOUNT_CENTS')).toBe(2000)
   })
 })

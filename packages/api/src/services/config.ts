@@ -52,7 +52,8 @@ export interface ConfigServiceDeps {
 export type ConfigService = Awaited<ReturnType<typeof createConfigService>>
 
 /**
- * Operator config: durable in `config_entries`, cached in Redis (`config:{key}`)
+ * Operator config: durable in `config_entries`, cached in Redis (`config:{key}`, a
+ * guarded entry: a reader never writes back a value older than the last `set`)
  * and in each instance's memory, which every instance drops when any of them
  * publishes on `config:invalidate`.
  */
@@ -80,19 +81,22 @@ export async function createConfigService({ db, cache, pubsub, logger, localTtlM
 
     const generation = generations.get(key) ?? 0
     let stored: unknown
-    const cached = await cache.get(keys.config(key)).catch((error: unknown) => {
+    const cached = await cache.read(keys.config(key)).catch((error: unknown) => {
       logger.warn({ err: error, key }, 'config cache read failed; reading Postgres')
-      return null
+      return undefined
     })
-    if (cached !== null) {
-      stored = JSON.parse(cached) ?? undefined
+    if (cached?.value != null) {
+      stored = JSON.parse(cached.value) ?? undefined
     }
     else {
       const row = await db.selectFrom('config_entries').select('value').where('key', '=', key).executeTakeFirst()
       stored = row?.value ?? undefined
-      await cache.set(keys.config(key), JSON.stringify(stored ?? null), CACHE_TTL_SECONDS).catch((error: unknown) => {
-        logger.warn({ err: error, key }, 'config cache write failed')
-      })
+      // Refused when a `set` invalidated the entry after our read: what we read may be older.
+      if (cached) {
+        await cache.fill(keys.config(key), JSON.stringify(stored ?? null), cached.version, CACHE_TTL_SECONDS).catch((error: unknown) => {
+          logger.warn({ err: error, key }, 'config cache write failed')
+        })
+      }
     }
     if ((generations.get(key) ?? 0) === generation)
       local.set(key, { stored, expiresAt: Date.now() + localTtlMs })
@@ -166,8 +170,10 @@ export async function createConfigService({ db, cache, pubsub, logger, localTtlM
         .execute()
 
       forget(key)
-      await cache.set(keys.config(key), json, CACHE_TTL_SECONDS).catch((error: unknown) => {
-        logger.warn({ err: error, key }, 'config cache write failed')
+      // Invalidate rather than write the new value: two racing sets could otherwise
+      // land in Redis in the wrong order. The next read fills it from Postgres.
+      await cache.invalidate(keys.config(key), CACHE_TTL_SECONDS).catch((error: unknown) => {
+        logger.warn({ err: error, key }, 'config cache invalidation failed; other instances may read the old value until it expires')
       })
       await pubsub.publish(channels.configInvalidate(), createConfigInvalidatedMessage(key)).catch((error: unknown) => {
         logger.warn({ err: error, key }, 'config invalidation publish failed; other instances refresh within their TTL')
