@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto'
 import { sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 
+import { cacheBarrier } from '@airi/tooling/test/cache-barrier'
 import { createTestMeter } from '@airi/tooling/test/metrics'
 import { createTestDatabase, testRedisPrefix, type TestDatabase } from '@airi/tooling/test/test-database'
 
@@ -77,9 +78,9 @@ describe('balance', () => {
   it('reads through the cache and sees every write at once', async () => {
     const userId = newUser()
     expect(await billing.getBalance(userId)).toBe(INITIAL)
-    expect(await redis.cache.get(keys.userFlux(userId))).toBe(String(INITIAL))
+    expect((await redis.cache.read(keys.userFlux(userId))).value).toBe(String(INITIAL))
     await billing.debit({ userId, amount: 30, requestId: 'r1' })
-    expect(await redis.cache.get(keys.userFlux(userId))).toBeNull()
+    expect((await redis.cache.read(keys.userFlux(userId))).value).toBeNull()
     expect(await billing.getBalance(userId)).toBe(70)
   })
 })
@@ -212,7 +213,7 @@ describe('account deletion', () => {
     await billing.getBalance(userId)
     await billing.deleteAllForUser(userId)
     await billing.deleteAllForUser(userId) // idempotent
-    expect(await redis.cache.get(keys.userFlux(userId))).toBeNull()
+    expect((await redis.cache.read(keys.userFlux(userId))).value).toBeNull()
     const row = await database.db.selectFrom('user_flux').selectAll().where('user_id', '=', userId).executeTakeFirstOrThrow()
     expect(row.deleted_at).toBeInstanceOf(Date)
     expect(await ledger(userId)).toHaveLength(1)
@@ -242,7 +243,7 @@ describe.each([
     const meter = meterFor(1000)
     const units = Array.from({ length: 1000 }, () => 1 + Math.floor(Math.random() * 120))
     const total = units.reduce((sum, u) => sum + u, 0)
-    await Promise.all(units.map((u, i) => meter.accumulate(userId, u, `chunk-${i}`)))
+    await Promise.all(units.map((u, i) => meter.accumulate({ userId, units: u, callId: `chunk-${i}` })))
 
     const debited = (await ledger(userId)).filter(row => row.type === 'debit').reduce((sum, row) => sum + row.amount, 0)
     expect(debited).toBe(Math.floor(total / 1000))
@@ -257,7 +258,7 @@ describe.each([
     await meterBilling.getBalance(userId)
     await database.db.updateTable('user_flux').set({ flux: 0 }).where('user_id', '=', userId).execute()
     await adapters.cache.del(keys.userFlux(userId))
-    await expect(meter.accumulate(userId, 25, 'poor')).rejects.toMatchObject({ status: 402 })
+    await expect(meter.accumulate({ userId, units: 25, callId: 'poor' })).rejects.toMatchObject({ status: 402 })
     expect(await meter.peekDebt(userId)).toBe(25)
     await expect(meter.assertCanAfford(userId)).rejects.toMatchObject({ status: 402, code: 'INSUFFICIENT_FLUX' })
   })
@@ -269,9 +270,58 @@ describe.each([
       name: 'switchable',
       resolveRuntime: async () => ({ unitsPerFlux, debtTtlSeconds: 60 }),
     })
-    expect(await meter.accumulate(userId, 150, 'a')).toEqual({ settledFlux: 1, debt: 50 })
+    expect(await meter.accumulate({ userId, units: 150, callId: 'a' })).toEqual({ settledFlux: 1, debt: 50 })
     unitsPerFlux = 10
-    expect(await meter.accumulate(userId, 5, 'b')).toEqual({ settledFlux: 5, debt: 5 })
+    expect(await meter.accumulate({ userId, units: 5, callId: 'b' })).toEqual({ settledFlux: 5, debt: 5 })
     await meter.assertCanAfford(userId, 1000)
+  })
+
+  it('a request that meters several times is charged for every call; a reused call id is refused and its units stay owed', async () => {
+    const userId = newUser()
+    const meter = meterFor(100)
+    expect(await meter.accumulate({ userId, units: 150, callId: 'stream-1:0' })).toEqual({ settledFlux: 1, debt: 50 })
+    expect(await meter.accumulate({ userId, units: 250, callId: 'stream-1:1' })).toEqual({ settledFlux: 3, debt: 0 })
+
+    // The same id again: before, billing answered the first row and these 2 Flux were lost.
+    await expect(meter.accumulate({ userId, units: 200, callId: 'stream-1:1' })).rejects.toMatchObject({ status: 409, code: 'REQUEST_ID_REUSED' })
+    expect(await meter.peekDebt(userId)).toBe(200)
+    expect(await meter.accumulate({ userId, units: 0, callId: 'stream-1:2' })).toEqual({ settledFlux: 2, debt: 0 })
+
+    const debits = (await ledger(userId)).filter(row => row.type === 'debit')
+    expect(debits.map(row => [row.request_id, row.amount])).toEqual([['meter:tts:stream-1:0', 1], ['meter:tts:stream-1:1', 3], ['meter:tts:stream-1:2', 2]])
+    expect(await meterBilling.getBalance(userId)).toBe(1_000_000 - 6)
+  })
+})
+
+describe.each([
+  ['in-process', async () => createMemoryAdapters()],
+  ['redis', () => createRedisAdapters({ url: inject('redisUrl'), prefix: testRedisPrefix() })],
+] as Array<[string, () => Promise<Adapters>]>)('balance cache consistency (%s)', (_name, create) => {
+  let adapters: Adapters
+  beforeAll(async () => {
+    adapters = await create()
+  })
+  afterAll(() => adapters.close())
+
+  it('a reader that missed the cache and read Postgres before a debit cannot write the old balance back', async () => {
+    const barrier = cacheBarrier(adapters.cache)
+    const reader = createBillingService({ db: database.db, cache: barrier.cache, logger: silentLogger, metrics: createMetrics(), initialFlux: async () => INITIAL })
+    const writer = createBillingService({ db: database.db, cache: adapters.cache, logger: silentLogger, metrics: createMetrics(), initialFlux: async () => INITIAL })
+    const userId = newUser()
+    await writer.credit({ userId, amount: 1, requestId: 'open' })
+    // As after the cached balance expired.
+    await adapters.cache.del(keys.userFlux(userId))
+
+    // The reader misses, reads 101 from Postgres, and stops before writing it back…
+    const pause = barrier.pauseNextWrite()
+    const read = reader.getBalance(userId)
+    await pause.reached
+    // …while another instance debits…
+    await writer.debit({ userId, amount: 30, requestId: 'spend' })
+    // …and only then finishes.
+    pause.release()
+    expect(await read).toBe(INITIAL + 1)
+
+    expect(await writer.getBalance(userId)).toBe(INITIAL + 1 - 30)
   })
 })

@@ -6,7 +6,7 @@ import { ApiError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 import type { Metrics } from '../metrics.ts'
 
-/** How long a cached balance is trusted; every write drops it, so this only bounds a rare stale read. */
+/** How long a cached balance lives; every write invalidates it, and a fill older than a write is refused. */
 const BALANCE_CACHE_TTL_SECONDS = 60
 
 /** One ledger row as callers see it. A replayed write answers with the row the first write made. */
@@ -31,6 +31,12 @@ interface WriteInput {
   requestId: string
   description?: string
   metadata?: Record<string, unknown>
+  /**
+   * true: a `requestId` already used is refused (409 REQUEST_ID_REUSED, nothing
+   * written) instead of answered with the first row, for callers whose every call
+   * must move Flux (the meter, which has already taken the units out of its debt).
+   */
+  refuseReplay?: boolean
 }
 
 export interface DebitInput extends WriteInput {
@@ -95,15 +101,19 @@ function insufficientFlux(balance: number, requested: number): ApiError {
 /**
  * The only writer of balances. Every write is one transaction: lock the user's
  * balance row, answer a replay of the same (user, requestId) with the row it made,
- * otherwise update the balance and append the ledger row. The balance cache is
- * dropped after commit, best effort.
+ * otherwise update the balance and append the ledger row. The cached balance is
+ * invalidated after commit (best effort); a reader that read Postgres before the
+ * write cannot put its older balance back (a guarded cache entry).
  */
 export function createBillingService({ db, cache, logger, metrics, initialFlux }: BillingServiceDeps) {
   async function dropCache(userId: string): Promise<void> {
-    await cache.del(keys.userFlux(userId)).catch((error: unknown) => {
-      logger.warn({ err: error, userId }, 'could not drop the cached balance; it expires on its own')
+    await cache.invalidate(keys.userFlux(userId), BALANCE_CACHE_TTL_SECONDS).catch((error: unknown) => {
+      logger.warn({ err: error, userId }, 'could not invalidate the cached balance; it expires on its own')
     })
   }
+
+  const requestIdReused = (requestId: string) =>
+    new ApiError(409, 'REQUEST_ID_REUSED', 'This request id was already used for another write', { requestId })
 
   /**
    * Opens the user's account: the balance row with INITIAL_USER_FLUX and its
@@ -158,8 +168,11 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux }
         const replay = await trx.selectFrom('flux_transaction').selectAll()
           .where('user_id', '=', input.userId).where('request_id', '=', input.requestId)
           .executeTakeFirst()
-        if (replay)
+        if (replay) {
+          if (input.refuseReplay)
+            throw requestIdReused(input.requestId)
           return { entry: toEntry(replay), replayed: true }
+        }
 
         const { type, amount, metadata } = compute(account.flux)
         const balanceAfter = type === 'debit' ? account.flux - amount : account.flux + amount
@@ -201,8 +214,11 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux }
       if ((error as { code?: string }).code === UNIQUE_VIOLATION) {
         const replay = await db.selectFrom('flux_transaction').selectAll()
           .where('user_id', '=', input.userId).where('request_id', '=', input.requestId).executeTakeFirst()
-        if (replay)
+        if (replay) {
+          if (input.refuseReplay)
+            throw requestIdReused(input.requestId)
           return toEntry(replay)
+        }
       }
       throw error
     }
@@ -211,12 +227,13 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux }
   return {
     /** The balance, through the cache; the first read creates the account. */
     async getBalance(userId: string): Promise<number> {
-      const cached = await cache.get(keys.userFlux(userId)).catch((error: unknown) => {
+      const key = keys.userFlux(userId)
+      const cached = await cache.read(key).catch((error: unknown) => {
         logger.warn({ err: error, userId }, 'balance cache unavailable; reading Postgres')
-        return null
+        return undefined
       })
-      if (cached !== null && /^\d+$/.test(cached))
-        return Number(cached)
+      if (cached?.value != null && /^\d+$/.test(cached.value))
+        return Number(cached.value)
 
       const readBalance = () => db.selectFrom('user_flux').select('flux')
         .where('user_id', '=', userId).where('deleted_at', 'is', null).executeTakeFirst()
@@ -227,7 +244,9 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux }
       }
       if (!account)
         throw accountNotFound()
-      await cache.set(keys.userFlux(userId), String(account.flux), BALANCE_CACHE_TTL_SECONDS).catch(() => {})
+      // Refused when a write invalidated the balance after our cache read: ours may be older.
+      if (cached)
+        await cache.fill(key, String(account.flux), cached.version, BALANCE_CACHE_TTL_SECONDS).catch(() => {})
       return account.flux
     },
 

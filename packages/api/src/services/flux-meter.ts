@@ -24,6 +24,19 @@ export interface FluxMeterOptions {
   resolveRuntime: () => Promise<MeterRuntime>
 }
 
+export interface AccumulateInput {
+  userId: string
+  /** Usage of this call, in whole units (e.g. TTS characters). */
+  units: number
+  /**
+   * Names this one call; the Flux it settles are debited under it. Unique per call:
+   * a request that meters several times (a stream, chunk by chunk) passes
+   * `${requestId}:${n}`. A reused id is refused (409 REQUEST_ID_REUSED) and its
+   * units stay owed, so nothing is lost; a call is not retried by repeating it.
+   */
+  callId: string
+}
+
 export interface Accumulation {
   /** Whole Flux settled by this call and debited. */
   settledFlux: number
@@ -62,10 +75,10 @@ export function createFluxMeterFactory({ billing, counters, logger }: FluxMeterD
 
       /**
        * After the upstream call: adds `units` to the debt and debits the whole Flux
-       * it settles, under `requestId`. When the debit fails the units go back, so
-       * nothing is lost or charged twice.
+       * it settles, under `callId`. When the debit fails (or `callId` was already
+       * used) the units go back, so nothing is lost or charged twice.
        */
-      async accumulate(userId: string, units: number, requestId: string): Promise<Accumulation> {
+      async accumulate({ userId, units, callId }: AccumulateInput): Promise<Accumulation> {
         if (!Number.isSafeInteger(units) || units < 0)
           throw new ApiError(400, 'INVALID_UNITS', 'Units must be a non-negative whole number')
         const { unitsPerFlux, debtTtlSeconds } = await runtime()
@@ -77,9 +90,11 @@ export function createFluxMeterFactory({ billing, counters, logger }: FluxMeterD
           await billing.debit({
             userId,
             amount: settlement.settledFlux,
-            requestId: `meter:${name}:${requestId}`,
+            requestId: `meter:${name}:${callId}`,
             description: `${name} usage`,
             metadata: { meter: name, units: settlement.settledFlux * unitsPerFlux },
+            // A replay would answer the first call's row and move nothing: those units would be lost.
+            refuseReplay: true,
           })
           return settlement
         }
