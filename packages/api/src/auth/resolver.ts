@@ -6,6 +6,12 @@ import type { Auth } from './auth.ts'
 
 /** How long the JWKS read from the database is trusted before it is read again. */
 const JWKS_TTL_MS = 5 * 60_000
+/**
+ * The least time between two reloads for a token whose key we do not know. A key
+ * rotated in the meantime is picked up by then; tokens naming made-up keys cannot
+ * turn every request into a database read.
+ */
+const JWKS_RELOAD_COOLDOWN_MS = 30_000
 
 interface UserRow {
   id: string
@@ -38,13 +44,26 @@ function bearerToken(headers: Headers): string | undefined {
  */
 export function createRequestAuthResolver({ auth, issuer, audience, logger }: { auth: Auth, issuer: string, audience: string, logger: Logger }): RequestAuthResolver {
   let keySet: { verify: ReturnType<typeof createLocalJWKSet>, loadedAt: number } | undefined
+  // One load at a time: concurrent requests that need keys share it.
+  let loading: Promise<NonNullable<typeof keySet>> | undefined
 
+  /** The key set; `force` (a token named an unknown key) reloads it unless it was loaded within the cooldown. */
   async function loadKeys(force: boolean) {
-    if (!keySet || force || Date.now() - keySet.loadedAt > JWKS_TTL_MS) {
-      const jwks = await auth.api.getJwks() as JSONWebKeySet
-      keySet = { verify: createLocalJWKSet(jwks), loadedAt: Date.now() }
+    const age = keySet ? Date.now() - keySet.loadedAt : Number.POSITIVE_INFINITY
+    if (age > JWKS_TTL_MS || (force && age >= JWKS_RELOAD_COOLDOWN_MS)) {
+      loading ??= (async () => {
+        try {
+          const jwks = await auth.api.getJwks() as JSONWebKeySet
+          keySet = { verify: createLocalJWKSet(jwks), loadedAt: Date.now() }
+          return keySet
+        }
+        finally {
+          loading = undefined
+        }
+      })()
+      return (await loading).verify
     }
-    return keySet.verify
+    return keySet!.verify
   }
 
   async function verifyAccessToken(token: string): Promise<JWTPayload | null> {
@@ -53,7 +72,7 @@ export function createRequestAuthResolver({ auth, issuer, audience, logger }: { 
       return (await jwtVerify(token, await loadKeys(false), options)).payload
     }
     catch (error) {
-      // A key rotated since we loaded the set: reload once and retry.
+      // A key rotated since we loaded the set: reload (at most once per cooldown) and retry.
       if (error instanceof joseErrors.JWKSNoMatchingKey) {
         try {
           return (await jwtVerify(token, await loadKeys(true), options)).payload
