@@ -6,7 +6,7 @@ export { AUTH_BASE_PATH, ELECTRON_RELAY_PATH, SIGN_IN_PATH, type AuthSettings } 
 export type { TrustedClient } from './auth/trusted-clients.ts'
 export { configEntries, configKeys, isConfigKey, type ConfigKey, type ConfigValue } from './config/entries.ts'
 export type { AuthInput, AuthSession, AuthUser, Context, LiveConnection, RequestAuth, RequestAuthResolver } from './context.ts'
-export { ApiError, toHttpErrorBody, type HttpErrorBody } from './errors.ts'
+export { ApiError, outageError, probeOutage, retryAfterSeconds, toHttpErrorBody, type HttpErrorBody } from './errors.ts'
 export type { Logger } from './logger.ts'
 export { silentLogger } from './logger.ts'
 export { migrateDatabase, type MigrationReport } from './migrate.ts'

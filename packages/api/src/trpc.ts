@@ -3,8 +3,9 @@ import type { TRPC_ERROR_CODE_KEY } from '@trpc/server'
 import { TRPC_ERROR_CODES_BY_KEY } from '@trpc/server/rpc'
 
 import type { Context } from './context.ts'
-import { ApiError } from './errors.ts'
+import { ApiError, outageError } from './errors.ts'
 import { guardedTransformer } from './input-guard.ts'
+import type { Logger } from './logger.ts'
 
 const codeByStatus: Record<number, TRPC_ERROR_CODE_KEY> = {
   400: 'BAD_REQUEST',
@@ -91,13 +92,41 @@ const t = initTRPC.context<Context>().meta<ProcedureMeta>().create({
 export const createRouter = t.router
 export const createCallerFactory = t.createCallerFactory
 
-/** Turns a domain error thrown by a resolver into its tRPC error. */
-const mapDomainErrors = t.middleware(async ({ next }) => {
+/** The tRPC error for a domain error or an outage (Postgres or Redis unreachable); undefined for anything else. */
+function mappedError(error: unknown, logger: Logger): TRPCError | undefined {
+  const cause = error instanceof TRPCError ? error.cause : error
+  if (cause instanceof ApiError)
+    return toTRPCError(cause)
+  const outage = outageError(cause)
+  if (outage)
+    logger.warn({ err: cause }, 'dependency unavailable')
+  return outage && toTRPCError(outage)
+}
+
+/** Maps what a subscription throws after it started, where no middleware is on the stack any more. */
+async function* mapErrorsOf<T>(source: AsyncIterable<T>, logger: Logger): AsyncGenerator<T> {
+  try {
+    yield* source
+  }
+  catch (error) {
+    throw mappedError(error, logger) ?? error
+  }
+}
+
+/** Turns a domain error or an outage thrown by a resolver (or a subscription's stream) into its tRPC error. */
+const mapDomainErrors = t.middleware(async ({ ctx, type, next }) => {
   const result = await next()
-  if (!result.ok && result.error.cause instanceof ApiError)
-    throw toTRPCError(result.error.cause)
+  const mapped = result.ok ? undefined : mappedError(result.error, ctx.logger)
+  if (mapped)
+    throw mapped
+  if (result.ok && type === 'subscription' && isAsyncIterable(result.data))
+    return { ...result, data: mapErrorsOf(result.data, ctx.logger) }
   return result
 })
+
+function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
+  return typeof value === 'object' && value !== null && Symbol.asyncIterator in value
+}
 
 export const publicProcedure = t.procedure.use(mapDomainErrors).meta({ access: 'public' })
 

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { z } from 'zod'
 
-import { ApiError, type Api, type AuthUser } from '@airi/api'
+import { ApiError, outageError, retryAfterSeconds, type Api, type AuthUser } from '@airi/api'
 
 import { toHeaders } from './trpc.ts'
 
@@ -51,8 +51,16 @@ declare module 'fastify' {
  */
 export const gatewayPlugin: FastifyPluginAsync<GatewayPluginOptions> = async (app, { api }) => {
   app.setErrorHandler((error: Error & { validation?: unknown, statusCode?: number }, request, reply) => {
-    if (error instanceof ApiError)
-      return reply.status(error.status).send(openAiError(error))
+    // Ours, or Postgres/Redis out of reach (503 with retry-after).
+    const domain = error instanceof ApiError ? error : outageError(error)
+    if (domain) {
+      if (domain !== error)
+        request.log.warn({ err: error }, 'dependency unavailable')
+      const retryAfter = retryAfterSeconds(domain)
+      if (retryAfter !== undefined)
+        reply.header('retry-after', retryAfter)
+      return reply.status(domain.status).send(openAiError(domain))
+    }
     if (error.statusCode && error.statusCode < 500)
       return reply.status(error.statusCode).send(openAiError(new ApiError(error.statusCode, 'BAD_REQUEST', error.message)))
     request.log.error({ err: error }, 'gateway request failed')

@@ -9,6 +9,8 @@ import type { WebSocket } from 'ws'
 
 import type { Api, AppRouter, LiveConnection } from '@airi/api'
 
+import { trpcRetryAfter } from './errors.ts'
+
 /** Limits on what one client may hold open (docs/operations.md lists them with their env names). */
 export interface TrpcLimits {
   /** Procedures in one batched call, over HTTP or WebSocket. */
@@ -111,6 +113,7 @@ export const trpcPlugin: FastifyPluginAsync<TrpcPluginOptions> = async (app, { a
       logger: req.log,
     }),
     onError,
+    responseMeta: trpcRetryAfter,
   } satisfies FastifyTRPCPluginOptions<AppRouter>['trpcOptions']
   await app.register(fastifyTRPCPlugin, { trpcOptions })
 

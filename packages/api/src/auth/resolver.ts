@@ -1,6 +1,7 @@
 import { createLocalJWKSet, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTPayload } from 'jose'
 
 import type { AuthInput, RequestAuth, RequestAuthResolver } from '../context.ts'
+import { outageError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 import type { Auth } from './auth.ts'
 
@@ -81,6 +82,9 @@ export function createRequestAuthResolver({ auth, issuer, audience, logger }: { 
           return null
         }
       }
+      // Our key store out of reach says nothing about the token: the caller answers 503.
+      if (outageError(error))
+        throw error
       if (!(error instanceof joseErrors.JOSEError))
         logger.warn({ err: error }, 'unexpected error verifying an access token')
       return null
