@@ -1,5 +1,5 @@
 import type { Migration, MigrationProvider, MigrationResult } from 'kysely'
-import { Migrator } from 'kysely'
+import { Migrator, sql } from 'kysely'
 
 import type { Db } from './pool.ts'
 import { migrations } from './migrations/index.ts'
@@ -21,4 +21,28 @@ export async function migrateToLatest(db: Db): Promise<MigrationResult[]> {
   if (error)
     throw new MigrationError(results.find(result => result.status === 'Error')?.migrationName, error)
   return results
+}
+
+/**
+ * The session-level advisory lock Kysely's migrator takes on Postgres (its
+ * `PostgresAdapter` lock id). Holding the same lock, the rest of start-up's schema
+ * and seed work queues behind any instance that is migrating, and vice versa.
+ */
+const MIGRATION_LOCK_ID = BigInt('3853314791062309107')
+
+/**
+ * Runs `work` while holding the migration lock, on the one connection that holds
+ * it (`locked`). Instances starting together take turns. Advisory locks are
+ * re-entrant per session, so `migrateToLatest(locked)` inside does not wait on us.
+ */
+export async function withMigrationLock<T>(db: Db, work: (locked: Db) => Promise<T>): Promise<T> {
+  return db.connection().execute(async (locked) => {
+    await sql`select pg_advisory_lock(${sql.lit(MIGRATION_LOCK_ID)})`.execute(locked)
+    try {
+      return await work(locked)
+    }
+    finally {
+      await sql`select pg_advisory_unlock(${sql.lit(MIGRATION_LOCK_ID)})`.execute(locked)
+    }
+  })
 }
