@@ -9,7 +9,8 @@ import { AUTH_BASE_PATH, type AuthSettings } from './auth/options.ts'
 import { createRequestAuthResolver } from './auth/resolver.ts'
 import { createSessionGuard } from './auth/session-guard.ts'
 import { seedTrustedClients, type TrustedClient } from './auth/trusted-clients.ts'
-import type { AuthInput, Context } from './context.ts'
+import type { AuthInput, Context, RequestAuthResolver } from './context.ts'
+import { ApiError, outageError, probeOutage } from './errors.ts'
 import type { Logger } from './logger.ts'
 import { createMetrics } from './metrics.ts'
 import { appRouter } from './routers/root.ts'
@@ -27,6 +28,7 @@ import { createLlmGateway } from './services/llm-gateway.ts'
 import { createMetaService } from './services/meta.ts'
 import { createProviderService } from './services/providers.ts'
 import { createUserDeletionRegistry } from './services/user-deletion.ts'
+import { toTRPCError } from './trpc.ts'
 
 export interface ApiDeps {
   db: Db
@@ -88,7 +90,18 @@ export async function createApi(deps: ApiDeps) {
   await auth.$context
   const baseUrl = deps.auth.baseUrl.replace(/\/$/, '')
   await seedTrustedClients({ auth, db, clients: deps.auth.trustedClients ?? [], resource: baseUrl })
-  const resolveAuth = createRequestAuthResolver({ auth, issuer: `${baseUrl}${AUTH_BASE_PATH}`, audience: baseUrl, logger })
+  const resolveRequestAuth = createRequestAuthResolver({ auth, issuer: `${baseUrl}${AUTH_BASE_PATH}`, audience: baseUrl, logger })
+  const pingPostgres = async () => {
+    await db.selectNoFrom(eb => eb.lit(1).as('ok')).execute()
+  }
+  // better-auth turns a failed database read into its own generic 500, so a failure
+  // that does not name its cause is checked against Postgres: an outage answers 503.
+  const resolveAuth: RequestAuthResolver = input => resolveRequestAuth(input).catch(async (error: unknown) => {
+    const outage = outageError(error) ?? (error instanceof ApiError ? undefined : await probeOutage(pingPostgres))
+    if (outage)
+      logger.warn({ err: error }, 'cannot authenticate a request: dependency unavailable')
+    throw outage ?? error
+  })
 
   const services: Services = {
     billing,
@@ -113,7 +126,10 @@ export async function createApi(deps: ApiDeps) {
     adapters,
     async createContext(input: ContextInput): Promise<Context> {
       return {
-        auth: await resolveAuth(input),
+        // Runs before any procedure, so outside the procedures' error mapping.
+        auth: await resolveAuth(input).catch((error: unknown) => {
+          throw error instanceof ApiError ? toTRPCError(error) : error
+        }),
         services,
         logger: input.logger ?? logger,
         requestId: input.requestId,
@@ -122,9 +138,7 @@ export async function createApi(deps: ApiDeps) {
     },
     /** Readiness checks, by name. */
     checks: {
-      postgres: async () => {
-        await db.selectNoFrom(eb => eb.lit(1).as('ok')).execute()
-      },
+      postgres: pingPostgres,
       ...(adapters.kind === 'redis' ? { redis: () => adapters.ping() } : {}),
     } as Record<string, () => Promise<void>>,
     async close(): Promise<void> {
