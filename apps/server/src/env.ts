@@ -64,6 +64,16 @@ export const envSchema = z.object({
   AUTH_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().positive().default(120),
   /** The load balancers in front of us; unset trusts none (X-Forwarded-* ignored). */
   TRUST_PROXY: trustProxy,
+  /** Limits on what one client may hold open; unset means the default in docs/operations.md. */
+  WS_MAX_CONNECTIONS_PER_USER: z.coerce.number().int().positive().optional(),
+  WS_MAX_CONNECTIONS_PER_IP: z.coerce.number().int().positive().optional(),
+  WS_MAX_SUBSCRIPTIONS_PER_CONNECTION: z.coerce.number().int().positive().optional(),
+  WS_AUTH_GRACE_MS: z.coerce.number().int().positive().optional(),
+  TRPC_MAX_BATCH_SIZE: z.coerce.number().int().positive().optional(),
+  HTTP_REQUEST_TIMEOUT_MS: z.coerce.number().int().positive().optional(),
+  HTTP_CONNECTION_TIMEOUT_MS: z.coerce.number().int().positive().optional(),
+  /** How long a graceful shutdown may wait for open requests and streams before it closes them. */
+  SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().positive().default(10_000),
   RESEND_API_KEY: optionalString,
   /** Sender of every e-mail. */
   EMAIL_FROM: z.string().default('AIRI <noreply@airi.moeru.ai>'),

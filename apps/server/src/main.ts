@@ -1,10 +1,10 @@
 import { pino } from 'pino'
 
-import { EnvError, parseEnv } from './env.ts'
+import { EnvError, parseEnv, type Env } from './env.ts'
 import { service, socialProviders, startRuntime } from './runtime.ts'
 import { buildServer } from './server.ts'
 
-let env
+let env: Env
 try {
   env = parseEnv(process.env)
 }
@@ -24,6 +24,15 @@ const app = await buildServer({
   authRateLimitPerMinute: env.AUTH_RATE_LIMIT_PER_MINUTE,
   trustProxy: env.TRUST_PROXY,
   socialProviders: socialProviders(env),
+  trpcLimits: {
+    socketsPerUser: env.WS_MAX_CONNECTIONS_PER_USER,
+    socketsPerIp: env.WS_MAX_CONNECTIONS_PER_IP,
+    subscriptionsPerSocket: env.WS_MAX_SUBSCRIPTIONS_PER_CONNECTION,
+    authGraceMs: env.WS_AUTH_GRACE_MS,
+    maxBatchSize: env.TRPC_MAX_BATCH_SIZE,
+  },
+  requestTimeoutMs: env.HTTP_REQUEST_TIMEOUT_MS,
+  connectionTimeoutMs: env.HTTP_CONNECTION_TIMEOUT_MS,
 })
 
 let shuttingDown = false
@@ -31,7 +40,17 @@ async function shutdown(signal: string): Promise<void> {
   if (shuttingDown)
     return
   shuttingDown = true
-  logger.info({ signal }, 'shutting down: closing WebSockets, draining requests, closing pools')
+  logger.info({ signal, deadlineMs: env.SHUTDOWN_TIMEOUT_MS }, 'shutting down: closing WebSockets, draining requests, closing pools')
+  // Requests still open at the deadline (a slow client, a long stream) are cut;
+  // if closing the pools hangs too, the process goes anyway.
+  setTimeout(() => {
+    logger.warn('shutdown deadline reached; closing the connections still open')
+    app.server.closeAllConnections()
+  }, env.SHUTDOWN_TIMEOUT_MS).unref()
+  setTimeout(() => {
+    logger.error('shutdown did not finish; exiting')
+    process.exit(1)
+  }, env.SHUTDOWN_TIMEOUT_MS * 2).unref()
   try {
     await app.close()
     await runtime.close()

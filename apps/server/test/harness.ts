@@ -11,7 +11,7 @@ import { startFakeResend, type FakeEmail, type FakeResend } from '@airi/tooling/
 import { createTestDatabase, testRedisPrefix, type TestDatabase } from '@airi/tooling/test/test-database'
 
 import { service } from '../src/runtime.ts'
-import { buildServer } from '../src/server.ts'
+import { buildServer, type BuildServerOptions } from '../src/server.ts'
 
 export const ADMIN_EMAIL = 'admin@example.com'
 /** The test deployment's LLM_ROUTER_MASTER_KEY. */
@@ -33,6 +33,8 @@ export interface TestServerOptions {
   socialProviders?: { github?: boolean, google?: boolean }
   /** Where the `airi.*` instruments report (tests read counters through it). */
   meter?: Meter
+  /** Transport limits (sockets, subscriptions, batches, timeouts) for tests of them. */
+  limits?: Pick<BuildServerOptions, 'trpcLimits' | 'requestTimeoutMs' | 'connectionTimeoutMs'>
   /** Adds routes before the server starts listening (tests of shared transport behaviour). */
   extend?: (app: FastifyInstance, api: Api) => void
 }
@@ -83,6 +85,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     service,
     authRateLimitPerMinute: options.authRateLimitPerMinute ?? 10_000,
     trustProxy: options.trustProxy,
+    ...options.limits,
     socialProviders: [...(options.socialProviders?.google ? ['google' as const] : []), ...(options.socialProviders?.github ? ['github' as const] : [])],
   })
   options.extend?.(app, api)

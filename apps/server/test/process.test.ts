@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process'
+import { connect } from 'node:net'
 import { fileURLToPath } from 'node:url'
 
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
@@ -7,6 +8,7 @@ import WebSocket from 'ws'
 import { findFreePort } from '@airi/db'
 import { createAiriClient, type WebSocketConstructor } from '@airi/sdk'
 import { createTestDatabase, testRedisPrefix, type TestDatabase } from '@airi/tooling/test/test-database'
+import { until } from '@airi/tooling/test/until'
 
 import { requiredInProduction } from '../src/env.ts'
 
@@ -25,6 +27,21 @@ function startMain(env: Record<string, string>): { child: ChildProcess, output: 
   return { child, output: () => output, exited }
 }
 
+/** Starts the server on Postgres and Redis (a database of its own) and waits for /readyz. */
+async function startReady(database: TestDatabase, env: Record<string, string> = {}) {
+  const port = await findFreePort()
+  const baseUrl = `http://127.0.0.1:${port}`
+  const main = startMain({ DATABASE_URL: database.url, REDIS_URL: inject('redisUrl'), REDIS_KEY_PREFIX: testRedisPrefix(), HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'info', ...env })
+  const deadline = Date.now() + 30_000
+  while (Date.now() < deadline) {
+    const ready = await fetch(`${baseUrl}/readyz`).then(response => response.status === 200, () => false)
+    if (ready)
+      return { main, baseUrl }
+    await new Promise(resolve => setTimeout(resolve, 200))
+  }
+  throw new Error(`server did not become ready:\n${main.output()}`)
+}
+
 describe('the server process', () => {
   it('refuses to start in production, naming every missing variable', async () => {
     const main = startMain({ NODE_ENV: 'production' })
@@ -40,17 +57,7 @@ describe('the server process', () => {
 
     beforeAll(async () => {
       database = await createTestDatabase()
-      const port = await findFreePort()
-      baseUrl = `http://127.0.0.1:${port}`
-      main = startMain({ DATABASE_URL: database.url, REDIS_URL: inject('redisUrl'), REDIS_KEY_PREFIX: testRedisPrefix(), HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'info' })
-      const deadline = Date.now() + 30_000
-      while (Date.now() < deadline) {
-        const ready = await fetch(`${baseUrl}/readyz`).then(response => response.status === 200, () => false)
-        if (ready)
-          return
-        await new Promise(resolve => setTimeout(resolve, 200))
-      }
-      throw new Error(`server did not become ready:\n${main.output()}`)
+      ;({ main, baseUrl } = await startReady(database))
     })
     afterAll(async () => {
       main.child.kill('SIGKILL')
@@ -75,8 +82,7 @@ describe('the server process', () => {
           onStopped: () => resolve('stopped'),
         })
       })
-      while (ticks.length < 2)
-        await new Promise(resolve => setTimeout(resolve, 20))
+      await until(() => ticks.length >= 2, 'two ticks')
 
       main.child.kill('SIGTERM')
       expect(await main.exited, main.output()).toBe(0)
@@ -87,4 +93,26 @@ describe('the server process', () => {
       await client.close()
     })
   })
+
+  it('cuts a request still open at the shutdown deadline, then exits 0', async () => {
+    const database = await createTestDatabase()
+    try {
+      // A client that never finishes its body, and no request timeout to save the day.
+      const { main, baseUrl } = await startReady(database, { SHUTDOWN_TIMEOUT_MS: '500', HTTP_REQUEST_TIMEOUT_MS: '600000' })
+      const url = new URL(baseUrl)
+      const socket = connect(Number(url.port), url.hostname)
+      const closed = new Promise(resolve => socket.once('close', resolve))
+      socket.on('error', () => {})
+      socket.write(`POST /trpc/meta.info HTTP/1.1\r\nhost: ${url.host}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{`)
+      await until(() => main.output().includes('"url":"/trpc/meta.info"'), 'the server to receive the request')
+
+      main.child.kill('SIGTERM')
+      expect(await main.exited, main.output()).toBe(0)
+      expect(main.output()).toContain('shutdown deadline reached')
+      await closed
+    }
+    finally {
+      await database.drop()
+    }
+  }, 60_000)
 })

@@ -3,7 +3,7 @@ import type { TRPC_ERROR_CODE_KEY } from '@trpc/server'
 import { TRPC_ERROR_CODES_BY_KEY } from '@trpc/server/rpc'
 
 import type { Context } from './context.ts'
-import { ApiError, outageError } from './errors.ts'
+import { ApiError, outageError, unauthorized } from './errors.ts'
 import { guardedTransformer } from './input-guard.ts'
 import type { Logger } from './logger.ts'
 
@@ -128,7 +128,77 @@ function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
   return typeof value === 'object' && value !== null && Symbol.asyncIterator in value
 }
 
-export const publicProcedure = t.procedure.use(mapDomainErrors).meta({ access: 'public' })
+/**
+ * Relays a subscription until `ended` rejects (the session was revoked). The
+ * source is told to stop without waiting for it: a generator parked on its next
+ * event finishes when tRPC aborts the call's signal right after.
+ */
+async function* endWhen<T>(source: AsyncIterable<T>, ended: Promise<never>, release: () => void): AsyncGenerator<T> {
+  const iterator = source[Symbol.asyncIterator]()
+  try {
+    while (true) {
+      const result = await Promise.race([iterator.next(), ended])
+      if (result.done)
+        return
+      yield result.value
+    }
+  }
+  finally {
+    release()
+    void iterator.return?.().catch(() => {})
+  }
+}
+
+/**
+ * A WebSocket's context outlives many calls, so each call re-checks the session
+ * (sign-out, revocation, expiry), subscriptions per connection are capped, and a
+ * live subscription ends with UNAUTHORIZED when its session does.
+ */
+const liveConnection = t.middleware(async ({ ctx, type, signal, next }) => {
+  const { connection, auth } = ctx
+  if (!connection)
+    return next()
+  if (auth && !(await ctx.services.sessionGuard.isActive(auth.session)))
+    throw unauthorized('Your session has ended; sign in again')
+  if (type !== 'subscription')
+    return next()
+
+  if (connection.subscriptions >= connection.maxSubscriptions)
+    throw new ApiError(429, 'SUBSCRIPTION_LIMIT', `At most ${connection.maxSubscriptions} subscriptions may be open on one connection`)
+  connection.subscriptions++
+  let released = false
+  const release = () => {
+    if (!released) {
+      released = true
+      connection.subscriptions--
+    }
+  }
+  signal?.addEventListener('abort', release, { once: true })
+
+  const result = await next().catch((error: unknown) => {
+    release()
+    throw error
+  })
+  if (!result.ok || !isAsyncIterable(result.data)) {
+    release()
+    return result
+  }
+  let stopWatching = () => {}
+  const ended = new Promise<never>((_, reject) => {
+    if (auth)
+      stopWatching = ctx.services.sessionGuard.watch(auth.session, () => reject(toTRPCError(unauthorized('Your session has ended; sign in again'))))
+  })
+  ended.catch(() => {})
+  return {
+    ...result,
+    data: endWhen(result.data, ended, () => {
+      stopWatching()
+      release()
+    }),
+  }
+})
+
+export const publicProcedure = t.procedure.use(mapDomainErrors).use(liveConnection).meta({ access: 'public' })
 
 export const protectedProcedure = publicProcedure.use(({ ctx, next }) => {
   if (!ctx.auth)

@@ -67,6 +67,8 @@ export function createAiriClient({ baseUrl, getToken, WebSocket, fetch }: AiriCl
         true: subscriptionLink,
         false: httpBatchLink({
           url: trpcUrl(baseUrl, 'http'),
+          // The server's default TRPC_MAX_BATCH_SIZE; larger bursts go as several requests.
+          maxItems: 50,
           transformer: superjson,
           fetch,
           headers: async () => {

@@ -94,7 +94,8 @@ interface SocketState {
  * period, and lose their session when it is revoked (see the session guard).
  */
 export const trpcPlugin: FastifyPluginAsync<TrpcPluginOptions> = async (app, { api, limits: overrides }) => {
-  const limits = { ...defaultTrpcLimits, ...overrides }
+  // An unset limit (undefined) keeps its default.
+  const limits = { ...defaultTrpcLimits, ...Object.fromEntries(Object.entries(overrides ?? {}).filter(([, value]) => value !== undefined)) }
   const socketsByIp = new OpenCounts()
   const socketsByUser = new OpenCounts()
   const sockets = new WeakMap<WebSocket, SocketState>()
