@@ -1,0 +1,37 @@
+// `pnpm start` (`node launch.js main`) and `pnpm db:migrate` (`node launch.js migrate`).
+// With NODE_ENV=production they run the build from `pnpm build`, with plain Node;
+// anywhere else they run the TypeScript sources through tsx, so a fresh clone
+// starts with no build step.
+import { existsSync } from 'node:fs'
+import { register } from 'node:module'
+import { argv, env, exit, setSourceMapsEnabled } from 'node:process'
+import { fileURLToPath } from 'node:url'
+
+const entries = ['main', 'migrate']
+const entry = argv[2]
+if (!entries.includes(entry)) {
+  console.error(`usage: node launch.js <${entries.join('|')}>`)
+  exit(2)
+}
+
+if (env.NODE_ENV === 'production') {
+  const built = new URL(`./dist/${entry}.js`, import.meta.url)
+  if (!existsSync(built)) {
+    console.error(`${fileURLToPath(built)} is missing: run \`pnpm build\` first (NODE_ENV=production runs the build)`)
+    exit(1)
+  }
+  // The workspace packages export their source by default and their build under
+  // the `airi-dist` condition: this is `node --conditions=airi-dist dist/<entry>.js`.
+  const addDistCondition = `export function resolve(specifier, context, next) {
+    return next(specifier, { ...context, conditions: [...context.conditions, 'airi-dist'] })
+  }`
+  register(`data:text/javascript,${encodeURIComponent(addDistCondition)}`)
+  // Stack traces name the TypeScript lines (tsc writes the maps beside the build).
+  setSourceMapsEnabled(true)
+  await import(built.href)
+}
+else {
+  const tsx = await import('tsx/esm/api')
+  tsx.register()
+  await import(`./src/${entry}.ts`)
+}
