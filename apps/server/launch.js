@@ -1,16 +1,15 @@
-// `pnpm start` (`node launch.js main`) and `pnpm db:migrate` (`node launch.js migrate`).
-// With NODE_ENV=production they run the build from `pnpm build`, with plain Node;
-// anywhere else they run the TypeScript sources through tsx, so a fresh clone
-// starts with no build step.
+// `pnpm start` (`node launch.js main`), `pnpm db:migrate` (`node launch.js migrate`)
+// and any other entry point in src/. With NODE_ENV=production they run the build
+// from `pnpm build` with plain Node; anywhere else they run the TypeScript sources
+// through tsx, so a fresh clone starts with no build step.
 import { existsSync } from 'node:fs'
 import { register } from 'node:module'
 import { argv, env, exit, setSourceMapsEnabled } from 'node:process'
 import { fileURLToPath } from 'node:url'
 
-const entries = ['main', 'migrate']
 const entry = argv[2]
-if (!entries.includes(entry)) {
-  console.error(`usage: node launch.js <${entries.join('|')}>`)
+if (!entry || !/^[\w-]+$/.test(entry)) {
+  console.error('usage: node launch.js <entry>, for src/<entry>.ts (main, migrate, …)')
   exit(2)
 }
 
@@ -31,6 +30,10 @@ if (env.NODE_ENV === 'production') {
   await import(built.href)
 }
 else {
+  if (!existsSync(new URL(`./src/${entry}.ts`, import.meta.url))) {
+    console.error(`no entry point src/${entry}.ts`)
+    exit(2)
+  }
   const tsx = await import('tsx/esm/api')
   tsx.register()
   await import(`./src/${entry}.ts`)
