@@ -21,7 +21,19 @@ export type Behavior =
     chunkDelayMs?: number
     /** Split the streamed content into this many pieces; one per word by default. */
     chunks?: number
+    /** Line ending of the SSE stream: `\n` (default) or `\r\n`, as some upstreams send. */
+    lineEnding?: '\n' | '\r\n'
+    /** Stop after this many content pieces and hang, until the client goes away or `close()`. */
+    stallAfter?: number
+    /** Answer only once this settles (to hold several calls in flight at once). */
+    hold?: Promise<unknown>
   }
+  /**
+   * Stream content pieces of `pieceBytes` until `totalBytes` are written, as fast
+   * as the connection takes them (waiting for drain), with no usage: for tests of
+   * backpressure, which read `bytesWritten` and `waitingForDrain`.
+   */
+  | { kind: 'flood', totalBytes: number, pieceBytes?: number }
   | { kind: 'status', status: number, body?: unknown }
   /** Accept the request and never answer, until the client goes away or `close()`. */
   | { kind: 'hang' }
@@ -43,6 +55,10 @@ export interface UpstreamRequest {
   abortedAt?: number
   /** The fake finished its answer. */
   completed: boolean
+  /** Bytes of the answer body handed to the connection so far. */
+  bytesWritten: number
+  /** The connection's buffer is full and the fake is waiting for it to drain. */
+  waitingForDrain: boolean
 }
 
 export interface FakeUpstreamOptions {
@@ -104,7 +120,7 @@ export async function startFakeOpenAIUpstream({ name = 'fake-upstream' }: FakeUp
       invalidJson = true
     }
 
-    const request: UpstreamRequest = { key, path, body, receivedAt, aborted: false, completed: false }
+    const request: UpstreamRequest = { key, path, body, receivedAt, aborted: false, completed: false, bytesWritten: 0, waitingForDrain: false }
     requests.push(request)
     open.add(res)
     // Set by the fake when it cuts the connection itself, which is no client abort.
@@ -143,7 +159,10 @@ export async function startFakeOpenAIUpstream({ name = 'fake-upstream' }: FakeUp
         req.socket.destroy()
         return
       case 'complete':
-        return complete(res, body as ChatBody, behavior)
+        await behavior.hold
+        return complete(res, request, body as ChatBody, behavior)
+      case 'flood':
+        return flood(res, request, body as ChatBody, behavior)
     }
   }
 
@@ -182,7 +201,32 @@ interface ChatBody {
   stream_options?: { include_usage?: unknown } | null
 }
 
-async function complete(res: ServerResponse, body: ChatBody, behavior: Extract<Behavior, { kind: 'complete' }>): Promise<void> {
+/** Writes `text`, waiting while the connection's buffer is full; false when the client is gone. */
+async function send(res: ServerResponse, request: UpstreamRequest, text: string): Promise<boolean> {
+  if (res.destroyed)
+    return false
+  request.bytesWritten += Buffer.byteLength(text)
+  if (res.write(text))
+    return true
+  request.waitingForDrain = true
+  try {
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        res.off('drain', done)
+        res.off('close', done)
+        resolve()
+      }
+      res.on('drain', done)
+      res.on('close', done)
+    })
+  }
+  finally {
+    request.waitingForDrain = false
+  }
+  return !res.destroyed
+}
+
+async function complete(res: ServerResponse, request: UpstreamRequest, body: ChatBody, behavior: Extract<Behavior, { kind: 'complete' }>): Promise<void> {
   const id = `chatcmpl-${randomUUID()}`
   const created = Math.floor(Date.now() / 1000)
   const model = body.model
@@ -201,32 +245,49 @@ async function complete(res: ServerResponse, body: ChatBody, behavior: Extract<B
   }
 
   const includeUsage = body.stream_options?.include_usage === true
+  const eol = behavior.lineEnding ?? '\n'
   // OpenAI marks every other chunk with `usage: null` when usage was asked for.
   const chunk = (choices: unknown[], extra: object = includeUsage ? { usage: null } : {}) =>
-    `data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model, choices, ...extra })}\n\n`
+    `data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model, choices, ...extra })}${eol}${eol}`
   const delta = (value: object, finishReason: string | null = null) => chunk([{ index: 0, delta: value, finish_reason: finishReason }])
   const delayMs = behavior.chunkDelayMs ?? 0
+  const pieces = splitContent(behavior.content, behavior.chunks)
+  const stallAt = behavior.stallAfter === undefined ? Infinity : 1 + behavior.stallAfter
 
   const events = [
     delta({ role: 'assistant', content: '' }),
-    ...splitContent(behavior.content, behavior.chunks).map(piece => delta({ content: piece })),
+    ...pieces.map(piece => delta({ content: piece })),
     delta({}, 'stop'),
   ]
   if (includeUsage && usageBody)
     events.push(chunk([], { usage: usageBody }))
-  events.push('data: [DONE]\n\n')
+  events.push(`data: [DONE]${eol}${eol}`)
 
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'connection': 'keep-alive' })
 
   for (const [index, event] of events.entries()) {
+    // Hang here (the role chunk and `stallAfter` pieces sent) until the connection ends.
+    if (index === stallAt)
+      return
     if (index > 0 && delayMs > 0)
       await sleep(delayMs)
     // The client went away (or the fake closed): nothing more to say.
-    if (res.destroyed)
+    if (!await send(res, request, event))
       return
-    res.write(event)
   }
   res.end()
+}
+
+async function flood(res: ServerResponse, request: UpstreamRequest, body: ChatBody, { totalBytes, pieceBytes = 16 * 1024 }: Extract<Behavior, { kind: 'flood' }>): Promise<void> {
+  const words = 'lorem ipsum dolor sit amet consectetur adipiscing elit '
+  const content = words.repeat(Math.ceil(pieceBytes / words.length)).slice(0, pieceBytes)
+  const event = `data: ${JSON.stringify({ id: `chatcmpl-${randomUUID()}`, object: 'chat.completion.chunk', created: 0, model: body.model, choices: [{ index: 0, delta: { content }, finish_reason: null }] })}\n\n`
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'connection': 'keep-alive' })
+  while (request.bytesWritten < totalBytes) {
+    if (!await send(res, request, event))
+      return
+  }
+  res.end('data: [DONE]\n\n')
 }
 
 /** One piece per word (spaces kept), or `count` even pieces; joined, they give back `content`. */

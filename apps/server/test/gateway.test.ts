@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto'
+import { request as httpRequest, type IncomingMessage } from 'node:http'
 
 import OpenAI from 'openai'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -6,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createKeyVault } from '@airi/api'
 import { startFakeOpenAIUpstream, type FakeUpstream } from '@airi/tooling/fakes/openai-upstream'
 import { createTestMeter } from '@airi/tooling/test/metrics'
+import { until } from '@airi/tooling/test/until'
 
 import { ADMIN_EMAIL, createVerifiedUser, startTestServer, TEST_LLM_MASTER_KEY, type TestServer, type TestUser } from './harness.ts'
 
@@ -25,7 +27,13 @@ afterAll(async () => {
   await Promise.all([primary.close(), secondary.close()])
 })
 
-interface UpstreamSpec { upstream: FakeUpstream, keys: string[], timeoutMs?: number }
+interface UpstreamSpec {
+  upstream: FakeUpstream
+  keys: string[]
+  timeoutMs?: number
+  /** The upstream's model name (decides the tokenizer); a made-up one by default. */
+  model?: string
+}
 
 /**
  * Points the alias at the given upstreams (fresh upstream ids every time, so
@@ -38,7 +46,7 @@ async function route(alias: string, specs: UpstreamSpec[], extra: { deadlineMs?:
   const upstreams = specs.map((spec, index) => ({
     id: `${spec.upstream.name}-${randomUUID().slice(0, 8)}`,
     baseUrl: spec.upstream.url,
-    model: `${spec.upstream.name}-model-${index}`,
+    model: spec.model ?? `${spec.upstream.name}-model-${index}`,
     ...(spec.timeoutMs ? { timeoutMs: spec.timeoutMs } : {}),
     keys: spec.keys.map((apiKey, keyIndex) => server.api.services.llmGateway.encryptKey(alias, `k${keyIndex}`, apiKey)).map(({ keyId, ciphertext }) => ({ id: keyId, ciphertext })),
   }))
@@ -263,12 +271,20 @@ describe('billing that concurrency cannot exploit', () => {
     await server.api.services.billing.debit({ userId: user.id, amount: 97, requestId: 'test:leave-three' })
     expect(await balance(user)).toBe(3)
     await route('chat', [{ upstream: primary, keys: ['sk-a'] }])
+    // The upstream answers only once three calls hold a reservation, so none settles early.
+    let release!: () => void
+    const hold = new Promise<void>((resolve) => {
+      release = resolve
+    })
     // Each call reports 2 500 tokens (3 Flux), more than its 1-Flux reservation.
-    primary.behave(() => ({ kind: 'complete', content: 'costly', usage: { prompt_tokens: 2000, completion_tokens: 500 }, chunkDelayMs: 0 }))
+    primary.behave(() => ({ kind: 'complete', content: 'costly', usage: { prompt_tokens: 2000, completion_tokens: 500 }, hold }))
     const unbilledBefore = await reader.counter('airi.billing.flux.unbilled')
 
-    const results = await Promise.allSettled(Array.from({ length: 20 }, () =>
+    const calls = Promise.allSettled(Array.from({ length: 20 }, () =>
       openai(user.token).chat.completions.create({ model: 'chat', messages: [{ role: 'user', content: 'x' }] })))
+    await until(() => primary.requests.length === 3, 'three calls at the upstream')
+    release()
+    const results = await calls
     const ok = results.filter(result => result.status === 'fulfilled')
     const refused = results.filter(result => result.status === 'rejected') as PromiseRejectedResult[]
     expect(ok).toHaveLength(3)
@@ -285,6 +301,292 @@ describe('billing that concurrency cannot exploit', () => {
     // Three calls × 3 Flux of tokens: what the ledger took plus what it could not.
     expect(charged + unbilled).toBe(9)
     expect(charged).toBe(3)
+  })
+})
+
+/** The user's request log rows, oldest first. */
+async function logRows(userId: string) {
+  return server.database.db.selectFrom('llm_request_log').selectAll().where('user_id', '=', userId).orderBy('created_at').execute()
+}
+
+/** What the ledger took from the user for LLM calls, net of refunds. */
+async function netCharged(userId: string): Promise<number> {
+  return (await callLedger(userId)).reduce((sum, row) => sum + signedAmount(row), 0)
+}
+
+/** Runs `test` with FLUX_PER_1K_TOKENS = 1000 (one Flux per token), so every counted token shows in the ledger. */
+async function atOneFluxPerToken(test: () => Promise<void>): Promise<void> {
+  await server.api.services.config.set('FLUX_PER_1K_TOKENS', 1000)
+  try {
+    await test()
+  }
+  finally {
+    await server.api.services.config.set('FLUX_PER_1K_TOKENS', 1)
+  }
+}
+
+// "the " pieces: o200k_base reads n of them as n + 1 tokens ("the", " the" × (n − 1), " ").
+const THE = Array.from({ length: 200 }, () => 'the').join(' ')
+// The prompt below, counted as the gateway documents it: "user\nTell me a story." is
+// 7 tokens, plus 3 for the message and 3 for the reply's priming.
+const STORY_PROMPT = [{ role: 'user' as const, content: 'Tell me a story.' }]
+const STORY_PROMPT_TOKENS = 13
+
+describe('billing when the upstream gives no usage', () => {
+  it('a stream the client aborts after N chunks pays for the prompt and the N chunks relayed, counted with the model\'s tokenizer', async () => {
+    const user = await createVerifiedUser(server)
+    await route('chat', [{ upstream: primary, keys: ['sk-a'], model: 'gpt-4o-mini' }])
+    // The usage would come in the last chunk; the upstream stops after 10 pieces, so it never does.
+    primary.behave(() => ({ kind: 'complete', content: THE, usage: { prompt_tokens: 5000, completion_tokens: 5000 }, stallAfter: 10 }))
+    await atOneFluxPerToken(async () => {
+      const stream = await openai(user.token).chat.completions.create({ model: 'chat', messages: STORY_PROMPT, stream: true })
+      let received = ''
+      let pieces = 0
+      for await (const chunk of stream) {
+        const delta = chunk.choices[0]?.delta?.content
+        if (delta) {
+          received += delta
+          pieces++
+        }
+        if (pieces === 10) {
+          stream.controller.abort()
+          break
+        }
+      }
+      expect(received).toBe('the '.repeat(10))
+      await until(async () => (await logRows(user.id))[0]?.state === 'completed', 'the call to settle')
+    })
+
+    const [row] = await logRows(user.id)
+    expect(row).toMatchObject({ status: 499, usage_source: 'counted', prompt_tokens: STORY_PROMPT_TOKENS, completion_tokens: 11, total_tokens: STORY_PROMPT_TOKENS + 11, flux_consumed: 24 })
+    expect(await netCharged(user.id)).toBe(24)
+    expect(100 - await balance(user)).toBe(24)
+  })
+
+  it('a stream cut by the deadline pays for what it relayed, and the client gets a 504 error event', async () => {
+    const user = await createVerifiedUser(server)
+    await route('chat', [{ upstream: primary, keys: ['sk-a'], model: 'gpt-4o-mini' }], { deadlineMs: 1500 })
+    primary.behave(() => ({ kind: 'complete', content: THE, stallAfter: 5 }))
+    await atOneFluxPerToken(async () => {
+      const stream = await openai(user.token).chat.completions.create({ model: 'chat', messages: STORY_PROMPT, stream: true })
+      let received = ''
+      const error = await (async () => {
+        for await (const chunk of stream)
+          received += chunk.choices[0]?.delta?.content ?? ''
+      })().catch((e: unknown) => e) as InstanceType<typeof OpenAI.APIError>
+      expect(error).toBeInstanceOf(OpenAI.APIError)
+      expect(error.code).toBe('DEADLINE_EXCEEDED')
+      expect(received).toBe('the '.repeat(5))
+      // The error event goes out first; the settlement follows.
+      await until(async () => (await logRows(user.id))[0]?.state === 'completed', 'the call to settle')
+    })
+
+    const [row] = await logRows(user.id)
+    expect(row).toMatchObject({ state: 'completed', status: 504, usage_source: 'counted', prompt_tokens: STORY_PROMPT_TOKENS, completion_tokens: 6, flux_consumed: STORY_PROMPT_TOKENS + 6 })
+    expect(await netCharged(user.id)).toBe(STORY_PROMPT_TOKENS + 6)
+  })
+
+  it('a complete answer without usage is counted too; a model family the tokenizer does not know is an estimate', async () => {
+    const user = await createVerifiedUser(server)
+    await route('chat', [{ upstream: primary, keys: ['sk-a'], model: 'acme/llama-like-70b' }])
+    primary.behave(() => ({ kind: 'complete', content: 'the '.repeat(20).trim(), usage: null }))
+    await atOneFluxPerToken(async () => {
+      const completion = await openai(user.token).chat.completions.create({ model: 'chat', messages: STORY_PROMPT })
+      expect(completion.usage).toBeUndefined()
+    })
+    const [row] = await logRows(user.id)
+    // "the" and 19 × " the": 20 tokens under o200k_base, the documented estimate.
+    expect(row).toMatchObject({ state: 'completed', status: 200, usage_source: 'estimated', prompt_tokens: STORY_PROMPT_TOKENS, completion_tokens: 20, flux_consumed: STORY_PROMPT_TOKENS + 20 })
+    expect(await netCharged(user.id)).toBe(STORY_PROMPT_TOKENS + 20)
+  })
+
+  it('reads the usage of an upstream whose SSE lines end in CRLF', async () => {
+    const user = await createVerifiedUser(server)
+    await route('chat', [{ upstream: primary, keys: ['sk-a'] }])
+    const content = 'Carriage returns are line endings too.'
+    primary.behave(() => ({ kind: 'complete', content, usage: { prompt_tokens: 400, completion_tokens: 700 }, lineEnding: '\r\n' }))
+    const stream = await openai(user.token).chat.completions.create({ model: 'chat', messages: [{ role: 'user', content: 'x' }], stream: true })
+    let text = ''
+    for await (const chunk of stream)
+      text += chunk.choices[0]?.delta?.content ?? ''
+    expect(text).toBe(content)
+    // 1 100 tokens → 2 Flux, from the upstream's own usage.
+    expect(await netCharged(user.id)).toBe(2)
+    expect(await logRows(user.id)).toMatchObject([{ state: 'completed', status: 200, usage_source: 'upstream', total_tokens: 1100, flux_consumed: 2 }])
+  })
+})
+
+/** Starts a streaming call with a raw HTTP client that reads the first bytes, then stops reading. */
+async function stalledReader(token: string) {
+  const request = httpRequest(`${server.baseUrl}/api/v1/openai/chat/completions`, {
+    method: 'POST',
+    headers: { 'authorization': `Bearer ${token}`, 'content-type': 'application/json' },
+  })
+  request.end(JSON.stringify({ model: 'chat', messages: [{ role: 'user', content: 'x' }], stream: true }))
+  const response = await new Promise<IncomingMessage>(resolve => request.once('response', resolve))
+  expect(response.statusCode).toBe(200)
+  await new Promise(resolve => response.once('data', resolve))
+  response.pause()
+  return request
+}
+
+describe('a slow reader', () => {
+  it('holds the upstream back instead of buffering the answer (SSE backpressure)', async () => {
+    const user = await createVerifiedUser(server)
+    await route('chat', [{ upstream: primary, keys: ['sk-a'] }])
+    const totalBytes = 64 * 1024 * 1024
+    primary.behave(() => ({ kind: 'flood', totalBytes }))
+
+    const request = await stalledReader(user.token)
+
+    // Either the upstream is held (waiting for drain, no byte more over many polls),
+    // or the gateway read it all while the client read nothing.
+    const upstream = () => primary.requests[0]!
+    let last = -1
+    let still = 0
+    await until(() => {
+      still = upstream().waitingForDrain && upstream().bytesWritten === last ? still + 1 : 0
+      last = upstream().bytesWritten
+      return upstream().completed || still >= 10
+    }, 'the upstream to be held back or to finish')
+    expect(upstream().completed).toBe(false)
+    expect(upstream().bytesWritten).toBeLessThan(totalBytes / 2)
+
+    request.destroy()
+    await until(async () => (await logRows(user.id))[0]?.state === 'completed', 'the call to settle')
+    expect(await logRows(user.id)).toMatchObject([{ status: 499, usage_source: 'estimated' }])
+  })
+
+  it('does not keep a call open past its deadline by not reading: it settles with 504 on what was relayed', async () => {
+    const user = await createVerifiedUser(server)
+    await route('chat', [{ upstream: primary, keys: ['sk-a'] }], { deadlineMs: 1500 })
+    primary.behave(() => ({ kind: 'flood', totalBytes: 64 * 1024 * 1024 }))
+    const request = await stalledReader(user.token)
+    try {
+      await until(async () => (await logRows(user.id))[0]?.state === 'completed', 'the call to settle at its deadline')
+      const [row] = await logRows(user.id)
+      expect(row).toMatchObject({ status: 504, usage_source: 'estimated' })
+      expect(row!.completion_tokens).toBeGreaterThan(0)
+      expect(await netCharged(user.id)).toBe(row!.flux_consumed)
+    }
+    finally {
+      request.destroy()
+    }
+  })
+})
+
+describe('the request log and reconciliation', () => {
+  it('writes the row as pending before the upstream call and completes it at settlement', async () => {
+    const user = await createVerifiedUser(server)
+    await route('chat', [{ upstream: primary, keys: ['sk-a'] }])
+    primary.behave(() => ({ kind: 'hang' }))
+    const controller = new AbortController()
+    const call = openai(user.token).chat.completions.create({ model: 'chat', messages: [{ role: 'user', content: 'x' }] }, { signal: controller.signal }).catch((e: unknown) => e)
+    await until(() => primary.requests.length === 1, 'the upstream call')
+    expect(await logRows(user.id)).toMatchObject([{ state: 'pending', status: null, upstream: null, flux_reserved: 1, completed_at: null }])
+    expect(await callLedger(user.id)).toMatchObject([{ type: 'debit', amount: 1 }])
+
+    controller.abort()
+    await call
+    await until(async () => (await logRows(user.id))[0]?.state === 'completed', 'the call to settle')
+    expect(await logRows(user.id)).toMatchObject([{ state: 'completed', status: 499, flux_consumed: 0 }])
+    expect(await netCharged(user.id)).toBe(0)
+  })
+
+  it('settles the rows a crash left pending: refunds a call no upstream answered, keeps the flat price of one that was answering, only completes the row of one that had settled', async () => {
+    const user = await createVerifiedUser(server)
+    const { db } = server.database
+    const hourAgo = new Date(Date.now() - 60 * 60_000)
+    // What the gateway had written when the process died, at each stage.
+    async function crashedCall({ reserved, upstream, settled, createdAt = hourAgo }: { reserved: boolean, upstream?: string, settled?: boolean, createdAt?: Date }) {
+      const callId = randomUUID()
+      await db.insertInto('llm_request_log').values({ user_id: user.id, request_id: callId, model: 'chat', upstream: upstream ?? null, status: null, duration_ms: null, state: 'pending', flux_reserved: 2, created_at: createdAt }).execute()
+      if (reserved)
+        await server.api.services.billing.debit({ userId: user.id, amount: 2, requestId: `llm:${callId}:reserve`, allowPartial: false })
+      if (settled)
+        await server.api.services.billing.debit({ userId: user.id, amount: 3, requestId: `llm:${callId}:settle` })
+      return callId
+    }
+    const unanswered = await crashedCall({ reserved: true })
+    const answering = await crashedCall({ reserved: true, upstream: 'primary' })
+    const settled = await crashedCall({ reserved: true, upstream: 'primary', settled: true })
+    const unreserved = await crashedCall({ reserved: false })
+    const recent = await crashedCall({ reserved: true, createdAt: new Date() })
+    expect(await balance(user)).toBe(100 - 2 * 4 - 3)
+
+    const report = await server.api.services.llmGateway.reconcilePending({ olderThanMs: 30 * 60_000 })
+    const outcomes = Object.fromEntries(report.rows.filter(row => row.userId === user.id).map(row => [row.callId, [row.outcome, row.flux]]))
+    expect(outcomes).toEqual({
+      [unanswered]: ['refunded', 0],
+      [answering]: ['charged-flat', 2],
+      [settled]: ['already-settled', 5],
+      [unreserved]: ['no-reservation', 0],
+    })
+    // 2 (flat) + 5 (settled) + 2 (the recent call's reservation, left alone).
+    expect(await balance(user)).toBe(100 - 9)
+    const rows = Object.fromEntries((await logRows(user.id)).map(row => [row.request_id, row]))
+    expect(rows[answering]).toMatchObject({ state: 'reconciled', usage_source: 'flat', flux_consumed: 2 })
+    expect(rows[unanswered]).toMatchObject({ state: 'reconciled', flux_consumed: 0 })
+    expect(rows[recent]).toMatchObject({ state: 'pending' })
+
+    // Running it again finds nothing left and moves no Flux.
+    const again = await server.api.services.llmGateway.reconcilePending({ olderThanMs: 30 * 60_000 })
+    expect(again.rows.filter(row => row.userId === user.id)).toEqual([])
+    expect(await balance(user)).toBe(100 - 9)
+  })
+
+  it('never touches a row younger than the deadline plus a margin, whatever it is asked', async () => {
+    const user = await createVerifiedUser(server)
+    await route('chat', [{ upstream: primary, keys: ['sk-a'] }], { deadlineMs: 120_000 })
+    const callId = randomUUID()
+    await server.database.db.insertInto('llm_request_log').values({ user_id: user.id, request_id: callId, model: 'chat', upstream: null, status: null, duration_ms: null, state: 'pending', created_at: new Date(Date.now() - 90_000) }).execute()
+    const report = await server.api.services.llmGateway.reconcilePending({ olderThanMs: 0 })
+    expect(report.rows.map(row => row.callId)).not.toContain(callId)
+    expect(await logRows(user.id)).toMatchObject([{ state: 'pending' }])
+  })
+})
+
+describe('shutdown', () => {
+  it('api.close() ends a stream under way with an error event and settles it on what was relayed', async () => {
+    const fresh = await startTestServer({ redisUrl: false })
+    try {
+      const user = await createVerifiedUser(fresh)
+      const alias = 'chat'
+      const upstreams = [{
+        id: `primary-${randomUUID().slice(0, 8)}`,
+        baseUrl: primary.url,
+        model: 'gpt-4o',
+        keys: [fresh.api.services.llmGateway.encryptKey(alias, 'k0', 'sk-a')].map(({ keyId, ciphertext }) => ({ id: keyId, ciphertext })),
+      }]
+      await fresh.api.services.config.set('LLM_ROUTER_CONFIG', { models: { [alias]: { upstreams } } })
+      await fresh.api.services.config.set('FLUX_PER_1K_TOKENS', 1000)
+      primary.reset()
+      primary.behave(() => ({ kind: 'complete', content: THE, stallAfter: 7 }))
+
+      const client = new OpenAI({ apiKey: user.token, baseURL: `${fresh.baseUrl}/api/v1/openai`, maxRetries: 0 })
+      const stream = await client.chat.completions.create({ model: alias, messages: STORY_PROMPT, stream: true })
+      let received = ''
+      let closing: Promise<void> | undefined
+      const error = await (async () => {
+        for await (const chunk of stream) {
+          received += chunk.choices[0]?.delta?.content ?? ''
+          if (received === 'the '.repeat(7))
+            closing ??= fresh.api.close()
+        }
+      })().catch((e: unknown) => e) as InstanceType<typeof OpenAI.APIError>
+      await closing
+      expect(error).toBeInstanceOf(OpenAI.APIError)
+      expect(error.code).toBe('SHUTTING_DOWN')
+
+      // Settled before close() returned: 13 prompt tokens + 8 for seven "the " pieces.
+      const rows = await fresh.database.db.selectFrom('llm_request_log').selectAll().where('user_id', '=', user.id).execute()
+      expect(rows).toMatchObject([{ state: 'completed', status: 503, usage_source: 'counted', prompt_tokens: STORY_PROMPT_TOKENS, completion_tokens: 8, flux_consumed: STORY_PROMPT_TOKENS + 8 }])
+      const ledger = await fresh.database.db.selectFrom('flux_transaction').select(['type', 'amount', 'request_id']).where('user_id', '=', user.id).where('request_id', 'like', 'llm:%').orderBy('seq').execute()
+      expect(ledger.map(row => [row.type, row.amount, row.request_id!.split(':')[2]])).toEqual([['debit', 1, 'reserve'], ['debit', STORY_PROMPT_TOKENS + 7, 'settle']])
+    }
+    finally {
+      await fresh.close()
+    }
   })
 })
 
@@ -307,6 +609,19 @@ describe('refusals', () => {
     expect(unknown.status).toBe(404)
     expect(unknown.code).toBe('MODEL_NOT_FOUND')
     expect(await balance(user)).toBe(100)
+    expect(primary.requests).toHaveLength(0)
+  })
+
+  it('404 for a model named like an object property (constructor, __proto__, toString), with nothing charged or called', async () => {
+    const user = await createVerifiedUser(server)
+    await route('chat', [{ upstream: primary, keys: ['k'] }])
+    for (const model of ['constructor', '__proto__', 'toString', 'hasOwnProperty']) {
+      const error = await openai(user.token).chat.completions.create({ model, messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e) as InstanceType<typeof OpenAI.APIError>
+      expect(error.status, model).toBe(404)
+      expect(error.code, model).toBe('MODEL_NOT_FOUND')
+    }
+    expect(await balance(user)).toBe(100)
+    expect(await callLedger(user.id)).toEqual([])
     expect(primary.requests).toHaveLength(0)
   })
 

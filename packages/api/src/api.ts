@@ -142,6 +142,8 @@ export async function createApi(deps: ApiDeps) {
       ...(adapters.kind === 'redis' ? { redis: () => adapters.ping() } : {}),
     } as Record<string, () => Promise<void>>,
     async close(): Promise<void> {
+      // First, while Postgres is still open: calls under way end and settle.
+      await services.llmGateway.close()
       await sessionGuard.close()
       await config.close()
     },

@@ -400,15 +400,26 @@ export interface LlmRequestLogTable {
   request_id: string
   model: string
   upstream: string | null
-  status: number
-  duration_ms: number
+  /** The HTTP status the call ended with; null while pending. */
+  status: number | null
+  duration_ms: number | null
   prompt_tokens: number | null
   completion_tokens: number | null
   total_tokens: number | null
   flux_consumed: Generated<number>
   error: string | null
   created_at: Timestamp
+  /** `pending` from before the upstream call until settlement; `reconciled` when an operator settled it. */
+  state: Generated<LlmRequestState>
+  /** Where the billed tokens came from; null when nothing was billed by tokens (a failed call). */
+  usage_source: LlmUsageSource | null
+  flux_reserved: Generated<number>
+  completed_at: NullableTimestamp
 }
+
+export type LlmRequestState = 'pending' | 'completed' | 'reconciled'
+/** `upstream`: the upstream's usage; `counted`/`estimated`: our tokenizer (known/unknown model family); `flat`: FLUX_PER_REQUEST. */
+export type LlmUsageSource = 'upstream' | 'counted' | 'estimated' | 'flat'
 
 export type LlmRequestLog = Selectable<LlmRequestLogTable>
 export type NewLlmRequestLog = Insertable<LlmRequestLogTable>

@@ -1,3 +1,5 @@
+import { once } from 'node:events'
+
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { z } from 'zod'
 
@@ -74,6 +76,11 @@ export const gatewayPlugin: FastifyPluginAsync<GatewayPluginOptions> = async (ap
     request.gatewayUser = auth.user
   })
 
+  // Shutdown has begun: no new calls; streams under way may finish within the host's deadline.
+  app.addHook('preClose', async () => {
+    api.services.llmGateway.stopAccepting()
+  })
+
   app.get('/models', async () => api.services.llmGateway.listModels())
 
   // Conversations can be long; the default 1 MiB body limit is too tight.
@@ -102,15 +109,31 @@ export const gatewayPlugin: FastifyPluginAsync<GatewayPluginOptions> = async (ap
       'connection': 'keep-alive',
       'x-request-id': String(request.id),
     })
+    // Waiting on a slow reader ends when the client leaves or the call is cut short.
+    const stop = AbortSignal.any([controller.signal, result.signal])
     try {
       for await (const chunk of result.chunks) {
         if (controller.signal.aborted)
           break
-        reply.raw.write(chunk)
+        // A client reading slower than the upstream writes holds the upstream back,
+        // instead of the answer piling up in this process.
+        if (!reply.raw.write(chunk) && !await drained(reply.raw, stop))
+          break
       }
     }
     finally {
       reply.raw.end()
     }
   })
+}
+
+/** Resolves true once `stream` can take more, false if `signal` aborts first. */
+async function drained(stream: NodeJS.WritableStream, signal: AbortSignal): Promise<boolean> {
+  try {
+    await once(stream, 'drain', { signal })
+    return true
+  }
+  catch {
+    return false
+  }
 }

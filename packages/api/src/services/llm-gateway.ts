@@ -2,35 +2,24 @@ import { randomUUID } from 'node:crypto'
 
 import type { Db } from '@airi/db'
 
-import type { ConfigValue } from '../config/entries.ts'
 import { ApiError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 import type { Metrics } from '../metrics.ts'
 import type { BillingService } from './billing.ts'
 import type { ConfigService } from './config.ts'
-import { KeyDecryptError, type KeyVault } from './key-vault.ts'
+import type { KeyVault } from './key-vault.ts'
+import { createCallBilling, type BilledCall } from './llm-gateway/billing.ts'
+import { createRequestLog, type CallOutcome, type ReconcileReport } from './llm-gateway/request-log.ts'
+import { createUpstreamRouter, resolveAlias, type Attempt, type ChatCompletionBody, type RouterConfig } from './llm-gateway/router.ts'
+import { addChoices, countUsage, createStreamWatcher, promptOf, TextTally, usageIn, type MeasuredUsage } from './llm-gateway/usage.ts'
 
-type RouterConfig = ConfigValue<'LLM_ROUTER_CONFIG'>
-type Upstream = RouterConfig['models'][string]['upstreams'][number]
-
-/** The OpenAI chat-completions body, validated by the transport; other fields pass through. */
-export interface ChatCompletionBody {
-  model: string
-  messages: unknown[]
-  stream?: boolean | null
-  stream_options?: Record<string, unknown> | null
-  [field: string]: unknown
-}
-
-interface Usage {
-  prompt_tokens?: number
-  completion_tokens?: number
-  total_tokens?: number
-}
+export type { ChatCompletionBody } from './llm-gateway/router.ts'
+export type { ReconcileOutcome, ReconcileReport } from './llm-gateway/request-log.ts'
 
 export type CompletionResult =
   | { kind: 'json', body: unknown }
-  | { kind: 'stream', chunks: AsyncIterable<string> }
+  /** `signal` aborts when the call is cut short (client, deadline, shutdown): stop waiting on a slow reader then. */
+  | { kind: 'stream', chunks: AsyncIterable<string>, signal: AbortSignal }
 
 export interface LlmGatewayDeps {
   db: Db
@@ -44,194 +33,219 @@ export interface LlmGatewayDeps {
   defaultDeadlineMs?: number
 }
 
-/** How long a key is left alone after the upstream refused it. */
-const COOLDOWN_MS = { auth: 5 * 60_000, rateLimited: 30_000 } as const
+/** Reconciliation leaves alone what a live call may still settle: its deadline plus this. */
+const SETTLEMENT_MARGIN_MS = 60_000
 
-const upstreamError = (lastStatus: number | undefined, reason: string) =>
-  new ApiError(502, 'UPSTREAM_UNAVAILABLE', `Every upstream failed (last: ${reason})`, { lastStatus: lastStatus ?? null })
+const shuttingDown = () => new ApiError(503, 'SHUTTING_DOWN', 'The server is shutting down; retry the call')
 
-function tokensOf(usage: Usage | undefined): { prompt: number | null, completion: number | null, total: number | null } {
-  if (!usage)
-    return { prompt: null, completion: null, total: null }
-  const total = usage.total_tokens ?? ((usage.prompt_tokens ?? 0) + (usage.completion_tokens ?? 0))
-  return { prompt: usage.prompt_tokens ?? null, completion: usage.completion_tokens ?? null, total }
+/** How a call ended, for the log and for an error event on a stream already under way. */
+interface Failure {
+  status: number
+  code: string
+  message: string
 }
 
-/** The `usage` of one SSE `data:` line, if it carries one (OpenAI sends it in the last chunk). */
-function usageIn(line: string): Usage | undefined {
-  if (!line.startsWith('data:') || !line.includes('"usage"'))
-    return undefined
-  try {
-    return (JSON.parse(line.slice(5).trim()) as { usage?: Usage | null }).usage ?? undefined
-  }
-  catch {
-    // Not JSON (e.g. `[DONE]`): no usage here.
-    return undefined
-  }
-}
-
-/** Reads an abandoned response to the end so its connection goes back to the pool. */
-async function drain(response: Response): Promise<void> {
-  await response.arrayBuffer().catch(() => {})
+/** An SSE event in OpenAI's error shape: the official clients raise it as an APIError. */
+function errorEvent(failure: Failure): string {
+  const type = failure.status === 502 ? 'upstream_error' : 'server_error'
+  return `data: ${JSON.stringify({ error: { message: failure.message, type, code: failure.code } })}\n\n`
 }
 
 /**
  * The OpenAI-compatible gateway: routes a model alias to its upstreams and keys,
  * falls back across them, and bills every call exactly once: a reservation before
- * any upstream call, a settlement (extra charge or refund) when usage is known,
- * a refund when every upstream failed. Each ledger write has its own request id
- * derived from the call's, so retries inside the service can never double-charge.
+ * any upstream call, a settlement on the upstream's usage (or, when it gave none,
+ * our own token count of the prompt and of what was relayed), a refund when
+ * every upstream failed. Each call's `llm_request_log` row is written pending
+ * first, so a call cut short by a crash can be reconciled.
  */
 export function createLlmGateway({ db, config, billing, metrics, logger, keyVault, defaultDeadlineMs = 120_000 }: LlmGatewayDeps) {
-  const cooldowns = new Map<string, number>()
-  const rotation = new Map<string, number>()
+  const router = createUpstreamRouter({ keyVault, logger })
+  const callBilling = createCallBilling({ billing, config, metrics, logger })
+  const requestLog = createRequestLog({ db, logger })
+
+  /** Calls not yet settled, so shutdown can end them and wait for their settlement. */
+  const open = new Map<string, { shutdown: AbortController, settled: Promise<void> }>()
+  let closing = false
+
+  function track(callId: string) {
+    const shutdown = new AbortController()
+    let untrack!: () => void
+    const settled = new Promise<void>((resolve) => {
+      untrack = () => {
+        open.delete(callId)
+        resolve()
+      }
+    })
+    open.set(callId, { shutdown, settled })
+    return { shutdown, untrack }
+  }
 
   async function routerConfig(): Promise<RouterConfig> {
     return config.getOrThrow('LLM_ROUTER_CONFIG')
   }
 
-  function resolveAlias(routes: RouterConfig, requested: string | undefined): { alias: string, upstreams: Upstream[] } {
-    const alias = requested || routes.defaultModel
-    const model = alias ? routes.models[alias] : undefined
-    if (!alias || !model)
-      throw new ApiError(404, 'MODEL_NOT_FOUND', `The model ${JSON.stringify(requested ?? '')} does not exist`, { param: 'model' })
-    return { alias, upstreams: model.upstreams }
+  async function deadlineMs(): Promise<number> {
+    const routes = await config.getOptional('LLM_ROUTER_CONFIG').catch(() => undefined)
+    return routes?.deadlineMs ?? defaultDeadlineMs
   }
 
-  /** The upstream's keys to try, round-robin, skipping those cooling down. */
-  function keysInTurn(upstream: Upstream): Upstream['keys'] {
-    const now = Date.now()
-    const start = rotation.get(upstream.id) ?? 0
-    rotation.set(upstream.id, start + 1)
-    const ordered = upstream.keys.map((_, index) => upstream.keys[(start + index) % upstream.keys.length]!)
-    return ordered.filter(key => (cooldowns.get(`${upstream.id}:${key.id}`) ?? 0) <= now)
-  }
+  /** One chat completion; `untrack` is called once the call has settled, whatever the path. */
+  async function run(userId: string, body: ChatCompletionBody, clientSignal: AbortSignal, routes: RouterConfig, shutdown: AbortController, untrack: () => void): Promise<CompletionResult> {
+    const { alias, upstreams } = resolveAlias(routes, body.model)
+    const call: BilledCall = { userId, id: randomUUID(), alias, reserved: await config.get('FLUX_PER_REQUEST') }
+    const startedAt = Date.now()
+    const stream = body.stream === true
+    const deadline = AbortSignal.timeout(routes.deadlineMs ?? defaultDeadlineMs)
+    const signal = AbortSignal.any([clientSignal, deadline, shutdown.signal])
 
-  function coolDown(upstream: Upstream, keyId: string, ms: number): void {
-    cooldowns.set(`${upstream.id}:${keyId}`, Date.now() + ms)
-  }
-
-  interface Attempt {
-    response: Response
-    upstream: Upstream
-  }
-
-  /**
-   * Tries every healthy key of every upstream in order until one answers 2xx.
-   * 401/403/429 cool the key down; 429, 5xx, connection errors and timeouts move
-   * on; any other 4xx is the caller's mistake and is returned as it is.
-   */
-  async function callUpstreams(alias: string, upstreams: Upstream[], body: ChatCompletionBody, stream: boolean, signal: AbortSignal): Promise<Attempt> {
-    let lastStatus: number | undefined
-    let lastReason = 'no usable key'
-    for (const upstream of upstreams) {
-      for (const key of keysInTurn(upstream)) {
-        if (signal.aborted)
-          throw signal.reason
-        let apiKey: string
-        try {
-          if (!keyVault)
-            throw new ApiError(503, 'CONFIG_NOT_SET', 'LLM_ROUTER_MASTER_KEY is not set', { key: 'LLM_ROUTER_MASTER_KEY' })
-          apiKey = keyVault.decrypt(alias, key.id, key.ciphertext)
-        }
-        catch (error) {
-          if (!(error instanceof KeyDecryptError))
-            throw error
-          logger.error({ model: alias, upstream: upstream.id, keyId: key.id }, 'an upstream key cannot be decrypted (wrong master key or AAD); skipping it')
-          coolDown(upstream, key.id, COOLDOWN_MS.auth)
-          lastReason = `key ${key.id} of ${upstream.id} cannot be decrypted`
-          continue
-        }
-
-        const attemptSignal = upstream.timeoutMs ? AbortSignal.any([signal, AbortSignal.timeout(upstream.timeoutMs)]) : signal
-        let response: Response
-        try {
-          response = await fetch(`${upstream.baseUrl.replace(/\/$/, '')}/chat/completions`, {
-            method: 'POST',
-            headers: { 'authorization': `Bearer ${apiKey}`, 'content-type': 'application/json', 'accept': stream ? 'text/event-stream' : 'application/json' },
-            body: JSON.stringify({
-              ...body,
-              model: upstream.model,
-              ...(stream ? { stream: true, stream_options: { ...body.stream_options, include_usage: true } } : {}),
-            }),
-            signal: attemptSignal,
-          })
-        }
-        catch (error) {
-          if (signal.aborted)
-            throw signal.reason
-          lastReason = `${upstream.id}: ${attemptSignal.aborted ? 'timed out' : (error as Error).message}`
-          logger.warn({ upstream: upstream.id, keyId: key.id, reason: lastReason }, 'upstream call failed; trying the next')
-          continue
-        }
-
-        if (response.ok)
-          return { response, upstream }
-        lastStatus = response.status
-        lastReason = `${upstream.id} answered ${response.status}`
-        if (response.status === 401 || response.status === 403)
-          coolDown(upstream, key.id, COOLDOWN_MS.auth)
-        if (response.status === 429) {
-          const retryAfter = Number(response.headers.get('retry-after'))
-          coolDown(upstream, key.id, Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter * 1000 : COOLDOWN_MS.rateLimited)
-        }
-        if (response.status >= 400 && response.status < 500 && ![401, 403, 408, 409, 429].includes(response.status)) {
-          const detail = await response.json().catch(() => undefined) as { error?: { message?: string } } | undefined
-          throw new ApiError(response.status, 'UPSTREAM_REJECTED', detail?.error?.message ?? `The upstream refused the request (${response.status})`, { upstream: upstream.id })
-        }
-        await drain(response)
-        logger.warn({ upstream: upstream.id, keyId: key.id, status: response.status }, 'upstream refused; trying the next')
-      }
+    /** Why the call stopped early, checked in the order that names the real cause. */
+    function failureOf(error: unknown): Failure {
+      // During shutdown the host cuts the connections still open at its deadline.
+      if (shutdown.signal.aborted || (closing && clientSignal.aborted))
+        return { status: 503, code: 'SHUTTING_DOWN', message: 'The server is shutting down' }
+      if (clientSignal.aborted)
+        return { status: 499, code: 'CLIENT_CLOSED', message: 'client went away' }
+      if (deadline.aborted)
+        return { status: 504, code: 'DEADLINE_EXCEEDED', message: 'The upstreams did not answer in time' }
+      if (error instanceof ApiError)
+        return { status: error.status, code: error.code, message: error.message }
+      return { status: 502, code: 'UPSTREAM_UNAVAILABLE', message: `The upstream stream failed: ${(error as Error).message}` }
     }
-    throw upstreamError(lastStatus, lastReason)
-  }
 
-  /** Charges (or refunds) the difference between the reservation and the real cost. */
-  async function settle(call: { userId: string, id: string, alias: string, reserved: number }, usage: Usage | undefined): Promise<{ cost: number, charged: number }> {
-    const flux = tokensOf(usage)
-    const cost = flux.total === null
-      ? call.reserved
-      : Math.max(1, Math.ceil(flux.total * await config.get('FLUX_PER_1K_TOKENS') / 1000))
-    const difference = cost - call.reserved
-    const metadata = { model: call.alias, call: call.id, tokens: flux.total }
-    if (difference > 0) {
+    const rowId = await requestLog.open(call)
+    const complete = (outcome: Omit<CallOutcome, 'startedAt'>) => requestLog.complete(rowId, { ...outcome, startedAt })
+
+    // The reservation: nothing reaches an upstream unless it can be paid for.
+    try {
+      await callBilling.reserve(call)
+    }
+    catch (error) {
+      await complete({ upstream: null, status: error instanceof ApiError ? error.status : 500, flux: 0, error: (error as Error).message })
+      throw error
+    }
+
+    let attempt: Attempt
+    try {
+      attempt = await router.call(alias, upstreams, body, stream, signal)
+    }
+    catch (error) {
+      await callBilling.refund(call, 'failed')
+      const failure = failureOf(error)
+      await complete({ upstream: null, status: failure.status, flux: 0, error: failure.message })
+      if (failure.status === 503 || failure.status === 504)
+        throw new ApiError(failure.status, failure.code, failure.message)
+      throw error
+    }
+    await requestLog.answered(rowId, attempt.upstream.id)
+    const upstream = attempt.upstream
+
+    /** Settles on the upstream's usage, else on our count of the prompt and of `completion`. */
+    async function settle(usage: ReturnType<typeof usageIn>, completion: TextTally, outcome: { status: number, error?: string }): Promise<void> {
+      let measured: MeasuredUsage | undefined = usage && { usage, source: 'upstream' }
+      if (!measured) {
+        measured = await countUsage(upstream.model, promptOf(body), completion).catch((error: unknown) => {
+          logger.error({ err: error, call: call.id }, 'could not count the tokens of an LLM call; it pays the flat price')
+          return undefined
+        })
+      }
+      const { charged } = await callBilling.settle(call, measured?.usage)
+      await complete({ upstream: upstream.id, ...outcome, usage: measured?.usage, source: measured?.source ?? 'flat', flux: charged })
+    }
+
+    if (!stream) {
+      let payload: unknown
       try {
-        const entry = await billing.debit({ userId: call.userId, amount: difference, requestId: `llm:${call.id}:settle`, description: `LLM usage (${call.alias})`, metadata })
-        return { cost, charged: call.reserved + entry.amount }
+        payload = await attempt.response.json()
       }
       catch (error) {
-        if (!(error instanceof ApiError && error.code === 'INSUFFICIENT_FLUX'))
-          throw error
-        // The balance ran out during the call: what could not be charged is counted, not lost.
-        metrics.fluxUnbilled.add(difference)
-        logger.warn({ userId: call.userId, call: call.id, unbilled: difference }, 'LLM usage exceeded the balance')
-        return { cost, charged: call.reserved }
+        await callBilling.refund(call, 'failed')
+        const failure = signal.aborted ? failureOf(error) : { status: 502, code: 'UPSTREAM_UNAVAILABLE', message: 'The upstream answered with something that is not JSON' }
+        await complete({ upstream: upstream.id, status: failure.status, flux: 0, error: (error as Error).message })
+        throw new ApiError(failure.status === 499 ? 502 : failure.status, failure.code, failure.message, { lastStatus: attempt.response.status })
+      }
+      const completion = new TextTally()
+      addChoices(completion, payload, 'message')
+      await settle(usageIn(payload), completion, { status: attempt.response.status })
+      return { kind: 'json', body: payload }
+    }
+
+    const response = attempt.response
+    const watcher = createStreamWatcher()
+    let started = false
+    let settled = false
+
+    async function finish(outcome: { status: number, error?: string }): Promise<void> {
+      if (settled)
+        return
+      settled = true
+      try {
+        await settle(watcher.usage, watcher.completion, outcome)
+      }
+      catch (error) {
+        logger.error({ err: error, call: call.id }, 'could not settle a streamed LLM call; its log row stays pending for reconciliation')
+      }
+      finally {
+        untrack()
       }
     }
-    if (difference < 0)
-      await billing.credit({ userId: call.userId, amount: -difference, requestId: `llm:${call.id}:refund`, description: `LLM reservation returned (${call.alias})`, metadata })
-    return { cost, charged: cost }
-  }
 
-  async function refund(call: { userId: string, id: string, alias: string, reserved: number }): Promise<void> {
-    await billing.credit({ userId: call.userId, amount: call.reserved, requestId: `llm:${call.id}:refund`, description: `LLM call failed (${call.alias})`, metadata: { model: call.alias, call: call.id } })
-  }
+    // A stream cut short before the transport began reading it settles here.
+    const endUnstarted = (): void => {
+      if (started)
+        return
+      response.body?.cancel().catch(() => {})
+      const failure = failureOf(signal.reason)
+      void finish({ status: failure.status, error: failure.message })
+    }
+    if (signal.aborted)
+      endUnstarted()
+    else
+      signal.addEventListener('abort', endUnstarted, { once: true })
 
-  async function log(row: { userId: string, id: string, alias: string, upstream: string | null, status: number, startedAt: number, usage?: Usage, flux: number, error?: string }): Promise<void> {
-    const tokens = tokensOf(row.usage)
-    await db.insertInto('llm_request_log').values({
-      user_id: row.userId,
-      request_id: row.id,
-      model: row.alias,
-      upstream: row.upstream,
-      status: row.status,
-      duration_ms: Date.now() - row.startedAt,
-      prompt_tokens: tokens.prompt,
-      completion_tokens: tokens.completion,
-      total_tokens: tokens.total,
-      flux_consumed: row.flux,
-      error: row.error ?? null,
-    }).execute().catch((error: unknown) => logger.error({ err: error, call: row.id }, 'could not write the LLM request log'))
+    async function* relay(): AsyncGenerator<string> {
+      started = true
+      let outcome: { status: number, error?: string } | undefined
+      // True while the consumer holds a chunk; still true here means it stopped reading.
+      let handedOut = false
+      const decoder = new TextDecoder()
+      try {
+        for await (const bytes of response.body as unknown as AsyncIterable<Uint8Array>) {
+          const text = decoder.decode(bytes, { stream: true })
+          if (!text)
+            continue
+          handedOut = true
+          yield text
+          handedOut = false
+          // Counted once the transport has taken it: what was relayed, not what was read.
+          watcher.feed(text)
+        }
+        const rest = decoder.decode()
+        if (rest) {
+          handedOut = true
+          yield rest
+          handedOut = false
+          watcher.feed(rest)
+        }
+        outcome = { status: response.status }
+      }
+      catch (error) {
+        const failure = failureOf(error)
+        outcome = { status: failure.status, error: failure.message }
+        // A consumer that stopped reading takes no error event (and waiting for it would never settle).
+        if (failure.status !== 499 && !handedOut)
+          yield errorEvent(failure)
+      }
+      finally {
+        // Unset: the consumer stopped reading, because its client left or the call was cut short.
+        if (!outcome) {
+          const failure = failureOf(signal.reason)
+          outcome = signal.aborted ? { status: failure.status, error: failure.message } : { status: 499, error: 'client went away' }
+        }
+        await finish(outcome)
+      }
+    }
+    return { kind: 'stream', chunks: relay(), signal }
   }
 
   return {
@@ -254,81 +268,56 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
     /**
      * One chat completion for `userId`. Non-streaming: answers after settlement.
      * Streaming: the chunks are relayed as they come and the call settles after the
-     * last one (or when the caller goes away).
+     * last one, or when it is cut short (the client leaves, the deadline passes,
+     * the server shuts down) on what was relayed.
      */
     async complete(userId: string, body: ChatCompletionBody, clientSignal: AbortSignal): Promise<CompletionResult> {
+      if (closing)
+        throw shuttingDown()
       const routes = await routerConfig()
-      const { alias, upstreams } = resolveAlias(routes, body.model)
-      const call = { userId, id: randomUUID(), alias, reserved: await config.get('FLUX_PER_REQUEST') }
-      const startedAt = Date.now()
-      const stream = body.stream === true
-      const deadline = AbortSignal.timeout(routes.deadlineMs ?? defaultDeadlineMs)
-      const signal = AbortSignal.any([clientSignal, deadline])
-
-      // The reservation: nothing reaches an upstream unless it can be paid for.
-      await billing.debit({ userId, amount: call.reserved, requestId: `llm:${call.id}:reserve`, description: `LLM call (${alias})`, metadata: { model: alias, call: call.id }, allowPartial: false })
-
-      let attempt: Attempt
+      const { shutdown, untrack } = track(randomUUID())
+      let result: CompletionResult | undefined
       try {
-        attempt = await callUpstreams(alias, upstreams, body, stream, signal)
+        result = await run(userId, body, clientSignal, routes, shutdown, untrack)
+        return result
       }
-      catch (error) {
-        await refund(call)
-        const failure = deadline.aborted && !clientSignal.aborted
-          ? new ApiError(504, 'DEADLINE_EXCEEDED', 'The upstreams did not answer in time')
-          : error
-        await log({ userId, id: call.id, alias, upstream: null, status: failure instanceof ApiError ? failure.status : 499, startedAt, flux: 0, error: (failure as Error).message })
-        throw failure
+      finally {
+        // A stream is untracked when it settles; everything else is done here.
+        if (result?.kind !== 'stream')
+          untrack()
       }
+    },
 
-      if (!stream) {
-        let payload: { usage?: Usage }
-        try {
-          payload = await attempt.response.json() as { usage?: Usage }
-        }
-        catch (error) {
-          await refund(call)
-          await log({ userId, id: call.id, alias, upstream: attempt.upstream.id, status: 502, startedAt, flux: 0, error: (error as Error).message })
-          throw new ApiError(502, 'UPSTREAM_UNAVAILABLE', 'The upstream answered with something that is not JSON', { lastStatus: attempt.response.status })
-        }
-        const { charged } = await settle(call, payload.usage)
-        await log({ userId, id: call.id, alias, upstream: attempt.upstream.id, status: attempt.response.status, startedAt, usage: payload.usage, flux: charged })
-        return { kind: 'json', body: payload }
-      }
+    /**
+     * Stops taking new calls; calls under way go on. The host calls this when it
+     * starts shutting down, so streams it has to cut at its deadline are logged as
+     * ended by the shutdown.
+     */
+    stopAccepting(): void {
+      closing = true
+    },
 
-      const response = attempt.response
-      async function* relay(): AsyncGenerator<string> {
-        let usage: Usage | undefined
-        let buffered = ''
-        let failure: string | undefined
-        const decoder = new TextDecoder()
-        try {
-          for await (const bytes of response.body as unknown as AsyncIterable<Uint8Array>) {
-            const text = decoder.decode(bytes, { stream: true })
-            buffered += text
-            // Watch the event boundaries for the usage chunk; relay the bytes untouched.
-            let boundary = buffered.indexOf('\n\n')
-            while (boundary >= 0) {
-              const event = buffered.slice(0, boundary)
-              buffered = buffered.slice(boundary + 2)
-              for (const line of event.split('\n'))
-                usage = usageIn(line) ?? usage
-              boundary = buffered.indexOf('\n\n')
-            }
-            yield text
-          }
-        }
-        catch (error) {
-          failure = signal.aborted ? (clientSignal.aborted ? 'client went away' : 'deadline exceeded') : (error as Error).message
-          if (!clientSignal.aborted)
-            yield `data: ${JSON.stringify({ error: { message: `The upstream stream failed: ${failure}`, type: 'upstream_error', code: 'UPSTREAM_UNAVAILABLE' } })}\n\n`
-        }
-        finally {
-          const { charged } = await settle(call, usage)
-          await log({ userId, id: call.id, alias, upstream: attempt.upstream.id, status: !failure ? response.status : clientSignal.aborted ? 499 : deadline.aborted ? 504 : 502, startedAt, usage, flux: charged, error: failure })
-        }
-      }
-      return { kind: 'stream', chunks: relay() }
+    /**
+     * Ends every call still under way (a stream gets an error event and its end)
+     * and waits until each has settled on what was relayed. Called by `api.close()`.
+     */
+    async close(): Promise<void> {
+      closing = true
+      const calls = [...open.values()]
+      for (const { shutdown } of calls)
+        shutdown.abort(new Error('the server is shutting down'))
+      await Promise.all(calls.map(({ settled }) => settled))
+    },
+
+    /**
+     * Settles the calls whose log row is still pending `olderThanMs` after it was
+     * written: calls that a process crash cut short. Rows younger than the deadline
+     * plus a margin are never touched, since a live call may still settle them.
+     */
+    async reconcilePending({ olderThanMs = 10 * 60_000, limit = 1000 }: { olderThanMs?: number, limit?: number } = {}): Promise<ReconcileReport> {
+      const minimum = await deadlineMs() + SETTLEMENT_MARGIN_MS
+      const cutoff = new Date(Date.now() - Math.max(olderThanMs, minimum))
+      return requestLog.reconcile({ cutoff, limit, billing, callBilling })
     },
   }
 }

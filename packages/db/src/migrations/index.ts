@@ -9,6 +9,7 @@ import * as configEntries from './0006_config_entries.ts'
 import * as llmRequestLog from './0007_llm_request_log.ts'
 import * as fluxTransactionSeq from './0008_flux_transaction_seq.ts'
 import * as characterChildPosition from './0009_character_child_position.ts'
+import * as llmRequestLogState from './0010_llm_request_log_state.ts'
 
 /**
  * Every migration, keyed by name. Kysely's Migrator applies them in key order, so
@@ -24,4 +25,5 @@ export const migrations: Record<string, Migration> = {
   '0007_llm_request_log': llmRequestLog,
   '0008_flux_transaction_seq': fluxTransactionSeq,
   '0009_character_child_position': characterChildPosition,
+  '0010_llm_request_log_state': llmRequestLogState,
 }

@@ -1,0 +1,137 @@
+import type { Db, LlmUsageSource } from '@airi/db'
+
+import type { Logger } from '../../logger.ts'
+import type { BillingService } from '../billing.ts'
+import { ledgerIds, type BilledCall, type CallBilling } from './billing.ts'
+import { tokensOf, type Usage } from './usage.ts'
+
+export interface CallOutcome {
+  upstream: string | null
+  /** The HTTP status the call ended with (499: the client left, 503: shutdown, 504: deadline). */
+  status: number
+  startedAt: number
+  usage?: Usage
+  source?: LlmUsageSource
+  flux: number
+  error?: string
+}
+
+/** What reconciliation did with one pending row. */
+export type ReconcileOutcome =
+  /** The call had settled (or refunded) before it stopped; only the row was behind. */
+  | 'already-settled'
+  /** No upstream had answered: the reservation went back. */
+  | 'refunded'
+  /** An upstream was answering: the reservation is kept as the call's price (FLUX_PER_REQUEST). */
+  | 'charged-flat'
+  /** It stopped before its reservation was taken: nothing to settle. */
+  | 'no-reservation'
+
+export interface ReconcileReport {
+  /** Rows created before this were considered. */
+  cutoff: Date
+  rows: Array<{ id: string, callId: string, userId: string, outcome: ReconcileOutcome, flux: number }>
+}
+
+/**
+ * The `llm_request_log` rows of the gateway: written `pending` before the
+ * reservation and the upstream call, completed at settlement. A row left pending
+ * by a process that died is settled by `reconcile`.
+ */
+export function createRequestLog({ db, logger }: { db: Db, logger: Logger }) {
+  return {
+    /** The call's row, pending. Throws: without its trace a call must not spend Flux. */
+    async open(call: BilledCall): Promise<string> {
+      const row = await db.insertInto('llm_request_log').values({
+        user_id: call.userId,
+        request_id: call.id,
+        model: call.alias,
+        upstream: null,
+        status: null,
+        duration_ms: null,
+        state: 'pending',
+        flux_reserved: call.reserved,
+      }).returning('id').executeTakeFirstOrThrow()
+      return row.id
+    },
+
+    /**
+     * Notes which upstream answered, so reconciliation can tell a call that
+     * delivered something from one that never reached an upstream. Best effort.
+     */
+    async answered(rowId: string, upstream: string): Promise<void> {
+      await db.updateTable('llm_request_log').set({ upstream }).where('id', '=', rowId).execute()
+        .catch((error: unknown) => logger.error({ err: error, rowId }, 'could not note the answering upstream on the LLM request log'))
+    },
+
+    /** Completes a pending row. A failure is logged: the row stays pending for reconciliation. */
+    async complete(rowId: string, outcome: CallOutcome): Promise<void> {
+      const tokens = tokensOf(outcome.usage)
+      await db.updateTable('llm_request_log').set({
+        state: 'completed',
+        upstream: outcome.upstream,
+        status: outcome.status,
+        duration_ms: Date.now() - outcome.startedAt,
+        prompt_tokens: tokens.prompt,
+        completion_tokens: tokens.completion,
+        total_tokens: tokens.total,
+        usage_source: outcome.source ?? null,
+        flux_consumed: outcome.flux,
+        error: outcome.error ?? null,
+        completed_at: new Date(),
+      }).where('id', '=', rowId).where('state', '=', 'pending').execute()
+        .catch((error: unknown) => logger.error({ err: error, rowId }, 'could not complete the LLM request log row; it stays pending'))
+    },
+
+    /**
+     * Settles every row still pending that was created before `cutoff`, oldest
+     * first, at most `limit`. The ledger decides: a call that had settled keeps
+     * its settlement; one whose reservation stands is refunded when no upstream
+     * had answered, and charged the reservation (the flat price) when one had,
+     * never more, since what it delivered is unknown. Every ledger write goes
+     * through the call's own request ids, so running this twice, or alongside a
+     * late settlement, moves no Flux twice.
+     */
+    async reconcile({ cutoff, limit, billing, callBilling }: { cutoff: Date, limit: number, billing: BillingService, callBilling: CallBilling }): Promise<ReconcileReport> {
+      const pending = await db.selectFrom('llm_request_log').selectAll()
+        .where('state', '=', 'pending').where('created_at', '<', cutoff)
+        .orderBy('created_at').limit(limit).execute()
+      const report: ReconcileReport = { cutoff, rows: [] }
+      for (const row of pending) {
+        const ids = ledgerIds(row.request_id)
+        const [reserve, settle, refund] = await Promise.all([ids.reserve, ids.settle, ids.refund].map(requestId => billing.findByRequestId(row.user_id, requestId)))
+        let outcome: ReconcileOutcome
+        let flux: number
+        let source: LlmUsageSource | null = null
+        if (!reserve) {
+          outcome = 'no-reservation'
+          flux = 0
+        }
+        else if (settle || refund) {
+          outcome = 'already-settled'
+          flux = reserve.amount + (settle?.amount ?? 0) - (refund?.amount ?? 0)
+        }
+        else if (row.upstream === null) {
+          await callBilling.refund({ userId: row.user_id, id: row.request_id, alias: row.model, reserved: reserve.amount }, 'interrupted')
+          outcome = 'refunded'
+          flux = 0
+        }
+        else {
+          outcome = 'charged-flat'
+          flux = reserve.amount
+          source = 'flat'
+        }
+        await db.updateTable('llm_request_log').set({
+          state: 'reconciled',
+          usage_source: source,
+          flux_consumed: flux,
+          error: `reconciled: ${outcome}`,
+          completed_at: new Date(),
+        }).where('id', '=', row.id).where('state', '=', 'pending').execute()
+        logger.info({ call: row.request_id, userId: row.user_id, outcome, flux }, 'reconciled a pending LLM call')
+        report.rows.push({ id: row.id, callId: row.request_id, userId: row.user_id, outcome, flux })
+      }
+      return report
+    },
+  }
+}
