@@ -131,7 +131,8 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
     }
     catch (error) {
       await callBilling.refund(call, 'failed')
-      const failure = failureOf(error)
+      // The router turns every upstream failure into an ApiError; anything else is a bug here.
+      const failure: Failure = error instanceof ApiError || signal.aborted ? failureOf(error) : { status: 500, code: 'INTERNAL_ERROR', message: (error as Error).message }
       await complete({ upstream: null, status: failure.status, flux: 0, error: failure.message })
       if (failure.status === 503 || failure.status === 504)
         throw new ApiError(failure.status, failure.code, failure.message)
