@@ -90,6 +90,8 @@ export const envSchema = z.object({
   OIDC_POCKET_REDIRECT_URIS: z.string().optional().transform(value => (value ?? 'capacitor://localhost/auth/callback').split(',').map(item => item.trim()).filter(Boolean)),
   STRIPE_SECRET_KEY: optionalString,
   STRIPE_WEBHOOK_SECRET: optionalString,
+  /** Stripe's API origin (protocol, host, port); Stripe's own by default. Local development and tests point it at a fake. */
+  STRIPE_API_URL: z.url({ protocol: /^https?$/ }).optional(),
   LLM_ROUTER_MASTER_KEY: optionalString,
   ADMIN_EMAILS: commaList,
   OTEL_EXPORTER_OTLP_ENDPOINT: z.url().optional(),

@@ -14,6 +14,7 @@ import {
   type Api,
   type AuthSettings,
   type Logger,
+  type StripeSettings,
   type TrustedClient,
 } from '@airi/api'
 import { createDb, startEmbeddedPostgres, type Db, type EmbeddedPostgresHandle } from '@airi/db'
@@ -110,6 +111,13 @@ export async function authSettings(env: Env, logger: Logger): Promise<AuthSettin
   }
 }
 
+/** Stripe, when STRIPE_SECRET_KEY is set; without it billing answers 503 STRIPE_NOT_CONFIGURED. */
+export function stripeSettings(env: Env): StripeSettings | undefined {
+  if (!env.STRIPE_SECRET_KEY)
+    return undefined
+  return { secretKey: env.STRIPE_SECRET_KEY, webhookSecret: env.STRIPE_WEBHOOK_SECRET, apiUrl: env.STRIPE_API_URL }
+}
+
 export interface Runtime {
   api: Api
   close: () => Promise<void>
@@ -136,6 +144,7 @@ export async function startRuntime(env: Env, logger: Logger): Promise<Runtime> {
       adminEmails: env.ADMIN_EMAILS,
       service,
       llmMasterKey: parseMasterKey(await secretOrGenerated(env, logger, 'LLM_ROUTER_MASTER_KEY', 'llm-master-key')),
+      stripe: stripeSettings(env),
     })
     return {
       api,

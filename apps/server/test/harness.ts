@@ -4,7 +4,7 @@ import type { Meter } from '@opentelemetry/api'
 import type { FastifyInstance } from 'fastify'
 import { expect, inject } from 'vitest'
 
-import { createApi, createMemoryAdapters, createRedisAdapters, createResendTransport, silentLogger, type Api, type AppRouter, type TrustedClient } from '@airi/api'
+import { createApi, createMemoryAdapters, createRedisAdapters, createResendTransport, silentLogger, type Api, type AppRouter, type StripeSettings, type TrustedClient } from '@airi/api'
 import { TRPCClientError } from '@airi/sdk'
 import { findFreePort } from '@airi/db'
 import { startFakeResend, type FakeEmail, type FakeResend } from '@airi/tooling/fakes/resend'
@@ -37,6 +37,8 @@ export interface TestServerOptions {
   limits?: Pick<BuildServerOptions, 'trpcLimits' | 'requestTimeoutMs' | 'connectionTimeoutMs'>
   /** Adds routes before the server starts listening (tests of shared transport behaviour). */
   extend?: (app: FastifyInstance, api: Api) => void
+  /** Stripe settings (a fake's `settings`, from tooling/fakes/stripe); without them billing answers 503. */
+  stripe?: StripeSettings
 }
 
 export interface TestServer {
@@ -79,6 +81,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     service,
     meter: options.meter,
     llmMasterKey: TEST_LLM_MASTER_KEY,
+    stripe: options.stripe,
   })
   const app = await buildServer({
     api,

@@ -4,6 +4,7 @@ import type { Db } from '@airi/db'
 
 import type { EmailTransport } from './adapters/email.ts'
 import type { Adapters } from './adapters/ports.ts'
+import { createStripeGateway, type StripeSettings } from './adapters/stripe.ts'
 import { createAuth } from './auth/auth.ts'
 import { AUTH_BASE_PATH, type AuthSettings } from './auth/options.ts'
 import { createRequestAuthResolver } from './auth/resolver.ts'
@@ -27,6 +28,7 @@ import { createKeyVault } from './services/key-vault.ts'
 import { createLlmGateway } from './services/llm-gateway.ts'
 import { createMetaService } from './services/meta.ts'
 import { createProviderService } from './services/providers.ts'
+import { createStripeService } from './services/stripe/index.ts'
 import { createUserDeletionRegistry } from './services/user-deletion.ts'
 import { toTRPCError } from './trpc.ts'
 
@@ -44,11 +46,22 @@ export interface ApiDeps {
   meter?: Meter
   /** LLM_ROUTER_MASTER_KEY (32 bytes): decrypts upstream keys. Without it the gateway answers 503. */
   llmMasterKey?: Buffer
+  /** STRIPE_SECRET_KEY and friends. Without them billing procedures and the webhook answer 503. */
+  stripe?: StripeSettings
 }
 
 export interface ContextInput extends AuthInput {
   requestId: string
   logger?: Logger
+}
+
+/**
+ * Where a checkout or the billing portal may send the user back: this server, the
+ * web clients' redirect URIs, and AUTH_TRUSTED_ORIGINS.
+ */
+function returnOrigins(auth: ApiDeps['auth']): string[] {
+  const webRedirects = (auth.trustedClients ?? []).filter(client => client.applicationType === 'web').flatMap(client => client.redirectUris)
+  return [auth.baseUrl, ...webRedirects, ...(auth.trustedOrigins ?? [])]
 }
 
 /**
@@ -67,6 +80,17 @@ export async function createApi(deps: ApiDeps) {
   const characters = createCharacterService({ db })
   const providers = createProviderService({ db })
   const chats = createChatService({ db, fanout: createChatFanout({ pubsub: adapters.pubsub, logger }), logger })
+  const stripe = createStripeService({
+    db,
+    billing,
+    cache: adapters.cache,
+    config,
+    logger,
+    metrics,
+    gateway: deps.stripe?.secretKey ? createStripeGateway(deps.stripe, logger) : undefined,
+    trustedOrigins: returnOrigins(deps.auth),
+  })
+  userDeletion.register({ name: 'stripe', priority: 10, softDelete: userId => stripe.deleteAllForUser(userId) })
   userDeletion.register({ name: 'flux', priority: 20, softDelete: userId => billing.deleteAllForUser(userId) })
   userDeletion.register({ name: 'characters', priority: 30, softDelete: userId => characters.deleteAllForUser(userId) })
   userDeletion.register({ name: 'providers', priority: 30, softDelete: userId => providers.deleteAllForUser(userId) })
@@ -109,6 +133,7 @@ export async function createApi(deps: ApiDeps) {
     chats,
     providers,
     config,
+    stripe,
     createFluxMeter: createFluxMeterFactory({ billing, counters: adapters.counters, logger }),
     fluxGrants: createFluxGrantService({ db, billing, logger }),
     llmGateway: createLlmGateway({ db, config, billing, metrics, logger, keyVault: deps.llmMasterKey ? createKeyVault(deps.llmMasterKey) : undefined }),

@@ -10,6 +10,7 @@ export { ApiError, outageError, probeOutage, retryAfterSeconds, toHttpErrorBody,
 export type { Logger } from './logger.ts'
 export { silentLogger } from './logger.ts'
 export { migrateDatabase, type MigrationReport } from './migrate.ts'
+export type { StripeSettings } from './adapters/stripe.ts'
 export { createKeyVault, KeyDecryptError, parseMasterKey, type KeyVault } from './services/key-vault.ts'
 export type { AppRouter } from './routers/root.ts'
 export type { UserDeletionHandler } from './services/user-deletion.ts'

@@ -10,6 +10,10 @@ export function createMetrics(meter: Meter = otel.getMeter('airi-server')) {
     fluxConsumed: meter.createCounter('airi.billing.flux.consumed', { description: 'Flux debited from users', unit: '{flux}' }),
     fluxCredited: meter.createCounter('airi.billing.flux.credited', { description: 'Flux credited to users', unit: '{flux}' }),
     fluxUnbilled: meter.createCounter('airi.billing.flux.unbilled', { description: 'Flux owed but not charged because the balance ran out', unit: '{flux}' }),
+    /** By `currency`; counted once per credited purchase. */
+    stripeRevenue: meter.createCounter('airi.stripe.revenue', { description: 'Money received for credited Flux purchases, in minor units of the currency', unit: '{minor_unit}' }),
+    /** By `type` and `outcome` (handled, ignored, unknown, failed, invalid_signature). */
+    stripeEvents: meter.createCounter('stripe.events', { description: 'Stripe webhook events received', unit: '{event}' }),
   }
   // Primed at 0 so dashboards show the series before the first event.
   for (const counter of Object.values(counters))

@@ -326,6 +326,10 @@ export interface StripeCheckoutSessionTable {
   url: string | null
   created_at: Timestamp
   updated_at: Timestamp
+  /** Set when the session completes; `charge.refunded` finds the purchase by it. */
+  stripe_payment_intent_id: string | null
+  /** Flux of this purchase taken back (or held back before the credit) for refunds. */
+  flux_refunded: Generated<number>
 }
 
 export interface StripeSubscriptionTable {

@@ -1,6 +1,7 @@
 import { createRouter } from '../trpc.ts'
 import { adminRouter } from './admin.ts'
 import { authRouter } from './auth.ts'
+import { billingRouter } from './billing.ts'
 import { charactersRouter } from './characters.ts'
 import { chatsRouter } from './chats.ts'
 import { fluxRouter } from './flux.ts'
@@ -10,6 +11,7 @@ import { providersRouter } from './providers.ts'
 export const appRouter = createRouter({
   admin: adminRouter,
   auth: authRouter,
+  billing: billingRouter,
   characters: charactersRouter,
   chats: chatsRouter,
   flux: fluxRouter,

@@ -1,4 +1,5 @@
-import type { Db, FluxTransaction, FluxTransactionType } from '@airi/db'
+import type { Database, Db, FluxTransaction, FluxTransactionType } from '@airi/db'
+import type { Transaction } from 'kysely'
 
 import type { Cache } from '../adapters/ports.ts'
 import { keys } from '../adapters/keys.ts'
@@ -46,6 +47,21 @@ export interface DebitInput extends WriteInput {
 
 export interface CreditInput extends WriteInput {
   type?: Extract<FluxTransactionType, 'credit' | 'promo' | 'initial'>
+}
+
+/**
+ * Billing writes that join a caller's transaction (see `BillingService.transaction`):
+ * the caller changes its own rows through `trx`, and Flux moves in the same commit.
+ */
+export interface BillingTransaction {
+  trx: Transaction<Database>
+  /** As `BillingService.credit`, inside this transaction. */
+  credit: (input: CreditInput) => Promise<LedgerEntry>
+  /**
+   * As `BillingService.debit`, inside this transaction. A refused debit (402) has
+   * written nothing, so the caller may catch it and still commit its own changes.
+   */
+  debit: (input: DebitInput) => Promise<LedgerEntry>
 }
 
 export interface HistoryPage {
@@ -120,27 +136,29 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux }
    * `initial` ledger row, once: concurrent openers all wait on the primary key, and
    * only the one that inserted writes the ledger row.
    */
+  async function openAccountIn(trx: Transaction<Database>, userId: string, initial: number): Promise<boolean> {
+    const inserted = await trx.insertInto('user_flux')
+      .values({ user_id: userId, flux: initial })
+      .onConflict(oc => oc.column('user_id').doNothing())
+      .returning('user_id')
+      .executeTakeFirst()
+    if (inserted) {
+      await trx.insertInto('flux_transaction').values({
+        user_id: userId,
+        type: 'initial',
+        amount: initial,
+        balance_before: 0,
+        balance_after: initial,
+        request_id: 'initial',
+        description: 'Initial Flux',
+      }).execute()
+    }
+    return inserted !== undefined
+  }
+
   async function openAccount(userId: string): Promise<void> {
     const initial = await initialFlux()
-    const created = await db.transaction().execute(async (trx) => {
-      const inserted = await trx.insertInto('user_flux')
-        .values({ user_id: userId, flux: initial })
-        .onConflict(oc => oc.column('user_id').doNothing())
-        .returning('user_id')
-        .executeTakeFirst()
-      if (inserted) {
-        await trx.insertInto('flux_transaction').values({
-          user_id: userId,
-          type: 'initial',
-          amount: initial,
-          balance_before: 0,
-          balance_after: initial,
-          request_id: 'initial',
-          description: 'Initial Flux',
-        }).execute()
-      }
-      return inserted !== undefined
-    })
+    const created = await db.transaction().execute(trx => openAccountIn(trx, userId, initial))
     if (created)
       metrics.fluxCredited.add(initial, { type: 'initial' })
   }
@@ -149,65 +167,79 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux }
 
   type Write = (balance: number) => { type: FluxTransactionType, amount: number, metadata?: Record<string, unknown> }
 
-  /**
-   * The one write path: lock, replay check, compute, update, append. A user's first
-   * write opens the account and runs once more (`opened`).
-   */
-  async function write(input: WriteInput, compute: Write, opened = false): Promise<LedgerEntry> {
-    if (!Number.isSafeInteger(input.amount) || input.amount <= 0)
+  interface Written { entry: LedgerEntry, replayed: boolean }
+
+  function checkAmount(amount: number): void {
+    if (!Number.isSafeInteger(amount) || amount <= 0)
       throw new ApiError(400, 'INVALID_AMOUNT', 'Amount must be a positive whole number of Flux', { field: 'amount' })
+  }
+
+  /**
+   * The one write path, inside `trx`: lock, replay check, compute, update, append.
+   * Undefined when the user has no open account.
+   */
+  async function writeIn(trx: Transaction<Database>, input: WriteInput, compute: Write): Promise<Written | undefined> {
+    const account = await trx.selectFrom('user_flux').select('flux')
+      .where('user_id', '=', input.userId).where('deleted_at', 'is', null)
+      .forUpdate().executeTakeFirst()
+    if (!account)
+      return undefined
+
+    // Checked under the lock, so a concurrent retry sees the first write committed.
+    const replay = await trx.selectFrom('flux_transaction').selectAll()
+      .where('user_id', '=', input.userId).where('request_id', '=', input.requestId)
+      .executeTakeFirst()
+    if (replay) {
+      if (input.refuseReplay)
+        throw requestIdReused(input.requestId)
+      return { entry: toEntry(replay), replayed: true }
+    }
+
+    const { type, amount, metadata } = compute(account.flux)
+    const balanceAfter = type === 'debit' ? account.flux - amount : account.flux + amount
+    await trx.updateTable('user_flux').set({ flux: balanceAfter, updated_at: new Date() }).where('user_id', '=', input.userId).execute()
+    const row = await trx.insertInto('flux_transaction').values({
+      user_id: input.userId,
+      type,
+      amount,
+      balance_before: account.flux,
+      balance_after: balanceAfter,
+      request_id: input.requestId,
+      description: input.description ?? null,
+      metadata: metadata && Object.keys(metadata).length > 0 ? JSON.stringify(metadata) : null,
+    }).returningAll().executeTakeFirstOrThrow()
+    return { entry: toEntry(row), replayed: false }
+  }
+
+  /** After commit: the cached balance goes, the instruments count what moved. */
+  async function committed({ entry, replayed }: Written): Promise<void> {
+    if (replayed)
+      return
+    await dropCache(entry.userId)
+    if (entry.type === 'debit') {
+      metrics.fluxConsumed.add(entry.amount)
+      const unbilled = Number(entry.metadata?.unbilled ?? 0)
+      if (unbilled > 0)
+        metrics.fluxUnbilled.add(unbilled)
+    }
+    else {
+      metrics.fluxCredited.add(entry.amount, { type: entry.type })
+    }
+  }
+
+  /** A write in a transaction of its own. A user's first write opens the account and runs once more (`opened`). */
+  async function write(input: WriteInput, compute: Write, opened = false): Promise<LedgerEntry> {
+    checkAmount(input.amount)
     try {
-      const entry = await db.transaction().execute(async (trx) => {
-        const account = await trx.selectFrom('user_flux').select('flux')
-          .where('user_id', '=', input.userId).where('deleted_at', 'is', null)
-          .forUpdate().executeTakeFirst()
-        if (!account)
-          return undefined
-
-        // Checked under the lock, so a concurrent retry sees the first write committed.
-        const replay = await trx.selectFrom('flux_transaction').selectAll()
-          .where('user_id', '=', input.userId).where('request_id', '=', input.requestId)
-          .executeTakeFirst()
-        if (replay) {
-          if (input.refuseReplay)
-            throw requestIdReused(input.requestId)
-          return { entry: toEntry(replay), replayed: true }
-        }
-
-        const { type, amount, metadata } = compute(account.flux)
-        const balanceAfter = type === 'debit' ? account.flux - amount : account.flux + amount
-        await trx.updateTable('user_flux').set({ flux: balanceAfter, updated_at: new Date() }).where('user_id', '=', input.userId).execute()
-        const row = await trx.insertInto('flux_transaction').values({
-          user_id: input.userId,
-          type,
-          amount,
-          balance_before: account.flux,
-          balance_after: balanceAfter,
-          request_id: input.requestId,
-          description: input.description ?? null,
-          metadata: metadata && Object.keys(metadata).length > 0 ? JSON.stringify(metadata) : null,
-        }).returningAll().executeTakeFirstOrThrow()
-        return { entry: toEntry(row), replayed: false }
-      })
-      if (!entry) {
+      const written = await db.transaction().execute(trx => writeIn(trx, input, compute))
+      if (!written) {
         if (opened)
           throw accountNotFound()
         await openAccount(input.userId)
         return write(input, compute, true)
       }
-      if (!entry.replayed) {
-        await dropCache(input.userId)
-        if (entry.entry.type === 'debit') {
-          metrics.fluxConsumed.add(entry.entry.amount)
-          const unbilled = Number(entry.entry.metadata?.unbilled ?? 0)
-          if (unbilled > 0)
-            metrics.fluxUnbilled.add(unbilled)
-        }
-        else {
-          metrics.fluxCredited.add(entry.entry.amount, { type: entry.entry.type })
-        }
-      }
-      return entry.entry
+      await committed(written)
+      return written.entry
     }
     catch (error) {
       // Belt and braces: the unique index is what finally makes a write idempotent.
@@ -223,6 +255,22 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux }
       throw error
     }
   }
+
+  function debitOf(input: DebitInput): Write {
+    return (balance) => {
+      if (balance <= 0 || (input.allowPartial === false && balance < input.amount))
+        throw insufficientFlux(balance, input.amount)
+      const charged = Math.min(balance, input.amount)
+      const unbilled = input.amount - charged
+      return {
+        type: 'debit',
+        amount: charged,
+        metadata: { ...input.metadata, ...(unbilled > 0 ? { requestedAmount: input.amount, unbilled } : {}) },
+      }
+    }
+  }
+
+  const creditOf = (input: CreditInput): Write => () => ({ type: input.type ?? 'credit', amount: input.amount, metadata: input.metadata })
 
   return {
     /** The balance, through the cache; the first read creates the account. */
@@ -256,23 +304,53 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux }
      * in `airi.billing.flux.unbilled`), unless `allowPartial` is false (402).
      */
     async debit(input: DebitInput): Promise<LedgerEntry> {
-      const entry = await write(input, (balance) => {
-        if (balance <= 0 || (input.allowPartial === false && balance < input.amount))
-          throw insufficientFlux(balance, input.amount)
-        const charged = Math.min(balance, input.amount)
-        const unbilled = input.amount - charged
-        return {
-          type: 'debit',
-          amount: charged,
-          metadata: { ...input.metadata, ...(unbilled > 0 ? { requestedAmount: input.amount, unbilled } : {}) },
-        }
-      })
-      return entry
+      return write(input, debitOf(input))
     },
 
     /** Gives Flux (a purchase, a promotion or grant, or the initial amount). */
     async credit(input: CreditInput): Promise<LedgerEntry> {
-      return write(input, () => ({ type: input.type ?? 'credit', amount: input.amount, metadata: input.metadata }))
+      return write(input, creditOf(input))
+    },
+
+    /**
+     * Runs `work` in one Postgres transaction in which credits and debits join the
+     * caller's own writes (e.g. claiming a purchase's mirror row and crediting it
+     * commit together, or not at all). The rules are those of `credit` and `debit`:
+     * replay check and row lock per write, an account opened on a first write. The
+     * cache and the instruments are updated after commit. Keep `work` short and free
+     * of calls to the outside, and make every query through `trx`: a query on
+     * another connection while the row locks are held can wait on this transaction.
+     */
+    async transaction<T>(work: (tx: BillingTransaction) => Promise<T>): Promise<T> {
+      // Read before the transaction: the config read may need a connection of its own.
+      const initial = await initialFlux()
+      const written: Written[] = []
+      const opened: number[] = []
+      const result = await db.transaction().execute(async (trx) => {
+        const join = async (input: WriteInput, compute: Write): Promise<LedgerEntry> => {
+          checkAmount(input.amount)
+          let done = await writeIn(trx, input, compute)
+          if (!done) {
+            if (await openAccountIn(trx, input.userId, initial))
+              opened.push(initial)
+            done = await writeIn(trx, input, compute)
+          }
+          if (!done)
+            throw accountNotFound()
+          written.push(done)
+          return done.entry
+        }
+        return work({
+          trx,
+          credit: input => join(input, creditOf(input)),
+          debit: input => join(input, debitOf(input)),
+        })
+      })
+      for (const amount of opened)
+        metrics.fluxCredited.add(amount, { type: 'initial' })
+      for (const entry of written)
+        await committed(entry)
+      return result
     },
 
     /** Whether a write under this request id was already made (for reporting, not for safety). */

@@ -9,6 +9,7 @@ import type { createFluxMeterFactory } from './flux-meter.ts'
 import type { LlmGateway } from './llm-gateway.ts'
 import type { createMetaService } from './meta.ts'
 import type { ProviderService } from './providers.ts'
+import type { StripeService } from './stripe/index.ts'
 import type { UserDeletionRegistry } from './user-deletion.ts'
 
 /** Every domain service, as composed by `createApi`. */
@@ -27,4 +28,6 @@ export interface Services {
   userDeletion: UserDeletionRegistry
   meta: ReturnType<typeof createMetaService>
   providers: ProviderService
+  /** Flux top-ups through Stripe; answers 503 STRIPE_NOT_CONFIGURED without a key. */
+  stripe: StripeService
 }

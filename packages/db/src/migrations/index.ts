@@ -10,6 +10,7 @@ import * as llmRequestLog from './0007_llm_request_log.ts'
 import * as fluxTransactionSeq from './0008_flux_transaction_seq.ts'
 import * as characterChildPosition from './0009_character_child_position.ts'
 import * as llmRequestLogState from './0010_llm_request_log_state.ts'
+import * as stripeRefunds from './0012_stripe_refunds.ts'
 
 /**
  * Every migration, keyed by name. Kysely's Migrator applies them in key order, so
@@ -26,4 +27,5 @@ export const migrations: Record<string, Migration> = {
   '0008_flux_transaction_seq': fluxTransactionSeq,
   '0009_character_child_position': characterChildPosition,
   '0010_llm_request_log_state': llmRequestLogState,
+  '0012_stripe_refunds': stripeRefunds,
 }
