@@ -3,8 +3,9 @@ import { once } from 'node:events'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { z } from 'zod'
 
-import { ApiError, outageError, retryAfterSeconds, type Api, type AuthUser } from '@airi/api'
+import { ApiError, type Api, type AuthUser } from '@airi/api'
 
+import { openAiErrorHandler } from './openai-errors.ts'
 import { toHeaders } from './trpc.ts'
 
 export interface GatewayPluginOptions {
@@ -18,28 +19,6 @@ const chatCompletionBody = z.looseObject({
   stream_options: z.record(z.string(), z.unknown()).nullish(),
 })
 
-const openAiTypes: Record<number, string> = {
-  400: 'invalid_request_error',
-  401: 'invalid_request_error',
-  402: 'insufficient_quota',
-  403: 'permission_error',
-  404: 'invalid_request_error',
-  429: 'rate_limit_error',
-}
-
-/** OpenAI's error shape, so the official clients surface message, code and status. */
-function openAiError(error: ApiError) {
-  return {
-    error: {
-      message: error.message,
-      type: openAiTypes[error.status] ?? (error.status >= 500 ? 'api_error' : 'invalid_request_error'),
-      code: error.code,
-      param: (error.details?.param as string | undefined) ?? null,
-      ...(error.details ? { details: error.details } : {}),
-    },
-  }
-}
-
 declare module 'fastify' {
   interface FastifyRequest {
     gatewayUser?: AuthUser
@@ -52,22 +31,7 @@ declare module 'fastify' {
  * upstream call aborted when the client goes away.
  */
 export const gatewayPlugin: FastifyPluginAsync<GatewayPluginOptions> = async (app, { api }) => {
-  app.setErrorHandler((error: Error & { validation?: unknown, statusCode?: number }, request, reply) => {
-    // Ours, or Postgres/Redis out of reach (503 with retry-after).
-    const domain = error instanceof ApiError ? error : outageError(error)
-    if (domain) {
-      if (domain !== error)
-        request.log.warn({ err: error }, 'dependency unavailable')
-      const retryAfter = retryAfterSeconds(domain)
-      if (retryAfter !== undefined)
-        reply.header('retry-after', retryAfter)
-      return reply.status(domain.status).send(openAiError(domain))
-    }
-    if (error.statusCode && error.statusCode < 500)
-      return reply.status(error.statusCode).send(openAiError(new ApiError(error.statusCode, 'BAD_REQUEST', error.message)))
-    request.log.error({ err: error }, 'gateway request failed')
-    return reply.status(500).send(openAiError(new ApiError(500, 'INTERNAL_ERROR', 'Internal server error')))
-  })
+  app.setErrorHandler(openAiErrorHandler('gateway request failed'))
 
   app.addHook('preHandler', async (request: FastifyRequest) => {
     const auth = await api.resolveAuth({ headers: toHeaders(request.headers) })

@@ -1,7 +1,8 @@
 import type { ConfigValue } from '../../config/entries.ts'
 import { ApiError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
-import { KeyDecryptError, type KeyVault } from '../key-vault.ts'
+import type { KeyVault } from '../key-vault.ts'
+import { createUpstreamKeys, drain, isRetryableStatus } from '../upstream-keys.ts'
 
 export type RouterConfig = ConfigValue<'LLM_ROUTER_CONFIG'>
 export type Upstream = RouterConfig['models'][string]['upstreams'][number]
@@ -15,16 +16,8 @@ export interface ChatCompletionBody {
   [field: string]: unknown
 }
 
-/** How long a key is left alone after the upstream refused it. */
-const COOLDOWN_MS = { auth: 5 * 60_000, rateLimited: 30_000 } as const
-
 export const upstreamError = (lastStatus: number | undefined, reason: string) =>
   new ApiError(502, 'UPSTREAM_UNAVAILABLE', `Every upstream failed (last: ${reason})`, { lastStatus: lastStatus ?? null })
-
-/** Reads an abandoned response to the end so its connection goes back to the pool. */
-async function drain(response: Response): Promise<void> {
-  await response.arrayBuffer().catch(() => {})
-}
 
 /** The alias a caller asked for, looked up as the config's own key only (`constructor` is no model). */
 export function resolveAlias(routes: RouterConfig, requested: string | undefined): { alias: string, upstreams: Upstream[] } {
@@ -46,21 +39,7 @@ export interface Attempt {
  * instance; they only spread load and skip bad keys.
  */
 export function createUpstreamRouter({ keyVault, logger }: { keyVault: KeyVault | undefined, logger: Logger }) {
-  const cooldowns = new Map<string, number>()
-  const rotation = new Map<string, number>()
-
-  /** The upstream's keys to try, round-robin, skipping those cooling down. */
-  function keysInTurn(upstream: Upstream): Upstream['keys'] {
-    const now = Date.now()
-    const start = rotation.get(upstream.id) ?? 0
-    rotation.set(upstream.id, start + 1)
-    const ordered = upstream.keys.map((_, index) => upstream.keys[(start + index) % upstream.keys.length]!)
-    return ordered.filter(key => (cooldowns.get(`${upstream.id}:${key.id}`) ?? 0) <= now)
-  }
-
-  function coolDown(upstream: Upstream, keyId: string, ms: number): void {
-    cooldowns.set(`${upstream.id}:${keyId}`, Date.now() + ms)
-  }
+  const upstreamKeys = createUpstreamKeys({ keyVault, logger })
 
   return {
     /**
@@ -72,23 +51,14 @@ export function createUpstreamRouter({ keyVault, logger }: { keyVault: KeyVault 
       let lastStatus: number | undefined
       let lastReason = 'no usable key'
       for (const upstream of upstreams) {
-        for (const key of keysInTurn(upstream)) {
+        for (const key of upstreamKeys.inTurn(upstream.id, alias, upstream.keys)) {
           if (signal.aborted)
             throw signal.reason
-          let apiKey: string
-          try {
-            if (!keyVault)
-              throw new ApiError(503, 'CONFIG_NOT_SET', 'LLM_ROUTER_MASTER_KEY is not set', { key: 'LLM_ROUTER_MASTER_KEY' })
-            apiKey = keyVault.decrypt(alias, key.id, key.ciphertext)
-          }
-          catch (error) {
-            if (!(error instanceof KeyDecryptError))
-              throw error
-            logger.error({ model: alias, upstream: upstream.id, keyId: key.id }, 'an upstream key cannot be decrypted (wrong master key or AAD); skipping it')
-            coolDown(upstream, key.id, COOLDOWN_MS.auth)
-            lastReason = `key ${key.id} of ${upstream.id} cannot be decrypted`
+          if (key.apiKey === undefined) {
+            lastReason = key.unusable
             continue
           }
+          const apiKey = key.apiKey
 
           const attemptSignal = upstream.timeoutMs ? AbortSignal.any([signal, AbortSignal.timeout(upstream.timeoutMs)]) : signal
           let response: Response
@@ -116,13 +86,8 @@ export function createUpstreamRouter({ keyVault, logger }: { keyVault: KeyVault 
             return { response, upstream }
           lastStatus = response.status
           lastReason = `${upstream.id} answered ${response.status}`
-          if (response.status === 401 || response.status === 403)
-            coolDown(upstream, key.id, COOLDOWN_MS.auth)
-          if (response.status === 429) {
-            const retryAfter = Number(response.headers.get('retry-after'))
-            coolDown(upstream, key.id, Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter * 1000 : COOLDOWN_MS.rateLimited)
-          }
-          if (response.status >= 400 && response.status < 500 && ![401, 403, 408, 409, 429].includes(response.status)) {
+          upstreamKeys.noteRefusal(upstream.id, key.id, response)
+          if (!isRetryableStatus(response.status)) {
             const detail = await response.json().catch(() => undefined) as { error?: { message?: string } } | undefined
             throw new ApiError(response.status, 'UPSTREAM_REJECTED', detail?.error?.message ?? `The upstream refused the request (${response.status})`, { upstream: upstream.id })
           }
