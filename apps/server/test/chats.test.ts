@@ -10,7 +10,7 @@ import { createTestDatabase, testRedisPrefix } from '@airi/tooling/test/test-dat
 
 import { createVerifiedUser, startTestServer, type TestServer, type TestUser, failure } from './harness.ts'
 
-type ChatEvent = { chatId: string, messages: Array<{ id: string, seq: number, content: string }>, fromSeq: number, toSeq: number }
+type ChatEvent = { type: 'ready', messages: [] } | { type: 'messages', chatId: string, messages: Array<{ id: string, seq: number, content: string }>, fromSeq: number, toSeq: number }
 
 let server: TestServer
 let alice: TestUser
@@ -44,14 +44,17 @@ function subscribe(sdk: AiriClient, input?: { lastEventId?: string | null }) {
     onError: error => errors.push(error),
   })
   const contents = () => events.flatMap(event => event.data.messages.map(message => message.content))
-  return { events, errors, contents, stop: () => subscription.unsubscribe() }
+  const messageEvents = () => events.map(event => event.data).filter(data => data.type === 'messages')
+  /** The first event (`ready`) has arrived: the client holds a position to resume from. */
+  const ready = () => until(() => events.length > 0, 10_000, 'the ready event')
+  return { events, errors, contents, messageEvents, ready, stop: () => subscription.unsubscribe() }
 }
 
-async function until(condition: () => boolean, timeoutMs = 10_000): Promise<void> {
+async function until(condition: () => boolean, timeoutMs = 10_000, what = 'a condition'): Promise<void> {
   const deadline = Date.now() + timeoutMs
   while (!condition()) {
     if (Date.now() > deadline)
-      throw new Error('timed out waiting')
+      throw new Error(`timed out waiting for ${what}`)
     await new Promise(resolve => setTimeout(resolve, 20))
   }
 }
@@ -221,12 +224,13 @@ describe('live sync', () => {
     const aliceBrowser = subscribe(client(alice.token))
     const bobBrowser = subscribe(client(bob.token))
     const eveBrowser = subscribe(client(eve.token))
-    await new Promise(resolve => setTimeout(resolve, 200))
+    for (const sub of [alicePhone, aliceBrowser, bobBrowser, eveBrowser])
+      await sub.ready()
 
     await client(alice.token).chats.sendMessages.mutate({ chatId, messages: [text('hello everyone')] })
     for (const sub of [alicePhone, aliceBrowser, bobBrowser])
       await until(() => sub.contents().includes('hello everyone'))
-    expect(alicePhone.events.at(-1)!.data).toMatchObject({ chatId, fromSeq: 1, toSeq: 1 })
+    expect(alicePhone.events.at(-1)!.data).toMatchObject({ type: 'messages', chatId, fromSeq: 1, toSeq: 1 })
     expect(eveBrowser.contents()).toEqual([])
     for (const sub of [alicePhone, aliceBrowser, bobBrowser, eveBrowser])
       sub.stop()
@@ -238,7 +242,7 @@ describe('live sync', () => {
     await sender.chats.sendMessages.mutate({ chatId, messages: [text('before')] })
 
     const first = subscribe(client(bob.token))
-    await new Promise(resolve => setTimeout(resolve, 200))
+    await first.ready()
     await sender.chats.sendMessages.mutate({ chatId, messages: [text('seen live')] })
     await until(() => first.contents().includes('seen live'))
     const lastEventId = first.events.at(-1)!.id
@@ -264,7 +268,7 @@ describe('live sync', () => {
     try {
       const sub = subscribe(client(bob.token, `http://127.0.0.1:${proxy.port}`))
       const sender = client(alice.token)
-      await new Promise(resolve => setTimeout(resolve, 200))
+      await sub.ready()
       await sender.chats.sendMessages.mutate({ chatId, messages: [text('one')] })
       await until(() => sub.contents().includes('one'))
 
@@ -283,9 +287,29 @@ describe('live sync', () => {
     }
   })
 
+  it('resumes after a drop before any message arrived: the first event already carries a position', async () => {
+    const chatId = await groupChat('Dropped early')
+    const proxy = await startTcpProxy(Number(new URL(server.baseUrl).port))
+    try {
+      const sub = subscribe(client(bob.token, `http://127.0.0.1:${proxy.port}`))
+      await sub.ready()
+      expect(sub.events[0]!.data).toEqual({ type: 'ready', messages: [] })
+
+      await proxy.cut()
+      await client(alice.token).chats.sendMessages.mutate({ chatId, messages: [text('while cut off')] })
+      await proxy.restore()
+      await until(() => sub.contents().includes('while cut off'), 15_000, 'the message sent while cut off')
+      expect(sub.contents()).toEqual(['while cut off'])
+      sub.stop()
+    }
+    finally {
+      await proxy.close()
+    }
+  })
+
   it('tells a subscriber about a chat created after it subscribed', async () => {
     const sub = subscribe(client(bob.token))
-    await new Promise(resolve => setTimeout(resolve, 200))
+    await sub.ready()
     const chatId = await groupChat('Brand new')
     await client(alice.token).chats.sendMessages.mutate({ chatId, messages: [text('welcome')] })
     await until(() => sub.contents().includes('welcome'))
@@ -314,10 +338,10 @@ describe('two server instances on one Postgres and Redis', () => {
     const chat = await client(sender.token, a.baseUrl).chats.create.mutate({ type: 'private', members: [{ type: 'user', id: receiver.id }] })
 
     const sub = subscribe(client(receiver.token, b.baseUrl))
-    await new Promise(resolve => setTimeout(resolve, 200))
+    await sub.ready()
     await client(sender.token, a.baseUrl).chats.sendMessages.mutate({ chatId: chat.id, messages: [text('across instances')] })
     await until(() => sub.contents().includes('across instances'))
-    expect(sub.events[0]!.data).toMatchObject({ chatId: chat.id, fromSeq: 1, toSeq: 1 })
+    expect(sub.messageEvents()[0]).toMatchObject({ chatId: chat.id, fromSeq: 1, toSeq: 1 })
     sub.stop()
   })
 })

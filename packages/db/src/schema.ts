@@ -222,6 +222,24 @@ export type Message = Selectable<MessageTable>
 export type NewMessage = Insertable<MessageTable>
 export type MessageUpdate = Updateable<MessageTable>
 
+/** A user's live-sync counter: the seq of their newest feed row. */
+export interface ChatSyncHeadTable {
+  user_id: string
+  last_seq: Generated<number>
+}
+
+/** "Chat `chat_id` got messages `from_seq`..`to_seq`", numbered per user in commit order. */
+export interface ChatSyncFeedTable {
+  user_id: string
+  seq: number
+  chat_id: string
+  from_seq: number
+  to_seq: number
+  created_at: Timestamp
+}
+
+export type ChatSyncFeedEntry = Selectable<ChatSyncFeedTable>
+
 // ---------------------------------------------------------------------------
 // Providers
 // ---------------------------------------------------------------------------
@@ -471,6 +489,8 @@ export interface Database {
   chats: ChatTable
   chat_members: ChatMemberTable
   messages: MessageTable
+  chat_sync_heads: ChatSyncHeadTable
+  chat_sync_feed: ChatSyncFeedTable
 
   user_provider_configs: UserProviderConfigTable
   system_provider_configs: SystemProviderConfigTable

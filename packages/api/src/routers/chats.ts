@@ -27,7 +27,7 @@ export const chatsInput = {
     })).min(1).max(100),
   }),
   pullMessages: z.object({ chatId: id, afterSeq: z.number().int().min(0).default(0), limit: z.number().int().min(1).max(500).default(100) }),
-  onMessages: z.object({ lastEventId: text().max(1_000_000).nullish() }).optional(),
+  onMessages: z.object({ lastEventId: text().max(64).nullish() }).optional(),
 }
 
 export const chatsRouter = createRouter({
@@ -42,11 +42,16 @@ export const chatsRouter = createRouter({
   pullMessages: protectedProcedure.input(chatsInput.pullMessages).query(({ ctx, input }) => ctx.services.chats.pullMessages(ctx.user.id, input)),
 
   /**
-   * New messages of every chat of the caller. Event ids are tracked: a client that
-   * reconnects with `lastEventId` (the SDK does it by itself) gets what it missed first.
+   * New messages of every chat of the caller, after a first `ready` event. Event ids
+   * are tracked: a client that reconnects with `lastEventId` (the SDK does it by
+   * itself) gets what it missed first. The service reads the start position before
+   * this resolves, so before tRPC confirms the subscription (`started`).
    */
-  onMessages: protectedProcedure.input(chatsInput.onMessages).subscription(async function* ({ ctx, input, signal }) {
-    for await (const { id: eventId, event } of ctx.services.chats.subscribe(ctx.user.id, { lastEventId: input?.lastEventId, signal }))
-      yield tracked(eventId, event)
+  onMessages: protectedProcedure.input(chatsInput.onMessages).subscription(async ({ ctx, input, signal }) => {
+    const events = await ctx.services.chats.subscribe(ctx.user.id, { lastEventId: input?.lastEventId, signal })
+    return (async function* () {
+      for await (const { id: eventId, event } of events)
+        yield tracked(eventId, event)
+    })()
   }),
 })

@@ -14,20 +14,20 @@ import { createChatDoorbellMessage, createChatFanout, parseChatDoorbellMessage, 
 
 describe('chat doorbell payloads', () => {
   it('round-trips through create and parse', () => {
-    const bell = { chatId: 'c1', fromSeq: 3, toSeq: 5 }
+    const bell = { head: 5 }
     expect(parseChatDoorbellMessage(createChatDoorbellMessage(bell), silentLogger)).toEqual(bell)
   })
 
   it('drops and logs malformed payloads', () => {
     const warnings: unknown[] = []
     const logger: Logger = { ...silentLogger, warn: obj => warnings.push(obj) }
-    for (const raw of ['not json', '{}', '{"chatId":"c","fromSeq":5,"toSeq":2}', '{"chatId":"","fromSeq":1,"toSeq":1}', '{"chatId":"c","fromSeq":"1","toSeq":1}'])
+    for (const raw of ['not json', '{}', '{"head":0}', '{"head":1.5}', '{"head":"1"}'])
       expect(parseChatDoorbellMessage(raw, logger)).toBeUndefined()
     expect(warnings).toHaveLength(5)
   })
 
   it('refuses to create a malformed payload', () => {
-    expect(() => createChatDoorbellMessage({ chatId: 'c', fromSeq: 0, toSeq: 1 })).toThrow()
+    expect(() => createChatDoorbellMessage({ head: 0 })).toThrow()
   })
 })
 
@@ -41,7 +41,7 @@ describe.each([
   })
   afterAll(() => adapters.close())
 
-  it('rings every local listener of each user once, skips malformed rings, and unsubscribes when the last listener leaves', async () => {
+  it('rings every local listener of each user once with their latest head, skips malformed rings, and unsubscribes when the last listener leaves', async () => {
     const warnings: unknown[] = []
     const fanout = createChatFanout({ pubsub: adapters.pubsub, logger: { ...silentLogger, warn: obj => warnings.push(obj) } })
     const phone: ChatDoorbell[] = []
@@ -53,15 +53,20 @@ describe.each([
     expect(fanout.listeningUsers()).toBe(2)
 
     await adapters.pubsub.publish(channels.chatBroadcast('u1'), 'garbage')
-    await fanout.ring(['u1', 'u1'], { chatId: 'c', fromSeq: 1, toSeq: 2 })
+    await fanout.ring([['u1', 2], ['u1', 3]])
     const deadline = Date.now() + 2000
     while ((phone.length < 1 || browser.length < 1) && Date.now() < deadline)
       await sleep(10)
     await sleep(50)
-    expect(phone).toEqual([{ chatId: 'c', fromSeq: 1, toSeq: 2 }])
+    expect(phone).toEqual([{ head: 3 }])
     expect(browser).toEqual(phone)
     expect(other).toEqual([])
     expect(warnings).toHaveLength(1)
+
+    // A re-check rings this instance's listeners only, without pub/sub.
+    expect(fanout.listeningUserIds().sort()).toEqual(['u1', 'u2'])
+    fanout.ringHere('u2', { head: 7 })
+    expect(other).toEqual([{ head: 7 }])
 
     await stopPhone()
     await stopBrowser()

@@ -4,18 +4,16 @@ import { channels } from '../adapters/keys.ts'
 import type { PubSub, Unsubscribe } from '../adapters/ports.ts'
 import type { Logger } from '../logger.ts'
 
-/** "Chat {chatId} has messages up to {toSeq}": a doorbell, never the messages themselves. */
+/**
+ * "This user's sync feed now reaches `head`": a doorbell, never the messages
+ * themselves. Each user has a feed of their own, so the ring says nothing about
+ * which chat moved; the subscriber reads its feed after its own position.
+ */
 export interface ChatDoorbell {
-  chatId: string
-  fromSeq: number
-  toSeq: number
+  head: number
 }
 
-const doorbellSchema = z.object({
-  chatId: z.string().min(1),
-  fromSeq: z.number().int().min(1),
-  toSeq: z.number().int().min(1),
-}).refine(bell => bell.toSeq >= bell.fromSeq, 'toSeq must not be below fromSeq')
+const doorbellSchema = z.object({ head: z.number().int().min(1) })
 
 export function createChatDoorbellMessage(bell: ChatDoorbell): string {
   return JSON.stringify(doorbellSchema.parse(bell))
@@ -44,12 +42,18 @@ export function createChatFanout({ pubsub, logger }: { pubsub: PubSub, logger: L
   const local = new Map<string, { listeners: Set<Listener>, subscription: Promise<Unsubscribe> }>()
 
   return {
-    async ring(userIds: Iterable<string>, bell: ChatDoorbell): Promise<void> {
-      const message = createChatDoorbellMessage(bell)
-      await Promise.all([...new Set(userIds)].map(userId => pubsub.publish(channels.chatBroadcast(userId), message).catch((error: unknown) => {
+    /** Rings each user's connections on every instance with that user's new feed head. */
+    async ring(heads: Iterable<readonly [userId: string, head: number]>): Promise<void> {
+      await Promise.all([...new Map(heads)].map(([userId, head]) => pubsub.publish(channels.chatBroadcast(userId), createChatDoorbellMessage({ head })).catch((error: unknown) => {
         // Pub/sub is only a doorbell: the messages are committed, and subscribers catch up.
-        logger.warn({ err: error, userId, chatId: bell.chatId }, 'could not ring a chat doorbell')
+        logger.warn({ err: error, userId }, 'could not ring a chat doorbell')
       })))
+    },
+
+    /** Rings only this instance's listeners of `userId` (a re-check found their feed moved). */
+    ringHere(userId: string, bell: ChatDoorbell): void {
+      for (const notify of local.get(userId)?.listeners ?? [])
+        notify(bell)
     },
 
     /** Calls `listener` for every doorbell of `userId` until the returned function is called. */
@@ -88,9 +92,14 @@ export function createChatFanout({ pubsub, logger }: { pubsub: PubSub, logger: L
       }
     },
 
-    /** Users with at least one listening connection on this instance. */
+    /** How many users have at least one listening connection on this instance. */
     listeningUsers(): number {
       return local.size
+    },
+
+    /** The users with at least one listening connection on this instance. */
+    listeningUserIds(): string[] {
+      return [...local.keys()]
     },
   }
 }

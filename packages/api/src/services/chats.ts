@@ -1,8 +1,10 @@
-import type { Chat, ChatType, Db, Message } from '@airi/db'
+import type { Transaction } from 'kysely'
+
+import type { Chat, ChatType, Database, Db, Message } from '@airi/db'
 
 import { ApiError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
-import type { ChatDoorbell, ChatFanout } from './chat-fanout.ts'
+import type { ChatFanout } from './chat-fanout.ts'
 
 export interface MemberRef {
   type: 'user' | 'character'
@@ -31,13 +33,22 @@ export interface MessageView {
   createdAt: Date
 }
 
-/** What `chats.onMessages` pushes: a run of consecutive messages of one chat. */
+/** A run of consecutive messages of one chat (what `sendMessages` returns). */
 export interface ChatMessagesEvent {
   chatId: string
   messages: MessageView[]
   fromSeq: number
   toSeq: number
 }
+
+/**
+ * What `chats.onMessages` pushes. The first event of every subscription is `ready`:
+ * it carries no messages, only its id (the position the subscription starts from),
+ * so a client holds a position to resume from before anything else arrives.
+ */
+export type ChatSyncEvent =
+  | { type: 'ready', messages: [] }
+  | ({ type: 'messages' } & ChatMessagesEvent)
 
 export interface NewMessageInput {
   id: string
@@ -50,7 +61,10 @@ export interface ChatServiceDeps {
   db: Db
   fanout: ChatFanout
   logger: Logger
-  /** How often a live subscription re-checks its chats, healing lost doorbells. */
+  /**
+   * How often this instance re-reads the feed heads of the users listening here
+   * (one query for all of them), healing doorbells that pub/sub lost.
+   */
   resyncIntervalMs?: number
 }
 
@@ -92,65 +106,81 @@ function toMessage(row: Message): MessageView {
   }
 }
 
+const invalidCursor = () => new ApiError(400, 'INVALID_CURSOR', 'lastEventId is not a cursor this server issued', { field: 'lastEventId' })
+
 /**
- * A subscription's position in every chat, carried in its event ids so a client
- * that reconnects with `lastEventId` resumes exactly where it stopped.
+ * An event id: the user's feed seq in decimal. It stays a few bytes however many
+ * chats the user has, and a client that reconnects with it as `lastEventId`
+ * resumes exactly after that event.
  */
-export function encodeChatCursor(positions: Map<string, number>): string {
-  return Buffer.from(JSON.stringify([...positions])).toString('base64url')
+export function encodeChatCursor(feedSeq: number): string {
+  return String(feedSeq)
 }
 
-export function decodeChatCursor(cursor: string): Map<string, number> {
-  try {
-    const pairs = JSON.parse(Buffer.from(cursor, 'base64url').toString()) as unknown
-    if (!Array.isArray(pairs) || !pairs.every(pair => Array.isArray(pair) && typeof pair[0] === 'string' && Number.isSafeInteger(pair[1]) && pair[1] >= 0))
-      throw new Error('bad cursor')
-    return new Map(pairs as Array<[string, number]>)
-  }
-  catch {
-    throw new ApiError(400, 'INVALID_CURSOR', 'lastEventId is not a cursor this server issued', { field: 'lastEventId' })
-  }
+export function decodeChatCursor(cursor: string): number {
+  if (!/^(?:0|[1-9]\d{0,15})$/.test(cursor) || !Number.isSafeInteger(Number(cursor)))
+    throw invalidCursor()
+  return Number(cursor)
 }
 
-/** A doorbell, or the periodic reminder to re-check every chat. */
-type Wakeup = ChatDoorbell | 'resync'
-
-/** A queue an async generator can wait on, ending when `signal` aborts. */
-function createWakeupQueue(signal: AbortSignal | undefined) {
-  const pending: Wakeup[] = []
+/**
+ * What a parked subscription waits on: only the highest feed head rung so far, so
+ * however many doorbells arrive while it reads, it holds one number.
+ */
+function createHeadWatch(signal: AbortSignal | undefined) {
+  let highest = 0
   let wake: (() => void) | undefined
   signal?.addEventListener('abort', () => wake?.(), { once: true })
   return {
-    push(item: Wakeup) {
-      // One pending re-check is as good as many.
-      if (item === 'resync' && pending.includes('resync'))
-        return
-      pending.push(item)
-      wake?.()
+    ring(head: number) {
+      if (head > highest) {
+        highest = head
+        wake?.()
+      }
     },
-    async *[Symbol.asyncIterator](): AsyncGenerator<Wakeup> {
-      while (!signal?.aborted) {
-        const bell = pending.shift()
-        if (bell) {
-          yield bell
-          continue
-        }
+    /** Resolves once a head beyond `position` was rung, or the signal aborts. */
+    async beyond(position: number): Promise<void> {
+      while (highest <= position && !signal?.aborted) {
         await new Promise<void>((resolve) => {
           wake = resolve
         })
-        wake = undefined
       }
+      wake = undefined
     },
   }
 }
 
+/** Most messages in one live event (a send holds at most 100, so one send is never split). */
 const PAGE = 100
+/** Feed rows, and messages, one read of a subscription's feed takes at most. */
+const FEED_ROWS = 100
+const FEED_MESSAGES = 500
+/** Users per query: of the feed head upsert in a send, and of the periodic re-check. */
+const USERS_PER_QUERY = 1000
+
+interface FeedRun {
+  chatId: string
+  fromSeq: number
+  toSeq: number
+  /** The feed seq of the run's last row: the event's id. */
+  feedSeq: number
+}
+
+function chunks<T>(items: T[], size: number): T[][] {
+  return Array.from({ length: Math.ceil(items.length / size) }, (_, i) => items.slice(i * size, (i + 1) * size))
+}
 
 /**
  * Chats, members and messages. Messages get a gap-free per-chat `seq` under a row
- * lock on the chat; client-supplied ids make a resend a no-op. Live sync rings a
- * doorbell per user; subscribers always read the messages from Postgres, after
- * their own position, so a lost or duplicated doorbell never loses or repeats one.
+ * lock on the chat; client-supplied ids make a resend a no-op.
+ *
+ * Live sync: every send also appends a row to each user member's sync feed, numbered
+ * by that user's own counter (see migration 0013), then rings a doorbell per user.
+ * A subscription's position is one feed seq; it always reads its feed from Postgres
+ * after that position, so a lost or duplicated doorbell never loses or repeats a
+ * message. The feed carries what was sent while the user was a member: joining a
+ * chat brings no history into it (`pullMessages` reads that), and leaving one stops
+ * its rows from being delivered.
  */
 export function createChatService({ db, fanout, logger, resyncIntervalMs = 15_000 }: ChatServiceDeps) {
   /** The chats `userId` is an active member of: where every read starts. */
@@ -188,12 +218,6 @@ export function createChatService({ db, fanout, logger, resyncIntervalMs = 15_00
     return toChatView(chat, (await members([chat.id])).get(chat.id)!)
   }
 
-  async function userMemberIds(chatId: string): Promise<string[]> {
-    const rows = await db.selectFrom('chat_members').select('member_id')
-      .where('chat_id', '=', chatId).where('member_type', '=', 'user').where('deleted_at', 'is', null).execute()
-    return rows.map(row => row.member_id)
-  }
-
   /** Users and characters named as members must exist. */
   async function assertMembersExist(refs: MemberRef[]): Promise<void> {
     const userIds = refs.filter(ref => ref.type === 'user').map(ref => ref.id)
@@ -208,10 +232,158 @@ export function createChatService({ db, fanout, logger, resyncIntervalMs = 15_00
       throw new ApiError(400, 'UNKNOWN_MEMBER', 'Some members do not exist', { field: 'members', unknown })
   }
 
-  /** The last seq of every chat of `userId` (where subscriptions start and re-check). */
-  async function memberChatPositions(userId: string): Promise<Map<string, number>> {
-    const rows = await memberChats(userId).select(['chats.id', 'chats.last_seq']).execute()
-    return new Map(rows.map(row => [row.id, row.last_seq]))
+  /** The seq of the newest row of `userId`'s feed (0 before their first). */
+  async function feedHead(userId: string): Promise<number> {
+    const row = await db.selectFrom('chat_sync_heads').select('last_seq').where('user_id', '=', userId).executeTakeFirst()
+    return row?.last_seq ?? 0
+  }
+
+  /**
+   * Appends "`chatId` got `fromSeq`..`toSeq`" to the feed of every user member.
+   * Each head row stays locked until the send commits, so feed seqs commit in
+   * order; rows are locked in user id order, so two sends never deadlock.
+   */
+  async function appendToFeeds(trx: Transaction<Database>, chatId: string, fromSeq: number, toSeq: number): Promise<Map<string, number>> {
+    const members = await trx.selectFrom('chat_members').select('member_id')
+      .where('chat_id', '=', chatId).where('member_type', '=', 'user').where('deleted_at', 'is', null)
+      .orderBy('member_id').execute()
+    const heads = new Map<string, number>()
+    for (const batch of chunks(members.map(row => row.member_id), USERS_PER_QUERY)) {
+      const rows = await trx.insertInto('chat_sync_heads').values(batch.map(userId => ({ user_id: userId, last_seq: 1 })))
+        .onConflict(oc => oc.column('user_id').doUpdateSet({ last_seq: eb => eb('chat_sync_heads.last_seq', '+', 1) }))
+        .returning(['user_id', 'last_seq']).execute()
+      await trx.insertInto('chat_sync_feed')
+        .values(rows.map(row => ({ user_id: row.user_id, seq: row.last_seq, chat_id: chatId, from_seq: fromSeq, to_seq: toSeq })))
+        .execute()
+      for (const row of rows)
+        heads.set(row.user_id, row.last_seq)
+    }
+    return heads
+  }
+
+  /**
+   * The next events of `userId`'s feed after `after`, consecutive rows of one chat
+   * merged into one event. Rows of chats the user has left (or that were deleted)
+   * are read past but not delivered. `last` is the feed seq read up to (undefined
+   * when there was nothing), `more` whether more may follow it right away.
+   */
+  async function readFeed(userId: string, after: number): Promise<{ events: Array<{ id: string, event: ChatSyncEvent }>, last?: number, more: boolean }> {
+    const rows = await db.selectFrom('chat_sync_feed as f')
+      .leftJoin('chats as c', join => join.onRef('c.id', '=', 'f.chat_id').on('c.deleted_at', 'is', null))
+      .leftJoin('chat_members as m', join => join.onRef('m.chat_id', '=', 'f.chat_id').onRef('m.member_id', '=', 'f.user_id')
+        .on('m.member_type', '=', 'user').on('m.deleted_at', 'is', null))
+      .select(['f.seq', 'f.chat_id', 'f.from_seq', 'f.to_seq', 'c.id as live_chat', 'm.id as membership'])
+      .where('f.user_id', '=', userId).where('f.seq', '>', after)
+      .orderBy('f.seq').limit(FEED_ROWS).execute()
+
+    const runs: FeedRun[] = []
+    let last: number | undefined
+    let total = 0
+    for (const row of rows) {
+      const visible = row.live_chat !== null && row.membership !== null
+      const size = visible ? row.to_seq - row.from_seq + 1 : 0
+      if (total > 0 && total + size > FEED_MESSAGES)
+        break
+      last = row.seq
+      if (!visible)
+        continue
+      total += size
+      const run = runs.at(-1)
+      if (run && run.chatId === row.chat_id && run.toSeq + 1 === row.from_seq && row.to_seq - run.fromSeq < PAGE) {
+        run.toSeq = row.to_seq
+        run.feedSeq = row.seq
+      }
+      else {
+        runs.push({ chatId: row.chat_id, fromSeq: row.from_seq, toSeq: row.to_seq, feedSeq: row.seq })
+      }
+    }
+    const more = rows.length === FEED_ROWS || last !== rows.at(-1)?.seq
+    if (runs.length === 0)
+      return { events: [], last, more }
+
+    const messages = (await db.selectFrom('messages').selectAll().where('deleted_at', 'is', null)
+      .where(eb => eb.or(runs.map(run => eb.and([eb('chat_id', '=', run.chatId), eb('seq', '>=', run.fromSeq), eb('seq', '<=', run.toSeq)]))))
+      .orderBy('seq').execute()).map(toMessage)
+    const events: Array<{ id: string, event: ChatSyncEvent }> = []
+    for (const run of runs) {
+      const inRun = messages.filter(message => message.chatId === run.chatId && message.seq >= run.fromSeq && message.seq <= run.toSeq)
+      // Every message of the run deleted since: nothing to deliver.
+      if (inRun.length > 0)
+        events.push({ id: encodeChatCursor(run.feedSeq), event: { type: 'messages', chatId: run.chatId, messages: inRun, fromSeq: inRun[0]!.seq, toSeq: inRun.at(-1)!.seq } })
+    }
+    return { events, last, more }
+  }
+
+  /**
+   * One re-check per instance, not per connection: while anyone listens here, every
+   * `resyncIntervalMs` one query reads the feed heads of every listening user (per
+   * thousand users) and rings their local listeners, so a doorbell pub/sub lost
+   * costs at most one interval of delay.
+   */
+  const resync = (() => {
+    let subscriptions = 0
+    let timer: NodeJS.Timeout | undefined
+    let running = false
+    async function tick(): Promise<void> {
+      if (running)
+        return
+      running = true
+      try {
+        for (const userIds of chunks(fanout.listeningUserIds(), USERS_PER_QUERY)) {
+          const rows = await db.selectFrom('chat_sync_heads').select(['user_id', 'last_seq']).where('user_id', 'in', userIds).execute()
+          for (const row of rows)
+            fanout.ringHere(row.user_id, { head: row.last_seq })
+        }
+      }
+      catch (error) {
+        logger.warn({ err: error }, 'could not re-check chat feed heads')
+      }
+      finally {
+        running = false
+      }
+    }
+    return {
+      /** Counts one live subscription in; the returned function counts it out. */
+      join(): () => void {
+        if (subscriptions++ === 0) {
+          timer = setInterval(() => void tick(), resyncIntervalMs)
+          timer.unref()
+        }
+        let left = false
+        return () => {
+          if (left)
+            return
+          left = true
+          if (--subscriptions === 0)
+            clearInterval(timer)
+        }
+      },
+    }
+  })()
+
+  /** Follows `userId`'s feed from `start`: the `ready` event, what was missed, then live. */
+  async function* follow(userId: string, start: number, signal: AbortSignal | undefined): AsyncGenerator<{ id: string, event: ChatSyncEvent }> {
+    yield { id: encodeChatCursor(start), event: { type: 'ready', messages: [] } }
+    const watch = createHeadWatch(signal)
+    const stopListening = await fanout.listen(userId, bell => watch.ring(bell.head))
+    const leave = resync.join()
+    try {
+      // Listening first, then reading: a row committed in between is both rung and
+      // after the position, and read once.
+      let position = start
+      while (!signal?.aborted) {
+        const { events, last, more } = await readFeed(userId, position)
+        for (const event of events)
+          yield event
+        position = last ?? position
+        if (!more)
+          await watch.beyond(position)
+      }
+    }
+    finally {
+      leave()
+      await stopListening().catch((error: unknown) => logger.warn({ err: error, userId }, 'could not stop listening for chat doorbells'))
+    }
   }
 
   return {
@@ -310,7 +482,7 @@ export function createChatService({ db, fanout, logger, resyncIntervalMs = 15_00
     async sendMessages(userId: string, input: { chatId: string, messages: NewMessageInput[] }): Promise<ChatMessagesEvent> {
       const unique = input.messages.map(message => ({ ...message, id: asStored(message.id) }))
         .filter((message, index, all) => all.findIndex(other => other.id === message.id) === index)
-      const { rows, inserted } = await db.transaction().execute(async (trx) => {
+      const { rows, heads } = await db.transaction().execute(async (trx) => {
         const chat = await trx.selectFrom('chats').selectAll().where('id', '=', input.chatId).where('deleted_at', 'is', null).forUpdate().executeTakeFirst()
         const member = chat && await trx.selectFrom('chat_members').select('id')
           .where('chat_id', '=', chat.id).where('member_type', '=', 'user').where('member_id', '=', userId).where('deleted_at', 'is', null)
@@ -329,7 +501,7 @@ export function createChatService({ db, fanout, logger, resyncIntervalMs = 15_00
         const known = new Set(existing.map(row => row.id))
         const fresh = unique.filter(message => !known.has(message.id))
         if (fresh.length === 0)
-          return { rows: existing, inserted: [] as Message[] }
+          return { rows: existing, heads: undefined }
 
         const created = await trx.insertInto('messages').values(fresh.map((message, index) => ({
           id: message.id,
@@ -341,14 +513,12 @@ export function createChatService({ db, fanout, logger, resyncIntervalMs = 15_00
           metadata: message.metadata ? JSON.stringify(message.metadata) : null,
         }))).returningAll().execute()
         await trx.updateTable('chats').set({ last_seq: chat.last_seq + fresh.length, updated_at: new Date() }).where('id', '=', chat.id).execute()
-        return { rows: [...existing, ...created], inserted: created }
+        const heads = await appendToFeeds(trx, chat.id, chat.last_seq + 1, chat.last_seq + fresh.length)
+        return { rows: [...existing, ...created], heads }
       })
 
-      if (inserted.length > 0) {
-        const fromSeq = Math.min(...inserted.map(row => row.seq))
-        const toSeq = Math.max(...inserted.map(row => row.seq))
-        await fanout.ring(await userMemberIds(input.chatId), { chatId: input.chatId, fromSeq, toSeq })
-      }
+      if (heads)
+        await fanout.ring(heads)
       const byId = new Map(rows.map(row => [row.id, toMessage(row)]))
       const messages = unique.map(message => byId.get(message.id)!).sort((a, b) => a.seq - b.seq)
       return { chatId: input.chatId, messages, fromSeq: messages[0]!.seq, toSeq: messages.at(-1)!.seq }
@@ -364,68 +534,19 @@ export function createChatService({ db, fanout, logger, resyncIntervalMs = 15_00
     },
 
     /**
-     * Every new message of every chat of `userId`, as tracked events. With
-     * `lastEventId` it first replays from Postgres what the client missed; then it
-     * follows doorbells, always reading after its own position in each chat.
+     * Every new message of every chat of `userId`, as tracked events: first `ready`,
+     * then (with `lastEventId`) what the client missed, then live. The start position
+     * is read before this resolves, so a caller that confirms the subscription once
+     * it has the stream (tRPC's `started`) confirms a position fixed already: whatever
+     * is sent from then on comes after it.
      */
-    async *subscribe(userId: string, { lastEventId, signal }: { lastEventId?: string | null, signal?: AbortSignal }): AsyncGenerator<{ id: string, event: ChatMessagesEvent }> {
-      const resumeFrom = lastEventId ? decodeChatCursor(lastEventId) : undefined
-      const queue = createWakeupQueue(signal)
-      const stopListening = await fanout.listen(userId, bell => queue.push(bell))
-      const resync = setInterval(() => queue.push('resync'), resyncIntervalMs)
-      try {
-        // Listening first, then reading positions: a message committed in between
-        // is both rung and above the position, and read once.
-        const current = await memberChatPositions(userId)
-        // Resuming: the client's positions; chats it never saw start from the beginning.
-        const positions = resumeFrom
-          ? new Map([...current.keys()].map(chatId => [chatId, resumeFrom.get(chatId) ?? 0]))
-          : current
-
-        const drain = async function* (chatId: string): AsyncGenerator<{ id: string, event: ChatMessagesEvent }> {
-          while (!signal?.aborted) {
-            if (!positions.has(chatId)) {
-              // A chat this user joined after subscribing (or one they left): check.
-              const joined = await memberChatPositions(userId)
-              if (!joined.has(chatId))
-                return
-              positions.set(chatId, 0)
-            }
-            const after = positions.get(chatId)!
-            const rows = await db.selectFrom('messages').selectAll()
-              .where('chat_id', '=', chatId).where('seq', '>', after).where('deleted_at', 'is', null)
-              .orderBy('seq').limit(PAGE).execute()
-            if (rows.length === 0)
-              return
-            const messages = rows.map(toMessage)
-            positions.set(chatId, messages.at(-1)!.seq)
-            yield { id: encodeChatCursor(positions), event: { chatId, messages, fromSeq: messages[0]!.seq, toSeq: messages.at(-1)!.seq } }
-            if (rows.length < PAGE)
-              return
-          }
-        }
-
-        for (const [chatId, seq] of current) {
-          if (seq > (positions.get(chatId) ?? 0))
-            yield* drain(chatId)
-        }
-        for await (const bell of queue) {
-          if (bell === 'resync') {
-            // Periodic resync: heals a doorbell that pub/sub lost.
-            for (const [chatId, seq] of await memberChatPositions(userId)) {
-              if (seq > (positions.get(chatId) ?? 0))
-                yield* drain(chatId)
-            }
-          }
-          else if (bell.toSeq > (positions.get(bell.chatId) ?? 0)) {
-            yield* drain(bell.chatId)
-          }
-        }
-      }
-      finally {
-        clearInterval(resync)
-        await stopListening().catch((error: unknown) => logger.warn({ err: error, userId }, 'could not stop listening for chat doorbells'))
-      }
+    async subscribe(userId: string, { lastEventId, signal }: { lastEventId?: string | null, signal?: AbortSignal }): Promise<AsyncGenerator<{ id: string, event: ChatSyncEvent }>> {
+      const head = await feedHead(userId)
+      const start = lastEventId ? decodeChatCursor(lastEventId) : head
+      // Beyond the head: not an id of this user's feed, and following it would skip what comes next.
+      if (start > head)
+        throw invalidCursor()
+      return follow(userId, start, signal)
     },
 
     /**
@@ -449,6 +570,9 @@ export function createChatService({ db, fanout, logger, resyncIntervalMs = 15_00
         }
         await trx.updateTable('chat_members').set({ deleted_at: now })
           .where('member_type', '=', 'user').where('member_id', '=', userId).where('deleted_at', 'is', null).execute()
+        // A send racing this may still append a row; with no membership left, it is never read.
+        await trx.deleteFrom('chat_sync_heads').where('user_id', '=', userId).execute()
+        await trx.deleteFrom('chat_sync_feed').where('user_id', '=', userId).execute()
       })
     },
   }

@@ -11,6 +11,7 @@ import * as fluxTransactionSeq from './0008_flux_transaction_seq.ts'
 import * as characterChildPosition from './0009_character_child_position.ts'
 import * as llmRequestLogState from './0010_llm_request_log_state.ts'
 import * as stripeRefunds from './0012_stripe_refunds.ts'
+import * as chatSyncFeed from './0013_chat_sync_feed.ts'
 
 /**
  * Every migration, keyed by name. Kysely's Migrator applies them in key order, so
@@ -28,4 +29,5 @@ export const migrations: Record<string, Migration> = {
   '0009_character_child_position': characterChildPosition,
   '0010_llm_request_log_state': llmRequestLogState,
   '0012_stripe_refunds': stripeRefunds,
+  '0013_chat_sync_feed': chatSyncFeed,
 }
