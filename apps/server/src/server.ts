@@ -10,6 +10,7 @@ import { registerErrorHandlers } from './plugins/errors.ts'
 import { gatewayPlugin } from './plugins/gateway.ts'
 import { probesPlugin } from './plugins/probes.ts'
 import { signInPlugin } from './plugins/sign-in.ts'
+import { speechPlugin } from './plugins/speech.ts'
 import { stripeWebhookPlugin } from './plugins/stripe-webhook.ts'
 import { trpcPlugin, type TrpcLimits } from './plugins/trpc.ts'
 
@@ -100,6 +101,7 @@ export async function buildServer({ api, service, logger = false, authRateLimitP
   await app.register(signInPlugin, { api, providers: socialProviders })
   await app.register(trpcPlugin, { prefix: '/trpc', api, limits: trpcLimits })
   await app.register(gatewayPlugin, { prefix: '/api/v1/openai', api })
+  await app.register(speechPlugin, { prefix: '/api/v1/audio', api })
   await app.register(stripeWebhookPlugin, { prefix: '/api/v1/stripe', api })
 
   return app

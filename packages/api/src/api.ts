@@ -28,6 +28,7 @@ import { createKeyVault } from './services/key-vault.ts'
 import { createLlmGateway } from './services/llm-gateway.ts'
 import { createMetaService } from './services/meta.ts'
 import { createProviderService } from './services/providers.ts'
+import { createSpeechService } from './services/speech/index.ts'
 import { createStripeService } from './services/stripe/index.ts'
 import { createUserDeletionRegistry } from './services/user-deletion.ts'
 import { toTRPCError } from './trpc.ts'
@@ -127,6 +128,9 @@ export async function createApi(deps: ApiDeps) {
     throw outage ?? error
   })
 
+  // One vault for every upstream key (LLM router, speech), each sealed under its alias.
+  const keyVault = deps.llmMasterKey ? createKeyVault(deps.llmMasterKey) : undefined
+  const createFluxMeter = createFluxMeterFactory({ billing, counters: adapters.counters, logger })
   const services: Services = {
     billing,
     characters,
@@ -134,9 +138,10 @@ export async function createApi(deps: ApiDeps) {
     providers,
     config,
     stripe,
-    createFluxMeter: createFluxMeterFactory({ billing, counters: adapters.counters, logger }),
+    createFluxMeter,
     fluxGrants: createFluxGrantService({ db, billing, logger }),
-    llmGateway: createLlmGateway({ db, config, billing, metrics, logger, keyVault: deps.llmMasterKey ? createKeyVault(deps.llmMasterKey) : undefined }),
+    llmGateway: createLlmGateway({ db, config, billing, metrics, logger, keyVault }),
+    speech: createSpeechService({ config, cache: adapters.cache, counters: adapters.counters, createFluxMeter, keyVault, logger }),
     email,
     sessionGuard,
     userDeletion,

@@ -6,6 +6,8 @@ export const keys = {
   userFlux: (userId: string) => `user:${userId}:flux`,
   config: (key: string) => `config:${key}`,
   fluxMeterDebt: (userId: string, meter: string) => `user:${userId}:flux-meter:${meter}:debt`,
+  /** Units that calls under way have set aside, not yet billed (see services/meter-holds.ts). */
+  fluxMeterHeld: (userId: string, meter: string) => `user:${userId}:flux-meter:${meter}:held`,
   rateLimit: (route: string, key: string) => `rate:${route}:${key}`,
   stripePrices: () => 'cache:stripe:prices',
   ttsVoices: (model: string) => `tts:voices:${model}`,

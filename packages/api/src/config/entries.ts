@@ -21,9 +21,42 @@ export const llmRouterConfigSchema = z.object({
   })),
 })
 
+/** A voice as the speech catalogue serves it. */
+export const ttsVoiceSchema = z.object({
+  id: z.string().min(1).max(200),
+  name: z.string().min(1).max(200).optional(),
+  languages: z.array(z.string().min(1).max(35)).max(100).optional(),
+  gender: z.string().min(1).max(50).optional(),
+})
+
+/** Speech upstreams by alias (SPEC §4.6); keys sealed like the LLM router's, under the alias. */
+export const ttsUpstreamsSchema = z.object({
+  defaultModel: z.string().min(1).optional(),
+  models: z.record(z.string().min(1).max(200), z.object({
+    /** `openai-compatible`: `{baseUrl}/audio/speech` and `{baseUrl}/voices`; `azure`: SSML to `{baseUrl}/cognitiveservices/v1`. */
+    adapter: z.enum(['openai-compatible', 'azure']),
+    baseUrl: z.url({ protocol: /^https?$/ }),
+    /** The upstream model (openai-compatible) or output format (azure, e.g. `audio-24khz-48kbitrate-mono-mp3`). */
+    model: z.string().min(1).max(200),
+    /** Served as the voice list instead of asking the upstream (for upstreams without a voice endpoint). */
+    voices: z.array(ttsVoiceSchema).max(1000).optional(),
+    /** Voice ids offered first in pickers (`recommended` of the voice list). */
+    recommendedVoices: z.array(z.string().min(1).max(200)).max(100).optional(),
+    /** Bounds one whole call, every key tried included (default 60 s). */
+    timeoutMs: z.number().int().positive().max(300_000).optional(),
+    keys: z.array(encryptedKeySchema).min(1),
+  })),
+}).refine(value => value.defaultModel === undefined || Object.hasOwn(value.models, value.defaultModel), { message: 'defaultModel must name one of models', path: ['defaultModel'] })
+
 export const streamingTtsUpstreamSchema = z.object({
   /** WebSocket URL of the bidirectional TTS bridge (e.g. an unspeech-style proxy). */
-  url: z.url(),
+  url: z.url({ protocol: /^(?:wss?|https?)$/ }),
+  /** Sealed under the alias `streaming-tts`; sent as `Authorization: Bearer`. */
+  keys: z.array(encryptedKeySchema).min(1),
+  models: z.array(z.object({ id: z.string().min(1).max(200), name: z.string().min(1).max(200).optional() })).min(1),
+  defaultModel: z.string().min(1).optional(),
+  /** The `provider` asked for in the bridge's voice catalogue (`GET /api/voices?provider=`). */
+  voicesProvider: z.string().min(1).max(100).default('volcengine'),
 })
 
 /**
@@ -43,6 +76,9 @@ export const configEntries = {
   STRIPE_PAYMENT_METHODS: z.array(z.string().min(1)).optional(),
   STRIPE_PAYMENT_METHOD_OPTIONS: z.record(z.string(), z.unknown()).optional(),
   LLM_ROUTER_CONFIG: llmRouterConfigSchema,
+  TTS_UPSTREAMS: ttsUpstreamsSchema,
+  /** Longest `input` of one speech call, in characters (code points). */
+  TTS_MAX_INPUT_CHARS: z.number().int().positive().max(100_000).default(4096),
   STREAMING_TTS_UPSTREAM: streamingTtsUpstreamSchema,
 } satisfies Record<string, z.ZodType>
 

@@ -9,6 +9,7 @@ import type { createFluxMeterFactory } from './flux-meter.ts'
 import type { LlmGateway } from './llm-gateway.ts'
 import type { createMetaService } from './meta.ts'
 import type { ProviderService } from './providers.ts'
+import type { SpeechService } from './speech/index.ts'
 import type { StripeService } from './stripe/index.ts'
 import type { UserDeletionRegistry } from './user-deletion.ts'
 
@@ -22,6 +23,8 @@ export interface Services {
   createFluxMeter: ReturnType<typeof createFluxMeterFactory>
   fluxGrants: FluxGrantService
   llmGateway: LlmGateway
+  /** Speech synthesis and voice catalogues, billed on the `tts` meter. */
+  speech: SpeechService
   email: EmailService
   /** Re-checks long-lived connections' sessions and ends them on revocation. */
   sessionGuard: SessionGuard

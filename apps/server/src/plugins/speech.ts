@@ -1,0 +1,72 @@
+import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
+import { z } from 'zod'
+
+import { ApiError, speechRequestSchema, type Api, type AuthUser } from '@airi/api'
+
+import { openAiErrorHandler } from './openai-errors.ts'
+import { requireConfig } from './require-config.ts'
+import { toHeaders } from './trpc.ts'
+
+export interface SpeechPluginOptions {
+  api: Api
+}
+
+const catalogueQuery = z.object({
+  model: z.string().min(1).max(200).optional(),
+})
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    speechUser?: AuthUser
+  }
+}
+
+/** Validates with `schema`, or throws 400 naming the first bad field (`param`) and every one (`fieldErrors`). */
+function parse<T extends z.ZodType>(schema: T, value: unknown): z.output<T> {
+  const parsed = schema.safeParse(value ?? {})
+  if (parsed.success)
+    return parsed.data
+  const fieldErrors: Record<string, string[]> = {}
+  for (const issue of parsed.error.issues)
+    (fieldErrors[issue.path.join('.') || 'body'] ??= []).push(issue.message)
+  const [param, [message]] = Object.entries(fieldErrors)[0]! as [string, string[]]
+  throw new ApiError(400, 'BAD_REQUEST', `${param}: ${message}`, { param, fieldErrors })
+}
+
+/**
+ * Speech at /api/v1/audio (SPEC §4.6): OpenAI-compatible synthesis and the voice
+ * and model catalogues, with bearer auth through the shared resolver and errors in
+ * OpenAI's shape, like the LLM gateway.
+ */
+export const speechPlugin: FastifyPluginAsync<SpeechPluginOptions> = async (app, { api }) => {
+  const speech = api.services.speech
+  app.setErrorHandler(openAiErrorHandler('speech request failed'))
+
+  app.addHook('preHandler', async (request: FastifyRequest) => {
+    const auth = await api.resolveAuth({ headers: toHeaders(request.headers) })
+    if (!auth)
+      throw new ApiError(401, 'UNAUTHORIZED', 'A valid access token is required (Authorization: Bearer …)')
+    request.speechUser = auth.user
+    // Per-user rate limits (TTS_RATE_LIMIT_PER_MINUTE) and request metrics hook in here, after auth.
+  })
+
+  const tts = { preHandler: requireConfig(api, 'TTS_UPSTREAMS') }
+  const streaming = { preHandler: requireConfig(api, 'STREAMING_TTS_UPSTREAM') }
+
+  app.post('/speech', tts, async (request, reply) => {
+    const body = parse(speechRequestSchema, request.body)
+    // A client that goes away stops the upstream call; nothing is billed then.
+    const controller = new AbortController()
+    reply.raw.on('close', () => {
+      if (!reply.raw.writableFinished)
+        controller.abort(new Error('client closed the connection'))
+    })
+    const result = await speech.synthesize(request.speechUser!.id, body, controller.signal)
+    return reply.header('content-type', result.contentType).send(result.audio)
+  })
+
+  app.get('/voices', tts, async request => speech.listVoices(parse(catalogueQuery, request.query).model))
+  app.get('/models', tts, async () => speech.listModels())
+  app.get('/voices/streaming', streaming, async request => speech.listStreamingVoices(parse(catalogueQuery, request.query).model))
+  app.get('/models/streaming', streaming, async () => speech.listStreamingModels())
+}

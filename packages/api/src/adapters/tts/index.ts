@@ -1,0 +1,17 @@
+import { azureTts } from './azure.ts'
+import { openAiCompatibleTts } from './openai-compatible.ts'
+import type { TtsAdapter } from './types.ts'
+
+export { fetchStreamingVoices } from './streaming-catalogue.ts'
+export * from './types.ts'
+
+/**
+ * The speech adapters by the name `TTS_UPSTREAMS` gives them. A new vendor is a
+ * new `TtsAdapter` here and its name in the entry's `adapter` enum.
+ */
+export const ttsAdapters = {
+  'openai-compatible': openAiCompatibleTts,
+  'azure': azureTts,
+} as const satisfies Record<string, TtsAdapter>
+
+export type TtsAdapterName = keyof typeof ttsAdapters
