@@ -4,7 +4,7 @@ import type { Meter } from '@opentelemetry/api'
 import type { FastifyInstance } from 'fastify'
 import { expect, inject } from 'vitest'
 
-import { createApi, createMemoryAdapters, createRedisAdapters, createResendTransport, silentLogger, type Api, type AppRouter, type StripeSettings, type TrustedClient } from '@airi/api'
+import { createApi, createMemoryAdapters, createRedisAdapters, createResendTransport, silentLogger, type Api, type AppRouter, type Logger, type StripeSettings, type TrustedClient } from '@airi/api'
 import { TRPCClientError } from '@airi/sdk'
 import { findFreePort } from '@airi/db'
 import { startFakeResend, type FakeEmail, type FakeResend } from '@airi/tooling/fakes/resend'
@@ -33,6 +33,8 @@ export interface TestServerOptions {
   socialProviders?: { github?: boolean, google?: boolean }
   /** Where the `airi.*` instruments report (tests read counters through it). */
   meter?: Meter
+  /** The services' logger (silent by default); tests that check what is logged pass a recording one. */
+  logger?: Logger
   /** Transport limits (sockets, subscriptions, batches, timeouts) for tests of them. */
   limits?: Pick<BuildServerOptions, 'trpcLimits' | 'requestTimeoutMs' | 'connectionTimeoutMs'>
   /** Adds routes before the server starts listening (tests of shared transport behaviour). */
@@ -68,7 +70,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
   const api = await createApi({
     db: database.db,
     adapters,
-    logger: silentLogger,
+    logger: options.logger ?? silentLogger,
     emailTransport: createResendTransport({ apiKey: resend.apiKey, from: 'AIRI <noreply@example.com>', baseUrl: resend.url }),
     auth: {
       secret: 'test-secret-0123456789abcdefghijklmnopqrstuvwxyz',

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto'
 import OpenAI from 'openai'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
-import { keys, type ConfigValue } from '@airi/api'
+import { keys, silentLogger, type ConfigValue, type Logger } from '@airi/api'
 import { createAiriClient } from '@airi/sdk'
 import { startFakeTtsUpstream, type FakeTtsUpstream } from '@airi/tooling/fakes/tts-upstream'
 import { until } from '@airi/tooling/test/until'
@@ -15,9 +15,12 @@ type TtsModel = ConfigValue<'TTS_UPSTREAMS'>['models'][string]
 let server: TestServer
 let fake: FakeTtsUpstream
 let admin: ReturnType<typeof createAiriClient>
+/** What the services logged as warnings. */
+const warnings: Array<{ obj: object, msg?: string }> = []
+const logger: Logger = { ...silentLogger, warn: (obj, msg) => warnings.push({ obj, msg }) }
 
 beforeAll(async () => {
-  ;[server, fake] = await Promise.all([startTestServer(), startFakeTtsUpstream()])
+  ;[server, fake] = await Promise.all([startTestServer({ logger }), startFakeTtsUpstream()])
   const operator = await createVerifiedUser(server, ADMIN_EMAIL)
   admin = createAiriClient({ baseUrl: server.baseUrl, getToken: () => operator.token })
 })
@@ -457,9 +460,13 @@ describe('the streaming catalogue', () => {
     await configureStreaming()
     for (const behavior of [{ kind: 'status', status: 500 }, { kind: 'drop' }, { kind: 'status', status: 200, body: { nothing: true } }] as const) {
       fake.behave(() => behavior)
+      warnings.length = 0
       const response = await get(user.token, '/api/v1/audio/voices/streaming')
       expect(response.status).toBe(200)
       expect(await response.json()).toEqual({ voices: [] })
+      expect(warnings.map(warning => warning.msg)).toContain('streaming TTS voice catalogue unavailable; answering an empty list')
+      // Which key failed is logged by id, never by value.
+      expect(JSON.stringify(warnings, (_, value: unknown) => value instanceof Error ? value.message : value)).not.toContain('sk-stream')
     }
 
     // A bridge nobody listens on.
