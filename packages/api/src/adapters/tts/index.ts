@@ -2,7 +2,7 @@ import { azureTts } from './azure.ts'
 import { openAiCompatibleTts } from './openai-compatible.ts'
 import type { TtsAdapter } from './types.ts'
 
-export { fetchStreamingVoices } from './streaming-catalogue.ts'
+export { fetchStreamingVoices, httpOrigin } from './streaming-catalogue.ts'
 export * from './types.ts'
 
 /**
