@@ -4,6 +4,7 @@ import { z } from 'zod'
 import type { Db } from '@airi/db'
 
 import { channels } from '../adapters/keys.ts'
+import { pubsubMessage } from '../adapters/messages.ts'
 import type { PubSub, Unsubscribe } from '../adapters/ports.ts'
 import type { AuthSession } from '../context.ts'
 import type { Logger } from '../logger.ts'
@@ -15,22 +16,7 @@ export interface SessionRevocation {
   sessionId?: string
 }
 
-const revocationSchema = z.object({ userId: z.string().min(1), sessionId: z.string().min(1).optional() })
-
-export function createSessionRevocationMessage(revocation: SessionRevocation): string {
-  return JSON.stringify(revocationSchema.parse(revocation))
-}
-
-/** The revocation in a pub/sub message, or undefined (logged) when malformed. */
-export function parseSessionRevocationMessage(raw: string, logger: Logger): SessionRevocation | undefined {
-  try {
-    return revocationSchema.parse(JSON.parse(raw))
-  }
-  catch (error) {
-    logger.warn({ err: error, raw }, 'dropping malformed session revocation')
-    return undefined
-  }
-}
+const revocationMessage = pubsubMessage<SessionRevocation>(z.object({ userId: z.string().min(1), sessionId: z.string().min(1).optional() }), 'session revocation')
 
 interface Watcher {
   session: AuthSession
@@ -115,7 +101,7 @@ export function createSessionGuard({ db, pubsub, logger, cacheTtlMs = 5_000, now
     /** Subscribes to revocations from every instance. */
     async start(): Promise<void> {
       subscription ??= pubsub.subscribe(channels.sessionRevoked(), (raw) => {
-        const revocation = parseSessionRevocationMessage(raw, logger)
+        const revocation = revocationMessage.parse(raw, logger)
         if (revocation)
           recheck(revocation)
       })
@@ -135,7 +121,7 @@ export function createSessionGuard({ db, pubsub, logger, cacheTtlMs = 5_000, now
     async revoke(revocation: SessionRevocation): Promise<void> {
       // This instance at once, even if the pub/sub store is unreachable.
       recheck(revocation)
-      await pubsub.publish(channels.sessionRevoked(), createSessionRevocationMessage(revocation))
+      await pubsub.publish(channels.sessionRevoked(), revocationMessage.create(revocation))
     },
 
     /**

@@ -1,6 +1,7 @@
 import { z } from 'zod'
 
 import { channels } from '../adapters/keys.ts'
+import { pubsubMessage } from '../adapters/messages.ts'
 import type { PubSub, Unsubscribe } from '../adapters/ports.ts'
 import type { Logger } from '../logger.ts'
 
@@ -13,22 +14,10 @@ export interface ChatDoorbell {
   head: number
 }
 
-const doorbellSchema = z.object({ head: z.number().int().min(1) })
-
-export function createChatDoorbellMessage(bell: ChatDoorbell): string {
-  return JSON.stringify(doorbellSchema.parse(bell))
-}
-
+const doorbell = pubsubMessage<ChatDoorbell>(z.object({ head: z.number().int().min(1) }), 'chat doorbell')
+export const createChatDoorbellMessage = doorbell.create
 /** The doorbell in a pub/sub message, or undefined (logged) when malformed. */
-export function parseChatDoorbellMessage(raw: string, logger: Logger): ChatDoorbell | undefined {
-  try {
-    return doorbellSchema.parse(JSON.parse(raw))
-  }
-  catch (error) {
-    logger.warn({ err: error, raw }, 'dropping malformed chat doorbell')
-    return undefined
-  }
-}
+export const parseChatDoorbellMessage = doorbell.parse
 
 type Listener = (bell: ChatDoorbell) => void
 

@@ -4,6 +4,7 @@ import type { Db } from '@airi/db'
 
 import type { Cache, PubSub, Unsubscribe } from '../adapters/ports.ts'
 import { channels, keys } from '../adapters/keys.ts'
+import { pubsubMessage } from '../adapters/messages.ts'
 import type { ConfigKey, ConfigValue, KeyWithFallback } from '../config/entries.ts'
 import { configEntries, configKeys } from '../config/entries.ts'
 import { ApiError } from '../errors.ts'
@@ -12,22 +13,10 @@ import type { Logger } from '../logger.ts'
 /** How long a Redis copy of an entry lives; a lost invalidation heals after this. */
 const CACHE_TTL_SECONDS = 300
 
-const invalidationSchema = z.object({ key: z.string().min(1) })
-
-export function createConfigInvalidatedMessage(key: ConfigKey): string {
-  return JSON.stringify({ key } satisfies z.input<typeof invalidationSchema>)
-}
-
+const invalidation = pubsubMessage<{ key: string }>(z.object({ key: z.string().min(1) }), 'config invalidation message')
+export const createConfigInvalidatedMessage = (key: ConfigKey): string => invalidation.create({ key })
 /** Returns the invalidated key, or undefined (logged) for a malformed message. */
-export function parseConfigInvalidatedMessage(raw: string, logger: Logger): string | undefined {
-  try {
-    return invalidationSchema.parse(JSON.parse(raw)).key
-  }
-  catch (error) {
-    logger.warn({ err: error, raw }, 'dropping malformed config invalidation message')
-    return undefined
-  }
-}
+export const parseConfigInvalidatedMessage = (raw: string, logger: Logger): string | undefined => invalidation.parse(raw, logger)?.key
 
 export interface ConfigEntryView {
   key: ConfigKey
