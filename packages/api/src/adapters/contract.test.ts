@@ -98,6 +98,23 @@ describe.each(factories)('adapter contract: %s', (_name, create) => {
       expect(await adapters.cache.get('c')).toBeNull()
     })
 
+    it('take hands a value to exactly one of many concurrent callers and leaves nothing behind', async () => {
+      const key = `take:${randomUUID()}`
+      await adapters.cache.set(key, 'ticket', 60)
+      const taken = await Promise.all(Array.from({ length: 20 }, () => adapters.cache.take(key)))
+      expect(taken.filter(value => value === 'ticket')).toHaveLength(1)
+      expect(taken.filter(value => value === null)).toHaveLength(19)
+      expect(await adapters.cache.get(key)).toBeNull()
+      expect(await adapters.cache.take(key)).toBeNull()
+    })
+
+    it('take does not return an expired value', async () => {
+      const key = `take:${randomUUID()}`
+      await adapters.cache.set(key, 'v', 1)
+      await sleep(1100)
+      expect(await adapters.cache.take(key)).toBeNull()
+    })
+
     it('expires a value after its TTL', async () => {
       await adapters.cache.set('short', 'v', 1)
       expect(await adapters.cache.get('short')).toBe('v')

@@ -80,6 +80,13 @@ export function createMemoryCache({ maxEntries = DEFAULT_MAX_ENTRIES }: MemoryAd
       for (const key of keys)
         entries.delete(key)
     },
+    async take(key) {
+      const entry = entries.get(key)
+      if (entry?.kind === 'guarded')
+        throw wrongType(key)
+      entries.delete(key)
+      return entry?.value ?? null
+    },
     async read(key) {
       const entry = entries.get(key)
       if (entry?.kind === 'plain')

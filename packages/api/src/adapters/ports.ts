@@ -18,6 +18,12 @@ export interface Cache {
   set: (key: string, value: string, ttlSeconds?: number) => Promise<void>
   /** Deletes plain and guarded entries alike. */
   del: (...keys: string[]) => Promise<void>
+  /**
+   * Reads a plain value and deletes it in one atomic step (Redis `GETDEL`): of
+   * callers racing for one key, on any instance, exactly one gets the value.
+   * For single-use tokens (speech tickets).
+   */
+  take: (key: string) => Promise<string | null>
 
   /*
    * Guarded entries: read-through copies of a source of truth (Postgres) that can

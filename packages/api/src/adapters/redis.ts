@@ -87,6 +87,9 @@ export async function createRedisAdapters({ url, prefix = '', beforeSubscribe }:
       if (keys.length > 0)
         await client.del(...keys.map(key => prefix + key))
     },
+    async take(key) {
+      return client.getdel(prefix + key)
+    },
     async read(key) {
       const [value, version] = await client.hmget(prefix + key, 'v', 'g')
       return { value: value ?? null, version: version ?? '' }
