@@ -38,6 +38,11 @@ export function page(title: string, body: string, { script = '', head = '', data
   button.primary { background: #e07a5f; border-color: #e07a5f; color: #fff; }
   input { display: block; width: 100%; box-sizing: border-box; margin: .3rem 0 .8rem; padding: .6rem; font-size: 1rem; }
   .message { min-height: 1.5rem; color: #a33; }
+  .message:empty, .notice:empty { display: none; }
+  .notice { color: #2a6a3a; }
+  .links { display: flex; justify-content: space-between; gap: 1rem; }
+  button.link { display: inline; width: auto; margin: 0; padding: 0; border: none; background: none; color: #b5543c; text-decoration: underline; font-size: .95rem; }
+  [hidden] { display: none !important; }
   hr { margin: 1.5rem 0; border: none; border-top: 1px solid #ddd; }
 </style>
 </head>

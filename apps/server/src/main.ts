@@ -1,4 +1,5 @@
 import { pino } from 'pino'
+import { PinoPretty } from 'pino-pretty'
 
 import { EnvError, parseEnv, type Env } from './env.ts'
 import { service, socialProviders, startRuntime } from './runtime.ts'
@@ -15,7 +16,13 @@ catch (error) {
   process.exit(1)
 }
 
-const logger = pino({ level: env.LOG_LEVEL, base: { service: service.name } })
+// A person at a terminal in development reads lines; everything else (files, pipes,
+// log shippers, production) gets JSON lines.
+const humanReadable = env.NODE_ENV === 'development' && process.stdout.isTTY
+const logger = pino(
+  { level: env.LOG_LEVEL, base: { service: service.name } },
+  humanReadable ? PinoPretty({ colorize: true, sync: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,service' }) : undefined,
+)
 const runtime = await startRuntime(env, logger)
 const app = await buildServer({
   api: runtime.api,
@@ -30,6 +37,11 @@ const app = await buildServer({
     subscriptionsPerSocket: env.WS_MAX_SUBSCRIPTIONS_PER_CONNECTION,
     authGraceMs: env.WS_AUTH_GRACE_MS,
     maxBatchSize: env.TRPC_MAX_BATCH_SIZE,
+  },
+  speechSocketLimits: {
+    socketsPerUser: env.SPEECH_WS_MAX_CONNECTIONS_PER_USER,
+    idleTimeoutMs: env.SPEECH_WS_IDLE_TIMEOUT_MS,
+    maxFrameBytes: env.SPEECH_WS_MAX_FRAME_BYTES,
   },
   requestTimeoutMs: env.HTTP_REQUEST_TIMEOUT_MS,
   connectionTimeoutMs: env.HTTP_CONNECTION_TIMEOUT_MS,

@@ -1,0 +1,62 @@
+import { existsSync } from 'node:fs'
+import { mkdir } from 'node:fs/promises'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core'
+
+/** Debian's chromium package (`.ci/run` installs it). */
+export const CHROMIUM_PATH = '/usr/bin/chromium'
+
+/** Where the browser tests leave screenshots of each screen (git-ignored). */
+export const SCREENSHOT_DIR = fileURLToPath(new URL('../../../../.artifacts/screenshots/', import.meta.url))
+
+// Quiet, reproducible runs: no GPU, no sandbox (containers), no background traffic or updates.
+const FLAGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+]
+
+export interface TestBrowser {
+  browser: Browser
+  /** A fresh context (its own cookies and storage: another device) whose page fails the test on console errors. */
+  newPage: () => Promise<{ context: BrowserContext, page: Page, consoleErrors: string[] }>
+  screenshot: (page: Page, name: string) => Promise<void>
+  close: () => Promise<void>
+}
+
+/** Real Chromium through playwright-core. */
+export async function launchChromium(): Promise<TestBrowser> {
+  if (!existsSync(CHROMIUM_PATH))
+    throw new Error(`${CHROMIUM_PATH} is missing: install Debian's chromium (apt-get install -y chromium)`)
+  // launch() gives every run a fresh temporary profile (its own --user-data-dir, removed on
+  // close); each newContext() is a separate device with its own cookies and storage.
+  const browser = await chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args: FLAGS })
+  await mkdir(SCREENSHOT_DIR, { recursive: true })
+  return {
+    browser,
+    async newPage() {
+      const context = await browser.newContext()
+      const page = await context.newPage()
+      const consoleErrors: string[] = []
+      page.on('console', (message) => {
+        if (message.type() === 'error')
+          consoleErrors.push(`${message.text()} (${message.location().url})`)
+      })
+      page.on('pageerror', error => consoleErrors.push(error.message))
+      return { context, page, consoleErrors }
+    },
+    async screenshot(page, name) {
+      await page.screenshot({ path: join(SCREENSHOT_DIR, `${name}.png`), fullPage: true })
+    },
+    async close() {
+      await browser.close()
+    },
+  }
+}
