@@ -70,6 +70,9 @@ export const envSchema = z.object({
   WS_MAX_SUBSCRIPTIONS_PER_CONNECTION: z.coerce.number().int().positive().optional(),
   WS_AUTH_GRACE_MS: z.coerce.number().int().positive().optional(),
   TRPC_MAX_BATCH_SIZE: z.coerce.number().int().positive().optional(),
+  SPEECH_WS_MAX_CONNECTIONS_PER_USER: z.coerce.number().int().positive().optional(),
+  SPEECH_WS_IDLE_TIMEOUT_MS: z.coerce.number().int().positive().optional(),
+  SPEECH_WS_MAX_FRAME_BYTES: z.coerce.number().int().positive().max(1024 * 1024).optional(),
   HTTP_REQUEST_TIMEOUT_MS: z.coerce.number().int().positive().optional(),
   HTTP_CONNECTION_TIMEOUT_MS: z.coerce.number().int().positive().optional(),
   /** How long a graceful shutdown may wait for open requests and streams before it closes them. */

@@ -11,6 +11,7 @@ import { gatewayPlugin } from './plugins/gateway.ts'
 import { probesPlugin } from './plugins/probes.ts'
 import { signInPlugin } from './plugins/sign-in.ts'
 import { speechPlugin } from './plugins/speech.ts'
+import { streamingSpeechPlugin, type SpeechSocketLimits } from './plugins/streaming-speech.ts'
 import { stripeWebhookPlugin } from './plugins/stripe-webhook.ts'
 import { trpcPlugin, type TrpcLimits } from './plugins/trpc.ts'
 
@@ -31,6 +32,8 @@ export interface BuildServerOptions {
   logger?: FastifyBaseLogger | { level: string } | false
   /** WebSocket and batch limits of /trpc (defaults in plugins/trpc.ts). */
   trpcLimits?: Partial<TrpcLimits>
+  /** Limits of the streaming speech socket (defaults in plugins/streaming-speech.ts). */
+  speechSocketLimits?: Partial<SpeechSocketLimits>
   /** How long a client may take to send a whole request (headers and body). */
   requestTimeoutMs?: number
   /** A socket with no traffic for this long is closed. */
@@ -74,7 +77,7 @@ function cutSlowBodies(app: FastifyInstance, timeoutMs: number): void {
 }
 
 /** Builds the host without listening, so tests can `inject()` or `listen({ port: 0 })`. */
-export async function buildServer({ api, service, logger = false, authRateLimitPerMinute = 120, trustProxy, socialProviders = [], trpcLimits, requestTimeoutMs = 30_000, connectionTimeoutMs = 300_000 }: BuildServerOptions): Promise<FastifyInstance> {
+export async function buildServer({ api, service, logger = false, authRateLimitPerMinute = 120, trustProxy, socialProviders = [], trpcLimits, speechSocketLimits, requestTimeoutMs = 30_000, connectionTimeoutMs = 300_000 }: BuildServerOptions): Promise<FastifyInstance> {
   const app = Fastify({
     ...(logger && 'child' in logger ? { loggerInstance: logger } : { logger }),
     requestIdHeader: 'x-request-id',
@@ -102,6 +105,7 @@ export async function buildServer({ api, service, logger = false, authRateLimitP
   await app.register(trpcPlugin, { prefix: '/trpc', api, limits: trpcLimits })
   await app.register(gatewayPlugin, { prefix: '/api/v1/openai', api })
   await app.register(speechPlugin, { prefix: '/api/v1/audio', api })
+  await app.register(streamingSpeechPlugin, { prefix: '/api/v1/audio', api, limits: speechSocketLimits })
   await app.register(stripeWebhookPlugin, { prefix: '/api/v1/stripe', api })
 
   return app

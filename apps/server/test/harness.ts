@@ -36,7 +36,7 @@ export interface TestServerOptions {
   /** The services' logger (silent by default); tests that check what is logged pass a recording one. */
   logger?: Logger
   /** Transport limits (sockets, subscriptions, batches, timeouts) for tests of them. */
-  limits?: Pick<BuildServerOptions, 'trpcLimits' | 'requestTimeoutMs' | 'connectionTimeoutMs'>
+  limits?: Pick<BuildServerOptions, 'trpcLimits' | 'speechSocketLimits' | 'requestTimeoutMs' | 'connectionTimeoutMs'>
   /** Adds routes before the server starts listening (tests of shared transport behaviour). */
   extend?: (app: FastifyInstance, api: Api) => void
   /** Stripe settings (a fake's `settings`, from tooling/fakes/stripe); without them billing answers 503. */

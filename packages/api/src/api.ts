@@ -29,6 +29,7 @@ import { createLlmGateway } from './services/llm-gateway.ts'
 import { createMetaService } from './services/meta.ts'
 import { createProviderService } from './services/providers.ts'
 import { createSpeechService } from './services/speech/index.ts'
+import { createStreamingSpeechService } from './services/streaming-speech/index.ts'
 import { createStripeService } from './services/stripe/index.ts'
 import { createUserDeletionRegistry } from './services/user-deletion.ts'
 import { toTRPCError } from './trpc.ts'
@@ -131,6 +132,7 @@ export async function createApi(deps: ApiDeps) {
   // One vault for every upstream key (LLM router, speech), each sealed under its alias.
   const keyVault = deps.llmMasterKey ? createKeyVault(deps.llmMasterKey) : undefined
   const createFluxMeter = createFluxMeterFactory({ billing, counters: adapters.counters, logger })
+  const speech = createSpeechService({ config, cache: adapters.cache, counters: adapters.counters, createFluxMeter, keyVault, logger })
   const services: Services = {
     billing,
     characters,
@@ -141,7 +143,8 @@ export async function createApi(deps: ApiDeps) {
     createFluxMeter,
     fluxGrants: createFluxGrantService({ db, billing, logger }),
     llmGateway: createLlmGateway({ db, config, billing, metrics, logger, keyVault }),
-    speech: createSpeechService({ config, cache: adapters.cache, counters: adapters.counters, createFluxMeter, keyVault, logger }),
+    speech,
+    streamingSpeech: createStreamingSpeechService({ config, cache: adapters.cache, counters: adapters.counters, meter: speech.meter, keyVault, sessionGuard, logger, metrics }),
     email,
     sessionGuard,
     userDeletion,
@@ -174,6 +177,7 @@ export async function createApi(deps: ApiDeps) {
     async close(): Promise<void> {
       // First, while Postgres is still open: calls under way end and settle.
       await services.llmGateway.close()
+      await services.streamingSpeech.close()
       await sessionGuard.close()
       await config.close()
     },

@@ -14,6 +14,8 @@ export function createMetrics(meter: Meter = otel.getMeter('airi-server')) {
     stripeRevenue: meter.createCounter('airi.stripe.revenue', { description: 'Money received for credited Flux purchases, in minor units of the currency', unit: '{minor_unit}' }),
     /** By `type` and `outcome` (handled, ignored, unknown, failed, invalid_signature). */
     stripeEvents: meter.createCounter('stripe.events', { description: 'Stripe webhook events received', unit: '{event}' }),
+    ttsChars: meter.createCounter('airi.billing.tts.chars', { description: 'TTS characters billed on the streaming socket', unit: '{character}' }),
+    ttsPreflightRejections: meter.createCounter('airi.billing.tts.preflight_rejections', { description: 'Streaming speech sessions refused before dialling for lack of Flux', unit: '{session}' }),
   }
   // Primed at 0 so dashboards show the series before the first event.
   for (const counter of Object.values(counters))

@@ -16,6 +16,17 @@ export {
   type PkcePair,
   type RefreshTokensOptions,
 } from './oidc.ts'
+export {
+  createSpeechStream,
+  createTtsSession,
+  SpeechStreamError,
+  type SpeechCallbacks,
+  type SpeechStream,
+  type SpeechStreamOptions,
+  type SpeechUsage,
+  type TtsProvider,
+  type TtsSessionOptions,
+} from './speech.ts'
 // Every failed call rejects with this; `error.data` carries `code`, `httpStatus`,
 // the domain `apiCode`, `details` and, for bad input, `fieldErrors`.
 export { TRPCClientError } from '@trpc/client'

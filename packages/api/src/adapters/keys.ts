@@ -11,6 +11,8 @@ export const keys = {
   rateLimit: (route: string, key: string) => `rate:${route}:${key}`,
   stripePrices: () => 'cache:stripe:prices',
   ttsVoices: (model: string) => `tts:voices:${model}`,
+  /** A single-use ticket for the streaming speech socket (60 s). */
+  speechTicket: (ticket: string) => `tts:ticket:${ticket}`,
 } as const
 
 export const channels = {

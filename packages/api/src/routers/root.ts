@@ -1,5 +1,6 @@
 import { createRouter } from '../trpc.ts'
 import { adminRouter } from './admin.ts'
+import { audioRouter } from './audio.ts'
 import { authRouter } from './auth.ts'
 import { billingRouter } from './billing.ts'
 import { charactersRouter } from './characters.ts'
@@ -10,6 +11,7 @@ import { providersRouter } from './providers.ts'
 
 export const appRouter = createRouter({
   admin: adminRouter,
+  audio: audioRouter,
   auth: authRouter,
   billing: billingRouter,
   characters: charactersRouter,

@@ -10,6 +10,7 @@ import type { LlmGateway } from './llm-gateway.ts'
 import type { createMetaService } from './meta.ts'
 import type { ProviderService } from './providers.ts'
 import type { SpeechService } from './speech/index.ts'
+import type { StreamingSpeechService } from './streaming-speech/index.ts'
 import type { StripeService } from './stripe/index.ts'
 import type { UserDeletionRegistry } from './user-deletion.ts'
 
@@ -25,6 +26,8 @@ export interface Services {
   llmGateway: LlmGateway
   /** Speech synthesis and voice catalogues, billed on the `tts` meter. */
   speech: SpeechService
+  /** Speech tickets and the sessions of the streaming speech socket, billed on the same `tts` meter. */
+  streamingSpeech: StreamingSpeechService
   email: EmailService
   /** Re-checks long-lived connections' sessions and ends them on revocation. */
   sessionGuard: SessionGuard
