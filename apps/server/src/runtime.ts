@@ -21,6 +21,7 @@ import { createDb, startEmbeddedPostgres, type Db, type EmbeddedPostgresHandle }
 
 import packageJson from '../package.json' with { type: 'json' }
 import type { Env } from './env.ts'
+import { STAGE_WEB_PATH } from './plugins/stage-web.ts'
 
 export const service = { name: 'airi-server', version: packageJson.version }
 
@@ -75,11 +76,19 @@ export function apiServerUrl(env: Env): string {
   return (env.API_SERVER_URL ?? `http://localhost:${env.PORT}`).replace(/\/$/, '')
 }
 
+/** The OIDC client id stage-web is built with unless VITE_OIDC_CLIENT_ID says otherwise. */
+export const STAGE_WEB_DEV_CLIENT_ID = 'airi-stage-web'
+
 /** First-party OIDC clients from OIDC_* variables (SPEC §4.1). */
 export function trustedClients(env: Env): TrustedClient[] {
   const clients: TrustedClient[] = []
   if (env.OIDC_CLIENT_ID_WEB)
     clients.push({ clientId: env.OIDC_CLIENT_ID_WEB, name: 'AIRI web', redirectUris: env.OIDC_WEB_REDIRECT_URIS, applicationType: 'web' })
+  else if (env.NODE_ENV !== 'production') {
+    // The embedded default serves stage-web at /app/: register its client so it signs in
+    // with no setup (localhost's port is ignored, so Vite's dev server matches too).
+    clients.push({ clientId: STAGE_WEB_DEV_CLIENT_ID, name: 'AIRI web (development)', redirectUris: [`${apiServerUrl(env)}${STAGE_WEB_PATH}callback`], applicationType: 'web' })
+  }
   if (env.OIDC_CLIENT_ID_ELECTRON && env.OIDC_CLIENT_SECRET_ELECTRON) {
     clients.push({
       clientId: env.OIDC_CLIENT_ID_ELECTRON,

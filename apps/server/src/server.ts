@@ -11,6 +11,7 @@ import { gatewayPlugin } from './plugins/gateway.ts'
 import { probesPlugin } from './plugins/probes.ts'
 import { signInPlugin } from './plugins/sign-in.ts'
 import { speechPlugin } from './plugins/speech.ts'
+import { stageWebPlugin } from './plugins/stage-web.ts'
 import { streamingSpeechPlugin, type SpeechSocketLimits } from './plugins/streaming-speech.ts'
 import { stripeWebhookPlugin } from './plugins/stripe-webhook.ts'
 import { trpcPlugin, type TrpcLimits } from './plugins/trpc.ts'
@@ -107,6 +108,7 @@ export async function buildServer({ api, service, logger = false, authRateLimitP
   await app.register(speechPlugin, { prefix: '/api/v1/audio', api })
   await app.register(streamingSpeechPlugin, { prefix: '/api/v1/audio', api, limits: speechSocketLimits })
   await app.register(stripeWebhookPlugin, { prefix: '/api/v1/stripe', api })
+  await app.register(stageWebPlugin)
 
   return app
 }

@@ -1,11 +1,6 @@
-import { createAiriClient } from '@airi/sdk'
+import { createApp } from 'vue'
 
-// A shell for now: proves the SDK reaches the server. Sign-in, chat, Flux and voice
-// arrive with their capabilities.
-const client = createAiriClient({ baseUrl: window.location.origin })
-const app = document.querySelector<HTMLElement>('#app')!
+import App from './App.vue'
+import './style.css'
 
-client.meta.info.query().then(
-  info => (app.textContent = `Connected to ${info.service} ${info.version}`),
-  (error: unknown) => (app.textContent = `Cannot reach the server: ${error instanceof Error ? error.message : String(error)}`),
-)
+createApp(App).mount('#app')

@@ -1,0 +1,24 @@
+// Builds the web client when dist/ is missing or older than any of its sources (or the
+// SDK's), so `pnpm start` on a fresh clone serves it at /app/ with no extra step.
+import { execFileSync } from 'node:child_process'
+import { existsSync, readdirSync, statSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const app = fileURLToPath(new URL('..', import.meta.url))
+const built = join(app, 'dist', 'index.html')
+const sources = [join(app, 'src'), join(app, 'index.html'), join(app, 'vite.config.ts'), join(app, 'package.json'), join(app, '..', '..', 'packages', 'sdk', 'src')]
+
+function newest(path) {
+  if (!existsSync(path))
+    return 0
+  const stat = statSync(path)
+  if (!stat.isDirectory())
+    return stat.mtimeMs
+  return Math.max(stat.mtimeMs, ...readdirSync(path).map(name => newest(join(path, name))))
+}
+
+if (!existsSync(built) || statSync(built).mtimeMs < Math.max(...sources.map(newest))) {
+  console.warn('building the web client (apps/stage-web) for /app/ …')
+  execFileSync('pnpm', ['exec', 'vite', 'build', '--logLevel', 'warn'], { cwd: app, stdio: 'inherit' })
+}
