@@ -94,6 +94,6 @@ it('prints the added first-audio latency (p50/p99)', async () => {
   }
   const row = (name: string, values: number[]) => `${name}: p50 ${percentile(values, 50).toFixed(2)} ms, p99 ${percentile(values, 99).toFixed(2)} ms`
   const added = serverMs.map((value, index) => value - directMs[index]!)
-  console.log([`first audio byte after the first text frame, ${RUNS} runs`, row('direct to the fake', directMs), row('through the server', serverMs), row('added by the server', added)].join('\n'))
+  console.warn([`first audio byte after the first text frame, ${RUNS} runs`, row('direct to the fake', directMs), row('through the server', serverMs), row('added by the server', added)].join('\n'))
   expect(serverMs).toHaveLength(RUNS)
 }, 300_000)
