@@ -2,8 +2,9 @@ import { createHash } from 'node:crypto'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 
+import { XMLParser, XMLValidator } from 'fast-xml-parser'
+
 import { answer, readBody } from './http.ts'
-import { findElements, parseXml, textOf, XmlError } from './xml.ts'
 
 /** How the fake answers one request (any of its routes). */
 export type TtsBehavior =
@@ -92,14 +93,31 @@ export function generateWav(seed: string, text: string): Buffer {
   return Buffer.concat([header, pcm])
 }
 
+/**
+ * What the fake reads of an SSML element, as fast-xml-parser returns it: attributes
+ * prefixed `@_`, text under `#text`. A repeated child comes back as an array, whose
+ * missing `@_name` makes the fake refuse it: it reads one voice, as we send.
+ */
+interface SsmlElement {
+  '#text'?: string
+  '@_name'?: string
+  '@_rate'?: string
+  '@_xml:lang'?: string
+  voice?: SsmlElement
+  prosody?: SsmlElement
+}
+
+// Text is kept as sent (no trimming, no number parsing) so tests can compare it with what we escaped.
+const ssmlParser = new XMLParser({ ignoreAttributes: false, alwaysCreateTextNode: true, trimValues: false, parseTagValue: false })
+
 const errorBody = (status: number, message: string) => ({ error: { message, type: status >= 500 ? 'server_error' : 'invalid_request_error', code: null } })
 
 /**
  * A local stand-in for speech upstreams, on one port: OpenAI's speech API (JSON
- * in, WAV or raw PCM out), Azure's SSML endpoint (the SSML is parsed as XML and
- * malformed documents are refused with 400, as Azure does), the voice lists of
- * both, and an unspeech-style streaming bridge's voice catalogue. Every request is
- * recorded with the audio it got, and any of them can be made to fail.
+ * in, WAV or raw PCM out), Azure's SSML endpoint (malformed XML is refused with
+ * 400, as Azure does), the voice lists of both, and an unspeech-style streaming
+ * bridge's voice catalogue. Every request is recorded with the audio it got, and
+ * any of them can be made to fail.
  */
 export async function startFakeTtsUpstream(): Promise<FakeTtsUpstream> {
   const requests: TtsRequest[] = []
@@ -168,19 +186,15 @@ export async function startFakeTtsUpstream(): Promise<FakeTtsUpstream> {
     if (route === 'POST /cognitiveservices/v1') {
       if (!String(req.headers['content-type'] ?? '').startsWith('application/ssml+xml'))
         return answer(res, 415, errorBody(415, 'Content-Type must be application/ssml+xml'))
-      try {
-        const root = parseXml(raw)
-        const voice = findElements(root, 'voice')[0]
-        if (root.name !== 'speak' || !voice?.attributes.name)
-          return answer(res, 400, errorBody(400, 'SSML needs <speak> with a <voice name="…">'))
-        const rate = findElements(root, 'prosody')[0]?.attributes.rate
-        request.ssml = { voice: voice.attributes.name, lang: root.attributes['xml:lang'] ?? '', text: textOf(voice), ...(rate ? { rate } : {}) }
-      }
-      catch (error) {
-        if (error instanceof XmlError)
-          return answer(res, 400, errorBody(400, `Malformed SSML: ${error.message}`))
-        throw error
-      }
+      const valid = XMLValidator.validate(raw)
+      if (valid !== true)
+        return answer(res, 400, errorBody(400, `Malformed SSML: ${valid.err.msg} (line ${valid.err.line}, column ${valid.err.col})`))
+      const { speak } = ssmlParser.parse(raw) as { speak?: SsmlElement }
+      const voice = speak?.voice
+      if (!speak || !voice?.['@_name'])
+        return answer(res, 400, errorBody(400, 'SSML needs <speak> with a <voice name="…">'))
+      const rate = voice.prosody?.['@_rate']
+      request.ssml = { voice: voice['@_name'], lang: speak['@_xml:lang'] ?? '', text: (voice.prosody ?? voice)['#text'] ?? '', ...(rate ? { rate } : {}) }
     }
 
     const behavior = handler(request)
