@@ -64,7 +64,7 @@ describe('WebSocket limits', () => {
   let server: TestServer
   let user: TestUser
   beforeAll(async () => {
-    server = await startTestServer({ limits: { trpcLimits: { socketsPerUser: 3, socketsPerIp: 8, subscriptionsPerSocket: 2, authGraceMs: 300 } } })
+    server = await startTestServer({ limits: { trpcLimits: { socketsPerUser: 3, socketsPerIp: 8, subscriptionsPerSocket: 2, authGraceMs: 2_000 } } })
     user = await createVerifiedUser(server)
   })
   afterAll(() => server.close())

@@ -125,14 +125,18 @@ export const trpcPlugin: FastifyPluginAsync<TrpcPluginOptions> = async (app, { a
     onError,
     createContext: async ({ req, res: socket, info }) => {
       const state = sockets.get(socket)
+      // Credentials arrived: verifying them (slow under load) must not count against the grace period.
+      state?.disarmGrace()
       const context = await api.createContext({
         headers: toHeaders(req.headers),
         connectionParams: info.connectionParams,
         requestId: state?.requestId ?? randomUUID(),
         logger: app.log,
       })
-      if (!state || !context.auth)
+      if (!state || !context.auth) {
+        state?.armGrace()
         return { ...context, connection: state?.connection }
+      }
 
       const { user, session } = context.auth
       if (socketsByUser.get(user.id) >= limits.socketsPerUser) {
@@ -140,7 +144,6 @@ export const trpcPlugin: FastifyPluginAsync<TrpcPluginOptions> = async (app, { a
         throw new TRPCError({ code: 'TOO_MANY_REQUESTS', message: 'Too many connections for this user' })
       }
       state.onClose(socketsByUser.add(user.id))
-      state.disarmGrace()
       // A revoked session's calls and subscriptions already fail; the socket itself goes after the grace period.
       state.onClose(api.services.sessionGuard.watch(session, state.armGrace))
       return { ...context, connection: state.connection }
