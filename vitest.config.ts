@@ -5,7 +5,8 @@ export default defineConfig({
     include: ['{apps,packages,tooling}/*/{src,test}/**/*.test.ts'],
     globalSetup: ['./tooling/test/global-setup.ts'],
     reporters: ['default', './tooling/test/summary-reporter.ts'],
-    testTimeout: 30_000,
-    hookTimeout: 60_000,
+    // Deadlines, not speed checks: a loaded 2-core machine can be many times slower.
+    testTimeout: 120_000,
+    hookTimeout: 120_000,
   },
 })
