@@ -1,12 +1,12 @@
 import { once } from 'node:events'
 
-import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyPluginAsync, FastifyReply } from 'fastify'
 import { z } from 'zod'
 
-import { ApiError, type Api, type AuthUser } from '@airi/api'
+import { ApiError, type Api } from '@airi/api'
 
+import { requireBearerUser } from './bearer-user.ts'
 import { openAiErrorHandler } from './openai-errors.ts'
-import { toHeaders } from './trpc.ts'
 
 export interface GatewayPluginOptions {
   api: Api
@@ -19,11 +19,6 @@ const chatCompletionBody = z.looseObject({
   stream_options: z.record(z.string(), z.unknown()).nullish(),
 })
 
-declare module 'fastify' {
-  interface FastifyRequest {
-    gatewayUser?: AuthUser
-  }
-}
 
 /**
  * The OpenAI-compatible LLM gateway at /api/v1/openai: bearer auth through the
@@ -33,12 +28,7 @@ declare module 'fastify' {
 export const gatewayPlugin: FastifyPluginAsync<GatewayPluginOptions> = async (app, { api }) => {
   app.setErrorHandler(openAiErrorHandler('gateway request failed'))
 
-  app.addHook('preHandler', async (request: FastifyRequest) => {
-    const auth = await api.resolveAuth({ headers: toHeaders(request.headers) })
-    if (!auth)
-      throw new ApiError(401, 'UNAUTHORIZED', 'A valid access token is required (Authorization: Bearer …)')
-    request.gatewayUser = auth.user
-  })
+  app.addHook('preHandler', requireBearerUser(api))
 
   // Shutdown has begun: no new calls; streams under way may finish within the host's deadline.
   app.addHook('preClose', async () => {
@@ -62,7 +52,7 @@ export const gatewayPlugin: FastifyPluginAsync<GatewayPluginOptions> = async (ap
         controller.abort(new Error('client closed the connection'))
     })
 
-    const result = await api.services.llmGateway.complete(request.gatewayUser!.id, parsed.data, controller.signal)
+    const result = await api.services.llmGateway.complete(request.bearerUser!.id, parsed.data, controller.signal)
     if (result.kind === 'json')
       return reply.send(result.body)
 

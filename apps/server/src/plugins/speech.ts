@@ -1,11 +1,11 @@
-import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
+import type { FastifyPluginAsync } from 'fastify'
 import { z } from 'zod'
 
-import { ApiError, speechRequestSchema, type Api, type AuthUser } from '@airi/api'
+import { ApiError, speechRequestSchema, type Api } from '@airi/api'
 
+import { requireBearerUser } from './bearer-user.ts'
 import { openAiErrorHandler } from './openai-errors.ts'
 import { requireConfig } from './require-config.ts'
-import { toHeaders } from './trpc.ts'
 
 export interface SpeechPluginOptions {
   api: Api
@@ -15,11 +15,6 @@ const catalogueQuery = z.object({
   model: z.string().min(1).max(200).optional(),
 })
 
-declare module 'fastify' {
-  interface FastifyRequest {
-    speechUser?: AuthUser
-  }
-}
 
 /** Validates with `schema`, or throws 400 naming the first bad field (`param`) and every one (`fieldErrors`). */
 function parse<T extends z.ZodType>(schema: T, value: unknown): z.output<T> {
@@ -42,13 +37,8 @@ export const speechPlugin: FastifyPluginAsync<SpeechPluginOptions> = async (app,
   const speech = api.services.speech
   app.setErrorHandler(openAiErrorHandler('speech request failed'))
 
-  app.addHook('preHandler', async (request: FastifyRequest) => {
-    const auth = await api.resolveAuth({ headers: toHeaders(request.headers) })
-    if (!auth)
-      throw new ApiError(401, 'UNAUTHORIZED', 'A valid access token is required (Authorization: Bearer …)')
-    request.speechUser = auth.user
-    // Per-user rate limits (TTS_RATE_LIMIT_PER_MINUTE) and request metrics hook in here, after auth.
-  })
+  app.addHook('preHandler', requireBearerUser(api))
+  // Per-user rate limits (TTS_RATE_LIMIT_PER_MINUTE) and request metrics hook in here, after auth.
 
   const tts = { preHandler: requireConfig(api, 'TTS_UPSTREAMS') }
   const streaming = { preHandler: requireConfig(api, 'STREAMING_TTS_UPSTREAM') }
@@ -61,7 +51,7 @@ export const speechPlugin: FastifyPluginAsync<SpeechPluginOptions> = async (app,
       if (!reply.raw.writableFinished)
         controller.abort(new Error('client closed the connection'))
     })
-    const result = await speech.synthesize(request.speechUser!.id, body, controller.signal)
+    const result = await speech.synthesize(request.bearerUser!.id, body, controller.signal)
     return reply.header('content-type', result.contentType).send(result.audio)
   })
 
