@@ -16,6 +16,9 @@ export function createMetrics(meter: Meter = otel.getMeter('airi-server')) {
     stripeEvents: meter.createCounter('stripe.events', { description: 'Stripe webhook events received', unit: '{event}' }),
     ttsChars: meter.createCounter('airi.billing.tts.chars', { description: 'TTS characters billed on the streaming socket', unit: '{character}' }),
     ttsPreflightRejections: meter.createCounter('airi.billing.tts.preflight_rejections', { description: 'Streaming speech sessions refused before dialling for lack of Flux', unit: '{session}' }),
+    userRegistered: meter.createCounter('user.registered', { description: 'Accounts created', unit: '{user}' }),
+    /** By `airi.rate_limit.route`. */
+    rateLimitBlocked: meter.createCounter('airi.rate_limit.blocked', { description: 'Requests refused by a per-user rate limit', unit: '{request}' }),
   }
   // Primed at 0 so dashboards show the series before the first event.
   for (const counter of Object.values(counters))
