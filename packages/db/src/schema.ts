@@ -228,6 +228,13 @@ export interface ChatSyncHeadTable {
   last_seq: Generated<number>
 }
 
+/** A once-in-a-lifetime moment of a user (`first_message_sent`), for product analytics. */
+export interface UserMilestoneTable {
+  user_id: string
+  milestone: string
+  reached_at: Generated<Date>
+}
+
 /** "Chat `chat_id` got messages `from_seq`..`to_seq`", numbered per user in commit order. */
 export interface ChatSyncFeedTable {
   user_id: string
@@ -491,6 +498,7 @@ export interface Database {
   messages: MessageTable
   chat_sync_heads: ChatSyncHeadTable
   chat_sync_feed: ChatSyncFeedTable
+  user_milestones: UserMilestoneTable
 
   user_provider_configs: UserProviderConfigTable
   system_provider_configs: SystemProviderConfigTable

@@ -12,6 +12,7 @@ import * as characterChildPosition from './0009_character_child_position.ts'
 import * as llmRequestLogState from './0010_llm_request_log_state.ts'
 import * as stripeRefunds from './0012_stripe_refunds.ts'
 import * as chatSyncFeed from './0013_chat_sync_feed.ts'
+import * as userMilestones from './0014_user_milestones.ts'
 
 /**
  * Every migration, keyed by name. Kysely's Migrator applies them in key order, so
@@ -30,4 +31,5 @@ export const migrations: Record<string, Migration> = {
   '0010_llm_request_log_state': llmRequestLogState,
   '0012_stripe_refunds': stripeRefunds,
   '0013_chat_sync_feed': chatSyncFeed,
+  '0014_user_milestones': userMilestones,
 }
