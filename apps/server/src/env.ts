@@ -98,7 +98,14 @@ export const envSchema = z.object({
   LLM_ROUTER_MASTER_KEY: optionalString,
   ADMIN_EMAILS: commaList,
   OTEL_EXPORTER_OTLP_ENDPOINT: z.url().optional(),
+  /** PostHog project key: product events are sent only when it is set. */
   POSTHOG_KEY: optionalString,
+  /** PostHog's ingestion origin (PostHog Cloud US by default; e.g. https://eu.i.posthog.com or a self-hosted one). */
+  POSTHOG_HOST: z.url({ protocol: /^https?$/ }).optional(),
+  /** Chat completions one user may start per minute through the LLM gateway. */
+  LLM_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().positive().default(60),
+  /** Speech syntheses (POST /api/v1/audio/speech) one user may request per minute. */
+  TTS_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().positive().default(60),
 })
 
 export type Env = z.infer<typeof envSchema>

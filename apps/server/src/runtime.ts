@@ -154,6 +154,8 @@ export async function startRuntime(env: Env, logger: Logger): Promise<Runtime> {
       service,
       llmMasterKey: parseMasterKey(await secretOrGenerated(env, logger, 'LLM_ROUTER_MASTER_KEY', 'llm-master-key')),
       stripe: stripeSettings(env),
+      posthog: env.POSTHOG_KEY ? { apiKey: env.POSTHOG_KEY, host: env.POSTHOG_HOST } : undefined,
+      rateLimits: { limits: { gateway: env.LLM_RATE_LIMIT_PER_MINUTE, speech: env.TTS_RATE_LIMIT_PER_MINUTE } },
     })
     return {
       api,

@@ -4,7 +4,7 @@ import type { Meter } from '@opentelemetry/api'
 import type { FastifyInstance } from 'fastify'
 import { expect, inject } from 'vitest'
 
-import { createApi, createMemoryAdapters, createRedisAdapters, createResendTransport, silentLogger, type Api, type AppRouter, type Logger, type StripeSettings, type TrustedClient } from '@airi/api'
+import { createApi, createMemoryAdapters, createRedisAdapters, createResendTransport, silentLogger, type Api, type AppRouter, type Logger, type PosthogSettings, type RateLimitSettings, type StripeSettings, type TrustedClient } from '@airi/api'
 import { TRPCClientError } from '@airi/sdk'
 import { findFreePort } from '@airi/db'
 import { startFakeResend, type FakeEmail, type FakeResend } from '@airi/tooling/fakes/resend'
@@ -41,6 +41,10 @@ export interface TestServerOptions {
   extend?: (app: FastifyInstance, api: Api) => void
   /** Stripe settings (a fake's `settings`, from tooling/fakes/stripe); without them billing answers 503. */
   stripe?: StripeSettings
+  /** PostHog settings (a fake's `settings`, from tooling/fakes/posthog); without them events go nowhere. */
+  posthog?: PosthogSettings
+  /** Per-user rate limits and their window (default: SPEC's limits per 60 s). */
+  rateLimits?: RateLimitSettings
 }
 
 export interface TestServer {
@@ -84,6 +88,8 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     meter: options.meter,
     llmMasterKey: TEST_LLM_MASTER_KEY,
     stripe: options.stripe,
+    posthog: options.posthog,
+    rateLimits: options.rateLimits,
   })
   const app = await buildServer({
     api,

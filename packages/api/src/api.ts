@@ -4,6 +4,7 @@ import type { Db } from '@airi/db'
 
 import type { EmailTransport } from './adapters/email.ts'
 import type { Adapters } from './adapters/ports.ts'
+import { createPosthogSink, noopAnalyticsSink, type PosthogSettings } from './adapters/posthog.ts'
 import { createStripeGateway, type StripeSettings } from './adapters/stripe.ts'
 import { createAuth } from './auth/auth.ts'
 import { AUTH_BASE_PATH, type AuthSettings } from './auth/options.ts'
@@ -15,6 +16,7 @@ import { ApiError, outageError, probeOutage } from './errors.ts'
 import type { Logger } from './logger.ts'
 import { createMetrics } from './metrics.ts'
 import { appRouter } from './routers/root.ts'
+import { createAnalyticsService } from './services/analytics.ts'
 import { createBillingService } from './services/billing.ts'
 import { createChatFanout } from './services/chat-fanout.ts'
 import { createCharacterService } from './services/characters.ts'
@@ -28,6 +30,7 @@ import { createKeyVault } from './services/key-vault.ts'
 import { createLlmGateway } from './services/llm-gateway.ts'
 import { createMetaService } from './services/meta.ts'
 import { createProviderService } from './services/providers.ts'
+import { createRateLimits, type RateLimitSettings } from './services/rate-limits.ts'
 import { createSpeechService } from './services/speech/index.ts'
 import { createStreamingSpeechService } from './services/streaming-speech/index.ts'
 import { createStripeService } from './services/stripe/index.ts'
@@ -50,6 +53,10 @@ export interface ApiDeps {
   llmMasterKey?: Buffer
   /** STRIPE_SECRET_KEY and friends. Without them billing procedures and the webhook answer 503. */
   stripe?: StripeSettings
+  /** POSTHOG_KEY and POSTHOG_HOST; without them product events go nowhere. */
+  posthog?: PosthogSettings
+  /** Per-user limits (LLM_RATE_LIMIT_PER_MINUTE, TTS_RATE_LIMIT_PER_MINUTE, …); SPEC's defaults otherwise. */
+  rateLimits?: RateLimitSettings
 }
 
 export interface ContextInput extends AuthInput {
@@ -75,6 +82,8 @@ export async function createApi(deps: ApiDeps) {
   const adminEmails = new Set((deps.adminEmails ?? []).map(email => email.trim().toLowerCase()).filter(Boolean))
 
   const metrics = createMetrics(deps.meter)
+  const analytics = createAnalyticsService({ db, sink: deps.posthog ? createPosthogSink(deps.posthog, logger) : noopAnalyticsSink, logger })
+  const rateLimits = createRateLimits({ counters: adapters.counters, metrics, logger, ...deps.rateLimits })
   const config = await createConfigService({ db, cache: adapters.cache, pubsub: adapters.pubsub, logger })
   const email = createEmailService({ transport: deps.emailTransport, logger })
   const userDeletion = createUserDeletionRegistry({ logger })
@@ -91,12 +100,15 @@ export async function createApi(deps: ApiDeps) {
     metrics,
     gateway: deps.stripe?.secretKey ? createStripeGateway(deps.stripe, logger) : undefined,
     trustedOrigins: returnOrigins(deps.auth),
+    rateLimits,
+    onPaymentCompleted: payment => analytics.paymentCompleted(payment),
   })
   userDeletion.register({ name: 'stripe', priority: 10, softDelete: userId => stripe.deleteAllForUser(userId) })
   userDeletion.register({ name: 'flux', priority: 20, softDelete: userId => billing.deleteAllForUser(userId) })
   userDeletion.register({ name: 'characters', priority: 30, softDelete: userId => characters.deleteAllForUser(userId) })
   userDeletion.register({ name: 'providers', priority: 30, softDelete: userId => providers.deleteAllForUser(userId) })
   userDeletion.register({ name: 'chats', priority: 30, softDelete: userId => chats.deleteAllForUser(userId) })
+  userDeletion.register({ name: 'analytics', priority: 30, softDelete: userId => analytics.deleteAllForUser(userId) })
 
   const sessionGuard = createSessionGuard({ db, pubsub: adapters.pubsub, logger })
   await sessionGuard.start()
@@ -106,6 +118,10 @@ export async function createApi(deps: ApiDeps) {
     email,
     logger,
     beforeDeleteUser: userId => userDeletion.run(userId),
+    onUserCreated: (userId) => {
+      metrics.userRegistered.add(1)
+      analytics.userSignedUp(userId)
+    },
     onRevoked: revocation => sessionGuard.revoke(revocation).catch((error: unknown) => {
       // This instance already knows; the others find out within the guard's cache TTL.
       logger.warn({ err: error, ...revocation }, 'could not publish a session revocation')
@@ -141,13 +157,15 @@ export async function createApi(deps: ApiDeps) {
     config,
     stripe,
     createFluxMeter,
-    fluxGrants: createFluxGrantService({ db, billing, logger }),
+    fluxGrants: createFluxGrantService({ db, billing, logger, onGranted: grant => analytics.fluxGranted(grant) }),
     llmGateway: createLlmGateway({ db, config, billing, metrics, logger, keyVault }),
     speech,
-    streamingSpeech: createStreamingSpeechService({ config, cache: adapters.cache, counters: adapters.counters, meter: speech.meter, keyVault, sessionGuard, logger, metrics }),
+    streamingSpeech: createStreamingSpeechService({ config, cache: adapters.cache, counters: adapters.counters, meter: speech.meter, keyVault, sessionGuard, logger, rateLimits, metrics }),
     email,
     sessionGuard,
     userDeletion,
+    analytics,
+    rateLimits,
     meta: createMetaService({ service: deps.service?.name ?? 'airi-server', version: deps.service?.version ?? '0.0.0' }),
   }
 
@@ -180,6 +198,8 @@ export async function createApi(deps: ApiDeps) {
       await services.streamingSpeech.close()
       await sessionGuard.close()
       await config.close()
+      // Last: the events of the calls that just ended go out too.
+      await analytics.close()
     },
   }
 }

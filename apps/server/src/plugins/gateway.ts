@@ -1,6 +1,6 @@
 import { once } from 'node:events'
 
-import type { FastifyPluginAsync, FastifyReply } from 'fastify'
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { z } from 'zod'
 
 import { ApiError, type Api } from '@airi/api'
@@ -38,7 +38,9 @@ export const gatewayPlugin: FastifyPluginAsync<GatewayPluginOptions> = async (ap
   app.get('/models', async () => api.services.llmGateway.listModels())
 
   // Conversations can be long; the default 1 MiB body limit is too tight.
-  app.post('/chat/completions', { bodyLimit: 16 * 1024 * 1024 }, async (request, reply: FastifyReply) => {
+  // LLM_RATE_LIMIT_PER_MINUTE per user, after auth: 429 in OpenAI's shape with retry-after.
+  const rateLimit = async (request: FastifyRequest) => api.services.rateLimits.hit('gateway', request.bearerUser!.id)
+  app.post('/chat/completions', { bodyLimit: 16 * 1024 * 1024, preHandler: rateLimit }, async (request, reply: FastifyReply) => {
     const parsed = chatCompletionBody.safeParse(request.body)
     if (!parsed.success) {
       const issue = parsed.error.issues[0]!

@@ -1,4 +1,4 @@
-import type { FastifyPluginAsync } from 'fastify'
+import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
 import { z } from 'zod'
 
 import { ApiError, speechRequestSchema, type Api } from '@airi/api'
@@ -38,12 +38,13 @@ export const speechPlugin: FastifyPluginAsync<SpeechPluginOptions> = async (app,
   app.setErrorHandler(openAiErrorHandler('speech request failed'))
 
   app.addHook('preHandler', requireBearerUser(api))
-  // Per-user rate limits (TTS_RATE_LIMIT_PER_MINUTE) and request metrics hook in here, after auth.
 
   const tts = { preHandler: requireConfig(api, 'TTS_UPSTREAMS') }
+  // TTS_RATE_LIMIT_PER_MINUTE per user on synthesis (the catalogues are cached reads).
+  const synthesis = { preHandler: [tts.preHandler, async (request: FastifyRequest) => api.services.rateLimits.hit('speech', request.bearerUser!.id)] }
   const streaming = { preHandler: requireConfig(api, 'STREAMING_TTS_UPSTREAM') }
 
-  app.post('/speech', tts, async (request, reply) => {
+  app.post('/speech', synthesis, async (request, reply) => {
     const body = parse(speechRequestSchema, request.body)
     // A client that goes away stops the upstream call; nothing is billed then.
     const controller = new AbortController()

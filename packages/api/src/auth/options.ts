@@ -39,6 +39,8 @@ export interface AuthOptionsDeps {
   logger?: Logger
   /** Runs every registered deletion handler before the user row goes. */
   beforeDeleteUser?: (userId: string) => Promise<void>
+  /** Told of every account created (any sign-up path), for metrics and product analytics; must not throw. */
+  onUserCreated?: (userId: string) => void
   /** Told when a session or a whole user is deleted, so open sockets stop authorizing. */
   onRevoked?: (revocation: { userId: string, sessionId?: string }) => Promise<void>
 }
@@ -69,7 +71,7 @@ export const ACCESS_TOKEN_TTL_SECONDS = 15 * 60
  * The better-auth configuration. It is also what `migrateDatabase` derives the
  * auth tables from, so migrations and the running server agree on the schema.
  */
-export function createAuthOptions({ db, settings, email, logger, beforeDeleteUser, onRevoked }: AuthOptionsDeps) {
+export function createAuthOptions({ db, settings, email, logger, beforeDeleteUser, onUserCreated, onRevoked }: AuthOptionsDeps) {
   const baseUrl = settings.baseUrl.replace(/\/$/, '')
   const requireEmail = () => {
     if (!email)
@@ -131,7 +133,10 @@ export function createAuthOptions({ db, settings, email, logger, beforeDeleteUse
     // these deletes; open WebSockets learn of them through `onRevoked`.
     databaseHooks: {
       session: { delete: { after: async session => onRevoked?.({ userId: session.userId, sessionId: session.id }) } },
-      user: { delete: { after: async user => onRevoked?.({ userId: user.id }) } },
+      user: {
+        create: { after: async user => onUserCreated?.(user.id) },
+        delete: { after: async user => onRevoked?.({ userId: user.id }) },
+      },
     },
     socialProviders: {
       ...(settings.google ? { google: settings.google } : {}),

@@ -4,6 +4,7 @@ import type { Db } from '@airi/db'
 
 import { ApiError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
+import type { GrantedFlux } from './analytics.ts'
 import type { BillingService } from './billing.ts'
 
 export interface GrantInput {
@@ -46,7 +47,13 @@ export function grantRequestId(key: string, userId: string): string {
  * Admin Flux grants: resolves e-mails (case-insensitively) and credits each
  * recipient synchronously through the billing service, reporting per e-mail.
  */
-export function createFluxGrantService({ db, billing, logger }: { db: Db, billing: BillingService, logger: Logger }) {
+export function createFluxGrantService({ db, billing, logger, onGranted }: {
+  db: Db
+  billing: BillingService
+  logger: Logger
+  /** Seam for product analytics (`flux_granted`), told of each credited recipient. */
+  onGranted?: (grant: GrantedFlux) => void
+}) {
   return {
     async grant(input: GrantInput, grantedBy: string): Promise<GrantReport> {
       const key = input.idempotencyKey ?? randomUUID()
@@ -97,6 +104,7 @@ export function createFluxGrantService({ db, billing, logger }: { db: Db, billin
             metadata: { grantKey: key, grantedBy },
           })
           results.push({ email: raw, status: 'granted', userId: user.id, balanceAfter: entry.balanceAfter })
+          onGranted?.({ userId: user.id, amount: input.amount, grantKey: key, grantedBy })
         }
         catch (error) {
           logger.error({ err: error, userId: user.id, grantKey: key }, 'flux grant failed for one recipient')

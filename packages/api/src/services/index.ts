@@ -1,4 +1,5 @@
 import type { SessionGuard } from '../auth/session-guard.ts'
+import type { AnalyticsService } from './analytics.ts'
 import type { BillingService } from './billing.ts'
 import type { CharacterService } from './characters.ts'
 import type { ChatService } from './chats.ts'
@@ -9,6 +10,7 @@ import type { createFluxMeterFactory } from './flux-meter.ts'
 import type { LlmGateway } from './llm-gateway.ts'
 import type { createMetaService } from './meta.ts'
 import type { ProviderService } from './providers.ts'
+import type { RateLimits } from './rate-limits.ts'
 import type { SpeechService } from './speech/index.ts'
 import type { StreamingSpeechService } from './streaming-speech/index.ts'
 import type { StripeService } from './stripe/index.ts'
@@ -16,6 +18,10 @@ import type { UserDeletionRegistry } from './user-deletion.ts'
 
 /** Every domain service, as composed by `createApi`. */
 export interface Services {
+  /** Product events (PostHog); a no-op without POSTHOG_KEY. */
+  analytics: AnalyticsService
+  /** Per-user fixed-window limits of the paid and abusable routes. */
+  rateLimits: RateLimits
   billing: BillingService
   characters: CharacterService
   chats: ChatService

@@ -16,6 +16,7 @@ import type { ConfigService } from '../config.ts'
 import type { FluxMeter } from '../flux-meter.ts'
 import type { KeyVault } from '../key-vault.ts'
 import { createMeterHolds } from '../meter-holds.ts'
+import type { RateLimits } from '../rate-limits.ts'
 import { STREAMING_TTS_ALIAS, ttsMeterRuntime } from '../speech/index.ts'
 import { createUpstreamKeys } from '../upstream-keys.ts'
 import { closeCodeFor } from './protocol.ts'
@@ -26,9 +27,6 @@ export type { SpeechSessionHandle, SpeechSink } from './session.ts'
 
 /** How long a ticket may wait for its socket (SPEC §4.7). */
 export const SPEECH_TICKET_TTL_SECONDS = 60
-/** Tickets one user may take per minute (SPEC §4.9). */
-export const SPEECH_TICKETS_PER_MINUTE = 30
-
 export interface StreamingSpeechDeps {
   config: ConfigService
   cache: Cache
@@ -38,6 +36,8 @@ export interface StreamingSpeechDeps {
   keyVault: KeyVault | undefined
   sessionGuard: SessionGuard
   logger: Logger
+  /** Limits tickets per user (`speech-ticket`, 30 a minute by default). */
+  rateLimits: Pick<RateLimits, 'hit'>
   metrics?: Pick<Metrics, 'ttsChars' | 'ttsPreflightRejections'>
   /** The upstream protocol; unspeech's by default. */
   adapter?: StreamingTtsAdapter
@@ -69,7 +69,7 @@ const TICKET_PATTERN = /^[\w-]{43}$/
  * the user and session to the socket, and the sessions themselves (see
  * `session.ts` for the protocol and billing rules).
  */
-export function createStreamingSpeechService({ config, cache, counters, meter, keyVault, sessionGuard, logger, metrics, adapter = unspeechStreamAdapter, connectTimeoutMs = 10_000 }: StreamingSpeechDeps) {
+export function createStreamingSpeechService({ config, cache, counters, meter, keyVault, sessionGuard, logger, rateLimits, metrics, adapter = unspeechStreamAdapter, connectTimeoutMs = 10_000 }: StreamingSpeechDeps) {
   const holds = createMeterHolds({ counters, meter, resolveRuntime: ttsMeterRuntime(config), logger })
   const upstreamKeys = createUpstreamKeys({ keyVault, logger })
   const live = new Set<SpeechSessionHandle>()
@@ -103,9 +103,7 @@ export function createStreamingSpeechService({ config, cache, counters, meter, k
   return {
     /** A ticket for one socket, valid 60 s, bound to the caller's user and session. */
     async createTicket(auth: RequestAuth): Promise<{ ticket: string, expiresAt: Date }> {
-      const hit = await counters.hitWindow(keys.rateLimit('speech-ticket', auth.user.id), 60)
-      if (hit.count > SPEECH_TICKETS_PER_MINUTE)
-        throw new ApiError(429, 'RATE_LIMITED', `At most ${SPEECH_TICKETS_PER_MINUTE} speech tickets per minute`, { retryAfterSeconds: Math.max(1, Math.ceil(hit.resetInMs / 1000)) })
+      await rateLimits.hit('speech-ticket', auth.user.id)
       const ticket = randomBytes(32).toString('base64url')
       const holder: SpeechTicketHolder = { userId: auth.user.id, session: auth.session }
       await cache.set(keys.speechTicket(ticket), JSON.stringify(holder), SPEECH_TICKET_TTL_SECONDS)

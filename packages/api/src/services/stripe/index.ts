@@ -7,6 +7,7 @@ import type { Logger } from '../../logger.ts'
 import type { Metrics } from '../../metrics.ts'
 import type { BillingService } from '../billing.ts'
 import type { ConfigService } from '../config.ts'
+import type { RateLimits } from '../rate-limits.ts'
 import { createCheckout, type CheckoutInput } from './checkout.ts'
 import { createPackageCatalog } from './packages.ts'
 import { createWebhookHandler, upsertSubscription, type CompletedPayment, type EventOutcome } from './webhook.ts'
@@ -27,6 +28,8 @@ export interface StripeServiceDeps {
   gateway?: StripeGateway
   /** Origins a checkout or the billing portal may send the user back to. */
   trustedOrigins: readonly string[]
+  /** Per-user limit on checkouts (429 `RATE_LIMITED`); none without it. */
+  rateLimits?: Pick<RateLimits, 'hit'>
   /** Seam for product analytics (`payment_completed`), called after a purchase is credited. */
   onPaymentCompleted?: (payment: CompletedPayment) => void
 }
@@ -60,7 +63,11 @@ export function createStripeService(deps: StripeServiceDeps) {
       return catalog.list(stripe, await deps.config.getOrThrow('STRIPE_FLUX_PRODUCT_ID'))
     },
 
-    checkout: (user: { id: string, email: string }, input: CheckoutInput) => checkout.checkout(requireGateway(), user, input),
+    async checkout(user: { id: string, email: string }, input: CheckoutInput) {
+      const stripe = requireGateway()
+      await deps.rateLimits?.hit('checkout', user.id)
+      return checkout.checkout(stripe, user, input)
+    },
 
     orders(userId: string, input: { cursor?: string | null, limit?: number }) {
       requireGateway()
