@@ -1,0 +1,133 @@
+// `pnpm bench [name…] [--quick] [--server-root DIR]`: starts Postgres, redis-server,
+// the fakes and the server (each a process of its own), runs the scenarios as
+// paired rounds and prints the table; bench-results.json gets the numbers. See
+// docs/performance.md.
+import { cpus, totalmem, platform, release } from 'node:os'
+import { writeFile } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
+import { parseArgs } from 'node:util'
+
+import pg from 'pg'
+
+import type { BenchContext, Row, Scenario } from './context.ts'
+import { SERVER_APP } from './context.ts'
+import { setUpDeployment } from './deployment.ts'
+import { cleanupAll, repoRoot, startInfra, startServer, type ServerOptions } from './infra.ts'
+import { findPgbench } from './load.ts'
+import { authRead } from './scenarios/auth-read.ts'
+import { coldStart } from './scenarios/cold-start.ts'
+import { debit } from './scenarios/debit.ts'
+import { fanout } from './scenarios/fanout.ts'
+import { gatewayLatency, gatewayThroughput } from './scenarios/gateway.ts'
+import { idle } from './scenarios/idle.ts'
+import { streamingTts } from './scenarios/streaming-tts.ts'
+
+const scenarios: Scenario[] = [gatewayLatency, gatewayThroughput, authRead, fanout, debit, idle, coldStart, streamingTts]
+
+const { values, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    'quick': { type: 'boolean', default: false },
+    'server-root': { type: 'string', default: process.env.BENCH_SERVER_ROOT },
+    'rounds': { type: 'string' },
+    'out': { type: 'string' },
+  },
+})
+const quick = values.quick
+const serverRoot = resolve(values['server-root'] ?? repoRoot())
+const unknown = positionals.filter(name => !scenarios.some(scenario => scenario.name === name))
+if (unknown.length > 0) {
+  console.error(`unknown scenario(s): ${unknown.join(', ')}; known: ${scenarios.map(scenario => scenario.name).join(', ')}`)
+  process.exit(2)
+}
+const selected = positionals.length > 0
+  ? scenarios.filter(scenario => positionals.includes(scenario.name))
+  : scenarios.filter(scenario => !quick || scenario.quick)
+const rounds = values.rounds ? Number(values.rounds) : quick ? 1 : 3
+// Beside the bench, git-ignored there.
+const outFile = resolve(values.out ?? join(import.meta.dirname, 'bench-results.json'))
+const started = Date.now()
+const log = (message: string) => console.error(`[bench ${((Date.now() - started) / 1000).toFixed(1)}s] ${message}`)
+
+let interrupted = false
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    if (interrupted)
+      return
+    interrupted = true
+    log(`${signal}: stopping everything the bench started`)
+    void cleanupAll().finally(() => process.exit(130))
+  })
+}
+
+async function main(): Promise<number> {
+  log(`server checkout: ${serverRoot}; scenarios: ${selected.map(scenario => scenario.name).join(', ')}; ${rounds} round(s)${quick ? ' (quick: no targets)' : ''}`)
+  const infra = await startInfra()
+  log(`Postgres ${infra.postgres.adminUrl}, Redis ${infra.redis.url}, work dir ${infra.root}`)
+  const databaseUrl = await infra.postgres.databaseUrl('airi_bench')
+  const serverOptions: ServerOptions = {
+    serverRoot,
+    databaseUrl: await infra.postgres.databaseUrl('airi_bench', SERVER_APP),
+    redisUrl: infra.redis.url,
+    redisPrefix: 'bench:',
+    dataDir: join(infra.root, 'data'),
+    logFile: join(infra.root, 'server.log'),
+  }
+  const server = await startServer(serverOptions)
+  log(`server ready at ${server.url} (pid ${server.pid})`)
+  const db = new pg.Pool({ connectionString: databaseUrl, max: 2, application_name: 'airi-bench' })
+  db.on('error', () => {})
+  const deployment = await setUpDeployment(server.url, databaseUrl, infra.fakes, quick ? 20 : 100)
+  log(`deployment configured, ${deployment.users.length} users`)
+  const pgbench = findPgbench()
+  if (!pgbench)
+    log('pgbench not found (embedded Postgres package, PATH, /usr/lib/postgresql): the SQL ceilings are skipped')
+
+  const context: BenchContext = { quick, rounds, infra, serverRoot, server, serverOptions, databaseUrl, db, deployment, pgbench, log }
+  const rows: Row[] = []
+  const failures: string[] = []
+  for (const scenario of selected) {
+    log(`— ${scenario.name}`)
+    try {
+      rows.push(...await scenario.run(context))
+    }
+    catch (error) {
+      failures.push(scenario.name)
+      log(`${scenario.name} failed: ${(error as Error).stack ?? String(error)}`)
+    }
+  }
+  await db.end()
+
+  const shown = quick ? rows.map(row => ({ ...row, met: null })) : rows
+  process.stdout.write(`${formatTable(shown)}\n`)
+  const machine = { os: `${platform()} ${release()}`, cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, memoryGiB: Math.round(totalmem() / 2 ** 30 * 10) / 10, node: process.version }
+  process.stdout.write(`\nmachine: ${machine.cpu} × ${machine.cores}, ${machine.memoryGiB} GiB, ${machine.os}, Node ${machine.node}\n`)
+  await writeFile(outFile, `${JSON.stringify({ date: new Date().toISOString(), serverRoot, quick, rounds, machine, rows: shown, failures }, null, 2)}\n`)
+  log(`wrote ${outFile}`)
+  if (failures.length > 0)
+    log(`scenarios that crashed: ${failures.join(', ')} (server log: ${serverOptions.logFile})`)
+  return failures.length > 0 ? 1 : 0
+}
+
+function formatTable(rows: Row[]): string {
+  const header = ['scenario', 'metric', 'baseline', 'ours', 'ratio', 'target', 'met']
+  const lines = rows.map(row => [row.scenario, row.metric, row.baseline, row.ours, row.ratio, row.target, row.met === null ? '—' : row.met ? 'yes' : 'NO'])
+  return [
+    `| ${header.join(' | ')} |`,
+    `|${header.map(() => '---').join('|')}|`,
+    ...lines.map(cells => `| ${cells.map(cell => cell.replaceAll('|', '\\|')).join(' | ')} |`),
+  ].join('\n')
+}
+
+let code = 1
+try {
+  code = await main()
+}
+catch (error) {
+  log(`bench failed: ${(error as Error).stack ?? String(error)}`)
+}
+finally {
+  if (!interrupted)
+    await cleanupAll()
+}
+process.exit(code)

@@ -1,0 +1,83 @@
+import { join } from 'node:path'
+
+import { openBilling, type DebitWorkerInput } from '../debit.ts'
+import { startHelper } from '../infra.ts'
+import { pgbench } from '../load.ts'
+import { pgbenchScripts, splitCalls } from '../sql-replay.ts'
+import { formatNumber, formatSummary, ratio, summarize } from '../stats.ts'
+import type { Scenario } from '../context.ts'
+
+const DEBIT_APP = 'airi-bench-debit'
+const BOUNDARY = 'bench-debit-boundary'
+
+/**
+ * The ledger's debit at c=100 over 100 users: the billing service in a process of
+ * its own (its own pool, as the server sizes it) against pgbench running the same
+ * statements at the same concurrency. No HTTP and no auth: only the service's own
+ * overhead and round trips are compared.
+ */
+export const debit: Scenario = {
+  name: 'debit',
+  quick: true,
+  async run(context) {
+    const users = context.deployment.users
+    const concurrency = Math.min(100, users.length)
+    const seconds = context.quick ? 2 : 5
+    const url = new URL(context.databaseUrl)
+    url.searchParams.set('application_name', DEBIT_APP)
+    const redisPrefix = context.serverOptions.redisPrefix
+
+    // The statements of one debit, captured from the same service in this process.
+    const billing = await openBilling(context.serverRoot, url.toString(), context.infra.redis.url, redisPrefix)
+    const user = users[0]!
+    let statements: string[]
+    let perDebit: number
+    try {
+      let n = 0
+      const once = () => billing.debit({ userId: user.id, amount: 1, requestId: `bench:capture:${Date.now()}:${n++}`, description: 'bench' })
+      await once()
+      const captured = await context.infra.postgres.capture(async () => {
+        for (let index = 0; index < 3; index++) {
+          await context.infra.postgres.query(`SELECT '${BOUNDARY}'`)
+          await once()
+        }
+        await context.infra.postgres.query(`SELECT '${BOUNDARY}'`)
+      })
+      const calls = splitCalls(captured, DEBIT_APP, BOUNDARY)
+      statements = calls.at(-1) ?? []
+      perDebit = captured.filter(statement => statement.app === DEBIT_APP).length / 3
+    }
+    finally {
+      await billing.close()
+    }
+    // The request ids of the capture are not UUIDs: make them unique per transaction.
+    const replay = statements.map(sql => sql.replace(/bench:capture:\d+:\d+/g, 'bench:00000000-0000-4000-8000-000000000000'))
+    context.log(`debit: ${formatNumber(perDebit)} statements per debit:\n  ${replay.join('\n  ')}`)
+    const scripts = pgbenchScripts(replay, { id: user.id }, users.slice(0, concurrency).map(u => ({ id: u.id })))
+
+    const input: Omit<DebitWorkerInput, 'seconds'> = { serverRoot: context.serverRoot, databaseUrl: url.toString(), redisUrl: context.infra.redis.url, redisPrefix, userIds: users.slice(0, concurrency).map(u => u.id), concurrency }
+    const ceiling: number[] = []
+    const ours: number[] = []
+    for (let round = 0; round < context.rounds; round++) {
+      if (context.pgbench)
+        ceiling.push((await pgbench(context.pgbench, context.databaseUrl, scripts, join(context.infra.root, 'pgbench-debit'), concurrency, seconds)).tps)
+      const worker = await startHelper<{ debits: number, seconds: number, errors: number }>('debit-worker.ts', [], context.infra.root, { BENCH_DEBIT_INPUT: JSON.stringify({ ...input, seconds }) })
+      await worker.stop()
+      ours.push(worker.info.debits / worker.info.seconds)
+      context.log(`debit round ${round + 1}: pgbench ${formatNumber(ceiling.at(-1) ?? Number.NaN)} tps, service ${formatNumber(ours.at(-1)!)} debits/s (${worker.info.errors} errors)`)
+    }
+    const baseline = summarize(ceiling)
+    const mine = summarize(ours)
+    const share = ratio(mine.median, baseline.median)
+    return [{
+      scenario: 'debit',
+      metric: `billing.debit, c=${concurrency}, ${concurrency} users, vs pgbench of its SQL (${formatNumber(perDebit)} SQL/debit)`,
+      baseline: context.pgbench ? formatSummary(baseline, 'tps') : 'no pgbench',
+      ours: formatSummary(mine, 'debits/s'),
+      ratio: formatNumber(share),
+      target: '≥ 0.80',
+      met: Number.isFinite(share) ? share >= 0.8 : null,
+      data: { pgbenchTps: baseline, oursPerSecond: mine, statementsPerDebit: perDebit, statements: replay.join(';\n') },
+    }]
+  },
+}

@@ -1,0 +1,59 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+
+import { SERVER_APP, type Row, type Scenario } from '../context.ts'
+import { startServer } from '../infra.ts'
+import { formatNumber } from '../stats.ts'
+import { openChatSubscribers } from '../subscribers.ts'
+
+const MB = 1024 * 1024
+
+/**
+ * A fresh instance of the deployment: RSS once started, RSS with 1 000 idle
+ * `chats.onMessages` subscriptions, and the SQL it sends while nothing happens
+ * (statement log of its connections over a window, and pg_stat_database commits).
+ */
+export const idle: Scenario = {
+  name: 'idle',
+  quick: true,
+  async run(context): Promise<Row[]> {
+    const count = context.quick ? 50 : 1000
+    const windowMs = context.quick ? 3000 : 10_000
+    // The other instance(s) stay up but idle: their SQL counts as ours too.
+    const server = await startServer({ ...context.serverOptions, logFile: context.serverOptions.logFile.replace(/\.log$/, '-idle.log') })
+    try {
+      // A measuring window, not a wait for a condition: RSS settles after start-up.
+      await sleep(3000)
+      const startRss = server.rss()
+      const subscribers = await openChatSubscribers([server.url], context.deployment.users.map(user => user.token), count)
+      try {
+        await sleep(3000)
+        const subscribedRss = server.rss()
+        const commits = async () => (await context.infra.postgres.query<{ xact_commit: string }>(`SELECT xact_commit FROM pg_stat_database WHERE datname = 'airi_bench'`))[0]!.xact_commit
+        await context.infra.postgres.query('SELECT pg_stat_clear_snapshot()')
+        const before = Number(await commits())
+        const started = Date.now()
+        const statements = await context.infra.postgres.capture(() => sleep(windowMs))
+        const seconds = (Date.now() - started) / 1000
+        await context.infra.postgres.query('SELECT pg_stat_clear_snapshot()')
+        const xactPerSecond = (Number(await commits()) - before) / seconds
+        const ours = statements.filter(statement => statement.app === SERVER_APP)
+        const perSecond = ours.length / seconds
+        context.log(`idle: RSS ${formatNumber(startRss / MB)} MB, +${formatNumber((subscribedRss - startRss) / MB)} MB with ${count} subscriptions; ${formatNumber(perSecond)} statements/s${ours.length ? `, e.g. ${ours[0]!.sql.slice(0, 200)}` : ''}`)
+        const row = (metric: string, ours: string, target: string, met: boolean, data: Record<string, number>): Row => ({ scenario: 'idle', metric, baseline: '—', ours, ratio: '—', target, met, data })
+        return [
+          row('RSS after start', `${formatNumber(startRss / MB)} MB`, '≤ 150 MB', startRss <= 150 * MB, { rssBytes: startRss }),
+          row(`RSS added by ${count} idle subscriptions`, `+${formatNumber((subscribedRss - startRss) / MB)} MB`, count === 1000 ? '≤ +50 MB' : '≤ +50 MB per 1 000', subscribedRss - startRss <= 50 * MB * count / 1000, { addedBytes: subscribedRss - startRss }),
+          row(`SQL statements/s while idle (all instances, ${count} subscriptions)`, formatNumber(perSecond), '0', perSecond === 0, { statementsPerSecond: perSecond }),
+          // Informational: pg_stat_database also counts autovacuum and stats flushed late by backends busy before the window.
+          { ...row('transactions/s while idle (pg_stat_database, informational)', formatNumber(xactPerSecond), '—', true, { xactPerSecond }), met: null },
+        ]
+      }
+      finally {
+        subscribers.close()
+      }
+    }
+    finally {
+      await server.stop()
+    }
+  },
+}
