@@ -37,6 +37,8 @@ export interface TestServerOptions {
   logger?: Logger
   /** Transport limits (sockets, subscriptions, batches, timeouts) for tests of them. */
   limits?: Pick<BuildServerOptions, 'trpcLimits' | 'speechSocketLimits' | 'requestTimeoutMs' | 'connectionTimeoutMs'>
+  /** API_SERVER_URL when several instances serve one origin (JWT issuer and audience); default: this server's own origin. */
+  publicUrl?: string
   /** Adds routes before the server starts listening (tests of shared transport behaviour). */
   extend?: (app: FastifyInstance, api: Api) => void
   /** Stripe settings (a fake's `settings`, from tooling/fakes/stripe); without them billing answers 503. */
@@ -78,7 +80,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     emailTransport: createResendTransport({ apiKey: resend.apiKey, from: 'AIRI <noreply@example.com>', baseUrl: resend.url }),
     auth: {
       secret: 'test-secret-0123456789abcdefghijklmnopqrstuvwxyz',
-      baseUrl,
+      baseUrl: options.publicUrl ?? baseUrl,
       trustedClients: typeof options.trustedClients === 'function' ? options.trustedClients(baseUrl) : options.trustedClients,
       github: options.socialProviders?.github ? { clientId: social.id, clientSecret: social.secret } : undefined,
       google: options.socialProviders?.google ? { clientId: social.id, clientSecret: social.secret } : undefined,

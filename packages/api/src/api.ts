@@ -7,11 +7,12 @@ import type { Adapters } from './adapters/ports.ts'
 import { createPosthogSink, noopAnalyticsSink, type PosthogSettings } from './adapters/posthog.ts'
 import { createStripeGateway, type StripeSettings } from './adapters/stripe.ts'
 import { createAuth } from './auth/auth.ts'
+import { createIdentityCache } from './auth/identity-cache.ts'
 import { AUTH_BASE_PATH, type AuthSettings } from './auth/options.ts'
 import { createRequestAuthResolver } from './auth/resolver.ts'
 import { createSessionGuard } from './auth/session-guard.ts'
 import { seedTrustedClients, type TrustedClient } from './auth/trusted-clients.ts'
-import type { AuthInput, Context, RequestAuthResolver } from './context.ts'
+import type { AuthInput, Context, RequestAuth, RequestAuthResolver } from './context.ts'
 import { ApiError, outageError, probeOutage } from './errors.ts'
 import type { Logger } from './logger.ts'
 import { createMetrics } from './metrics.ts'
@@ -110,7 +111,9 @@ export async function createApi(deps: ApiDeps) {
   userDeletion.register({ name: 'chats', priority: 30, softDelete: userId => chats.deleteAllForUser(userId) })
   userDeletion.register({ name: 'analytics', priority: 30, softDelete: userId => analytics.deleteAllForUser(userId) })
 
-  const sessionGuard = createSessionGuard({ db, pubsub: adapters.pubsub, logger })
+  // Callers already resolved; every instance drops them when the guard hears of a revocation or user change.
+  const identities = createIdentityCache()
+  const sessionGuard = createSessionGuard({ db, pubsub: adapters.pubsub, logger, onRevocation: revocation => identities.drop(revocation) })
   await sessionGuard.start()
   const auth = createAuth({
     db,
@@ -132,7 +135,7 @@ export async function createApi(deps: ApiDeps) {
   await auth.$context
   const baseUrl = deps.auth.baseUrl.replace(/\/$/, '')
   await seedTrustedClients({ auth, db, clients: deps.auth.trustedClients ?? [], resource: baseUrl })
-  const resolveRequestAuth = createRequestAuthResolver({ auth, issuer: `${baseUrl}${AUTH_BASE_PATH}`, audience: baseUrl, logger })
+  const resolveRequestAuth = createRequestAuthResolver({ auth, issuer: `${baseUrl}${AUTH_BASE_PATH}`, audience: baseUrl, logger, identities })
   const pingPostgres = async () => {
     await db.selectNoFrom(eb => eb.lit(1).as('ok')).execute()
   }
@@ -176,9 +179,11 @@ export async function createApi(deps: ApiDeps) {
     resolveAuth,
     adapters,
     async createContext(input: ContextInput): Promise<Context> {
+      let caller: Promise<RequestAuth | null> | undefined
       return {
-        // Runs before any procedure, so outside the procedures' error mapping.
-        auth: await resolveAuth(input).catch((error: unknown) => {
+        // Lazily, once: only procedures that need the caller pay for finding it.
+        getAuth: () => caller ??= resolveAuth(input).catch((error: unknown) => {
+          // The WebSocket handler asks outside any procedure's error mapping.
           throw error instanceof ApiError ? toTRPCError(error) : error
         }),
         services,

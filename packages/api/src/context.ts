@@ -43,7 +43,12 @@ export interface LiveConnection {
 }
 
 export interface Context {
-  auth: RequestAuth | null
+  /**
+   * The caller, or null when anonymous. Resolved on the first call and memoised for
+   * the request (a WebSocket's: for the connection), so public procedures that never
+   * ask cost no auth work; `protectedProcedure` puts the result in `ctx.auth`.
+   */
+  getAuth: () => Promise<RequestAuth | null>
   /** Set for WebSocket connections, whose context outlives many calls. */
   connection?: LiveConnection
   services: Services

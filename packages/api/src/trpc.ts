@@ -155,9 +155,11 @@ async function* endWhen<T>(source: AsyncIterable<T>, ended: Promise<never>, rele
  * live subscription ends with UNAUTHORIZED when its session does.
  */
 const liveConnection = t.middleware(async ({ ctx, type, signal, next }) => {
-  const { connection, auth } = ctx
+  const { connection } = ctx
   if (!connection)
     return next()
+  // Resolved when the socket connected (memoised), so this costs nothing.
+  const auth = await ctx.getAuth()
   if (auth && !(await ctx.services.sessionGuard.isActive(auth.session)))
     throw unauthorized('Your session has ended; sign in again')
   if (type !== 'subscription')
@@ -200,10 +202,12 @@ const liveConnection = t.middleware(async ({ ctx, type, signal, next }) => {
 
 export const publicProcedure = t.procedure.use(mapDomainErrors).use(liveConnection).meta({ access: 'public' })
 
-export const protectedProcedure = publicProcedure.use(({ ctx, next }) => {
-  if (!ctx.auth)
+/** Resolves the caller (public procedures never do) and requires one. */
+export const protectedProcedure = publicProcedure.use(async ({ ctx, next }) => {
+  const auth = await ctx.getAuth()
+  if (!auth)
     throw new TRPCError({ code: 'UNAUTHORIZED', message: 'Authentication required' })
-  return next({ ctx: { ...ctx, auth: ctx.auth, user: ctx.auth.user } })
+  return next({ ctx: { ...ctx, auth, user: auth.user } })
 }).meta({ access: 'user' })
 
 /** Allowlisted by ADMIN_EMAILS, and only with a verified e-mail. */

@@ -133,12 +133,14 @@ export const trpcPlugin: FastifyPluginAsync<TrpcPluginOptions> = async (app, { a
         requestId: state?.requestId ?? randomUUID(),
         logger: app.log,
       })
-      if (!state || !context.auth) {
+      // A socket's caller is needed at once (caps, revocation); later calls reuse it.
+      const auth = await context.getAuth()
+      if (!state || !auth) {
         state?.armGrace()
         return { ...context, connection: state?.connection }
       }
 
-      const { user, session } = context.auth
+      const { user, session } = auth
       if (socketsByUser.get(user.id) >= limits.socketsPerUser) {
         socket.close(WS_CLOSE.tooManyConnections, `Too many connections for this user (at most ${limits.socketsPerUser})`)
         throw new TRPCError({ code: 'TOO_MANY_REQUESTS', message: 'Too many connections for this user' })

@@ -41,8 +41,11 @@ export interface AuthOptionsDeps {
   beforeDeleteUser?: (userId: string) => Promise<void>
   /** Told of every account created (any sign-up path), for metrics and product analytics; must not throw. */
   onUserCreated?: (userId: string) => void
-  /** Told when a session or a whole user is deleted, so open sockets stop authorizing. */
-  onRevoked?: (revocation: { userId: string, sessionId?: string }) => Promise<void>
+  /**
+   * Told when a session or a whole user is deleted, so open sockets stop authorizing,
+   * and (`userChanged`) when a user row changes, so cached identities are re-read.
+   */
+  onRevoked?: (revocation: { userId: string, sessionId?: string, userChanged?: boolean }) => Promise<void>
 }
 
 /** How client secrets are stored; seeding hashes them the same way the provider verifies them. */
@@ -130,11 +133,14 @@ export function createAuthOptions({ db, settings, email, logger, beforeDeleteUse
       },
     },
     // Sign-out, revocation, password reset/change and account deletion all end in
-    // these deletes; open WebSockets learn of them through `onRevoked`.
+    // these deletes; open WebSockets and cached identities learn of them through
+    // `onRevoked`, as cached identities do of name, e-mail and verification changes.
+    // better-auth runs these after its transaction commits.
     databaseHooks: {
       session: { delete: { after: async session => onRevoked?.({ userId: session.userId, sessionId: session.id }) } },
       user: {
         create: { after: async user => onUserCreated?.(user.id) },
+        update: { after: async user => user ? onRevoked?.({ userId: user.id, userChanged: true }) : undefined },
         delete: { after: async user => onRevoked?.({ userId: user.id }) },
       },
     },

@@ -4,6 +4,7 @@ import type { AuthInput, RequestAuth, RequestAuthResolver } from '../context.ts'
 import { outageError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 import type { Auth } from './auth.ts'
+import { credentialKey, type IdentityCache } from './identity-cache.ts'
 
 /** How long the JWKS read from the database is trusted before it is read again. */
 const JWKS_TTL_MS = 5 * 60_000
@@ -27,23 +28,39 @@ interface SessionRow {
   expiresAt: Date
 }
 
+/** A caller, and until when these credentials authorize by themselves (session or token expiry). */
+interface Resolved {
+  auth: RequestAuth
+  until: number
+}
+
 /** A JWT has three dot-separated parts; session tokens (plain or signed) have at most two. */
 function isJwt(token: string): boolean {
   return token.split('.').length === 3
 }
 
-function bearerToken(headers: Headers): string | undefined {
-  return /^Bearer\s+(\S+)$/i.exec(headers.get('authorization') ?? '')?.[1]
+function bearerToken(authorization: string): string | undefined {
+  return /^Bearer\s+(\S+)$/i.exec(authorization)?.[1]
+}
+
+export interface RequestAuthResolverOptions {
+  auth: Auth
+  issuer: string
+  audience: string
+  logger: Logger
+  /** Callers already resolved, by credential; without it every request asks Postgres. */
+  identities?: IdentityCache
 }
 
 /**
  * The one request-auth resolver for HTTP, tRPC (HTTP and WebSocket) and raw
- * WebSockets. A better-auth session (cookie, or bearer session token) is tried
- * first; a bearer JWT access token is verified locally against our JWKS
- * (signature, issuer, audience, expiry); either way the user row is read.
- * WebSocket clients pass their token as the `token` connection param.
+ * WebSockets. A bearer JWT access token is verified locally against our JWKS
+ * (signature, issuer, audience, expiry), then its user and session rows are read;
+ * anything else is a better-auth session (cookie, or bearer session token).
+ * WebSocket clients pass their token as the `token` connection param. Answers
+ * are kept in the identity cache, so a known credential costs no SQL.
  */
-export function createRequestAuthResolver({ auth, issuer, audience, logger }: { auth: Auth, issuer: string, audience: string, logger: Logger }): RequestAuthResolver {
+export function createRequestAuthResolver({ auth, issuer, audience, logger, identities }: RequestAuthResolverOptions): RequestAuthResolver {
   let keySet: { verify: ReturnType<typeof createLocalJWKSet>, loadedAt: number } | undefined
   // One load at a time: concurrent requests that need keys share it.
   let loading: Promise<NonNullable<typeof keySet>> | undefined
@@ -91,7 +108,7 @@ export function createRequestAuthResolver({ auth, issuer, audience, logger }: { 
     }
   }
 
-  async function fromAccessToken(token: string): Promise<RequestAuth | null> {
+  async function fromAccessToken(token: string): Promise<Resolved | null> {
     const payload = await verifyAccessToken(token)
     if (!payload?.sub)
       return null
@@ -101,34 +118,82 @@ export function createRequestAuthResolver({ auth, issuer, audience, logger }: { 
       return null
     // A token bound to a session dies with it (sign-out, password reset, revocation).
     const sid = typeof payload.sid === 'string' ? payload.sid : undefined
+    const tokenExpiresAt = (payload.exp ?? 0) * 1000
+    let until = tokenExpiresAt
     if (sid) {
       const session = await adapter.findOne<SessionRow>({ model: 'session', where: [{ field: 'id', value: sid }] })
       if (!session || new Date(session.expiresAt) <= new Date())
         return null
+      until = Math.min(until, new Date(session.expiresAt).getTime())
     }
     return {
-      user: { id: user.id, email: user.email, emailVerified: user.emailVerified, name: user.name },
-      session: { id: sid ?? `jwt:${payload.jti ?? payload.iat}`, userId: user.id, expiresAt: new Date((payload.exp ?? 0) * 1000), tokenExpiresAt: new Date((payload.exp ?? 0) * 1000) },
+      auth: {
+        user: { id: user.id, email: user.email, emailVerified: user.emailVerified, name: user.name },
+        session: { id: sid ?? `jwt:${payload.jti ?? payload.iat}`, userId: user.id, expiresAt: new Date(tokenExpiresAt), tokenExpiresAt: new Date(tokenExpiresAt) },
+      },
+      until,
     }
   }
 
-  return async ({ headers, connectionParams }: AuthInput) => {
-    const requestHeaders = new Headers(headers)
-    const paramToken = connectionParams?.token
-    if (paramToken && !requestHeaders.has('authorization'))
-      requestHeaders.set('authorization', `Bearer ${paramToken}`)
-
-    const token = bearerToken(requestHeaders)
+  async function resolveUncached(headers: Headers, authorization: string): Promise<Resolved | null> {
+    const token = bearerToken(authorization)
     if (token && isJwt(token))
       return fromAccessToken(token)
 
+    const requestHeaders = new Headers(headers)
+    if (authorization && !requestHeaders.has('authorization'))
+      requestHeaders.set('authorization', authorization)
     const result = await auth.api.getSession({ headers: requestHeaders })
     if (!result)
       return null
     const { user, session } = result
+    const expiresAt = new Date(session.expiresAt)
     return {
-      user: { id: user.id, email: user.email, emailVerified: user.emailVerified, name: user.name },
-      session: { id: session.id, userId: session.userId, expiresAt: new Date(session.expiresAt) },
+      auth: {
+        user: { id: user.id, email: user.email, emailVerified: user.emailVerified, name: user.name },
+        session: { id: session.id, userId: session.userId, expiresAt },
+      },
+      until: expiresAt.getTime(),
     }
+  }
+
+  let sessionCookieName: string | undefined
+  // Resolutions under way, by credential: a burst of requests with one new token reads Postgres once.
+  const pending = new Map<string, { since: number, result: Promise<RequestAuth | null> }>()
+
+  return async ({ headers, connectionParams }: AuthInput) => {
+    const paramToken = connectionParams?.token
+    const authorization = headers.get('authorization') ?? (paramToken ? `Bearer ${paramToken}` : '')
+    const cookie = headers.get('cookie') ?? ''
+    sessionCookieName ??= (await auth.$context).authCookies.sessionToken.name
+    // No credentials: anonymous, without asking better-auth.
+    if (!bearerToken(authorization) && !cookie.includes(sessionCookieName))
+      return null
+    if (!identities)
+      return (await resolveUncached(headers, authorization))?.auth ?? null
+
+    // Everything the answer depends on is in the key; a bad bearer beside a good cookie is its own entry.
+    const key = credentialKey(authorization, cookie)
+    const cached = identities.get(key)
+    if (cached)
+      return cached
+    const shared = pending.get(key)
+    // Joined only if nothing was revoked since it began (it may have read the revoked row).
+    if (shared && identities.current(shared.since))
+      return shared.result
+    const since = identities.begin()
+    const result = resolveUncached(headers, authorization).then((resolved) => {
+      if (!resolved)
+        return null
+      identities.fill(key, resolved.auth, resolved.until, since)
+      return resolved.auth
+    })
+    const entry = { since, result }
+    pending.set(key, entry)
+    void result.then(() => {}, () => {}).finally(() => {
+      if (pending.get(key) === entry)
+        pending.delete(key)
+    })
+    return result
   }
 }

@@ -9,14 +9,24 @@ import type { PubSub, Unsubscribe } from '../adapters/ports.ts'
 import type { AuthSession } from '../context.ts'
 import type { Logger } from '../logger.ts'
 
-/** "These credentials may have stopped authorizing": a session, or every session of a user. */
+/**
+ * "These credentials may have stopped authorizing": a session, or every session of
+ * a user; or, with `userChanged`, "this user's row changed" (name, e-mail,
+ * verification), which ends no session but makes cached identities stale.
+ */
 export interface SessionRevocation {
   userId: string
   /** Absent: every session of the user (account deleted). */
   sessionId?: string
+  /** Only the user row changed; sessions still authorize. */
+  userChanged?: boolean
 }
 
-const revocationMessage = pubsubMessage<SessionRevocation>(z.object({ userId: z.string().min(1), sessionId: z.string().min(1).optional() }), 'session revocation')
+const revocationMessage = pubsubMessage<SessionRevocation>(z.object({
+  userId: z.string().min(1),
+  sessionId: z.string().min(1).optional(),
+  userChanged: z.boolean().optional(),
+}), 'session revocation')
 
 interface Watcher {
   session: AuthSession
@@ -29,6 +39,8 @@ export interface SessionGuardOptions {
   logger: Logger
   /** How long a session's state is trusted before Postgres is asked again. */
   cacheTtlMs?: number
+  /** Told of every revocation and user change, this instance's and the others' (the identity cache drops entries). */
+  onRevocation?: (revocation: SessionRevocation) => void
   now?: () => number
 }
 
@@ -44,7 +56,7 @@ const MAX_TIMER_MS = 2 ** 31 - 1
  * for a few seconds), and live subscriptions end when the session is revoked on
  * any instance (pub/sub) or expires (a timer at its expiry).
  */
-export function createSessionGuard({ db, pubsub, logger, cacheTtlMs = 5_000, now = Date.now }: SessionGuardOptions) {
+export function createSessionGuard({ db, pubsub, logger, cacheTtlMs = 5_000, onRevocation, now = Date.now }: SessionGuardOptions) {
   // Session id → its owner and expiry in Postgres (null when the row is gone).
   const states = new LRUCache<string, { userId: string, expiresAt: number | null }>({ max: 50_000, ttl: cacheTtlMs })
   const watchers = new Map<string, Set<Watcher>>()
@@ -85,6 +97,9 @@ export function createSessionGuard({ db, pubsub, logger, cacheTtlMs = 5_000, now
 
   /** Re-checks every watcher the revocation may concern; ends those whose session is gone. */
   function recheck(revocation: SessionRevocation): void {
+    onRevocation?.(revocation)
+    if (revocation.userChanged)
+      return
     forget(revocation)
     const concerned = revocation.sessionId
       ? [...(watchers.get(revocation.sessionId) ?? [])]
@@ -116,7 +131,7 @@ export function createSessionGuard({ db, pubsub, logger, cacheTtlMs = 5_000, now
     /**
      * Tells every instance that these credentials may no longer authorize. Called
      * when better-auth deletes a session (sign-out, revocation, password reset or
-     * change) or a user.
+     * change) or a user, and (`userChanged`) when it updates a user.
      */
     async revoke(revocation: SessionRevocation): Promise<void> {
       // This instance at once, even if the pub/sub store is unreachable.

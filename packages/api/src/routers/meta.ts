@@ -21,7 +21,7 @@ export const metaRouter = createRouter({
     for (let tick = 1; tick <= input.count; tick++) {
       if (tick > 1)
         await sleep(input.intervalMs, undefined, { signal })
-      yield { tick, at: new Date(), userId: ctx.auth?.user.id ?? null }
+      yield { tick, at: new Date(), userId: (await ctx.getAuth())?.user.id ?? null }
     }
   }),
 })
