@@ -1,0 +1,154 @@
+import { resolve } from 'node:path'
+import process from 'node:process'
+import { fileURLToPath } from 'node:url'
+
+import type { Logger } from '@airi/api'
+import { createDb, startEmbeddedPostgres } from '@airi/db'
+
+import { parseEnv } from '../../apps/server/src/env.ts'
+import { service, startRuntime } from '../../apps/server/src/runtime.ts'
+import { buildServer } from '../../apps/server/src/server.ts'
+// The SDK is not a dependency of tooling; the demo talks to the server as any client would.
+import { createAiriClient, type AiriClient } from '../../packages/sdk/src/index.ts'
+import { startFakeOpenAIUpstream } from '../fakes/openai-upstream.ts'
+import { startFakeStreamingTtsUpstream } from '../fakes/streaming-tts-upstream.ts'
+import { startFakeStripe } from '../fakes/stripe.ts'
+import { startFakeTtsUpstream } from '../fakes/tts-upstream.ts'
+
+// `pnpm demo`: the whole product on one machine, for people who want to click through it.
+// The real server (embedded PostgreSQL, in-process adapters) with the local fakes of
+// tooling/fakes standing in for the LLM, TTS and Stripe, wired in the way an operator
+// would: Stripe through its env variables, the rest through operator config set by an
+// admin over the SDK. Nothing here is on the production path. Data lives in .data/demo,
+// apart from `pnpm start`'s; delete that folder for a fresh demo.
+
+const ADMIN = { email: 'admin@example.com', password: 'demo admin password', name: 'Demo Admin' }
+const DEMO = { email: 'demo@example.com', password: 'demo user password', name: 'Demo User' }
+const DEMO_FLUX = 5_000
+const PRODUCT = 'prod_demo_flux'
+
+const dataDir = fileURLToPath(new URL('../../.data/demo', import.meta.url))
+const port = Number(process.env.PORT ?? 3000)
+
+// Short lines on the terminal; a demo needs to show what happens, not JSON.
+const logger: Logger = {
+  debug: () => {},
+  info: (obj, msg) => console.warn(`  · ${msg ?? ''}`, Object.keys(obj).length ? obj : ''),
+  warn: (obj, msg) => console.warn(`  ! ${msg ?? ''}`, obj),
+  error: (obj, msg) => console.error(`  ✗ ${msg ?? ''}`, obj),
+}
+
+const closers: Array<() => Promise<unknown>> = []
+let stopping = false
+async function stop(code = 0): Promise<never> {
+  if (!stopping) {
+    stopping = true
+    console.warn('\nstopping the demo …')
+    // Last started, first closed: the server before the database and the fakes.
+    for (const close of closers.reverse())
+      await close().catch((error: unknown) => console.error(error))
+  }
+  process.exit(code)
+}
+process.once('SIGINT', () => void stop())
+process.once('SIGTERM', () => void stop())
+
+try {
+  await main()
+}
+catch (error) {
+  console.error(error)
+  await stop(1)
+}
+
+async function main(): Promise<void> {
+  const [llm, tts, streamingTts, stripe] = await Promise.all([startFakeOpenAIUpstream({ name: 'demo-llm' }), startFakeTtsUpstream(), startFakeStreamingTtsUpstream(), startFakeStripe()])
+  closers.push(() => llm.close(), () => tts.close(), () => streamingTts.close(), () => stripe.close())
+  // The fake model answers slowly enough to watch the reply stream in.
+  llm.behave(({ body }) => {
+    const said = [...(body?.messages ?? [])].reverse().find((message: { role: string }) => message.role === 'user')?.content ?? ''
+    return { kind: 'complete', content: `You said: "${String(said).slice(0, 200)}". I am the demo's stand-in model, answering from this machine. Every reply costs a little Flux.`, chunkDelayMs: 60 }
+  })
+  stripe.addPrice({ id: 'price_demo_starter', product: PRODUCT, currency: 'usd', unitAmount: 300, currencyOptions: { cny: 2200, eur: 280 }, nickname: 'Starter', metadata: { fluxAmount: '300' } })
+  stripe.addPrice({ id: 'price_demo_bundle', product: PRODUCT, currency: 'usd', unitAmount: 1000, currencyOptions: { cny: 7200, eur: 920 }, metadata: { fluxAmount: '1200', recommended: 'true' } })
+
+  const postgres = await startEmbeddedPostgres({ dataDir: resolve(dataDir, 'postgres'), database: 'airi' })
+  closers.push(() => postgres.stop())
+  const db = createDb({ connectionString: postgres.url })
+  closers.push(() => db.destroy())
+
+  const env = parseEnv({
+    ...process.env,
+    NODE_ENV: 'development',
+    PORT: String(port),
+    DATA_DIR: dataDir,
+    DATABASE_URL: postgres.url,
+    ADMIN_EMAILS: ADMIN.email,
+    STRIPE_SECRET_KEY: stripe.secretKey,
+    STRIPE_WEBHOOK_SECRET: stripe.webhookSecret,
+    STRIPE_API_URL: stripe.url,
+  })
+  const runtime = await startRuntime(env, logger)
+  closers.push(() => runtime.close())
+  const app = await buildServer({ api: runtime.api, service, logger: { level: 'warn' } })
+  closers.push(() => app.close())
+  await app.listen({ host: env.HOST, port: env.PORT })
+  const baseUrl = `http://localhost:${env.PORT}`
+  // The fake's checkout page pays at once and delivers the signed event here.
+  stripe.webhookUrl = `${baseUrl}/api/v1/stripe/webhook`
+
+  /** Signs the account up (once), marks its address verified, and signs in: an SDK client for it. */
+  async function account(who: typeof ADMIN): Promise<AiriClient> {
+    const post = (path: string, body: object) => fetch(`${baseUrl}/api/auth${path}`, { method: 'POST', headers: { 'content-type': 'application/json', 'origin': baseUrl }, body: JSON.stringify(body) })
+    const signUp = await post('/sign-up/email', who)
+    if (!signUp.ok && signUp.status !== 422)
+      throw new Error(`signing up ${who.email} failed: ${signUp.status} ${await signUp.text()}`)
+    // The verification e-mail only goes to the log here: the demo vouches for its own addresses.
+    await db.updateTable('user').set({ emailVerified: true }).where('email', '=', who.email).execute()
+    const signIn = await post('/sign-in/email', { email: who.email, password: who.password })
+    const token = signIn.headers.get('set-auth-token')
+    if (!signIn.ok || !token)
+      throw new Error(`signing in ${who.email} failed: ${signIn.status} ${await signIn.text()}`)
+    return createAiriClient({ baseUrl, getToken: () => token })
+  }
+
+  const admin = await account(ADMIN)
+  const seal = (model: string, apiKey: string) => admin.admin.llm.encryptKey.mutate({ model, keyId: 'demo', apiKey })
+  const [llmKey, ttsKey, streamingKey] = await Promise.all([seal('chat', 'sk-demo-llm'), seal('voice', 'sk-demo-tts'), seal('streaming-tts', 'sk-demo-streaming')])
+  const set = (key: string, value: unknown) => admin.admin.config.set.mutate({ key, value } as Parameters<typeof admin.admin.config.set.mutate>[0])
+  await set('LLM_ROUTER_CONFIG', { models: { chat: { upstreams: [{ id: 'demo-llm', baseUrl: llm.url, model: 'demo-model', keys: [{ id: llmKey.keyId, ciphertext: llmKey.ciphertext }] }] } } })
+  await set('TTS_UPSTREAMS', { defaultModel: 'voice', models: { voice: { adapter: 'openai-compatible', baseUrl: tts.url, model: 'demo-tts', recommendedVoices: ['alloy'], keys: [{ id: ttsKey.keyId, ciphertext: ttsKey.ciphertext }] } } })
+  await set('STREAMING_TTS_UPSTREAM', { url: streamingTts.url, keys: [{ id: streamingKey.keyId, ciphertext: streamingKey.ciphertext }], models: [{ id: 'demo-streaming-tts', name: 'Demo voice' }] })
+  await set('STRIPE_FLUX_PRODUCT_ID', PRODUCT)
+
+  const demo = await account(DEMO)
+  // Once per data folder: the idempotency key makes a second run grant nothing.
+  await admin.admin.flux.grant.mutate({ emails: [DEMO.email], amount: DEMO_FLUX, description: 'Demo Flux', idempotencyKey: 'demo-flux-grant' })
+  if ((await demo.characters.list.query({ limit: 1 })).items.length === 0) {
+    await demo.characters.create.mutate({
+      characterId: 'airi',
+      version: '1',
+      coverUrl: `${baseUrl}/app/favicon.ico`,
+      avatarUrl: `${baseUrl}/app/favicon.ico`,
+      covers: [],
+      capabilities: [],
+      avatarModels: [],
+      i18n: [{ language: 'en', name: 'AIRI', description: 'A friendly companion.' }],
+      prompts: [{ language: 'en', type: 'system', content: 'You are AIRI, a friendly companion. Answer briefly.' }],
+    })
+  }
+  const { flux } = await demo.flux.balance.query()
+  await Promise.all([admin.close(), demo.close()])
+
+  process.stdout.write(`
+AIRI demo is running: ${baseUrl}/app/
+
+  demo user   ${DEMO.email} / ${DEMO.password}   (${flux} Flux)
+  admin       ${ADMIN.email} / ${ADMIN.password}
+
+Fakes on this machine: LLM ${llm.url}, TTS ${tts.url}, streaming TTS ${streamingTts.url}, Stripe ${stripe.url}
+(its checkout page pays at once; open the checkout URL with ?cancel to cancel). The fake
+streaming voice sends placeholder bytes, not speech. Data: ${dataDir}
+Press Ctrl-C to stop.
+`)
+}
