@@ -98,6 +98,9 @@ export const envSchema = z.object({
   LLM_ROUTER_MASTER_KEY: optionalString,
   ADMIN_EMAILS: commaList,
   OTEL_EXPORTER_OTLP_ENDPOINT: z.url().optional(),
+  /** How often metrics are exported, and how long spans wait to be batched (the standard OTEL_* names). */
+  OTEL_METRIC_EXPORT_INTERVAL: z.coerce.number().int().positive().default(60_000),
+  OTEL_BSP_SCHEDULE_DELAY: z.coerce.number().int().positive().default(5_000),
   /** PostHog project key: product events are sent only when it is set. */
   POSTHOG_KEY: optionalString,
   /** PostHog's ingestion origin (PostHog Cloud US by default; e.g. https://eu.i.posthog.com or a self-hosted one). */

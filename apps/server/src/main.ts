@@ -4,6 +4,7 @@ import { PinoPretty } from 'pino-pretty'
 import { EnvError, parseEnv, type Env } from './env.ts'
 import { service, socialProviders, startRuntime } from './runtime.ts'
 import { buildServer } from './server.ts'
+import { startTelemetry } from './telemetry.ts'
 
 let env: Env
 try {
@@ -23,6 +24,8 @@ const logger = pino(
   { level: env.LOG_LEVEL, base: { service: service.name } },
   humanReadable ? PinoPretty({ colorize: true, sync: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,service' }) : undefined,
 )
+// First: the API takes its meters when it is composed.
+const telemetry = startTelemetry(env, service, logger)
 const runtime = await startRuntime(env, logger)
 const app = await buildServer({
   api: runtime.api,
@@ -66,6 +69,8 @@ async function shutdown(signal: string): Promise<void> {
   try {
     await app.close()
     await runtime.close()
+    // Last, so the spans and metrics of what just closed go out too.
+    await telemetry.shutdown(env.SHUTDOWN_TIMEOUT_MS)
     logger.info('shutdown complete')
     process.exit(0)
   }

@@ -14,6 +14,7 @@ import { speechPlugin } from './plugins/speech.ts'
 import { stageWebPlugin } from './plugins/stage-web.ts'
 import { streamingSpeechPlugin, type SpeechSocketLimits } from './plugins/streaming-speech.ts'
 import { stripeWebhookPlugin } from './plugins/stripe-webhook.ts'
+import { registerTelemetry } from './plugins/telemetry.ts'
 import { trpcPlugin, type TrpcLimits } from './plugins/trpc.ts'
 
 export interface BuildServerOptions {
@@ -97,6 +98,7 @@ export async function buildServer({ api, service, logger = false, authRateLimitP
     reply.header('x-request-id', request.id)
   })
   registerErrorHandlers(app)
+  registerTelemetry(app, api.metrics)
   cutSlowBodies(app, requestTimeoutMs)
 
   await app.register(websocket, { options: { maxPayload: WS_MAX_PAYLOAD_BYTES } })

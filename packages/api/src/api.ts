@@ -175,6 +175,8 @@ export async function createApi(deps: ApiDeps) {
   return {
     router: appRouter,
     services,
+    /** The instruments, for the host's HTTP and WebSocket measurements. */
+    metrics,
     auth,
     resolveAuth,
     adapters,

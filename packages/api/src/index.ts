@@ -20,4 +20,6 @@ export { closeCodeFor, SPEECH_CLOSE, SPEECH_SOCKET_PATH, type ServerFrame, type 
 export type { AppRouter } from './routers/root.ts'
 export type { UserDeletionHandler } from './services/user-deletion.ts'
 export { toTRPCError } from './trpc.ts'
+export { createMetrics, type Metrics } from './metrics.ts'
+export { recordFailure, tracer, withSpan } from './tracing.ts'
 export { describeProcedures, type ProcedureEntry } from './routers/catalog.ts'

@@ -1,3 +1,4 @@
+import { SpanKind } from '@opentelemetry/api'
 import { initTRPC, TRPCError } from '@trpc/server'
 import type { TRPC_ERROR_CODE_KEY } from '@trpc/server'
 import { TRPC_ERROR_CODES_BY_KEY } from '@trpc/server/rpc'
@@ -6,6 +7,7 @@ import type { Context } from './context.ts'
 import { ApiError, outageError, unauthorized } from './errors.ts'
 import { guardedTransformer } from './input-guard.ts'
 import type { Logger } from './logger.ts'
+import { recordFailure, tracer } from './tracing.ts'
 
 const codeByStatus: Record<number, TRPC_ERROR_CODE_KEY> = {
   400: 'BAD_REQUEST',
@@ -200,7 +202,29 @@ const liveConnection = t.middleware(async ({ ctx, type, signal, next }) => {
   }
 })
 
-export const publicProcedure = t.procedure.use(mapDomainErrors).use(liveConnection).meta({ access: 'public' })
+/** A span per procedure call (a child of the HTTP request's span over HTTP), failures recorded on it. */
+const traceProcedure = t.middleware(({ ctx, path, type, next }) => tracer.startActiveSpan(`trpc ${path}`, {
+  kind: SpanKind.SERVER,
+  attributes: { 'rpc.system': 'trpc', 'rpc.method': path, 'airi.trpc.type': type, 'airi.request_id': ctx.requestId },
+}, async (span) => {
+  try {
+    const result = await next()
+    if (!result.ok) {
+      const domain = result.error.cause instanceof ApiError ? result.error.cause : undefined
+      recordFailure(span, domain ?? result.error, domain?.status ?? (result.error.code === 'INTERNAL_SERVER_ERROR' ? 500 : 400))
+    }
+    return result
+  }
+  catch (error) {
+    recordFailure(span, error)
+    throw error
+  }
+  finally {
+    span.end()
+  }
+}))
+
+export const publicProcedure = t.procedure.use(traceProcedure).use(mapDomainErrors).use(liveConnection).meta({ access: 'public' })
 
 /** Resolves the caller (public procedures never do) and requires one. */
 export const protectedProcedure = publicProcedure.use(async ({ ctx, next }) => {

@@ -5,6 +5,7 @@ import type { Db } from '@airi/db'
 import { ApiError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 import type { Metrics } from '../metrics.ts'
+import { recordFailure, tracer, withSpan } from '../tracing.ts'
 import type { BillingService } from './billing.ts'
 import type { ConfigService } from './config.ts'
 import type { KeyVault } from './key-vault.ts'
@@ -60,7 +61,7 @@ function errorEvent(failure: Failure): string {
  * first, so a call cut short by a crash can be reconciled.
  */
 export function createLlmGateway({ db, config, billing, metrics, logger, keyVault, defaultDeadlineMs = 120_000 }: LlmGatewayDeps) {
-  const router = createUpstreamRouter({ keyVault, logger })
+  const router = createUpstreamRouter({ keyVault, logger, metrics })
   const callBilling = createCallBilling({ billing, config, metrics, logger })
   const requestLog = createRequestLog({ db, logger })
 
@@ -98,6 +99,35 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
     const stream = body.stream === true
     const deadline = AbortSignal.timeout(routes.deadlineMs ?? defaultDeadlineMs)
     const signal = AbortSignal.any([clientSignal, deadline, shutdown.signal])
+    // The call's span lives until it settles (a stream's last chunk), with one child per upstream attempt.
+    const span = tracer.startSpan(`chat ${alias}`, { attributes: { 'gen_ai.operation.name': 'chat', 'gen_ai.request.model': alias, 'airi.llm.call_id': call.id, 'airi.llm.stream': stream } })
+    let observed = false
+    /** Records the call's duration, tokens and outcome once, whichever path ends it. */
+    function observe(outcome: { upstream: string | null, status: number, usage?: MeasuredUsage['usage'], error?: string }): void {
+      if (observed)
+        return
+      observed = true
+      const responseModel = upstreams.find(upstream => upstream.id === outcome.upstream)?.model
+      const attributes = {
+        'gen_ai.operation.name': 'chat',
+        'gen_ai.request.model': alias,
+        ...(responseModel ? { 'gen_ai.response.model': responseModel } : {}),
+        ...(outcome.error ? { 'error.type': String(outcome.status) } : {}),
+      }
+      metrics.genAiDuration.record((Date.now() - startedAt) / 1000, attributes)
+      if (outcome.usage?.prompt_tokens !== undefined)
+        metrics.genAiTokens.record(outcome.usage.prompt_tokens, { ...attributes, 'gen_ai.token.type': 'input' })
+      if (outcome.usage?.completion_tokens !== undefined)
+        metrics.genAiTokens.record(outcome.usage.completion_tokens, { ...attributes, 'gen_ai.token.type': 'output' })
+      span.setAttributes({ 'http.response.status_code': outcome.status, ...(responseModel ? { 'gen_ai.response.model': responseModel } : {}) })
+      if (outcome.usage?.prompt_tokens !== undefined)
+        span.setAttribute('gen_ai.usage.input_tokens', outcome.usage.prompt_tokens)
+      if (outcome.usage?.completion_tokens !== undefined)
+        span.setAttribute('gen_ai.usage.output_tokens', outcome.usage.completion_tokens)
+      if (outcome.error)
+        recordFailure(span, new Error(outcome.error), outcome.status)
+      span.end()
+    }
 
     /** Why the call stopped early, checked in the order that names the real cause. */
     function failureOf(error: unknown): Failure {
@@ -113,8 +143,18 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
       return { status: 502, code: 'UPSTREAM_UNAVAILABLE', message: `The upstream stream failed: ${(error as Error).message}` }
     }
 
-    const rowId = await requestLog.open(call)
-    const complete = (outcome: Omit<CallOutcome, 'startedAt'>) => requestLog.complete(rowId, { ...outcome, startedAt })
+    let rowId: string
+    try {
+      rowId = await requestLog.open(call)
+    }
+    catch (error) {
+      observe({ upstream: null, status: 500, error: (error as Error).message })
+      throw error
+    }
+    const complete = (outcome: Omit<CallOutcome, 'startedAt'>) => {
+      observe(outcome)
+      return requestLog.complete(rowId, { ...outcome, startedAt })
+    }
 
     // The reservation: nothing reaches an upstream unless it can be paid for.
     try {
@@ -127,7 +167,7 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
 
     let attempt: Attempt
     try {
-      attempt = await router.call(alias, upstreams, body, stream, signal)
+      attempt = await withSpan(span, () => router.call(alias, upstreams, body, stream, signal))
     }
     catch (error) {
       await callBilling.refund(call, 'failed')
@@ -185,6 +225,7 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
       }
       catch (error) {
         logger.error({ err: error, call: call.id }, 'could not settle a streamed LLM call; its log row stays pending for reconciliation')
+        observe({ upstream: upstream.id, status: 500, error: (error as Error).message })
       }
       finally {
         untrack()
@@ -209,12 +250,17 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
       let outcome: { status: number, error?: string } | undefined
       // True while the consumer holds a chunk; still true here means it stopped reading.
       let handedOut = false
+      let handedFirst = false
       const decoder = new TextDecoder()
       try {
         for await (const bytes of response.body as unknown as AsyncIterable<Uint8Array>) {
           const text = decoder.decode(bytes, { stream: true })
           if (!text)
             continue
+          if (!handedFirst) {
+            handedFirst = true
+            metrics.genAiFirstToken.record((Date.now() - startedAt) / 1000, { 'gen_ai.operation.name': 'chat', 'gen_ai.request.model': alias, 'gen_ai.response.model': upstream.model })
+          }
           handedOut = true
           yield text
           handedOut = false

@@ -1,6 +1,10 @@
+import { SpanKind } from '@opentelemetry/api'
+
 import type { ConfigValue } from '../../config/entries.ts'
 import { ApiError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
+import type { Metrics } from '../../metrics.ts'
+import { recordFailure, tracer } from '../../tracing.ts'
 import type { KeyVault } from '../key-vault.ts'
 import { createUpstreamKeys, drain, isRetryableStatus } from '../upstream-keys.ts'
 
@@ -38,18 +42,20 @@ export interface Attempt {
  * after 401/403/429, fallback on 429/5xx/timeouts. Positions and cooldowns are per
  * instance; they only spread load and skip bad keys.
  */
-export function createUpstreamRouter({ keyVault, logger }: { keyVault: KeyVault | undefined, logger: Logger }) {
+export function createUpstreamRouter({ keyVault, logger, metrics }: { keyVault: KeyVault | undefined, logger: Logger, metrics: Metrics }) {
   const upstreamKeys = createUpstreamKeys({ keyVault, logger })
 
   return {
     /**
      * Tries every healthy key of every upstream in order until one answers 2xx.
      * 401/403/429 cool the key down; 429, 5xx, connection errors and timeouts move
-     * on; any other 4xx is the caller's mistake and is returned as it is.
+     * on; any other 4xx is the caller's mistake and is returned as it is. Each
+     * attempt is a client span, child of the active (gateway) span.
      */
     async call(alias: string, upstreams: Upstream[], body: ChatCompletionBody, stream: boolean, signal: AbortSignal): Promise<Attempt> {
       let lastStatus: number | undefined
       let lastReason = 'no usable key'
+      let failedBefore = false
       for (const upstream of upstreams) {
         for (const key of upstreamKeys.inTurn(upstream.id, alias, upstream.keys)) {
           if (signal.aborted)
@@ -59,6 +65,19 @@ export function createUpstreamRouter({ keyVault, logger }: { keyVault: KeyVault 
             continue
           }
           const apiKey = key.apiKey
+          if (failedBefore)
+            metrics.gatewayFallbacks.add(1, { 'gen_ai.request.model': alias })
+          const span = tracer.startSpan(`chat ${upstream.model}`, {
+            kind: SpanKind.CLIENT,
+            attributes: { 'gen_ai.operation.name': 'chat', 'gen_ai.request.model': upstream.model, 'airi.gen_ai.alias': alias, 'airi.upstream.id': upstream.id, 'airi.upstream.key_id': key.id },
+          })
+          /** A failed attempt: counted, recorded on its span, and the router moves on (or gives up). */
+          const failed = (errorType: string, error: unknown, status = 502) => {
+            failedBefore = true
+            metrics.gatewayUpstreamErrors.add(1, { 'gen_ai.request.model': alias, 'airi.upstream.id': upstream.id, 'error.type': errorType })
+            recordFailure(span, error, status, errorType)
+            span.end()
+          }
 
           const attemptSignal = upstream.timeoutMs ? AbortSignal.any([signal, AbortSignal.timeout(upstream.timeoutMs)]) : signal
           let response: Response
@@ -75,22 +94,32 @@ export function createUpstreamRouter({ keyVault, logger }: { keyVault: KeyVault 
             })
           }
           catch (error) {
-            if (signal.aborted)
+            if (signal.aborted) {
+              recordFailure(span, signal.reason, 499)
+              span.end()
               throw signal.reason
+            }
+            failed(attemptSignal.aborted ? 'timeout' : 'connection', error)
             lastReason = `${upstream.id}: ${attemptSignal.aborted ? 'timed out' : (error as Error).message}`
             logger.warn({ upstream: upstream.id, keyId: key.id, reason: lastReason }, 'upstream call failed; trying the next')
             continue
           }
 
-          if (response.ok)
+          span.setAttribute('http.response.status_code', response.status)
+          if (response.ok) {
+            span.end()
             return { response, upstream }
+          }
           lastStatus = response.status
           lastReason = `${upstream.id} answered ${response.status}`
           upstreamKeys.noteRefusal(upstream.id, key.id, response)
           if (!isRetryableStatus(response.status)) {
             const detail = await response.json().catch(() => undefined) as { error?: { message?: string } } | undefined
-            throw new ApiError(response.status, 'UPSTREAM_REJECTED', detail?.error?.message ?? `The upstream refused the request (${response.status})`, { upstream: upstream.id })
+            const rejected = new ApiError(response.status, 'UPSTREAM_REJECTED', detail?.error?.message ?? `The upstream refused the request (${response.status})`, { upstream: upstream.id })
+            failed(String(response.status), rejected, response.status)
+            throw rejected
           }
+          failed(String(response.status), new Error(lastReason))
           await drain(response)
           logger.warn({ upstream: upstream.id, keyId: key.id, status: response.status }, 'upstream refused; trying the next')
         }
