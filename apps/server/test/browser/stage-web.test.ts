@@ -136,7 +136,7 @@ describe('stage-web in Chromium', () => {
     const seqBefore = (await server.database.db.selectFrom('flux_transaction').select(eb => eb.fn.max('seq').as('seq')).where('user_id', '=', user.id).executeTakeFirst())?.seq ?? 0
 
     const reply = 'Hi! I am Kiki, and I answer one word at a time.'
-    llm.behave(() => ({ kind: 'complete', content: reply, usage: { prompt_tokens: 400, completion_tokens: 700 }, chunkDelayMs: 40 }))
+    llm.behave(() => ({ kind: 'complete', content: reply, usage: { prompt_tokens: 400, completion_tokens: 700 }, chunkDelayMs: 80 }))
     // Every text the streaming bubble shows, as the page renders it.
     await page.evaluate(`(() => {
       window.__replyTexts = []
