@@ -1,4 +1,4 @@
-import { Kysely, PostgresDialect } from 'kysely'
+import { Kysely, PostgresDialect, type LogEvent } from 'kysely'
 import pg from 'pg'
 
 import type { Database } from './schema.ts'
@@ -11,16 +11,31 @@ export interface CreateDbOptions {
   connectionString: string
   /** Upper bound of pooled connections for this process. */
   maxConnections?: number
+  /**
+   * How long a query may wait for a connection (a free slot in the pool, or a new
+   * connection to be made) before it fails; without it a silent network drop
+   * would hang every request instead of answering 503.
+   */
+  connectionTimeoutMs?: number
+  /** Called with every statement sent, transaction control included (tests count round trips with it). */
+  onQuery?: (sql: string) => void
 }
+
+/** Default pool size: measured at c=100 on 2 cores, see docs/operations.md (DATABASE_POOL_MAX). */
+export const DEFAULT_POOL_MAX = 10
+export const DEFAULT_CONNECTION_TIMEOUT_MS = 10_000
 
 export type Db = Kysely<Database>
 
-export function createDb({ connectionString, maxConnections = 10 }: CreateDbOptions): Db {
-  const pool = new pg.Pool({ connectionString, max: maxConnections })
+export function createDb({ connectionString, maxConnections = DEFAULT_POOL_MAX, connectionTimeoutMs = DEFAULT_CONNECTION_TIMEOUT_MS, onQuery }: CreateDbOptions): Db {
+  const pool = new pg.Pool({ connectionString, max: maxConnections, connectionTimeoutMillis: connectionTimeoutMs })
   // A client that loses its connection emits 'error' (on the pool while idle, on
   // itself while checked out); unheard, that would crash the process. The query in
   // flight still fails, and the pool drops the dead client and reconnects.
   pool.on('error', () => {})
   pool.on('connect', client => client.on('error', () => {}))
-  return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
+  return new Kysely<Database>({
+    dialect: new PostgresDialect({ pool }),
+    ...(onQuery ? { log: (event: LogEvent) => onQuery(event.query.sql) } : {}),
+  })
 }

@@ -1,5 +1,5 @@
 import type { Database, Db, FluxTransaction, FluxTransactionType } from '@airi/db'
-import type { Transaction } from 'kysely'
+import { sql, type RawBuilder, type Transaction } from 'kysely'
 
 import type { Cache } from '../adapters/ports.ts'
 import { keys } from '../adapters/keys.ts'
@@ -25,6 +25,16 @@ export interface LedgerEntry {
   createdAt: Date
 }
 
+/**
+ * A write of the caller's own (an INSERT or UPDATE, no RETURNING) that runs in the
+ * same statement as a ledger write, so both commit together in one round trip.
+ * `moved` is the Flux the ledger write moved: the new row's amount, the first
+ * row's on a replay, 0 when it was refused. It runs whatever the outcome (written,
+ * replayed, refused, or no account yet, when the write runs once more after
+ * opening it), so it must be idempotent.
+ */
+export type Alongside = (moved: RawBuilder<number>) => RawBuilder<unknown>
+
 interface WriteInput {
   userId: string
   amount: number
@@ -38,6 +48,8 @@ interface WriteInput {
    * must move Flux (the meter, which has already taken the units out of its debt).
    */
   refuseReplay?: boolean
+  /** Not taken inside `BillingService.transaction`: there the caller writes through `trx`. */
+  alongside?: Alongside
 }
 
 export interface DebitInput extends WriteInput {
@@ -165,8 +177,6 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux }
 
   const accountNotFound = () => new ApiError(404, 'FLUX_ACCOUNT_NOT_FOUND', 'This account has no Flux balance')
 
-  type Write = (balance: number) => { type: FluxTransactionType, amount: number, metadata?: Record<string, unknown> }
-
   interface Written { entry: LedgerEntry, replayed: boolean }
 
   function checkAmount(amount: number): void {
@@ -174,41 +184,77 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux }
       throw new ApiError(400, 'INVALID_AMOUNT', 'Amount must be a positive whole number of Flux', { field: 'amount' })
   }
 
+  interface Plan {
+    type: FluxTransactionType
+    /** Debits only: false refuses a balance below the amount instead of draining it. */
+    allowPartial?: boolean
+  }
+
+  type WriteRow = FluxTransaction & { outcome: 'written' | 'replayed' | 'refused', balance: number | null }
+
   /**
-   * The one write path, inside `trx`: lock, replay check, compute, update, append.
-   * Undefined when the user has no open account.
+   * The one write, as one statement: lock the balance row, look for a replay,
+   * decide what moves, update the balance, append the ledger row (and run the
+   * caller's `alongside`). One statement is one round trip and commits or fails as
+   * a whole. Its outcome is one row: `written`, `replayed` (the first write's row,
+   * nothing moved) or `refused` (with the balance, nothing moved); no row when the
+   * user has no open account.
+   *
+   * The lock waits for a concurrent write of the same user and then reads the
+   * balance it committed (READ COMMITTED re-reads a locked row), so balances stay
+   * exact. The replay lookup reads the statement's snapshot, taken before that
+   * wait: a concurrent write of the same request id that commits during the wait
+   * is not seen there, and the insert then fails on the unique index
+   * (user_id, request_id), undoing the whole statement; `write` runs it again and
+   * the replay is seen.
    */
-  async function writeIn(trx: Transaction<Database>, input: WriteInput, compute: Write): Promise<Written | undefined> {
-    const account = await trx.selectFrom('user_flux').select('flux')
-      .where('user_id', '=', input.userId).where('deleted_at', 'is', null)
-      .forUpdate().executeTakeFirst()
-    if (!account)
+  function writeStatement(input: WriteInput, { type, allowPartial = true }: Plan): RawBuilder<WriteRow> {
+    const amount = sql`${input.amount}::bigint`
+    const debit = type === 'debit'
+    const metadata = input.metadata && Object.keys(input.metadata).length > 0 ? JSON.stringify(input.metadata) : null
+    // A debit moves what the balance allows: all of it, or (partial) what is left; NULL refuses.
+    const moved = debit
+      ? sql`CASE WHEN flux <= 0 OR (NOT ${allowPartial}::boolean AND flux < ${amount}) THEN NULL ELSE LEAST(flux, ${amount}) END`
+      : amount
+    // A short debit records what was asked for and what went unbilled.
+    const metadataOf = debit
+      ? sql`NULLIF(COALESCE(${metadata}::jsonb, '{}'::jsonb) || CASE WHEN moved < ${amount} THEN jsonb_build_object('requestedAmount', ${amount}, 'unbilled', ${amount} - moved) ELSE '{}'::jsonb END, '{}'::jsonb)`
+      : sql`${metadata}::jsonb`
+    const alongside = input.alongside
+      ? sql`, alongside AS (${input.alongside(sql<number>`COALESCE((SELECT amount FROM ins), (SELECT amount FROM replay), 0)`)})`
+      : sql``
+    return sql<WriteRow>`
+      WITH acct AS (
+        SELECT flux FROM user_flux WHERE user_id = ${input.userId} AND deleted_at IS NULL FOR UPDATE
+      ), replay AS (
+        SELECT * FROM flux_transaction WHERE user_id = ${input.userId} AND request_id = ${input.requestId}
+      ), plan AS (
+        SELECT flux AS before, ${moved} AS moved FROM acct WHERE NOT EXISTS (SELECT 1 FROM replay)
+      ), upd AS (
+        UPDATE user_flux u SET flux = plan.before ${debit ? sql`-` : sql`+`} plan.moved, updated_at = now()
+        FROM plan WHERE u.user_id = ${input.userId} AND plan.moved IS NOT NULL
+        RETURNING plan.before, plan.moved, u.flux AS after
+      ), ins AS (
+        INSERT INTO flux_transaction (user_id, type, amount, balance_before, balance_after, request_id, description, metadata)
+        SELECT ${input.userId}, ${type}, moved, before, after, ${input.requestId}, ${input.description ?? null}, ${metadataOf} FROM upd
+        RETURNING *
+      )${alongside}
+      SELECT 'written' AS outcome, NULL::bigint AS balance, ins.* FROM ins
+      UNION ALL SELECT 'replayed', NULL, replay.* FROM replay
+      UNION ALL SELECT 'refused', plan.before, (NULL::flux_transaction).* FROM plan WHERE plan.moved IS NULL`
+  }
+
+  /** Runs the write statement on `executor`; undefined when the user has no open account. */
+  async function writeOn(executor: Db | Transaction<Database>, input: WriteInput, plan: Plan): Promise<Written | undefined> {
+    const { rows } = await writeStatement(input, plan).execute(executor)
+    const row = rows[0]
+    if (!row)
       return undefined
-
-    // Checked under the lock, so a concurrent retry sees the first write committed.
-    const replay = await trx.selectFrom('flux_transaction').selectAll()
-      .where('user_id', '=', input.userId).where('request_id', '=', input.requestId)
-      .executeTakeFirst()
-    if (replay) {
-      if (input.refuseReplay)
-        throw requestIdReused(input.requestId)
-      return { entry: toEntry(replay), replayed: true }
-    }
-
-    const { type, amount, metadata } = compute(account.flux)
-    const balanceAfter = type === 'debit' ? account.flux - amount : account.flux + amount
-    await trx.updateTable('user_flux').set({ flux: balanceAfter, updated_at: new Date() }).where('user_id', '=', input.userId).execute()
-    const row = await trx.insertInto('flux_transaction').values({
-      user_id: input.userId,
-      type,
-      amount,
-      balance_before: account.flux,
-      balance_after: balanceAfter,
-      request_id: input.requestId,
-      description: input.description ?? null,
-      metadata: metadata && Object.keys(metadata).length > 0 ? JSON.stringify(metadata) : null,
-    }).returningAll().executeTakeFirstOrThrow()
-    return { entry: toEntry(row), replayed: false }
+    if (row.outcome === 'refused')
+      throw insufficientFlux(row.balance ?? 0, input.amount)
+    if (row.outcome === 'replayed' && input.refuseReplay)
+      throw requestIdReused(input.requestId)
+    return { entry: toEntry(row), replayed: row.outcome === 'replayed' }
   }
 
   /** After commit: the cached balance goes, the instruments count what moved. */
@@ -227,50 +273,32 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux }
     }
   }
 
-  /** A write in a transaction of its own. A user's first write opens the account and runs once more (`opened`). */
-  async function write(input: WriteInput, compute: Write, opened = false): Promise<LedgerEntry> {
+  /** A write on its own: one statement. A user's first write opens the account and runs once more (`opened`). */
+  async function write(input: WriteInput, plan: Plan, opened = false, retried = false): Promise<LedgerEntry> {
     checkAmount(input.amount)
+    let written: Written | undefined
     try {
-      const written = await db.transaction().execute(trx => writeIn(trx, input, compute))
-      if (!written) {
-        if (opened)
-          throw accountNotFound()
-        await openAccount(input.userId)
-        return write(input, compute, true)
-      }
-      await committed(written)
-      return written.entry
+      written = await writeOn(db, input, plan)
     }
     catch (error) {
-      // Belt and braces: the unique index is what finally makes a write idempotent.
-      if ((error as { code?: string }).code === UNIQUE_VIOLATION) {
-        const replay = await db.selectFrom('flux_transaction').selectAll()
-          .where('user_id', '=', input.userId).where('request_id', '=', input.requestId).executeTakeFirst()
-        if (replay) {
-          if (input.refuseReplay)
-            throw requestIdReused(input.requestId)
-          return toEntry(replay)
-        }
-      }
+      // A concurrent write of the same request id committed while this one waited
+      // for the lock (see `writeStatement`); run again, it now answers as a replay.
+      if ((error as { code?: string }).code === UNIQUE_VIOLATION && !retried)
+        return write(input, plan, opened, true)
       throw error
     }
-  }
-
-  function debitOf(input: DebitInput): Write {
-    return (balance) => {
-      if (balance <= 0 || (input.allowPartial === false && balance < input.amount))
-        throw insufficientFlux(balance, input.amount)
-      const charged = Math.min(balance, input.amount)
-      const unbilled = input.amount - charged
-      return {
-        type: 'debit',
-        amount: charged,
-        metadata: { ...input.metadata, ...(unbilled > 0 ? { requestedAmount: input.amount, unbilled } : {}) },
-      }
+    if (!written) {
+      if (opened)
+        throw accountNotFound()
+      await openAccount(input.userId)
+      return write(input, plan, true, retried)
     }
+    await committed(written)
+    return written.entry
   }
 
-  const creditOf = (input: CreditInput): Write => () => ({ type: input.type ?? 'credit', amount: input.amount, metadata: input.metadata })
+  const debitPlan = (input: DebitInput): Plan => ({ type: 'debit', allowPartial: input.allowPartial !== false })
+  const creditPlan = (input: CreditInput): Plan => ({ type: input.type ?? 'credit' })
 
   return {
     /** The balance, through the cache; the first read creates the account. */
@@ -304,12 +332,12 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux }
      * in `airi.billing.flux.unbilled`), unless `allowPartial` is false (402).
      */
     async debit(input: DebitInput): Promise<LedgerEntry> {
-      return write(input, debitOf(input))
+      return write(input, debitPlan(input))
     },
 
     /** Gives Flux (a purchase, a promotion or grant, or the initial amount). */
     async credit(input: CreditInput): Promise<LedgerEntry> {
-      return write(input, creditOf(input))
+      return write(input, creditPlan(input))
     },
 
     /**
@@ -327,13 +355,19 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux }
       const written: Written[] = []
       const opened: number[] = []
       const result = await db.transaction().execute(async (trx) => {
-        const join = async (input: WriteInput, compute: Write): Promise<LedgerEntry> => {
+        const join = async (input: WriteInput, plan: Plan): Promise<LedgerEntry> => {
           checkAmount(input.amount)
-          let done = await writeIn(trx, input, compute)
+          const ours = { ...input, alongside: undefined }
+          // The lock first, in a statement of its own: the write's snapshot is then
+          // taken after any concurrent write of this user committed, so a replay of
+          // it is seen instead of failing on the unique index (which would abort
+          // the caller's whole transaction).
+          await sql`SELECT 1 FROM user_flux WHERE user_id = ${input.userId} FOR UPDATE`.execute(trx)
+          let done = await writeOn(trx, ours, plan)
           if (!done) {
             if (await openAccountIn(trx, input.userId, initial))
               opened.push(initial)
-            done = await writeIn(trx, input, compute)
+            done = await writeOn(trx, ours, plan)
           }
           if (!done)
             throw accountNotFound()
@@ -342,8 +376,8 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux }
         }
         return work({
           trx,
-          credit: input => join(input, creditOf(input)),
-          debit: input => join(input, debitOf(input)),
+          credit: input => join(input, creditPlan(input)),
+          debit: input => join(input, debitPlan(input)),
         })
       })
       for (const amount of opened)

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto'
 
 import type { Db } from '@airi/db'
+import { sql } from 'kysely'
 
 import { ApiError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
@@ -143,55 +144,62 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
       return { status: 502, code: 'UPSTREAM_UNAVAILABLE', message: `The upstream stream failed: ${(error as Error).message}` }
     }
 
-    let rowId: string
-    try {
-      rowId = await requestLog.open(call)
-    }
-    catch (error) {
-      observe({ upstream: null, status: 500, error: (error as Error).message })
-      throw error
-    }
+    const { rowId, alongside: pendingRow } = requestLog.pending(call)
     const complete = (outcome: Omit<CallOutcome, 'startedAt'>) => {
       observe(outcome)
       return requestLog.complete(rowId, { ...outcome, startedAt })
     }
+    /** The log row's completion, to run in the statement of a ledger write. */
+    const completion = (outcome: Omit<CallOutcome, 'startedAt' | 'flux'>) => {
+      observe(outcome)
+      return requestLog.completion(rowId, { ...outcome, startedAt })
+    }
 
-    // The reservation: nothing reaches an upstream unless it can be paid for.
+    // The reservation, with the pending log row: nothing reaches an upstream unless it can be paid for.
     try {
-      await callBilling.reserve(call)
+      await callBilling.reserve(call, pendingRow)
     }
     catch (error) {
       await complete({ upstream: null, status: error instanceof ApiError ? error.status : 500, flux: 0, error: (error as Error).message })
       throw error
     }
 
+    /** Gives the reservation back and completes the log row, in one statement. */
+    const refund = (upstream: string | null, status: number, message: string) =>
+      callBilling.refund(call, 'failed', () => completion({ upstream, status, error: message })(sql<number>`0`))
+
     let attempt: Attempt
     try {
       attempt = await withSpan(span, () => router.call(alias, upstreams, body, stream, signal))
     }
     catch (error) {
-      await callBilling.refund(call, 'failed')
       // The router turns every upstream failure into an ApiError; anything else is a bug here.
       const failure: Failure = error instanceof ApiError || signal.aborted ? failureOf(error) : { status: 500, code: 'INTERNAL_ERROR', message: (error as Error).message }
-      await complete({ upstream: null, status: failure.status, flux: 0, error: failure.message })
+      await refund(null, failure.status, failure.message)
       if (failure.status === 503 || failure.status === 504)
         throw new ApiError(failure.status, failure.code, failure.message)
       throw error
     }
-    await requestLog.answered(rowId, attempt.upstream.id)
     const upstream = attempt.upstream
+    // A stream delivers as it goes, so reconciliation must know an upstream was
+    // answering; a plain answer reaches the client only after settlement, so one
+    // cut short before then delivered nothing and is rightly refunded.
+    if (stream)
+      await requestLog.answered(rowId, upstream.id)
 
-    /** Settles on the upstream's usage, else on our count of the prompt and of `completion`. */
-    async function settle(usage: ReturnType<typeof usageIn>, completion: TextTally, outcome: { status: number, error?: string }): Promise<void> {
+    /** Settles on the upstream's usage, else on our count of the prompt and of `tally`; the log row completes in the same statement. */
+    async function settle(usage: ReturnType<typeof usageIn>, tally: TextTally, outcome: { status: number, error?: string }): Promise<void> {
       let measured: MeasuredUsage | undefined = usage && { usage, source: 'upstream' }
       if (!measured) {
-        measured = await countUsage(upstream.model, promptOf(body), completion).catch((error: unknown) => {
+        measured = await countUsage(upstream.model, promptOf(body), tally).catch((error: unknown) => {
           logger.error({ err: error, call: call.id }, 'could not count the tokens of an LLM call; it pays the flat price')
           return undefined
         })
       }
-      const { charged } = await callBilling.settle(call, measured?.usage)
-      await complete({ upstream: upstream.id, ...outcome, usage: measured?.usage, source: measured?.source ?? 'flat', flux: charged })
+      const logOutcome = { upstream: upstream.id, ...outcome, usage: measured?.usage, source: measured?.source ?? 'flat' as const }
+      const { charged, logged } = await callBilling.settle(call, measured?.usage, completion(logOutcome))
+      if (!logged)
+        await complete({ ...logOutcome, flux: charged })
     }
 
     if (!stream) {
@@ -200,9 +208,8 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
         payload = await attempt.response.json()
       }
       catch (error) {
-        await callBilling.refund(call, 'failed')
         const failure = signal.aborted ? failureOf(error) : { status: 502, code: 'UPSTREAM_UNAVAILABLE', message: 'The upstream answered with something that is not JSON' }
-        await complete({ upstream: upstream.id, status: failure.status, flux: 0, error: (error as Error).message })
+        await refund(upstream.id, failure.status, (error as Error).message)
         throw new ApiError(failure.status === 499 ? 502 : failure.status, failure.code, failure.message, { lastStatus: attempt.response.status })
       }
       const completion = new TextTally()

@@ -1,7 +1,10 @@
+import { randomUUID } from 'node:crypto'
+
 import type { Db, LlmUsageSource } from '@airi/db'
+import { sql, type RawBuilder } from 'kysely'
 
 import type { Logger } from '../../logger.ts'
-import type { BillingService } from '../billing.ts'
+import type { Alongside, BillingService } from '../billing.ts'
 import { ledgerIds, type BilledCall, type CallBilling } from './billing.ts'
 import { tokensOf, type Usage } from './usage.ts'
 
@@ -39,20 +42,34 @@ export interface ReconcileReport {
  * by a process that died is settled by `reconcile`.
  */
 export function createRequestLog({ db, logger }: { db: Db, logger: Logger }) {
+  /**
+   * Completes a pending row in the statement of the settlement's ledger write
+   * (`flux`: what the call cost, from what that write moved).
+   */
+  function completion(rowId: string, outcome: Omit<CallOutcome, 'flux'>): (flux: RawBuilder<number>) => RawBuilder<unknown> {
+    const tokens = tokensOf(outcome.usage)
+    const durationMs = Date.now() - outcome.startedAt
+    return flux => sql`UPDATE llm_request_log SET state = 'completed', upstream = ${outcome.upstream}, status = ${outcome.status},
+        duration_ms = ${durationMs}, prompt_tokens = ${tokens.prompt}, completion_tokens = ${tokens.completion},
+        total_tokens = ${tokens.total}, usage_source = ${outcome.source ?? null}, flux_consumed = ${flux},
+        error = ${outcome.error ?? null}, completed_at = now()
+      WHERE id = ${rowId} AND state = 'pending'`
+  }
+
   return {
-    /** The call's row, pending. Throws: without its trace a call must not spend Flux. */
-    async open(call: BilledCall): Promise<string> {
-      const row = await db.insertInto('llm_request_log').values({
-        user_id: call.userId,
-        request_id: call.id,
-        model: call.alias,
-        upstream: null,
-        status: null,
-        duration_ms: null,
-        state: 'pending',
-        flux_reserved: call.reserved,
-      }).returning('id').executeTakeFirstOrThrow()
-      return row.id
+    /**
+     * The call's row, pending, written in the same statement as its reservation
+     * (`callBilling.reserve`): without its trace a call never spends Flux. The id
+     * is chosen here, so the insert is idempotent when the reservation runs again
+     * (a user's first call opens the account first).
+     */
+    pending(call: BilledCall): { rowId: string, alongside: Alongside } {
+      const rowId = randomUUID()
+      return {
+        rowId,
+        alongside: () => sql`INSERT INTO llm_request_log (id, user_id, request_id, model, state, flux_reserved)
+          VALUES (${rowId}, ${call.userId}, ${call.id}, ${call.alias}, 'pending', ${call.reserved}) ON CONFLICT (id) DO NOTHING`,
+      }
     },
 
     /**
@@ -64,22 +81,11 @@ export function createRequestLog({ db, logger }: { db: Db, logger: Logger }) {
         .catch((error: unknown) => logger.error({ err: error, rowId }, 'could not note the answering upstream on the LLM request log'))
     },
 
-    /** Completes a pending row. A failure is logged: the row stays pending for reconciliation. */
+    completion,
+
+    /** Completes a pending row on its own (no ledger write to join). A failure is logged: the row stays pending for reconciliation. */
     async complete(rowId: string, outcome: CallOutcome): Promise<void> {
-      const tokens = tokensOf(outcome.usage)
-      await db.updateTable('llm_request_log').set({
-        state: 'completed',
-        upstream: outcome.upstream,
-        status: outcome.status,
-        duration_ms: Date.now() - outcome.startedAt,
-        prompt_tokens: tokens.prompt,
-        completion_tokens: tokens.completion,
-        total_tokens: tokens.total,
-        usage_source: outcome.source ?? null,
-        flux_consumed: outcome.flux,
-        error: outcome.error ?? null,
-        completed_at: new Date(),
-      }).where('id', '=', rowId).where('state', '=', 'pending').execute()
+      await completion(rowId, outcome)(sql<number>`${outcome.flux}::bigint`).execute(db)
         .catch((error: unknown) => logger.error({ err: error, rowId }, 'could not complete the LLM request log row; it stays pending'))
     },
 

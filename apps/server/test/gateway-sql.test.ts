@@ -1,0 +1,94 @@
+import { randomUUID } from 'node:crypto'
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+
+import { createDb } from '@airi/db'
+import { startFakeOpenAIUpstream, type FakeUpstream } from '@airi/tooling/fakes/openai-upstream'
+import { createTestDatabase } from '@airi/tooling/test/test-database'
+
+import { createVerifiedUser, startTestServer, type TestServer, type TestUser } from './harness.ts'
+
+/**
+ * Round trips to Postgres on the money path (issue 14): every statement the
+ * server's pool sends is recorded, so a test can say how many one call costs.
+ * Counted on the client, which is what a round trip is.
+ */
+let recording: string[] | undefined
+
+async function countedDatabase() {
+  const real = await createTestDatabase()
+  await real.db.destroy()
+  const db = createDb({ connectionString: real.url, onQuery: sql => recording?.push(sql.replace(/\s+/g, ' ').trim()) })
+  return { url: real.url, db, drop: async () => { await db.destroy(); await real.drop() } }
+}
+
+async function statementsOf(work: () => Promise<unknown>): Promise<string[]> {
+  recording = []
+  try {
+    await work()
+    return recording
+  }
+  finally {
+    recording = undefined
+  }
+}
+
+let server: TestServer
+let upstream: FakeUpstream
+let user: TestUser
+
+beforeAll(async () => {
+  upstream = await startFakeOpenAIUpstream({ name: 'sql' })
+  server = await startTestServer({ database: await countedDatabase() })
+  user = await createVerifiedUser(server)
+  const { keyId, ciphertext } = server.api.services.llmGateway.encryptKey('chat', 'k0', 'sk-sql')
+  await server.api.services.config.set('LLM_ROUTER_CONFIG', { models: { chat: { upstreams: [{ id: 'sql-upstream', baseUrl: upstream.url, model: 'gpt-4o-mini', keys: [{ id: keyId, ciphertext }] }] } } })
+})
+afterAll(async () => {
+  await server.close()
+  await upstream.close()
+})
+
+const complete = (stream = false) => server.api.services.llmGateway.complete(user.id, { model: 'chat', messages: [{ role: 'user', content: 'hi' }], stream }, new AbortController().signal)
+
+describe('SQL round trips of the money path', () => {
+  it('a non-streamed gateway call writes its reservation with the pending log row, and its settlement with the completed row', async () => {
+    upstream.behave(() => ({ kind: 'complete', content: 'hello', usage: { prompt_tokens: 1500, completion_tokens: 1500 } }))
+    // Warm: the account exists and the config is in memory, as for every call but a user's first.
+    await complete()
+
+    const before = await server.api.services.billing.getBalance(user.id)
+    const statements = await statementsOf(() => complete())
+    console.warn(`statements of one non-streamed gateway call (${statements.length}):\n  ${statements.join('\n  ')}`)
+    expect(statements).toHaveLength(2)
+    // 3 000 tokens: 3 Flux, 1 reserved and 2 more at settlement.
+    expect(before - await server.api.services.billing.getBalance(user.id)).toBe(3)
+    const logs = await server.database.db.selectFrom('llm_request_log').selectAll().where('user_id', '=', user.id).orderBy('created_at', 'desc').execute()
+    expect(logs[0]).toMatchObject({ state: 'completed', status: 200, upstream: 'sql-upstream', total_tokens: 3000, flux_consumed: 3, flux_reserved: 1, usage_source: 'upstream' })
+  })
+
+  it('a streamed call also notes the answering upstream, one statement more', async () => {
+    upstream.behave(() => ({ kind: 'complete', content: 'hello there', usage: { prompt_tokens: 10, completion_tokens: 10 } }))
+    const statements = await statementsOf(async () => {
+      const result = await complete(true)
+      if (result.kind !== 'stream')
+        throw new Error('expected a stream')
+      for await (const _chunk of result.chunks) { /* read it all */ }
+    })
+    expect(statements).toHaveLength(3)
+  })
+
+  it('a debit or a credit is one statement, and a replay answers the first row without writing', async () => {
+    const requestId = `sql:${randomUUID()}`
+    let first: unknown
+    expect(await statementsOf(async () => {
+      first = await server.api.services.billing.debit({ userId: user.id, amount: 2, requestId })
+    })).toHaveLength(1)
+    let replay: unknown
+    expect(await statementsOf(async () => {
+      replay = await server.api.services.billing.debit({ userId: user.id, amount: 2, requestId })
+    })).toHaveLength(1)
+    expect(replay).toEqual(first)
+    expect(await statementsOf(() => server.api.services.billing.credit({ userId: user.id, amount: 2, requestId: `sql:${randomUUID()}` }))).toHaveLength(1)
+  })
+})
