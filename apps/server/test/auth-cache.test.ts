@@ -41,7 +41,8 @@ beforeAll(async () => {
     },
   }
   // Two instances of one deployment: one Postgres (through the counter), one Redis namespace, one public origin.
-  const shared = { database: { ...database, db: database.db.withPlugin(counting) }, redisPrefix: testRedisPrefix() }
+  // Cached identities outlive the whole file: whatever stops working here was dropped, not expired.
+  const shared = { database: { ...database, db: database.db.withPlugin(counting) }, redisPrefix: testRedisPrefix(), identityCacheTtlMs: 3_600_000 }
   const trustedClients = [{ clientId: WEB_CLIENT, name: 'AIRI web', redirectUris: [WEB_REDIRECT], applicationType: 'web' as const }]
   serverA = await startTestServer({ ...shared, trustedClients })
   serverB = await startTestServer({ ...shared, trustedClients, publicUrl: serverA.baseUrl })

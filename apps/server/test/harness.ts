@@ -43,6 +43,8 @@ export interface TestServerOptions {
   extend?: (app: FastifyInstance, api: Api) => void
   /** Stripe settings (a fake's `settings`, from tooling/fakes/stripe); without them billing answers 503. */
   stripe?: StripeSettings
+  /** The identity cache's TTL (default 30 s); tests of its invalidation set it far beyond their run so no assertion depends on timing. */
+  identityCacheTtlMs?: number
   /** PostHog settings (a fake's `settings`, from tooling/fakes/posthog); without them events go nowhere. */
   posthog?: PosthogSettings
   /** Per-user rate limits and their window (default: SPEC's limits per 60 s). */
@@ -90,6 +92,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     meter: options.meter,
     llmMasterKey: TEST_LLM_MASTER_KEY,
     stripe: options.stripe,
+    identityCache: options.identityCacheTtlMs === undefined ? undefined : { ttlMs: options.identityCacheTtlMs },
     posthog: options.posthog,
     rateLimits: options.rateLimits,
   })

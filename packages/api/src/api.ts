@@ -7,7 +7,7 @@ import type { Adapters } from './adapters/ports.ts'
 import { createPosthogSink, noopAnalyticsSink, type PosthogSettings } from './adapters/posthog.ts'
 import { createStripeGateway, type StripeSettings } from './adapters/stripe.ts'
 import { createAuth } from './auth/auth.ts'
-import { createIdentityCache } from './auth/identity-cache.ts'
+import { createIdentityCache, type IdentityCacheOptions } from './auth/identity-cache.ts'
 import { AUTH_BASE_PATH, type AuthSettings } from './auth/options.ts'
 import { createRequestAuthResolver } from './auth/resolver.ts'
 import { createSessionGuard } from './auth/session-guard.ts'
@@ -54,6 +54,8 @@ export interface ApiDeps {
   llmMasterKey?: Buffer
   /** STRIPE_SECRET_KEY and friends. Without them billing procedures and the webhook answer 503. */
   stripe?: StripeSettings
+  /** Bounds of the in-process identity cache (auth/identity-cache.ts); its defaults otherwise. */
+  identityCache?: IdentityCacheOptions
   /** POSTHOG_KEY and POSTHOG_HOST; without them product events go nowhere. */
   posthog?: PosthogSettings
   /** Per-user limits (LLM_RATE_LIMIT_PER_MINUTE, TTS_RATE_LIMIT_PER_MINUTE, …); SPEC's defaults otherwise. */
@@ -112,7 +114,7 @@ export async function createApi(deps: ApiDeps) {
   userDeletion.register({ name: 'analytics', priority: 30, softDelete: userId => analytics.deleteAllForUser(userId) })
 
   // Callers already resolved; every instance drops them when the guard hears of a revocation or user change.
-  const identities = createIdentityCache()
+  const identities = createIdentityCache(deps.identityCache)
   const sessionGuard = createSessionGuard({ db, pubsub: adapters.pubsub, logger, onRevocation: revocation => identities.drop(revocation) })
   await sessionGuard.start()
   const auth = createAuth({
@@ -175,8 +177,6 @@ export async function createApi(deps: ApiDeps) {
   return {
     router: appRouter,
     services,
-    /** The instruments, for the host's HTTP and WebSocket measurements. */
-    metrics,
     auth,
     resolveAuth,
     adapters,
