@@ -344,6 +344,36 @@ describe('two server instances on one Postgres and Redis', () => {
     expect(sub.messageEvents()[0]).toMatchObject({ chatId: chat.id, fromSeq: 1, toSeq: 1 })
     sub.stop()
   })
+
+  it('a send to a chat with many listening members reaches every subscription on both instances exactly once, in order', async () => {
+    const users = await Promise.all(Array.from({ length: 12 }, () => createVerifiedUser(a)))
+    const [owner, ...others] = users
+    const chat = await client(owner!.token, a.baseUrl).chats.create.mutate({ type: 'group', members: others.map(user => ({ type: 'user' as const, id: user.id })) })
+    // Two connections per member, one on each instance.
+    const subs = users.flatMap(user => [a, b].map(server => subscribe(client(user.token, server.baseUrl))))
+    for (const sub of subs)
+      await sub.ready()
+
+    // Small sends ride in the notice; the large one is read once per instance. Sent through both instances.
+    const large = 'x'.repeat(40_000)
+    const sent = ['one', 'two', large, 'four']
+    for (const [index, content] of sent.entries())
+      await client(users[index % users.length]!.token, (index % 2 ? b : a).baseUrl).chats.sendMessages.mutate({ chatId: chat.id, messages: [text(content)] })
+    for (const sub of subs)
+      await until(() => sub.contents().length >= sent.length, 20_000, 'every message on every subscription')
+    // Anything delivered twice would have arrived by the time one more message has.
+    await client(owner!.token, a.baseUrl).chats.sendMessages.mutate({ chatId: chat.id, messages: [text('last')] })
+    for (const sub of subs)
+      await until(() => sub.contents().includes('last'), 20_000, 'the last message')
+    for (const sub of subs) {
+      expect(sub.contents()).toEqual([...sent, 'last'])
+      expect(sub.messageEvents().map(event => event.type === 'messages' && event.fromSeq)).toEqual([1, 2, 3, 4, 5])
+      const ids = sub.events.map(event => Number(event.id))
+      expect(ids).toEqual([...ids].sort((x, y) => x - y))
+      expect(new Set(ids).size).toBe(ids.length)
+      sub.stop()
+    }
+  })
 })
 
 describe('account deletion', () => {

@@ -16,7 +16,8 @@ export const keys = {
 } as const
 
 export const channels = {
-  chatBroadcast: (userId: string) => `chat:${userId}:broadcast`,
+  /** One notice per chat send, for every instance (see services/chat-fanout.ts). */
+  chatSync: () => 'chat:sync',
   configInvalidate: () => 'config:invalidate',
   /** A session was deleted (sign-out, revocation, password reset) or a user was. */
   sessionRevoked: () => 'auth:session-revoked',

@@ -52,6 +52,12 @@ export interface PubSub {
    * and leaves nothing behind, so a later call tries again.
    */
   subscribe: (channel: string, handler: MessageHandler) => Promise<Unsubscribe>
+  /**
+   * Calls `listener` each time the subscriptions are in force again after the
+   * connection carrying them dropped: whatever was published meanwhile was lost.
+   * Absent where they never drop (in-process). Returns a function that stops it.
+   */
+  onResubscribed?: (listener: () => void) => () => void
 }
 
 /** Seams both adapters accept, so tests can inject failures and delays. */

@@ -119,7 +119,30 @@ export async function createRedisAdapters({ url, prefix = '', beforeSubscribe }:
     }
   })
 
+  // ioredis subscribes again right after 'ready'; a PING queued behind those
+  // SUBSCRIBEs answers once they are in force, and only then are listeners told.
+  const resubscribed = new Set<() => void>()
+  let dropped = false
+  subscriber.on('close', () => {
+    dropped = true
+  })
+  subscriber.on('ready', () => {
+    if (!dropped)
+      return
+    dropped = false
+    setImmediate(() => {
+      subscriber.ping().then(() => {
+        for (const listener of [...resubscribed])
+          listener()
+      }, () => {})
+    })
+  })
+
   const pubsub: PubSub = {
+    onResubscribed(listener) {
+      resubscribed.add(listener)
+      return () => resubscribed.delete(listener)
+    },
     async publish(channel, message) {
       await client.publish(prefix + channel, message)
     },

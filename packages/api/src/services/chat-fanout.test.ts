@@ -1,7 +1,6 @@
-import { setTimeout as sleep } from 'node:timers/promises'
-
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 
+import { startTcpProxy } from '@airi/tooling/test/tcp-proxy'
 import { testRedisPrefix } from '@airi/tooling/test/test-database'
 
 import { channels } from '../adapters/keys.ts'
@@ -10,24 +9,39 @@ import type { Adapters } from '../adapters/ports.ts'
 import { createRedisAdapters } from '../adapters/redis.ts'
 import type { Logger } from '../logger.ts'
 import { silentLogger } from '../logger.ts'
-import { createChatDoorbellMessage, createChatFanout, parseChatDoorbellMessage, type ChatDoorbell } from './chat-fanout.ts'
+import { createChatFanout, createChatSyncNoticeMessage, parseChatSyncNoticeMessage, type ChatSyncNotice } from './chat-fanout.ts'
 
-describe('chat doorbell payloads', () => {
-  it('round-trips through create and parse', () => {
-    const bell = { head: 5 }
-    expect(parseChatDoorbellMessage(createChatDoorbellMessage(bell), silentLogger)).toEqual(bell)
+async function until(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!condition()) {
+    if (Date.now() > deadline)
+      throw new Error(`timed out waiting for ${what}`)
+    await new Promise(resolve => setTimeout(resolve, 10))
+  }
+}
+
+const notice = (chatId: string, feeds: Array<[string, number]>): Omit<ChatSyncNotice, 'origin'> => ({ chatId, fromSeq: 1, toSeq: 1, feeds })
+
+describe('chat sync notice payloads', () => {
+  it('round-trips through create and parse, dates included', () => {
+    const value: ChatSyncNotice = {
+      origin: 'instance-1',
+      chatId: 'c1',
+      fromSeq: 3,
+      toSeq: 3,
+      feeds: [['u1', 7], ['u2', 1]],
+      messages: [{ id: 'm', chatId: 'c1', seq: 3, senderId: 'u1', role: 'user', content: 'hi', metadata: null, createdAt: new Date('2026-01-02T03:04:05.678Z') }],
+    }
+    expect(parseChatSyncNoticeMessage(createChatSyncNoticeMessage(value), silentLogger)).toEqual(value)
   })
 
   it('drops and logs malformed payloads', () => {
     const warnings: unknown[] = []
     const logger: Logger = { ...silentLogger, warn: obj => warnings.push(obj) }
-    for (const raw of ['not json', '{}', '{"head":0}', '{"head":1.5}', '{"head":"1"}'])
-      expect(parseChatDoorbellMessage(raw, logger)).toBeUndefined()
+    const good = { origin: 'o', chatId: 'c', fromSeq: 1, toSeq: 1, feeds: [] }
+    for (const raw of ['not json', '{}', JSON.stringify({ ...good, feeds: [['u', 0]] }), JSON.stringify({ ...good, fromSeq: 2 }), JSON.stringify({ ...good, feeds: [['u']] })])
+      expect(parseChatSyncNoticeMessage(raw, logger)).toBeUndefined()
     expect(warnings).toHaveLength(5)
-  })
-
-  it('refuses to create a malformed payload', () => {
-    expect(() => createChatDoorbellMessage({ head: 0 })).toThrow()
   })
 })
 
@@ -41,36 +55,59 @@ describe.each([
   })
   afterAll(() => adapters.close())
 
-  it('rings every local listener of each user once with their latest head, skips malformed rings, and unsubscribes when the last listener leaves', async () => {
+  it('carries one notice to every other instance once, not back to its sender, and skips malformed ones', async () => {
     const warnings: unknown[] = []
-    const fanout = createChatFanout({ pubsub: adapters.pubsub, logger: { ...silentLogger, warn: obj => warnings.push(obj) } })
-    const phone: ChatDoorbell[] = []
-    const browser: ChatDoorbell[] = []
-    const other: ChatDoorbell[] = []
-    const stopPhone = await fanout.listen('u1', bell => phone.push(bell))
-    const stopBrowser = await fanout.listen('u1', bell => browser.push(bell))
-    const stopOther = await fanout.listen('u2', bell => other.push(bell))
-    expect(fanout.listeningUsers()).toBe(2)
+    const logger: Logger = { ...silentLogger, warn: obj => warnings.push(obj) }
+    const a = createChatFanout({ pubsub: adapters.pubsub, logger })
+    const b = createChatFanout({ pubsub: adapters.pubsub, logger })
+    const heardByA: ChatSyncNotice[] = []
+    const heardByB: ChatSyncNotice[] = []
+    const heardByB2: ChatSyncNotice[] = []
+    const stopA = await a.listen(value => heardByA.push(value))
+    const stopB = await b.listen(value => heardByB.push(value))
+    const stopB2 = await b.listen(value => heardByB2.push(value))
 
-    await adapters.pubsub.publish(channels.chatBroadcast('u1'), 'garbage')
-    await fanout.ring([['u1', 2], ['u1', 3]])
-    const deadline = Date.now() + 2000
-    while ((phone.length < 1 || browser.length < 1) && Date.now() < deadline)
-      await sleep(10)
-    await sleep(50)
-    expect(phone).toEqual([{ head: 3 }])
-    expect(browser).toEqual(phone)
-    expect(other).toEqual([])
-    expect(warnings).toHaveLength(1)
+    await adapters.pubsub.publish(channels.chatSync(), 'garbage')
+    await a.publish(notice('c1', [['u1', 2], ['u2', 5]]))
+    await b.publish(notice('c2', [['u1', 3]]))
+    await until(() => heardByB.length > 0 && heardByB2.length > 0 && heardByA.length > 0 && warnings.length >= 2, 'the notices')
+    expect(heardByB).toEqual([{ ...notice('c1', [['u1', 2], ['u2', 5]]), origin: a.origin }])
+    expect(heardByB2).toEqual(heardByB)
+    expect(heardByA).toEqual([{ ...notice('c2', [['u1', 3]]), origin: b.origin }])
 
-    // A re-check rings this instance's listeners only, without pub/sub.
-    expect(fanout.listeningUserIds().sort()).toEqual(['u1', 'u2'])
-    fanout.ringHere('u2', { head: 7 })
-    expect(other).toEqual([{ head: 7 }])
+    await stopA()
+    await stopB()
+    await stopB2()
+  })
+})
 
-    await stopPhone()
-    await stopBrowser()
-    await stopOther()
-    expect(fanout.listeningUsers()).toBe(0)
+describe('chat fan-out when Redis refuses a publish', () => {
+  it('publishes the notice again once Redis can be reached, in order', async () => {
+    const prefix = testRedisPrefix()
+    const redisUrl = new URL(inject('redisUrl'))
+    const proxy = await startTcpProxy(Number(redisUrl.port))
+    const proxied = new URL(redisUrl)
+    proxied.port = String(proxy.port)
+    const sendingAdapters = await createRedisAdapters({ url: proxied.toString(), prefix })
+    const listeningAdapters = await createRedisAdapters({ url: redisUrl.toString(), prefix })
+    try {
+      const sending = createChatFanout({ pubsub: sendingAdapters.pubsub, logger: silentLogger, retryMs: 20 })
+      const listening = createChatFanout({ pubsub: listeningAdapters.pubsub, logger: silentLogger })
+      const heard: string[] = []
+      const stop = await listening.listen(value => heard.push(value.chatId))
+
+      await proxy.cut()
+      await sending.publish(notice('first', [['u', 1]]))
+      await sending.publish(notice('second', [['u', 2]]))
+      await proxy.restore()
+      await until(() => heard.length >= 2, 'the notices published again')
+      expect(heard).toEqual(['first', 'second'])
+      await stop()
+    }
+    finally {
+      await proxy.close()
+      await sendingAdapters.close()
+      await listeningAdapters.close()
+    }
   })
 })

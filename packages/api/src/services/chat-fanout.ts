@@ -1,3 +1,5 @@
+import { randomUUID } from 'node:crypto'
+
 import { z } from 'zod'
 
 import { channels } from '../adapters/keys.ts'
@@ -5,90 +7,163 @@ import { pubsubMessage } from '../adapters/messages.ts'
 import type { PubSub, Unsubscribe } from '../adapters/ports.ts'
 import type { Logger } from '../logger.ts'
 
-/**
- * "This user's sync feed now reaches `head`": a doorbell, never the messages
- * themselves. Each user has a feed of their own, so the ring says nothing about
- * which chat moved; the subscriber reads its feed after its own position.
- */
-export interface ChatDoorbell {
-  head: number
+/** A message as live sync hands it out (the same shape `chats.*` returns). */
+export interface SyncedMessage {
+  id: string
+  chatId: string
+  seq: number
+  senderId: string
+  role: string
+  content: string
+  metadata: Record<string, unknown> | null
+  createdAt: Date
 }
 
-const doorbell = pubsubMessage<ChatDoorbell>(z.object({ head: z.number().int().min(1) }), 'chat doorbell')
-export const createChatDoorbellMessage = doorbell.create
-/** The doorbell in a pub/sub message, or undefined (logged) when malformed. */
-export const parseChatDoorbellMessage = doorbell.parse
+/**
+ * "Chat `chatId` got `fromSeq`..`toSeq`": one per send, not one per member. It
+ * names each user member with the seq the send gave that user's feed, so an
+ * instance can tell, for every subscription it holds, whether this is exactly the
+ * next event (deliver it) or whether it missed something (read the feed).
+ */
+export interface ChatSyncNotice {
+  /** The instance that published it (it has delivered to its own subscribers already). */
+  origin: string
+  chatId: string
+  fromSeq: number
+  toSeq: number
+  feeds: Array<[userId: string, feedSeq: number]>
+  /** The messages, when they are small enough to ride along; otherwise each instance reads them once. */
+  messages?: SyncedMessage[]
+}
 
-type Listener = (bell: ChatDoorbell) => void
+const seq = z.number().int().min(1)
+const notice = pubsubMessage<ChatSyncNotice>(z.object({
+  origin: z.string().min(1),
+  chatId: z.string().min(1),
+  fromSeq: seq,
+  toSeq: seq,
+  feeds: z.array(z.tuple([z.string().min(1), seq])),
+  messages: z.array(z.object({
+    id: z.string(),
+    chatId: z.string(),
+    seq,
+    senderId: z.string(),
+    role: z.string(),
+    content: z.string(),
+    metadata: z.record(z.string(), z.unknown()).nullable(),
+    createdAt: z.coerce.date(),
+  })).optional(),
+}).refine(value => value.fromSeq <= value.toSeq, 'fromSeq after toSeq'), 'chat sync notice')
+export const createChatSyncNoticeMessage = notice.create
+/** The notice in a pub/sub message, or undefined (logged) when malformed. */
+export const parseChatSyncNoticeMessage = notice.parse
+
+/** Messages ride along in a notice up to this many characters of JSON; larger sends are read once per instance. */
+export const INLINE_MESSAGES_CHARS = 32 * 1024
+/** Notices kept for another try while pub/sub refuses them; older ones are dropped (logged). */
+const UNSENT_LIMIT = 1000
+
+type Listener = (notice: ChatSyncNotice) => void
 
 /**
- * Rings every connection of a user, on every instance. Each instance keeps one
- * pub/sub subscription per user with local listeners (the in-process registry),
- * however many connections that user has here; the pub/sub port carries the ring
- * across instances (and back to this one).
+ * Carries chat sync notices between instances over one pub/sub channel. An
+ * instance subscribes once, while anyone listens on it, however many
+ * subscriptions and users it serves.
  */
-export function createChatFanout({ pubsub, logger }: { pubsub: PubSub, logger: Logger }) {
-  const local = new Map<string, { listeners: Set<Listener>, subscription: Promise<Unsubscribe> }>()
+export function createChatFanout({ pubsub, logger, retryMs = 1000 }: { pubsub: PubSub, logger: Logger, retryMs?: number }) {
+  const origin = randomUUID()
+  const listeners = new Set<Listener>()
+  let subscription: Promise<Unsubscribe> | undefined
+
+  // A notice pub/sub refused is tried again until it goes through: the others have
+  // no other way to hear of that send. Nothing runs while every publish succeeds.
+  const unsent: string[] = []
+  let retry: NodeJS.Timeout | undefined
+  async function flush(): Promise<void> {
+    retry = undefined
+    while (unsent.length > 0) {
+      try {
+        await pubsub.publish(channels.chatSync(), unsent[0]!)
+        unsent.shift()
+      }
+      catch {
+        retry = setTimeout(() => void flush(), retryMs)
+        retry.unref()
+        return
+      }
+    }
+  }
 
   return {
-    /** Rings each user's connections on every instance with that user's new feed head. */
-    async ring(heads: Iterable<readonly [userId: string, head: number]>): Promise<void> {
-      await Promise.all([...new Map(heads)].map(([userId, head]) => pubsub.publish(channels.chatBroadcast(userId), createChatDoorbellMessage({ head })).catch((error: unknown) => {
-        // Pub/sub is only a doorbell: the messages are committed, and subscribers catch up.
-        logger.warn({ err: error, userId }, 'could not ring a chat doorbell')
-      })))
-    },
+    /** This instance's name in the notices it publishes. */
+    origin,
 
-    /** Rings only this instance's listeners of `userId` (a re-check found their feed moved). */
-    ringHere(userId: string, bell: ChatDoorbell): void {
-      for (const notify of local.get(userId)?.listeners ?? [])
-        notify(bell)
-    },
-
-    /** Calls `listener` for every doorbell of `userId` until the returned function is called. */
-    async listen(userId: string, listener: Listener): Promise<() => Promise<void>> {
-      let entry = local.get(userId)
-      if (!entry) {
-        const listeners = new Set<Listener>()
-        const subscription = pubsub.subscribe(channels.chatBroadcast(userId), (raw) => {
-          const bell = parseChatDoorbellMessage(raw, logger)
-          if (bell) {
-            for (const notify of listeners)
-              notify(bell)
-          }
-        })
-        entry = { listeners, subscription }
-        local.set(userId, entry)
+    /** Publishes a notice (from this instance); a refused one is retried until it goes through. */
+    async publish(value: Omit<ChatSyncNotice, 'origin'>): Promise<void> {
+      const raw = createChatSyncNoticeMessage({ ...value, origin })
+      if (unsent.length === 0) {
+        try {
+          await pubsub.publish(channels.chatSync(), raw)
+          return
+        }
+        catch (error) {
+          logger.warn({ err: error, chatId: value.chatId }, 'could not publish a chat sync notice; will retry')
+        }
       }
-      const current = entry
-      current.listeners.add(listener)
+      // Behind earlier unsent ones, so the others hear of sends in order.
+      unsent.push(raw)
+      if (unsent.length > UNSENT_LIMIT) {
+        unsent.shift()
+        logger.warn({ limit: UNSENT_LIMIT }, 'dropped an unsent chat sync notice')
+      }
+      if (!retry) {
+        retry = setTimeout(() => void flush(), retryMs)
+        retry.unref()
+      }
+    },
+
+    /**
+     * Calls `listener` with every notice another instance publishes, until the
+     * returned function is called. Resolves once the channel is subscribed.
+     */
+    async listen(listener: Listener): Promise<() => Promise<void>> {
+      // Wrapped, so one function listening twice is two listeners.
+      const entry: Listener = value => listener(value)
+      listeners.add(entry)
+      subscription ??= pubsub.subscribe(channels.chatSync(), (raw) => {
+        const parsed = parseChatSyncNoticeMessage(raw, logger)
+        if (parsed && parsed.origin !== origin) {
+          for (const notify of listeners)
+            notify(parsed)
+        }
+      })
+      const current = subscription
       try {
-        await current.subscription
+        await current
       }
       catch (error) {
-        // Let the next listener try to subscribe afresh.
-        current.listeners.delete(listener)
-        if (local.get(userId) === current)
-          local.delete(userId)
+        // Let the next listener subscribe afresh.
+        listeners.delete(entry)
+        if (subscription === current)
+          subscription = undefined
         throw error
       }
+      let active = true
       return async () => {
-        current.listeners.delete(listener)
-        if (current.listeners.size === 0 && local.get(userId) === current) {
-          local.delete(userId)
-          await (await current.subscription)()
+        if (!active)
+          return
+        active = false
+        listeners.delete(entry)
+        if (listeners.size === 0 && subscription === current) {
+          subscription = undefined
+          await (await current)()
         }
       }
     },
 
-    /** How many users have at least one listening connection on this instance. */
-    listeningUsers(): number {
-      return local.size
-    },
-
-    /** The users with at least one listening connection on this instance. */
-    listeningUserIds(): string[] {
-      return [...local.keys()]
+    /** Calls `listener` whenever notices may have been lost (the pub/sub connection came back). */
+    onResubscribed(listener: () => void): () => void {
+      return pubsub.onResubscribed?.(listener) ?? (() => {})
     },
   }
 }

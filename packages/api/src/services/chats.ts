@@ -1,10 +1,11 @@
 import type { Transaction } from 'kysely'
 
-import type { Chat, ChatType, Database, Db, Message } from '@airi/db'
+import type { Chat, ChatType, Database, Db } from '@airi/db'
 
 import { ApiError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
-import type { ChatFanout } from './chat-fanout.ts'
+import type { ChatFanout, SyncedMessage } from './chat-fanout.ts'
+import { chunks, createLiveSync, toMessage, type ChatMessagesEvent, type ChatSyncEvent } from './chats/live-sync.ts'
 
 export interface MemberRef {
   type: 'user' | 'character'
@@ -22,33 +23,9 @@ export interface ChatView {
   members: MemberRef[]
 }
 
-export interface MessageView {
-  id: string
-  chatId: string
-  seq: number
-  senderId: string
-  role: string
-  content: string
-  metadata: Record<string, unknown> | null
-  createdAt: Date
-}
-
-/** A run of consecutive messages of one chat (what `sendMessages` returns). */
-export interface ChatMessagesEvent {
-  chatId: string
-  messages: MessageView[]
-  fromSeq: number
-  toSeq: number
-}
-
-/**
- * What `chats.onMessages` pushes. The first event of every subscription is `ready`:
- * it carries no messages, only its id (the position the subscription starts from),
- * so a client holds a position to resume from before anything else arrives.
- */
-export type ChatSyncEvent =
-  | { type: 'ready', messages: [] }
-  | ({ type: 'messages' } & ChatMessagesEvent)
+export type MessageView = SyncedMessage
+export { decodeChatCursor, encodeChatCursor } from './chats/live-sync.ts'
+export type { ChatMessagesEvent, ChatSyncEvent }
 
 export interface NewMessageInput {
   id: string
@@ -62,8 +39,8 @@ export interface ChatServiceDeps {
   fanout: ChatFanout
   logger: Logger
   /**
-   * How often this instance re-reads the feed heads of the users listening here
-   * (one query for all of them), healing doorbells that pub/sub lost.
+   * How soon a re-check of feed heads that failed (after pub/sub came back) is
+   * tried again. Nothing runs on this interval while all is well.
    */
   resyncIntervalMs?: number
 }
@@ -76,6 +53,9 @@ export interface ChatServiceDeps {
 function asStored(id: string): string {
   return id.replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, '\uFFFD')
 }
+
+/** Users per query of the feed head upsert in a send. */
+const USERS_PER_QUERY = 1000
 
 const chatNotFound = () => new ApiError(404, 'CHAT_NOT_FOUND', 'Chat not found')
 const creatorOnly = () => new ApiError(403, 'FORBIDDEN', 'Only the chat\'s creator can do this')
@@ -93,96 +73,21 @@ function toChatView(chat: Chat, members: MemberRef[]): ChatView {
   }
 }
 
-function toMessage(row: Message): MessageView {
-  return {
-    id: row.id,
-    chatId: row.chat_id,
-    seq: row.seq,
-    senderId: row.sender_id,
-    role: row.role,
-    content: row.content,
-    metadata: (row.metadata as Record<string, unknown> | null) ?? null,
-    createdAt: row.created_at,
-  }
-}
-
-const invalidCursor = () => new ApiError(400, 'INVALID_CURSOR', 'lastEventId is not a cursor this server issued', { field: 'lastEventId' })
-
-/**
- * An event id: the user's feed seq in decimal. It stays a few bytes however many
- * chats the user has, and a client that reconnects with it as `lastEventId`
- * resumes exactly after that event.
- */
-export function encodeChatCursor(feedSeq: number): string {
-  return String(feedSeq)
-}
-
-export function decodeChatCursor(cursor: string): number {
-  if (!/^(?:0|[1-9]\d{0,15})$/.test(cursor) || !Number.isSafeInteger(Number(cursor)))
-    throw invalidCursor()
-  return Number(cursor)
-}
-
-/**
- * What a parked subscription waits on: only the highest feed head rung so far, so
- * however many doorbells arrive while it reads, it holds one number.
- */
-function createHeadWatch(signal: AbortSignal | undefined) {
-  let highest = 0
-  let wake: (() => void) | undefined
-  signal?.addEventListener('abort', () => wake?.(), { once: true })
-  return {
-    ring(head: number) {
-      if (head > highest) {
-        highest = head
-        wake?.()
-      }
-    },
-    /** Resolves once a head beyond `position` was rung, or the signal aborts. */
-    async beyond(position: number): Promise<void> {
-      while (highest <= position && !signal?.aborted) {
-        await new Promise<void>((resolve) => {
-          wake = resolve
-        })
-      }
-      wake = undefined
-    },
-  }
-}
-
-/** Most messages in one live event (a send holds at most 100, so one send is never split). */
-const PAGE = 100
-/** Feed rows, and messages, one read of a subscription's feed takes at most. */
-const FEED_ROWS = 100
-const FEED_MESSAGES = 500
-/** Users per query: of the feed head upsert in a send, and of the periodic re-check. */
-const USERS_PER_QUERY = 1000
-
-interface FeedRun {
-  chatId: string
-  fromSeq: number
-  toSeq: number
-  /** The feed seq of the run's last row: the event's id. */
-  feedSeq: number
-}
-
-function chunks<T>(items: T[], size: number): T[][] {
-  return Array.from({ length: Math.ceil(items.length / size) }, (_, i) => items.slice(i * size, (i + 1) * size))
-}
-
 /**
  * Chats, members and messages. Messages get a gap-free per-chat `seq` under a row
  * lock on the chat; client-supplied ids make a resend a no-op.
  *
  * Live sync: every send also appends a row to each user member's sync feed, numbered
- * by that user's own counter (see migration 0013), then rings a doorbell per user.
- * A subscription's position is one feed seq; it always reads its feed from Postgres
- * after that position, so a lost or duplicated doorbell never loses or repeats a
- * message. The feed carries what was sent while the user was a member: joining a
- * chat brings no history into it (`pullMessages` reads that), and leaving one stops
- * its rows from being delivered.
+ * by that user's own counter (see migration 0013), and announces the send once
+ * (see `chats/live-sync.ts`). A subscription's position is one feed seq; the feed in
+ * Postgres is the truth it falls back to, so a lost or repeated notice never loses or
+ * repeats a message. The feed carries what was sent while the user was a member:
+ * joining a chat brings no history into it (`pullMessages` reads that), and leaving
+ * one stops its rows from being delivered.
  */
 export function createChatService({ db, fanout, logger, resyncIntervalMs = 15_000 }: ChatServiceDeps) {
+  const live = createLiveSync({ db, fanout, logger, resyncIntervalMs })
+
   /** The chats `userId` is an active member of: where every read starts. */
   function memberChats(userId: string) {
     return db.selectFrom('chats')
@@ -232,12 +137,6 @@ export function createChatService({ db, fanout, logger, resyncIntervalMs = 15_00
       throw new ApiError(400, 'UNKNOWN_MEMBER', 'Some members do not exist', { field: 'members', unknown })
   }
 
-  /** The seq of the newest row of `userId`'s feed (0 before their first). */
-  async function feedHead(userId: string): Promise<number> {
-    const row = await db.selectFrom('chat_sync_heads').select('last_seq').where('user_id', '=', userId).executeTakeFirst()
-    return row?.last_seq ?? 0
-  }
-
   /**
    * Appends "`chatId` got `fromSeq`..`toSeq`" to the feed of every user member.
    * Each head row stays locked until the send commits, so feed seqs commit in
@@ -259,131 +158,6 @@ export function createChatService({ db, fanout, logger, resyncIntervalMs = 15_00
         heads.set(row.user_id, row.last_seq)
     }
     return heads
-  }
-
-  /**
-   * The next events of `userId`'s feed after `after`, consecutive rows of one chat
-   * merged into one event. Rows of chats the user has left (or that were deleted)
-   * are read past but not delivered. `last` is the feed seq read up to (undefined
-   * when there was nothing), `more` whether more may follow it right away.
-   */
-  async function readFeed(userId: string, after: number): Promise<{ events: Array<{ id: string, event: ChatSyncEvent }>, last?: number, more: boolean }> {
-    const rows = await db.selectFrom('chat_sync_feed as f')
-      .leftJoin('chats as c', join => join.onRef('c.id', '=', 'f.chat_id').on('c.deleted_at', 'is', null))
-      .leftJoin('chat_members as m', join => join.onRef('m.chat_id', '=', 'f.chat_id').onRef('m.member_id', '=', 'f.user_id')
-        .on('m.member_type', '=', 'user').on('m.deleted_at', 'is', null))
-      .select(['f.seq', 'f.chat_id', 'f.from_seq', 'f.to_seq', 'c.id as live_chat', 'm.id as membership'])
-      .where('f.user_id', '=', userId).where('f.seq', '>', after)
-      .orderBy('f.seq').limit(FEED_ROWS).execute()
-
-    const runs: FeedRun[] = []
-    let last: number | undefined
-    let total = 0
-    for (const row of rows) {
-      const visible = row.live_chat !== null && row.membership !== null
-      const size = visible ? row.to_seq - row.from_seq + 1 : 0
-      if (total > 0 && total + size > FEED_MESSAGES)
-        break
-      last = row.seq
-      if (!visible)
-        continue
-      total += size
-      const run = runs.at(-1)
-      if (run && run.chatId === row.chat_id && run.toSeq + 1 === row.from_seq && row.to_seq - run.fromSeq < PAGE) {
-        run.toSeq = row.to_seq
-        run.feedSeq = row.seq
-      }
-      else {
-        runs.push({ chatId: row.chat_id, fromSeq: row.from_seq, toSeq: row.to_seq, feedSeq: row.seq })
-      }
-    }
-    const more = rows.length === FEED_ROWS || last !== rows.at(-1)?.seq
-    if (runs.length === 0)
-      return { events: [], last, more }
-
-    const messages = (await db.selectFrom('messages').selectAll().where('deleted_at', 'is', null)
-      .where(eb => eb.or(runs.map(run => eb.and([eb('chat_id', '=', run.chatId), eb('seq', '>=', run.fromSeq), eb('seq', '<=', run.toSeq)]))))
-      .orderBy('seq').execute()).map(toMessage)
-    const events: Array<{ id: string, event: ChatSyncEvent }> = []
-    for (const run of runs) {
-      const inRun = messages.filter(message => message.chatId === run.chatId && message.seq >= run.fromSeq && message.seq <= run.toSeq)
-      // Every message of the run deleted since: nothing to deliver.
-      if (inRun.length > 0)
-        events.push({ id: encodeChatCursor(run.feedSeq), event: { type: 'messages', chatId: run.chatId, messages: inRun, fromSeq: inRun[0]!.seq, toSeq: inRun.at(-1)!.seq } })
-    }
-    return { events, last, more }
-  }
-
-  /**
-   * One re-check per instance, not per connection: while anyone listens here, every
-   * `resyncIntervalMs` one query reads the feed heads of every listening user (per
-   * thousand users) and rings their local listeners, so a doorbell pub/sub lost
-   * costs at most one interval of delay.
-   */
-  const resync = (() => {
-    let subscriptions = 0
-    let timer: NodeJS.Timeout | undefined
-    let running = false
-    async function tick(): Promise<void> {
-      if (running)
-        return
-      running = true
-      try {
-        for (const userIds of chunks(fanout.listeningUserIds(), USERS_PER_QUERY)) {
-          const rows = await db.selectFrom('chat_sync_heads').select(['user_id', 'last_seq']).where('user_id', 'in', userIds).execute()
-          for (const row of rows)
-            fanout.ringHere(row.user_id, { head: row.last_seq })
-        }
-      }
-      catch (error) {
-        logger.warn({ err: error }, 'could not re-check chat feed heads')
-      }
-      finally {
-        running = false
-      }
-    }
-    return {
-      /** Counts one live subscription in; the returned function counts it out. */
-      join(): () => void {
-        if (subscriptions++ === 0) {
-          timer = setInterval(() => void tick(), resyncIntervalMs)
-          timer.unref()
-        }
-        let left = false
-        return () => {
-          if (left)
-            return
-          left = true
-          if (--subscriptions === 0)
-            clearInterval(timer)
-        }
-      },
-    }
-  })()
-
-  /** Follows `userId`'s feed from `start`: the `ready` event, what was missed, then live. */
-  async function* follow(userId: string, start: number, signal: AbortSignal | undefined): AsyncGenerator<{ id: string, event: ChatSyncEvent }> {
-    yield { id: encodeChatCursor(start), event: { type: 'ready', messages: [] } }
-    const watch = createHeadWatch(signal)
-    const stopListening = await fanout.listen(userId, bell => watch.ring(bell.head))
-    const leave = resync.join()
-    try {
-      // Listening first, then reading: a row committed in between is both rung and
-      // after the position, and read once.
-      let position = start
-      while (!signal?.aborted) {
-        const { events, last, more } = await readFeed(userId, position)
-        for (const event of events)
-          yield event
-        position = last ?? position
-        if (!more)
-          await watch.beyond(position)
-      }
-    }
-    finally {
-      leave()
-      await stopListening().catch((error: unknown) => logger.warn({ err: error, userId }, 'could not stop listening for chat doorbells'))
-    }
   }
 
   return {
@@ -482,7 +256,7 @@ export function createChatService({ db, fanout, logger, resyncIntervalMs = 15_00
     async sendMessages(userId: string, input: { chatId: string, messages: NewMessageInput[] }): Promise<ChatMessagesEvent> {
       const unique = input.messages.map(message => ({ ...message, id: asStored(message.id) }))
         .filter((message, index, all) => all.findIndex(other => other.id === message.id) === index)
-      const { rows, heads } = await db.transaction().execute(async (trx) => {
+      const { rows, heads, created } = await db.transaction().execute(async (trx) => {
         const chat = await trx.selectFrom('chats').selectAll().where('id', '=', input.chatId).where('deleted_at', 'is', null).forUpdate().executeTakeFirst()
         const member = chat && await trx.selectFrom('chat_members').select('id')
           .where('chat_id', '=', chat.id).where('member_type', '=', 'user').where('member_id', '=', userId).where('deleted_at', 'is', null)
@@ -501,7 +275,7 @@ export function createChatService({ db, fanout, logger, resyncIntervalMs = 15_00
         const known = new Set(existing.map(row => row.id))
         const fresh = unique.filter(message => !known.has(message.id))
         if (fresh.length === 0)
-          return { rows: existing, heads: undefined }
+          return { rows: existing, heads: undefined, created: [] }
 
         const created = await trx.insertInto('messages').values(fresh.map((message, index) => ({
           id: message.id,
@@ -514,11 +288,11 @@ export function createChatService({ db, fanout, logger, resyncIntervalMs = 15_00
         }))).returningAll().execute()
         await trx.updateTable('chats').set({ last_seq: chat.last_seq + fresh.length, updated_at: new Date() }).where('id', '=', chat.id).execute()
         const heads = await appendToFeeds(trx, chat.id, chat.last_seq + 1, chat.last_seq + fresh.length)
-        return { rows: [...existing, ...created], heads }
+        return { rows: [...existing, ...created], heads, created }
       })
 
       if (heads)
-        await fanout.ring(heads)
+        await live.announce(input.chatId, created.map(toMessage), heads)
       const byId = new Map(rows.map(row => [row.id, toMessage(row)]))
       const messages = unique.map(message => byId.get(message.id)!).sort((a, b) => a.seq - b.seq)
       return { chatId: input.chatId, messages, fromSeq: messages[0]!.seq, toSeq: messages.at(-1)!.seq }
@@ -540,13 +314,8 @@ export function createChatService({ db, fanout, logger, resyncIntervalMs = 15_00
      * it has the stream (tRPC's `started`) confirms a position fixed already: whatever
      * is sent from then on comes after it.
      */
-    async subscribe(userId: string, { lastEventId, signal }: { lastEventId?: string | null, signal?: AbortSignal }): Promise<AsyncGenerator<{ id: string, event: ChatSyncEvent }>> {
-      const head = await feedHead(userId)
-      const start = lastEventId ? decodeChatCursor(lastEventId) : head
-      // Beyond the head: not an id of this user's feed, and following it would skip what comes next.
-      if (start > head)
-        throw invalidCursor()
-      return follow(userId, start, signal)
+    async subscribe(userId: string, options: { lastEventId?: string | null, signal?: AbortSignal }): Promise<AsyncGenerator<{ id: string, event: ChatSyncEvent }>> {
+      return live.subscribe(userId, options)
     },
 
     /**
