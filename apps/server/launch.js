@@ -1,11 +1,12 @@
-// `pnpm start` (`node launch.js main`), `pnpm db:migrate` (`node launch.js migrate`)
-// and any other entry point in src/. With NODE_ENV=production they run the build
-// from `pnpm build` with plain Node; anywhere else they run the TypeScript sources
-// through tsx, so a fresh clone starts with no build step.
+// `pnpm start` (`node apps/server/launch.js main`), `pnpm db:migrate` (`node launch.js
+// migrate`) and any other entry point in src/. With NODE_ENV=production they run the
+// build from `pnpm build` with plain Node. Anywhere else they run the TypeScript
+// sources, bundled once and reused until a source changes, so a fresh clone starts
+// with no build step; `main` first builds stage-web when it is missing or stale.
 import { existsSync } from 'node:fs'
 import { register } from 'node:module'
 import { argv, env, exit, setSourceMapsEnabled } from 'node:process'
-import { fileURLToPath } from 'node:url'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 
 const entry = argv[2]
 if (!entry || !/^[\w-]+$/.test(entry)) {
@@ -34,7 +35,19 @@ else {
     console.error(`no entry point src/${entry}.ts`)
     exit(2)
   }
-  const tsx = await import('tsx/esm/api')
-  tsx.register()
-  await import(`./src/${entry}.ts`)
+  if (entry === 'main') {
+    const { buildStageWebIfStale } = await import('../stage-web/scripts/build-if-stale.mjs')
+    buildStageWebIfStale()
+  }
+  // One bundled file, rebuilt only when a source changed (scripts/dev-bundle.mjs).
+  const { bundleIfStale } = await import('./scripts/dev-bundle.mjs')
+  let bundle
+  try {
+    bundle = bundleIfStale(entry)
+  }
+  catch {
+    exit(1) // esbuild has printed what is wrong
+  }
+  setSourceMapsEnabled(true)
+  await import(pathToFileURL(bundle).href)
 }

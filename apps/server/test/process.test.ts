@@ -1,4 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process'
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { statSync } from 'node:fs'
 import { connect } from 'node:net'
 import { fileURLToPath } from 'node:url'
 
@@ -13,10 +14,15 @@ import { until } from '@airi/tooling/test/until'
 import { requiredInProduction } from '../src/env.ts'
 
 const serverDir = fileURLToPath(new URL('..', import.meta.url))
+const bundle = fileURLToPath(new URL('../node_modules/.cache/airi-launch/main.mjs', import.meta.url))
 
-function startMain(env: Record<string, string>): { child: ChildProcess, output: () => string, exited: Promise<number | null> } {
+/**
+ * `pnpm start`'s process (`node launch.js main`: the cached bundle of src/main.ts), or
+ * with `source` the TypeScript through tsx (NODE_ENV=production would want a build).
+ */
+function startMain(env: Record<string, string>, how: 'launcher' | 'source' = 'launcher'): { child: ChildProcess, output: () => string, exited: Promise<number | null> } {
   let output = ''
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+  const child = spawn(process.execPath, how === 'launcher' ? ['launch.js', 'main'] : ['--import', 'tsx', 'src/main.ts'], {
     cwd: serverDir,
     env: { PATH: process.env.PATH, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -32,7 +38,8 @@ async function startReady(database: TestDatabase, env: Record<string, string> = 
   const port = await findFreePort()
   const baseUrl = `http://127.0.0.1:${port}`
   const main = startMain({ DATABASE_URL: database.url, REDIS_URL: inject('redisUrl'), REDIS_KEY_PREFIX: testRedisPrefix(), HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'info', ...env })
-  const deadline = Date.now() + 30_000
+  // A deadline, not a speed check: someone's edit can make this start bundle again.
+  const deadline = Date.now() + 120_000
   while (Date.now() < deadline) {
     const ready = await fetch(`${baseUrl}/readyz`).then(response => response.status === 200, () => false)
     if (ready)
@@ -42,9 +49,15 @@ async function startReady(database: TestDatabase, env: Record<string, string> = 
   throw new Error(`server did not become ready:\n${main.output()}`)
 }
 
+// What a first `pnpm start` builds (the web client, the bundle), so the starts below reuse them.
+beforeAll(() => {
+  execFileSync(process.execPath, ['../stage-web/scripts/build-if-stale.mjs'], { cwd: serverDir, stdio: 'inherit' })
+  execFileSync(process.execPath, ['scripts/dev-bundle.mjs', 'main'], { cwd: serverDir, stdio: 'inherit' })
+}, 300_000)
+
 describe('the server process', () => {
   it('refuses to start in production, naming every missing variable', async () => {
-    const main = startMain({ NODE_ENV: 'production' })
+    const main = startMain({ NODE_ENV: 'production' }, 'source')
     expect(await main.exited).toBe(1)
     for (const name of requiredInProduction)
       expect(main.output()).toContain(`${name} is required when NODE_ENV=production`)
@@ -54,14 +67,21 @@ describe('the server process', () => {
     let database: TestDatabase
     let baseUrl: string
     let main: ReturnType<typeof startMain>
+    let startedAt: number
 
     beforeAll(async () => {
       database = await createTestDatabase()
+      startedAt = Date.now()
       ;({ main, baseUrl } = await startReady(database))
-    })
+    }, 180_000)
     afterAll(async () => {
       main.child.kill('SIGKILL')
       await database.drop()
+    })
+
+    it('starts from the bundle the first start built, without building again', async () => {
+      expect(main.output()).not.toContain('bundling src/main.ts')
+      expect(statSync(bundle).mtimeMs).toBeLessThan(startedAt)
     })
 
     it('logs structured lines with the request id', async () => {

