@@ -1,5 +1,7 @@
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
+
+import { repoRoot, spawnTracked } from './infra.ts'
 
 export interface DebitWorkerInput {
   serverRoot: string
@@ -8,9 +10,12 @@ export interface DebitWorkerInput {
   redisPrefix: string
   userIds: string[]
   concurrency: number
-  seconds: number
-  amount?: number
 }
+
+export type DebitWorkerRequest =
+  | { type: 'debit', userId: string, requestId: string }
+  | { type: 'run', seconds: number }
+  | { type: 'close' }
 
 export interface BenchBilling {
   debit: (input: { userId: string, amount: number, requestId: string, description?: string }) => Promise<unknown>
@@ -20,7 +25,9 @@ export interface BenchBilling {
 /**
  * The billing service as the server composes it (createApi of `serverRoot`'s own
  * packages/api), on a pool of the server's size: DATABASE_POOL_MAX when set, else
- * createDb's default, as the server would.
+ * createDb's default, as the server would. Only the arguments every checkout
+ * since the bench's baseline (ef9cbb4) accepts are passed; newer optional ones
+ * (analytics, rate limits, …) keep their defaults, as in a server without them set.
  */
 export async function openBilling(serverRoot: string, databaseUrl: string, redisUrl: string, redisPrefix: string): Promise<BenchBilling> {
   /* eslint-disable @typescript-eslint/no-explicit-any -- modules loaded from another checkout at run time */
@@ -46,6 +53,60 @@ export async function openBilling(serverRoot: string, databaseUrl: string, redis
       await composed.close()
       await adapters.close()
       await db.destroy()
+    },
+  }
+}
+
+export interface DebitWorker {
+  /** One debit of 1 Flux with this request id. */
+  debit: (userId: string, requestId: string) => Promise<void>
+  /** Debits for `seconds` at the worker's concurrency. */
+  run: (seconds: number) => Promise<{ debits: number, seconds: number, errors: number }>
+  close: () => Promise<void>
+}
+
+/** debit-worker.ts in a process of its own, kept for the whole scenario and driven over IPC. */
+export async function startDebitWorker(input: DebitWorkerInput, root: string): Promise<DebitWorker> {
+  const logFile = join(root, 'debit-worker.log')
+  const { child, stop } = spawnTracked(process.execPath, ['--import', 'tsx', resolve(import.meta.dirname, 'debit-worker.ts')], {
+    cwd: repoRoot(),
+    env: { ...process.env, BENCH_DEBIT_INPUT: JSON.stringify(input) },
+    ipc: true,
+    logFile,
+  })
+  // Replies come in request order: one request at a time.
+  const reply = () => new Promise<Record<string, unknown>>((resolveReply, reject) => {
+    const onExit = (code: number | null) => reject(new Error(`debit-worker.ts exited (${code}); see ${logFile}`))
+    child.once('exit', onExit)
+    child.once('message', (message) => {
+      child.off('exit', onExit)
+      const body = message as Record<string, unknown>
+      if (body.ok === false)
+        reject(new Error(`debit-worker.ts: ${String(body.error)}`))
+      else
+        resolveReply(body)
+    })
+  })
+  const request = async (message: DebitWorkerRequest) => {
+    const answer = reply()
+    child.send(message)
+    return answer
+  }
+  try {
+    await reply()
+  }
+  catch (error) {
+    await stop()
+    throw error
+  }
+  return {
+    debit: async (userId, requestId) => {
+      await request({ type: 'debit', userId, requestId })
+    },
+    run: async seconds => await request({ type: 'run', seconds }) as unknown as { debits: number, seconds: number, errors: number },
+    async close() {
+      await request({ type: 'close' }).catch(() => {})
+      await stop()
     },
   }
 }

@@ -1,8 +1,8 @@
-import { randomUUID } from 'node:crypto'
+import { createHmac, randomBytes, randomUUID } from 'node:crypto'
 
 import pg from 'pg'
 
-import { BENCH_ADMIN_EMAIL } from './infra.ts'
+import { BENCH_ADMIN_EMAIL, BENCH_AUTH_SECRET } from './infra.ts'
 
 /** Calls a tRPC procedure over plain HTTP (superjson's `{ json }` envelope), as the SDK would. */
 export async function trpcCall<T>(baseUrl: string, token: string | undefined, path: string, input: unknown, kind: 'query' | 'mutation'): Promise<T> {
@@ -20,8 +20,15 @@ export async function trpcCall<T>(baseUrl: string, token: string | undefined, pa
 export interface BenchUser {
   id: string
   email: string
-  /** A better-auth session token (bearer). */
+  /** What a client sends as its bearer: the signed session token, as sign-in's `set-auth-token` gives it. */
   token: string
+  /** The session token as stored in `session.token` (the replayed SQL looks the session up by it). */
+  sessionToken: string
+}
+
+/** The stored token inside a signed bearer (`token.signature`). */
+function storedToken(bearer: string): string {
+  return decodeURIComponent(bearer).split('.')[0]!
 }
 
 const PASSWORD = 'correct horse battery staple'
@@ -46,7 +53,67 @@ export async function createUser(baseUrl: string, db: pg.Pool, email: string): P
   const body = await signIn.json() as { user?: { id: string } }
   if (!signIn.ok || !token || !body.user)
     throw new Error(`sign-in of ${email} failed: ${signIn.status}`)
-  return { id: body.user.id, email, token }
+  return { id: body.user.id, email, token, sessionToken: storedToken(token) }
+}
+
+/** better-auth's id and token alphabet and length (`generateId(32)`). */
+function authId(): string {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789'
+  return Array.from(randomBytes(32), byte => alphabet[byte % alphabet.length]).join('')
+}
+
+/**
+ * The bearer sign-in hands out (`set-auth-token`): the stored token, `.`, its
+ * HMAC-SHA256 under the auth secret in base64 (better-call's signed cookie value,
+ * not URL-encoded).
+ */
+export function signSessionToken(token: string, secret: string): string {
+  return `${token}.${createHmac('sha256', secret).update(token).digest('base64')}`
+}
+
+/**
+ * `count` verified users with a session each, written straight into better-auth's
+ * tables the way its sign-up and sign-in would leave them (`user`, a credential
+ * `account` holding a copy of `template`'s password hash, a `session`). A
+ * sign-up and a sign-in each pay for an scrypt hash, which made setup take
+ * longer than the scenarios; nothing measured depends on how a row was written,
+ * and every request still authenticates with the signed bearer token as usual.
+ */
+export async function insertUsers(db: pg.Pool, template: BenchUser, count: number, prefix: string): Promise<BenchUser[]> {
+  const users = Array.from({ length: count }, (_, index) => {
+    const token = authId()
+    return { id: authId(), email: `${prefix}-${index}@example.com`, sessionId: authId(), sessionToken: token, token: signSessionToken(token, BENCH_AUTH_SECRET) }
+  })
+  const client = await db.connect()
+  try {
+    await client.query('BEGIN')
+    const { rows } = await client.query<{ password: string }>(`SELECT password FROM account WHERE "userId" = $1 AND "providerId" = 'credential'`, [template.id])
+    const column = (key: 'id' | 'email' | 'sessionId' | 'sessionToken') => users.map(user => user[key])
+    await client.query(
+      `INSERT INTO "user" (id, name, email, "emailVerified", "createdAt", "updatedAt")
+       SELECT id, split_part(email, '@', 1), email, true, now(), now() FROM unnest($1::text[], $2::text[]) AS u(id, email)`,
+      [column('id'), column('email')],
+    )
+    await client.query(
+      `INSERT INTO account (id, "accountId", "providerId", "userId", password, "createdAt", "updatedAt")
+       SELECT md5(id || ':account'), id, 'credential', id, $2, now(), now() FROM unnest($1::text[]) AS u(id)`,
+      [column('id'), rows[0]?.password ?? null],
+    )
+    await client.query(
+      `INSERT INTO session (id, token, "userId", "expiresAt", "createdAt", "updatedAt", "userAgent")
+       SELECT sid, token, id, now() + interval '7 days', now(), now(), 'airi-bench' FROM unnest($1::text[], $2::text[], $3::text[]) AS u(sid, token, id)`,
+      [column('sessionId'), column('sessionToken'), column('id')],
+    )
+    await client.query('COMMIT')
+  }
+  catch (error) {
+    await client.query('ROLLBACK').catch(() => {})
+    throw error
+  }
+  finally {
+    client.release()
+  }
+  return users.map(({ id, email, token, sessionToken }) => ({ id, email, token, sessionToken }))
 }
 
 export interface Deployment {
@@ -65,8 +132,9 @@ const BENCH_INITIAL_FLUX = 1_000_000_000
 /**
  * Configures a fresh deployment the way an operator would (admin procedures over
  * tRPC): users start with plenty of Flux, the gateway routes `chat` to the fake
- * upstream, streaming speech goes to the fake streaming upstream. Then signs up
- * `userCount` users, a few at a time.
+ * upstream, streaming speech goes to the fake streaming upstream. The admin signs
+ * up through better-auth's HTTP API; the `userCount` bench users are written
+ * straight into its tables (`insertUsers`).
  */
 export async function setUpDeployment(baseUrl: string, databaseUrl: string, fakes: { openaiUrl: string, ttsUrl: string }, userCount: number): Promise<Deployment> {
   const db = new pg.Pool({ connectionString: databaseUrl, max: 2 })
@@ -86,18 +154,17 @@ export async function setUpDeployment(baseUrl: string, databaseUrl: string, fake
     const streamKey = await encrypt('streaming-tts', 'k0', ttsKey)
     await set('STREAMING_TTS_UPSTREAM', { url: fakes.ttsUrl, keys: [{ id: streamKey.keyId, ciphertext: streamKey.ciphertext }], models: [{ id: 'm' }] })
 
-    const users: BenchUser[] = []
-    const run = randomUUID().slice(0, 8)
+    // The bench users' bearers are signed here: they must look exactly like the server's.
+    if (signSessionToken(admin.sessionToken, BENCH_AUTH_SECRET) !== admin.token)
+      throw new Error(`the server signs session tokens differently from signSessionToken (deployment.ts): ${admin.token} ≠ ${signSessionToken(admin.sessionToken, BENCH_AUTH_SECRET)}`)
+    const users = await insertUsers(db, admin, userCount, `bench-${randomUUID().slice(0, 8)}`)
+    // Open every account now (the first balance read does), so no scenario pays for
+    // it; this also proves each token authenticates through the server's own path.
     let next = 0
     await Promise.all(Array.from({ length: 4 }, async () => {
-      while (next < userCount) {
-        const index = next++
-        users[index] = await createUser(baseUrl, db, `bench-${run}-${index}@example.com`)
-      }
+      while (next < users.length)
+        await trpcCall(baseUrl, users[next++]!.token, 'flux.balance', undefined, 'query')
     }))
-    // Open every account now (the first balance read does), so no scenario pays for it.
-    for (const user of users)
-      await trpcCall(baseUrl, user.token, 'flux.balance', undefined, 'query')
     return { admin, users, model: BENCH_MODEL, upstreamKey, ttsKey }
   }
   finally {

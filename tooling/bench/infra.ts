@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { openSync, closeSync, readFileSync } from 'node:fs'
+import { closeSync, existsSync, openSync, readFileSync } from 'node:fs'
 import { mkdtemp, chmod, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -159,11 +159,13 @@ export async function startBenchPostgres(root: string): Promise<BenchPostgres> {
         await work()
       }
       finally {
-        await query(`ALTER SYSTEM RESET log_statement`)
-        await query(`SELECT pg_reload_conf()`)
+        // The end marker goes out while logging is still on: after the reset it may
+        // not be logged at all, and waiting for it cost the full timeout.
         await query(`SELECT 'bench-log-end'`)
         await until(() => lines.some(line => line.includes('bench-log-end')), 'the statement log to catch up', 20_000).catch(() => {})
         recording = false
+        await query(`ALTER SYSTEM RESET log_statement`)
+        await query(`SELECT pg_reload_conf()`)
       }
       return parseStatementLog(lines)
     },
@@ -294,6 +296,29 @@ export function serverEnv(options: ServerOptions, port: number): NodeJS.ProcessE
   }
 }
 
+/**
+ * What the checkout's launcher would do on the first start besides starting the
+ * server, done once and beside the bench's own start-up (Postgres, Redis, the
+ * fakes) instead of inside the first server's start: launchers that build
+ * stage-web when it is stale (`apps/stage-web/scripts/build-if-stale.mjs`) get it
+ * built here. A stale client was most of the first start's time (a Vite build;
+ * tens of seconds on a loaded machine). Checkouts whose launcher does not build it
+ * (ef9cbb4) are left alone. Returns the seconds it took.
+ */
+export async function prepareServerCheckout(serverRoot: string, root: string): Promise<number> {
+  const script = join(serverRoot, 'apps/stage-web/scripts/build-if-stale.mjs')
+  const launcher = join(serverRoot, 'apps/server/launch.js')
+  if (!existsSync(script) || !existsSync(launcher) || !readFileSync(launcher, 'utf8').includes('build-if-stale'))
+    return 0
+  const started = Date.now()
+  const logFile = join(root, 'stage-web-build.log')
+  const { child } = spawnTracked(process.execPath, [script], { cwd: serverRoot, env: process.env, logFile })
+  const code = await new Promise<number | null>(resolveExit => child.once('exit', resolveExit))
+  if (code !== 0)
+    throw new Error(`building stage-web failed (${code}); see ${logFile}`)
+  return (Date.now() - started) / 1000
+}
+
 /** `node apps/server/launch.js main` as its own process, ready once /readyz answers 200. */
 export async function startServer(options: ServerOptions): Promise<ServerProcess> {
   const port = await findFreePort()
@@ -343,11 +368,16 @@ export interface Infra {
   fakes: Fakes
 }
 
-export async function startInfra(): Promise<Infra> {
+/** The bench's temporary directory (logs, the Postgres cluster), removed at the end. */
+export async function createWorkDir(): Promise<string> {
   const root = await mkdtemp(join(tmpdir(), 'airi-bench-'))
   // Postgres runs as its own user when we are root, and must reach its data dir.
   await chmod(root, 0o755)
   onCleanup(() => rm(root, { recursive: true, force: true }))
+  return root
+}
+
+export async function startInfra(root: string): Promise<Infra> {
   const [postgres, redis, fakes] = await Promise.all([
     startBenchPostgres(root),
     findFreePort().then(port => startRedisServer(port)),

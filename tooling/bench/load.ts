@@ -116,11 +116,21 @@ export interface PgbenchResult {
   transactions: number
 }
 
+/** How long pgbench runs: a time, or (quick runs) a number of transactions in all, as autocannon's `amount`. */
+export type PgbenchLength = { seconds: number } | { transactions: number }
+
+/** The pgbench length matching a load of `seconds` or `amount` requests. */
+export function pgbenchLength(seconds: number, amount: number | undefined): PgbenchLength {
+  return amount ? { transactions: amount } : { seconds }
+}
+
 /**
  * Runs pgbench with one script per user (picked at random for each transaction)
- * at `clients` connections for `seconds`. Scripts are written under `dir`.
+ * at `clients` connections for `length`. Scripts are written under `dir`. A
+ * count rather than a time in quick runs: on a loaded machine a 2 s run could
+ * end before the clients had connected, with no transaction at all.
  */
-export async function pgbench(binary: string, databaseUrl: string, scripts: string[], dir: string, clients: number, seconds: number): Promise<PgbenchResult> {
+export async function pgbench(binary: string, databaseUrl: string, scripts: string[], dir: string, clients: number, length: PgbenchLength): Promise<PgbenchResult> {
   await mkdir(dir, { recursive: true })
   const files: string[] = []
   for (const [index, script] of scripts.entries()) {
@@ -129,12 +139,14 @@ export async function pgbench(binary: string, databaseUrl: string, scripts: stri
     files.push(file)
   }
   const url = new URL(databaseUrl)
-  const args = ['-n', '-c', String(clients), '-j', '2', '-T', String(seconds), '-h', url.hostname, '-p', url.port, '-U', decodeURIComponent(url.username), ...files.flatMap(file => ['-f', `${file}@1`]), url.pathname.slice(1)]
-  const { stdout } = await promisify(execFile)(binary, args, { env: { ...process.env, PGPASSWORD: decodeURIComponent(url.password) }, maxBuffer: 16 * 1024 * 1024, timeout: (seconds + 60) * 1000 })
+  const run = 'seconds' in length ? ['-T', String(length.seconds)] : ['-t', String(Math.max(1, Math.ceil(length.transactions / clients)))]
+  const timeoutSeconds = 'seconds' in length ? length.seconds + 60 : 300
+  const args = ['-n', '-c', String(clients), '-j', '2', ...run, '-h', url.hostname, '-p', url.port, '-U', decodeURIComponent(url.username), ...files.flatMap(file => ['-f', `${file}@1`]), url.pathname.slice(1)]
+  const { stdout } = await promisify(execFile)(binary, args, { env: { ...process.env, PGPASSWORD: decodeURIComponent(url.password) }, maxBuffer: 16 * 1024 * 1024, timeout: timeoutSeconds * 1000 })
   const tps = Number(/tps = ([\d.]+)/.exec(stdout)?.[1])
   const transactions = Number(/number of transactions actually processed: (\d+)/.exec(stdout)?.[1])
   const failed = Number(/number of failed transactions: (\d+)/.exec(stdout)?.[1] ?? 0)
-  if (!Number.isFinite(tps))
-    throw new Error(`pgbench printed no tps:\n${stdout}`)
+  if (!Number.isFinite(tps) || !(transactions > 0))
+    throw new Error(`pgbench ran no transaction:\n${stdout}`)
   return { tps, failed, transactions }
 }

@@ -12,7 +12,7 @@ import pg from 'pg'
 import type { BenchContext, Row, Scenario } from './context.ts'
 import { SERVER_APP } from './context.ts'
 import { setUpDeployment } from './deployment.ts'
-import { cleanupAll, repoRoot, startInfra, startServer, type ServerOptions } from './infra.ts'
+import { cleanupAll, createWorkDir, prepareServerCheckout, repoRoot, startInfra, startServer, type ServerOptions } from './infra.ts'
 import { findPgbench } from './load.ts'
 import { authRead } from './scenarios/auth-read.ts'
 import { coldStart } from './scenarios/cold-start.ts'
@@ -62,8 +62,17 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 
 async function main(): Promise<number> {
   log(`server checkout: ${serverRoot}; scenarios: ${selected.map(scenario => scenario.name).join(', ')}; ${rounds} round(s)${quick ? ' (quick: no targets)' : ''}`)
-  const infra = await startInfra()
-  log(`Postgres ${infra.postgres.adminUrl}, Redis ${infra.redis.url}, work dir ${infra.root}`)
+  const root = await createWorkDir()
+  log(`work dir ${root}`)
+  const [infra, stageWebSeconds] = await Promise.all([
+    startInfra(root).then((started) => {
+      log(`Postgres ${started.postgres.adminUrl}, Redis ${started.redis.url}, fakes up`)
+      return started
+    }),
+    prepareServerCheckout(serverRoot, root),
+  ])
+  if (stageWebSeconds > 0)
+    log(`stage-web checked (built when stale) in ${stageWebSeconds.toFixed(1)} s`)
   const databaseUrl = await infra.postgres.databaseUrl('airi_bench')
   const serverOptions: ServerOptions = {
     serverRoot,

@@ -1,7 +1,7 @@
 import { join } from 'node:path'
 
 import { SERVER_APP, type BenchContext, type Row, type Scenario } from '../context.ts'
-import { load, pgbench, sequentialLatencies, type HttpCall } from '../load.ts'
+import { load, pgbench, pgbenchLength, sequentialLatencies, type HttpCall } from '../load.ts'
 import { pgbenchScripts, splitCalls } from '../sql-replay.ts'
 import { formatNumber, formatSummary, ratio, summarize, percentile } from '../stats.ts'
 
@@ -74,12 +74,6 @@ export const gatewayLatency: Scenario = {
   },
 }
 
-/** Session tokens as stored, for the replayed SQL (a call reads the session by it). */
-async function sessionTokens(context: BenchContext): Promise<Map<string, string>> {
-  const { rows } = await context.db.query<{ userId: string, token: string }>('SELECT "userId", token FROM session')
-  return new Map(rows.map(row => [row.userId, row.token]))
-}
-
 const BOUNDARY = 'bench-call-boundary'
 
 /**
@@ -120,9 +114,8 @@ export const gatewayThroughput: Scenario = {
     const captured = await captureCalls(context, () => send(gateway(context, captureUser.token)))
     context.log(`gateway: ${formatNumber(captured.perCall)} SQL statements per call; the last call's:\n  ${captured.last.join('\n  ')}`)
 
-    const tokens = await sessionTokens(context)
-    const identities = users.slice(0, connections).map(user => ({ id: user.id, sessionToken: tokens.get(user.id) }))
-    const scripts = pgbenchScripts(captured.last, { id: captureUser.id, sessionToken: tokens.get(captureUser.id) }, identities)
+    const identities = users.slice(0, connections).map(user => ({ id: user.id, sessionToken: user.sessionToken }))
+    const scripts = pgbenchScripts(captured.last, { id: captureUser.id, sessionToken: captureUser.sessionToken }, identities)
 
     const rounds = { directRps: [] as number[], directP99: [] as number[], pgbenchTps: [] as number[], oursRps: [] as number[], oursP99: [] as number[], errors: 0 }
     const headersFor = (index: number) => ({ authorization: `Bearer ${users[index % connections]!.token}` })
@@ -131,7 +124,7 @@ export const gatewayThroughput: Scenario = {
       rounds.directRps.push(base.requestsPerSecond)
       rounds.directP99.push(base.p99)
       if (context.pgbench) {
-        const ceiling = await pgbench(context.pgbench, context.databaseUrl, scripts, join(context.infra.root, 'pgbench-gateway'), connections, seconds)
+        const ceiling = await pgbench(context.pgbench, context.databaseUrl, scripts, join(context.infra.root, 'pgbench-gateway'), connections, pgbenchLength(seconds, amount))
         rounds.pgbenchTps.push(ceiling.tps)
       }
       const ours = await load(gateway(context, captureUser.token), { connections, seconds, amount, headersFor })

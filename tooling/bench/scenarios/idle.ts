@@ -18,15 +18,16 @@ export const idle: Scenario = {
   async run(context): Promise<Row[]> {
     const count = context.quick ? 50 : 1000
     const windowMs = context.quick ? 3000 : 10_000
+    // Measuring windows, not waits for a condition: RSS settles after start-up and after the subscriptions.
+    const settleMs = context.quick ? 1000 : 3000
     // The other instance(s) stay up but idle: their SQL counts as ours too.
     const server = await startServer({ ...context.serverOptions, logFile: context.serverOptions.logFile.replace(/\.log$/, '-idle.log') })
     try {
-      // A measuring window, not a wait for a condition: RSS settles after start-up.
-      await sleep(3000)
+      await sleep(settleMs)
       const startRss = server.rss()
       const subscribers = await openChatSubscribers([server.url], context.deployment.users.map(user => user.token), count)
       try {
-        await sleep(3000)
+        await sleep(settleMs)
         const subscribedRss = server.rss()
         const commits = async () => (await context.infra.postgres.query<{ xact_commit: string }>(`SELECT xact_commit FROM pg_stat_database WHERE datname = 'airi_bench'`))[0]!.xact_commit
         await context.infra.postgres.query('SELECT pg_stat_clear_snapshot()')
