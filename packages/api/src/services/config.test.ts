@@ -28,9 +28,9 @@ afterAll(async () => {
 })
 
 /** One "service container": its own pool, its own adapter connections, its own memory. */
-async function container(adapters: Adapters, logger: Logger = silentLogger, cache: Cache = adapters.cache): Promise<ConfigService> {
+async function container(adapters: Adapters, logger: Logger = silentLogger, cache: Cache = adapters.cache, localTtlMs?: number): Promise<ConfigService> {
   const db = createDb({ connectionString: database.url, maxConnections: 2 })
-  const config = await createConfigService({ db, cache, pubsub: adapters.pubsub, logger })
+  const config = await createConfigService({ db, cache, pubsub: adapters.pubsub, logger, localTtlMs })
   closers.push(() => db.destroy(), () => adapters.close(), () => config.close())
   return config
 }
@@ -63,6 +63,22 @@ describe('operator config', () => {
     await expect(config.set('STRIPE_FLUX_PRODUCT_ID', undefined)).rejects.toMatchObject({ code: 'INVALID_CONFIG_VALUE' })
     const row = await database.db.selectFrom('config_entries').selectAll().where('key', 'in', ['INITIAL_USER_FLUX', 'LLM_ROUTER_CONFIG']).execute()
     expect(row).toEqual([])
+  })
+
+  it('parses an entry once per stored version: unchanged, every read answers the same value, even after memory expires', async () => {
+    // Memory expires at once, so every read goes to the cache; the text there has not changed.
+    const expiring = await container(createMemoryAdapters(), silentLogger, undefined, 1)
+    const routes = { models: { chat: { upstreams: [{ id: 'a', baseUrl: 'http://127.0.0.1:1/v1', model: 'm', keys: [{ id: 'k', ciphertext: 'c' }] }] } } }
+    await expiring.set('LLM_ROUTER_CONFIG', routes)
+    const first = await expiring.get('LLM_ROUTER_CONFIG')
+    expect(first).toEqual(routes)
+    for (let i = 0; i < 3; i++)
+      expect(await expiring.get('LLM_ROUTER_CONFIG')).toBe(first)
+
+    await expiring.set('LLM_ROUTER_CONFIG', { ...routes, deadlineMs: 5000 })
+    const changed = await expiring.get('LLM_ROUTER_CONFIG')
+    expect(changed).not.toBe(first)
+    expect(changed).toMatchObject({ deadlineMs: 5000 })
   })
 
   it('stores a valid value durably and reads it back through every layer', async () => {

@@ -47,12 +47,21 @@ export type ConfigService = Awaited<ReturnType<typeof createConfigService>>
  * publishes on `config:invalidate`.
  */
 export async function createConfigService({ db, cache, pubsub, logger, localTtlMs = 60_000 }: ConfigServiceDeps) {
-  const local = new Map<ConfigKey, { stored: unknown, expiresAt: number }>()
+  type Resolved = { ok: true, value: unknown } | { ok: false }
+  /**
+   * Each entry as this instance last read it: the stored JSON text and its value
+   * resolved by the schema, so a read parses nothing until the entry changes
+   * (an invalidation drops it; a refresh that finds the same text keeps it).
+   */
+  const local = new Map<ConfigKey, { raw: string, resolved: Resolved, expiresAt: number }>()
   // Bumped on every invalidation, so a read that raced one does not repopulate memory.
   const generations = new Map<ConfigKey, number>()
 
   function forget(key: ConfigKey): void {
-    local.delete(key)
+    // Expired, not dropped: the next read asks Redis again, and finding the same text (our own set's echo) parses nothing.
+    const memo = local.get(key)
+    if (memo)
+      memo.expiresAt = 0
     generations.set(key, (generations.get(key) ?? 0) + 1)
   }
 
@@ -62,34 +71,38 @@ export async function createConfigService({ db, cache, pubsub, logger, localTtlM
       forget(key as ConfigKey)
   })
 
-  /** The stored value (undefined when unset), through memory, then Redis, then Postgres. */
-  async function readStored(key: ConfigKey): Promise<unknown> {
-    const memo = local.get(key)
-    if (memo && memo.expiresAt > Date.now())
-      return memo.stored
-
-    const generation = generations.get(key) ?? 0
-    let stored: unknown
+  /** The stored value as JSON text ('null' when unset), through Redis, then Postgres. */
+  async function readRaw(key: ConfigKey): Promise<string> {
     const cached = await cache.read(keys.config(key)).catch((error: unknown) => {
       logger.warn({ err: error, key }, 'config cache read failed; reading Postgres')
       return undefined
     })
-    if (cached?.value != null) {
-      stored = JSON.parse(cached.value) ?? undefined
+    if (cached?.value != null)
+      return cached.value
+    const row = await db.selectFrom('config_entries').select('value').where('key', '=', key).executeTakeFirst()
+    const raw = JSON.stringify(row?.value ?? null)
+    // Refused when a `set` invalidated the entry after our read: what we read may be older.
+    if (cached) {
+      await cache.fill(keys.config(key), raw, cached.version, CACHE_TTL_SECONDS).catch((error: unknown) => {
+        logger.warn({ err: error, key }, 'config cache write failed')
+      })
     }
-    else {
-      const row = await db.selectFrom('config_entries').select('value').where('key', '=', key).executeTakeFirst()
-      stored = row?.value ?? undefined
-      // Refused when a `set` invalidated the entry after our read: what we read may be older.
-      if (cached) {
-        await cache.fill(keys.config(key), JSON.stringify(stored ?? null), cached.version, CACHE_TTL_SECONDS).catch((error: unknown) => {
-          logger.warn({ err: error, key }, 'config cache write failed')
-        })
-      }
-    }
-    if ((generations.get(key) ?? 0) === generation)
-      local.set(key, { stored, expiresAt: Date.now() + localTtlMs })
-    return stored
+    return raw
+  }
+
+  /** The entry resolved by its schema, through memory (parsed once per stored version), then Redis, then Postgres. */
+  async function read<K extends ConfigKey>(key: K): Promise<{ ok: true, value: ConfigValue<K> } | { ok: false }> {
+    const memo = local.get(key)
+    if (memo && memo.expiresAt > Date.now())
+      return memo.resolved as { ok: true, value: ConfigValue<K> } | { ok: false }
+
+    const generation = generations.get(key) ?? 0
+    const raw = await readRaw(key)
+    const resolved = memo?.raw === raw ? memo.resolved : resolve(key, JSON.parse(raw) ?? undefined)
+    // Raced an invalidation: kept for its parse, but expired, so the next read asks Redis again.
+    const current = (generations.get(key) ?? 0) === generation
+    local.set(key, { raw, resolved, expiresAt: current ? Date.now() + localTtlMs : 0 })
+    return resolved as { ok: true, value: ConfigValue<K> } | { ok: false }
   }
 
   /** Stored value parsed by the entry's schema; an invalid stored value falls back to the default. */
@@ -118,12 +131,12 @@ export async function createConfigService({ db, cache, pubsub, logger, localTtlM
   }
 
   async function getOptional<K extends ConfigKey>(key: K): Promise<ConfigValue<K> | undefined> {
-    const resolved = resolve(key, await readStored(key))
+    const resolved = await read(key)
     return resolved.ok ? resolved.value : undefined
   }
 
   async function getOrThrow<K extends ConfigKey>(key: K): Promise<ConfigValue<K>> {
-    const resolved = resolve(key, await readStored(key))
+    const resolved = await read(key)
     if (!resolved.ok)
       throw new ApiError(503, 'CONFIG_NOT_SET', `Operator config entry ${key} is not set`, { key })
     return resolved.value
