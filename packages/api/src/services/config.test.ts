@@ -70,13 +70,13 @@ describe('operator config', () => {
     const expiring = await container(createMemoryAdapters(), silentLogger, undefined, 1)
     const routes = { models: { chat: { upstreams: [{ id: 'a', baseUrl: 'http://127.0.0.1:1/v1', model: 'm', keys: [{ id: 'k', ciphertext: 'c' }] }] } } }
     await expiring.set('LLM_ROUTER_CONFIG', routes)
-    const first = await expiring.get('LLM_ROUTER_CONFIG')
+    const first = await expiring.getOrThrow('LLM_ROUTER_CONFIG')
     expect(first).toEqual(routes)
     for (let i = 0; i < 3; i++)
-      expect(await expiring.get('LLM_ROUTER_CONFIG')).toBe(first)
+      expect(await expiring.getOrThrow('LLM_ROUTER_CONFIG')).toBe(first)
 
     await expiring.set('LLM_ROUTER_CONFIG', { ...routes, deadlineMs: 5000 })
-    const changed = await expiring.get('LLM_ROUTER_CONFIG')
+    const changed = await expiring.getOrThrow('LLM_ROUTER_CONFIG')
     expect(changed).not.toBe(first)
     expect(changed).toMatchObject({ deadlineMs: 5000 })
   })
