@@ -1,5 +1,4 @@
 import { pino } from 'pino'
-import { PinoPretty } from 'pino-pretty'
 
 import { EnvError, parseEnv, type Env } from './env.ts'
 import { service, socialProviders, startRuntime } from './runtime.ts'
@@ -18,11 +17,11 @@ catch (error) {
 }
 
 // A person at a terminal in development reads lines; everything else (files, pipes,
-// log shippers, production) gets JSON lines.
+// log shippers, production) gets JSON lines; the pretty printer is loaded only for it.
 const humanReadable = env.NODE_ENV === 'development' && process.stdout.isTTY
 const logger = pino(
   { level: env.LOG_LEVEL, base: { service: service.name } },
-  humanReadable ? PinoPretty({ colorize: true, sync: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,service' }) : undefined,
+  humanReadable ? (await import('pino-pretty')).PinoPretty({ colorize: true, sync: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,service' }) : undefined,
 )
 // First: the API takes its meters when it is composed.
 const telemetry = startTelemetry(env, service, logger)
