@@ -11,11 +11,14 @@ import type { BillingService } from './billing.ts'
 import type { ConfigService } from './config.ts'
 import type { KeyVault } from './key-vault.ts'
 import { createCallBilling, type BilledCall } from './llm-gateway/billing.ts'
+import { createCallSignal } from './llm-gateway/call-signal.ts'
 import { createRequestLog, type CallOutcome, type ReconcileReport } from './llm-gateway/request-log.ts'
 import { createUpstreamRouter, resolveAlias, type Attempt, type ChatCompletionBody, type RouterConfig } from './llm-gateway/router.ts'
 import { addChoices, countUsage, createStreamWatcher, promptOf, TextTally, usageIn, type MeasuredUsage } from './llm-gateway/usage.ts'
 
 export type { ChatCompletionBody } from './llm-gateway/router.ts'
+
+type CallSignal = ReturnType<typeof createCallSignal>
 export type { ReconcileOutcome, ReconcileReport } from './llm-gateway/request-log.ts'
 
 export type CompletionResult =
@@ -93,13 +96,12 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
   }
 
   /** One chat completion; `untrack` is called once the call has settled, whatever the path. */
-  async function run(userId: string, body: ChatCompletionBody, clientSignal: AbortSignal, routes: RouterConfig, shutdown: AbortController, untrack: () => void): Promise<CompletionResult> {
+  async function run(userId: string, body: ChatCompletionBody, clientSignal: AbortSignal, routes: RouterConfig, shutdown: AbortController, deadline: CallSignal, untrack: () => void): Promise<CompletionResult> {
     const { alias, upstreams } = resolveAlias(routes, body.model)
     const call: BilledCall = { userId, id: randomUUID(), alias, reserved: await config.get('FLUX_PER_REQUEST') }
     const startedAt = Date.now()
     const stream = body.stream === true
-    const deadline = AbortSignal.timeout(routes.deadlineMs ?? defaultDeadlineMs)
-    const signal = AbortSignal.any([clientSignal, deadline, shutdown.signal])
+    const signal = deadline.signal
     // The call's span lives until it settles (a stream's last chunk), with one child per upstream attempt.
     const span = tracer.startSpan(`chat ${alias}`, { attributes: { 'gen_ai.operation.name': 'chat', 'gen_ai.request.model': alias, 'airi.llm.call_id': call.id, 'airi.llm.stream': stream } })
     let observed = false
@@ -137,7 +139,7 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
         return { status: 503, code: 'SHUTTING_DOWN', message: 'The server is shutting down' }
       if (clientSignal.aborted)
         return { status: 499, code: 'CLIENT_CLOSED', message: 'client went away' }
-      if (deadline.aborted)
+      if (deadline.timedOut)
         return { status: 504, code: 'DEADLINE_EXCEEDED', message: 'The upstreams did not answer in time' }
       if (error instanceof ApiError)
         return { status: error.status, code: error.code, message: error.message }
@@ -330,15 +332,21 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
         throw shuttingDown()
       const routes = await routerConfig()
       const { shutdown, untrack } = track(randomUUID())
+      const deadline = createCallSignal([clientSignal, shutdown.signal], routes.deadlineMs ?? defaultDeadlineMs)
+      // Nothing of a settled call stays reachable: its timer and listeners go with it.
+      const settled = () => {
+        deadline.release()
+        untrack()
+      }
       let result: CompletionResult | undefined
       try {
-        result = await run(userId, body, clientSignal, routes, shutdown, untrack)
+        result = await run(userId, body, clientSignal, routes, shutdown, deadline, settled)
         return result
       }
       finally {
         // A stream is untracked when it settles; everything else is done here.
         if (result?.kind !== 'stream')
-          untrack()
+          settled()
       }
     },
 
