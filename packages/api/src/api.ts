@@ -88,7 +88,7 @@ export async function createApi(deps: ApiDeps) {
   const analytics = createAnalyticsService({ db, sink: deps.posthog ? createPosthogSink(deps.posthog, logger) : noopAnalyticsSink, logger })
   const rateLimits = createRateLimits({ counters: adapters.counters, metrics, logger, ...deps.rateLimits })
   const config = await createConfigService({ db, cache: adapters.cache, pubsub: adapters.pubsub, logger })
-  const email = createEmailService({ transport: deps.emailTransport, logger })
+  const email = createEmailService({ transport: deps.emailTransport, logger, metrics })
   const userDeletion = createUserDeletionRegistry({ logger })
   const billing = createBillingService({ db, cache: adapters.cache, logger, metrics, initialFlux: () => config.get('INITIAL_USER_FLUX') })
   const characters = createCharacterService({ db })
@@ -177,6 +177,8 @@ export async function createApi(deps: ApiDeps) {
   return {
     router: appRouter,
     services,
+    /** The instruments, for the host's HTTP and WebSocket measurements. */
+    metrics,
     auth,
     resolveAuth,
     adapters,

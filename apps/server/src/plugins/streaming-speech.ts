@@ -54,6 +54,8 @@ export const streamingSpeechPlugin: FastifyPluginAsync<StreamingSpeechPluginOpti
       request.speechTicketHolder = await service.redeemTicket(typeof ticket === 'string' ? ticket : undefined)
     },
   }, (socket, request) => {
+    api.metrics.wsConnections.add(1, { 'airi.ws.endpoint': 'speech' })
+    socket.once('close', () => api.metrics.wsConnections.add(-1, { 'airi.ws.endpoint': 'speech' }))
     const refuse = (code: string, message: string) => {
       socket.send(JSON.stringify({ event: 'error', code, message } satisfies ServerFrame))
       socket.close(closeCodeFor(code), code)

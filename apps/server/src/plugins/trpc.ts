@@ -167,6 +167,8 @@ export const trpcPlugin: FastifyPluginAsync<TrpcPluginOptions> = async (app, { a
     },
   }, (socket, request) => {
     const cleanups: Array<() => void> = [socketsByIp.add(request.ip)]
+    api.metrics.wsConnections.add(1, { 'airi.ws.endpoint': 'trpc' })
+    cleanups.push(() => api.metrics.wsConnections.add(-1, { 'airi.ws.endpoint': 'trpc' }))
     let closed = false
     let graceTimer: NodeJS.Timeout | undefined
     const state: SocketState = {

@@ -1,11 +1,14 @@
 import type { EmailTransport } from '../adapters/email.ts'
 import type { Logger } from '../logger.ts'
+import type { Metrics } from '../metrics.ts'
 
 export interface EmailServiceDeps {
   transport: EmailTransport
   /** The product name shown in subjects and bodies. */
   appName?: string
   logger: Logger
+  /** Counts sends and failures by kind (`airi.email.send`, `airi.email.failures`). */
+  metrics?: Pick<Metrics, 'emailSent' | 'emailFailures'>
 }
 
 /** What one kind of e-mail says; the layout around it is shared. */
@@ -86,13 +89,15 @@ export function renderEmail(app: string, content: EmailContent, url: string): { 
 export type EmailService = ReturnType<typeof createEmailService>
 
 /** The account e-mails of better-auth. A transport failure rejects, so the caller (and the client) sees it. */
-export function createEmailService({ transport, appName = 'AIRI', logger }: EmailServiceDeps) {
+export function createEmailService({ transport, appName = 'AIRI', logger, metrics }: EmailServiceDeps) {
   async function send(kind: EmailKind, to: string, url: string, content: EmailContent): Promise<void> {
     const { html, text } = renderEmail(appName, content, url)
     try {
       await transport.send({ to, subject: content.subject, html, text })
+      metrics?.emailSent.add(1, { 'airi.email.kind': kind })
     }
     catch (error) {
+      metrics?.emailFailures.add(1, { 'airi.email.kind': kind })
       // No recipient in the log: the kind is enough to find the flow, the error says why.
       logger.warn({ err: error, kind }, 'e-mail not sent')
       throw error

@@ -8,6 +8,7 @@ import { fetchStreamingVoices, httpOrigin, ttsAdapters, UpstreamHttpError, type 
 import type { ConfigValue } from '../../config/entries.ts'
 import { ApiError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
+import { recordFailure, tracer } from '../../tracing.ts'
 import type { ConfigService } from '../config.ts'
 import type { createFluxMeterFactory, MeterRuntime } from '../flux-meter.ts'
 import type { KeyVault } from '../key-vault.ts'
@@ -217,8 +218,20 @@ export function createSpeechService({ config, cache, counters, createFluxMeter, 
 
       const hold = await holds.acquire(userId, characters)
       try {
-        const audio = await withKeys(poolOf(alias, entry), clientSignal, (apiKey, signal) =>
-          adapter.synthesize({ baseUrl: entry.baseUrl, model: entry.model, apiKey, signal }, input))
+        // One span for the upstream call, key rotation and fallback included.
+        const audio = await tracer.startActiveSpan(`tts ${alias}`, { attributes: { 'airi.tts.model': alias, 'airi.tts.adapter': entry.adapter, 'airi.tts.characters': characters } }, async (span) => {
+          try {
+            return await withKeys(poolOf(alias, entry), clientSignal, (apiKey, signal) =>
+              adapter.synthesize({ baseUrl: entry.baseUrl, model: entry.model, apiKey, signal }, input))
+          }
+          catch (error) {
+            recordFailure(span, error)
+            throw error
+          }
+          finally {
+            span.end()
+          }
+        })
 
         let flux = 0
         await hold.settling().catch((error: unknown) => {

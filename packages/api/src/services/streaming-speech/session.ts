@@ -1,10 +1,13 @@
 import { randomUUID } from 'node:crypto'
 
+import { SpanStatusCode } from '@opentelemetry/api'
+
 import type { StreamingTtsAdapter, StreamingTtsStream, StreamingTtsTarget, StreamingTtsUsage } from '../../adapters/streaming-tts/types.ts'
 import type { ConfigValue } from '../../config/entries.ts'
 import type { AuthSession } from '../../context.ts'
 import { ApiError, outageError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
+import { tracer } from '../../tracing.ts'
 import type { SessionGuard } from '../../auth/session-guard.ts'
 import type { FluxMeter } from '../flux-meter.ts'
 import type { MeterHold, MeterHolds } from '../meter-holds.ts'
@@ -84,6 +87,9 @@ function protocolError(error: unknown): SessionEnd {
   return new SessionEnd('internal_error', 'Internal server error')
 }
 
+/** Ends that are our fault or the upstream's: the session's span is marked as an error. */
+const SERVER_SIDE_ENDS = new Set(['internal_error', 'service_unavailable', 'upstream_error'])
+
 /**
  * One speech session (SPEC §4.7): the start frame is checked and paid for before
  * anything is dialled, text is forwarded in order while the user can afford it,
@@ -95,6 +101,8 @@ export function startSpeechSession(deps: SessionDeps): SpeechSessionHandle {
   const { userId, sink, meter, holds, logger } = deps
   const id = randomUUID()
   const tag = { speechSession: id, userId }
+  // The socket's whole life, from the start frame to the bill; its outcome is set when it ends.
+  const span = tracer.startSpan('tts.session', { attributes: { 'airi.speech_session.id': id } })
   const log: Logger = {
     debug: (obj, msg) => logger.debug({ ...tag, ...obj }, msg),
     info: (obj, msg) => logger.info({ ...tag, ...obj }, msg),
@@ -160,6 +168,10 @@ export function startSpeechSession(deps: SessionDeps): SpeechSessionHandle {
     }
     finally {
       log.info({ outcome: outcome.kind, code: outcome.kind === 'error' ? outcome.code : undefined, forwarded, billed: units, flux, audioDelivered }, 'speech session ended')
+      span.setAttributes({ 'airi.speech_session.outcome': outcome.kind, 'airi.tts.characters': units, 'airi.billing.flux': flux, ...(outcome.kind === 'error' ? { 'error.type': outcome.code } : {}) })
+      if (outcome.kind === 'error' && SERVER_SIDE_ENDS.has(outcome.code))
+        span.setStatus({ code: SpanStatusCode.ERROR, message: outcome.message })
+      span.end()
       resolveEnded()
     }
   }
