@@ -13,14 +13,14 @@ import { openBilling, type DebitWorkerInput, type DebitWorkerRequest } from './d
 const input = JSON.parse(process.env.BENCH_DEBIT_INPUT!) as DebitWorkerInput
 const billing = await openBilling(input.serverRoot, input.databaseUrl, input.redisUrl, input.redisPrefix)
 
-async function run(seconds: number): Promise<{ debits: number, seconds: number, errors: number }> {
+async function run(seconds: number, concurrency: number, userIds: string[]): Promise<{ debits: number, seconds: number, errors: number }> {
   const until = performance.now() + seconds * 1000
   let debits = 0
   let errors = 0
   const started = performance.now()
-  await Promise.all(Array.from({ length: input.concurrency }, async () => {
+  await Promise.all(Array.from({ length: concurrency }, async () => {
     while (performance.now() < until) {
-      const userId = input.userIds[Math.floor(Math.random() * input.userIds.length)]!
+      const userId = userIds[Math.floor(Math.random() * userIds.length)]!
       try {
         await billing.debit({ userId, amount: 1, requestId: `bench:${randomUUID()}`, description: 'bench' })
         debits++
@@ -42,7 +42,7 @@ process.on('message', (message: DebitWorkerRequest) => {
         process.send!({ ok: true })
       }
       else if (message.type === 'run') {
-        process.send!({ ok: true, ...await run(message.seconds) })
+        process.send!({ ok: true, ...await run(message.seconds, message.concurrency, message.userIds) })
       }
       else {
         await billing.close()

@@ -1,20 +1,19 @@
 import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 
-import { repoRoot, spawnTracked } from './infra.ts'
+import { REQUEST_DEADLINE_MS } from './context.ts'
+import { onCleanup, repoRoot, spawnTracked } from './infra.ts'
 
 export interface DebitWorkerInput {
   serverRoot: string
   databaseUrl: string
   redisUrl: string
   redisPrefix: string
-  userIds: string[]
-  concurrency: number
 }
 
 export type DebitWorkerRequest =
   | { type: 'debit', userId: string, requestId: string }
-  | { type: 'run', seconds: number }
+  | { type: 'run', seconds: number, concurrency: number, userIds: string[] }
   | { type: 'close' }
 
 export interface BenchBilling {
@@ -60,8 +59,8 @@ export async function openBilling(serverRoot: string, databaseUrl: string, redis
 export interface DebitWorker {
   /** One debit of 1 Flux with this request id. */
   debit: (userId: string, requestId: string) => Promise<void>
-  /** Debits for `seconds` at the worker's concurrency. */
-  run: (seconds: number) => Promise<{ debits: number, seconds: number, errors: number }>
+  /** Debits of random users among `userIds` for `seconds` at `concurrency`. */
+  run: (seconds: number, concurrency: number, userIds: string[]) => Promise<{ debits: number, seconds: number, errors: number }>
   close: () => Promise<void>
 }
 
@@ -74,11 +73,16 @@ export async function startDebitWorker(input: DebitWorkerInput, root: string): P
     ipc: true,
     logFile,
   })
-  // Replies come in request order: one request at a time.
-  const reply = () => new Promise<Record<string, unknown>>((resolveReply, reject) => {
+  // Replies come in request order: one request at a time, each within a deadline.
+  const reply = (deadlineMs = REQUEST_DEADLINE_MS) => new Promise<Record<string, unknown>>((resolveReply, reject) => {
     const onExit = (code: number | null) => reject(new Error(`debit-worker.ts exited (${code}); see ${logFile}`))
+    const timer = setTimeout(() => {
+      child.off('exit', onExit)
+      reject(new Error(`debit-worker.ts did not answer within ${deadlineMs} ms; see ${logFile}`))
+    }, deadlineMs)
     child.once('exit', onExit)
     child.once('message', (message) => {
+      clearTimeout(timer)
       child.off('exit', onExit)
       const body = message as Record<string, unknown>
       if (body.ok === false)
@@ -88,22 +92,18 @@ export async function startDebitWorker(input: DebitWorkerInput, root: string): P
     })
   })
   const request = async (message: DebitWorkerRequest) => {
-    const answer = reply()
+    const answer = reply(message.type === 'run' ? message.seconds * 1000 + REQUEST_DEADLINE_MS : REQUEST_DEADLINE_MS)
     child.send(message)
     return answer
   }
-  try {
-    await reply()
-  }
-  catch (error) {
-    await stop()
-    throw error
-  }
+  onCleanup(() => stop())
+  // Composing the API from sources is slow on a loaded machine: a start-up's deadline.
+  await reply(180_000)
   return {
     debit: async (userId, requestId) => {
       await request({ type: 'debit', userId, requestId })
     },
-    run: async seconds => await request({ type: 'run', seconds }) as unknown as { debits: number, seconds: number, errors: number },
+    run: async (seconds, concurrency, userIds) => await request({ type: 'run', seconds, concurrency, userIds }) as unknown as { debits: number, seconds: number, errors: number },
     async close() {
       await request({ type: 'close' }).catch(() => {})
       await stop()

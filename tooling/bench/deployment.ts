@@ -2,15 +2,17 @@ import { createHmac, randomBytes, randomUUID } from 'node:crypto'
 
 import pg from 'pg'
 
+import { REQUEST_DEADLINE_MS } from './context.ts'
 import { BENCH_ADMIN_EMAIL, BENCH_AUTH_SECRET } from './infra.ts'
 
 /** Calls a tRPC procedure over plain HTTP (superjson's `{ json }` envelope), as the SDK would. */
 export async function trpcCall<T>(baseUrl: string, token: string | undefined, path: string, input: unknown, kind: 'query' | 'mutation'): Promise<T> {
   const headers: Record<string, string> = { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) }
   const body = JSON.stringify({ json: input ?? null })
+  const signal = AbortSignal.timeout(REQUEST_DEADLINE_MS)
   const response = kind === 'query'
-    ? await fetch(`${baseUrl}/trpc/${path}?input=${encodeURIComponent(body)}`, { headers })
-    : await fetch(`${baseUrl}/trpc/${path}`, { method: 'POST', headers, body })
+    ? await fetch(`${baseUrl}/trpc/${path}?input=${encodeURIComponent(body)}`, { headers, signal })
+    : await fetch(`${baseUrl}/trpc/${path}`, { method: 'POST', headers, body, signal })
   const payload = await response.json() as { result?: { data?: { json?: T } }, error?: { json?: { message?: string } } }
   if (!response.ok || !payload.result)
     throw new Error(`${path} failed: ${response.status} ${payload.error?.json?.message ?? JSON.stringify(payload)}`)
@@ -35,7 +37,7 @@ const PASSWORD = 'correct horse battery staple'
 
 async function authPost(baseUrl: string, path: string, body: unknown): Promise<Response> {
   // better-auth refuses a POST without an Origin outside tests; a browser on the server's own origin sends it.
-  return fetch(`${baseUrl}/api/auth${path}`, { method: 'POST', headers: { 'content-type': 'application/json', 'origin': baseUrl }, body: JSON.stringify(body) })
+  return fetch(`${baseUrl}/api/auth${path}`, { method: 'POST', headers: { 'content-type': 'application/json', 'origin': baseUrl }, body: JSON.stringify(body), signal: AbortSignal.timeout(REQUEST_DEADLINE_MS) })
 }
 
 /**
@@ -72,17 +74,18 @@ export function signSessionToken(token: string, secret: string): string {
 }
 
 /**
- * `count` verified users with a session each, written straight into better-auth's
+ * `count` verified users with a session each (bearers signed with `secret`, the
+ * server's BETTER_AUTH_SECRET), written straight into better-auth's
  * tables the way its sign-up and sign-in would leave them (`user`, a credential
  * `account` holding a copy of `template`'s password hash, a `session`). A
  * sign-up and a sign-in each pay for an scrypt hash, which made setup take
  * longer than the scenarios; nothing measured depends on how a row was written,
  * and every request still authenticates with the signed bearer token as usual.
  */
-export async function insertUsers(db: pg.Pool, template: BenchUser, count: number, prefix: string): Promise<BenchUser[]> {
+export async function insertUsers(db: pg.Pool, template: BenchUser, count: number, prefix: string, secret = BENCH_AUTH_SECRET): Promise<BenchUser[]> {
   const users = Array.from({ length: count }, (_, index) => {
     const token = authId()
-    return { id: authId(), email: `${prefix}-${index}@example.com`, sessionId: authId(), sessionToken: token, token: signSessionToken(token, BENCH_AUTH_SECRET) }
+    return { id: authId(), email: `${prefix}-${index}@example.com`, sessionId: authId(), sessionToken: token, token: signSessionToken(token, secret) }
   })
   const client = await db.connect()
   try {

@@ -246,6 +246,8 @@ export function repoRoot(): string {
 export interface ServerProcess {
   url: string
   pid: number
+  /** Spawn to the first 200 from /readyz. */
+  startSeconds: number
   /** Resident set size, from /proc (bytes). */
   rss: () => number
   stop: () => Promise<void>
@@ -322,6 +324,7 @@ export async function prepareServerCheckout(serverRoot: string, root: string): P
 /** `node apps/server/launch.js main` as its own process, ready once /readyz answers 200. */
 export async function startServer(options: ServerOptions): Promise<ServerProcess> {
   const port = await findFreePort()
+  const spawned = Date.now()
   const { child, stop } = spawnTracked(process.execPath, ['apps/server/launch.js', 'main'], {
     cwd: options.serverRoot,
     env: serverEnv(options, port),
@@ -339,6 +342,7 @@ export async function startServer(options: ServerOptions): Promise<ServerProcess
   return {
     url,
     pid: child.pid!,
+    startSeconds: (Date.now() - spawned) / 1000,
     rss: () => processRss(child.pid!),
     stop,
   }

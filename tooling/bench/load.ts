@@ -8,6 +8,7 @@ import { promisify } from 'node:util'
 
 import autocannon from 'autocannon'
 
+import { REQUEST_DEADLINE_MS } from './context.ts'
 import { repoRoot } from './infra.ts'
 
 export interface HttpCall {
@@ -38,6 +39,7 @@ export async function sequentialLatencies(call: HttpCall, count: number): Promis
       res.once('error', reject)
     })
     req.once('error', reject)
+    req.setTimeout(REQUEST_DEADLINE_MS, () => req.destroy(new Error(`${call.method} ${call.url}: no answer within ${REQUEST_DEADLINE_MS} ms`)))
     req.end(call.body)
   })
   try {

@@ -9,17 +9,18 @@ import { parseArgs } from 'node:util'
 
 import pg from 'pg'
 
-import type { BenchContext, Row, Scenario } from './context.ts'
+import type { BenchContext, Prestarted, Row, Scenario } from './context.ts'
 import { SERVER_APP } from './context.ts'
+import { startDebitWorker } from './debit.ts'
 import { setUpDeployment } from './deployment.ts'
 import { cleanupAll, createWorkDir, prepareServerCheckout, repoRoot, startInfra, startServer, type ServerOptions } from './infra.ts'
 import { findPgbench } from './load.ts'
 import { authRead } from './scenarios/auth-read.ts'
 import { coldStart } from './scenarios/cold-start.ts'
-import { debit } from './scenarios/debit.ts'
-import { fanout } from './scenarios/fanout.ts'
+import { debit, debitWorkerInput } from './scenarios/debit.ts'
+import { fanout, fanoutInstanceOptions } from './scenarios/fanout.ts'
 import { gatewayLatency, gatewayThroughput } from './scenarios/gateway.ts'
-import { idle } from './scenarios/idle.ts'
+import { idle, idleInstanceOptions } from './scenarios/idle.ts'
 import { streamingTts } from './scenarios/streaming-tts.ts'
 
 const scenarios: Scenario[] = [gatewayLatency, gatewayThroughput, authRead, fanout, debit, idle, coldStart, streamingTts]
@@ -83,7 +84,7 @@ async function main(): Promise<number> {
     logFile: join(infra.root, 'server.log'),
   }
   const server = await startServer(serverOptions)
-  log(`server ready at ${server.url} (pid ${server.pid})`)
+  log(`server ready at ${server.url} (pid ${server.pid}) after ${server.startSeconds.toFixed(1)} s`)
   const db = new pg.Pool({ connectionString: databaseUrl, max: 2, application_name: 'airi-bench' })
   db.on('error', () => {})
   const deployment = await setUpDeployment(server.url, databaseUrl, infra.fakes, quick ? 20 : 100)
@@ -92,7 +93,27 @@ async function main(): Promise<number> {
   if (!pgbench)
     log('pgbench not found (embedded Postgres package, PATH, /usr/lib/postgresql): the SQL ceilings are skipped')
 
-  const context: BenchContext = { quick, rounds, infra, serverRoot, server, serverOptions, databaseUrl, db, deployment, pgbench, log }
+  // Side by side rather than each inside its scenario: on two cores two start-ups
+  // take little longer than one, and each would otherwise be paid in turn.
+  const prestarted: Prestarted = {}
+  const wanted = new Set(selected.map(scenario => scenario.name))
+  const since = Date.now()
+  const timed = <T>(what: string, started: Promise<T>) => started.then((value) => {
+    log(`${what} ready after ${((Date.now() - since) / 1000).toFixed(1)} s`)
+    return value
+  })
+  if (wanted.has('fanout'))
+    prestarted.fanout = timed('fanout\'s second instance', startServer(fanoutInstanceOptions(serverOptions)))
+  if (wanted.has('idle'))
+    prestarted.idle = timed('idle\'s instance', startServer(idleInstanceOptions(serverOptions)))
+  if (wanted.has('debit'))
+    prestarted.debit = timed('the debit worker', startDebitWorker(debitWorkerInput({ databaseUrl, serverRoot, infra, serverOptions }), infra.root))
+  // Settled, not necessarily started: a failed start fails its scenario only.
+  await Promise.allSettled(Object.values(prestarted))
+  for (const started of Object.values(prestarted))
+    (started as Promise<unknown>).catch(() => {})
+
+  const context: BenchContext = { quick, rounds, infra, serverRoot, server, serverOptions, databaseUrl, db, deployment, pgbench, prestarted, log }
   const rows: Row[] = []
   const failures: string[] = []
   for (const scenario of selected) {

@@ -53,6 +53,11 @@ export function added(ours: readonly number[], baseline: readonly number[], p: n
 }
 
 /** A number for the table: 3 significant digits, thousands kept whole. */
+/** A difference with its sign: `+1.20`, `-8.43` (never `+-`). */
+export function formatSigned(value: number): string {
+  return `${value >= 0 ? '+' : ''}${formatNumber(value)}`
+}
+
 export function formatNumber(value: number): string {
   if (!Number.isFinite(value))
     return 'n/a'

@@ -2,6 +2,7 @@ import { performance } from 'node:perf_hooks'
 
 import WebSocket from 'ws'
 
+import { REQUEST_DEADLINE_MS } from './context.ts'
 import { until } from './infra.ts'
 
 /** A set of sockets that record when each fan-out sequence number reached them. */
@@ -13,6 +14,24 @@ export interface Subscribers {
 }
 
 const SEQ = /fanout:(\d+):/
+
+/** Resolves once `socket` is open; fails on an error or after the request deadline. */
+export function opened(socket: WebSocket): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      socket.terminate()
+      reject(new Error(`${socket.url}: not open within ${REQUEST_DEADLINE_MS} ms`))
+    }, REQUEST_DEADLINE_MS)
+    socket.once('open', () => {
+      clearTimeout(timer)
+      resolve()
+    })
+    socket.once('error', (error) => {
+      clearTimeout(timer)
+      reject(error)
+    })
+  })
+}
 
 function track(sockets: WebSocket[], log: Map<number, number[]>) {
   for (const socket of sockets) {
@@ -56,10 +75,7 @@ export async function openChatSubscribers(baseUrls: string[], tokens: string[], 
         failed ??= new Error(`a subscription failed: ${text.slice(0, 300)}`)
     })
     socket.on('error', error => (failed ??= error))
-    await new Promise<void>((resolve, reject) => {
-      socket.once('open', () => resolve())
-      socket.once('error', reject)
-    })
+    await opened(socket)
     socket.send(JSON.stringify({ method: 'connectionParams', data: { token: tokens[index % tokens.length] } }))
     socket.send(JSON.stringify({ id: 1, method: 'subscription', params: { path: 'chats.onMessages', input: { json: {} } } }))
   }
@@ -79,10 +95,10 @@ export async function openChatSubscribers(baseUrls: string[], tokens: string[], 
 
 /** Plain `ws` sockets on the bare broadcast server. */
 export async function openBareSubscribers(baseUrl: string, count: number): Promise<Subscribers> {
-  const sockets = await Promise.all(Array.from({ length: count }, () => new Promise<WebSocket>((resolve, reject) => {
+  const sockets = await Promise.all(Array.from({ length: count }, async () => {
     const socket = new WebSocket(baseUrl.replace(/^http/, 'ws'))
-    socket.once('open', () => resolve(socket))
-    socket.once('error', reject)
-  })))
+    await opened(socket)
+    return socket
+  }))
   return track(sockets, new Map())
 }

@@ -1,4 +1,4 @@
-import type { Row, Scenario } from '../context.ts'
+import { REQUEST_DEADLINE_MS, type Row, type Scenario } from '../context.ts'
 import { startHelper } from '../infra.ts'
 import { load, type HttpCall } from '../load.ts'
 import { formatNumber, formatSummary, ratio, summarize } from '../stats.ts'
@@ -22,7 +22,7 @@ export const authRead: Scenario = {
       for (const path of procedures) {
         const token = users[0]!.token
         const captured = await captureCalls(context, async () => {
-          const response = await fetch(`${context.server.url}/trpc/${path}`, { headers: { authorization: `Bearer ${token}` } })
+          const response = await fetch(`${context.server.url}/trpc/${path}`, { headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(REQUEST_DEADLINE_MS) })
           await response.arrayBuffer()
         })
         sql.set(path, captured.perCall)

@@ -4,10 +4,17 @@ import { startDebitWorker, type DebitWorkerInput } from '../debit.ts'
 import { pgbench, pgbenchLength } from '../load.ts'
 import { pgbenchScripts, splitCalls } from '../sql-replay.ts'
 import { formatNumber, formatSummary, ratio, summarize } from '../stats.ts'
-import type { Scenario } from '../context.ts'
+import type { BenchContext, Scenario } from '../context.ts'
 
 const DEBIT_APP = 'airi-bench-debit'
 const BOUNDARY = 'bench-debit-boundary'
+
+/** The debit worker's connection: the server's database, its own application_name (the capture filters on it). */
+export function debitWorkerInput(context: Pick<BenchContext, 'databaseUrl' | 'serverRoot' | 'infra' | 'serverOptions'>): DebitWorkerInput {
+  const url = new URL(context.databaseUrl)
+  url.searchParams.set('application_name', DEBIT_APP)
+  return { serverRoot: context.serverRoot, databaseUrl: url.toString(), redisUrl: context.infra.redis.url, redisPrefix: context.serverOptions.redisPrefix }
+}
 
 /**
  * The ledger's debit at c=100 over 100 users: the billing service in a process of
@@ -23,11 +30,9 @@ export const debit: Scenario = {
     const concurrency = Math.min(100, users.length)
     const seconds = context.quick ? 2 : 5
     const amount = context.quick ? 300 : undefined
-    const url = new URL(context.databaseUrl)
-    url.searchParams.set('application_name', DEBIT_APP)
-    const input: DebitWorkerInput = { serverRoot: context.serverRoot, databaseUrl: url.toString(), redisUrl: context.infra.redis.url, redisPrefix: context.serverOptions.redisPrefix, userIds: users.slice(0, concurrency).map(u => u.id), concurrency }
+    const userIds = users.slice(0, concurrency).map(u => u.id)
     // One worker for the capture and every round: composing the API is its slow part.
-    const worker = await startDebitWorker(input, context.infra.root)
+    const worker = await (context.prestarted.debit ?? startDebitWorker(debitWorkerInput(context), context.infra.root))
     try {
       // The statements of one debit, captured from the same service.
       const user = users[0]!
@@ -54,7 +59,7 @@ export const debit: Scenario = {
       for (let round = 0; round < context.rounds; round++) {
         if (context.pgbench)
           ceiling.push((await pgbench(context.pgbench, context.databaseUrl, scripts, join(context.infra.root, 'pgbench-debit'), concurrency, pgbenchLength(seconds, amount))).tps)
-        const result = await worker.run(seconds)
+        const result = await worker.run(seconds, concurrency, userIds)
         ours.push(result.debits / result.seconds)
         context.log(`debit round ${round + 1}: pgbench ${formatNumber(ceiling.at(-1) ?? Number.NaN)} tps, service ${formatNumber(ours.at(-1)!)} debits/s (${result.errors} errors)`)
       }

@@ -2,10 +2,15 @@ import { randomUUID } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
 
 import { trpcCall } from '../deployment.ts'
-import { startHelper, startServer, until, type ServerProcess } from '../infra.ts'
+import { startHelper, startServer, until, type ServerOptions, type ServerProcess } from '../infra.ts'
 import { formatNumber, formatSummary, percentile, ratio, summarize } from '../stats.ts'
 import { openBareSubscribers, openChatSubscribers, type Subscribers } from '../subscribers.ts'
-import type { BenchContext, Row, Scenario } from '../context.ts'
+import { REQUEST_DEADLINE_MS, type BenchContext, type Row, type Scenario } from '../context.ts'
+
+/** The second instance of the two-instance run: the same deployment, a log of its own. */
+export function fanoutInstanceOptions(options: ServerOptions): ServerOptions {
+  return { ...options, logFile: options.logFile.replace(/\.log$/, '-2.log') }
+}
 
 /** Sends `messages` one after another; each is timed from the send to its arrival at every subscriber. */
 async function measure(subscribers: Subscribers, messages: number, send: (seq: number) => Promise<void>, firstSeq: number): Promise<number[]> {
@@ -45,7 +50,7 @@ export const fanout: Scenario = {
     try {
       const bareSubscribers = await openBareSubscribers(bare.info.url, count)
       const sendBare = async (seq: number) => {
-        const response = await fetch(`${bare.info.url}/broadcast`, { method: 'POST', body: JSON.stringify({ content: payload(seq) }) })
+        const response = await fetch(`${bare.info.url}/broadcast`, { method: 'POST', body: JSON.stringify({ content: payload(seq) }), signal: AbortSignal.timeout(REQUEST_DEADLINE_MS) })
         await response.arrayBuffer()
       }
       let seq = 0
@@ -95,12 +100,14 @@ export const fanout: Scenario = {
         }
       }
       await run('1 instance', [context.server])
-      second = await startServer({ ...context.serverOptions, logFile: context.serverOptions.logFile.replace(/\.log$/, '-2.log') })
+      second = await (context.prestarted.fanout ?? startServer(fanoutInstanceOptions(context.serverOptions)))
       await run('2 instances', [context.server, second])
       bareSubscribers.close()
       return rows
     }
     finally {
+      // Also when the one-instance run failed before taking it: it must not linger into idle.
+      second ??= await context.prestarted.fanout?.catch(() => undefined)
       await second?.stop()
       await bare.stop()
     }

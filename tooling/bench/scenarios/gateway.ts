@@ -1,9 +1,9 @@
 import { join } from 'node:path'
 
-import { SERVER_APP, type BenchContext, type Row, type Scenario } from '../context.ts'
+import { REQUEST_DEADLINE_MS, SERVER_APP, type BenchContext, type Row, type Scenario } from '../context.ts'
 import { load, pgbench, pgbenchLength, sequentialLatencies, type HttpCall } from '../load.ts'
 import { pgbenchScripts, splitCalls } from '../sql-replay.ts'
-import { formatNumber, formatSummary, ratio, summarize, percentile } from '../stats.ts'
+import { formatNumber, formatSigned, formatSummary, ratio, summarize, percentile } from '../stats.ts'
 
 const MESSAGES = [{ role: 'user', content: 'hi' }]
 
@@ -25,7 +25,7 @@ function gateway(context: BenchContext, token: string): HttpCall {
   }
 }
 
-const ms = (value: number) => `${value >= 0 ? '+' : ''}${formatNumber(value)} ms`
+const ms = (value: number) => `${formatSigned(value)} ms`
 
 export const gatewayLatency: Scenario = {
   name: 'gateway-latency',
@@ -96,7 +96,7 @@ export async function captureCalls(context: BenchContext, call: () => Promise<vo
 }
 
 async function send(call: HttpCall): Promise<void> {
-  const response = await fetch(call.url, { method: call.method, headers: call.headers, body: call.body })
+  const response = await fetch(call.url, { method: call.method, headers: call.headers, body: call.body, signal: AbortSignal.timeout(REQUEST_DEADLINE_MS) })
   await response.arrayBuffer()
   if (!response.ok)
     throw new Error(`${call.url} answered ${response.status}`)

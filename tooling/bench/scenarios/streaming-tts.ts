@@ -3,43 +3,48 @@ import { performance } from 'node:perf_hooks'
 import WebSocket from 'ws'
 
 import { trpcCall } from '../deployment.ts'
-import { formatNumber, formatSummary, percentile, summarize } from '../stats.ts'
-import type { BenchContext, Scenario } from '../context.ts'
+import { formatNumber, formatSigned, formatSummary, percentile, summarize } from '../stats.ts'
+import { opened } from '../subscribers.ts'
+import { REQUEST_DEADLINE_MS, type BenchContext, type Scenario } from '../context.ts'
 
 const SENTENCE = 'Hello there, this is the first sentence. '
 const SPEECH_SOCKET_PATH = '/api/v1/audio/speech/ws'
 
-/** Opens a socket, sends `start`, waits for `session.started`, then times the first text frame to the first audio byte. */
+/**
+ * Opens a socket, sends `start`, waits for `session.started`, then times the first
+ * text frame to the first audio byte. A socket that closes or stalls fails it.
+ */
 async function firstAudio(url: string, headers: Record<string, string>): Promise<number> {
   const ws = new WebSocket(url, { headers })
+  let timer: NodeJS.Timeout | undefined
+  const failed = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`speech session: no audio within ${REQUEST_DEADLINE_MS} ms`)), REQUEST_DEADLINE_MS)
+    ws.once('close', code => reject(new Error(`speech socket closed (${code})`)))
+    ws.once('error', reject)
+    ws.on('message', (data, isBinary) => {
+      if (!isBinary && String(data).includes('"error"'))
+        reject(new Error(`speech session failed: ${String(data)}`))
+    })
+  })
+  failed.catch(() => {})
   try {
-    await new Promise<void>((resolve, reject) => {
-      ws.once('open', () => resolve())
-      ws.once('error', reject)
-    })
-    const started = new Promise<void>((resolve, reject) => {
-      ws.on('message', (data, isBinary) => {
-        if (isBinary)
-          return
-        const text = String(data)
-        if (text.includes('session.started'))
-          resolve()
-        else if (text.includes('"error"'))
-          reject(new Error(`speech session failed: ${text}`))
-      })
-      ws.once('close', code => reject(new Error(`speech socket closed (${code})`)))
-    })
+    await Promise.race([opened(ws), failed])
+    const started = new Promise<void>(resolve => ws.on('message', (data, isBinary) => !isBinary && String(data).includes('session.started') && resolve()))
     ws.send(JSON.stringify({ event: 'start', model: 'm', voice: 'v' }))
-    await started
+    await Promise.race([started, failed])
     const audio = new Promise<number>(resolve => ws.on('message', (_data, isBinary) => isBinary && resolve(performance.now())))
     const sent = performance.now()
     ws.send(JSON.stringify({ event: 'text', text: SENTENCE }))
-    const elapsed = await audio - sent
+    const elapsed = await Promise.race([audio, failed]) - sent
     ws.send(JSON.stringify({ event: 'cancel' }))
     return elapsed
   }
   finally {
-    ws.close()
+    clearTimeout(timer)
+    if (ws.readyState === WebSocket.OPEN)
+      ws.close()
+    else
+      ws.terminate()
   }
 }
 
@@ -78,7 +83,7 @@ export const streamingTts: Scenario = {
       metric: `first audio after the first text frame, p50 (${runs} sessions/round)`,
       baseline: `direct ${formatSummary(summarize(base.p50), 'ms')}`,
       ours: formatSummary(summarize(mine.p50), 'ms'),
-      ratio: `+${formatNumber(summarize(added.p50).median)} ms (p99 +${formatNumber(summarize(added.p99).median)} ms)`,
+      ratio: `${formatSigned(summarize(added.p50).median)} ms (p99 ${formatSigned(summarize(added.p99).median)} ms)`,
       target: '—',
       met: null,
       data: { directP50: summarize(base.p50), oursP50: summarize(mine.p50), addedP50: summarize(added.p50), addedP99: summarize(added.p99) },

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 
-import { added, formatNumber, formatSummary, median, percentile, ratio, summarize } from '../stats.ts'
+import { added, formatNumber, formatSigned, formatSummary, median, percentile, ratio, summarize } from '../stats.ts'
 
 describe('bench statistics', () => {
   it('takes nearest-rank percentiles', () => {
@@ -48,5 +48,11 @@ describe('bench statistics', () => {
     expect(formatNumber(12.34)).toBe('12.3')
     expect(formatNumber(0.456)).toBe('0.46')
     expect(formatNumber(Number.NaN)).toBe('n/a')
+  })
+
+  it('signs differences once', () => {
+    expect(formatSigned(1.2)).toBe('+1.20')
+    expect(formatSigned(-8.43)).toBe('-8.43')
+    expect(formatSigned(0)).toBe('+0.00')
   })
 })
