@@ -44,14 +44,17 @@ function startWorker(data: unknown) {
   return { worker, ask }
 }
 
+/** Latencies of every round after three warm-up ones; stops early (and says so) when a round is not delivered within 30 s. */
 async function runRounds(ask: ReturnType<typeof startWorker>['ask'], send: () => void, expected: number): Promise<number[]> {
   const all: number[] = []
   for (let round = 0; round < ROUNDS + 3; round++) {
     send()
     const deadline = Date.now() + 30_000
-    while ((await ask<{ count: number }>({ type: 'count' }, 'count')).count < expected) {
-      if (Date.now() > deadline)
-        throw new Error('timed out')
+    for (let count = 0; count < expected; count = (await ask<{ count: number }>({ type: 'count' }, 'count')).count) {
+      if (Date.now() > deadline) {
+        console.warn(`round ${round} timed out: ${count} of ${expected} delivered within 30 s; stopping`)
+        return all
+      }
       await new Promise(resolve => setTimeout(resolve, 2))
     }
     const { latencies } = await ask<{ latencies: number[] }>({ type: 'take' }, 'latencies')
@@ -101,8 +104,10 @@ it('measures chat fan-out', async () => {
     servers.push(await startTestServer({ database, redisPrefix, limits: limits as never }))
   }
   const users = []
-  for (let i = 0; i < USERS; i += 10)
-    users.push(...await Promise.all(Array.from({ length: Math.min(10, USERS - i) }, () => createVerifiedUser(servers[0]!))))
+  // A few at a time, each tried again once: sign-up hashes a password, slow on a loaded machine.
+  const signUp = () => createVerifiedUser(servers[0]!).catch(() => createVerifiedUser(servers[0]!))
+  for (let i = 0; i < USERS; i += 5)
+    users.push(...await Promise.all(Array.from({ length: Math.min(5, USERS - i) }, signUp)))
   const owner = users[0]!
   const sdk = createAiriClient({ baseUrl: servers[0]!.baseUrl, getToken: () => owner.token })
   const chat = await sdk.chats.create.mutate({ type: 'group', title: 'fan-out', members: users.slice(1).map(user => ({ type: 'user' as const, id: user.id })) })
@@ -117,7 +122,7 @@ it('measures chat fan-out', async () => {
     await ours.ask({ type: 'connect' }, 'connected')
     const sqlBefore = [...counts]
     const ourLatencies = await runRounds(ours.ask, () => ours.worker.postMessage({ type: 'send', url: servers[0]!.baseUrl, token: owner.token, chatId: chat.id }), USERS * PER_USER)
-    const sqlPerMessage = servers.map((_, i) => ((counts[i] ?? 0) - (sqlBefore[i] ?? 0)) / (ROUNDS + 3))
+    const sqlPerMessage = servers.map((_, i) => ((counts[i] ?? 0) - (sqlBefore[i] ?? 0)) / (ourLatencies.length / (USERS * PER_USER) + 3))
     // Idle: statements over 3 s with every subscription open and nothing sent.
     const idleBefore = [...counts]
     await new Promise(resolve => setTimeout(resolve, 3000))
