@@ -63,7 +63,9 @@ export interface LoadResult {
 }
 
 /**
- * autocannon at `connections` for `seconds` (or `amount` requests in all). Each
+ * autocannon at `connections` for `seconds` (or `amount` requests in all: only
+ * for bounding work, not for rates, since such a run ends on autocannon's 1 s
+ * sampling tick and 300 requests read as at most ~300 req/s). Each
  * connection gets its own headers from `headersFor(index)` (e.g. its own user).
  */
 export async function load(call: HttpCall, options: { connections: number, seconds?: number, amount?: number, headersFor?: (index: number) => Record<string, string> }): Promise<LoadResult> {

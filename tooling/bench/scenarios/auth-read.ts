@@ -12,7 +12,6 @@ export const authRead: Scenario = {
     const users = context.deployment.users
     const connections = Math.min(50, users.length)
     const seconds = context.quick ? 2 : 5
-    const amount = context.quick ? 300 : undefined
     const bare = await startHelper<{ url: string }>('bare-trpc.ts', [context.serverRoot], context.infra.root)
     try {
       const get = (url: string): HttpCall => ({ method: 'GET', url })
@@ -31,8 +30,8 @@ export const authRead: Scenario = {
       const ours = new Map<string, number[]>(procedures.map(path => [path, []]))
       for (let round = 0; round < context.rounds; round++) {
         for (const path of procedures) {
-          bareRps.push((await load(get(`${bare.info.url}/trpc/bench.constant`), { connections, seconds, amount })).requestsPerSecond)
-          const result = await load(get(`${context.server.url}/trpc/${path}`), { connections, seconds, amount, headersFor })
+          bareRps.push((await load(get(`${bare.info.url}/trpc/bench.constant`), { connections, seconds })).requestsPerSecond)
+          const result = await load(get(`${context.server.url}/trpc/${path}`), { connections, seconds, headersFor })
           if (result.non2xx > 0 || result.errors > 0)
             context.log(`auth-read ${path}: ${result.non2xx} non-2xx, ${result.errors} errors`)
           ours.get(path)!.push(result.requestsPerSecond)

@@ -109,7 +109,8 @@ export const gatewayThroughput: Scenario = {
     const users = context.deployment.users
     const connections = Math.min(100, users.length)
     const seconds = context.quick ? 2 : 5
-    const amount = context.quick ? 300 : undefined
+    // pgbench by count in --quick (see pgbench); autocannon by time, for rates.
+    const pgbenchTransactions = context.quick ? 300 : undefined
     const captureUser = users[0]!
     const captured = await captureCalls(context, () => send(gateway(context, captureUser.token)))
     context.log(`gateway: ${formatNumber(captured.perCall)} SQL statements per call; the last call's:\n  ${captured.last.join('\n  ')}`)
@@ -120,14 +121,14 @@ export const gatewayThroughput: Scenario = {
     const rounds = { directRps: [] as number[], directP99: [] as number[], pgbenchTps: [] as number[], oursRps: [] as number[], oursP99: [] as number[], errors: 0 }
     const headersFor = (index: number) => ({ authorization: `Bearer ${users[index % connections]!.token}` })
     for (let round = 0; round < context.rounds; round++) {
-      const base = await load(direct(context), { connections, seconds, amount })
+      const base = await load(direct(context), { connections, seconds })
       rounds.directRps.push(base.requestsPerSecond)
       rounds.directP99.push(base.p99)
       if (context.pgbench) {
-        const ceiling = await pgbench(context.pgbench, context.databaseUrl, scripts, join(context.infra.root, 'pgbench-gateway'), connections, pgbenchLength(seconds, amount))
+        const ceiling = await pgbench(context.pgbench, context.databaseUrl, scripts, join(context.infra.root, 'pgbench-gateway'), connections, pgbenchLength(seconds, pgbenchTransactions))
         rounds.pgbenchTps.push(ceiling.tps)
       }
-      const ours = await load(gateway(context, captureUser.token), { connections, seconds, amount, headersFor })
+      const ours = await load(gateway(context, captureUser.token), { connections, seconds, headersFor })
       rounds.oursRps.push(ours.requestsPerSecond)
       rounds.oursP99.push(ours.p99)
       rounds.errors += ours.errors + ours.non2xx
