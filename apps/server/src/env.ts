@@ -53,6 +53,8 @@ export const envSchema = z.object({
   /** Where the embedded default keeps its Postgres cluster and generated secrets. */
   DATA_DIR: optionalString,
   DATABASE_URL: z.url().optional(),
+  /** Postgres connections this process may hold at once (see docs/configuration.md for how the default was chosen). */
+  DATABASE_POOL_MAX: z.coerce.number().int().positive().max(1000).optional(),
   REDIS_URL: z.url().optional(),
   /** Prepended to every Redis key and channel, so deployments can share a server. */
   REDIS_KEY_PREFIX: z.string().default(''),

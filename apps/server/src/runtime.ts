@@ -44,7 +44,7 @@ export async function openDatabase(env: Env, logger: Logger): Promise<Database> 
     embedded = await startEmbeddedPostgres({ dataDir, database: 'airi', onLog: message => logger.debug({ postgres: message.trim() }) })
     url = embedded.url
   }
-  const db = createDb({ connectionString: url })
+  const db = createDb({ connectionString: url, maxConnections: env.DATABASE_POOL_MAX })
   return {
     db,
     url,

@@ -22,7 +22,7 @@ export interface CreateDbOptions {
 }
 
 /** Default pool size: measured at c=100 on 2 cores, see docs/operations.md (DATABASE_POOL_MAX). */
-export const DEFAULT_POOL_MAX = 10
+export const DEFAULT_POOL_MAX = 20
 export const DEFAULT_CONNECTION_TIMEOUT_MS = 10_000
 
 export type Db = Kysely<Database>
