@@ -127,8 +127,68 @@ function deserialize(raw: unknown): unknown {
   return problem ? refuse(problem) : input
 }
 
-/** superjson both ways, with every input checked by `findInputProblem` as it is read. */
+type Serialized = ReturnType<typeof superjson.serialize>
+type Meta = Serialized['meta']
+
+/**
+ * Outputs marked by `markShared`, with their serialization once made: `direct`
+ * as sent alone, `trackedMeta` its meta inside a tracked event's `{ id, data }`
+ * (null when that cannot be derived, e.g. superjson recorded shared references).
+ */
+const shared = new WeakMap<object, { direct: Serialized, trackedMeta: Meta | null } | undefined>()
+
+/**
+ * Declares that `value` will not change from now on, so every subscription that
+ * sends it can share one serialization: live sync hands one event object to a
+ * thousand sockets, and superjson's walk over it was the largest part of each
+ * delivery's CPU time (docs/performance.md, fan-out). Returns `value`.
+ */
+export function markShared<T extends object>(value: T): T {
+  if (!shared.has(value))
+    shared.set(value, undefined)
+  return value
+}
+
+function serializedShared(value: object) {
+  let entry = shared.get(value)
+  if (!entry) {
+    const direct = superjson.serialize(value as Parameters<typeof superjson.serialize>[0])
+    const values = direct.meta?.values
+    // Inside `{ id, data }` every annotated path starts with `data.`; a root annotation or a reference list would need more than that.
+    const derivable = !direct.meta?.referentialEqualities && (values === undefined || !Array.isArray(values))
+    const trackedMeta = !derivable
+      ? null
+      : direct.meta && { ...direct.meta, values: Object.fromEntries(Object.entries(values ?? {}).map(([path, tree]) => [`data.${path}`, tree])) }
+    entry = { direct, trackedMeta }
+    shared.set(value, entry)
+  }
+  return entry
+}
+
+/** tRPC's WebSocket adapter wraps each tracked event in a new `{ id, data }` per subscription. */
+function isTrackedWrapper(value: object): value is { id: string, data: object } {
+  const { id, data } = value as { id?: unknown, data?: unknown }
+  return typeof id === 'string' && typeof data === 'object' && data !== null && Object.keys(value).length === 2
+}
+
+/** superjson, except that a shared output (alone or as a tracked event's data) is walked once, not once per subscription. */
+function serializeOutput(value: unknown): Serialized {
+  if (typeof value === 'object' && value !== null) {
+    if (shared.has(value))
+      return serializedShared(value).direct
+    if (isTrackedWrapper(value) && shared.has(value.data)) {
+      const { direct, trackedMeta } = serializedShared(value.data)
+      if (trackedMeta !== null) {
+        const json = { id: value.id, data: direct.json } as Serialized['json']
+        return trackedMeta ? { json, meta: trackedMeta } : { json }
+      }
+    }
+  }
+  return superjson.serialize(value as Parameters<typeof superjson.serialize>[0])
+}
+
+/** superjson both ways, with every input checked by `findInputProblem` as it is read, and shared outputs serialized once. */
 export const guardedTransformer = {
   input: { serialize: (value: unknown) => superjson.serialize(value as Parameters<typeof superjson.serialize>[0]), deserialize },
-  output: superjson,
+  output: { serialize: serializeOutput, deserialize: (value: unknown) => superjson.deserialize(value as Serialized) },
 }

@@ -1,6 +1,7 @@
 import type { Db, Message } from '@airi/db'
 
 import { ApiError } from '../../errors.ts'
+import { markShared } from '../../input-guard.ts'
 import type { Logger } from '../../logger.ts'
 import { INLINE_MESSAGES_CHARS, type ChatFanout, type ChatSyncNotice, type SyncedMessage } from '../chat-fanout.ts'
 
@@ -159,6 +160,12 @@ export function createLiveSync({ db, fanout, logger, resyncIntervalMs }: { db: D
     return messages.length === 0 ? null : { type: 'messages', chatId: messages[0]!.chatId, messages, fromSeq: messages[0]!.seq, toSeq: messages.at(-1)!.seq }
   }
 
+  /** The event every local subscription sends as is: never changed, so serialized once for all of them. */
+  function sharedEventOf(messages: SyncedMessage[]): MessagesEvent | null {
+    const event = eventOf(messages)
+    return event && markShared(event)
+  }
+
   /** Hands a send to every local subscription it concerns, sharing one event (and at most one read) among them. */
   function deliver(notice: Omit<ChatSyncNotice, 'origin'>): void {
     let event: SharedEvent | undefined
@@ -167,10 +174,10 @@ export function createLiveSync({ db, fanout, logger, resyncIntervalMs }: { db: D
       if (!here)
         continue
       event ??= notice.messages
-        ? Promise.resolve(eventOf(notice.messages))
+        ? Promise.resolve(sharedEventOf(notice.messages))
         : db.selectFrom('messages').selectAll().where('chat_id', '=', notice.chatId).where('deleted_at', 'is', null)
             .where('seq', '>=', notice.fromSeq).where('seq', '<=', notice.toSeq).orderBy('seq').execute()
-            .then(rows => eventOf(rows.map(toMessage)))
+            .then(rows => sharedEventOf(rows.map(toMessage)))
       for (const follower of here)
         follower.offer(feedSeq, event)
     }
