@@ -54,7 +54,7 @@ export const envSchema = z.object({
   DATA_DIR: optionalString,
   DATABASE_URL: z.url().optional(),
   /** Postgres connections this process may hold at once (see docs/configuration.md for how the default was chosen). */
-  DATABASE_POOL_MAX: z.coerce.number().int().positive().max(1000).optional(),
+  DATABASE_POOL_MAX: z.coerce.number().int().positive().max(1000).default(20),
   REDIS_URL: z.url().optional(),
   /** Prepended to every Redis key and channel, so deployments can share a server. */
   REDIS_KEY_PREFIX: z.string().default(''),

@@ -21,8 +21,8 @@ export interface CreateDbOptions {
   onQuery?: (sql: string) => void
 }
 
-/** Default pool size: measured at c=100 on 2 cores, see docs/operations.md (DATABASE_POOL_MAX). */
-export const DEFAULT_POOL_MAX = 20
+/** Library default (tests, scripts); the server takes DATABASE_POOL_MAX (default 20, see docs/configuration.md). */
+export const DEFAULT_POOL_MAX = 10
 export const DEFAULT_CONNECTION_TIMEOUT_MS = 10_000
 
 export type Db = Kysely<Database>
