@@ -321,11 +321,20 @@ export async function prepareServerCheckout(serverRoot: string, root: string): P
   return (Date.now() - started) / 1000
 }
 
+/**
+ * Node flags for the server process from BENCH_SERVER_NODE_ARGS, e.g.
+ * `--cpu-prof --cpu-prof-dir=/tmp/prof` (not allowed in NODE_OPTIONS): the
+ * profile is written when the server exits at the end of the run.
+ */
+function serverNodeArgs(): string[] {
+  return process.env.BENCH_SERVER_NODE_ARGS?.split(/\s+/).filter(Boolean) ?? []
+}
+
 /** `node apps/server/launch.js main` as its own process, ready once /readyz answers 200. */
 export async function startServer(options: ServerOptions): Promise<ServerProcess> {
   const port = await findFreePort()
   const spawned = Date.now()
-  const { child, stop } = spawnTracked(process.execPath, ['apps/server/launch.js', 'main'], {
+  const { child, stop } = spawnTracked(process.execPath, [...serverNodeArgs(), 'apps/server/launch.js', 'main'], {
     cwd: options.serverRoot,
     env: serverEnv(options, port),
     logFile: options.logFile,
