@@ -7,7 +7,15 @@
  * sustained load is the gateway's memory growth. `release()` (once the call has
  * settled) clears the timer and takes the listeners off the sources.
  */
-export function createCallSignal(sources: AbortSignal[], timeoutMs: number) {
+export interface CallSignal {
+  signal: AbortSignal
+  /** True once the deadline, not a source, ended the call. */
+  readonly timedOut: boolean
+  /** Clears the timer and the listeners; call once the call has settled. */
+  release: () => void
+}
+
+export function createCallSignal(sources: AbortSignal[], timeoutMs: number): CallSignal {
   const controller = new AbortController()
   let timedOut = false
   const onAbort = (event: Event) => controller.abort((event.target as AbortSignal).reason)
@@ -38,7 +46,6 @@ export function createCallSignal(sources: AbortSignal[], timeoutMs: number) {
 
   return {
     signal: controller.signal,
-    /** True once the deadline, not a source, ended the call. */
     get timedOut() {
       return timedOut
     },
