@@ -12,6 +12,8 @@ import { dirname, extname, join, relative, resolve } from 'node:path'
 import { argv, version as nodeVersion } from 'node:process'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 
+import { decode, encode } from '@jridgewell/sourcemap-codec'
+
 const serverDir = fileURLToPath(new URL('..', import.meta.url))
 const rootDir = resolve(serverDir, '../..')
 const cacheDir = join(serverDir, 'node_modules/.cache/airi-launch')
@@ -168,42 +170,6 @@ export function keepNamesCheaply(text) {
   return text.replace(helper, 'var __name = (target, value) => target.name === value ? target : __defProp(target, "name", { value, configurable: true });')
 }
 
-const BASE64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
-const BASE64_VALUE = new Map([...BASE64].map((char, index) => [char, index]))
-
-function decodeVlq(text) {
-  const values = []
-  let value = 0
-  let shift = 0
-  for (const char of text) {
-    const digit = BASE64_VALUE.get(char)
-    value += (digit & 31) * 2 ** shift
-    if (digit & 32) {
-      shift += 5
-      continue
-    }
-    values.push(value % 2 ? -(value - 1) / 2 : value / 2)
-    value = 0
-    shift = 0
-  }
-  return values
-}
-
-function encodeVlq(values) {
-  let text = ''
-  for (const value of values) {
-    let rest = value < 0 ? -value * 2 + 1 : value * 2
-    do {
-      let digit = rest % 32
-      rest = Math.floor(rest / 32)
-      if (rest > 0)
-        digit |= 32
-      text += BASE64[digit]
-    } while (rest > 0)
-  }
-  return text
-}
-
 /** A source map (v3) keeping only the segments that point into workspace sources. */
 function ownSourcesOnly(map) {
   const kept = map.sources.map(source => !source.split('/').includes('node_modules'))
@@ -215,44 +181,21 @@ function ownSourcesOnly(map) {
       sources.push(source)
     }
   })
-  // Fields other than the generated column are relative to the previous segment of the
-  // whole map: track them absolutely on the way in and re-relativise on the way out.
-  let source = 0
-  let line = 0
-  let column = 0
-  let outSource = 0
-  let outLine = 0
-  let outColumn = 0
-  const mappings = map.mappings.split(';').map((text) => {
-    let generated = 0
-    let outGenerated = 0
+  // Decoded segments are absolute: [generated column, source, line, column, name?].
+  const lines = decode(map.mappings).map((segments) => {
+    const out = []
     let previousMapped = false
-    const segments = []
-    for (const segment of text ? text.split(',') : []) {
-      const fields = decodeVlq(segment)
-      generated += fields[0]
-      if (fields.length >= 4) {
-        source += fields[1]
-        line += fields[2]
-        column += fields[3]
-      }
-      const mapped = fields.length >= 4 && kept[source]
+    for (const segment of segments) {
+      const mapped = segment.length >= 4 && kept[segment[1]]
       if (!mapped && !previousMapped)
         continue // nothing mapped here already
-      const out = [generated - outGenerated]
-      outGenerated = generated
-      if (mapped) {
-        out.push(index[source] - outSource, line - outLine, column - outColumn)
-        outSource = index[source]
-        outLine = line
-        outColumn = column
-      }
-      segments.push(encodeVlq(out))
+      // An unmapped segment after a mapped one ends that mapping.
+      out.push(mapped ? [segment[0], index[segment[1]], segment[2], segment[3]] : [segment[0]])
       previousMapped = mapped
     }
-    return segments.join(',')
+    return out
   })
-  return { version: 3, sources, names: [], mappings: mappings.join(';') }
+  return { version: 3, sources, names: [], mappings: encode(lines) }
 }
 
 // `node scripts/dev-bundle.mjs <entry>`: the same, in a process of its own.
