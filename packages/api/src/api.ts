@@ -93,7 +93,7 @@ export async function createApi(deps: ApiDeps) {
   const billing = createBillingService({ db, cache: adapters.cache, logger, metrics, initialFlux: () => config.get('INITIAL_USER_FLUX') })
   const characters = createCharacterService({ db })
   const providers = createProviderService({ db })
-  const chats = createChatService({ db, fanout: createChatFanout({ pubsub: adapters.pubsub, logger }), logger })
+  const chats = createChatService({ db, fanout: createChatFanout({ pubsub: adapters.pubsub, logger }), logger, analytics })
   const stripe = createStripeService({
     db,
     billing,

@@ -38,12 +38,7 @@ export const chatsRouter = createRouter({
   delete: protectedProcedure.input(chatsInput.byId).mutation(({ ctx, input }) => ctx.services.chats.delete(ctx.user.id, input.chatId)),
   addMembers: protectedProcedure.input(chatsInput.addMembers).mutation(({ ctx, input }) => ctx.services.chats.addMembers(ctx.user.id, input)),
   removeMember: protectedProcedure.input(chatsInput.removeMember).mutation(({ ctx, input }) => ctx.services.chats.removeMember(ctx.user.id, input)),
-  sendMessages: protectedProcedure.input(chatsInput.sendMessages).mutation(async ({ ctx, input }) => {
-    const sent = await ctx.services.chats.sendMessages(ctx.user.id, input)
-    // After the commit: `first_message_sent`, once per user ever (never fails the send).
-    await ctx.services.analytics.messageSent(ctx.user.id)
-    return sent
-  }),
+  sendMessages: protectedProcedure.input(chatsInput.sendMessages).mutation(({ ctx, input }) => ctx.services.chats.sendMessages(ctx.user.id, input)),
   pullMessages: protectedProcedure.input(chatsInput.pullMessages).query(({ ctx, input }) => ctx.services.chats.pullMessages(ctx.user.id, input)),
 
   /**

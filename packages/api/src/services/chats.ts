@@ -6,6 +6,7 @@ import { ApiError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 import type { ChatFanout, SyncedMessage } from './chat-fanout.ts'
 import { chunks, createLiveSync, toMessage, type ChatMessagesEvent, type ChatSyncEvent } from './chats/live-sync.ts'
+import type { AnalyticsService } from './analytics.ts'
 
 export interface MemberRef {
   type: 'user' | 'character'
@@ -38,6 +39,8 @@ export interface ChatServiceDeps {
   db: Db
   fanout: ChatFanout
   logger: Logger
+  /** Told after a send stored new messages (`first_message_sent`); it never fails the send. */
+  analytics?: Pick<AnalyticsService, 'messageSent'>
   /**
    * How soon a re-check of feed heads that failed (after pub/sub came back) is
    * tried again. Nothing runs on this interval while all is well.
@@ -85,7 +88,7 @@ function toChatView(chat: Chat, members: MemberRef[]): ChatView {
  * joining a chat brings no history into it (`pullMessages` reads that), and leaving
  * one stops its rows from being delivered.
  */
-export function createChatService({ db, fanout, logger, resyncIntervalMs = 15_000 }: ChatServiceDeps) {
+export function createChatService({ db, fanout, logger, analytics, resyncIntervalMs = 15_000 }: ChatServiceDeps) {
   const live = createLiveSync({ db, fanout, logger, resyncIntervalMs })
 
   /** The chats `userId` is an active member of: where every read starts. */
@@ -293,6 +296,8 @@ export function createChatService({ db, fanout, logger, resyncIntervalMs = 15_00
 
       if (heads)
         await live.announce(input.chatId, created.map(toMessage), heads)
+      if (created.length > 0)
+        await analytics?.messageSent(userId)
       const byId = new Map(rows.map(row => [row.id, toMessage(row)]))
       const messages = unique.map(message => byId.get(message.id)!).sort((a, b) => a.seq - b.seq)
       return { chatId: input.chatId, messages, fromSeq: messages[0]!.seq, toSeq: messages.at(-1)!.seq }
