@@ -14,6 +14,21 @@ if (!entry || !/^[\w-]+$/.test(entry)) {
   exit(2)
 }
 
+// Run by a package manager (`pnpm start`), our parent is pnpm or its shell. If it dies
+// without passing a signal on (SIGKILL, a shell killed in between), nobody is left to
+// stop this process or its embedded Postgres: losing that parent counts as SIGTERM.
+// Started any other way, the parent may rightly leave (`node launch.js main &`).
+if (env.npm_lifecycle_event) {
+  const parent = process.ppid
+  const watch = setInterval(() => {
+    if (process.ppid !== parent) {
+      clearInterval(watch)
+      process.kill(process.pid, 'SIGTERM')
+    }
+  }, 500)
+  watch.unref()
+}
+
 if (env.NODE_ENV === 'production') {
   const built = new URL(`./dist/${entry}.js`, import.meta.url)
   if (!existsSync(built)) {

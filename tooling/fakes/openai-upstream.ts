@@ -27,6 +27,13 @@ export type Behavior =
     stallAfter?: number
     /** Answer only once this settles (to hold several calls in flight at once). */
     hold?: Promise<unknown>
+    /**
+     * Generate past the request's `max_tokens` / `max_completion_tokens`, as an
+     * upstream that ignores the cap would. By default the fake honours it: at most
+     * that many content pieces (one piece stands for one token), `completion_tokens`
+     * at most the cap, and `finish_reason: 'length'` when it cut the answer.
+     */
+    ignoreMaxTokens?: boolean
   }
   /**
    * Stream content pieces of `pieceBytes` until `totalBytes` are written, as fast
@@ -199,6 +206,14 @@ interface ChatBody {
   model?: unknown
   stream?: unknown
   stream_options?: { include_usage?: unknown } | null
+  max_tokens?: unknown
+  max_completion_tokens?: unknown
+}
+
+/** The output cap the request asked for (the smaller of the two fields when both are set). */
+function maxTokensOf(body: ChatBody): number | undefined {
+  const caps = [body.max_tokens, body.max_completion_tokens].filter((value): value is number => typeof value === 'number' && Number.isInteger(value) && value > 0)
+  return caps.length > 0 ? Math.min(...caps) : undefined
 }
 
 /** Writes `text`, waiting while the connection's buffer is full; false when the client is gone. */
@@ -230,7 +245,12 @@ async function complete(res: ServerResponse, request: UpstreamRequest, body: Cha
   const id = `chatcmpl-${randomUUID()}`
   const created = Math.floor(Date.now() / 1000)
   const model = body.model
-  const usage = behavior.usage === undefined ? DEFAULT_USAGE : behavior.usage
+  const cap = behavior.ignoreMaxTokens ? undefined : maxTokensOf(body)
+  const allPieces = splitContent(behavior.content, behavior.chunks)
+  const pieces = cap === undefined ? allPieces : allPieces.slice(0, cap)
+  const finishReason = pieces.length < allPieces.length ? 'length' : 'stop'
+  const given = behavior.usage === undefined ? DEFAULT_USAGE : behavior.usage
+  const usage = given && (cap === undefined ? given : { ...given, completion_tokens: Math.min(given.completion_tokens, cap) })
   const usageBody = usage && { ...usage, total_tokens: usage.prompt_tokens + usage.completion_tokens }
 
   if (body.stream !== true) {
@@ -239,7 +259,7 @@ async function complete(res: ServerResponse, request: UpstreamRequest, body: Cha
       object: 'chat.completion',
       created,
       model,
-      choices: [{ index: 0, message: { role: 'assistant', content: behavior.content }, finish_reason: 'stop' }],
+      choices: [{ index: 0, message: { role: 'assistant', content: pieces.join('') }, finish_reason: finishReason }],
       ...(usageBody ? { usage: usageBody } : {}),
     })
   }
@@ -251,13 +271,12 @@ async function complete(res: ServerResponse, request: UpstreamRequest, body: Cha
     `data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model, choices, ...extra })}${eol}${eol}`
   const delta = (value: object, finishReason: string | null = null) => chunk([{ index: 0, delta: value, finish_reason: finishReason }])
   const delayMs = behavior.chunkDelayMs ?? 0
-  const pieces = splitContent(behavior.content, behavior.chunks)
   const stallAt = behavior.stallAfter === undefined ? Infinity : 1 + behavior.stallAfter
 
   const events = [
     delta({ role: 'assistant', content: '' }),
     ...pieces.map(piece => delta({ content: piece })),
-    delta({}, 'stop'),
+    delta({}, finishReason),
   ]
   if (includeUsage && usageBody)
     events.push(chunk([], { usage: usageBody }))

@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { createServer as createTcpServer, type AddressInfo, type Socket } from 'node:net'
 import { gunzipSync } from 'node:zlib'
 
 import { answer } from './http.ts'
@@ -338,6 +338,43 @@ export async function startFakeOtlp(): Promise<FakeOtlp> {
     },
     close: () => new Promise<void>((resolve) => {
       server.closeAllConnections()
+      server.close(() => resolve())
+    }),
+  }
+}
+
+export interface SilentCollector {
+  /** Pass as OTEL_EXPORTER_OTLP_ENDPOINT. */
+  url: string
+  /** Connections accepted so far (each one an export that will never be answered). */
+  connections: number
+  close: () => Promise<void>
+}
+
+/**
+ * A collector that accepts connections and never answers: the worst case of one
+ * that is down (a refused connection fails at once; this one only times out).
+ */
+export async function startSilentCollector(): Promise<SilentCollector> {
+  const sockets = new Set<Socket>()
+  const state = { connections: 0 }
+  const server = createTcpServer((socket) => {
+    state.connections++
+    sockets.add(socket)
+    socket.on('error', () => {})
+    socket.once('close', () => sockets.delete(socket))
+    socket.resume()
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as AddressInfo
+  return {
+    url: `http://127.0.0.1:${port}`,
+    get connections() {
+      return state.connections
+    },
+    close: () => new Promise<void>((resolve) => {
+      for (const socket of sockets)
+        socket.destroy()
       server.close(() => resolve())
     }),
   }

@@ -18,6 +18,14 @@ export interface StreamingTtsMisbehaviour {
   reportTextWords?: number
   /** Refuse the handshake with this status (e.g. 401 for a key it does not like, 503). */
   refuseStatus?: number
+  /**
+   * After `session.started`, stream this much audio in chunks of `chunkBytes` as
+   * fast as the connection takes it (the fake keeps its own buffer under 1 MiB, so
+   * what it manages to send shows whether the server still reads). Chunk `i`
+   * starts with `i` as a 32-bit big-endian integer; the chunks are counted in
+   * `audioBytes`, not kept in `audio`. Frames are answered as usual meanwhile.
+   */
+  flood?: { chunkBytes: number, totalBytes: number }
 }
 
 /** One session as the fake saw it; the object stays live, so tests can poll it. */
@@ -29,8 +37,12 @@ export interface FakeStreamSession {
   texts: string[]
   /** Every client frame's `event`, in order. */
   events: string[]
-  /** The audio chunks sent, in order. */
+  /** The audio chunks sent, in order (a flood's are only counted in `audioBytes`). */
   audio: Buffer[]
+  /** Audio bytes handed to the connection, a flood's included. */
+  audioBytes: number
+  /** A flood sent all its bytes. */
+  floodDone: boolean
   finishReceived: boolean
   cancelled: boolean
   /** The fake sent `session.finished`. */
@@ -116,12 +128,13 @@ export async function startFakeStreamingTtsUpstream(): Promise<FakeStreamingTtsU
   })
 
   function serve(ws: WebSocket, key: string, behaviour: StreamingTtsMisbehaviour): void {
-    const session: FakeStreamSession = { key, texts: [], events: [], audio: [], finishReceived: false, cancelled: false, finished: false, closed: false }
+    const session: FakeStreamSession = { key, texts: [], events: [], audio: [], audioBytes: 0, finishReceived: false, cancelled: false, finished: false, closed: false, floodDone: false }
     sessions.push(session)
     let pending = ''
     let received = 0
     let ended = false
     let started: Promise<void> = Promise.resolve()
+    let flooding: Promise<void> = Promise.resolve()
     // Frames are answered one after another, after the (possibly slow) start.
     let chain = Promise.resolve()
 
@@ -138,6 +151,7 @@ export async function startFakeStreamingTtsUpstream(): Promise<FakeStreamingTtsU
           return
         ws.send(chunk, { binary: true })
         session.audio.push(chunk)
+        session.audioBytes += chunk.length
         const count = session.audio.length
         if (behaviour.dropAfterAudioChunks !== undefined && count >= behaviour.dropAfterAudioChunks) {
           ended = true
@@ -161,6 +175,22 @@ export async function startFakeStreamingTtsUpstream(): Promise<FakeStreamingTtsU
       }
     }
 
+    async function flood({ chunkBytes, totalBytes }: { chunkBytes: number, totalBytes: number }): Promise<void> {
+      for (let index = 0, sent = 0; sent < totalBytes; index++) {
+        // Its own backpressure: wait for the connection to take what is queued.
+        while (ws.bufferedAmount > 1024 * 1024 && !ended)
+          await new Promise(resolve => setTimeout(resolve, 5))
+        if (ended || ws.readyState !== WebSocket.OPEN)
+          return
+        const chunk = Buffer.alloc(Math.min(chunkBytes, totalBytes - sent), index % 251)
+        chunk.writeUInt32BE(index, 0)
+        ws.send(chunk, { binary: true })
+        sent += chunk.length
+        session.audioBytes += chunk.length
+      }
+      session.floodDone = true
+    }
+
     async function onFrame(frame: { event?: string, text?: unknown, model?: string, voice?: string, response_format?: string, extra_body?: Record<string, unknown> }): Promise<void> {
       session.events.push(String(frame.event))
       switch (frame.event) {
@@ -168,7 +198,11 @@ export async function startFakeStreamingTtsUpstream(): Promise<FakeStreamingTtsU
           session.start = { model: String(frame.model), voice: String(frame.voice), ...(frame.response_format ? { response_format: frame.response_format } : {}), ...(frame.extra_body ? { extra_body: frame.extra_body } : {}) }
           started = new Promise(resolve => setTimeout(resolve, behaviour.slowStartMs ?? 0))
           await started
-          return sendJson({ event: 'session.started' })
+          sendJson({ event: 'session.started' })
+          // Not awaited: frames (cancel above all) are still answered while it floods.
+          if (behaviour.flood)
+            flooding = flood(behaviour.flood)
+          return
         case 'text':
           session.texts.push(String(frame.text))
           pending += String(frame.text)
@@ -176,6 +210,8 @@ export async function startFakeStreamingTtsUpstream(): Promise<FakeStreamingTtsU
           return speakComplete()
         case 'finish':
           session.finishReceived = true
+          // The flood is spoken before what finish asks for.
+          await flooding
           speakComplete()
           if (pending.length > 0 && !ended)
             speak(pending)

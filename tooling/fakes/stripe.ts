@@ -73,10 +73,13 @@ export interface FakeStripe {
 
   /** A webhook event as Stripe sends it. */
   event: (type: string, object: Json) => Json
-  /** The event's JSON and a valid `Stripe-Signature` for it, made by the `stripe` library. */
-  sign: (event: Json, secret?: string) => { body: string, signature: string }
-  /** POSTs the signed event to `webhookUrl`; `signature` overrides the valid one (null: none). */
-  deliver: (webhookUrl: string, event: Json, options?: { signature?: string | null }) => Promise<{ status: number, body: any }>
+  /**
+   * The event's JSON and a valid `Stripe-Signature` for it, made by the `stripe`
+   * library. A string is signed as the raw body (for bodies that are not events).
+   */
+  sign: (event: Json | string, secret?: string) => { body: string, signature: string }
+  /** POSTs the signed event (or raw body) to `webhookUrl`; `signature` overrides the valid one (null: none). */
+  deliver: (webhookUrl: string, event: Json | string, options?: { signature?: string | null }) => Promise<{ status: number, body: any }>
   close: () => Promise<void>
 }
 
@@ -470,7 +473,7 @@ export async function startFakeStripe({ secretKey = 'sk_test_fake_key', webhookS
     },
 
     sign(event, secret = webhookSecret) {
-      const body = JSON.stringify(event)
+      const body = typeof event === 'string' ? event : JSON.stringify(event)
       return { body, signature: Stripe.webhooks.generateTestHeaderString({ payload: body, secret }) }
     },
 

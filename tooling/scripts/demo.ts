@@ -1,8 +1,9 @@
 import { resolve } from 'node:path'
 import process from 'node:process'
 import { fileURLToPath } from 'node:url'
+import { inspect } from 'node:util'
 
-import type { Logger } from '@airi/api'
+import { ApiError, type Logger } from '@airi/api'
 import { createDb, startEmbeddedPostgres } from '@airi/db'
 
 import { parseEnv } from '../../apps/server/src/env.ts'
@@ -30,28 +31,39 @@ const PRODUCT = 'prod_demo_flux'
 const dataDir = fileURLToPath(new URL('../../.data/demo', import.meta.url))
 const port = Number(process.env.PORT ?? 3000)
 
-// Short lines on the terminal; a demo needs to show what happens, not JSON.
+// One short line per event on the terminal; a demo needs to show what happens, not JSON.
+// An error that is ours to fix (not an ApiError: the outside world answering badly) keeps
+// its stack, on the lines below.
+function line(mark: string, obj: object, msg: string | undefined): string {
+  const { err, ...fields } = obj as { err?: unknown }
+  const known = err instanceof ApiError ? { error: `${err.code}: ${err.message}` } : {}
+  const shown = { ...known, ...fields }
+  const text = `  ${mark} ${msg ?? ''}${Object.keys(shown).length ? ` ${inspect(shown, { breakLength: Infinity, depth: 3 })}` : ''}`
+  return err === undefined || err instanceof ApiError ? text : `${text}\n${err instanceof Error ? err.stack : inspect(err)}`
+}
 const logger: Logger = {
   debug: () => {},
-  info: (obj, msg) => console.warn(`  · ${msg ?? ''}`, Object.keys(obj).length ? obj : ''),
-  warn: (obj, msg) => console.warn(`  ! ${msg ?? ''}`, obj),
-  error: (obj, msg) => console.error(`  ✗ ${msg ?? ''}`, obj),
+  info: (obj, msg) => console.warn(line('·', obj, msg)),
+  warn: (obj, msg) => console.warn(line('!', obj, msg)),
+  error: (obj, msg) => console.error(line('✗', obj, msg)),
 }
 
 const closers: Array<() => Promise<unknown>> = []
-let stopping = false
-async function stop(code = 0): Promise<never> {
-  if (!stopping) {
-    stopping = true
+let stopping: Promise<never> | undefined
+function stop(code = 0): Promise<never> {
+  stopping ??= (async () => {
     console.warn('\nstopping the demo …')
     // Last started, first closed: the server before the database and the fakes.
     for (const close of closers.reverse())
       await close().catch((error: unknown) => console.error(error))
-  }
-  process.exit(code)
+    process.exit(code)
+  })()
+  return stopping
 }
-process.once('SIGINT', () => void stop())
-process.once('SIGTERM', () => void stop())
+// Ctrl-C reaches tsx and this process, and tsx passes it on: the second SIGINT must
+// find a listener too, or tsx's own exits 130 halfway (and pnpm says ELIFECYCLE).
+process.on('SIGINT', () => void stop())
+process.on('SIGTERM', () => void stop())
 
 try {
   await main()

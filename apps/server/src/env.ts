@@ -55,9 +55,16 @@ export const envSchema = z.object({
   DATABASE_URL: z.url().optional(),
   /** Postgres connections this process may hold at once (see docs/configuration.md for how the default was chosen). */
   DATABASE_POOL_MAX: z.coerce.number().int().positive().max(1000).default(20),
+  /** Bounds on a slow or silent Postgres (a wait for a connection, a statement, its answer; TCP keepalive); unset means the default in docs/operations.md, 0 turns the statement or query timeout off. */
+  DATABASE_CONNECTION_TIMEOUT_MS: z.coerce.number().int().positive().optional(),
+  DATABASE_STATEMENT_TIMEOUT_MS: z.coerce.number().int().min(0).optional(),
+  DATABASE_QUERY_TIMEOUT_MS: z.coerce.number().int().min(0).optional(),
+  DATABASE_KEEPALIVE_IDLE_MS: z.coerce.number().int().positive().optional(),
   REDIS_URL: z.url().optional(),
   /** Prepended to every Redis key and channel, so deployments can share a server. */
   REDIS_KEY_PREFIX: z.string().default(''),
+  /** How often live subscriptions read their feeds while this instance's Redis pub/sub connection is down. */
+  LIVE_SYNC_FALLBACK_POLL_MS: z.coerce.number().int().min(100).max(60_000).default(1000),
   BETTER_AUTH_SECRET: optionalString,
   API_SERVER_URL: z.url().optional(),
   /** Browser origins (comma-separated) allowed to call /api/auth/* with cookies, e.g. stage-web's. */
@@ -71,10 +78,18 @@ export const envSchema = z.object({
   WS_MAX_CONNECTIONS_PER_IP: z.coerce.number().int().positive().optional(),
   WS_MAX_SUBSCRIPTIONS_PER_CONNECTION: z.coerce.number().int().positive().optional(),
   WS_AUTH_GRACE_MS: z.coerce.number().int().positive().optional(),
+  /** Bytes a tRPC socket may leave unread before it is closed (4008), and how long it then has to read up to the close frame. */
+  WS_MAX_BUFFERED_BYTES: z.coerce.number().int().positive().optional(),
+  WS_SLOW_CONSUMER_CLOSE_MS: z.coerce.number().int().positive().optional(),
+  /** Live `chats.onMessages` subscriptions one user may hold on one instance, across sockets. */
+  CHAT_SUBSCRIPTIONS_PER_USER: z.coerce.number().int().positive().optional(),
   TRPC_MAX_BATCH_SIZE: z.coerce.number().int().positive().optional(),
   SPEECH_WS_MAX_CONNECTIONS_PER_USER: z.coerce.number().int().positive().optional(),
   SPEECH_WS_IDLE_TIMEOUT_MS: z.coerce.number().int().positive().optional(),
   SPEECH_WS_MAX_FRAME_BYTES: z.coerce.number().int().positive().max(1024 * 1024).optional(),
+  SPEECH_WS_MAX_BUFFERED_BYTES: z.coerce.number().int().positive().optional(),
+  SPEECH_WS_DRAIN_TIMEOUT_MS: z.coerce.number().int().positive().optional(),
+  SPEECH_WS_CLOSE_GRACE_MS: z.coerce.number().int().positive().optional(),
   HTTP_REQUEST_TIMEOUT_MS: z.coerce.number().int().positive().optional(),
   HTTP_CONNECTION_TIMEOUT_MS: z.coerce.number().int().positive().optional(),
   /** How long a graceful shutdown may wait for open requests and streams before it closes them. */
@@ -103,6 +118,8 @@ export const envSchema = z.object({
   /** How often metrics are exported, and how long spans wait to be batched (the standard OTEL_* names). */
   OTEL_METRIC_EXPORT_INTERVAL: z.coerce.number().int().positive().default(60_000),
   OTEL_BSP_SCHEDULE_DELAY: z.coerce.number().int().positive().default(5_000),
+  /** How long shutdown waits for the last metrics and spans to reach the collector (at most SHUTDOWN_TIMEOUT_MS). */
+  TELEMETRY_FLUSH_TIMEOUT_MS: z.coerce.number().int().positive().default(2_000),
   /** PostHog project key: product events are sent only when it is set. */
   POSTHOG_KEY: optionalString,
   /** PostHog's ingestion origin (PostHog Cloud US by default; e.g. https://eu.i.posthog.com or a self-hosted one). */
@@ -111,6 +128,8 @@ export const envSchema = z.object({
   LLM_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().positive().default(60),
   /** Speech syntheses (POST /api/v1/audio/speech) one user may request per minute. */
   TTS_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().positive().default(60),
+  /** `chats.sendMessages` calls one user may make per minute. */
+  CHAT_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().positive().default(120),
 })
 
 export type Env = z.infer<typeof envSchema>

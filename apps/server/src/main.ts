@@ -39,11 +39,16 @@ const app = await buildServer({
     subscriptionsPerSocket: env.WS_MAX_SUBSCRIPTIONS_PER_CONNECTION,
     authGraceMs: env.WS_AUTH_GRACE_MS,
     maxBatchSize: env.TRPC_MAX_BATCH_SIZE,
+    maxBufferedBytes: env.WS_MAX_BUFFERED_BYTES,
+    slowConsumerCloseMs: env.WS_SLOW_CONSUMER_CLOSE_MS,
   },
   speechSocketLimits: {
     socketsPerUser: env.SPEECH_WS_MAX_CONNECTIONS_PER_USER,
     idleTimeoutMs: env.SPEECH_WS_IDLE_TIMEOUT_MS,
     maxFrameBytes: env.SPEECH_WS_MAX_FRAME_BYTES,
+    maxBufferedBytes: env.SPEECH_WS_MAX_BUFFERED_BYTES,
+    drainTimeoutMs: env.SPEECH_WS_DRAIN_TIMEOUT_MS,
+    closeGraceMs: env.SPEECH_WS_CLOSE_GRACE_MS,
   },
   requestTimeoutMs: env.HTTP_REQUEST_TIMEOUT_MS,
   connectionTimeoutMs: env.HTTP_CONNECTION_TIMEOUT_MS,
@@ -68,8 +73,9 @@ async function shutdown(signal: string): Promise<void> {
   try {
     await app.close()
     await runtime.close()
-    // Last, so the spans and metrics of what just closed go out too.
-    await telemetry.shutdown(env.SHUTDOWN_TIMEOUT_MS)
+    // Last, so the spans and metrics of what just closed go out too; a collector that
+    // is down or silent costs TELEMETRY_FLUSH_TIMEOUT_MS, not the whole deadline.
+    await telemetry.shutdown(Math.min(env.TELEMETRY_FLUSH_TIMEOUT_MS, env.SHUTDOWN_TIMEOUT_MS))
     logger.info('shutdown complete')
     process.exit(0)
   }
@@ -78,8 +84,10 @@ async function shutdown(signal: string): Promise<void> {
     process.exit(1)
   }
 }
-process.on('SIGTERM', () => void shutdown('SIGTERM'))
-process.on('SIGINT', () => void shutdown('SIGINT'))
+// SIGINT is a terminal's Ctrl-C and SIGHUP its closing: the same clean stop, exit 0,
+// so the embedded Postgres is never left running.
+for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const)
+  process.on(signal, () => void shutdown(signal))
 
 try {
   await app.listen({ host: env.HOST, port: env.PORT })

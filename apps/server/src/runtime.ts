@@ -44,7 +44,14 @@ export async function openDatabase(env: Env, logger: Logger): Promise<Database> 
     embedded = await startEmbeddedPostgres({ dataDir, database: 'airi', onLog: message => logger.debug({ postgres: message.trim() }) })
     url = embedded.url
   }
-  const db = createDb({ connectionString: url, maxConnections: env.DATABASE_POOL_MAX })
+  const db = createDb({
+    connectionString: url,
+    maxConnections: env.DATABASE_POOL_MAX,
+    connectionTimeoutMs: env.DATABASE_CONNECTION_TIMEOUT_MS,
+    statementTimeoutMs: env.DATABASE_STATEMENT_TIMEOUT_MS,
+    queryTimeoutMs: env.DATABASE_QUERY_TIMEOUT_MS,
+    keepAliveIdleMs: env.DATABASE_KEEPALIVE_IDLE_MS,
+  })
   return {
     db,
     url,
@@ -155,7 +162,9 @@ export async function startRuntime(env: Env, logger: Logger): Promise<Runtime> {
       llmMasterKey: parseMasterKey(await secretOrGenerated(env, logger, 'LLM_ROUTER_MASTER_KEY', 'llm-master-key')),
       stripe: stripeSettings(env),
       posthog: env.POSTHOG_KEY ? { apiKey: env.POSTHOG_KEY, host: env.POSTHOG_HOST } : undefined,
-      rateLimits: { limits: { gateway: env.LLM_RATE_LIMIT_PER_MINUTE, speech: env.TTS_RATE_LIMIT_PER_MINUTE } },
+      rateLimits: { limits: { 'gateway': env.LLM_RATE_LIMIT_PER_MINUTE, 'speech': env.TTS_RATE_LIMIT_PER_MINUTE, 'chat-messages': env.CHAT_RATE_LIMIT_PER_MINUTE } },
+      chatSubscriptionsPerUser: env.CHAT_SUBSCRIPTIONS_PER_USER,
+      liveSyncFallbackPollMs: env.LIVE_SYNC_FALLBACK_POLL_MS,
     })
     return {
       api,

@@ -8,6 +8,7 @@ import type { Api } from '@airi/api'
 import { authPlugin } from './plugins/auth.ts'
 import { registerErrorHandlers } from './plugins/errors.ts'
 import { gatewayPlugin } from './plugins/gateway.ts'
+import { refuseInvalidHosts } from './plugins/host-header.ts'
 import { probesPlugin } from './plugins/probes.ts'
 import { signInPlugin } from './plugins/sign-in.ts'
 import { speechPlugin } from './plugins/speech.ts'
@@ -100,6 +101,7 @@ export async function buildServer({ api, service, logger = false, authRateLimitP
   registerErrorHandlers(app)
   registerTelemetry(app, api.metrics)
   cutSlowBodies(app, requestTimeoutMs)
+  refuseInvalidHosts(app)
 
   await app.register(websocket, { options: { maxPayload: WS_MAX_PAYLOAD_BYTES } })
   await app.register(probesPlugin, { service, checks: api.checks })

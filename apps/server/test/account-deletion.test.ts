@@ -93,6 +93,17 @@ describe('account deletion', () => {
     expect((await me(again.token)).user.email).toBe(user.email)
   })
 
+  it('closes a Flux balance that was never opened, so no later write opens one for the deleted user', async () => {
+    const user = await createVerifiedUser(server)
+    expect((await deleteAccount(user)).status).toBe(302)
+
+    // E.g. a purchase paid after the deletion: the billing service refuses, writes nothing.
+    await expect(server.api.services.billing.credit({ userId: user.id, amount: 300, requestId: 'paid-after-deletion' }))
+      .rejects.toMatchObject({ status: 404, code: 'FLUX_ACCOUNT_NOT_FOUND' })
+    expect(await server.database.db.selectFrom('flux_transaction').select('id').where('user_id', '=', user.id).execute()).toEqual([])
+    expect(await server.database.db.selectFrom('user_flux').select(['flux']).where('user_id', '=', user.id).where('deleted_at', 'is', null).execute()).toEqual([])
+  })
+
   it('stops at the first failing handler and keeps the account, so the user can retry', async () => {
     const user = await createVerifiedUser(server)
     calls.length = 0

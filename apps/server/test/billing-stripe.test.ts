@@ -1,3 +1,4 @@
+import { sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { keys } from '@airi/api'
@@ -46,6 +47,14 @@ async function mirror(sessionId: string) {
 
 async function balance(user: TestUser): Promise<number> {
   return (await client(user.token).flux.balance.query()).flux
+}
+
+/** Deletes the account through the real flow: the request, then the e-mailed link opened in the signed-in browser. */
+async function deleteAccount(user: TestUser): Promise<void> {
+  expect((await authPost(server, '/delete-user', { callbackURL: '/bye' }, user.token)).status).toBe(200)
+  const mail = await emailTo(server, user.email, /deletion/i)
+  const confirmed = await fetch(server.resend.linkIn(mail), { redirect: 'manual', headers: { authorization: `Bearer ${user.token}` } })
+  expect(confirmed.status).toBe(302)
 }
 
 /** A user who opened a checkout for `price` (its session is open at the fake, mirrored here). */
@@ -276,6 +285,70 @@ describe('POST /api/v1/stripe/webhook', () => {
     expect(await balance(user)).toBe(INITIAL)
   })
 
+  it('answers 400 INVALID_EVENT to a validly signed body that is not an event, and writes nothing', async () => {
+    const { user, sessionId } = await buyer()
+    const session = stripe.completeSession(sessionId)
+    const notEvents: (Record<string, unknown> | string)[] = [
+      {},
+      { id: 'x' },
+      'null',
+      '[]',
+      'not json at all',
+      { id: 'evt_test_no_data', object: 'event', type: 'checkout.session.completed' },
+      // The type of an event we handle, but the object is not what that event carries.
+      { ...stripe.event('checkout.session.completed', session), data: { object: { ...session, id: 42 } } },
+      { ...stripe.event('charge.refunded', stripe.refundCharge(sessionId, 300)), data: { object: { object: 'charge', id: 'ch_test_x', amount: 'all' } } },
+    ]
+    for (const body of notEvents) {
+      const delivery = await stripe.deliver(webhookUrl(), body)
+      expect({ body, status: delivery.status, code: delivery.body?.error?.code }).toEqual({ body, status: 400, code: 'INVALID_EVENT' })
+    }
+    expect(await mirror(sessionId)).toMatchObject({ flux_credited: false, flux_refunded: 0 })
+    expect((await ledger(user.id)).map(row => row.type)).toEqual(['initial'])
+  })
+
+  it('answers 200 to a refund of an account deleted through the real flow, records it on the mirror, and 200 again on redelivery', async () => {
+    const { user, sessionId } = await buyer(prices.bundle)
+    await stripe.deliver(webhookUrl(), stripe.event('checkout.session.completed', stripe.completeSession(sessionId)))
+    expect(await balance(user)).toBe(INITIAL + 1200)
+    await deleteAccount(user)
+    const ledgerBefore = await ledger(user.id)
+
+    const half = stripe.event('charge.refunded', stripe.refundCharge(sessionId, 500))
+    expect(await stripe.deliver(webhookUrl(), half)).toMatchObject({ status: 200, body: { received: true } })
+    expect(await mirror(sessionId)).toMatchObject({ user_id: user.id, flux_credited: true, flux_refunded: 600 })
+    expect((await stripe.deliver(webhookUrl(), half)).status).toBe(200)
+    const full = stripe.event('charge.refunded', stripe.refundCharge(sessionId, 1000))
+    expect((await stripe.deliver(webhookUrl(), full)).status).toBe(200)
+    expect((await stripe.deliver(webhookUrl(), full)).status).toBe(200)
+
+    expect((await mirror(sessionId)).flux_refunded).toBe(1200)
+    // The balance went with the account: nothing to take back, nothing written to the ledger.
+    expect(await ledger(user.id)).toEqual(ledgerBefore)
+  })
+
+  it('records a payment completed after the account was deleted on the mirror, credits nothing, and answers 200 every time', async () => {
+    // One buyer who had a balance, one who never looked at it (no balance row until a first write).
+    const spender = await buyer()
+    const newcomer = await createVerifiedUser(server)
+    const { sessionId: newcomerSession } = await client(newcomer.token).billing.checkout.mutate({ stripePriceId: prices.starter, returnUrl: returnUrl() })
+    for (const { user, sessionId } of [spender, { user: newcomer, sessionId: newcomerSession }]) {
+      await deleteAccount(user)
+      const ledgerBefore = await ledger(user.id)
+      const paid = stripe.completeSession(sessionId)
+      for (const type of ['checkout.session.completed', 'checkout.session.completed', 'checkout.session.async_payment_succeeded'])
+        expect(await stripe.deliver(webhookUrl(), stripe.event(type, paid))).toMatchObject({ status: 200, body: { received: true } })
+
+      expect(await mirror(sessionId)).toMatchObject({ user_id: user.id, status: 'complete', payment_status: 'paid', flux_credited: false, stripe_payment_intent_id: paid.payment_intent })
+      expect(await ledger(user.id)).toEqual(ledgerBefore)
+      const account = await server.database.db.selectFrom('user_flux').select(['flux', 'deleted_at']).where('user_id', '=', user.id).executeTakeFirst()
+      expect(account?.deleted_at ?? null, `the balance of ${user.id} stays closed`).not.toBeNull()
+      // A refund of it later has nothing to take back either.
+      expect((await stripe.deliver(webhookUrl(), stripe.event('charge.refunded', stripe.refundCharge(sessionId, 300)))).status).toBe(200)
+      expect((await mirror(sessionId)).flux_refunded).toBe(300)
+    }
+  })
+
   it('keeps the subscription and invoice mirrors of a known customer', async () => {
     const { user, sessionId } = await buyer()
     const customer = stripe.sessions.get(sessionId)!.customer as string
@@ -308,6 +381,37 @@ describe('billing.orders, billing.invoices, billing.portal', () => {
     expect(await badRequestFields(sdk.billing.invoices.query({ limit: 101 }))).toEqual(['limit'])
     expect(await badRequestFields(sdk.billing.portal.mutate({ returnUrl: 'javascript:alert(1)' }))).toEqual(['returnUrl'])
     expect((await failure(sdk.billing.orders.query({ cursor: 'not-ours' }))).data?.apiCode).toBe('INVALID_CURSOR')
+    const foreign = (key: unknown) => Buffer.from(JSON.stringify(key)).toString('base64url')
+    for (const cursor of [foreign({}), foreign(['2025-02-30T00:00:00.000000Z', 'x']), foreign(['2025-01-01T00:00:00.000Z', 'x']), foreign(['2025-01-01T00:00:00.000000Z', 7]), foreign(['2025-01-01T00:00:00.000000Z', 'a\u0000b'])]) {
+      const error = await failure(sdk.billing.orders.query({ cursor }))
+      expect({ cursor, status: error.data?.httpStatus, code: error.data?.apiCode }).toEqual({ cursor, status: 400, code: 'INVALID_CURSOR' })
+    }
+  })
+
+  it('page through orders created within one millisecond without skipping any', async () => {
+    const user = await createVerifiedUser(server)
+    // Microseconds apart, all in one millisecond: a cursor rounded to the millisecond skips all but the first page.
+    const rows = Array.from({ length: 5 }, (_, index) => ({
+      user_id: user.id,
+      stripe_session_id: `cs_test_same_ms_${index}_${user.id}`,
+      mode: 'payment',
+      status: 'open',
+      flux_amount: 100,
+      created_at: sql<Date>`${`2025-03-01T12:00:00.12300${index + 1}Z`}::timestamptz`,
+    }))
+    await server.database.db.insertInto('stripe_checkout_session').values(rows).execute()
+
+    const sdk = client(user.token)
+    const seen: string[] = []
+    let cursor: string | null = null
+    for (let pages = 0; pages < 10; pages++) {
+      const page: Awaited<ReturnType<typeof sdk.billing.orders.query>> = await sdk.billing.orders.query({ limit: 2, cursor })
+      seen.push(...page.items.map(item => item.sessionId))
+      cursor = page.nextCursor
+      if (!cursor)
+        break
+    }
+    expect(seen).toEqual(rows.map(row => row.stripe_session_id).toReversed())
   })
 
   it('list only the caller\'s orders, newest first, paged', async () => {
@@ -358,10 +462,7 @@ describe('account deletion', () => {
     const over = stripe.addSubscription({ customer, status: 'canceled' })
     await stripe.deliver(webhookUrl(), stripe.event('customer.subscription.created', live))
 
-    expect((await authPost(server, '/delete-user', { callbackURL: '/bye' }, user.token)).status).toBe(200)
-    const mail = await emailTo(server, user.email, /deletion/i)
-    const confirmed = await fetch(server.resend.linkIn(mail), { redirect: 'manual', headers: { authorization: `Bearer ${user.token}` } })
-    expect(confirmed.status).toBe(302)
+    await deleteAccount(user)
 
     expect(stripe.calls('DELETE', '/v1/subscriptions/:id').map(call => call.path)).toEqual([`/v1/subscriptions/${live.id}`])
     expect(stripe.subscriptions.get(over.id)!.status).toBe('canceled')

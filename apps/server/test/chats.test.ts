@@ -236,6 +236,22 @@ describe('live sync', () => {
       sub.stop()
   })
 
+  it('delivers a large message whole to every connection (its bytes are shared by their frames, sent in fragments)', async () => {
+    const chatId = await groupChat('Large')
+    const subs = [subscribe(client(alice.token)), subscribe(client(alice.token)), subscribe(client(bob.token))]
+    for (const sub of subs)
+      await sub.ready()
+    // Multi-byte characters too, so a fragment boundary counted in characters instead of bytes would show.
+    const content = 'é✓'.repeat(20_000) + 'x'.repeat(50_000)
+    await client(alice.token).chats.sendMessages.mutate({ chatId, messages: [text(content), text('after')] })
+    for (const sub of subs) {
+      await until(() => sub.contents().includes('after'))
+      expect(sub.contents()).toEqual([content, 'after'])
+      expect(sub.messageEvents().at(-1)!.messages[0]).toMatchObject({ seq: 1 })
+      sub.stop()
+    }
+  })
+
   it('replays exactly the 50 messages a subscriber missed, in order, then goes live', async () => {
     const chatId = await groupChat('Catch-up')
     const sender = client(alice.token)

@@ -52,7 +52,7 @@ afterAll(async () => {
 const complete = (stream = false) => server.api.services.llmGateway.complete(user.id, { model: 'chat', messages: [{ role: 'user', content: 'hi' }], stream }, new AbortController().signal)
 
 describe('SQL round trips of the money path', () => {
-  it('a non-streamed gateway call writes its reservation with the pending log row, and its settlement with the completed row', async () => {
+  it('a non-streamed gateway call writes its reservation with the pending log row, the answering upstream, and its settlement with the completed row', async () => {
     upstream.behave(() => ({ kind: 'complete', content: 'hello', usage: { prompt_tokens: 1500, completion_tokens: 1500 } }))
     // Warm: the account exists and the config is in memory, as for every call but a user's first.
     await complete()
@@ -60,14 +60,19 @@ describe('SQL round trips of the money path', () => {
     const before = await server.api.services.billing.getBalance(user.id)
     const statements = await statementsOf(() => complete())
     console.warn(`statements of one non-streamed gateway call (${statements.length}):\n  ${statements.join('\n  ')}`)
-    expect(statements).toHaveLength(2)
-    // 3 000 tokens: 3 Flux, 1 reserved and 2 more at settlement.
+    expect(statements).toHaveLength(3)
+    // The upstream is on the row before the answer can reach the client, and the
+    // completion is no step of its own: it is the settlement's statement.
+    expect(statements[1]).toMatch(/^update "llm_request_log" set "upstream" = /)
+    expect(statements[2]).toContain('INSERT INTO flux_transaction')
+    expect(statements[2]).toContain('UPDATE llm_request_log SET state = \'completed\'')
+    // 3 000 tokens: 3 Flux; 5 reserved (9 prompt tokens + 4 096 of output), 2 given back at settlement.
     expect(before - await server.api.services.billing.getBalance(user.id)).toBe(3)
     const logs = await server.database.db.selectFrom('llm_request_log').selectAll().where('user_id', '=', user.id).orderBy('created_at', 'desc').execute()
-    expect(logs[0]).toMatchObject({ state: 'completed', status: 200, upstream: 'sql-upstream', total_tokens: 3000, flux_consumed: 3, flux_reserved: 1, usage_source: 'upstream' })
+    expect(logs[0]).toMatchObject({ state: 'completed', status: 200, upstream: 'sql-upstream', total_tokens: 3000, flux_consumed: 3, flux_reserved: 5, usage_source: 'upstream' })
   })
 
-  it('a streamed call also notes the answering upstream, one statement more', async () => {
+  it('a streamed call costs the same three statements', async () => {
     upstream.behave(() => ({ kind: 'complete', content: 'hello there', usage: { prompt_tokens: 10, completion_tokens: 10 } }))
     const statements = await statementsOf(async () => {
       const result = await complete(true)

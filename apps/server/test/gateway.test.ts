@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { request as httpRequest, type IncomingMessage } from 'node:http'
 
+import { sql } from 'kysely'
 import OpenAI from 'openai'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
@@ -91,17 +92,18 @@ describe('the OpenAI-compatible gateway, through the official openai client', ()
     expect(completion.choices[0]!.message.content).toBe('Hello there, traveller.')
     expect(completion.usage).toMatchObject({ total_tokens: 2050 })
 
-    // 2 050 tokens × 1 Flux / 1k tokens, rounded up.
+    // 2 050 tokens × 1 Flux / 1k tokens, rounded up; the reservation (9 prompt tokens + 4 096: 5 Flux) gives back the rest.
     expect(before - await balance(user)).toBe(3)
     const rows = await callLedger(user.id)
-    expect(rows.map(row => row.request_id!.split(':')[2])).toEqual(['reserve', 'settle'])
+    expect(rows.map(row => [row.request_id!.split(':')[2], row.amount])).toEqual([['reserve', 5], ['refund', 2]])
     expect(rows.reduce((sum, row) => sum + signedAmount(row), 0)).toBe(3)
     const logs = await server.database.db.selectFrom('llm_request_log').selectAll().where('user_id', '=', user.id).execute()
     expect(logs).toHaveLength(1)
     expect(logs[0]).toMatchObject({ model: 'chat', status: 200, prompt_tokens: 1200, completion_tokens: 850, total_tokens: 2050, flux_consumed: 3 })
 
     expect(primary.requests).toHaveLength(1)
-    expect(primary.requests[0]).toMatchObject({ key: 'sk-primary-1', body: { model: expect.stringMatching(/^primary-model-/), messages: [{ role: 'user', content: 'hi' }] } })
+    // No max_tokens asked: the alias's cap (4 096 by default) is sent, and reserved for.
+    expect(primary.requests[0]).toMatchObject({ key: 'sk-primary-1', body: { model: expect.stringMatching(/^primary-model-/), messages: [{ role: 'user', content: 'hi' }], max_tokens: 4096 } })
   })
 
   it('streams the upstream\'s tokens as they come and settles after the last chunk', async () => {
@@ -228,7 +230,7 @@ describe('fallback', () => {
     expect(error.message).toContain('503')
     expect(await balance(unlucky)).toBe(100)
     const rows = await callLedger(unlucky.id)
-    expect(rows.map(row => [row.type, row.amount, row.request_id!.split(':')[2]])).toEqual([['debit', 1, 'reserve'], ['credit', 1, 'refund']])
+    expect(rows.map(row => [row.type, row.amount, row.request_id!.split(':')[2]])).toEqual([['debit', 5, 'reserve'], ['credit', 5, 'refund']])
   })
 
   it('does not use a key that fails to decrypt (wrong AAD or master key), and reports it', async () => {
@@ -272,41 +274,95 @@ describe('fallback', () => {
 })
 
 describe('billing that concurrency cannot exploit', () => {
-  it('20 concurrent calls on a balance of exactly 3 reservations: 3 reach the upstream, 17 get 402, nothing goes negative, every token is accounted for', async () => {
-    const user = await createVerifiedUser(server)
-    await server.api.services.billing.debit({ userId: user.id, amount: 97, requestId: 'test:leave-three' })
-    expect(await balance(user)).toBe(3)
-    await route('chat', [{ upstream: primary, keys: ['sk-a'] }])
-    // The upstream answers only once three calls hold a reservation, so none settles early.
+  /**
+   * Starts `count` calls at once and lets the upstream answer only once every call
+   * has either reached it or been refused, so no settlement can give Flux back
+   * while others are still reserving.
+   */
+  async function parallelCalls(user: TestUser, count: number, body: Omit<OpenAI.ChatCompletionCreateParamsNonStreaming, 'model'>, behave: (hold: Promise<void>) => void) {
     let release!: () => void
     const hold = new Promise<void>((resolve) => {
       release = resolve
     })
-    // Each call reports 2 500 tokens (3 Flux), more than its 1-Flux reservation.
-    primary.behave(() => ({ kind: 'complete', content: 'costly', usage: { prompt_tokens: 2000, completion_tokens: 500 }, hold }))
-    const unbilledBefore = await reader.counter('airi.billing.flux.unbilled')
-
-    const calls = Promise.allSettled(Array.from({ length: 20 }, () =>
-      openai(user.token).chat.completions.create({ model: 'chat', messages: [{ role: 'user', content: 'x' }] })))
-    await until(() => primary.requests.length === 3, 'three calls at the upstream')
+    behave(hold)
+    let refused = 0
+    const calls = Promise.allSettled(Array.from({ length: count }, () =>
+      openai(user.token).chat.completions.create({ model: 'chat', ...body }).catch((error: unknown) => {
+        refused++
+        throw error
+      })))
+    await until(() => primary.requests.length + refused === count, 'every call at the upstream or refused')
     release()
     const results = await calls
-    const ok = results.filter(result => result.status === 'fulfilled')
-    const refused = results.filter(result => result.status === 'rejected') as PromiseRejectedResult[]
-    expect(ok).toHaveLength(3)
-    expect(refused).toHaveLength(17)
-    for (const failure of refused)
-      expect(failure.reason).toMatchObject({ status: 402, code: 'INSUFFICIENT_FLUX' })
-    expect(primary.requests).toHaveLength(3)
+    const refusals = results.filter(result => result.status === 'rejected').map(result => (result as PromiseRejectedResult).reason)
+    for (const failure of refusals)
+      expect(failure).toMatchObject({ status: 402, code: 'INSUFFICIENT_FLUX' })
+    return { served: results.length - refusals.length, refused: refusals.length }
+  }
 
+  /** The ledger's audit of the user's LLM calls: what they were charged (net) and what was recorded unbilled. */
+  async function ledgerAudit(userId: string) {
+    const { rows } = await sql<{ charged: string, unbilled: string }>`
+      SELECT coalesce(sum(CASE WHEN type = 'debit' THEN amount ELSE -amount END), 0) AS charged, coalesce(sum(unbilled), 0) AS unbilled
+      FROM flux_transaction WHERE user_id = ${userId} AND request_id LIKE 'llm:%'`.execute(server.database.db)
+    return { charged: Number(rows[0]!.charged), unbilled: Number(rows[0]!.unbilled) }
+  }
+
+  /** Each served call's reservation next to the most its request could cost: the prompt plus the max_tokens sent upstream. */
+  async function reservationsAndCaps(userId: string) {
+    const reserved = (await logRows(userId)).filter(row => row.upstream !== null).map(row => row.flux_reserved).sort((a, b) => a - b)
+    const caps = primary.requests.map(request => request.body.max_tokens as number).sort((a, b) => a - b)
+    return { reserved, caps }
+  }
+
+  it('10 parallel calls on a small balance: only what the reservations can pay reaches the upstream, each with a max_tokens its reservation covers, and usage an upstream serves past it is recorded unbilled in the ledger', async () => {
+    const user = await createVerifiedUser(server)
+    await server.api.services.billing.debit({ userId: user.id, amount: 5, requestId: 'test:leave-95' })
+    await route('chat', [{ upstream: primary, keys: ['sk-a'], model: 'gpt-4o-mini' }])
+    const unbilledBefore = await reader.counter('airi.billing.flux.unbilled')
+    await atOneFluxPerToken(async () => {
+      // Every answer is 50 tokens (50 Flux), whatever max_tokens says: an upstream that ignores the cap.
+      const { served, refused } = await parallelCalls(user, 10, { messages: STORY_PROMPT, max_tokens: 20 }, hold =>
+        primary.behave(() => ({ kind: 'complete', content: 'costly', usage: { prompt_tokens: STORY_PROMPT_TOKENS, completion_tokens: 50 - STORY_PROMPT_TOKENS }, ignoreMaxTokens: true, hold })))
+      // A reservation is the prompt (13) + max_tokens (20) = 33 Flux, at least the prompt + 16 = 29:
+      // 95 pays 33 + 33 + 29, the third with its max_tokens cut to 16; the rest cannot pay 29.
+      expect({ served, refused }).toEqual({ served: 3, refused: 7 })
+    })
+    expect(await reservationsAndCaps(user.id)).toEqual({ reserved: [29, 33, 33], caps: [16, 20, 20] })
     expect(await balance(user)).toBe(0)
-    const rows = await callLedger(user.id)
-    expect(rows.every(row => row.balance_after >= 0)).toBe(true)
-    const charged = rows.reduce((sum, row) => sum + signedAmount(row), 0)
-    const unbilled = await reader.counter('airi.billing.flux.unbilled') - unbilledBefore
-    // Three calls × 3 Flux of tokens: what the ledger took plus what it could not.
-    expect(charged + unbilled).toBe(9)
-    expect(charged).toBe(3)
+    // 3 × 50 Flux served, 95 charged: the other 55 are in the ledger as unbilled, not only in a metric.
+    expect(await ledgerAudit(user.id)).toEqual({ charged: 95, unbilled: 150 - 95 })
+    expect(await reader.counter('airi.billing.flux.unbilled') - unbilledBefore).toBe(55)
+    const settlements = (await callLedger(user.id)).filter(row => row.request_id!.endsWith(':settle'))
+    expect(settlements.map(row => [row.amount, row.unbilled]).sort()).toEqual([[0, 17], [0, 17], [0, 21]])
+    const consumed = (await logRows(user.id)).reduce((sum, row) => sum + (row.flux_consumed ?? 0), 0)
+    expect(consumed).toBe(95)
+  })
+
+  it('with an upstream that honours max_tokens, parallel calls on a small balance leave nothing unbilled', async () => {
+    const user = await createVerifiedUser(server)
+    await server.api.services.billing.debit({ userId: user.id, amount: 5, requestId: 'test:leave-95' })
+    await route('chat', [{ upstream: primary, keys: ['sk-a'], model: 'gpt-4o-mini' }])
+    await atOneFluxPerToken(async () => {
+      const { served } = await parallelCalls(user, 10, { messages: STORY_PROMPT, max_tokens: 20 }, hold =>
+        primary.behave(() => ({ kind: 'complete', content: THE, usage: { prompt_tokens: STORY_PROMPT_TOKENS, completion_tokens: 200 }, hold })))
+      expect(served).toBe(3)
+    })
+    expect(await ledgerAudit(user.id)).toEqual({ charged: 95, unbilled: 0 })
+    expect(await balance(user)).toBe(0)
+  })
+
+  it('402 before any upstream call when the balance cannot pay the prompt and a minimal answer', async () => {
+    const user = await createVerifiedUser(server)
+    await server.api.services.billing.debit({ userId: user.id, amount: 80, requestId: 'test:leave-20' })
+    await route('chat', [{ upstream: primary, keys: ['sk-a'], model: 'gpt-4o-mini' }])
+    await atOneFluxPerToken(async () => {
+      // 13 prompt tokens + 16 = 29 Flux at least; the balance is 20.
+      const error = await openai(user.token).chat.completions.create({ model: 'chat', messages: STORY_PROMPT }).catch((e: unknown) => e)
+      expect(error).toMatchObject({ status: 402, code: 'INSUFFICIENT_FLUX' })
+    })
+    expect(primary.requests).toHaveLength(0)
+    expect(await balance(user)).toBe(20)
   })
 })
 
@@ -482,8 +538,8 @@ describe('the request log and reconciliation', () => {
     const controller = new AbortController()
     const call = openai(user.token).chat.completions.create({ model: 'chat', messages: [{ role: 'user', content: 'x' }] }, { signal: controller.signal }).catch((e: unknown) => e)
     await until(() => primary.requests.length === 1, 'the upstream call')
-    expect(await logRows(user.id)).toMatchObject([{ state: 'pending', status: null, upstream: null, flux_reserved: 1, completed_at: null }])
-    expect(await callLedger(user.id)).toMatchObject([{ type: 'debit', amount: 1 }])
+    expect(await logRows(user.id)).toMatchObject([{ state: 'pending', status: null, upstream: null, flux_reserved: 5, completed_at: null }])
+    expect(await callLedger(user.id)).toMatchObject([{ type: 'debit', amount: 5 }])
 
     controller.abort()
     await call
@@ -517,21 +573,82 @@ describe('the request log and reconciliation', () => {
     const outcomes = Object.fromEntries(report.rows.filter(row => row.userId === user.id).map(row => [row.callId, [row.outcome, row.flux]]))
     expect(outcomes).toEqual({
       [unanswered]: ['refunded', 0],
-      [answering]: ['charged-flat', 2],
+      // The flat price (FLUX_PER_REQUEST, 1); the rest of its reservation goes back.
+      [answering]: ['charged-flat', 1],
       [settled]: ['already-settled', 5],
       [unreserved]: ['no-reservation', 0],
     })
-    // 2 (flat) + 5 (settled) + 2 (the recent call's reservation, left alone).
-    expect(await balance(user)).toBe(100 - 9)
+    // 1 (flat) + 5 (settled) + 2 (the recent call's reservation, left alone).
+    expect(await balance(user)).toBe(100 - 8)
     const rows = Object.fromEntries((await logRows(user.id)).map(row => [row.request_id, row]))
-    expect(rows[answering]).toMatchObject({ state: 'reconciled', usage_source: 'flat', flux_consumed: 2 })
+    expect(rows[answering]).toMatchObject({ state: 'reconciled', usage_source: 'flat', flux_consumed: 1 })
     expect(rows[unanswered]).toMatchObject({ state: 'reconciled', flux_consumed: 0 })
     expect(rows[recent]).toMatchObject({ state: 'pending' })
 
     // Running it again finds nothing left and moves no Flux.
     const again = await server.api.services.llmGateway.reconcilePending({ olderThanMs: 30 * 60_000 })
     expect(again.rows.filter(row => row.userId === user.id)).toEqual([])
-    expect(await balance(user)).toBe(100 - 9)
+    expect(await balance(user)).toBe(100 - 8)
+  })
+
+  it('a delivered answer whose settlement fails is never refunded: the row names its upstream, and reconciliation keeps the flat price (plain and streamed, with or without Flux to move)', async () => {
+    const user = await createVerifiedUser(server)
+    const { db } = server.database
+    await route('chat', [{ upstream: primary, keys: ['sk-a'] }])
+    // Postgres itself refuses to complete this user's log rows, as a failed statement would.
+    await sql`CREATE OR REPLACE FUNCTION test_refuse_completion() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'completion refused by the test'; END $$`.execute(db)
+    await sql`CREATE TRIGGER test_refuse_completion BEFORE UPDATE ON llm_request_log FOR EACH ROW
+      WHEN (NEW.user_id = ${sql.lit(user.id)} AND NEW.state = 'completed') EXECUTE FUNCTION test_refuse_completion()`.execute(db)
+    const answers: string[] = []
+    try {
+      // 10 + 1 tokens under max_tokens 1: costs its 1-Flux reservation, nothing to move. 3 000 tokens: 3 Flux, more moves.
+      const cases = [{ usage: { prompt_tokens: 10, completion_tokens: 20 }, max_tokens: 1 }, { usage: { prompt_tokens: 1500, completion_tokens: 1500 } }]
+      for (const { usage, ...limits } of cases) {
+        primary.behave(() => ({ kind: 'complete', content: 'delivered', usage }))
+        const completion = await openai(user.token).chat.completions.create({ model: 'chat', messages: [{ role: 'user', content: 'x' }], ...limits })
+        answers.push(completion.choices[0]!.message.content!)
+        const stream = await openai(user.token).chat.completions.create({ model: 'chat', messages: [{ role: 'user', content: 'x' }], stream: true, ...limits })
+        let text = ''
+        for await (const chunk of stream)
+          text += chunk.choices[0]?.delta?.content ?? ''
+        answers.push(text)
+      }
+      // A stream's response ends only after its settlement was attempted, so every attempt has failed by now.
+    }
+    finally {
+      await sql`DROP TRIGGER test_refuse_completion ON llm_request_log`.execute(db)
+    }
+    expect(answers).toEqual(['delivered', 'delivered', 'delivered', 'delivered'])
+    const rows = await logRows(user.id)
+    expect(rows.map(row => [row.state, row.upstream !== null])).toEqual(Array.from({ length: 4 }, () => ['pending', true]))
+
+    // The process "died" an hour ago with these rows pending.
+    await db.updateTable('llm_request_log').set({ created_at: new Date(Date.now() - 60 * 60_000) }).where('user_id', '=', user.id).execute()
+    const report = await server.api.services.llmGateway.reconcilePending({ olderThanMs: 30 * 60_000 })
+    const outcomes = report.rows.filter(row => row.userId === user.id).map(row => [row.outcome, row.flux])
+    expect(outcomes).toEqual(Array.from({ length: 4 }, () => ['charged-flat', 1]))
+    expect(await netCharged(user.id)).toBe(4)
+  })
+
+  it('delivers nothing when the answering upstream cannot be written on the row, and gives the reservation back', async () => {
+    const user = await createVerifiedUser(server)
+    const { db } = server.database
+    await route('chat', [{ upstream: primary, keys: ['sk-a'] }])
+    primary.behave(() => ({ kind: 'complete', content: 'never shown' }))
+    await sql`CREATE OR REPLACE FUNCTION test_refuse_upstream() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'upstream note refused by the test'; END $$`.execute(db)
+    await sql`CREATE TRIGGER test_refuse_upstream BEFORE UPDATE ON llm_request_log FOR EACH ROW
+      WHEN (NEW.user_id = ${sql.lit(user.id)} AND NEW.state = 'pending' AND NEW.upstream IS NOT NULL) EXECUTE FUNCTION test_refuse_upstream()`.execute(db)
+    let error: unknown
+    try {
+      error = await openai(user.token).chat.completions.create({ model: 'chat', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e)
+    }
+    finally {
+      await sql`DROP TRIGGER test_refuse_upstream ON llm_request_log`.execute(db)
+    }
+    expect(error).toBeInstanceOf(OpenAI.APIError)
+    expect(primary.requests).toHaveLength(1)
+    expect(await logRows(user.id)).toMatchObject([{ state: 'completed', upstream: null, status: 500, flux_consumed: 0 }])
+    expect(await balance(user)).toBe(100)
   })
 
   it('never touches a row younger than the deadline plus a margin, whatever it is asked', async () => {
@@ -581,7 +698,8 @@ describe('shutdown', () => {
       const rows = await fresh.database.db.selectFrom('llm_request_log').selectAll().where('user_id', '=', user.id).execute()
       expect(rows).toMatchObject([{ state: 'completed', status: 503, usage_source: 'counted', prompt_tokens: STORY_PROMPT_TOKENS, completion_tokens: 8, flux_consumed: STORY_PROMPT_TOKENS + 8 }])
       const ledger = await fresh.database.db.selectFrom('flux_transaction').select(['type', 'amount', 'request_id']).where('user_id', '=', user.id).where('request_id', 'like', 'llm:%').orderBy('seq').execute()
-      expect(ledger.map(row => [row.type, row.amount, row.request_id!.split(':')[2]])).toEqual([['debit', 1, 'reserve'], ['debit', STORY_PROMPT_TOKENS + 7, 'settle']])
+      // The reservation was the whole balance (the prompt and 87 tokens of output); the rest went back.
+      expect(ledger.map(row => [row.type, row.amount, row.request_id!.split(':')[2]])).toEqual([['debit', 100, 'reserve'], ['credit', 100 - STORY_PROMPT_TOKENS - 8, 'refund']])
     }
     finally {
       await fresh.close()
@@ -604,6 +722,11 @@ describe('refusals', () => {
     const bad = await openai(user.token).chat.completions.create({ model: 'chat', messages: [] }).catch((e: unknown) => e) as InstanceType<typeof OpenAI.APIError>
     expect(bad.status).toBe(400)
     expect(bad.param).toBe('messages')
+    // The reservation is priced on these, so they must be numbers it can price.
+    for (const [param, value] of [['max_tokens', 0], ['max_completion_tokens', 1.5], ['n', 1000]] as const) {
+      const error = await openai(user.token).chat.completions.create({ model: 'chat', messages: [{ role: 'user', content: 'x' }], [param]: value }).catch((e: unknown) => e) as InstanceType<typeof OpenAI.APIError>
+      expect([error.status, error.param]).toEqual([400, param])
+    }
     const unknown = await openai(user.token).chat.completions.create({ model: 'gpt-nonexistent', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e) as InstanceType<typeof OpenAI.APIError>
     expect(unknown.status).toBe(404)
     expect(unknown.code).toBe('MODEL_NOT_FOUND')

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 
 import type { Meter } from '@opentelemetry/api'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import { expect, inject } from 'vitest'
 
 import { createApi, createMemoryAdapters, createRedisAdapters, createResendTransport, silentLogger, type Api, type AppRouter, type Logger, type PosthogSettings, type RateLimitSettings, type StripeSettings, type TrustedClient } from '@airi/api'
@@ -35,6 +35,8 @@ export interface TestServerOptions {
   meter?: Meter
   /** The services' logger (silent by default); tests that check what is logged pass a recording one. */
   logger?: Logger
+  /** The host's (Fastify's) logger, silent by default: request errors such as `unhandled error` go there. */
+  httpLogger?: FastifyBaseLogger
   /** Transport limits (sockets, subscriptions, batches, timeouts) for tests of them. */
   limits?: Pick<BuildServerOptions, 'trpcLimits' | 'speechSocketLimits' | 'requestTimeoutMs' | 'connectionTimeoutMs'>
   /** API_SERVER_URL when several instances serve one origin (JWT issuer and audience); default: this server's own origin. */
@@ -49,6 +51,8 @@ export interface TestServerOptions {
   posthog?: PosthogSettings
   /** Per-user rate limits and their window (default: SPEC's limits per 60 s). */
   rateLimits?: RateLimitSettings
+  /** LIVE_SYNC_FALLBACK_POLL_MS: how often live subscriptions read their feeds while Redis is down. */
+  liveSyncFallbackPollMs?: number
 }
 
 export interface TestServer {
@@ -95,12 +99,14 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     identityCache: options.identityCacheTtlMs === undefined ? undefined : { ttlMs: options.identityCacheTtlMs },
     posthog: options.posthog,
     rateLimits: options.rateLimits,
+    liveSyncFallbackPollMs: options.liveSyncFallbackPollMs,
   })
   const app = await buildServer({
     api,
     service,
     authRateLimitPerMinute: options.authRateLimitPerMinute ?? 10_000,
     trustProxy: options.trustProxy,
+    logger: options.httpLogger,
     ...options.limits,
     socialProviders: [...(options.socialProviders?.google ? ['google' as const] : []), ...(options.socialProviders?.github ? ['github' as const] : [])],
   })

@@ -1,10 +1,14 @@
 import { randomUUID } from 'node:crypto'
+import { request as httpRequest } from 'node:http'
 
+import pino from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
 
 import type { AppRouter } from '@airi/api'
 import { createAiriClient, type AiriClient, type TRPCClientError, type WebSocketConstructor } from '@airi/sdk'
+
+import { until } from '@airi/tooling/test/until'
 
 import { ADMIN_EMAIL, createVerifiedUser, failure, startTestServer, type TestServer, type TestUser } from './harness.ts'
 
@@ -13,9 +17,12 @@ let alice: TestUser
 let eve: TestUser
 let chatId: string
 const clients: AiriClient[] = []
+/** Every line the host and the services logged at warn or above, parsed. */
+const logged: Array<{ level: number, msg?: string }> = []
+const recordingLogger = pino({ level: 'warn' }, { write: (line: string) => logged.push(JSON.parse(line) as { level: number, msg?: string }) })
 
 beforeAll(async () => {
-  server = await startTestServer()
+  server = await startTestServer({ logger: recordingLogger, httpLogger: recordingLogger })
   ;[alice, eve] = await Promise.all([createVerifiedUser(server), createVerifiedUser(server)])
   chatId = (await client(alice.token).chats.create.mutate({ type: 'group', title: 'Hostile' })).id
 })
@@ -236,5 +243,116 @@ describe('hostile input: subscriptions and conflicts', () => {
 
     const both = await failure(sdk.chats.sendMessages.mutate({ chatId, messages: [message({ id: evesId }), message({ id: alicesId })] }))
     expect(both.data).toMatchObject({ httpStatus: 409, apiCode: 'MESSAGE_ID_CONFLICT', details: { ids: [alicesId] } })
+  })
+})
+
+/** Error-level (pino 50+) lines logged while `run` ran. */
+async function errorsLoggedDuring(run: () => Promise<void>): Promise<string[]> {
+  const from = logged.length
+  await run()
+  return logged.slice(from).filter(line => line.level >= 50).map(line => line.msg ?? '')
+}
+
+/** A raw HTTP/1.1 request with exactly this Host header (fetch cannot set one). */
+function withHost(host: string, path: string, init: { method?: string, body?: string, headers?: Record<string, string> } = {}): Promise<{ status: number, text: string }> {
+  const { hostname, port } = new URL(server.baseUrl)
+  return new Promise((resolve, reject) => {
+    const outgoing = httpRequest({ hostname, port, path, method: init.method ?? 'GET', setHost: false, headers: { host, ...init.headers } }, (response) => {
+      const chunks: Buffer[] = []
+      response.on('data', (chunk: Buffer) => chunks.push(chunk))
+      response.on('end', () => resolve({ status: response.statusCode!, text: Buffer.concat(chunks).toString() }))
+      response.on('error', reject)
+    })
+    outgoing.on('error', reject)
+    outgoing.end(init.body)
+  })
+}
+
+const HOSTILE_KEYS = ['__proto__', 'constructor', 'prototype']
+
+describe('hostile keys and hosts answer 400 naming what is wrong, and log no error', () => {
+  it('a top-level __proto__, constructor or prototype key in a call\'s input, as JSON or superjson, alone or batched', async () => {
+    const host = new URL(server.baseUrl).host
+    const headers = { 'content-type': 'application/json', 'authorization': `Bearer ${alice.token}` }
+    const errors = await errorsLoggedDuring(async () => {
+      for (const key of HOSTILE_KEYS) {
+        const bodies = [
+          `{"json":{"type":"group","${key}":{"a":1}}}`,
+          // superjson-encoded: the key carries a Date, so the annotations name it too.
+          `{"json":{"type":"group","${key}":"2020-01-01T00:00:00.000Z"},"meta":{"values":{"${key}":["Date"]},"v":1}}`,
+        ]
+        for (const body of bodies) {
+          const answer = await withHost(host, '/trpc/chats.create', { method: 'POST', body, headers })
+          expect(answer.status, `${body} answered ${answer.text}`).toBe(400)
+          const error = (JSON.parse(answer.text) as { error: { json: ErrorShape } }).error.json
+          expectPlain400(answer.status, error, new RegExp(`^"${key}" is not allowed as a key$`))
+          expect(Object.keys(error.data.fieldErrors ?? {}), body).toEqual([key])
+        }
+        // In a batch, only that call fails; the other is served.
+        const batch = await withHost(host, '/trpc/chats.create,chats.create?batch=1', { method: 'POST', body: `{"0":{"json":{"type":"group","${key}":1}},"1":{"json":{"type":"group"}}}`, headers })
+        const [refused, served] = JSON.parse(batch.text) as [{ error?: { json: ErrorShape } }, { result?: unknown }]
+        expect(refused.error?.json.data.httpStatus, batch.text).toBe(400)
+        expect(Object.keys(refused.error?.json.data.fieldErrors ?? {})).toEqual([key])
+        expect(served.result, batch.text).toBeDefined()
+      }
+    })
+    expect(errors).toEqual([])
+  })
+
+  it('the same keys over WebSocket fail only that call, with its id', async () => {
+    const socket = new WebSocket(`${server.baseUrl.replace('http', 'ws')}/trpc?connectionParams=1`)
+    const replies: Array<{ id: number | null, error?: { json: ErrorShape } }> = []
+    socket.on('message', data => replies.push(JSON.parse(String(data))))
+    await new Promise((resolve, reject) => socket.once('open', resolve).once('error', reject))
+    try {
+      socket.send(JSON.stringify({ method: 'connectionParams', data: { token: alice.token } }))
+      const errors = await errorsLoggedDuring(async () => {
+        HOSTILE_KEYS.forEach((key, index) => socket.send(`{"id":${index + 1},"method":"mutation","params":{"path":"chats.create","input":{"json":{"type":"group","${key}":1}}}}`))
+        await until(() => replies.length >= HOSTILE_KEYS.length, 'a reply to each call')
+      })
+      for (const [index, key] of HOSTILE_KEYS.entries()) {
+        const reply = replies.find(candidate => candidate.id === index + 1)
+        expect(reply?.error?.json.data.httpStatus, key).toBe(400)
+        expect(Object.keys(reply?.error?.json.data.fieldErrors ?? {})).toEqual([key])
+      }
+      expect(errors).toEqual([])
+    }
+    finally {
+      socket.close()
+    }
+  })
+
+  it('an invalid Host header on every API route', async () => {
+    const hosts = ['a b', '[::1', 'exa%mple', '', 'evil.test:99999', 'user@evil.test', 'evil.test:0', 'evil.test/path', 'evil.test?x']
+    const paths = ['/api/auth/get-session', '/trpc/meta.info', '/trpc/chats.list', '/api/v1/openai/models', '/trpc']
+    const answers: string[] = []
+    const errors = await errorsLoggedDuring(async () => {
+      for (const host of hosts) {
+        for (const path of paths) {
+          const answer = await withHost(host, path, { headers: { authorization: `Bearer ${alice.token}` } })
+          answers.push(`${JSON.stringify(host)} ${path} → ${answer.status} ${answer.text}`)
+        }
+      }
+    })
+    const message = 'The Host header is not a valid host[:port]'
+    // The LLM gateway answers in OpenAI's error shape, as for any other error.
+    const invalid = (path: string) => path.startsWith('/api/v1/openai/')
+      ? { error: { message, type: 'invalid_request_error', code: 'INVALID_HOST', param: null } }
+      : { error: { code: 'INVALID_HOST', message } }
+    expect(answers).toEqual(hosts.flatMap(host => paths.map(path => `${JSON.stringify(host)} ${path} → 400 ${JSON.stringify(invalid(path))}`)))
+    expect(errors).toEqual([])
+  })
+
+  it('valid hosts still reach every route, and probes answer whatever the Host', async () => {
+    const { port } = new URL(server.baseUrl)
+    for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`, 'API.Example.test', 'api.example.test:443', '10.0.0.7']) {
+      expect((await withHost(host, '/trpc/meta.info')).status, host).toBe(200)
+      expect((await withHost(host, '/api/auth/get-session', { headers: { authorization: `Bearer ${alice.token}` } })).status, host).toBe(200)
+    }
+    // A load balancer's health check must not fail over its Host header.
+    for (const host of ['a b', '', 'evil.test:99999']) {
+      expect((await withHost(host, '/livez')).status, host).toBe(200)
+      expect((await withHost(host, '/readyz')).status, host).toBe(200)
+    }
   })
 })

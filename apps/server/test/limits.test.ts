@@ -1,9 +1,12 @@
-import { connect } from 'node:net'
+import { randomUUID } from 'node:crypto'
+import { connect, type Socket } from 'node:net'
 
-import superjson from 'superjson'
+import superjson, { type SuperJSONResult } from 'superjson'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
 
+import { DEFAULT_CHAT_SUBSCRIPTIONS_PER_USER } from '@airi/api'
+import { createAiriClient } from '@airi/sdk'
 import { until } from '@airi/tooling/test/until'
 
 import { authPost, createVerifiedUser, startTestServer, type TestServer, type TestUser } from './harness.ts'
@@ -27,6 +30,9 @@ function rawSocket(server: TestServer, token?: string): Promise<RawSocket> {
     socket.once('close', (code, reason) => resolve({ code, reason: reason.toString() }))
   })
   socket.on('message', (data) => {
+    // The server's keep-alive asks with a bare PING now and then.
+    if (data.toString() === 'PING')
+      return
     const message = JSON.parse(data.toString())
     if (message.error)
       message.error = superjson.deserialize(message.error)
@@ -178,5 +184,110 @@ describe('request limits', () => {
       return !open
     }, 'the server to cut the slow request')
     expect(answer).toMatch(/^HTTP\/1\.1 408/)
+  })
+})
+
+describe('a client that stops reading (issue 20)', () => {
+  const BOUND = 256 * 1024
+  let server: TestServer
+  let user: TestUser
+  beforeAll(async () => {
+    // A grace period far beyond the test, so the paused client can still read up to the close frame.
+    server = await startTestServer({ limits: { trpcLimits: { maxBufferedBytes: BOUND, slowConsumerCloseMs: 300_000 } } })
+    user = await createVerifiedUser(server)
+  })
+  afterAll(() => server.close())
+
+  /** The server's side of every tRPC socket still open. */
+  const openOnServer = () => [...server.app.websocketServer.clients].filter(socket => socket.readyState === WebSocket.OPEN).length
+
+  it('is closed with 4008 once more than the bound waits for it, and resumes from its last event without a gap', async () => {
+    const sdk = createAiriClient({ baseUrl: server.baseUrl, getToken: () => user.token })
+    const chat = await sdk.chats.create.mutate({ type: 'group', title: 'slow', members: [] })
+    const raw = await tracked(server, user.token)
+    const started = await raw.call('subscription', 'chats.onMessages')
+    expect(started.result?.type).toBe('started')
+    await until(() => raw.messages.some(message => message.result?.type === 'data'), 'the ready event')
+    // The client stops reading; the server keeps sending until the bound is passed.
+    const tcp = (raw.socket as unknown as { _socket: Socket })._socket
+    tcp.pause()
+    // It still writes, so the server's keep-alive does not end it first on a slow machine.
+    const heartbeat = setInterval(() => raw.socket.send('PONG'), 5_000)
+    const sent: string[] = []
+    await until(async () => {
+      const content = `${sent.length}:`.padEnd(100_000, 'x')
+      await sdk.chats.sendMessages.mutate({ chatId: chat.id, messages: [{ id: randomUUID(), role: 'user', content }] })
+      sent.push(content)
+      return openOnServer() === 0
+    }, 'the server to close the slow socket', 60_000)
+    clearInterval(heartbeat)
+    console.warn(`slow consumer: closed after ${sent.length} sends of 100 000 characters (bound ${BOUND} bytes)`)
+
+    tcp.resume()
+    expect(await raw.closed).toEqual({ code: 4008, reason: `Slow consumer: more than ${BOUND} bytes unread` })
+    // What arrived is whole and in order; resuming from its last id brings the rest.
+    const events = raw.messages.filter(message => message.result?.type === 'data').map(message => superjson.deserialize<{ id: string, data: { messages: Array<{ content: string }> } }>((message.result as { data: SuperJSONResult }).data))
+    const before = events.flatMap(event => event.data.messages.map(m => m.content))
+    expect(before).toEqual(sent.slice(0, before.length))
+    const again = await tracked(server, user.token)
+    await again.call('subscription', 'chats.onMessages', { lastEventId: events.at(-1)!.id })
+    await until(() => again.messages.filter(message => message.result?.type === 'data').length > sent.length - before.length, 'the rest of the messages')
+    const after = again.messages.filter(message => message.result?.type === 'data').map(message => superjson.deserialize<{ data: { messages: Array<{ content: string }> } }>((message.result as { data: SuperJSONResult }).data))
+    expect(after.flatMap(event => event.data.messages.map(m => m.content))).toEqual(sent.slice(before.length))
+    again.socket.close()
+    await sdk.close()
+  })
+
+  it('cuts a slow client that never reads once the close grace period ends', async () => {
+    const quick = await startTestServer({ limits: { trpcLimits: { maxBufferedBytes: BOUND, slowConsumerCloseMs: 200 } } })
+    try {
+      const owner = await createVerifiedUser(quick)
+      const sdk = createAiriClient({ baseUrl: quick.baseUrl, getToken: () => owner.token })
+      const chat = await sdk.chats.create.mutate({ type: 'group', title: 'stalled', members: [] })
+      const raw = await tracked(quick, owner.token)
+      expect((await raw.call('subscription', 'chats.onMessages')).result?.type).toBe('started')
+      ;(raw.socket as unknown as { _socket: Socket })._socket.pause()
+      // Gone from the server (its buffers freed) without the client reading a byte.
+      await until(async () => {
+        if (quick.app.websocketServer.clients.size === 0)
+          return true
+        await sdk.chats.sendMessages.mutate({ chatId: chat.id, messages: [{ id: randomUUID(), role: 'user', content: 'x'.repeat(100_000) }] })
+        return false
+      }, 'the server to drop the stalled socket', 60_000)
+      await sdk.close()
+    }
+    finally {
+      await quick.close()
+    }
+  })
+})
+
+describe('live chat subscriptions per user, across sockets (issue 20)', () => {
+  let server: TestServer
+  let user: TestUser
+  beforeAll(async () => {
+    server = await startTestServer()
+    user = await createVerifiedUser(server)
+  })
+  afterAll(() => server.close())
+
+  it(`refuses the subscription past ${DEFAULT_CHAT_SUBSCRIPTIONS_PER_USER} with TOO_MANY_REQUESTS / SUBSCRIPTION_LIMIT; stopping one makes room`, async () => {
+    const perSocket = 16
+    const sockets = await Promise.all(Array.from({ length: Math.ceil((DEFAULT_CHAT_SUBSCRIPTIONS_PER_USER + 1) / perSocket) }, () => tracked(server, user.token)))
+    const answers = []
+    for (let index = 0; index < DEFAULT_CHAT_SUBSCRIPTIONS_PER_USER; index++)
+      answers.push(await sockets[Math.floor(index / perSocket)]!.call('subscription', 'chats.onMessages'))
+    expect(answers.every(answer => answer.result?.type === 'started')).toBe(true)
+
+    const last = sockets.at(-1)!
+    const refused = await last.call('subscription', 'chats.onMessages')
+    expect(refused.error?.data).toMatchObject({ code: 'TOO_MANY_REQUESTS', apiCode: 'SUBSCRIPTION_LIMIT' })
+    // Other subscriptions are not chat subscriptions, and are not counted.
+    expect((await last.call('subscription', 'meta.ticks', { count: 100, intervalMs: 5_000 })).result?.type).toBe('started')
+
+    sockets[0]!.socket.send(JSON.stringify({ id: answers[0]!.id, method: 'subscription.stop' }))
+    await until(async () => (await last.call('subscription', 'chats.onMessages')).result?.type === 'started', 'room for a subscription')
+    for (const raw of sockets)
+      raw.socket.close()
   })
 })

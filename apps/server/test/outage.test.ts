@@ -13,7 +13,7 @@ import { startTcpProxy, type TcpProxy } from '@airi/tooling/test/tcp-proxy'
 import { createTestDatabase, type TestDatabase } from '@airi/tooling/test/test-database'
 import { until } from '@airi/tooling/test/until'
 
-import { authPost, createVerifiedUser, failure, startTestServer, type TestServer, type TestUser } from './harness.ts'
+import { authPost, createVerifiedUser, failure, signIn, startTestServer, type TestServer, type TestUser } from './harness.ts'
 
 /**
  * With Postgres or Redis out of reach, calls answer 503 SERVICE_UNAVAILABLE with
@@ -152,6 +152,139 @@ describe('Postgres out of reach', () => {
 
     for (const openai of clients)
       expect((await openai.models.list()).data).toEqual([])
+  })
+})
+
+describe('Postgres that stops answering (paused, or the network silently gone)', () => {
+  /** The advisory lock `/test/locked` waits on. */
+  const LOCK_KEY = 20_006
+  let proxy: TcpProxy
+  let real: TestDatabase
+  let server: TestServer
+  let user: TestUser
+
+  beforeAll(async () => {
+    real = await createTestDatabase()
+    proxy = await startTcpProxy(Number(new URL(real.url).port))
+    const proxied = new URL(real.url)
+    proxied.port = String(proxy.port)
+    // Short bounds, so the test does not wait out the defaults; the statement timeout is below the query timeout, as by default.
+    const db = createDb({ connectionString: proxied.toString(), connectionTimeoutMs: 2_000, statementTimeoutMs: 2_000, queryTimeoutMs: 3_000 })
+    server = await startTestServer({
+      redisUrl: false,
+      database: { url: proxied.toString(), db, drop: async () => { await db.destroy(); await real.drop() } },
+      extend: (app) => {
+        app.get('/test/read', async () => (await sql<{ ok: number }>`select 1 as ok`.execute(db)).rows[0])
+        // In flight for as long as the test holds the lock.
+        app.get('/test/locked', async () => (await sql<{ ok: number }>`select pg_advisory_xact_lock(${LOCK_KEY}), 1 as ok`.execute(db)).rows[0])
+      },
+    })
+    user = await createVerifiedUser(server)
+  })
+  afterAll(async () => {
+    proxy.resume()
+    await server.close()
+    await proxy.close()
+  })
+
+  /**
+   * Holds, on a connection of the test's own, the lock `/test/locked` waits on and
+   * the session table (every session read waits); returns the release.
+   */
+  async function holdLocks(): Promise<() => Promise<void>> {
+    let release!: () => void
+    const released = new Promise<void>(resolve => release = resolve)
+    let locked!: () => void
+    const holding = new Promise<void>(resolve => locked = resolve)
+    const done = real.db.transaction().execute(async (trx) => {
+      await sql`select pg_advisory_xact_lock(${LOCK_KEY})`.execute(trx)
+      await sql`lock table session in access exclusive mode`.execute(trx)
+      locked()
+      await released
+    })
+    await Promise.race([holding, done])
+    return async () => {
+      release()
+      await done
+    }
+  }
+
+  /** Statements of this database waiting on a lock, as Postgres sees them. */
+  const waitingOnLocks = async () => (await sql<{ n: number }>`
+    select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`.execute(real.db)).rows[0]!.n
+
+  /** Fresh session tokens: none of them is in the identity cache, so using one reads Postgres. */
+  const freshTokens = (n: number) => Promise.all(Array.from({ length: n }, async () => (await signIn(server, user.email, user.password)).token))
+
+  const get = (path: string, token?: string) => fetch(`${server.baseUrl}${path}`, token ? { headers: { authorization: `Bearer ${token}` } } : {})
+
+  /** Waits (with a deadline) for every response, and says what each was: path, status, retry-after, error code. */
+  async function outcomes(requests: Array<[string, Promise<Response>]>) {
+    let answered = 0
+    for (const [, request] of requests)
+      void request.then(() => answered++, () => answered++)
+    await until(() => answered === requests.length, `${requests.length - answered} of ${requests.length} requests to be answered`)
+    return Promise.all(requests.map(async ([path, request]) => {
+      const response = await request
+      const body = await response.json() as { error?: { code?: string, json?: { data?: { code?: string } } } }
+      return { path, status: response.status, retryAfter: response.headers.get('retry-after'), code: body.error?.code ?? body.error?.json?.data?.code }
+    }))
+  }
+  const outage = (path: string) => ({ path, status: 503, retryAfter: '5', code: 'SERVICE_UNAVAILABLE' })
+
+  it('answers 503, not a hang, for statements in flight when it goes silent and for requests during the silence; serves again once it answers', async () => {
+    const [a, b, c, d] = await freshTokens(4)
+    const release = await holdLocks()
+    let released = false
+    try {
+      const inFlight: Array<[string, Promise<Response>]> = [
+        ['/test/locked', get('/test/locked')],
+        ['/trpc/auth.me', get('/trpc/auth.me', a)],
+        ['/api/auth/get-session', get('/api/auth/get-session', b)],
+      ]
+      await until(async () => await waitingOnLocks() === inFlight.length, 'the three statements to be in flight')
+      proxy.silence()
+      // Postgres answers them now; the silence keeps the answers from the server.
+      await release()
+      released = true
+      const during: Array<[string, Promise<Response>]> = [
+        ['/test/read', get('/test/read')],
+        ['/trpc/auth.me', get('/trpc/auth.me', c)],
+        ['/api/auth/get-session', get('/api/auth/get-session', d)],
+      ]
+      expect(await outcomes([...inFlight, ...during])).toEqual([...inFlight, ...during].map(([path]) => outage(path)))
+    }
+    finally {
+      if (!released)
+        await release()
+      proxy.resume()
+    }
+
+    await until(async () => (await server.app.inject({ method: 'GET', url: '/readyz' })).statusCode === 200, 'Postgres to be back')
+    expect(await (await get('/test/read')).json()).toEqual({ ok: 1 })
+    for (const token of [a, b, c, d]) {
+      const me = await get('/trpc/auth.me', token)
+      expect(me.status).toBe(200)
+      expect(await me.json()).toMatchObject({ result: { data: { json: { user: { id: user.id } } } } })
+    }
+  })
+
+  it('answers 503 for a session read Postgres cancels (statement timeout) while it answers everything else: the error decides, not a later SELECT 1', async () => {
+    const [a, b] = await freshTokens(2)
+    const release = await holdLocks()
+    try {
+      const results = await outcomes([
+        ['/trpc/auth.me', get('/trpc/auth.me', a)],
+        ['/api/auth/get-session', get('/api/auth/get-session', b)],
+      ])
+      expect(results).toEqual([outage('/trpc/auth.me'), outage('/api/auth/get-session')])
+      // Postgres itself answered all along.
+      expect(await (await get('/test/read')).json()).toEqual({ ok: 1 })
+    }
+    finally {
+      await release()
+    }
+    expect((await get('/trpc/auth.me', a)).status).toBe(200)
   })
 })
 

@@ -262,3 +262,46 @@ describe('tRPC: checkout and speech tickets', () => {
     expect(await blocked(reader, 'speech-ticket')).toBe(1)
   })
 })
+
+describe('chat messages (issue 20)', () => {
+  it('refuses the send past CHAT_RATE_LIMIT_PER_MINUTE with TOO_MANY_REQUESTS / RATE_LIMITED, storing nothing; a resend counts', async () => {
+    const { reader, meter } = createTestMeter()
+    const server = await serve({ meter, rateLimits: { limits: { 'chat-messages': 3 }, windowSeconds: HOUR } })
+    const [user, other] = await Promise.all([createVerifiedUser(server), createVerifiedUser(server)])
+    const sdk = createAiriClient({ baseUrl: server.baseUrl, getToken: () => user.token })
+    const chat = await sdk.chats.create.mutate({ type: 'group', title: 'limited', members: [{ type: 'user', id: other.id }] })
+    const first = { id: randomUUID(), role: 'user' as const, content: 'one' }
+
+    await sdk.chats.sendMessages.mutate({ chatId: chat.id, messages: [first] })
+    await sdk.chats.sendMessages.mutate({ chatId: chat.id, messages: [{ id: randomUUID(), role: 'user', content: 'two' }] })
+    // A resend stores nothing but still takes the chat's lock: it counts.
+    await sdk.chats.sendMessages.mutate({ chatId: chat.id, messages: [first] })
+    const error = await failure(sdk.chats.sendMessages.mutate({ chatId: chat.id, messages: [{ id: randomUUID(), role: 'user', content: 'three' }] }))
+    expect(error.data).toMatchObject({ httpStatus: 429, code: 'TOO_MANY_REQUESTS', apiCode: 'RATE_LIMITED', details: { limit: 3 } })
+    expect(error.data?.details?.retryAfterSeconds).toBeGreaterThanOrEqual(1)
+    expect(error.message).toMatch(/message sends/)
+    expect(await blocked(reader, 'chat-messages')).toBe(1)
+    expect((await sdk.chats.pullMessages.query({ chatId: chat.id })).messages.map(message => message.content)).toEqual(['one', 'two'])
+
+    // Per user: the other member still writes.
+    const otherSdk = createAiriClient({ baseUrl: server.baseUrl, getToken: () => other.token })
+    await otherSdk.chats.sendMessages.mutate({ chatId: chat.id, messages: [{ id: randomUUID(), role: 'user', content: 'four' }] })
+  })
+
+  it('lets sends through while the counter store (Redis) is down: chat keeps working through an outage', async () => {
+    const redisUrl = new URL(inject('redisUrl'))
+    const proxy: TcpProxy = await startTcpProxy(Number(redisUrl.port))
+    closers.push(() => proxy.close())
+    redisUrl.port = String(proxy.port)
+    const server = await serve({ redisUrl: redisUrl.toString(), rateLimits: { limits: { 'chat-messages': 100 }, windowSeconds: HOUR } })
+    const user = await createVerifiedUser(server)
+    const sdk = createAiriClient({ baseUrl: server.baseUrl, getToken: () => user.token })
+    const chat = await sdk.chats.create.mutate({ type: 'group', title: 'outage', members: [] })
+
+    await proxy.cut()
+    await until(async () => (await fetch(`${server.baseUrl}/readyz`)).status === 503, 'the server to see Redis gone')
+    const sent = await sdk.chats.sendMessages.mutate({ chatId: chat.id, messages: [{ id: randomUUID(), role: 'user', content: 'during the outage' }] })
+    expect(sent.messages.map(message => message.content)).toEqual(['during the outage'])
+    await proxy.restore()
+  })
+})

@@ -1,11 +1,18 @@
+import { spawn } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import type { Socket } from 'node:net'
+import { fileURLToPath } from 'node:url'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import superjson from 'superjson'
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import WebSocket from 'ws'
 
+import { findFreePort } from '@airi/db'
 import { createAiriClient, type AiriClient, type WebSocketConstructor } from '@airi/sdk'
+import { createTestDatabase, testRedisPrefix, type TestDatabase } from '@airi/tooling/test/test-database'
 import { until } from '@airi/tooling/test/until'
 
 import { createVerifiedUser, startTestServer, type TestServer, type TestUser } from './harness.ts'
@@ -29,43 +36,43 @@ function heapAfterGc(): number {
   return process.memoryUsage().heapUsed
 }
 
-let server: TestServer
-let attacker: TestUser
-let alice: TestUser
-let bob: TestUser
-const clients: AiriClient[] = []
-
-beforeAll(async () => {
-  // Every socket comes from 127.0.0.1, so the per-address cap is lifted to reach the per-user one.
-  // The grace period is lifted too: on a loaded machine 2 000 sign-ins can take longer than 10 s.
-  server = await startTestServer({ limits: { trpcLimits: { socketsPerUser: PER_USER, socketsPerIp: ATTEMPTS * 2, authGraceMs: 300_000 } } })
-  ;[attacker, alice, bob] = await Promise.all([createVerifiedUser(server), createVerifiedUser(server), createVerifiedUser(server)])
-})
-afterAll(async () => {
-  await Promise.all(clients.map(client => client.close()))
-  await server.close()
-})
-
-function sdk(user: TestUser): AiriClient {
-  const client = createAiriClient({ baseUrl: server.baseUrl, getToken: () => user.token, WebSocket: WebSocket as unknown as WebSocketConstructor })
-  clients.push(client)
-  return client
-}
-
-/** Opens a socket, authenticates, and reports whether the server kept it or how it closed it. */
-function attempt(token: string): Promise<{ socket: WebSocket, closed: Promise<{ code: number, reason: string }> }> {
-  const socket = new WebSocket(`${server.baseUrl.replace('http', 'ws')}/trpc?connectionParams=1`)
-  const closed = new Promise<{ code: number, reason: string }>(resolve => socket.once('close', (code, reason) => resolve({ code, reason: reason.toString() })))
-  return new Promise((resolve, reject) => {
-    socket.once('open', () => {
-      socket.send(JSON.stringify({ method: 'connectionParams', data: { token } }))
-      resolve({ socket, closed })
-    })
-    socket.once('error', reject)
-  })
-}
-
 describe('soak: 2 000 sockets from one user', () => {
+  let server: TestServer
+  let attacker: TestUser
+  let alice: TestUser
+  let bob: TestUser
+  const clients: AiriClient[] = []
+
+  beforeAll(async () => {
+    // Every socket comes from 127.0.0.1, so the per-address cap is lifted to reach the per-user one.
+    // The grace period is lifted too: on a loaded machine 2 000 sign-ins can take longer than 10 s.
+    server = await startTestServer({ limits: { trpcLimits: { socketsPerUser: PER_USER, socketsPerIp: ATTEMPTS * 2, authGraceMs: 300_000 } } })
+    ;[attacker, alice, bob] = await Promise.all([createVerifiedUser(server), createVerifiedUser(server), createVerifiedUser(server)])
+  })
+  afterAll(async () => {
+    await Promise.all(clients.map(client => client.close()))
+    await server.close()
+  })
+
+  function sdk(user: TestUser): AiriClient {
+    const client = createAiriClient({ baseUrl: server.baseUrl, getToken: () => user.token, WebSocket: WebSocket as unknown as WebSocketConstructor })
+    clients.push(client)
+    return client
+  }
+
+  /** Opens a socket, authenticates, and reports whether the server kept it or how it closed it. */
+  function attempt(token: string): Promise<{ socket: WebSocket, closed: Promise<{ code: number, reason: string }> }> {
+    const socket = new WebSocket(`${server.baseUrl.replace('http', 'ws')}/trpc?connectionParams=1`)
+    const closed = new Promise<{ code: number, reason: string }>(resolve => socket.once('close', (code, reason) => resolve({ code, reason: reason.toString() })))
+    return new Promise((resolve, reject) => {
+      socket.once('open', () => {
+        socket.send(JSON.stringify({ method: 'connectionParams', data: { token } }))
+        resolve({ socket, closed })
+      })
+      socket.once('error', reject)
+    })
+  }
+
   it('holds the cap, returns the memory, and keeps another user\'s chat flowing', async () => {
     const chat = await sdk(alice).chats.create.mutate({ type: 'group', title: 'soak', members: [{ type: 'user', id: bob.id }] })
     const received: Array<{ content: string, at: number }> = []
@@ -122,3 +129,217 @@ describe('soak: 2 000 sockets from one user', () => {
     expect(after - baseline).toBeLessThan(8 * 1024 * 1024)
   }, 300_000)
 })
+
+/**
+ * Soak (issue 20): one account opens 16 sockets × 16 `chats.onMessages`
+ * subscriptions, stops reading, and sends about 1 MB into its own chat. The
+ * server runs as a process of its own, so its RSS is read from /proc and nothing
+ * the test itself allocates counts. Before the fix every subscription's socket
+ * kept its own copy of every event (+256 MB per MB sent); now each socket is
+ * closed with 4008 once more than WS_MAX_BUFFERED_BYTES wait for it, and one
+ * event's bytes are shared by every frame that carries it.
+ */
+describe('soak: slow readers cannot pin memory', () => {
+  const SOCKETS = 16
+  const SUBSCRIPTIONS = 16
+  const SENDS = 10
+  const CONTENT_CHARS = 100_000
+  /** What the attack may add to the server's RSS (docs/operations.md states it). */
+  const RSS_BOUND_BYTES = 64 * 1024 * 1024
+
+  let database: TestDatabase
+  let server: ChildServer
+  beforeAll(async () => {
+    database = await createTestDatabase()
+    server = await startServerProcess(database, {
+      // The subscription cap is lifted so all 256 subscriptions exist: the buffer bound alone must hold.
+      CHAT_SUBSCRIPTIONS_PER_USER: String(SOCKETS * SUBSCRIPTIONS),
+      // Long enough that a paused client, once resumed, still reads the close frame and its code.
+      WS_SLOW_CONSUMER_CLOSE_MS: '300000',
+    })
+  }, 240_000)
+  afterAll(async () => {
+    await server?.stop()
+    await database?.drop()
+  })
+
+  it('keeps the server\'s RSS within the bound and closes every slow socket with 4008', async () => {
+    const [alice, bob] = [await server.createUser(), await server.createUser()]
+    const chat = await server.call<{ id: string }>(alice.token, 'chats.create', { type: 'group', title: 'slow readers', members: [{ type: 'user', id: bob.id }] })
+
+    // A reader that keeps up (another user of the chat): its messages must keep flowing.
+    const reader = createAiriClient({ baseUrl: server.baseUrl, getToken: () => bob.token, WebSocket: WebSocket as unknown as WebSocketConstructor })
+    const received: string[] = []
+    let readerReady = false
+    const readerSubscription = reader.chats.onMessages.subscribe(undefined, {
+      onData: ({ data }) => {
+        readerReady = true
+        received.push(...data.messages.map(message => message.content))
+      },
+    })
+
+    const attackers = await Promise.all(Array.from({ length: SOCKETS }, () => openRawSocket(server.baseUrl, alice.token)))
+    for (const attacker of attackers) {
+      for (let index = 0; index < SUBSCRIPTIONS; index++)
+        attacker.subscribe('chats.onMessages')
+    }
+    await until(() => readerReady && attackers.every(attacker => attacker.dataFrames() === SUBSCRIPTIONS), 'every subscription to be ready', 60_000)
+    expect(attackers.flatMap(attacker => attacker.errors())).toEqual([])
+
+    // A warm-up send through every path, then the clients stop reading.
+    await server.call(alice.token, 'chats.sendMessages', { chatId: chat.id, messages: [{ id: randomUUID(), role: 'user', content: 'warm-up' }] })
+    await until(() => received.includes('warm-up') && attackers.every(attacker => attacker.dataFrames() === 2 * SUBSCRIPTIONS), 'the warm-up to reach every subscription', 60_000)
+    for (const attacker of attackers)
+      attacker.pause()
+
+    const baseline = server.rss()
+    let peak = baseline
+    const sampler = setInterval(() => {
+      peak = Math.max(peak, server.rss())
+    }, 10)
+    try {
+      for (let send = 0; send < SENDS; send++) {
+        const content = `${send}:`.padEnd(CONTENT_CHARS, 'x')
+        await server.call(alice.token, 'chats.sendMessages', { chatId: chat.id, messages: [{ id: randomUUID(), role: 'user', content }] })
+      }
+      await until(() => received.length === 1 + SENDS, 'the reader to receive every message', 60_000)
+      // The slow subscriptions have had every event handed to them by now; give the sampler a look at the result.
+      const settled = server.rss()
+      peak = Math.max(peak, settled)
+    }
+    finally {
+      clearInterval(sampler)
+    }
+    const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MB`
+    console.warn(`slow readers: server RSS ${mb(baseline)} before, peak ${mb(peak)} (+${mb(peak - baseline)}) after ${SENDS} × ${CONTENT_CHARS} characters to ${SOCKETS * SUBSCRIPTIONS} paused subscriptions`)
+    expect(peak - baseline).toBeLessThan(RSS_BOUND_BYTES)
+
+    // Once they read again, each slow socket finds it was closed for being slow (the SDK would reconnect and resume).
+    for (const attacker of attackers)
+      attacker.resume()
+    const closes = await Promise.all(attackers.map(attacker => attacker.closed))
+    expect(new Set(closes.map(close => close.code))).toEqual(new Set([4008]))
+    expect(closes[0]!.reason).toMatch(/slow/i)
+    // The reader kept up and was never closed.
+    expect(received).toHaveLength(1 + SENDS)
+    readerSubscription.unsubscribe()
+    await reader.close()
+  }, 300_000)
+})
+
+interface ChildServer {
+  baseUrl: string
+  /** The server process's resident set size, from /proc. */
+  rss: () => number
+  createUser: () => Promise<{ id: string, token: string }>
+  call: <T = unknown>(token: string, path: string, input: unknown) => Promise<T>
+  stop: () => Promise<void>
+}
+
+/** `src/main.ts` in a process of its own (through tsx), on the test Postgres and Redis. */
+async function startServerProcess(database: TestDatabase, env: Record<string, string>): Promise<ChildServer> {
+  const port = await findFreePort()
+  const baseUrl = `http://127.0.0.1:${port}`
+  let output = ''
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    cwd: fileURLToPath(new URL('..', import.meta.url)),
+    env: {
+      PATH: process.env.PATH,
+      NODE_ENV: 'test',
+      DATABASE_URL: database.url,
+      REDIS_URL: inject('redisUrl'),
+      REDIS_KEY_PREFIX: testRedisPrefix(),
+      HOST: '127.0.0.1',
+      PORT: String(port),
+      LOG_LEVEL: 'warn',
+      BETTER_AUTH_SECRET: 'soak-secret-0123456789abcdefghijklmnopqrstuvwxyz',
+      LLM_ROUTER_MASTER_KEY: '07'.repeat(32),
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  child.stdout!.on('data', (chunk: Buffer) => (output += chunk))
+  child.stderr!.on('data', (chunk: Buffer) => (output += chunk))
+  const exited = new Promise<void>(resolve => child.once('exit', () => resolve()))
+  await until(async () => {
+    if (child.exitCode !== null)
+      throw new Error(`the server exited:\n${output}`)
+    return fetch(`${baseUrl}/readyz`).then(response => response.status === 200, () => false)
+  }, 'the server process to be ready', 180_000)
+
+  const authPost = (path: string, body: unknown) => fetch(`${baseUrl}/api/auth${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'origin': baseUrl },
+    body: JSON.stringify(body),
+  })
+  return {
+    baseUrl,
+    rss() {
+      const status = readFileSync(`/proc/${child.pid}/status`, 'utf8')
+      return Number(/^VmRSS:\s+(\d+) kB$/m.exec(status)![1]) * 1024
+    },
+    async createUser() {
+      const email = `soak-${randomUUID().slice(0, 8)}@example.com`
+      const password = 'correct horse battery staple'
+      const signUp = await authPost('/sign-up/email', { email, password, name: 'soak' })
+      if (!signUp.ok)
+        throw new Error(`sign-up failed: ${signUp.status} ${await signUp.text()}`)
+      // The verification e-mail only goes to the server's log; following its link would do this.
+      await database.db.updateTable('user').set({ emailVerified: true }).where('email', '=', email).execute()
+      const signIn = await authPost('/sign-in/email', { email, password })
+      const token = signIn.headers.get('set-auth-token')
+      const body = await signIn.json() as { user: { id: string } }
+      if (!signIn.ok || !token)
+        throw new Error(`sign-in failed: ${signIn.status}`)
+      return { id: body.user.id, token }
+    },
+    async call<T>(token: string, path: string, input: unknown) {
+      const response = await fetch(`${baseUrl}/trpc/${path}`, {
+        method: 'POST',
+        headers: { 'authorization': `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify(superjson.serialize(input)),
+      })
+      const payload = await response.json() as { result?: { data: Parameters<typeof superjson.deserialize>[0] } }
+      if (!response.ok || !payload.result)
+        throw new Error(`${path} failed: ${response.status} ${JSON.stringify(payload)}`)
+      return superjson.deserialize(payload.result.data) as T
+    },
+    async stop() {
+      child.kill('SIGKILL')
+      await exited
+    },
+  }
+}
+
+/** A client speaking tRPC's WebSocket protocol itself, so the test can stop its reading. */
+async function openRawSocket(baseUrl: string, token: string) {
+  const socket = new WebSocket(`${baseUrl.replace('http', 'ws')}/trpc?connectionParams=1`)
+  const frames: Array<{ id?: number, result?: { type?: string }, error?: unknown }> = []
+  const closed = new Promise<{ code: number, reason: string }>(resolve => socket.once('close', (code, reason) => resolve({ code, reason: reason.toString() })))
+  socket.on('message', (data) => {
+    // The server's keep-alive asks with a bare PING now and then.
+    if (data.toString() !== 'PING')
+      frames.push(JSON.parse(data.toString()))
+  })
+  await new Promise<void>((resolve, reject) => {
+    socket.once('open', () => resolve())
+    socket.once('error', reject)
+  })
+  socket.send(JSON.stringify({ method: 'connectionParams', data: { token } }))
+  // Writing still works while reading is paused: the attacker keeps the server's keep-alive satisfied.
+  const heartbeat = setInterval(() => socket.readyState === WebSocket.OPEN && socket.send('PONG'), 5_000)
+  void closed.then(() => clearInterval(heartbeat))
+  let nextId = 1
+  // ws keeps its TCP socket here; pausing it stops reading, as a client that stalls would.
+  const tcp = (socket as unknown as { _socket: Socket })._socket
+  return {
+    closed,
+    subscribe(path: string) {
+      socket.send(JSON.stringify({ id: nextId++, method: 'subscription', params: { path, input: superjson.serialize(undefined) } }))
+    },
+    dataFrames: () => frames.filter(frame => frame.result?.type === 'data').length,
+    errors: () => frames.filter(frame => frame.error !== undefined),
+    pause: () => tcp.pause(),
+    resume: () => tcp.resume(),
+  }
+}

@@ -151,6 +151,34 @@ describe('streaming speech', () => {
     expect(before - await worth(user)).toBe(7)
   })
 
+  it('bills at most the characters forwarded when the upstream reports more text_words', async () => {
+    fake.reset()
+    fake.behave({ reportTextWords: 5_000 })
+    const user = await createVerifiedUser(server)
+    const before = await worth(user)
+    const session = speak(user)
+    session.stream.appendText('Hello there. ')
+    session.stream.finish()
+    await session.stream.closed
+    expect(session.audio.length).toBeGreaterThan(0)
+    expect(session.done[0]).toMatchObject({ characters: chars('Hello there. ') })
+    expect(before - await worth(user)).toBe(chars('Hello there. '))
+  })
+
+  it('bills the characters forwarded when the upstream reports 0 text_words after audio', async () => {
+    fake.reset()
+    fake.behave({ reportTextWords: 0 })
+    const user = await createVerifiedUser(server)
+    const before = await worth(user)
+    const session = speak(user)
+    session.stream.appendText('Free audio? No. ')
+    session.stream.finish()
+    await session.stream.closed
+    expect(session.audio.length).toBeGreaterThan(0)
+    expect(session.done[0]).toMatchObject({ characters: chars('Free audio? No. ') })
+    expect(before - await worth(user)).toBe(chars('Free audio? No. '))
+  })
+
   it('bills the characters forwarded when the upstream finishes without usage', async () => {
     fake.reset()
     fake.behave({ noUsage: true })

@@ -10,7 +10,7 @@ import { createKeyVault, silentLogger } from '@airi/api'
 import { findFreePort } from '@airi/db'
 import { createAiriClient } from '@airi/sdk'
 import { startFakeOpenAIUpstream, type FakeUpstream } from '@airi/tooling/fakes/openai-upstream'
-import { startFakeOtlp, type FakeOtlp, type ReceivedSpan } from '@airi/tooling/fakes/otlp'
+import { startFakeOtlp, startSilentCollector, type FakeOtlp, type ReceivedSpan } from '@airi/tooling/fakes/otlp'
 import { createTestDatabase, testRedisPrefix, type TestDatabase } from '@airi/tooling/test/test-database'
 import { until } from '@airi/tooling/test/until'
 
@@ -192,6 +192,43 @@ describe('graceful shutdown', () => {
     }
     finally {
       await otlp.close()
+      await database.drop()
+    }
+  }, 300_000)
+})
+
+describe('graceful shutdown with a collector that never answers', () => {
+  it('gives up the flush after TELEMETRY_FLUSH_TIMEOUT_MS, not the whole shutdown deadline, and exits 0', async () => {
+    const collector = await startSilentCollector()
+    const database = await createTestDatabase()
+    let server: ServerProcess | undefined
+    try {
+      server = await startServer(database, {
+        OTEL_EXPORTER_OTLP_ENDPOINT: collector.url,
+        OTEL_METRIC_EXPORT_INTERVAL: '3600000',
+        OTEL_BSP_SCHEDULE_DELAY: '3600000',
+        // The exporter's own timeout and the shutdown deadline far beyond this test's:
+        // only the flush bound (1 s) can end the wait in time.
+        OTEL_EXPORTER_OTLP_TIMEOUT: '600000',
+        SHUTDOWN_TIMEOUT_MS: '600000',
+        TELEMETRY_FLUSH_TIMEOUT_MS: '1000',
+        LOG_LEVEL: 'info',
+      })
+      expect((await fetch(`${server.baseUrl}/trpc/meta.info`)).status).toBe(200)
+      const { child, output } = server
+      child.kill('SIGTERM')
+      await until(() => child.exitCode !== null || child.signalCode !== null, 'the server to exit', 60_000).catch((error: Error) => {
+        throw new Error(`${error.message}\n${output()}`)
+      })
+      expect(child.exitCode, output()).toBe(0)
+      // The flush was tried (the collector saw it) and given up.
+      expect(collector.connections).toBeGreaterThan(0)
+      expect(output()).toContain('OpenTelemetry did not flush in time')
+      expect(output()).toContain('shutdown complete')
+    }
+    finally {
+      server?.child.kill('SIGKILL')
+      await collector.close()
       await database.drop()
     }
   }, 300_000)

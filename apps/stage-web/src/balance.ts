@@ -11,3 +11,23 @@ export async function refreshBalance(): Promise<number> {
   balance.value = flux
   return flux
 }
+
+/**
+ * Follows the balance events of the live feed (`chats.onMessages`): a top-up,
+ * refund or grant made anywhere shows here at once. For screens without their
+ * own subscription; the chat screen handles these events on its own. Returns
+ * how to stop.
+ */
+export function followBalance(onChange?: (flux: number) => void): () => void {
+  const subscription = client.chats.onMessages.subscribe(undefined, {
+    onData: ({ data }) => {
+      if (data.type !== 'balance')
+        return
+      balance.value = data.balance
+      onChange?.(data.balance)
+    },
+    // Only a convenience here: the balance is still read on demand.
+    onError: () => undefined,
+  })
+  return () => subscription.unsubscribe()
+}

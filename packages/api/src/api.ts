@@ -13,13 +13,14 @@ import { createRequestAuthResolver } from './auth/resolver.ts'
 import { createSessionGuard } from './auth/session-guard.ts'
 import { seedTrustedClients, type TrustedClient } from './auth/trusted-clients.ts'
 import type { AuthInput, Context, RequestAuth, RequestAuthResolver } from './context.ts'
-import { ApiError, outageError, probeOutage } from './errors.ts'
+import { ApiError, outageError } from './errors.ts'
 import type { Logger } from './logger.ts'
 import { createMetrics } from './metrics.ts'
 import { appRouter } from './routers/root.ts'
 import { createAnalyticsService } from './services/analytics.ts'
 import { createBillingService } from './services/billing.ts'
 import { createChatFanout } from './services/chat-fanout.ts'
+import { createBalanceFanout } from './services/chats/balance-fanout.ts'
 import { createCharacterService } from './services/characters.ts'
 import { createChatService } from './services/chats.ts'
 import { createConfigService } from './services/config.ts'
@@ -60,6 +61,10 @@ export interface ApiDeps {
   posthog?: PosthogSettings
   /** Per-user limits (LLM_RATE_LIMIT_PER_MINUTE, TTS_RATE_LIMIT_PER_MINUTE, …); SPEC's defaults otherwise. */
   rateLimits?: RateLimitSettings
+  /** LIVE_SYNC_FALLBACK_POLL_MS: how often live subscriptions read their feeds while pub/sub is down (default 1 s). */
+  liveSyncFallbackPollMs?: number
+  /** CHAT_SUBSCRIPTIONS_PER_USER: live `chats.onMessages` subscriptions per user on this instance (default 32). */
+  chatSubscriptionsPerUser?: number
 }
 
 export interface ContextInput extends AuthInput {
@@ -90,10 +95,20 @@ export async function createApi(deps: ApiDeps) {
   const config = await createConfigService({ db, cache: adapters.cache, pubsub: adapters.pubsub, logger })
   const email = createEmailService({ transport: deps.emailTransport, logger, metrics })
   const userDeletion = createUserDeletionRegistry({ logger })
-  const billing = createBillingService({ db, cache: adapters.cache, logger, metrics, initialFlux: () => config.get('INITIAL_USER_FLUX') })
+  // A top-up, refund or grant reaches the user's devices as a balance event on their live feed (`chats` is built below; writes come later).
+  const billing = createBillingService({ db, cache: adapters.cache, logger, metrics, initialFlux: () => config.get('INITIAL_USER_FLUX'), onBalanceChanged: (userId, balance) => chats.announceBalance(userId, balance) })
   const characters = createCharacterService({ db })
   const providers = createProviderService({ db })
-  const chats = createChatService({ db, fanout: createChatFanout({ pubsub: adapters.pubsub, logger }), logger, analytics })
+  const chats = createChatService({
+    db,
+    fanout: createChatFanout({ pubsub: adapters.pubsub, logger }),
+    balances: createBalanceFanout({ pubsub: adapters.pubsub, logger }),
+    logger,
+    analytics,
+    fallbackPollMs: deps.liveSyncFallbackPollMs,
+    rateLimits,
+    subscriptionsPerUser: deps.chatSubscriptionsPerUser,
+  })
   const stripe = createStripeService({
     db,
     billing,
@@ -141,10 +156,10 @@ export async function createApi(deps: ApiDeps) {
   const pingPostgres = async () => {
     await db.selectNoFrom(eb => eb.lit(1).as('ok')).execute()
   }
-  // better-auth turns a failed database read into its own generic 500, so a failure
-  // that does not name its cause is checked against Postgres: an outage answers 503.
-  const resolveAuth: RequestAuthResolver = input => resolveRequestAuth(input).catch(async (error: unknown) => {
-    const outage = outageError(error) ?? (error instanceof ApiError ? undefined : await probeOutage(pingPostgres))
+  // The resolver throws the database's own error when a read found Postgres out of
+  // reach (auth/outage.ts), so the failure itself says whether this is an outage.
+  const resolveAuth: RequestAuthResolver = input => resolveRequestAuth(input).catch((error: unknown) => {
+    const outage = outageError(error)
     if (outage)
       logger.warn({ err: error }, 'cannot authenticate a request: dependency unavailable')
     throw outage ?? error

@@ -47,10 +47,10 @@ const socketErrorCodes = new Set(['ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 
 /**
  * Postgres SQLSTATEs that say the server cannot serve us right now: class 08
  * (connection exception), 57P01–57P03 (shutting down, crashed, starting up), 53300
- * (too many connections).
+ * (too many connections), 57014 (cancelled: our pool's statement timeout).
  */
 function isUnavailableSqlState(code: string): boolean {
-  return /^08[0-9A-Z]{3}$/.test(code) || code === '57P01' || code === '57P02' || code === '57P03' || code === '53300'
+  return /^08[0-9A-Z]{3}$/.test(code) || code === '57P01' || code === '57P02' || code === '57P03' || code === '53300' || code === '57014'
 }
 
 /** What pg, pg-pool and ioredis say when the connection, not the query, failed. */
@@ -58,6 +58,7 @@ const connectionMessages = [
   /^Connection terminated/, // pg: the server closed the socket, or the pool's connection timeout
   /^timeout exceeded when trying to connect$/, // pg-pool: no connection within connectionTimeoutMillis
   /^timeout expired$/, // pg: connect timeout
+  /^Query read timeout$/, // pg: no answer within the pool's query timeout (a silent server or network)
   /^Client has encountered a connection error and is not queryable$/,
   /^Connection is closed\.$/, // ioredis
   /^Stream isn't writeable and enableOfflineQueue options is false$/, // ioredis, failing fast while disconnected

@@ -1,7 +1,7 @@
 import superjson from 'superjson'
 import { describe, expect, it } from 'vitest'
 
-import { guardedTransformer, markShared } from './input-guard.ts'
+import { findInputProblem, guardedTransformer, markShared, sentAsPlainJson } from './input-guard.ts'
 
 const { serialize } = guardedTransformer.output
 
@@ -52,5 +52,32 @@ describe('output transformer', () => {
     expect(serialize({ id: '1', data: value })).toEqual(superjson.serialize({ id: '1', data: value }))
     value.count = 2
     expect(serialize({ id: '2', data: value }).json).toEqual({ id: '2', data: { count: 2, at: new Date(1).toISOString() } })
+  })
+})
+
+describe('hostile keys', () => {
+  const HOSTILE_KEYS = ['__proto__', 'constructor', 'prototype']
+
+  it('sends field errors keyed by __proto__, constructor or prototype as they are (superjson throws on them)', () => {
+    for (const key of HOSTILE_KEYS) {
+      const fieldErrors = sentAsPlainJson(Object.create(null) as Record<string, string[]>)
+      fieldErrors[key] = [`"${key}" is not allowed as a key`]
+      const shape = { message: 'm', code: -32600, data: { code: 'BAD_REQUEST', httpStatus: 400, path: 'chats.create', details: undefined, fieldErrors } }
+      expect(() => superjson.serialize(shape), key).toThrow(/prototype pollution/)
+
+      const sent = JSON.parse(JSON.stringify(serialize(shape))) as { json: { data: { fieldErrors: object, path: string } } }
+      expect(Object.keys(sent.json.data.fieldErrors), key).toEqual([key])
+      expect(Object.getOwnPropertyDescriptor(sent.json.data.fieldErrors, key)?.value).toEqual([`"${key}" is not allowed as a key`])
+      expect(sent.json.data.path).toBe('chats.create')
+      // The rest still goes through superjson (undefined is annotated, not dropped).
+      expect(serialize(shape).meta?.values).toEqual({ 'data.details': ['undefined'] })
+    }
+  })
+
+  it('names the field in the data, not superjson\'s annotations of it', () => {
+    for (const key of HOSTILE_KEYS) {
+      const raw = JSON.parse(`{"json":{"a":1,"${key}":"2020-01-01T00:00:00.000Z"},"meta":{"values":{"${key}":["Date"]},"v":1}}`) as unknown
+      expect(findInputProblem(raw)?.issues, key).toEqual([{ path: ['json', key], message: `"${key}" is not allowed as a key` }])
+    }
   })
 })

@@ -81,11 +81,14 @@ export function findInputProblem(input: unknown): InputRefusedError | undefined 
       return new InputRefusedError(`Input is nested too deeply (at most ${MAX_INPUT_DEPTH} levels)`)
     onPath.add(value)
     stack.push({ leave: value })
-    for (const [key, child] of childrenOf(value)) {
+    const children = childrenOf(value)
+    for (const [key] of children) {
       if (typeof key === 'string' && FORBIDDEN_KEYS.has(key))
         return new InputRefusedError(`"${key}" is not allowed as a key`, [...pathOf(frame), key])
-      stack.push({ value: child, depth: depth + 1, parent: frame, key })
     }
+    // Reversed onto the stack, so problems are found in reading order: superjson's `json` before its `meta`.
+    for (const [key, child] of children.reverse())
+      stack.push({ value: child, depth: depth + 1, parent: frame, key })
   }
   return undefined
 }
@@ -171,9 +174,37 @@ function isTrackedWrapper(value: object): value is { id: string, data: object } 
   return typeof id === 'string' && typeof data === 'object' && data !== null && Object.keys(value).length === 2
 }
 
+/** Values that are plain JSON already, marked by `sentAsPlainJson`. */
+const plainJson = new WeakSet<object>()
+
+/**
+ * Marks an error shape's `data.fieldErrors` (strings to string lists) to be sent as
+ * it is: its keys are the client's paths, and superjson throws on a key such as
+ * `prototype`, which turned the 400 refusing that key into a 500. Returns `value`.
+ */
+export function sentAsPlainJson<T extends object>(value: T): T {
+  plainJson.add(value)
+  return value
+}
+
+/** An error shape with marked field errors: superjson for the rest, the field errors put back as they are. */
+function serializeErrorShape(value: object): Serialized | undefined {
+  const { data } = value as { data?: { fieldErrors?: object } | null }
+  // WeakSet.has is false for anything that is not an object, so no type checks first.
+  if (!plainJson.has(data?.fieldErrors as object))
+    return undefined
+  const { fieldErrors, ...rest } = data!
+  const serialized = superjson.serialize({ ...value, data: rest })
+  ;(serialized.json as { data: Record<string, unknown> }).data.fieldErrors = fieldErrors
+  return serialized
+}
+
 /** superjson, except that a shared output (alone or as a tracked event's data) is walked once, not once per subscription. */
 function serializeOutput(value: unknown): Serialized {
   if (typeof value === 'object' && value !== null) {
+    const errorShape = serializeErrorShape(value)
+    if (errorShape)
+      return errorShape
     if (shared.has(value))
       return serializedShared(value).direct
     if (isTrackedWrapper(value) && shared.has(value.data)) {

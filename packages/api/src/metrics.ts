@@ -17,7 +17,7 @@ export function createMetrics(meter: Meter = otel.getMeter('airi-server')) {
     fluxUnbilled: meter.createCounter('airi.billing.flux.unbilled', { description: 'Flux owed but not charged because the balance ran out', unit: '{flux}' }),
     /** By `currency`; counted once per credited purchase. */
     stripeRevenue: meter.createCounter('airi.stripe.revenue', { description: 'Money received for credited Flux purchases, in minor units of the currency', unit: '{minor_unit}' }),
-    /** By `type` and `outcome` (handled, ignored, unknown, failed, invalid_signature). */
+    /** By `type` and `outcome` (handled, ignored, unknown, account_deleted, failed, invalid_signature, invalid_event). */
     stripeEvents: meter.createCounter('stripe.events', { description: 'Stripe webhook events received', unit: '{event}' }),
     ttsChars: meter.createCounter('airi.billing.tts.chars', { description: 'TTS characters billed on the streaming socket', unit: '{character}' }),
     ttsPreflightRejections: meter.createCounter('airi.billing.tts.preflight_rejections', { description: 'Streaming speech sessions refused before dialling for lack of Flux', unit: '{session}' }),

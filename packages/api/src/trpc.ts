@@ -5,7 +5,7 @@ import { TRPC_ERROR_CODES_BY_KEY } from '@trpc/server/rpc'
 
 import type { Context } from './context.ts'
 import { ApiError, outageError, unauthorized } from './errors.ts'
-import { guardedTransformer } from './input-guard.ts'
+import { guardedTransformer, sentAsPlainJson } from './input-guard.ts'
 import type { Logger } from './logger.ts'
 import { recordFailure, tracer } from './tracing.ts'
 
@@ -40,14 +40,18 @@ function isIssueList(cause: unknown): cause is { issues: Issue[] } {
   return typeof cause === 'object' && cause !== null && Array.isArray((cause as { issues?: unknown }).issues)
 }
 
-/** Field errors keyed by dotted path ('' for the whole input), as forms want them. */
+/**
+ * Field errors keyed by dotted path ('' for the whole input), as forms want them.
+ * A path is the client's own key, even `__proto__` or `constructor`: the object has
+ * no prototype for them to reach, and is sent without superjson, which refuses them.
+ */
 function fieldErrors(issues: Issue[]): Record<string, string[]> {
-  const fields: Record<string, string[]> = {}
+  const fields = Object.create(null) as Record<string, string[]>
   for (const issue of issues) {
     const path = issue.path.map(String).join('.')
     ;(fields[path] ??= []).push(issue.message)
   }
-  return fields
+  return sentAsPlainJson(fields)
 }
 
 /**

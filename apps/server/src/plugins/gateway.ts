@@ -17,6 +17,10 @@ const chatCompletionBody = z.looseObject({
   messages: z.array(z.unknown()).min(1).max(10_000),
   stream: z.boolean().nullish(),
   stream_options: z.record(z.string(), z.unknown()).nullish(),
+  // The reservation is sized on these (docs/gateway.md), so they must be numbers it can price.
+  max_tokens: z.number().int().positive().max(1_000_000).nullish(),
+  max_completion_tokens: z.number().int().positive().max(1_000_000).nullish(),
+  n: z.number().int().min(1).max(128).nullish(),
 })
 
 

@@ -7,16 +7,28 @@ import { closeCodeFor, type Api, type ServerFrame, type SpeechSink, type SpeechT
 export interface SpeechSocketLimits {
   /** Concurrent speech sockets per user, on this instance. */
   socketsPerUser: number
-  /** A session with no frame either way for this long ends with `idle_timeout`. */
+  /**
+   * A session with no frame from the client and nothing of ours taken by its
+   * connection for this long ends with `idle_timeout` (our own sends do not count).
+   */
   idleTimeoutMs: number
   /** Largest client frame, in bytes (a start or text frame). */
   maxFrameBytes: number
+  /** Bytes queued for one client past which the upstream is no longer read, until half of it has drained. */
+  maxBufferedBytes: number
+  /** How long the queue may stay over `maxBufferedBytes` before the session ends with `drain_timeout`. */
+  drainTimeoutMs: number
+  /** After the server closes a socket, how long the client has to complete the close before the connection is cut. */
+  closeGraceMs: number
 }
 
 export const defaultSpeechSocketLimits: SpeechSocketLimits = {
   socketsPerUser: 4,
   idleTimeoutMs: 30_000,
   maxFrameBytes: 64 * 1024,
+  maxBufferedBytes: 1024 * 1024,
+  drainTimeoutMs: 30_000,
+  closeGraceMs: 10_000,
 }
 
 export interface StreamingSpeechPluginOptions {
@@ -55,10 +67,20 @@ export const streamingSpeechPlugin: FastifyPluginAsync<StreamingSpeechPluginOpti
     },
   }, (socket, request) => {
     api.metrics.wsConnections.add(1, { 'airi.ws.endpoint': 'speech' })
-    socket.once('close', () => api.metrics.wsConnections.add(-1, { 'airi.ws.endpoint': 'speech' }))
+    let graceTimer: NodeJS.Timeout | undefined
+    socket.once('close', () => {
+      clearTimeout(graceTimer)
+      api.metrics.wsConnections.add(-1, { 'airi.ws.endpoint': 'speech' })
+    })
+    // The close frame waits behind whatever the client has not read, and a client
+    // that stops reading never answers it: past the grace the connection is cut.
+    const closeSocket = (code: number, reason: string) => {
+      socket.close(code, reason)
+      graceTimer ??= setTimeout(() => socket.terminate(), limits.closeGraceMs)
+    }
     const refuse = (code: string, message: string) => {
       socket.send(JSON.stringify({ event: 'error', code, message } satisfies ServerFrame))
-      socket.close(closeCodeFor(code), code)
+      closeSocket(closeCodeFor(code), code)
     }
     const holder = request.speechTicketHolder
     if (!holder)
@@ -69,31 +91,47 @@ export const streamingSpeechPlugin: FastifyPluginAsync<StreamingSpeechPluginOpti
       return refuse('too_many_connections', `At most ${limits.socketsPerUser} speech sockets per user`)
     openByUser.set(userId, open + 1)
 
-    let idleTimer: NodeJS.Timeout | undefined
+    let closing = false
+    const idleTimer = setTimeout(() => void session.abort('idle_timeout', `No frame from the client and nothing read for ${limits.idleTimeoutMs} ms`), limits.idleTimeoutMs)
+    // Client activity only: a frame from it, or a frame of ours its connection took.
     const touch = () => {
-      clearTimeout(idleTimer)
-      idleTimer = setTimeout(() => void session.abort('idle_timeout', `No frame for ${limits.idleTimeoutMs} ms`), limits.idleTimeoutMs)
+      if (!closing)
+        idleTimer.refresh()
+    }
+    // Over the bound, the session stops reading the upstream (sendAudio answers
+    // false) until half of it has drained, or ends at the drain deadline.
+    let drainTimer: NodeJS.Timeout | undefined
+    const written = (error?: Error) => {
+      if (error)
+        return
+      touch()
+      if (drainTimer && socket.bufferedAmount <= limits.maxBufferedBytes / 2) {
+        clearTimeout(drainTimer)
+        drainTimer = undefined
+        session.drained()
+      }
+    }
+    const send = (data: string | Buffer, binary: boolean): boolean => {
+      if (socket.readyState !== socket.OPEN)
+        return false
+      // The callback runs once the connection has taken the frame (written to the kernel).
+      socket.send(data, { binary }, written)
+      if (!drainTimer && !closing && socket.bufferedAmount > limits.maxBufferedBytes) {
+        drainTimer = setTimeout(() => void session.abort('drain_timeout', `The client did not read its audio within ${limits.drainTimeoutMs} ms`), limits.drainTimeoutMs)
+      }
+      return drainTimer === undefined
     }
     const sink: SpeechSink = {
-      sendJson(frame) {
-        if (socket.readyState === socket.OPEN) {
-          socket.send(JSON.stringify(frame))
-          touch()
-        }
-      },
-      sendAudio(chunk) {
-        if (socket.readyState === socket.OPEN) {
-          socket.send(chunk, { binary: true })
-          touch()
-        }
-      },
+      sendJson: frame => void send(JSON.stringify(frame), false),
+      sendAudio: chunk => send(chunk, true),
       close(code, reason) {
+        closing = true
         clearTimeout(idleTimer)
-        socket.close(code, reason)
+        clearTimeout(drainTimer)
+        closeSocket(code, reason)
       },
     }
     const session = service.startSession(holder, sink)
-    touch()
 
     socket.on('message', (data, isBinary) => {
       touch()
@@ -106,7 +144,9 @@ export const streamingSpeechPlugin: FastifyPluginAsync<StreamingSpeechPluginOpti
       request.log.debug({ err: error }, 'speech socket error')
     })
     socket.once('close', () => {
+      closing = true
       clearTimeout(idleTimer)
+      clearTimeout(drainTimer)
       const left = (openByUser.get(userId) ?? 1) - 1
       if (left > 0)
         openByUser.set(userId, left)

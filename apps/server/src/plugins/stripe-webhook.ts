@@ -9,16 +9,20 @@ export interface StripeWebhookPluginOptions {
 /**
  * `POST /webhook` (under /api/v1/stripe): Stripe's event deliveries. The signature
  * covers the exact bytes sent, so this plugin (and only it: plugins are
- * encapsulated) reads every body as a raw Buffer. A bad signature answers 400,
- * missing configuration 503, an event we do not handle 200; any failure while
- * handling answers 500, so Stripe delivers the event again.
+ * encapsulated) reads every body as a raw Buffer. A bad signature or a signed
+ * body that is not an event answers 400, missing configuration 503, an event we
+ * do not handle (or about a deleted account) 200; any failure while handling
+ * answers 500, so Stripe delivers the event again.
  */
+/** The delivery itself is wrong (signature, or a signed body that is not an event): 400, never a 500 that pages someone. */
+const refusedDeliveries = new Set(['INVALID_SIGNATURE', 'INVALID_EVENT'])
+
 export const stripeWebhookPlugin: FastifyPluginAsync<StripeWebhookPluginOptions> = async (app, { api }) => {
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => done(null, body))
 
   app.setErrorHandler((error: Error & { statusCode?: number }, request, reply) => {
-    const known = error instanceof ApiError && (error.code === 'INVALID_SIGNATURE' || error.status === 503) ? error : outageError(error)
+    const known = error instanceof ApiError && (refusedDeliveries.has(error.code) || error.status === 503) ? error : outageError(error)
     if (known) {
       const retryAfter = retryAfterSeconds(known)
       if (retryAfter !== undefined)

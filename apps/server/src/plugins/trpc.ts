@@ -10,6 +10,7 @@ import type { WebSocket } from 'ws'
 import type { Api, AppRouter, LiveConnection } from '@airi/api'
 
 import { trpcRetryAfter } from './errors.ts'
+import { boundSends, createSharingEncoder } from './ws-outbound.ts'
 
 /** Limits on what one client may hold open (docs/operations.md lists them with their env names). */
 export interface TrpcLimits {
@@ -23,6 +24,10 @@ export interface TrpcLimits {
   subscriptionsPerSocket: number
   /** How long a WebSocket may stay open without a valid session (before its first call, or after sign-out). */
   authGraceMs: number
+  /** Bytes that may wait for a client to read them; past this the socket is closed as a slow consumer. */
+  maxBufferedBytes: number
+  /** How long a slow consumer's socket may take to read up to its close frame before it is cut. */
+  slowConsumerCloseMs: number
 }
 
 export const defaultTrpcLimits: TrpcLimits = {
@@ -31,6 +36,8 @@ export const defaultTrpcLimits: TrpcLimits = {
   socketsPerIp: 64,
   subscriptionsPerSocket: 16,
   authGraceMs: 10_000,
+  maxBufferedBytes: 1024 * 1024,
+  slowConsumerCloseMs: 10_000,
 }
 
 export interface TrpcPluginOptions {
@@ -42,6 +49,8 @@ export interface TrpcPluginOptions {
 export const WS_CLOSE = {
   unauthorized: 4001,
   tooManyConnections: 4029,
+  /** More than `maxBufferedBytes` waited for the client to read: it reconnects and resumes from its last event id. */
+  slowConsumer: 4008,
 } as const
 
 export function toHeaders(raw: IncomingHttpHeaders): Headers {
@@ -91,7 +100,8 @@ interface SocketState {
 /**
  * tRPC over HTTP (batching) and WebSocket (subscriptions) at this plugin's prefix.
  * Sockets are capped per user and per address, must authenticate within a grace
- * period, and lose their session when it is revoked (see the session guard).
+ * period, lose their session when it is revoked (see the session guard), and are
+ * closed when their client stops reading (see ws-outbound.ts).
  */
 export const trpcPlugin: FastifyPluginAsync<TrpcPluginOptions> = async (app, { api, limits: overrides }) => {
   // An unset limit (undefined) keeps its default.
@@ -122,6 +132,8 @@ export const trpcPlugin: FastifyPluginAsync<TrpcPluginOptions> = async (app, { a
     router: api.router,
     maxBatchSize: limits.maxBatchSize,
     keepAlive: { enabled: true, pingMs: 30_000, pongWaitMs: 5_000 },
+    // One serialization of a live event for all its subscriptions, its bytes shared by their frames.
+    experimental_encoder: createSharingEncoder(),
     onError,
     createContext: async ({ req, res: socket, info }) => {
       const state = sockets.get(socket)
@@ -187,6 +199,13 @@ export const trpcPlugin: FastifyPluginAsync<TrpcPluginOptions> = async (app, { a
     }
     state.armGrace()
     sockets.set(socket, state)
+    boundSends(socket, limits.maxBufferedBytes, () => {
+      request.log.warn({ bufferedBytes: socket.bufferedAmount, limit: limits.maxBufferedBytes }, 'closing a WebSocket whose client does not read (slow consumer)')
+      socket.close(WS_CLOSE.slowConsumer, `Slow consumer: more than ${limits.maxBufferedBytes} bytes unread`)
+      // The close frame waits behind what is unread; a client that never reads would hold it all until ws's own 30 s.
+      const cut = setTimeout(() => socket.terminate(), limits.slowConsumerCloseMs)
+      state.onClose(() => clearTimeout(cut))
+    })
     socket.once('close', () => {
       closed = true
       state.disarmGrace()

@@ -226,9 +226,14 @@ describe('stage-web in Chromium', () => {
     expect(consoleErrors).toEqual([])
   })
 
-  it('tops up: packages in a chosen currency, the fake checkout, the signed webhook\'s credit on return; and a cancelled checkout', async () => {
+  it('tops up: packages in a chosen currency, the fake checkout, the signed webhook\'s credit on return (shown on another device too); and a cancelled checkout', async () => {
     const user = await createVerifiedUser(server)
+    await createCharacter(user, 'Airi')
     const { page, consoleErrors } = await deviceOf(user)
+    // Another device of the user, on the chat screen with its live feed open.
+    const other = await deviceOf(user)
+    await other.page.locator('[data-live="on"]').waitFor()
+    expect(await headerFlux(other.page)).toBe(INITIAL)
     await page.getByRole('button', { name: 'Flux', exact: true }).click()
     await page.getByTestId('flux-balance').getByText(`${INITIAL} Flux`).waitFor()
     await page.getByTestId('currency').selectOption('cny')
@@ -249,6 +254,9 @@ describe('stage-web in Chromium', () => {
     expect(new URL(page.url()).search).toBe('')
     await page.getByTestId('flux-history').getByText('+300').waitFor()
     await chromium.screenshot(page, 'app-flux-topup-success')
+    // The other device shows the new balance without a reload: the balance event on its feed.
+    await until(async () => await headerFlux(other.page) === INITIAL + 300, 'the other device to show the top-up')
+    expect(other.consoleErrors).toEqual([])
 
     // Cancelling at the checkout page (the fake cancels with ?cancel) comes back with the cancel banner.
     await page.route(`${stripe.url}/c/pay/*`, route => route.continue({ url: `${route.request().url()}?cancel` }))

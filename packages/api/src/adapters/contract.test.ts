@@ -1,9 +1,11 @@
 import { randomUUID } from 'node:crypto'
+import { createServer } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it, inject } from 'vitest'
 
+import { startTcpProxy } from '@airi/tooling/test/tcp-proxy'
 import { testRedisPrefix } from '@airi/tooling/test/test-database'
 
 import { createMemoryAdapters } from './memory.ts'
@@ -367,6 +369,54 @@ describe('redis adapter: a channel the server refuses', () => {
       await admin.call('ACL', 'DELUSER', user)
       await admin.quit()
     }
+  })
+})
+
+describe('redis adapter: the pub/sub connection drops and comes back', () => {
+  it('tells onDown once per outage (and a listener added during it at once), then onResubscribed once the channels are in force again; not on close', async () => {
+    const redisUrl = new URL(inject('redisUrl'))
+    const proxy = await startTcpProxy(Number(redisUrl.port))
+    const proxied = new URL(redisUrl)
+    proxied.port = String(proxy.port)
+    const prefix = testRedisPrefix()
+    const adapters = await createRedisAdapters({ url: proxied.toString(), prefix })
+    const publisher = await createRedisAdapters({ url: redisUrl.toString(), prefix })
+    const log: string[] = []
+    try {
+      const received: string[] = []
+      await adapters.pubsub.subscribe('doorbell', message => received.push(message))
+      adapters.pubsub.onDown!(() => log.push('down'))
+      adapters.pubsub.onResubscribed!(() => log.push('resubscribed'))
+
+      await proxy.cut()
+      await until(() => log.length > 0, 10_000)
+      // Reconnects that fail while it stays down (the port accepts and hangs up) are still the one outage.
+      let attempts = 0
+      const refuser = createServer((socket) => {
+        attempts++
+        socket.destroy()
+      })
+      await new Promise<void>(resolve => refuser.listen(proxy.port, '127.0.0.1', resolve))
+      await until(() => attempts >= 3, 10_000)
+      await new Promise(resolve => refuser.close(resolve))
+      expect(log).toEqual(['down'])
+      const late: string[] = []
+      adapters.pubsub.onDown!(() => late.push('down'))
+      await until(() => late.length > 0)
+
+      await proxy.restore()
+      await until(() => log.length > 1, 10_000)
+      expect(log).toEqual(['down', 'resubscribed'])
+      // In force by the time it was told: a message published now arrives.
+      await publisher.pubsub.publish('doorbell', 'after')
+      await until(() => received.includes('after'))
+    }
+    finally {
+      await adapters.close()
+      await publisher.close()
+      await proxy.close()
+    }
+    expect(log).toEqual(['down', 'resubscribed'])
   })
 })
 

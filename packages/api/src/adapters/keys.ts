@@ -19,6 +19,8 @@ export const channels = {
   /** One notice per chat send, for every instance (see services/chat-fanout.ts). */
   chatSync: () => 'chat:sync',
   configInvalidate: () => 'config:invalidate',
+  /** A user's balance changed by a top-up, refund or grant (see services/chats/balance-fanout.ts). */
+  balance: () => 'flux:balance',
   /** A session was deleted (sign-out, revocation, password reset) or a user was. */
   sessionRevoked: () => 'auth:session-revoked',
 } as const

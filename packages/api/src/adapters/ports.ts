@@ -58,6 +58,14 @@ export interface PubSub {
    * Absent where they never drop (in-process). Returns a function that stops it.
    */
   onResubscribed?: (listener: () => void) => () => void
+  /**
+   * Calls `listener` each time the connection carrying the subscriptions drops
+   * (once per drop, however long it takes to come back), and at once (on a later
+   * tick) when it is down as the listener is added: from then until
+   * `onResubscribed` nothing published reaches this instance. Absent where they
+   * never drop (in-process). Returns a function that stops it.
+   */
+  onDown?: (listener: () => void) => () => void
 }
 
 /** Seams both adapters accept, so tests can inject failures and delays. */

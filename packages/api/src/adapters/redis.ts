@@ -121,10 +121,23 @@ export async function createRedisAdapters({ url, prefix = '', beforeSubscribe }:
 
   // ioredis subscribes again right after 'ready'; a PING queued behind those
   // SUBSCRIBEs answers once they are in force, and only then are listeners told.
+  // `down` spans the whole outage (every failed reconnect closes again), so
+  // `onDown` listeners hear of it once, and it ends only with that PING.
   const resubscribed = new Set<() => void>()
+  const wentDown = new Set<() => void>()
   let dropped = false
+  let down = false
+  let closing = false
+  const tell = (listeners: Set<() => void>) => {
+    for (const listener of [...listeners])
+      listener()
+  }
   subscriber.on('close', () => {
     dropped = true
+    if (down || closing)
+      return
+    down = true
+    tell(wentDown)
   })
   subscriber.on('ready', () => {
     if (!dropped)
@@ -132,8 +145,8 @@ export async function createRedisAdapters({ url, prefix = '', beforeSubscribe }:
     dropped = false
     setImmediate(() => {
       subscriber.ping().then(() => {
-        for (const listener of [...resubscribed])
-          listener()
+        down = false
+        tell(resubscribed)
       }, () => {})
     })
   })
@@ -142,6 +155,15 @@ export async function createRedisAdapters({ url, prefix = '', beforeSubscribe }:
     onResubscribed(listener) {
       resubscribed.add(listener)
       return () => resubscribed.delete(listener)
+    },
+    onDown(listener) {
+      wentDown.add(listener)
+      if (down)
+        setImmediate(() => {
+          if (down && wentDown.has(listener))
+            listener()
+        })
+      return () => wentDown.delete(listener)
     },
     async publish(channel, message) {
       await client.publish(prefix + channel, message)
@@ -217,6 +239,7 @@ export async function createRedisAdapters({ url, prefix = '', beforeSubscribe }:
       await client.ping()
     },
     async close() {
+      closing = true
       await Promise.allSettled([client.quit(), subscriber.quit()])
       client.disconnect()
       subscriber.disconnect()

@@ -53,7 +53,9 @@ export interface StripeGateway {
   cancelSubscription: (subscriptionId: string) => Promise<Stripe.Subscription>
   /**
    * Verifies the signature over the exact bytes received and parses the event;
-   * 400 `INVALID_SIGNATURE` when it does not verify, 503 without a webhook secret.
+   * 400 `INVALID_SIGNATURE` when it does not verify, 400 `INVALID_EVENT` when the
+   * signed body is not JSON, 503 without a webhook secret. The event's shape is
+   * not checked here (the service validates what it reads).
    */
   constructEvent: (rawBody: Buffer | string, signature: string | undefined) => Stripe.Event
 }
@@ -65,6 +67,10 @@ function apiLocation(apiUrl: string | undefined): Pick<Stripe.StripeConfig, 'hos
   const protocol = url.protocol === 'http:' ? 'http' : 'https'
   return { host: url.hostname, port: url.port || (protocol === 'http' ? 80 : 443), protocol }
 }
+
+/** A delivery whose signature verifies but whose body is not a Stripe event we can read: Stripe never sends one. */
+export const invalidStripeEvent = (reason: string) =>
+  new ApiError(400, 'INVALID_EVENT', 'The body is not a Stripe event', { reason })
 
 export const stripeNotConfigured = (what = 'STRIPE_SECRET_KEY') =>
   new ApiError(503, 'STRIPE_NOT_CONFIGURED', `Payments are not available: ${what} is not configured`, { missing: what })
@@ -157,7 +163,8 @@ export function createStripeGateway(settings: StripeSettings, logger: Logger): S
       catch (error) {
         if (error instanceof Stripe.errors.StripeSignatureVerificationError)
           throw new ApiError(400, 'INVALID_SIGNATURE', 'The Stripe-Signature header does not verify')
-        throw error
+        // Past the signature, what is left to fail is reading the body: not JSON, or a thin (v2) notification.
+        throw invalidStripeEvent(error instanceof SyntaxError ? 'not JSON' : 'not a snapshot event')
       }
     },
   }

@@ -10,6 +10,7 @@ import type { Db } from '@airi/db'
 import { ApiError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 import type { EmailService } from '../services/email.ts'
+import { outageAwareDatabase } from './outage.ts'
 
 /** Paths of our own pages that the OAuth provider redirects to. */
 export const SIGN_IN_PATH = '/sign-in'
@@ -149,6 +150,8 @@ export function createAuthOptions({ db, settings, email, logger, beforeDeleteUse
       ...(settings.github ? { github: settings.github } : {}),
     },
     plugins: [
+      // First, so every route and plugin reads through it.
+      outageAwareDatabase(),
       bearer(),
       jwt({
         jwt: { issuer: `${baseUrl}${AUTH_BASE_PATH}`, audience: baseUrl, expirationTime: `${ACCESS_TOKEN_TTL_SECONDS}s` },

@@ -5,6 +5,7 @@ import { outageError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 import type { Auth } from './auth.ts'
 import { credentialKey, type IdentityCache } from './identity-cache.ts'
+import { surfaceOutage } from './outage.ts'
 
 /** How long the JWKS read from the database is trusted before it is read again. */
 const JWKS_TTL_MS = 5 * 60_000
@@ -169,8 +170,11 @@ export function createRequestAuthResolver({ auth, issuer, audience, logger, iden
     // No credentials: anonymous, without asking better-auth.
     if (!bearerToken(authorization) && !cookie.includes(sessionCookieName))
       return null
+    // A read that failed because Postgres is out of reach throws the database's own
+    // error (the caller answers 503), not better-auth's generic one.
+    const resolve = () => surfaceOutage(() => resolveUncached(headers, authorization))
     if (!identities)
-      return (await resolveUncached(headers, authorization))?.auth ?? null
+      return (await resolve())?.auth ?? null
 
     // Everything the answer depends on is in the key; a bad bearer beside a good cookie is its own entry.
     const key = credentialKey(authorization, cookie)
@@ -182,7 +186,7 @@ export function createRequestAuthResolver({ auth, issuer, audience, logger, iden
     if (shared && identities.current(shared.since))
       return shared.result
     const since = identities.begin()
-    const result = resolveUncached(headers, authorization).then((resolved) => {
+    const result = resolve().then((resolved) => {
       if (!resolved)
         return null
       identities.fill(key, resolved.auth, resolved.until, since)

@@ -11,6 +11,8 @@ export const llmRouterConfigSchema = z.object({
   /** One deadline for the whole fallback chain of a call, streaming included (default 120 s). */
   deadlineMs: z.number().int().positive().optional(),
   models: z.record(z.string().min(1), z.object({
+    /** Output tokens reserved for (and sent as `max_tokens`) when a request names none. */
+    maxOutputTokens: z.number().int().positive().max(1_000_000).default(4096),
     upstreams: z.array(z.object({
       id: z.string().min(1),
       baseUrl: z.url(),

@@ -48,7 +48,8 @@ function expectConsistentChain(rows: Array<{ balance_before: number, balance_aft
   let balance = 0
   for (const [index, row] of rows.entries()) {
     expect(row.balance_before, `row ${index} starts where row ${index - 1} ended`).toBe(balance)
-    expect(row.balance_after - row.balance_before).toBe(row.type === 'debit' ? -row.amount : row.amount)
+    // A difference, not a negation: a debit of 0 (served usage on an empty balance) moves nothing, and -0 is no 0 to toBe.
+    expect(row.balance_after - row.balance_before + (row.type === 'debit' ? row.amount : -row.amount)).toBe(0)
     expect(row.balance_after).toBeGreaterThanOrEqual(0)
     balance = row.balance_after
   }
@@ -138,6 +139,43 @@ describe('debit', () => {
   it('refuses amounts that are not positive whole numbers', async () => {
     for (const amount of [0, -1, 1.5, Number.NaN])
       await expect(billing.debit({ userId: newUser(), amount, requestId: 'x' })).rejects.toMatchObject({ status: 400, code: 'INVALID_AMOUNT' })
+  })
+
+  it('a hold (atLeast) takes the amount, or the whole balance down to atLeast, owing nothing; below atLeast it is a 402', async () => {
+    const userId = newUser()
+    await billing.debit({ userId, amount: 60, requestId: 'leave-40' })
+    expect(await billing.debit({ userId, amount: 30, atLeast: 10, requestId: 'hold-1' })).toMatchObject({ amount: 30, balanceAfter: 10, metadata: null })
+    // 10 left: the whole of it, and no shortfall recorded, since a hold owes nothing.
+    expect(await billing.debit({ userId, amount: 30, atLeast: 10, requestId: 'hold-2' })).toMatchObject({ amount: 10, balanceAfter: 0, metadata: null })
+    await expect(billing.debit({ userId, amount: 30, atLeast: 1, requestId: 'hold-3' })).rejects.toMatchObject({ status: 402, code: 'INSUFFICIENT_FLUX' })
+    await billing.credit({ userId, amount: 5, requestId: 'top-up' })
+    await expect(billing.debit({ userId, amount: 30, atLeast: 6, requestId: 'hold-4' })).rejects.toMatchObject({ status: 402 })
+    expect((await ledger(userId)).map(row => row.unbilled)).toEqual([0, 0, 0, 0, 0])
+    await expect(billing.debit({ userId, amount: 30, atLeast: 31, requestId: 'hold-5' })).rejects.toMatchObject({ status: 400, code: 'INVALID_AMOUNT' })
+    expectConsistentChain(await ledger(userId), 5)
+  })
+
+  it('a debit for served usage is never refused: it drains what is left and writes the rest as unbilled, a row of 0 on an empty balance', async () => {
+    const userId = newUser()
+    await billing.debit({ userId, amount: 90, requestId: 'leave-10' })
+    expect(await billing.debit({ userId, amount: 25, served: true, requestId: 'served-1', metadata: { call: 'c1' } }))
+      .toMatchObject({ amount: 10, balanceBefore: 10, balanceAfter: 0, metadata: { call: 'c1', requestedAmount: 25, unbilled: 15 } })
+    expect(await billing.debit({ userId, amount: 7, served: true, requestId: 'served-2' }))
+      .toMatchObject({ amount: 0, balanceBefore: 0, balanceAfter: 0, metadata: { requestedAmount: 7, unbilled: 7 } })
+    // A replay moves nothing more and writes no second row.
+    expect(await billing.debit({ userId, amount: 7, served: true, requestId: 'served-2' })).toMatchObject({ amount: 0 })
+    const rows = await ledger(userId)
+    expect(rows.map(row => [row.request_id, row.amount, row.unbilled])).toEqual([['initial', 100, 0], ['leave-10', 90, 0], ['served-1', 10, 15], ['served-2', 0, 7]])
+    expectConsistentChain(rows, 0)
+    // What was served is what was charged plus what is recorded unbilled, in one sum.
+    const { rows: [audit] } = await sql<{ charged: string, unbilled: string }>`SELECT sum(amount) AS charged, sum(unbilled) AS unbilled FROM flux_transaction WHERE user_id = ${userId} AND request_id LIKE 'served-%'`.execute(database.db)
+    expect(Number(audit!.charged) + Number(audit!.unbilled)).toBe(25 + 7)
+  })
+
+  it('an ordinary short debit records its shortfall in the unbilled column too', async () => {
+    const userId = newUser()
+    await billing.debit({ userId, amount: 130, requestId: 'big' })
+    expect((await ledger(userId)).at(-1)).toMatchObject({ amount: 100, unbilled: 30 })
   })
 })
 

@@ -3,6 +3,7 @@ import { sql, type RawBuilder, type Transaction } from 'kysely'
 
 import type { Cache } from '../adapters/ports.ts'
 import { keys } from '../adapters/keys.ts'
+import { createCursorCodec, sequenceKey } from '../cursor.ts'
 import { ApiError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 import type { Metrics } from '../metrics.ts'
@@ -50,11 +51,29 @@ interface WriteInput {
   refuseReplay?: boolean
   /** Not taken inside `BillingService.transaction`: there the caller writes through `trx`. */
   alongside?: Alongside
+  /**
+   * true: after commit, the new balance goes to `onBalanceChanged` (the user's
+   * devices hear of it). For changes no device of the user made (a top-up, a
+   * refund, a grant); a device that spends re-reads the balance itself.
+   */
+  announce?: boolean
 }
 
 export interface DebitInput extends WriteInput {
   /** false: a balance below `amount` is refused (402) instead of drained (e.g. a reservation). */
   allowPartial?: boolean
+  /**
+   * A hold sized to the balance (the LLM gateway's reservation): takes `amount`,
+   * or the whole balance when it is less, but never less than `atLeast` (402
+   * below it). Taking less than `amount` owes nothing: no `unbilled`.
+   */
+  atLeast?: number
+  /**
+   * For usage already served: never refused. A balance below `amount` is drained
+   * and the rest recorded as `unbilled` on the row, which is written even when
+   * the balance was empty (`amount` 0), so what was served is always in the ledger.
+   */
+  served?: boolean
 }
 
 export interface CreditInput extends WriteInput {
@@ -89,6 +108,8 @@ export interface BillingServiceDeps {
   metrics: Metrics
   /** Flux a user starts with (INITIAL_USER_FLUX), read when the account is first touched. */
   initialFlux: () => Promise<number>
+  /** Told, after commit, the balance an `announce`d write left; best effort, it never fails the write. */
+  onBalanceChanged?: (userId: string, balance: number) => Promise<void>
 }
 
 export type BillingService = ReturnType<typeof createBillingService>
@@ -110,17 +131,8 @@ function toEntry(row: FluxTransaction): LedgerEntry {
   }
 }
 
-/** Cursors are opaque to callers; inside, the ledger sequence of the last row seen. */
-function encodeCursor(seq: number): string {
-  return Buffer.from(`seq:${seq}`).toString('base64url')
-}
-
-function decodeCursor(cursor: string): number {
-  const match = /^seq:(\d{1,15})$/.exec(Buffer.from(cursor, 'base64url').toString())
-  if (!match)
-    throw new ApiError(400, 'INVALID_CURSOR', 'The history cursor is not valid', { field: 'cursor' })
-  return Number(match[1])
-}
+/** The ledger is paged newest first by its sequence number. */
+const historyCursor = createCursorCodec(sequenceKey)
 
 function insufficientFlux(balance: number, requested: number): ApiError {
   return new ApiError(402, 'INSUFFICIENT_FLUX', 'Not enough Flux', { balance, requested })
@@ -133,7 +145,7 @@ function insufficientFlux(balance: number, requested: number): ApiError {
  * invalidated after commit (best effort); a reader that read Postgres before the
  * write cannot put its older balance back (a guarded cache entry).
  */
-export function createBillingService({ db, cache, logger, metrics, initialFlux }: BillingServiceDeps) {
+export function createBillingService({ db, cache, logger, metrics, initialFlux, onBalanceChanged }: BillingServiceDeps) {
   async function dropCache(userId: string): Promise<void> {
     await cache.invalidate(keys.userFlux(userId), BALANCE_CACHE_TTL_SECONDS).catch((error: unknown) => {
       logger.warn({ err: error, userId }, 'could not invalidate the cached balance; it expires on its own')
@@ -177,7 +189,7 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux }
 
   const accountNotFound = () => new ApiError(404, 'FLUX_ACCOUNT_NOT_FOUND', 'This account has no Flux balance')
 
-  interface Written { entry: LedgerEntry, replayed: boolean }
+  interface Written { entry: LedgerEntry, replayed: boolean, announce?: boolean }
 
   function checkAmount(amount: number): void {
     if (!Number.isSafeInteger(amount) || amount <= 0)
@@ -186,8 +198,10 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux }
 
   interface Plan {
     type: FluxTransactionType
-    /** Debits only: false refuses a balance below the amount instead of draining it. */
-    allowPartial?: boolean
+    /** Debits only: the balance below which nothing moves (402). */
+    minimum?: number
+    /** Debits only: what a short debit did not take is owed, recorded as `unbilled`. */
+    owed?: boolean
   }
 
   type WriteRow = FluxTransaction & { outcome: 'written' | 'replayed' | 'refused', balance: number | null }
@@ -208,18 +222,20 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux }
    * (user_id, request_id), undoing the whole statement; `write` runs it again and
    * the replay is seen.
    */
-  function writeStatement(input: WriteInput, { type, allowPartial = true }: Plan): RawBuilder<WriteRow> {
+  function writeStatement(input: WriteInput, { type, minimum = 1, owed = true }: Plan): RawBuilder<WriteRow> {
     const amount = sql`${input.amount}::bigint`
     const debit = type === 'debit'
     const metadata = input.metadata && Object.keys(input.metadata).length > 0 ? JSON.stringify(input.metadata) : null
-    // A debit moves what the balance allows: all of it, or (partial) what is left; NULL refuses.
+    // A debit moves what the balance allows: all of it, or what is left; NULL (below the minimum) refuses.
     const moved = debit
-      ? sql`CASE WHEN flux <= 0 OR (NOT ${allowPartial}::boolean AND flux < ${amount}) THEN NULL ELSE LEAST(flux, ${amount}) END`
+      ? sql`CASE WHEN flux < ${minimum}::bigint THEN NULL ELSE LEAST(flux, ${amount}) END`
       : amount
-    // A short debit records what was asked for and what went unbilled.
-    const metadataOf = debit
+    // A short debit that is owed records what was asked for and what went unbilled.
+    const short = debit && owed
+    const metadataOf = short
       ? sql`NULLIF(COALESCE(${metadata}::jsonb, '{}'::jsonb) || CASE WHEN moved < ${amount} THEN jsonb_build_object('requestedAmount', ${amount}, 'unbilled', ${amount} - moved) ELSE '{}'::jsonb END, '{}'::jsonb)`
       : sql`${metadata}::jsonb`
+    const unbilled = short ? sql`${amount} - moved` : sql`0`
     const alongside = input.alongside
       ? sql`, alongside AS (${input.alongside(sql<number>`COALESCE((SELECT amount FROM ins), (SELECT amount FROM replay), 0)`)})`
       : sql``
@@ -235,8 +251,8 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux }
         FROM plan WHERE u.user_id = ${input.userId} AND plan.moved IS NOT NULL
         RETURNING plan.before, plan.moved, u.flux AS after
       ), ins AS (
-        INSERT INTO flux_transaction (user_id, type, amount, balance_before, balance_after, request_id, description, metadata)
-        SELECT ${input.userId}, ${type}, moved, before, after, ${input.requestId}, ${input.description ?? null}, ${metadataOf} FROM upd
+        INSERT INTO flux_transaction (user_id, type, amount, balance_before, balance_after, request_id, description, metadata, unbilled)
+        SELECT ${input.userId}, ${type}, moved, before, after, ${input.requestId}, ${input.description ?? null}, ${metadataOf}, ${unbilled} FROM upd
         RETURNING *
       )${alongside}
       SELECT 'written' AS outcome, NULL::bigint AS balance, ins.* FROM ins
@@ -254,14 +270,19 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux }
       throw insufficientFlux(row.balance ?? 0, input.amount)
     if (row.outcome === 'replayed' && input.refuseReplay)
       throw requestIdReused(input.requestId)
-    return { entry: toEntry(row), replayed: row.outcome === 'replayed' }
+    return { entry: toEntry(row), replayed: row.outcome === 'replayed', announce: input.announce }
   }
 
   /** After commit: the cached balance goes, the instruments count what moved. */
-  async function committed({ entry, replayed }: Written): Promise<void> {
+  async function committed({ entry, replayed, announce }: Written): Promise<void> {
     if (replayed)
       return
     await dropCache(entry.userId)
+    if (announce) {
+      await onBalanceChanged?.(entry.userId, entry.balanceAfter).catch((error: unknown) => {
+        logger.warn({ err: error, userId: entry.userId }, 'could not announce a balance change; devices see it on their next read')
+      })
+    }
     if (entry.type === 'debit') {
       metrics.fluxConsumed.add(entry.amount)
       const unbilled = Number(entry.metadata?.unbilled ?? 0)
@@ -297,7 +318,16 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux }
     return written.entry
   }
 
-  const debitPlan = (input: DebitInput): Plan => ({ type: 'debit', allowPartial: input.allowPartial !== false })
+  function debitPlan(input: DebitInput): Plan {
+    if (input.served)
+      return { type: 'debit', minimum: 0, owed: true }
+    if (input.atLeast !== undefined) {
+      if (!Number.isSafeInteger(input.atLeast) || input.atLeast < 1 || input.atLeast > input.amount)
+        throw new ApiError(400, 'INVALID_AMOUNT', 'atLeast must be a whole number of Flux between 1 and the amount', { field: 'atLeast' })
+      return { type: 'debit', minimum: input.atLeast, owed: false }
+    }
+    return input.allowPartial === false ? { type: 'debit', minimum: input.amount, owed: false } : { type: 'debit', minimum: 1, owed: true }
+  }
   const creditPlan = (input: CreditInput): Plan => ({ type: input.type ?? 'credit' })
 
   return {
@@ -328,8 +358,10 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux }
 
     /**
      * Takes Flux. Balance ≤ 0: 402 INSUFFICIENT_FLUX, nothing written. Balance below
-     * the amount: drains to 0 and records `requestedAmount` and `unbilled` (counted
-     * in `airi.billing.flux.unbilled`), unless `allowPartial` is false (402).
+     * the amount: drains to 0 and records what it could not take as `unbilled` (the
+     * column, `metadata.requestedAmount`/`unbilled`, `airi.billing.flux.unbilled`),
+     * unless `allowPartial` is false (402). `atLeast` makes it a hold sized to the
+     * balance; `served` never refuses (see `DebitInput`).
      */
     async debit(input: DebitInput): Promise<LedgerEntry> {
       return write(input, debitPlan(input))
@@ -398,16 +430,22 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux }
     async history(userId: string, { cursor, limit = 20 }: { cursor?: string | null, limit?: number } = {}): Promise<HistoryPage> {
       let query = db.selectFrom('flux_transaction').selectAll().where('user_id', '=', userId)
       if (cursor)
-        query = query.where('seq', '<', decodeCursor(cursor))
+        query = query.where('seq', '<', historyCursor.decode(cursor)[0])
       const rows = await query.orderBy('seq', 'desc').limit(limit + 1).execute()
       const page = rows.slice(0, limit)
-      return { items: page.map(toEntry), nextCursor: rows.length > limit ? encodeCursor(page.at(-1)!.seq) : null }
+      return { items: page.map(toEntry), nextCursor: rows.length > limit ? historyCursor.encode([page.at(-1)!.seq]) : null }
     },
 
-    /** Account deletion (priority 20): the balance row is soft-deleted, the ledger stays. */
+    /**
+     * Account deletion (priority 20): the balance row is soft-deleted, the ledger
+     * stays. A balance never opened is closed too (an empty row), so no later write
+     * (a purchase paid after the deletion) opens one for a user who is gone.
+     */
     async deleteAllForUser(userId: string): Promise<void> {
-      await db.updateTable('user_flux').set({ deleted_at: new Date(), updated_at: new Date() })
-        .where('user_id', '=', userId).where('deleted_at', 'is', null).execute()
+      const now = new Date()
+      await db.insertInto('user_flux').values({ user_id: userId, flux: 0, deleted_at: now, updated_at: now })
+        .onConflict(oc => oc.column('user_id').doUpdateSet({ deleted_at: now, updated_at: now }).where('user_flux.deleted_at', 'is', null))
+        .execute()
       await dropCache(userId)
     },
   }

@@ -2,6 +2,7 @@ import { sql, type Transaction } from 'kysely'
 
 import type { Character, Database, Db, JsonValue } from '@airi/db'
 
+import { beforeCreatedAtId, createCursorCodec, createdAtIdKey, exactTimestamp } from '../cursor.ts'
 import { ApiError, forbidden, notFound } from '../errors.ts'
 
 // ---------------------------------------------------------------------------
@@ -96,29 +97,8 @@ const UNIQUE_VIOLATION = '23505'
 
 const characterNotFound = () => notFound('CHARACTER_NOT_FOUND', 'No such character')
 
-/**
- * Keyset cursor over (created_at, id). The timestamp travels as UTC text with
- * microseconds, so it survives the round trip exactly (a JS Date would drop them).
- */
-function encodeCursor(createdAt: string, id: string): string {
-  return Buffer.from(JSON.stringify([createdAt, id])).toString('base64url')
-}
-
-function decodeCursor(cursor: string): { createdAt: string, id: string } {
-  const invalid = () => new ApiError(400, 'INVALID_CURSOR', 'The list cursor is not valid', { field: 'cursor' })
-  let parsed: unknown
-  try {
-    parsed = JSON.parse(Buffer.from(cursor, 'base64url').toString())
-  }
-  catch {
-    throw invalid()
-  }
-  if (!Array.isArray(parsed) || parsed.length !== 2 || typeof parsed[0] !== 'string' || typeof parsed[1] !== 'string'
-    || !/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/.test(parsed[0]) || parsed[1].length > 100) {
-    throw invalid()
-  }
-  return { createdAt: parsed[0], id: parsed[1] }
-}
+/** Characters are paged newest first by (created_at, id), exactly. */
+const listCursor = createCursorCodec(createdAtIdKey)
 
 function groupBy<T extends { character_id: string }>(rows: T[]): Map<string, T[]> {
   const groups = new Map<string, T[]>()
@@ -330,20 +310,18 @@ export function createCharacterService({ db }: { db: Db }) {
     /** The caller's characters (or everyone's with `all`), newest first, keyset-paged. */
     async list(userId: string, { all = false, cursor, limit = 20 }: ListCharactersInput = {}): Promise<CharacterPage> {
       let query = db.selectFrom('characters').selectAll()
-        .select(sql<string>`to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`.as('created_at_text'))
+        .select(exactTimestamp('created_at').as('created_at_text'))
         .where('deleted_at', 'is', null)
       if (!all)
         query = query.where('owner_id', '=', userId)
-      if (cursor) {
-        const after = decodeCursor(cursor)
-        query = query.where(sql<boolean>`(created_at, id) < (${after.createdAt}::timestamptz, ${after.id})`)
-      }
+      if (cursor)
+        query = query.where(beforeCreatedAtId(listCursor.decode(cursor)))
       const rows = await query.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(limit + 1).execute()
       const page = rows.slice(0, limit)
       const last = page.at(-1)
       return {
         items: await summaries(userId, page),
-        nextCursor: rows.length > limit && last ? encodeCursor(last.created_at_text, last.id) : null,
+        nextCursor: rows.length > limit && last ? listCursor.encode([last.created_at_text, last.id]) : null,
       }
     },
 

@@ -165,6 +165,11 @@ export function createChatFanout({ pubsub, logger, retryMs = 1000 }: { pubsub: P
     onResubscribed(listener: () => void): () => void {
       return pubsub.onResubscribed?.(listener) ?? (() => {})
     },
+
+    /** Calls `listener` whenever notices stop arriving (the pub/sub connection dropped; also at once if it is down). */
+    onDown(listener: () => void): () => void {
+      return pubsub.onDown?.(listener) ?? (() => {})
+    },
   }
 }
 

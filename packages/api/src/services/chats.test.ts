@@ -29,8 +29,8 @@ interface SeenEvent { id: string, event: { messages: Array<{ content: string }> 
  * its notices reach only its own subscribers. Services sharing a pub/sub are
  * instances of one deployment.
  */
-function service(options: { resyncIntervalMs?: number, db?: TestDatabase['db'], pubsub?: PubSub } = {}): ChatService {
-  return createChatService({ db: options.db ?? database.db, fanout: createChatFanout({ pubsub: options.pubsub ?? createMemoryPubSub(), logger: silentLogger }), logger: silentLogger, resyncIntervalMs: options.resyncIntervalMs })
+function service(options: { resyncIntervalMs?: number, db?: TestDatabase['db'], pubsub?: PubSub, subscriptionsPerUser?: number } = {}): ChatService {
+  return createChatService({ db: options.db ?? database.db, fanout: createChatFanout({ pubsub: options.pubsub ?? createMemoryPubSub(), logger: silentLogger }), logger: silentLogger, resyncIntervalMs: options.resyncIntervalMs, subscriptionsPerUser: options.subscriptionsPerUser })
 }
 
 /** Counts the statements issued through the returned db. */
@@ -298,4 +298,54 @@ describe('cost of live sync', () => {
     expect(many).toEqual(few)
     expect(few).toEqual({ small: 0, large: 1 })
   }, 60_000)
+})
+
+describe('live subscriptions per user (issue 20)', () => {
+  it('refuses those past the cap exactly, even when they arrive at once; one that stops makes room', async () => {
+    const chats = service({ subscriptionsPerUser: 3 })
+    const [userId, otherId] = [await createUser(), await createUser()]
+    const controllers = Array.from({ length: 5 }, () => new AbortController())
+    const results = await Promise.allSettled(controllers.map(controller => chats.subscribe(userId, { signal: controller.signal })))
+    expect(results.map(result => result.status).sort()).toEqual(['fulfilled', 'fulfilled', 'fulfilled', 'rejected', 'rejected'])
+    for (const result of results.filter(result => result.status === 'rejected'))
+      expect((result as PromiseRejectedResult).reason).toMatchObject({ status: 429, code: 'SUBSCRIPTION_LIMIT', details: { limit: 3 } })
+
+    // Counted per user.
+    const other = new AbortController()
+    await chats.subscribe(otherId, { signal: other.signal })
+    await expect(chats.subscribe(userId, {})).rejects.toMatchObject({ code: 'SUBSCRIPTION_LIMIT' })
+
+    controllers[results.findIndex(result => result.status === 'fulfilled')]!.abort()
+    const again = new AbortController()
+    await chats.subscribe(userId, { signal: again.signal })
+    for (const controller of [...controllers, other, again])
+      controller.abort()
+  })
+})
+
+describe('catching up on large messages (issue 20)', () => {
+  it('reads the feed about 1 MiB at a time: no catch-up event holds more, in order and complete', async () => {
+    const userId = await createUser()
+    const chats = service()
+    const chat = await chats.create(userId, { type: 'group', members: [] })
+    const first = new AbortController()
+    const start = consume(await chats.subscribe(userId, { signal: first.signal }))
+    await until(() => start.events.length > 0, 'the ready event')
+    first.abort()
+    await start.done
+
+    // 15 sends of 100 000 characters: one run of one chat, merged into one 1.5 MB event before.
+    const sent = Array.from({ length: 15 }, (_, index) => `${index}:`.padEnd(100_000, 'x'))
+    for (const content of sent)
+      await chats.sendMessages(userId, { chatId: chat.id, messages: [message(content)] })
+
+    const second = new AbortController()
+    const resumed = consume(await chats.subscribe(userId, { lastEventId: start.events[0]!.id, signal: second.signal }))
+    await until(() => resumed.contents().length === sent.length, 'every missed message')
+    expect(resumed.contents()).toEqual(sent)
+    const largest = Math.max(...resumed.events.map(({ event }) => JSON.stringify(event).length))
+    expect(largest).toBeLessThanOrEqual(1024 * 1024 + 101_000)
+    second.abort()
+    await resumed.done
+  })
 })

@@ -5,8 +5,10 @@ import type { Chat, ChatType, Database, Db } from '@airi/db'
 import { ApiError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 import type { ChatFanout, SyncedMessage } from './chat-fanout.ts'
+import type { BalanceFanout } from './chats/balance-fanout.ts'
 import { chunks, createLiveSync, toMessage, type ChatMessagesEvent, type ChatSyncEvent } from './chats/live-sync.ts'
 import type { AnalyticsService } from './analytics.ts'
+import type { RateLimits } from './rate-limits.ts'
 
 export interface MemberRef {
   type: 'user' | 'character'
@@ -46,7 +48,25 @@ export interface ChatServiceDeps {
    * tried again. Nothing runs on this interval while all is well.
    */
   resyncIntervalMs?: number
+  /** Counts `sendMessages` calls per user (CHAT_RATE_LIMIT_PER_MINUTE); without it sends are not limited. */
+  rateLimits?: Pick<RateLimits, 'hit'>
+  /** Live subscriptions one user may hold on this instance, across sockets (CHAT_SUBSCRIPTIONS_PER_USER). */
+  subscriptionsPerUser?: number
+  /** Carries balance events to the other instances (see `announceBalance`). */
+  balances?: BalanceFanout
+  /** How often subscriptions read their feeds while pub/sub is down (LIVE_SYNC_FALLBACK_POLL_MS). */
+  fallbackPollMs?: number
 }
+
+/** LIVE_SYNC_FALLBACK_POLL_MS's default: how soon a message reaches another instance's devices while Redis is down. */
+export const DEFAULT_FALLBACK_POLL_MS = 1000
+
+/**
+ * CHAT_SUBSCRIPTIONS_PER_USER's default: twice the sockets a user may open, so a
+ * device that resubscribes while its old subscription winds down is not refused,
+ * while one account cannot multiply every event by 16 sockets × 16 subscriptions.
+ */
+export const DEFAULT_CHAT_SUBSCRIPTIONS_PER_USER = 32
 
 /**
  * The id as Postgres keeps it: text travels as UTF-8, where an unpaired surrogate
@@ -88,8 +108,8 @@ function toChatView(chat: Chat, members: MemberRef[]): ChatView {
  * joining a chat brings no history into it (`pullMessages` reads that), and leaving
  * one stops its rows from being delivered.
  */
-export function createChatService({ db, fanout, logger, analytics, resyncIntervalMs = 15_000 }: ChatServiceDeps) {
-  const live = createLiveSync({ db, fanout, logger, resyncIntervalMs })
+export function createChatService({ db, fanout, balances, logger, analytics, resyncIntervalMs = 15_000, fallbackPollMs = DEFAULT_FALLBACK_POLL_MS, rateLimits, subscriptionsPerUser = DEFAULT_CHAT_SUBSCRIPTIONS_PER_USER }: ChatServiceDeps) {
+  const live = createLiveSync({ db, fanout, balances, logger, resyncIntervalMs, fallbackPollMs })
 
   /** The chats `userId` is an active member of: where every read starts. */
   function memberChats(userId: string) {
@@ -254,9 +274,11 @@ export function createChatService({ db, fanout, logger, analytics, resyncInterva
     /**
      * Appends messages with the next seqs, under a lock on the chat row. A message
      * whose id is already in this chat is returned as stored (a resend); an id used
-     * in another chat is a conflict.
+     * in another chat is a conflict. Every call counts against the sender's rate
+     * limit, a resend too: it still takes the chat's row lock.
      */
     async sendMessages(userId: string, input: { chatId: string, messages: NewMessageInput[] }): Promise<ChatMessagesEvent> {
+      await rateLimits?.hit('chat-messages', userId)
       const unique = input.messages.map(message => ({ ...message, id: asStored(message.id) }))
         .filter((message, index, all) => all.findIndex(other => other.id === message.id) === index)
       const { rows, heads, created } = await db.transaction().execute(async (trx) => {
@@ -320,7 +342,16 @@ export function createChatService({ db, fanout, logger, analytics, resyncInterva
      * is sent from then on comes after it.
      */
     async subscribe(userId: string, options: { lastEventId?: string | null, signal?: AbortSignal }): Promise<AsyncGenerator<{ id: string, event: ChatSyncEvent }>> {
+      // Each subscription is sent every event of the user: the cap bounds how often one event is sent.
+      // Checked and counted in one synchronous step (live.subscribe joins before it awaits), so a burst cannot overshoot.
+      if (live.subscriptions(userId) >= subscriptionsPerUser)
+        throw new ApiError(429, 'SUBSCRIPTION_LIMIT', `At most ${subscriptionsPerUser} live chat subscriptions per user on one server; stop one (on another device or tab) first`, { limit: subscriptionsPerUser })
       return live.subscribe(userId, options)
+    },
+
+    /** Tells every live subscription of `userId` (on every instance) their new balance: a `balance` event. */
+    async announceBalance(userId: string, balance: number): Promise<void> {
+      await live.announceBalance(userId, balance)
     },
 
     /**

@@ -71,7 +71,8 @@ describe('operator config', () => {
     const routes = { models: { chat: { upstreams: [{ id: 'a', baseUrl: 'http://127.0.0.1:1/v1', model: 'm', keys: [{ id: 'k', ciphertext: 'c' }] }] } } }
     await expiring.set('LLM_ROUTER_CONFIG', routes)
     const first = await expiring.getOrThrow('LLM_ROUTER_CONFIG')
-    expect(first).toEqual(routes)
+    // Parsed: the alias's default output cap is filled in.
+    expect(first).toEqual({ models: { chat: { ...routes.models.chat, maxOutputTokens: 4096 } } })
     for (let i = 0; i < 3; i++)
       expect(await expiring.getOrThrow('LLM_ROUTER_CONFIG')).toBe(first)
 

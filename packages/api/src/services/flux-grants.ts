@@ -102,6 +102,7 @@ export function createFluxGrantService({ db, billing, logger, onGranted }: {
             requestId,
             description: input.description,
             metadata: { grantKey: key, grantedBy },
+            announce: true,
           })
           results.push({ email: raw, status: 'granted', userId: user.id, balanceAfter: entry.balanceAfter })
           onGranted?.({ userId: user.id, amount: input.amount, grantKey: key, grantedBy })

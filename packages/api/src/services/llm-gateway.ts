@@ -10,11 +10,12 @@ import { recordFailure, tracer, withSpan } from '../tracing.ts'
 import type { BillingService } from './billing.ts'
 import type { ConfigService } from './config.ts'
 import type { KeyVault } from './key-vault.ts'
-import { createCallBilling, type BilledCall } from './llm-gateway/billing.ts'
+import { createCallBilling, type BilledCall, type ServedCost } from './llm-gateway/billing.ts'
 import { createCallSignal } from './llm-gateway/call-signal.ts'
 import { createRequestLog, type CallOutcome, type ReconcileReport } from './llm-gateway/request-log.ts'
+import { capFor, requestedCap, reservationFor, usageCost, withCap, type CallBounds } from './llm-gateway/reservation.ts'
 import { createUpstreamRouter, resolveAlias, type Attempt, type ChatCompletionBody, type RouterConfig } from './llm-gateway/router.ts'
-import { addChoices, countUsage, createStreamWatcher, promptOf, TextTally, usageIn, type MeasuredUsage } from './llm-gateway/usage.ts'
+import { addChoices, countPrompt, countUsage, createStreamWatcher, promptOf, TextTally, tokensOf, usageIn, type MeasuredUsage } from './llm-gateway/usage.ts'
 
 export type { ChatCompletionBody } from './llm-gateway/router.ts'
 
@@ -58,15 +59,16 @@ function errorEvent(failure: Failure): string {
 
 /**
  * The OpenAI-compatible gateway: routes a model alias to its upstreams and keys,
- * falls back across them, and bills every call exactly once: a reservation before
- * any upstream call, a settlement on the upstream's usage (or, when it gave none,
- * our own token count of the prompt and of what was relayed), a refund when
- * every upstream failed. Each call's `llm_request_log` row is written pending
- * first, so a call cut short by a crash can be reconciled.
+ * falls back across them, and bills every call exactly once: a reservation sized
+ * on the request before any upstream call (the upstream is asked for no more
+ * output than it pays for), a settlement on the upstream's usage (or, when it
+ * gave none, our own token count of the prompt and of what was relayed), a
+ * refund when every upstream failed. Each call's `llm_request_log` row is
+ * written pending first, so a call cut short by a crash can be reconciled.
  */
 export function createLlmGateway({ db, config, billing, metrics, logger, keyVault, defaultDeadlineMs = 120_000 }: LlmGatewayDeps) {
   const router = createUpstreamRouter({ keyVault, logger, metrics })
-  const callBilling = createCallBilling({ billing, config, metrics, logger })
+  const callBilling = createCallBilling({ billing, logger })
   const requestLog = createRequestLog({ db, logger })
 
   /** Calls not yet settled, so shutdown can end them and wait for their settlement. */
@@ -95,15 +97,33 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
     return routes?.deadlineMs ?? defaultDeadlineMs
   }
 
+  /**
+   * What the request may cost: the prompt counted with the first upstream's
+   * tokenizer, and the output it may ask for (its own cap, else the alias's).
+   */
+  async function boundsOf(body: ChatCompletionBody, prompt: ReturnType<typeof promptOf>, upstreamModel: string, maxOutputTokens: number): Promise<CallBounds> {
+    const [per1k, flat] = await Promise.all([config.get('FLUX_PER_1K_TOKENS'), config.get('FLUX_PER_REQUEST')])
+    const promptTokens = await countPrompt(upstreamModel, prompt).catch((error: unknown) => {
+      // A character per token overestimates almost any text: the reservation errs on the safe side.
+      logger.error({ err: error }, 'could not count the prompt of an LLM call; reserving a character per token')
+      return prompt.tally.chars
+    })
+    // One price for input and output today; a per-model price plugs in here.
+    const price = { inputPer1k: per1k, outputPer1k: per1k }
+    return { promptTokens, cap: requestedCap(body) ?? maxOutputTokens, choices: body.n ?? 1, price, flat }
+  }
+
   /** One chat completion; `untrack` is called once the call has settled, whatever the path. */
   async function run(userId: string, body: ChatCompletionBody, clientSignal: AbortSignal, routes: RouterConfig, shutdown: AbortController, deadline: CallSignal, untrack: () => void): Promise<CompletionResult> {
-    const { alias, upstreams } = resolveAlias(routes, body.model)
-    const call: BilledCall = { userId, id: randomUUID(), alias, reserved: await config.get('FLUX_PER_REQUEST') }
+    const { alias, upstreams, maxOutputTokens } = resolveAlias(routes, body.model)
+    const callId = randomUUID()
+    const prompt = promptOf(body)
+    const bounds = await boundsOf(body, prompt, upstreams[0]!.model, maxOutputTokens)
     const startedAt = Date.now()
     const stream = body.stream === true
     const signal = deadline.signal
     // The call's span lives until it settles (a stream's last chunk), with one child per upstream attempt.
-    const span = tracer.startSpan(`chat ${alias}`, { attributes: { 'gen_ai.operation.name': 'chat', 'gen_ai.request.model': alias, 'airi.llm.call_id': call.id, 'airi.llm.stream': stream } })
+    const span = tracer.startSpan(`chat ${alias}`, { attributes: { 'gen_ai.operation.name': 'chat', 'gen_ai.request.model': alias, 'airi.llm.call_id': callId, 'airi.llm.stream': stream } })
     let observed = false
     /** Records the call's duration, tokens and outcome once, whichever path ends it. */
     function observe(outcome: { upstream: string | null, status: number, usage?: MeasuredUsage['usage'], error?: string }): void {
@@ -146,7 +166,7 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
       return { status: 502, code: 'UPSTREAM_UNAVAILABLE', message: `The upstream stream failed: ${(error as Error).message}` }
     }
 
-    const { rowId, alongside: pendingRow } = requestLog.pending(call)
+    const { rowId, alongside: pendingRow } = requestLog.pending({ userId, id: callId, alias })
     const complete = (outcome: Omit<CallOutcome, 'startedAt'>) => {
       observe(outcome)
       return requestLog.complete(rowId, { ...outcome, startedAt })
@@ -158,21 +178,25 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
     }
 
     // The reservation, with the pending log row: nothing reaches an upstream unless it can be paid for.
+    let call: BilledCall
     try {
-      await callBilling.reserve(call, pendingRow)
+      call = { userId, id: callId, alias, reserved: await callBilling.reserve({ userId, id: callId, alias }, reservationFor(bounds), pendingRow) }
     }
     catch (error) {
       await complete({ upstream: null, status: error instanceof ApiError ? error.status : 500, flux: 0, error: (error as Error).message })
+        .catch((logError: unknown) => logger.error({ err: logError, call: callId }, 'could not complete the LLM request log row; it stays pending'))
       throw error
     }
+    // The upstream is asked for no more output than the reservation pays for.
+    const upstreamBody = withCap(body, capFor(call.reserved, bounds))
 
     /** Gives the reservation back and completes the log row, in one statement. */
     const refund = (upstream: string | null, status: number, message: string) =>
-      callBilling.refund(call, 'failed', () => completion({ upstream, status, error: message })(sql<number>`0`))
+      callBilling.refund(call, 'failed', { alongside: () => completion({ upstream, status, error: message })(sql<number>`0`) })
 
     let attempt: Attempt
     try {
-      attempt = await withSpan(span, () => router.call(alias, upstreams, body, stream, signal))
+      attempt = await withSpan(span, () => router.call(alias, upstreams, upstreamBody, stream, signal))
     }
     catch (error) {
       // The router turns every upstream failure into an ApiError; anything else is a bug here.
@@ -183,23 +207,37 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
       throw error
     }
     const upstream = attempt.upstream
-    // A stream delivers as it goes, so reconciliation must know an upstream was
-    // answering; a plain answer reaches the client only after settlement, so one
-    // cut short before then delivered nothing and is rightly refunded.
-    if (stream)
+    // Nothing of an answer reaches the client unless its row names the upstream:
+    // reconciliation refunds a pending row without one (nothing was delivered)
+    // and charges the flat price of one with it (something may have been).
+    try {
       await requestLog.answered(rowId, upstream.id)
+    }
+    catch (error) {
+      attempt.response.body?.cancel().catch(() => {})
+      await refund(null, 500, (error as Error).message).catch((refundError: unknown) =>
+        logger.error({ err: refundError, call: call.id }, 'could not refund an LLM call; its row stays pending for reconciliation'))
+      throw error
+    }
 
-    /** Settles on the upstream's usage, else on our count of the prompt and of `tally`; the log row completes in the same statement. */
+    /**
+     * Settles on the upstream's usage, else on our count of the prompt and of
+     * `tally`; the log row completes in the same statement as the ledger write,
+     * or on its own when nothing has to move.
+     */
     async function settle(usage: ReturnType<typeof usageIn>, tally: TextTally, outcome: { status: number, error?: string }): Promise<void> {
       let measured: MeasuredUsage | undefined = usage && { usage, source: 'upstream' }
       if (!measured) {
-        measured = await countUsage(upstream.model, promptOf(body), tally).catch((error: unknown) => {
+        measured = await countUsage(upstream.model, prompt, tally).catch((error: unknown) => {
           logger.error({ err: error, call: call.id }, 'could not count the tokens of an LLM call; it pays the flat price')
           return undefined
         })
       }
+      const served: ServedCost = measured
+        ? { cost: usageCost(bounds.price, measured.usage), tokens: tokensOf(measured.usage).total }
+        : { cost: bounds.flat, tokens: null }
       const logOutcome = { upstream: upstream.id, ...outcome, usage: measured?.usage, source: measured?.source ?? 'flat' as const }
-      const { charged, logged } = await callBilling.settle(call, measured?.usage, completion(logOutcome))
+      const { charged, logged } = await callBilling.settle(call, served, completion(logOutcome))
       if (!logged)
         await complete({ ...logOutcome, flux: charged })
     }
@@ -216,7 +254,13 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
       }
       const completion = new TextTally()
       addChoices(completion, payload, 'message')
-      await settle(usageIn(payload), completion, { status: attempt.response.status })
+      try {
+        await settle(usageIn(payload), completion, { status: attempt.response.status })
+      }
+      catch (error) {
+        // The row names its upstream: reconciliation charges the flat price, and the answer is the client's.
+        logger.error({ err: error, call: call.id }, 'could not settle an LLM call; its log row stays pending for reconciliation')
+      }
       return { kind: 'json', body: payload }
     }
 
@@ -379,7 +423,7 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
     async reconcilePending({ olderThanMs = 10 * 60_000, limit = 1000 }: { olderThanMs?: number, limit?: number } = {}): Promise<ReconcileReport> {
       const minimum = await deadlineMs() + SETTLEMENT_MARGIN_MS
       const cutoff = new Date(Date.now() - Math.max(olderThanMs, minimum))
-      return requestLog.reconcile({ cutoff, limit, billing, callBilling })
+      return requestLog.reconcile({ cutoff, limit, flat: await config.get('FLUX_PER_REQUEST'), billing, callBilling })
     },
   }
 }

@@ -14,6 +14,8 @@ export const DEFAULT_RATE_LIMITS = {
   'speech-ticket': 30,
   /** billing.checkout. */
   'checkout': 10,
+  /** chats.sendMessages, a resend included (CHAT_RATE_LIMIT_PER_MINUTE). */
+  'chat-messages': 120,
 } as const
 
 export type RateLimitedRoute = keyof typeof DEFAULT_RATE_LIMITS
@@ -36,7 +38,15 @@ const descriptions: Record<RateLimitedRoute, string> = {
   'speech': 'speech requests',
   'speech-ticket': 'speech tickets',
   'checkout': 'checkouts',
+  'chat-messages': 'message sends',
 }
+
+/**
+ * Routes let through while the counter store is down: chat sends cost nothing
+ * upstream, and people must keep messaging through a Redis outage (live sync
+ * falls back to reading feeds then).
+ */
+const FAIL_OPEN: ReadonlySet<RateLimitedRoute> = new Set(['chat-messages'])
 
 /**
  * Per-user fixed-window rate limits over the counter port (`rate:{route}:{userId}`;
@@ -45,6 +55,7 @@ const descriptions: Record<RateLimitedRoute, string> = {
  * every transport turns into `retry-after`. When the counter store cannot be
  * reached the call answers 503, as every other call that needs a missing
  * dependency does: letting it through would leave paid upstreams unprotected.
+ * Except for the routes in `FAIL_OPEN`, which cost nothing upstream.
  */
 export function createRateLimits({ counters, metrics, logger, limits = {}, windowSeconds = 60 }: RateLimitDeps) {
   const limitOf = (route: RateLimitedRoute) => limits[route] ?? DEFAULT_RATE_LIMITS[route]
@@ -59,7 +70,12 @@ export function createRateLimits({ counters, metrics, logger, limits = {}, windo
         hit = await counters.hitWindow(keys.rateLimit(route, userId), windowSeconds)
       }
       catch (error) {
-        throw outageError(error) ?? error
+        const outage = outageError(error)
+        if (outage && FAIL_OPEN.has(route)) {
+          logger.warn({ err: error, route }, 'rate limit counters unavailable; letting the call through')
+          return
+        }
+        throw outage ?? error
       }
       const limit = limitOf(route)
       if (hit.count <= limit)

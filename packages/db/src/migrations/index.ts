@@ -13,6 +13,7 @@ import * as llmRequestLogState from './0010_llm_request_log_state.ts'
 import * as stripeRefunds from './0012_stripe_refunds.ts'
 import * as chatSyncFeed from './0013_chat_sync_feed.ts'
 import * as userMilestones from './0014_user_milestones.ts'
+import * as fluxTransactionUnbilled from './0015_flux_transaction_unbilled.ts'
 
 /**
  * Every migration, keyed by name. Kysely's Migrator applies them in key order, so
@@ -32,4 +33,5 @@ export const migrations: Record<string, Migration> = {
   '0012_stripe_refunds': stripeRefunds,
   '0013_chat_sync_feed': chatSyncFeed,
   '0014_user_milestones': userMilestones,
+  '0015_flux_transaction_unbilled': fluxTransactionUnbilled,
 }

@@ -62,6 +62,14 @@ export interface StreamingTtsStream {
   finish: () => void
   /** Stops at once; no handler is called afterwards. Idempotent. */
   cancel: () => void
+  /**
+   * Stops reading the upstream (backpressure: the client is not keeping up), so
+   * its audio waits in the network, not in our memory. A frame already read may
+   * still be reported.
+   */
+  pause: () => void
+  /** Reads the upstream again after `pause`. */
+  resume: () => void
 }
 
 export interface StreamingTtsAdapter {

@@ -60,6 +60,7 @@ export const unspeechStreamAdapter: StreamingTtsAdapter = {
     let socket: WebSocket | undefined
     let open = false
     let done = false
+    let paused = false
 
     function end(): void {
       done = true
@@ -123,6 +124,9 @@ export const unspeechStreamAdapter: StreamingTtsAdapter = {
         if (!current())
           return void ws.terminate()
         open = true
+        // ws ignores pause() while connecting.
+        if (paused)
+          ws.pause()
         for (const frame of outbox.splice(0))
           ws.send(frame)
       })
@@ -148,6 +152,8 @@ export const unspeechStreamAdapter: StreamingTtsAdapter = {
           case 'session.finished': {
             end()
             socket = undefined
+            // Read again so the closing handshake can complete (what follows is dropped).
+            ws.resume()
             ws.close(1000)
             const words = event.payload?.usage?.text_words
             return handlers.finished(words === undefined ? undefined : { textWords: words })
@@ -175,6 +181,18 @@ export const unspeechStreamAdapter: StreamingTtsAdapter = {
     return {
       appendText: text => send(JSON.stringify({ event: 'text', text })),
       finish: () => send(JSON.stringify({ event: 'finish' })),
+      pause() {
+        if (done)
+          return
+        paused = true
+        socket?.pause()
+      },
+      resume() {
+        if (done)
+          return
+        paused = false
+        socket?.resume()
+      },
       cancel() {
         if (done)
           return
@@ -184,6 +202,8 @@ export const unspeechStreamAdapter: StreamingTtsAdapter = {
         socket = undefined
         if (wasOpen) {
           current!.send(JSON.stringify({ event: 'cancel' }))
+          // A paused socket would never read the upstream's close; what it still reads is dropped.
+          current!.resume()
           current!.close(1000)
         }
         else {

@@ -1,9 +1,12 @@
+import { sql } from 'kysely'
+
 import type { Db, Message } from '@airi/db'
 
 import { ApiError } from '../../errors.ts'
 import { markShared } from '../../input-guard.ts'
 import type { Logger } from '../../logger.ts'
 import { INLINE_MESSAGES_CHARS, type ChatFanout, type ChatSyncNotice, type SyncedMessage } from '../chat-fanout.ts'
+import type { BalanceFanout } from './balance-fanout.ts'
 
 /** A run of consecutive messages of one chat (what `sendMessages` returns). */
 export interface ChatMessagesEvent {
@@ -21,6 +24,8 @@ export interface ChatMessagesEvent {
 export type ChatSyncEvent =
   | { type: 'ready', messages: [] }
   | ({ type: 'messages' } & ChatMessagesEvent)
+  /** The user's balance after a top-up, refund or grant; not in the feed, so its id is the position it arrived at. */
+  | { type: 'balance', balance: number, messages: [] }
 
 type MessagesEvent = Extract<ChatSyncEvent, { type: 'messages' }>
 
@@ -59,6 +64,12 @@ const PAGE = 100
 /** Feed rows, and messages, one read of a subscription's feed takes at most. */
 const FEED_ROWS = 100
 const FEED_MESSAGES = 500
+/**
+ * Bytes of messages one read takes at most (past its first row, itself one send
+ * within the 1 MiB body limit): each subscription that catches up holds its own
+ * copy, so a backlog of large messages is read, and sent, a slice at a time.
+ */
+const FEED_BYTES = 1024 * 1024
 /** Users per query of the re-check after pub/sub came back. */
 const USERS_PER_QUERY = 1000
 /** Events one subscription holds for its consumer; beyond that it drops them and reads its feed later. */
@@ -91,6 +102,12 @@ function createFollower(signal: AbortSignal | undefined) {
     position: undefined as number | undefined,
     pending: [] as Array<{ feedSeq: number, event: SharedEvent }>,
     head: 0,
+    /** The newest balance announced and not yet handed over: only the latest matters, so one slot. */
+    balance: undefined as number | undefined,
+    offerBalance(balance: number): void {
+      follower.balance = balance
+      wake?.()
+    },
     offer(feedSeq: number, event: SharedEvent): void {
       const last = follower.pending.at(-1)?.feedSeq ?? follower.position
       if (last === undefined || (feedSeq === last + 1 && follower.pending.length < PENDING_LIMIT))
@@ -141,11 +158,23 @@ type Follower = ReturnType<typeof createFollower>
  * (or taken from the notice), to every local subscription whose position it
  * directly follows. A subscription that is behind, or hears of a feed seq beyond
  * its next one, reads its own feed from Postgres, as every subscription did
- * before. While nothing is sent nothing runs: no timer, no query. Notices lost
- * while pub/sub was away are healed by one re-read of the feed heads of every
- * local user once the pub/sub connection is back.
+ * before. While nothing is sent nothing runs: no timer, no query. While the
+ * pub/sub connection is down the feed heads of every local user are read on a
+ * short interval instead, and once it is back one last re-read heals what was
+ * lost and the interval stops.
  */
-export function createLiveSync({ db, fanout, logger, resyncIntervalMs }: { db: Db, fanout: ChatFanout, logger: Logger, resyncIntervalMs: number }) {
+export interface LiveSyncDeps {
+  db: Db
+  fanout: ChatFanout
+  /** Carries balance events between instances; without it they reach only this instance's subscriptions. */
+  balances?: BalanceFanout
+  logger: Logger
+  resyncIntervalMs: number
+  /** How often the feed heads are read while this instance's pub/sub connection is down (LIVE_SYNC_FALLBACK_POLL_MS). */
+  fallbackPollMs: number
+}
+
+export function createLiveSync({ db, fanout, balances, logger, resyncIntervalMs, fallbackPollMs }: LiveSyncDeps) {
   const byUser = new Map<string, Set<Follower>>()
   let followers = 0
   let listening: Promise<() => Promise<void>> | undefined
@@ -192,18 +221,84 @@ export function createLiveSync({ db, fanout, logger, resyncIntervalMs }: { db: D
    */
   async function heal(): Promise<void> {
     try {
-      for (const userIds of chunks([...byUser.keys()], USERS_PER_QUERY)) {
-        const rows = await db.selectFrom('chat_sync_heads').select(['user_id', 'last_seq']).where('user_id', 'in', userIds).execute()
-        for (const row of rows) {
-          for (const follower of byUser.get(row.user_id) ?? [])
-            follower.bump(row.last_seq)
-        }
-      }
+      await recheckHeads()
     }
     catch (error) {
       logger.warn({ err: error }, 'could not re-check chat feed heads; will retry')
       setTimeout(() => void (followers > 0 && heal()), resyncIntervalMs).unref()
     }
+  }
+
+  /** Reads the feed heads of every local user (one query per thousand) and wakes the subscriptions that fell behind. */
+  async function recheckHeads(): Promise<void> {
+    for (const userIds of chunks([...byUser.keys()], USERS_PER_QUERY)) {
+      const rows = await db.selectFrom('chat_sync_heads').select(['user_id', 'last_seq']).where('user_id', 'in', userIds).execute()
+      for (const row of rows) {
+        for (const follower of byUser.get(row.user_id) ?? [])
+          follower.bump(row.last_seq)
+      }
+    }
+  }
+
+  /*
+   * While the pub/sub connection is down no notice arrives, so the subscriptions
+   * here would hear of nothing sent on other instances until it is back. Instead
+   * the feed heads are read every `fallbackPollMs` from the drop until the
+   * connection is back (then `heal` runs once and nothing polls any more). A
+   * round that starts a poll owns it; stopping moves the round on, so a timer of
+   * an earlier round finds itself stale and ends.
+   */
+  let pollRound = 0
+  let polling = false
+  function pollWhileDown(): void {
+    if (polling)
+      return
+    polling = true
+    const round = ++pollRound
+    const next = () => setTimeout(() => void (async () => {
+      if (round !== pollRound)
+        return
+      await recheckHeads().catch((error: unknown) => logger.warn({ err: error }, 'could not read chat feed heads while pub/sub is down; will retry'))
+      if (round === pollRound)
+        next()
+    })(), fallbackPollMs).unref()
+    logger.warn({ fallbackPollMs }, 'pub/sub is down: live sync reads chat feeds on an interval until it is back')
+    next()
+  }
+  function stopPolling(): void {
+    if (!polling)
+      return
+    polling = false
+    pollRound++
+  }
+
+  function deliverBalance(userId: string, balance: number): void {
+    for (const follower of byUser.get(userId) ?? [])
+      follower.offerBalance(balance)
+  }
+
+  /** Subscribes this instance to send (and balance) notices and to the connection's drops; resolves to how to stop. */
+  async function listen(): Promise<() => Promise<void>> {
+    const stops: Array<() => unknown> = []
+    const stop = async () => {
+      for (const each of stops.reverse())
+        await each()
+    }
+    try {
+      stops.push(await fanout.listen(deliver))
+      if (balances)
+        stops.push(await balances.listen(notice => deliverBalance(notice.userId, notice.balance)))
+      stops.push(fanout.onResubscribed(() => {
+        stopPolling()
+        void heal()
+      }))
+      stops.push(fanout.onDown(pollWhileDown), stopPolling)
+    }
+    catch (error) {
+      await stop()
+      throw error
+    }
+    return stop
   }
 
   /** Counts a follower in (subscribing this instance to notices if it is the first); returns how to count it out. */
@@ -226,14 +321,7 @@ export function createLiveSync({ db, fanout, logger, resyncIntervalMs }: { db: D
         await (await stop.catch(() => async () => {}))()
       }
     }
-    listening ??= (async () => {
-      const stopListening = await fanout.listen(deliver)
-      const stopHealing = fanout.onResubscribed(() => void heal())
-      return async () => {
-        stopHealing()
-        await stopListening()
-      }
-    })()
+    listening ??= listen()
     const current = listening
     try {
       await current
@@ -259,21 +347,30 @@ export function createLiveSync({ db, fanout, logger, resyncIntervalMs }: { db: D
       .leftJoin('chat_members as m', join => join.onRef('m.chat_id', '=', 'f.chat_id').onRef('m.member_id', '=', 'f.user_id')
         .on('m.member_type', '=', 'user').on('m.deleted_at', 'is', null))
       .select(['f.seq', 'f.chat_id', 'f.from_seq', 'f.to_seq', 'c.id as live_chat', 'm.id as membership'])
+      // The row's messages' size, from their stored lengths (no content is read for it).
+      .select(eb => eb.selectFrom('messages as msg')
+        .select(sql<string>`coalesce(sum(octet_length(msg.content) + coalesce(pg_column_size(msg.metadata), 0)), 0)`.as('bytes'))
+        .whereRef('msg.chat_id', '=', 'f.chat_id').whereRef('msg.seq', '>=', 'f.from_seq').whereRef('msg.seq', '<=', 'f.to_seq')
+        .where('msg.deleted_at', 'is', null)
+        .as('bytes'))
       .where('f.user_id', '=', userId).where('f.seq', '>', after)
       .orderBy('f.seq').limit(FEED_ROWS).execute()
 
     const runs: FeedRun[] = []
     let last: number | undefined
     let total = 0
+    let bytes = 0
     for (const row of rows) {
       const visible = row.live_chat !== null && row.membership !== null
       const size = visible ? row.to_seq - row.from_seq + 1 : 0
-      if (total > 0 && total + size > FEED_MESSAGES)
+      const rowBytes = visible ? Number(row.bytes ?? 0) : 0
+      if (total > 0 && (total + size > FEED_MESSAGES || bytes + rowBytes > FEED_BYTES))
         break
       last = row.seq
       if (!visible)
         continue
       total += size
+      bytes += rowBytes
       const run = runs.at(-1)
       if (run && run.chatId === row.chat_id && run.toSeq + 1 === row.from_seq && row.to_seq - run.fromSeq < PAGE) {
         run.toSeq = row.to_seq
@@ -306,6 +403,12 @@ export function createLiveSync({ db, fanout, logger, resyncIntervalMs }: { db: D
       let position = follower.position!
       yield { id: encodeChatCursor(position), event: { type: 'ready', messages: [] } }
       while (!signal?.aborted) {
+        if (follower.balance !== undefined) {
+          const balance = follower.balance
+          follower.balance = undefined
+          yield { id: encodeChatCursor(position), event: { type: 'balance', balance, messages: [] } }
+          continue
+        }
         const next = follower.pending.shift()
         if (next) {
           let event: MessagesEvent | null
@@ -359,6 +462,16 @@ export function createLiveSync({ db, fanout, logger, resyncIntervalMs }: { db: D
     },
 
     /**
+     * `userId`'s balance changed in a way their devices did not do themselves (a
+     * top-up, refund or grant): every subscription of theirs, here now and on the
+     * other instances through one notice, gets a `balance` event.
+     */
+    async announceBalance(userId: string, balance: number): Promise<void> {
+      deliverBalance(userId, balance)
+      await balances?.publish(userId, balance)
+    },
+
+    /**
      * Every new message of every chat of `userId`, as tracked events: first `ready`,
      * then (after `lastEventId`) what the client missed, then live. The subscription
      * is in place and its start position read before this resolves, so whatever is
@@ -384,6 +497,14 @@ export function createLiveSync({ db, fanout, logger, resyncIntervalMs }: { db: D
       // A stream never read still leaves once its signal aborts.
       signal?.addEventListener('abort', () => void leave(), { once: true })
       return follow(userId, follower, leave, signal)
+    },
+
+    /**
+     * Live subscriptions of `userId` on this instance. One counts from the moment
+     * `subscribe` is called (it joins before its first await) until it leaves.
+     */
+    subscriptions(userId: string): number {
+      return byUser.get(userId)?.size ?? 0
     },
   }
 }

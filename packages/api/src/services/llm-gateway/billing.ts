@@ -1,17 +1,14 @@
-import { ApiError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
-import type { Metrics } from '../../metrics.ts'
 import { sql, type RawBuilder } from 'kysely'
 
 import type { Alongside, BillingService } from '../billing.ts'
-import type { ConfigService } from '../config.ts'
-import { tokensOf, type Usage } from './usage.ts'
 
 /** One gateway call as billing sees it. Its ledger rows are `llm:{id}:reserve|settle|refund`. */
 export interface BilledCall {
   userId: string
   id: string
   alias: string
+  /** What the reservation took: the most the call may be served for. */
   reserved: number
 }
 
@@ -21,61 +18,62 @@ export const ledgerIds = (callId: string) => ({
   refund: `llm:${callId}:refund`,
 })
 
+/** What a call was served for: its cost in Flux, and the tokens it was priced on (null: the flat price). */
+export interface ServedCost {
+  cost: number
+  tokens: number | null
+}
+
 /**
  * Reservation, settlement and refund of gateway calls through the billing
  * service. Each write has its own request id derived from the call's, so a
  * retried or repeated settlement can never move Flux twice.
  */
-export function createCallBilling({ billing, config, metrics, logger }: { billing: BillingService, config: ConfigService, metrics: Metrics, logger: Logger }) {
+export function createCallBilling({ billing, logger }: { billing: BillingService, logger: Logger }) {
   return {
-    /** Takes the whole reservation or refuses with 402; nothing reaches an upstream unpaid. */
-    async reserve(call: BilledCall, alongside?: Alongside): Promise<void> {
-      await billing.debit({ userId: call.userId, amount: call.reserved, requestId: ledgerIds(call.id).reserve, description: `LLM call (${call.alias})`, metadata: { model: call.alias, call: call.id }, allowPartial: false, alongside })
+    /**
+     * Reserves `wanted`, or the whole balance when it is less but at least
+     * `least`; else 402 and nothing reaches an upstream. Returns what was taken.
+     */
+    async reserve(call: Omit<BilledCall, 'reserved'>, { wanted, least }: { wanted: number, least: number }, alongside?: Alongside): Promise<number> {
+      const entry = await billing.debit({ userId: call.userId, amount: wanted, atLeast: least, requestId: ledgerIds(call.id).reserve, description: `LLM call (${call.alias})`, metadata: { model: call.alias, call: call.id }, alongside })
+      return entry.amount
     },
 
     /**
-     * Charges (or refunds) the difference between the reservation and the cost of
-     * `usage`; without usage the reservation stands (the flat price). Returns the
-     * cost and what the ledger actually took. `log(flux)` (the request-log
-     * completion) joins the ledger write's statement, `flux` being what the call
-     * cost in the end; `logged` is false when no ledger write was needed and the
-     * caller must write it on its own.
+     * Settles the call on what it was served for: refunds what the reservation
+     * took beyond the cost, or charges the rest. Usage past the reservation (an
+     * upstream that ignored max_tokens, a prompt we counted short) is charged
+     * while the balance lasts and the remainder is written on the settlement row
+     * as `unbilled`, never only counted. `log(flux)` (the request-log completion)
+     * joins the ledger write's statement, `flux` being what the call was charged;
+     * `logged` is false when nothing had to move, and the caller completes the
+     * row on its own.
      */
-    async settle(call: BilledCall, usage: Usage | undefined, log?: (flux: RawBuilder<number>) => RawBuilder<unknown>): Promise<{ cost: number, charged: number, logged: boolean }> {
-      const { total } = tokensOf(usage)
-      const cost = total === null
-        ? call.reserved
-        : Math.max(1, Math.ceil(total * await config.get('FLUX_PER_1K_TOKENS') / 1000))
+    async settle(call: BilledCall, { cost, tokens }: ServedCost, log?: (flux: RawBuilder<number>) => RawBuilder<unknown>): Promise<{ charged: number, unbilled: number, logged: boolean }> {
       const difference = cost - call.reserved
-      const metadata = { model: call.alias, call: call.id, tokens: total }
+      const metadata = { model: call.alias, call: call.id, tokens, cost }
       const reserved = sql<number>`${call.reserved}::bigint`
       if (difference > 0) {
         // What the debit took on top of the reservation (less when the balance ran short, none when it was empty).
         const alongside: Alongside | undefined = log && (moved => log(sql<number>`${reserved} + ${moved}`))
-        try {
-          const entry = await billing.debit({ userId: call.userId, amount: difference, requestId: ledgerIds(call.id).settle, description: `LLM usage (${call.alias})`, metadata, alongside })
-          return { cost, charged: call.reserved + entry.amount, logged: log !== undefined }
-        }
-        catch (error) {
-          if (!(error instanceof ApiError && error.code === 'INSUFFICIENT_FLUX'))
-            throw error
-          // The balance ran out during the call: what could not be charged is counted, not lost.
-          metrics.fluxUnbilled.add(difference)
-          logger.warn({ userId: call.userId, call: call.id, unbilled: difference }, 'LLM usage exceeded the balance')
-          return { cost, charged: call.reserved, logged: log !== undefined }
-        }
+        const entry = await billing.debit({ userId: call.userId, amount: difference, served: true, requestId: ledgerIds(call.id).settle, description: `LLM usage (${call.alias})`, metadata, alongside })
+        const unbilled = difference - entry.amount
+        if (unbilled > 0)
+          logger.warn({ userId: call.userId, call: call.id, unbilled }, 'LLM usage exceeded the reservation and the balance; the rest is recorded as unbilled')
+        return { charged: call.reserved + entry.amount, unbilled, logged: log !== undefined }
       }
       if (difference < 0) {
         const alongside: Alongside | undefined = log && (moved => log(sql<number>`${reserved} - ${moved}`))
         await billing.credit({ userId: call.userId, amount: -difference, requestId: ledgerIds(call.id).refund, description: `LLM reservation returned (${call.alias})`, metadata, alongside })
-        return { cost, charged: cost, logged: log !== undefined }
+        return { charged: cost, unbilled: 0, logged: log !== undefined }
       }
-      return { cost, charged: cost, logged: false }
+      return { charged: cost, unbilled: 0, logged: false }
     },
 
-    /** Gives the whole reservation back (nothing was delivered); `alongside` joins the credit's statement. */
-    async refund(call: BilledCall, reason: string, alongside?: Alongside): Promise<void> {
-      await billing.credit({ userId: call.userId, amount: call.reserved, requestId: ledgerIds(call.id).refund, description: `LLM call ${reason} (${call.alias})`, metadata: { model: call.alias, call: call.id }, alongside })
+    /** Gives back `amount` of the reservation (all of it by default: nothing was delivered); `alongside` joins the credit's statement. */
+    async refund(call: BilledCall, reason: string, { amount = call.reserved, alongside }: { amount?: number, alongside?: Alongside } = {}): Promise<void> {
+      await billing.credit({ userId: call.userId, amount, requestId: ledgerIds(call.id).refund, description: `LLM call ${reason} (${call.alias})`, metadata: { model: call.alias, call: call.id }, alongside })
     },
   }
 }

@@ -25,7 +25,7 @@ export type ReconcileOutcome =
   | 'already-settled'
   /** No upstream had answered: the reservation went back. */
   | 'refunded'
-  /** An upstream was answering: the reservation is kept as the call's price (FLUX_PER_REQUEST). */
+  /** An upstream was answering: the call pays the flat price (FLUX_PER_REQUEST, at most its reservation); the rest goes back. */
   | 'charged-flat'
   /** It stopped before its reservation was taken: nothing to settle. */
   | 'no-reservation'
@@ -60,45 +60,45 @@ export function createRequestLog({ db, logger }: { db: Db, logger: Logger }) {
     /**
      * The call's row, pending, written in the same statement as its reservation
      * (`callBilling.reserve`): without its trace a call never spends Flux. The id
-     * is chosen here, so the insert is idempotent when the reservation runs again
-     * (a user's first call opens the account first).
+     * is chosen here; the statement runs again after opening a user's first
+     * account, so the insert takes the reservation that run made.
      */
-    pending(call: BilledCall): { rowId: string, alongside: Alongside } {
+    pending(call: Omit<BilledCall, 'reserved'>): { rowId: string, alongside: Alongside } {
       const rowId = randomUUID()
       return {
         rowId,
-        alongside: () => sql`INSERT INTO llm_request_log (id, user_id, request_id, model, state, flux_reserved)
-          VALUES (${rowId}, ${call.userId}, ${call.id}, ${call.alias}, 'pending', ${call.reserved}) ON CONFLICT (id) DO NOTHING`,
+        alongside: reserved => sql`INSERT INTO llm_request_log (id, user_id, request_id, model, state, flux_reserved)
+          VALUES (${rowId}, ${call.userId}, ${call.id}, ${call.alias}, 'pending', ${reserved})
+          ON CONFLICT (id) DO UPDATE SET flux_reserved = EXCLUDED.flux_reserved WHERE llm_request_log.state = 'pending'`,
       }
     },
 
     /**
-     * Notes which upstream answered, so reconciliation can tell a call that
-     * delivered something from one that never reached an upstream. Best effort.
+     * Notes which upstream answered, before anything of its answer reaches the
+     * client: reconciliation charges a row that names its upstream and refunds one
+     * that does not, so nothing is delivered unless this was written.
      */
     async answered(rowId: string, upstream: string): Promise<void> {
       await db.updateTable('llm_request_log').set({ upstream }).where('id', '=', rowId).execute()
-        .catch((error: unknown) => logger.error({ err: error, rowId }, 'could not note the answering upstream on the LLM request log'))
     },
 
     completion,
 
-    /** Completes a pending row on its own (no ledger write to join). A failure is logged: the row stays pending for reconciliation. */
+    /** Completes a pending row on its own (no ledger write to join). */
     async complete(rowId: string, outcome: CallOutcome): Promise<void> {
       await completion(rowId, outcome)(sql<number>`${outcome.flux}::bigint`).execute(db)
-        .catch((error: unknown) => logger.error({ err: error, rowId }, 'could not complete the LLM request log row; it stays pending'))
     },
 
     /**
      * Settles every row still pending that was created before `cutoff`, oldest
      * first, at most `limit`. The ledger decides: a call that had settled keeps
      * its settlement; one whose reservation stands is refunded when no upstream
-     * had answered, and charged the reservation (the flat price) when one had,
-     * never more, since what it delivered is unknown. Every ledger write goes
+     * had answered, and charged the flat price (`flat`, at most the reservation)
+     * when one had, never more, since what it delivered is unknown. Every ledger write goes
      * through the call's own request ids, so running this twice, or alongside a
      * late settlement, moves no Flux twice.
      */
-    async reconcile({ cutoff, limit, billing, callBilling }: { cutoff: Date, limit: number, billing: BillingService, callBilling: CallBilling }): Promise<ReconcileReport> {
+    async reconcile({ cutoff, limit, flat, billing, callBilling }: { cutoff: Date, limit: number, flat: number, billing: BillingService, callBilling: CallBilling }): Promise<ReconcileReport> {
       const pending = await db.selectFrom('llm_request_log').selectAll()
         .where('state', '=', 'pending').where('created_at', '<', cutoff)
         .orderBy('created_at').limit(limit).execute()
@@ -123,8 +123,11 @@ export function createRequestLog({ db, logger }: { db: Db, logger: Logger }) {
           flux = 0
         }
         else {
+          // A reservation now covers the whole output cap; what the call delivered is unknown, so it pays the flat price.
+          flux = Math.min(flat, reserve.amount)
+          if (reserve.amount > flux)
+            await callBilling.refund({ userId: row.user_id, id: row.request_id, alias: row.model, reserved: reserve.amount }, 'interrupted', { amount: reserve.amount - flux })
           outcome = 'charged-flat'
-          flux = reserve.amount
           source = 'flat'
         }
         await db.updateTable('llm_request_log').set({

@@ -17,6 +17,10 @@ export interface ChatCompletionBody {
   messages: unknown[]
   stream?: boolean | null
   stream_options?: Record<string, unknown> | null
+  max_tokens?: number | null
+  max_completion_tokens?: number | null
+  /** Choices to generate; each may use the whole output cap. */
+  n?: number | null
   [field: string]: unknown
 }
 
@@ -24,12 +28,12 @@ export const upstreamError = (lastStatus: number | undefined, reason: string) =>
   new ApiError(502, 'UPSTREAM_UNAVAILABLE', `Every upstream failed (last: ${reason})`, { lastStatus: lastStatus ?? null })
 
 /** The alias a caller asked for, looked up as the config's own key only (`constructor` is no model). */
-export function resolveAlias(routes: RouterConfig, requested: string | undefined): { alias: string, upstreams: Upstream[] } {
+export function resolveAlias(routes: RouterConfig, requested: string | undefined): { alias: string, upstreams: Upstream[], maxOutputTokens: number } {
   const alias = requested || routes.defaultModel
   const model = alias && Object.hasOwn(routes.models, alias) ? routes.models[alias] : undefined
   if (!alias || !model)
     throw new ApiError(404, 'MODEL_NOT_FOUND', `The model ${JSON.stringify(requested ?? '')} does not exist`, { param: 'model' })
-  return { alias, upstreams: model.upstreams }
+  return { alias, upstreams: model.upstreams, maxOutputTokens: model.maxOutputTokens }
 }
 
 export interface Attempt {

@@ -230,6 +230,15 @@ function encoder(name: EncodingName): Promise<(text: string) => number> {
 const TOKENS_PER_MESSAGE = 3
 const TOKENS_PER_REPLY = 3
 
+function countWith(count: (text: string) => number, prompt: { tally: TextTally, messages: number }): number {
+  return prompt.tally.count(count) + prompt.messages * TOKENS_PER_MESSAGE + TOKENS_PER_REPLY
+}
+
+/** Our count of the prompt alone, with the upstream model's tokenizer: what the reservation is sized on. */
+export async function countPrompt(upstreamModel: string, prompt: { tally: TextTally, messages: number }): Promise<number> {
+  return countWith(await encoder(tokenizerFor(upstreamModel).encoding), prompt)
+}
+
 /**
  * Our own count of a call whose upstream reported no usage: the prompt, and the
  * generated text that was relayed. `counted` for a model family the tokenizer
@@ -238,7 +247,7 @@ const TOKENS_PER_REPLY = 3
 export async function countUsage(upstreamModel: string, prompt: { tally: TextTally, messages: number }, completion: TextTally): Promise<MeasuredUsage> {
   const { encoding, known } = tokenizerFor(upstreamModel)
   const count = await encoder(encoding)
-  const promptTokens = prompt.tally.count(count) + prompt.messages * TOKENS_PER_MESSAGE + TOKENS_PER_REPLY
+  const promptTokens = countWith(count, prompt)
   const completionTokens = completion.count(count)
   return {
     usage: { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens },

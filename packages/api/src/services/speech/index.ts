@@ -286,7 +286,10 @@ export function createSpeechService({ config, cache, counters, createFluxMeter, 
         return { voices }
       }
       catch (error) {
-        logger.warn({ err: error, upstream: origin }, 'streaming TTS voice catalogue unavailable; answering an empty list')
+        // The bridge refusing, failing or timing out is one line (a bridge without a
+        // catalogue logs it on every picker that opens); a stack only for our own bugs.
+        const why = error instanceof ApiError ? { status: error.status, code: error.code, reason: error.message } : { err: error }
+        logger.warn({ ...why, upstream: origin }, 'streaming TTS voice catalogue unavailable; answering an empty list')
         return { voices: [] }
       }
     },

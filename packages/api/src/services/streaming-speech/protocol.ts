@@ -60,6 +60,7 @@ const closeByCode: Record<string, number> = {
   streaming_tts_model_not_enabled: SPEECH_CLOSE.invalid,
   insufficient_flux: SPEECH_CLOSE.insufficientFlux,
   idle_timeout: SPEECH_CLOSE.idle,
+  drain_timeout: SPEECH_CLOSE.idle,
   frame_too_large: SPEECH_CLOSE.tooLarge,
   session_limit_exceeded: SPEECH_CLOSE.limit,
   too_many_connections: SPEECH_CLOSE.limit,

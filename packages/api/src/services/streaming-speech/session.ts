@@ -24,7 +24,11 @@ import {
 /** Where a session writes: the client's socket, as the transport wraps it. */
 export interface SpeechSink {
   sendJson: (frame: ServerFrame) => void
-  sendAudio: (chunk: Buffer) => void
+  /**
+   * Sends an audio chunk; false when the client's outbound buffer is over its
+   * bound: the session stops reading the upstream until the handle's `drained`.
+   */
+  sendAudio: (chunk: Buffer) => boolean
   close: (code: number, reason: string) => void
 }
 
@@ -37,6 +41,8 @@ export interface SpeechSessionHandle {
   abort: (code: string, message: string) => Promise<void>
   /** The client's socket closed. */
   disconnected: () => Promise<void>
+  /** The client's outbound buffer drained after `sendAudio` answered false: audio may flow again. */
+  drained: () => void
   /** Settles once the session has ended and is billed. */
   ended: Promise<void>
 }
@@ -94,8 +100,11 @@ const SERVER_SIDE_ENDS = new Set(['internal_error', 'service_unavailable', 'upst
  * One speech session (SPEC §4.7): the start frame is checked and paid for before
  * anything is dialled, text is forwarded in order while the user can afford it,
  * and the session is billed exactly once when it ends, by these rules:
- * finished → the upstream's `text_words`, else the characters forwarded; ended any
- * other way → the characters forwarded if any audio reached the client, else nothing.
+ * finished → the upstream's `text_words` capped at the characters forwarded (and the
+ * characters forwarded when it says 0 after audio), else the characters forwarded;
+ * ended any other way → the characters forwarded if any audio reached the client,
+ * else nothing. Audio flows only as fast as the client takes it: while its buffer
+ * is over the bound the upstream is not read.
  */
 export function startSpeechSession(deps: SessionDeps): SpeechSessionHandle {
   const { userId, sink, meter, holds, logger } = deps
@@ -153,7 +162,7 @@ export function startSpeechSession(deps: SessionDeps): SpeechSessionHandle {
     if (outcome.kind !== 'finished')
       upstream?.cancel()
     const units = outcome.kind === 'finished'
-      ? outcome.usage?.textWords ?? forwarded
+      ? finishedUnits(outcome.usage?.textWords)
       : audioDelivered ? forwarded : 0
     const flux = await bill(units)
     try {
@@ -174,6 +183,19 @@ export function startSpeechSession(deps: SessionDeps): SpeechSessionHandle {
       span.end()
       resolveEnded()
     }
+  }
+
+  /**
+   * The upstream's count is believed only downwards (it may skip what it did not
+   * speak): never past the characters it was sent, and never 0 once audio came.
+   */
+  function finishedUnits(reported: number | undefined): number {
+    if (reported === undefined)
+      return forwarded
+    const units = reported === 0 && audioDelivered ? forwarded : Math.min(reported, forwarded)
+    if (units !== reported)
+      log.warn({ reported, forwarded, billed: units }, 'the speech upstream reported text_words that do not match what it was sent; billing the characters forwarded')
+    return units
   }
 
   const fail = (error: unknown) => {
@@ -224,7 +246,8 @@ export function startSpeechSession(deps: SessionDeps): SpeechSessionHandle {
         if (phase === 'ended')
           return
         audioDelivered = true
-        sink.sendAudio(chunk)
+        if (!sink.sendAudio(chunk))
+          upstream?.pause()
       },
       sentence: text => phase !== 'ended' && sink.sendJson({ event: 'sentence', text }),
       finished: usage => void finish({ kind: 'finished', usage }),
@@ -289,5 +312,9 @@ export function startSpeechSession(deps: SessionDeps): SpeechSessionHandle {
     },
     abort: (code, message) => finish({ kind: 'error', code, message }),
     disconnected: () => finish({ kind: 'disconnected' }),
+    drained() {
+      if (phase !== 'ended')
+        upstream?.resume()
+    },
   }
 }

@@ -1,6 +1,7 @@
 import type { Db } from '@airi/db'
 
 import type { StripeGateway } from '../../adapters/stripe.ts'
+import { beforeCreatedAtId, createCursorCodec, createdAtIdKey, exactTimestamp } from '../../cursor.ts'
 import { ApiError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
 import type { ConfigService } from '../config.ts'
@@ -67,21 +68,8 @@ export interface CheckoutDeps {
 
 const invalidPrice = (code: string, message: string) => new ApiError(400, code, message, { field: 'stripePriceId' })
 
-function encodeCursor(createdAt: Date, id: string): string {
-  return Buffer.from(JSON.stringify([createdAt.toISOString(), id])).toString('base64url')
-}
-
-function decodeCursor(cursor: string): { createdAt: Date, id: string } {
-  try {
-    const [createdAt, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString()) as unknown[]
-    if (typeof createdAt === 'string' && typeof id === 'string' && !Number.isNaN(Date.parse(createdAt)))
-      return { createdAt: new Date(createdAt), id }
-  }
-  catch {
-    // Not base64url JSON: refused below like any other foreign cursor.
-  }
-  throw new ApiError(400, 'INVALID_CURSOR', 'The orders cursor is not valid', { field: 'cursor' })
-}
+/** Orders are paged newest first by (created_at, id), exactly. */
+const ordersCursor = createCursorCodec(createdAtIdKey)
 
 /** Appends query parameters; `{CHECKOUT_SESSION_ID}` must reach Stripe unescaped, so no URLSearchParams. */
 function withQuery(url: string, query: string): string {
@@ -196,14 +184,11 @@ export function createCheckout({ db, config, logger, trustedOrigins }: CheckoutD
     },
 
     async orders(userId: string, { cursor, limit = 20 }: { cursor?: string | null, limit?: number }): Promise<OrdersPage> {
-      let query = db.selectFrom('stripe_checkout_session').selectAll().where('user_id', '=', userId)
-      if (cursor) {
-        const after = decodeCursor(cursor)
-        query = query.where(eb => eb.or([
-          eb('created_at', '<', after.createdAt),
-          eb.and([eb('created_at', '=', after.createdAt), eb('id', '<', after.id)]),
-        ]))
-      }
+      let query = db.selectFrom('stripe_checkout_session').selectAll()
+        .select(exactTimestamp('created_at').as('created_at_exact'))
+        .where('user_id', '=', userId)
+      if (cursor)
+        query = query.where(beforeCreatedAtId(ordersCursor.decode(cursor)))
       const rows = await query.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(limit + 1).execute()
       const page = rows.slice(0, limit)
       const last = page.at(-1)
@@ -220,7 +205,7 @@ export function createCheckout({ db, config, logger, trustedOrigins }: CheckoutD
           amount: row.amount_total != null && row.currency ? formatAmount(row.amount_total, row.currency) : null,
           createdAt: row.created_at,
         })),
-        nextCursor: rows.length > limit && last ? encodeCursor(last.created_at, last.id) : null,
+        nextCursor: rows.length > limit && last ? ordersCursor.encode([last.created_at_exact, last.id]) : null,
       }
     },
 

@@ -9,6 +9,7 @@ import type { BillingService } from '../billing.ts'
 import type { ConfigService } from '../config.ts'
 import type { RateLimits } from '../rate-limits.ts'
 import { createCheckout, type CheckoutInput } from './checkout.ts'
+import { parseEvent } from './events.ts'
 import { createPackageCatalog } from './packages.ts'
 import { createWebhookHandler, upsertSubscription, type CompletedPayment, type EventOutcome } from './webhook.ts'
 
@@ -80,19 +81,22 @@ export function createStripeService(deps: StripeServiceDeps) {
 
     /**
      * One webhook delivery: verifies the signature over the raw body (400
-     * `INVALID_SIGNATURE`, nothing written), then handles the event. Unknown event
-     * types and objects that are not ours are answered as success and ignored; a
+     * `INVALID_SIGNATURE`, nothing written) and that the body is an event (400
+     * `INVALID_EVENT`), then handles the event. Unknown event types, objects that
+     * are not ours and events about deleted accounts are answered as success; a
      * failure throws, so the webhook answers 500 and Stripe delivers again.
      */
     async handleWebhook(rawBody: Buffer | string, signature: string | undefined): Promise<{ eventId: string, type: string, outcome: EventOutcome }> {
       const stripe = requireGateway()
       let event
       try {
-        event = stripe.constructEvent(rawBody, signature)
+        event = parseEvent(stripe.constructEvent(rawBody, signature))
       }
       catch (error) {
-        if (error instanceof ApiError && error.code === 'INVALID_SIGNATURE')
-          metrics.stripeEvents.add(1, { type: 'unknown', outcome: 'invalid_signature' })
+        if (error instanceof ApiError && (error.code === 'INVALID_SIGNATURE' || error.code === 'INVALID_EVENT')) {
+          metrics.stripeEvents.add(1, { type: 'unknown', outcome: error.code === 'INVALID_EVENT' ? 'invalid_event' : 'invalid_signature' })
+          logger.warn({ code: error.code, ...error.details }, 'Stripe webhook delivery refused')
+        }
         throw error
       }
       try {

@@ -8,8 +8,12 @@ import type { Logger } from '../../logger.ts'
 import type { Metrics } from '../../metrics.ts'
 import type { BillingService } from '../billing.ts'
 
-/** What happened to one event; also the `outcome` of the `stripe.events` counter. */
-export type EventOutcome = 'handled' | 'ignored' | 'unknown'
+/**
+ * What happened to one event; also the `outcome` of the `stripe.events` counter.
+ * `account_deleted`: the purchase's account was deleted, so no Flux moved; the
+ * mirror still records the event.
+ */
+export type EventOutcome = 'handled' | 'ignored' | 'unknown' | 'account_deleted'
 
 /** A purchase whose Flux reached the balance (for analytics; called after commit). */
 export interface CompletedPayment {
@@ -37,13 +41,17 @@ const idOf = (value: string | { id: string } | null | undefined): string | null 
 
 const fromUnix = (seconds: number | null | undefined): Date | null => (seconds == null ? null : new Date(seconds * 1000))
 
+/** The billing service's answer for a balance closed with its account (deletion keeps no balance to move). */
+const isAccountDeleted = (error: unknown) => error instanceof ApiError && error.code === 'FLUX_ACCOUNT_NOT_FOUND'
+
 /**
  * The handling of verified Stripe events. Every handler is idempotent, because
  * Stripe delivers at least once, concurrently and in any order: the credit is
  * claimed on the mirror row (`flux_credited` false → true) in the transaction that
  * credits it, and refunds move `flux_refunded` up to the refunded share under the
  * mirror row's lock. A handler that throws makes the webhook answer 500, and Stripe
- * delivers again.
+ * delivers again. An event about a deleted account is not a failure (redelivery
+ * cannot bring the account back): it is recorded on the mirror, logged, answered 200.
  */
 export function createWebhookHandler({ db, billing, logger, metrics, onPaymentCompleted }: WebhookDeps) {
   /** Credits what the session bought, unless it was credited before; `unknown` when the session is not ours. */
@@ -69,29 +77,38 @@ export function createWebhookHandler({ db, billing, logger, metrics, onPaymentCo
       // Flux already held back by a refund that arrived first is not credited.
       const amount = (claimed.flux_amount ?? 0) - claimed.flux_refunded
       if (amount > 0) {
-        await credit({
-          userId: claimed.user_id,
-          amount,
-          requestId: checkoutRequestId(session.id),
-          description: 'Flux purchase',
-          metadata: { stripeSessionId: session.id, fluxAmount: claimed.flux_amount, ...(claimed.flux_refunded > 0 ? { heldBackForRefund: claimed.flux_refunded } : {}) },
-        })
+        try {
+          await credit({
+            userId: claimed.user_id,
+            amount,
+            requestId: checkoutRequestId(session.id),
+            description: 'Flux purchase',
+            metadata: { stripeSessionId: session.id, fluxAmount: claimed.flux_amount, ...(claimed.flux_refunded > 0 ? { heldBackForRefund: claimed.flux_refunded } : {}) },
+            announce: true,
+          })
+        }
+        catch (error) {
+          if (!isAccountDeleted(error))
+            throw error
+          // Paid after the account was deleted: the mirror keeps the payment, uncredited
+          // (`flux_credited` means the Flux reached a balance), and the event is done.
+          await trx.updateTable('stripe_checkout_session').set({ flux_credited: false })
+            .where('stripe_session_id', '=', session.id).execute()
+          return 'account-deleted' as const
+        }
       }
       return { ...claimed, amount }
-    }).catch((error: unknown) => {
-      // An account deleted before its payment arrived: nothing to credit, redelivery will not change it.
-      if (error instanceof ApiError && error.code === 'FLUX_ACCOUNT_NOT_FOUND') {
-        logger.error({ sessionId: session.id }, 'paid checkout session of a deleted account: not credited; refund it in Stripe')
-        return 'account-gone' as const
-      }
-      throw error
     })
 
     if (result === 'unknown') {
       logger.warn({ sessionId: session.id }, 'Stripe event for a checkout session we did not create; ignored')
       return 'unknown'
     }
-    if (result === 'credited-before' || result === 'account-gone')
+    if (result === 'account-deleted') {
+      logger.error({ sessionId: session.id }, 'checkout session paid after its account was deleted: recorded, not credited; refund it in Stripe')
+      return 'account_deleted'
+    }
+    if (result === 'credited-before')
       return 'handled'
 
     logger.info({ userId: result.user_id, sessionId: session.id, flux: result.amount }, 'Flux purchase credited')
@@ -160,13 +177,13 @@ export function createWebhookHandler({ db, billing, logger, metrics, onPaymentCo
       // Events can repeat or arrive out of order; only a larger refunded amount takes more.
       const owed = refundedShare - row.flux_refunded
       if (owed <= 0)
-        return { owed: 0, taken: 0, unbilled: 0 }
+        return { owed: 0, taken: 0, unbilled: 0, accountDeleted: false }
       await trx.updateTable('stripe_checkout_session')
         .set({ flux_refunded: refundedShare, updated_at: new Date() })
         .where('id', '=', mirrorId).execute()
       // Not credited yet: the credit will leave this share out, nothing to take back.
       if (!row.flux_credited)
-        return { owed, taken: 0, unbilled: 0 }
+        return { owed, taken: 0, unbilled: 0, accountDeleted: false }
       try {
         const entry = await debit({
           userId: row.user_id,
@@ -174,16 +191,24 @@ export function createWebhookHandler({ db, billing, logger, metrics, onPaymentCo
           requestId: `stripe:refund:${charge.id}:${charge.amount_refunded}`,
           description: 'Flux purchase refunded',
           metadata: { stripeSessionId: row.stripe_session_id, stripeChargeId: charge.id, amountRefunded: charge.amount_refunded, currency: charge.currency },
+          announce: true,
         })
-        return { owed, taken: entry.amount, unbilled: 0 }
+        return { owed, taken: entry.amount, unbilled: 0, accountDeleted: false }
       }
       catch (error) {
         // Already spent: the balance is 0 and nothing more can be taken.
         if (error instanceof ApiError && error.code === 'INSUFFICIENT_FLUX')
-          return { owed, taken: 0, unbilled: owed }
+          return { owed, taken: 0, unbilled: owed, accountDeleted: false }
+        // The balance was closed with the account: nothing to take back, the mirror keeps the refund.
+        if (isAccountDeleted(error))
+          return { owed, taken: 0, unbilled: 0, accountDeleted: true }
         throw error
       }
     })
+    if (outcome.accountDeleted) {
+      logger.warn({ chargeId: charge.id, paymentIntentId, owed: outcome.owed }, 'refund of a purchase whose account was deleted: recorded on the mirror, no Flux to take back')
+      return 'account_deleted'
+    }
     // A partly covered debit counts its own shortfall; one refused outright is counted here.
     if (outcome.unbilled > 0)
       metrics.fluxUnbilled.add(outcome.unbilled)
