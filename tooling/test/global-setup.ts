@@ -20,12 +20,36 @@ declare module 'vitest' {
   }
 }
 
+interface Servers {
+  postgresAdminUrl: string
+  redisUrl: string
+  stop: () => Promise<void>
+}
+
+// The projects that need the servers (integration, browser, build) each run this
+// setup; in one run they share one Postgres and one redis-server, stopped after the last.
+const shared = globalThis as { airiTestServers?: { servers: Promise<Servers>, users: number } }
+
 /**
  * Starts PostgreSQL (embedded, or the server DATABASE_URL points at) and
  * redis-server once per run, and migrates a template database that every test
  * file clones (see `test-database.ts`), so files run in parallel.
  */
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  const entry = shared.airiTestServers ??= { servers: startServers(), users: 0 }
+  entry.users++
+  const servers = await entry.servers
+  project.provide('postgresAdminUrl', servers.postgresAdminUrl)
+  project.provide('redisUrl', servers.redisUrl)
+  return async () => {
+    if (--entry.users > 0)
+      return
+    shared.airiTestServers = undefined
+    await servers.stop()
+  }
+}
+
+async function startServers(): Promise<Servers> {
   const cleanups: Array<() => Promise<unknown>> = []
 
   let postgresAdminUrl = process.env.DATABASE_URL
@@ -50,12 +74,13 @@ export default async function setup(project: TestProject): Promise<() => Promise
   await migrateDatabase(template)
   await template.destroy()
 
-  project.provide('postgresAdminUrl', postgresAdminUrl)
-  project.provide('redisUrl', redis.url)
-
-  return async () => {
-    for (const cleanup of cleanups.reverse())
-      await cleanup().catch(() => {})
+  return {
+    postgresAdminUrl,
+    redisUrl: redis.url,
+    async stop() {
+      for (const cleanup of cleanups.reverse())
+        await cleanup().catch(() => {})
+    },
   }
 }
 

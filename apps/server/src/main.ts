@@ -30,7 +30,6 @@ const app = await buildServer({
   api: runtime.api,
   service,
   logger,
-  authRateLimitPerMinute: env.AUTH_RATE_LIMIT_PER_MINUTE,
   trustProxy: env.TRUST_PROXY,
   socialProviders: socialProviders(env),
   trpcLimits: {

@@ -12,7 +12,7 @@ try {
   const database = await openDatabase(env, logger)
   try {
     const report = await migrateDatabase(database.db)
-    logger.info(report, report.applied.length || report.authTables.length ? 'migrations applied' : 'database is up to date')
+    logger.info(report, report.applied.length ? 'migrations applied' : 'database is up to date')
   }
   finally {
     await database.close()

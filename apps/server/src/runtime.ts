@@ -144,7 +144,7 @@ export async function startRuntime(env: Env, logger: Logger): Promise<Runtime> {
   const database = await openDatabase(env, logger)
   try {
     const report = await migrateDatabase(database.db)
-    if (report.applied.length > 0 || report.authTables.length > 0)
+    if (report.applied.length > 0)
       logger.info(report, 'applied migrations')
 
     const adapters = await createAdapters({ redisUrl: env.REDIS_URL, prefix: env.REDIS_KEY_PREFIX })
@@ -162,7 +162,7 @@ export async function startRuntime(env: Env, logger: Logger): Promise<Runtime> {
       llmMasterKey: parseMasterKey(await secretOrGenerated(env, logger, 'LLM_ROUTER_MASTER_KEY', 'llm-master-key')),
       stripe: stripeSettings(env),
       posthog: env.POSTHOG_KEY ? { apiKey: env.POSTHOG_KEY, host: env.POSTHOG_HOST } : undefined,
-      rateLimits: { limits: { 'gateway': env.LLM_RATE_LIMIT_PER_MINUTE, 'speech': env.TTS_RATE_LIMIT_PER_MINUTE, 'chat-messages': env.CHAT_RATE_LIMIT_PER_MINUTE } },
+      rateLimits: { limits: { 'auth': env.AUTH_RATE_LIMIT_PER_MINUTE, 'gateway': env.LLM_RATE_LIMIT_PER_MINUTE, 'speech': env.TTS_RATE_LIMIT_PER_MINUTE, 'chat-messages': env.CHAT_RATE_LIMIT_PER_MINUTE } },
       chatSubscriptionsPerUser: env.CHAT_SUBSCRIPTIONS_PER_USER,
       liveSyncFallbackPollMs: env.LIVE_SYNC_FALLBACK_POLL_MS,
     })

@@ -175,7 +175,9 @@ describe('rate limit on /api/auth/*', () => {
       const blocked = await fetch(`${limited.baseUrl}/api/auth/sign-in/email`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })
       expect(blocked.status).toBe(429)
       expect(Number(blocked.headers.get('retry-after'))).toBeGreaterThan(0)
-      expect(await blocked.json()).toEqual({ error: { code: 'RATE_LIMITED', message: 'Too many requests; try again later' } })
+      expect(await blocked.json()).toEqual({
+        error: { code: 'RATE_LIMITED', message: expect.stringMatching(/at most 5 sign-in requests per minute/), details: { retryAfterSeconds: expect.any(Number), limit: 5 } },
+      })
 
       expect((await fetch(`${limited.baseUrl}/trpc/meta.info`)).status).toBe(200)
     }

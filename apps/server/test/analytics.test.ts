@@ -171,5 +171,6 @@ describe('a PostHog outage', () => {
     await posthog.close()
     await userJourney()
     await until(() => failures() > before, 'a logged PostHog failure')
+    expect(failures()).toBeGreaterThan(before)
   })
 })

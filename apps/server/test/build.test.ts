@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 
 import { findFreePort } from '@airi/db'
 import { createTestDatabase, testRedisPrefix, type TestDatabase } from '@airi/tooling/test/test-database'
+import { until } from '@airi/tooling/test/until'
 
 import { createVerifiedUser, startTestServer, type TestServer } from './harness.ts'
 
@@ -27,15 +28,6 @@ async function command(file: string, args: string[], cwd: string, env: NodeJS.Pr
   catch (error) {
     const { stdout = '', stderr = '' } = error as { stdout?: string, stderr?: string }
     throw new Error(`${file} ${args.join(' ')} failed in ${cwd}:\n${stdout}${stderr}`)
-  }
-}
-
-async function until(condition: () => Promise<boolean>, what: string, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await condition())) {
-    if (Date.now() > deadline)
-      throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 100))
   }
 }
 
@@ -98,11 +90,12 @@ describe('NODE_ENV=production pnpm start', () => {
     child.stderr!.on('data', (chunk: Buffer) => (output += chunk))
     const exited = new Promise<number | null>(resolve => child!.once('exit', code => resolve(code)))
 
+    // A production start migrates first: a longer deadline than the usual one.
     await until(async () => {
       if (child!.exitCode !== null)
         throw new Error(`the compiled server exited with ${child!.exitCode}:\n${output}`)
       return fetch(`${baseUrl}/readyz`).then(response => response.status === 200, () => false)
-    }, 'the compiled server to be ready')
+    }, 'the compiled server to be ready', 60_000)
     const info = await fetch(`${baseUrl}/trpc/meta.info`).then(response => response.json()) as { result: { data: { json: { service: string } } } }
     expect(info.result.data.json.service).toBe('airi-server')
 

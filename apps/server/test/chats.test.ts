@@ -7,6 +7,7 @@ import type { AppRouter } from '@airi/api'
 import { createAiriClient, type TRPCClientError, type AiriClient, type WebSocketConstructor } from '@airi/sdk'
 import { startTcpProxy } from '@airi/tooling/test/tcp-proxy'
 import { createTestDatabase, testRedisPrefix } from '@airi/tooling/test/test-database'
+import { until } from '@airi/tooling/test/until'
 
 import { createVerifiedUser, startTestServer, type TestServer, type TestUser, failure } from './harness.ts'
 
@@ -46,17 +47,8 @@ function subscribe(sdk: AiriClient, input?: { lastEventId?: string | null }) {
   const contents = () => events.flatMap(event => event.data.messages.map(message => message.content))
   const messageEvents = () => events.map(event => event.data).filter(data => data.type === 'messages')
   /** The first event (`ready`) has arrived: the client holds a position to resume from. */
-  const ready = () => until(() => events.length > 0, 10_000, 'the ready event')
+  const ready = () => until(() => events.length > 0, 'the ready event')
   return { events, errors, contents, messageEvents, ready, stop: () => subscription.unsubscribe() }
-}
-
-async function until(condition: () => boolean, timeoutMs = 10_000, what = 'a condition'): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!condition()) {
-    if (Date.now() > deadline)
-      throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 20))
-  }
 }
 
 async function groupChat(title = 'Group'): Promise<string> {
@@ -292,7 +284,7 @@ describe('live sync', () => {
       for (const content of ['two', 'three', 'four'])
         await sender.chats.sendMessages.mutate({ chatId, messages: [text(content)] })
       await proxy.restore()
-      await until(() => sub.contents().includes('four'), 15_000)
+      await until(() => sub.contents().includes('four'))
       await sender.chats.sendMessages.mutate({ chatId, messages: [text('five')] })
       await until(() => sub.contents().includes('five'))
       expect(sub.contents()).toEqual(['one', 'two', 'three', 'four', 'five'])
@@ -314,7 +306,7 @@ describe('live sync', () => {
       await proxy.cut()
       await client(alice.token).chats.sendMessages.mutate({ chatId, messages: [text('while cut off')] })
       await proxy.restore()
-      await until(() => sub.contents().includes('while cut off'), 15_000, 'the message sent while cut off')
+      await until(() => sub.contents().includes('while cut off'), 'the message sent while cut off')
       expect(sub.contents()).toEqual(['while cut off'])
       sub.stop()
     }
@@ -329,6 +321,7 @@ describe('live sync', () => {
     const chatId = await groupChat('Brand new')
     await client(alice.token).chats.sendMessages.mutate({ chatId, messages: [text('welcome')] })
     await until(() => sub.contents().includes('welcome'))
+    expect(sub.contents()).toEqual(['welcome'])
     sub.stop()
   })
 })
@@ -376,11 +369,11 @@ describe('two server instances on one Postgres and Redis', () => {
     for (const [index, content] of sent.entries())
       await client(users[index % users.length]!.token, (index % 2 ? b : a).baseUrl).chats.sendMessages.mutate({ chatId: chat.id, messages: [text(content)] })
     for (const sub of subs)
-      await until(() => sub.contents().length >= sent.length, 20_000, 'every message on every subscription')
+      await until(() => sub.contents().length >= sent.length, 'every message on every subscription')
     // Anything delivered twice would have arrived by the time one more message has.
     await client(owner!.token, a.baseUrl).chats.sendMessages.mutate({ chatId: chat.id, messages: [text('last')] })
     for (const sub of subs)
-      await until(() => sub.contents().includes('last'), 20_000, 'the last message')
+      await until(() => sub.contents().includes('last'), 'the last message')
     for (const sub of subs) {
       expect(sub.contents()).toEqual([...sent, 'last'])
       expect(sub.messageEvents().map(event => event.type === 'messages' && event.fromSeq)).toEqual([1, 2, 3, 4, 5])

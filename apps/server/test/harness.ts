@@ -98,13 +98,13 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     stripe: options.stripe,
     identityCache: options.identityCacheTtlMs === undefined ? undefined : { ttlMs: options.identityCacheTtlMs },
     posthog: options.posthog,
-    rateLimits: options.rateLimits,
+    // The /api/auth/* limit far above what a test sends, unless a test of it sets one.
+    rateLimits: { ...options.rateLimits, limits: { auth: options.authRateLimitPerMinute ?? 10_000, ...options.rateLimits?.limits } },
     liveSyncFallbackPollMs: options.liveSyncFallbackPollMs,
   })
   const app = await buildServer({
     api,
     service,
-    authRateLimitPerMinute: options.authRateLimitPerMinute ?? 10_000,
     trustProxy: options.trustProxy,
     logger: options.httpLogger,
     ...options.limits,

@@ -1,11 +1,10 @@
-import { setTimeout as sleep } from 'node:timers/promises'
-
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { createDb, findFreePort } from '@airi/db'
 import { startRedisServer, type RedisServerHandle } from '@airi/tooling/test/redis-server'
 import { startTcpProxy, type TcpProxy } from '@airi/tooling/test/tcp-proxy'
 import { createTestDatabase, type TestDatabase } from '@airi/tooling/test/test-database'
+import { until } from '@airi/tooling/test/until'
 
 import { service } from '../src/runtime.ts'
 import { startTestServer, type TestServer } from './harness.ts'
@@ -54,13 +53,9 @@ describe('readiness follows Redis', () => {
     return { status: response.statusCode, body: response.json() }
   }
 
-  async function waitForStatus(status: number, timeoutMs = 10_000) {
-    const deadline = Date.now() + timeoutMs
+  async function waitForStatus(status: number) {
     let last = await readyz()
-    while (last.status !== status && Date.now() < deadline) {
-      await sleep(100)
-      last = await readyz()
-    }
+    await until(async () => (last = await readyz()).status === status, `/readyz to answer ${status}`)
     return last
   }
 

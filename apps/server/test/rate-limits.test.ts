@@ -305,3 +305,20 @@ describe('chat messages (issue 20)', () => {
     await proxy.restore()
   })
 })
+
+describe('/api/auth/* per address', () => {
+  it('lets requests through while the counter store (Redis) is down: people can still sign in', async () => {
+    const redisUrl = new URL(inject('redisUrl'))
+    const proxy: TcpProxy = await startTcpProxy(Number(redisUrl.port))
+    closers.push(() => proxy.close())
+    redisUrl.port = String(proxy.port)
+    const server = await serve({ redisUrl: redisUrl.toString(), authRateLimitPerMinute: 1, rateLimits: { windowSeconds: HOUR } })
+    const ok = async () => (await fetch(`${server.baseUrl}/api/auth/ok`)).status
+    expect([await ok(), await ok()]).toEqual([200, 429])
+
+    await proxy.cut()
+    await until(async () => (await fetch(`${server.baseUrl}/readyz`)).status === 503, 'the server to see Redis gone')
+    expect(await ok()).toBe(200)
+    await proxy.restore()
+  })
+})

@@ -269,6 +269,7 @@ describe('streaming speech', () => {
       socket.ws.terminate()
       await until(async () => before - await worth(user) === chars('Killed after this. '), 'the forwarded characters to be billed')
       await until(() => fake.sessions[0]!.closed, 'the upstream session to be closed')
+      expect(before - await worth(user)).toBe(chars('Killed after this. '))
     })
   })
 

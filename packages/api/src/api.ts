@@ -6,6 +6,7 @@ import type { EmailTransport } from './adapters/email.ts'
 import type { Adapters } from './adapters/ports.ts'
 import { createPosthogSink, noopAnalyticsSink, type PosthogSettings } from './adapters/posthog.ts'
 import { createStripeGateway, type StripeSettings } from './adapters/stripe.ts'
+import { systemClock } from './clock.ts'
 import { createAuth } from './auth/auth.ts'
 import { createIdentityCache, type IdentityCacheOptions } from './auth/identity-cache.ts'
 import { AUTH_BASE_PATH, type AuthSettings } from './auth/options.ts'
@@ -18,18 +19,14 @@ import type { Logger } from './logger.ts'
 import { createMetrics } from './metrics.ts'
 import { appRouter } from './routers/root.ts'
 import { createAnalyticsService } from './services/analytics.ts'
-import { createBillingService } from './services/billing.ts'
-import { createChatFanout } from './services/chat-fanout.ts'
-import { createBalanceFanout } from './services/chats/balance-fanout.ts'
-import { createCharacterService } from './services/characters.ts'
-import { createChatService } from './services/chats.ts'
+import { createBillingService, createFluxGrantService, createFluxMeterFactory } from './services/billing/index.ts'
+import { createCharacterService } from './services/characters/index.ts'
+import { createBalanceFanout, createChatFanout, createChatService } from './services/chats/index.ts'
 import { createConfigService } from './services/config.ts'
 import { createEmailService } from './services/email.ts'
-import { createFluxGrantService } from './services/flux-grants.ts'
-import { createFluxMeterFactory } from './services/flux-meter.ts'
 import type { Services } from './services/index.ts'
 import { createKeyVault } from './services/key-vault.ts'
-import { createLlmGateway } from './services/llm-gateway.ts'
+import { createLlmGateway } from './services/llm-gateway/index.ts'
 import { createMetaService } from './services/meta.ts'
 import { createProviderService } from './services/providers.ts'
 import { createRateLimits, type RateLimitSettings } from './services/rate-limits.ts'
@@ -92,7 +89,7 @@ export async function createApi(deps: ApiDeps) {
   const metrics = createMetrics(deps.meter)
   const analytics = createAnalyticsService({ db, sink: deps.posthog ? createPosthogSink(deps.posthog, logger) : noopAnalyticsSink, logger })
   const rateLimits = createRateLimits({ counters: adapters.counters, metrics, logger, ...deps.rateLimits })
-  const config = await createConfigService({ db, cache: adapters.cache, pubsub: adapters.pubsub, logger })
+  const config = await createConfigService({ db, cache: adapters.cache, pubsub: adapters.pubsub, logger, clock: systemClock })
   const email = createEmailService({ transport: deps.emailTransport, logger, metrics })
   const userDeletion = createUserDeletionRegistry({ logger })
   // A top-up, refund or grant reaches the user's devices as a balance event on their live feed (`chats` is built below; writes come later).

@@ -456,7 +456,7 @@ export type LlmRequestLog = Selectable<LlmRequestLogTable>
 export type NewLlmRequestLog = Insertable<LlmRequestLogTable>
 
 // ---------------------------------------------------------------------------
-// Auth (created and written by better-auth; typed here only for reads)
+// Auth (written by better-auth, created by migration 0016; typed here only for reads)
 // ---------------------------------------------------------------------------
 
 export interface AuthUserTable {
@@ -480,11 +480,178 @@ export interface AuthSessionTable {
   userAgent: string | null
 }
 
+export interface AuthAccountTable {
+  id: string
+  accountId: string
+  providerId: string
+  userId: string
+  accessToken: string | null
+  refreshToken: string | null
+  idToken: string | null
+  accessTokenExpiresAt: Date | null
+  refreshTokenExpiresAt: Date | null
+  scope: string | null
+  /** Hash, for e-mail-and-password accounts. */
+  password: string | null
+  createdAt: Date
+  updatedAt: Date
+}
+
+export interface AuthVerificationTable {
+  id: string
+  identifier: string
+  value: string
+  expiresAt: Date
+  createdAt: Date
+  updatedAt: Date
+}
+
+export interface AuthJwksTable {
+  id: string
+  publicKey: string
+  privateKey: string
+  createdAt: Date
+  expiresAt: Date | null
+  alg: string | null
+  crv: string | null
+}
+
+export interface OAuthClientTable {
+  id: string
+  clientId: string
+  clientSecret: string | null
+  clientDiscoveryId: string | null
+  disabled: boolean | null
+  skipConsent: boolean | null
+  enableEndSession: boolean | null
+  subjectType: string | null
+  scopes: string[] | null
+  clientCredentialsScopes: string[] | null
+  userId: string | null
+  createdAt: Date | null
+  updatedAt: Date | null
+  name: string | null
+  uri: string | null
+  icon: string | null
+  contacts: string[] | null
+  tos: string | null
+  policy: string | null
+  softwareId: string | null
+  softwareVersion: string | null
+  softwareStatement: string | null
+  redirectUris: string[]
+  postLogoutRedirectUris: string[] | null
+  backchannelLogoutUri: string | null
+  backchannelLogoutSessionRequired: boolean | null
+  tokenEndpointAuthMethod: string | null
+  applicationType: string | null
+  jwks: string | null
+  jwksUri: string | null
+  grantTypes: string[] | null
+  responseTypes: string[] | null
+  requirePKCE: boolean | null
+  dpopBoundAccessTokens: boolean | null
+  referenceId: string | null
+  metadata: JsonValue | null
+}
+
+export interface OAuthResourceTable {
+  id: string
+  identifier: string
+  name: string
+  accessTokenTtl: number | null
+  refreshTokenTtl: number | null
+  signingAlgorithm: string | null
+  signingKeyId: string | null
+  allowedScopes: string[] | null
+  customClaims: JsonValue | null
+  dpopBoundAccessTokensRequired: boolean | null
+  disabled: boolean | null
+  createdAt: Date | null
+  updatedAt: Date | null
+  policyVersion: number | null
+  metadata: JsonValue | null
+}
+
+export interface OAuthClientResourceTable {
+  id: string
+  clientId: string
+  resourceId: string
+  metadata: JsonValue | null
+  createdAt: Date | null
+}
+
+export interface OAuthRefreshTokenTable {
+  id: string
+  token: string
+  clientId: string
+  sessionId: string | null
+  userId: string
+  referenceId: string | null
+  authorizationCodeId: string | null
+  resources: string[] | null
+  requestedUserInfoClaims: string[] | null
+  expiresAt: Date
+  createdAt: Date
+  revoked: Date | null
+  rotatedAt: Date | null
+  rotationReplayResponse: string | null
+  rotationReplayExpiresAt: Date | null
+  authTime: Date | null
+  confirmation: JsonValue | null
+  scopes: string[]
+}
+
+export interface OAuthAccessTokenTable {
+  id: string
+  token: string
+  clientId: string
+  sessionId: string | null
+  userId: string | null
+  referenceId: string | null
+  authorizationCodeId: string | null
+  resources: string[] | null
+  requestedUserInfoClaims: string[] | null
+  refreshId: string | null
+  expiresAt: Date
+  createdAt: Date
+  revoked: Date | null
+  confirmation: JsonValue | null
+  scopes: string[]
+}
+
+export interface OAuthConsentTable {
+  id: string
+  clientId: string
+  userId: string | null
+  referenceId: string | null
+  resources: string[] | null
+  requestedUserInfoClaims: string[] | null
+  scopes: string[]
+  createdAt: Date
+  updatedAt: Date
+}
+
+export interface OAuthClientAssertionTable {
+  id: string
+  expiresAt: Date
+}
+
 // ---------------------------------------------------------------------------
 
 export interface Database {
   user: AuthUserTable
   session: AuthSessionTable
+  account: AuthAccountTable
+  verification: AuthVerificationTable
+  jwks: AuthJwksTable
+  oauthClient: OAuthClientTable
+  oauthResource: OAuthResourceTable
+  oauthClientResource: OAuthClientResourceTable
+  oauthRefreshToken: OAuthRefreshTokenTable
+  oauthAccessToken: OAuthAccessTokenTable
+  oauthConsent: OAuthConsentTable
+  oauthClientAssertion: OAuthClientAssertionTable
 
   characters: CharacterTable
   character_covers: CharacterCoverTable

@@ -1,14 +1,12 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 
-import { AUTH_BASE_PATH, ELECTRON_RELAY_PATH, keys, surfaceOutage, type Api } from '@airi/api'
+import { AUTH_BASE_PATH, ELECTRON_RELAY_PATH, surfaceOutage, type Api } from '@airi/api'
 
 import { escapeHtml, sendPage } from '../html.ts'
 import { toHeaders } from './trpc.ts'
 
 export interface AuthPluginOptions {
   api: Api
-  /** Requests per minute one IP may make to /api/auth/*. */
-  rateLimitPerMinute: number
 }
 
 /** Turns a Fastify request into the Fetch `Request` better-auth's handler takes. */
@@ -42,29 +40,16 @@ export function parseRelayState(state: string | undefined): { port: number, stat
 
 /**
  * better-auth at /api/auth/* (sign-up, sign-in, e-mail flows, sessions, the
- * OAuth 2.1 / OIDC provider, JWKS), behind a per-IP fixed-window rate limit, and
+ * OAuth 2.1 / OIDC provider, JWKS), behind a rate limit per client address, and
  * the desktop relay page.
  */
-export const authPlugin: FastifyPluginAsync<AuthPluginOptions> = async (app, { api, rateLimitPerMinute }) => {
+export const authPlugin: FastifyPluginAsync<AuthPluginOptions> = async (app, { api }) => {
   // better-auth reads the raw body itself.
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => done(null, body))
 
-  app.addHook('onRequest', async (request, reply) => {
-    try {
-      const hit = await api.adapters.counters.hitWindow(keys.rateLimit('auth', request.ip), 60)
-      if (hit.count > rateLimitPerMinute) {
-        request.log.warn({ ip: request.ip }, 'auth rate limit exceeded')
-        return reply.status(429).header('retry-after', Math.ceil(hit.resetInMs / 1000)).send({
-          error: { code: 'RATE_LIMITED', message: 'Too many requests; try again later' },
-        })
-      }
-    }
-    catch (error) {
-      // Without the counter store we would rather serve sign-ins than refuse everyone.
-      request.log.warn({ err: error }, 'auth rate limiter unavailable; letting the request through')
-    }
-  })
+  // AUTH_RATE_LIMIT_PER_MINUTE per client address; its policy (and what happens without Redis) is the rate-limit service's.
+  app.addHook('onRequest', async request => api.services.rateLimits.hit('auth', request.ip))
 
   /**
    * The desktop app listens on a loopback port that changes between runs, so it

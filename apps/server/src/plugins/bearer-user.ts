@@ -6,8 +6,8 @@ import { toHeaders } from './trpc.ts'
 
 declare module 'fastify' {
   interface FastifyRequest {
-    /** The caller, set by `requireBearerUser` on the REST plugins that use it. */
-    bearerUser?: AuthUser
+    /** The caller, set by `requireBearerUser` on the REST plugins that use it (declared on the root: `decorateRequest`). */
+    bearerUser: AuthUser | null
   }
 }
 

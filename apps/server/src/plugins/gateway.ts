@@ -6,7 +6,7 @@ import { z } from 'zod'
 import { ApiError, type Api } from '@airi/api'
 
 import { requireBearerUser } from './bearer-user.ts'
-import { openAiErrorHandler } from './openai-errors.ts'
+import { errorHandler } from './errors.ts'
 
 export interface GatewayPluginOptions {
   api: Api
@@ -30,7 +30,7 @@ const chatCompletionBody = z.looseObject({
  * upstream call aborted when the client goes away.
  */
 export const gatewayPlugin: FastifyPluginAsync<GatewayPluginOptions> = async (app, { api }) => {
-  app.setErrorHandler(openAiErrorHandler('gateway request failed'))
+  app.setErrorHandler(errorHandler({ shape: 'openai', failure: 'gateway request failed' }))
 
   app.addHook('preHandler', requireBearerUser(api))
 
@@ -69,8 +69,9 @@ export const gatewayPlugin: FastifyPluginAsync<GatewayPluginOptions> = async (ap
       'connection': 'keep-alive',
       'x-request-id': String(request.id),
     })
-    // Waiting on a slow reader ends when the client leaves or the call is cut short.
-    const stop = AbortSignal.any([controller.signal, result.signal])
+    // Waiting on a slow reader ends when the client leaves or the call is cut short:
+    // the call's signal is built on the client's, so it aborts on either.
+    const stop = result.signal
     try {
       for await (const chunk of result.chunks) {
         if (controller.signal.aborted)

@@ -1,4 +1,4 @@
-import type { FastifyInstance } from 'fastify'
+import fp from 'fastify-plugin'
 
 import { ApiError } from '@airi/api'
 
@@ -35,10 +35,10 @@ export function isValidHost(host: string): boolean {
  * any route builds a URL from it (that threw, and answered 500 with an error log
  * that anyone could repeat to raise the 5xx alert).
  */
-export function refuseInvalidHosts(app: FastifyInstance): void {
+export const hostHeaderPlugin = fp(async (app) => {
   app.addHook('onRequest', async (request) => {
     if (ANY_HOST_ROUTES.has(request.routeOptions.url ?? '') || isValidHost(request.host))
       return
     throw new ApiError(400, 'INVALID_HOST', 'The Host header is not a valid host[:port]')
   })
-}
+}, { name: 'host-header' })

@@ -4,7 +4,7 @@ import { z } from 'zod'
 import { ApiError, speechRequestSchema, type Api } from '@airi/api'
 
 import { requireBearerUser } from './bearer-user.ts'
-import { openAiErrorHandler } from './openai-errors.ts'
+import { errorHandler } from './errors.ts'
 import { requireConfig } from './require-config.ts'
 
 export interface SpeechPluginOptions {
@@ -35,7 +35,7 @@ function parse<T extends z.ZodType>(schema: T, value: unknown): z.output<T> {
  */
 export const speechPlugin: FastifyPluginAsync<SpeechPluginOptions> = async (app, { api }) => {
   const speech = api.services.speech
-  app.setErrorHandler(openAiErrorHandler('speech request failed'))
+  app.setErrorHandler(errorHandler({ shape: 'openai', failure: 'speech request failed' }))
 
   app.addHook('preHandler', requireBearerUser(api))
 

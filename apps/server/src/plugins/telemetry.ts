@@ -1,5 +1,6 @@
 import { context, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Context, type Span } from '@opentelemetry/api'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
 
 import { recordFailure, tracer, type Metrics } from '@airi/api'
 
@@ -21,10 +22,10 @@ interface Measured {
  * span (continuing an incoming `traceparent`) that is the active span in the route
  * handler, so tRPC procedure and gateway spans become its children.
  *
- * Called on the root instance before any route is declared (its onRoute hook only
- * sees routes declared after it).
+ * Registered on the root before any route is declared (its onRoute hook only sees
+ * routes declared after it).
  */
-export function registerTelemetry(app: FastifyInstance, metrics: Metrics): void {
+export const telemetryPlugin = fp<{ metrics: Metrics }>(async (app, { metrics }) => {
   const measured = new WeakMap<FastifyRequest, Measured>()
 
   // Body parsing loses the async context, so the handler is re-entered in the request's.
@@ -79,4 +80,4 @@ export function registerTelemetry(app: FastifyInstance, metrics: Metrics): void 
       recordFailure(state.span, error, error.statusCode ?? 500)
     done()
   })
-}
+}, { name: 'telemetry' })

@@ -7,7 +7,7 @@ import { fastifyTRPCPlugin, type FastifyTRPCPluginOptions } from '@trpc/server/a
 import { getWSConnectionHandler, type WSSHandlerOptions } from '@trpc/server/adapters/ws'
 import type { WebSocket } from 'ws'
 
-import type { Api, AppRouter, LiveConnection } from '@airi/api'
+import { ApiError, type Api, type AppRouter, type LiveConnection } from '@airi/api'
 
 import { trpcRetryAfter } from './errors.ts'
 import { boundSends, createSharingEncoder } from './ws-outbound.ts'
@@ -169,12 +169,10 @@ export const trpcPlugin: FastifyPluginAsync<TrpcPluginOptions> = async (app, { a
   app.get('/', {
     websocket: true,
     // Refused before the upgrade, so a flood from one address costs no socket.
-    preValidation: async (request, reply) => {
+    preValidation: async (request) => {
       if (socketsByIp.get(request.ip) >= limits.socketsPerIp) {
         request.log.warn({ ip: request.ip }, 'WebSocket refused: too many connections from this address')
-        return reply.status(429).header('retry-after', 10).send({
-          error: { code: 'TOO_MANY_CONNECTIONS', message: `At most ${limits.socketsPerIp} WebSockets per address` },
-        })
+        throw new ApiError(429, 'TOO_MANY_CONNECTIONS', `At most ${limits.socketsPerIp} WebSockets per address`, { retryAfterSeconds: 10 })
       }
     },
   }, (socket, request) => {

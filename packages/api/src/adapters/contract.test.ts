@@ -1,20 +1,58 @@
 import { randomUUID } from 'node:crypto'
 import { createServer } from 'node:net'
-import { setTimeout as sleep } from 'node:timers/promises'
 
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it, inject } from 'vitest'
 
 import { startTcpProxy } from '@airi/tooling/test/tcp-proxy'
 import { testRedisPrefix } from '@airi/tooling/test/test-database'
+import { until } from '@airi/tooling/test/until'
 
+import { manualClock } from '../clock.ts'
 import { createMemoryAdapters } from './memory.ts'
 import type { AdapterHooks, Adapters } from './ports.ts'
 import { createRedisAdapters } from './redis.ts'
 
-const factories: Array<[string, (hooks?: AdapterHooks) => Promise<Adapters>]> = [
-  ['in-process', async hooks => createMemoryAdapters(hooks)],
-  ['redis', hooks => createRedisAdapters({ url: inject('redisUrl'), prefix: testRedisPrefix(), ...hooks })],
+interface Subject {
+  adapters: Adapters
+  /** Lets the TTL of `key`, set to `ttlSeconds`, run out (each factory says how). */
+  outlive: (key: string, ttlSeconds: number) => Promise<void>
+  close: () => Promise<void>
+}
+
+const factories: Array<[string, (hooks?: AdapterHooks) => Promise<Subject>]> = [
+  // In process, TTLs run on the adapter's clock: moved past the TTL, nothing waits.
+  ['in-process', async (hooks) => {
+    const clock = manualClock()
+    const adapters = createMemoryAdapters({ ...hooks, clock })
+    return {
+      adapters,
+      outlive: async (_key, ttlSeconds) => clock.advance(ttlSeconds * 1000 + 1),
+      close: () => adapters.close(),
+    }
+  }],
+  // Redis keeps its own time: check it holds the key with that TTL, then let it
+  // run out at once (PEXPIRE 1) instead of waiting it out.
+  ['redis', async (hooks) => {
+    const url = inject('redisUrl')
+    const prefix = testRedisPrefix()
+    const adapters = await createRedisAdapters({ url, prefix, ...hooks })
+    const inspector = new Redis(url)
+    return {
+      adapters,
+      async outlive(key, ttlSeconds) {
+        const ttlMs = await inspector.pttl(prefix + key)
+        expect(ttlMs, `TTL of ${key}`).toBeGreaterThan((ttlSeconds - 1) * 1000)
+        expect(ttlMs, `TTL of ${key}`).toBeLessThanOrEqual(ttlSeconds * 1000)
+        await inspector.pexpire(prefix + key, 1)
+        await until(async () => await inspector.exists(prefix + key) === 0, `${key} to expire`)
+      },
+      async close() {
+        await adapters.close()
+        await inspector.quit()
+      },
+    }
+  }],
 ]
 
 /** A `beforeSubscribe` hook whose outcome a test decides per channel: pass, fail, or wait for release. */
@@ -64,23 +102,16 @@ function nextMessage(adapters: Adapters, channel: string): { received: string[],
   return { received, unsubscribe: adapters.pubsub.subscribe(channel, message => received.push(message)) }
 }
 
-async function until(condition: () => boolean, timeoutMs = 2000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!condition()) {
-    if (Date.now() > deadline)
-      throw new Error('condition not met in time')
-    await sleep(10)
-  }
-}
-
 describe.each(factories)('adapter contract: %s', (_name, create) => {
+  let subject: Subject
   let adapters: Adapters
 
   beforeAll(async () => {
-    adapters = await create()
+    subject = await create()
+    adapters = subject.adapters
   })
   afterAll(async () => {
-    await adapters.close()
+    await subject.close()
   })
 
   describe('cache', () => {
@@ -112,15 +143,15 @@ describe.each(factories)('adapter contract: %s', (_name, create) => {
 
     it('take does not return an expired value', async () => {
       const key = `take:${randomUUID()}`
-      await adapters.cache.set(key, 'v', 1)
-      await sleep(1100)
+      await adapters.cache.set(key, 'v', 2)
+      await subject.outlive(key, 2)
       expect(await adapters.cache.take(key)).toBeNull()
     })
 
     it('expires a value after its TTL', async () => {
-      await adapters.cache.set('short', 'v', 1)
+      await adapters.cache.set('short', 'v', 2)
       expect(await adapters.cache.get('short')).toBe('v')
-      await sleep(1100)
+      await subject.outlive('short', 2)
       expect(await adapters.cache.get('short')).toBeNull()
     })
   })
@@ -161,10 +192,9 @@ describe.each(factories)('adapter contract: %s', (_name, create) => {
 
     it('forgets a filled value after its TTL', async () => {
       const miss = await adapters.cache.read('g:d')
-      await adapters.cache.fill('g:d', 'v', miss.version, 1)
-      const deadline = Date.now() + 20_000
-      while ((await adapters.cache.read('g:d')).value !== null && Date.now() < deadline)
-        await sleep(50)
+      expect(await adapters.cache.fill('g:d', 'v', miss.version, 2)).toBe(true)
+      expect((await adapters.cache.read('g:d')).value).toBe('v')
+      await subject.outlive('g:d', 2)
       expect((await adapters.cache.read('g:d')).value).toBeNull()
     })
   })
@@ -196,8 +226,8 @@ describe.each(factories)('adapter contract: %s', (_name, create) => {
       await until(() => leaving.received.length === 1 && staying.received.length === 1)
       await unsubscribe()
       await adapters.pubsub.publish('ch:3', 'after')
+      // Both handlers are called from the one delivery, so `leaving` would have it by now.
       await until(() => staying.received.length === 2)
-      await sleep(50)
 
       expect(leaving.received).toEqual(['before'])
       expect(staying.received).toEqual(['before', 'after'])
@@ -212,20 +242,23 @@ describe.each(factories)('adapter contract: %s', (_name, create) => {
       const good = await adapters.pubsub.subscribe('ch:4', message => received.push(message))
       await adapters.pubsub.publish('ch:4', 'x')
       await until(() => received.length === 1)
+      expect(received).toEqual(['x'])
       await Promise.all([bad(), good()])
     })
   })
 
   describe('pub/sub subscribe confirmation', () => {
+    let gatedSubject: Subject
     let gated: Adapters
     let gate: ReturnType<typeof subscribeGate>
 
     beforeAll(async () => {
       gate = subscribeGate()
-      gated = await create(gate.hooks)
+      gatedSubject = await create(gate.hooks)
+      gated = gatedSubject.adapters
     })
     afterAll(async () => {
-      await gated.close()
+      await gatedSubject.close()
     })
 
     it('a refused subscribe rejects, leaves nothing behind, and the next subscribe tries again', async () => {
@@ -286,13 +319,13 @@ describe.each(factories)('adapter contract: %s', (_name, create) => {
     it('counts hits within a window and starts over after it', async () => {
       const hits = []
       for (let i = 0; i < 3; i++)
-        hits.push(await adapters.counters.hitWindow('rate:test:ip', 1))
+        hits.push(await adapters.counters.hitWindow('rate:test:ip', 2))
       expect(hits.map(hit => hit.count)).toEqual([1, 2, 3])
-      expect(hits[2]!.resetInMs).toBeGreaterThan(0)
-      expect(hits[2]!.resetInMs).toBeLessThanOrEqual(1000)
+      expect(hits[2]!.resetInMs).toBeGreaterThan(1000)
+      expect(hits[2]!.resetInMs).toBeLessThanOrEqual(2000)
 
-      await sleep(1100)
-      expect((await adapters.counters.hitWindow('rate:test:ip', 1)).count).toBe(1)
+      await subject.outlive('rate:test:ip', 2)
+      expect((await adapters.counters.hitWindow('rate:test:ip', 2)).count).toBe(1)
     })
 
     it('counts concurrent hits exactly', async () => {
@@ -326,9 +359,9 @@ describe.each(factories)('adapter contract: %s', (_name, create) => {
     })
 
     it('lets the debt expire after its TTL', async () => {
-      await adapters.counters.settleDebt('meter:d', 40, 100, 1)
+      await adapters.counters.settleDebt('meter:d', 40, 100, 2)
       expect(await adapters.counters.peekDebt('meter:d')).toBe(40)
-      await sleep(1100)
+      await subject.outlive('meter:d', 2)
       expect(await adapters.counters.peekDebt('meter:d')).toBe(0)
     })
   })
@@ -389,7 +422,7 @@ describe('redis adapter: the pub/sub connection drops and comes back', () => {
       adapters.pubsub.onResubscribed!(() => log.push('resubscribed'))
 
       await proxy.cut()
-      await until(() => log.length > 0, 10_000)
+      await until(() => log.length > 0, 'onDown', 10_000)
       // Reconnects that fail while it stays down (the port accepts and hangs up) are still the one outage.
       let attempts = 0
       const refuser = createServer((socket) => {
@@ -397,7 +430,7 @@ describe('redis adapter: the pub/sub connection drops and comes back', () => {
         socket.destroy()
       })
       await new Promise<void>(resolve => refuser.listen(proxy.port, '127.0.0.1', resolve))
-      await until(() => attempts >= 3, 10_000)
+      await until(() => attempts >= 3, 'three failed reconnects', 10_000)
       await new Promise(resolve => refuser.close(resolve))
       expect(log).toEqual(['down'])
       const late: string[] = []
@@ -405,7 +438,7 @@ describe('redis adapter: the pub/sub connection drops and comes back', () => {
       await until(() => late.length > 0)
 
       await proxy.restore()
-      await until(() => log.length > 1, 10_000)
+      await until(() => log.length > 1, 'onResubscribed', 10_000)
       expect(log).toEqual(['down', 'resubscribed'])
       // In force by the time it was told: a message published now arrives.
       await publisher.pubsub.publish('doorbell', 'after')

@@ -6,7 +6,7 @@ export const keys = {
   userFlux: (userId: string) => `user:${userId}:flux`,
   config: (key: string) => `config:${key}`,
   fluxMeterDebt: (userId: string, meter: string) => `user:${userId}:flux-meter:${meter}:debt`,
-  /** Units that calls under way have set aside, not yet billed (see services/meter-holds.ts). */
+  /** Units that calls under way have set aside, not yet billed (see services/billing/holds.ts). */
   fluxMeterHeld: (userId: string, meter: string) => `user:${userId}:flux-meter:${meter}:held`,
   rateLimit: (route: string, key: string) => `rate:${route}:${key}`,
   stripePrices: () => 'cache:stripe:prices',
@@ -16,7 +16,7 @@ export const keys = {
 } as const
 
 export const channels = {
-  /** One notice per chat send, for every instance (see services/chat-fanout.ts). */
+  /** One notice per chat send, for every instance (see services/chats/fanout.ts). */
   chatSync: () => 'chat:sync',
   configInvalidate: () => 'config:invalidate',
   /** A user's balance changed by a top-up, refund or grant (see services/chats/balance-fanout.ts). */

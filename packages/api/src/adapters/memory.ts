@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto'
 
 import { LRUCache } from 'lru-cache'
 
+import { systemClock, type Clock } from '../clock.ts'
 import type { AdapterHooks, Adapters, AtomicCounters, Cache, MessageHandler, PubSub } from './ports.ts'
 
 export interface MemoryAdaptersOptions extends AdapterHooks {
@@ -11,6 +12,8 @@ export interface MemoryAdaptersOptions extends AdapterHooks {
    * billable units); they leave when their TTL runs out.
    */
   maxEntries?: number
+  /** What every TTL is measured against; tests pass a manual clock and advance it. */
+  clock?: Clock
 }
 
 const DEFAULT_MAX_ENTRIES = 50_000
@@ -27,8 +30,9 @@ function wrongType(key: string): Error {
 // Bounded, with a TTL per entry: an expired entry reads as missing, and once the
 // bound is reached the least recently used entry makes room, so keys nobody reads
 // again (a rate-limit window of a one-off IP) cannot pile up.
-function bounded<V extends NonNullable<unknown>>(maxEntries: number): LRUCache<string, V> {
-  return new LRUCache<string, V>({ max: maxEntries })
+// `ttlResolution: 0` reads the clock on every check, so an advanced clock is seen at once.
+function bounded<V extends NonNullable<unknown>>(maxEntries: number, clock: Clock): LRUCache<string, V> {
+  return new LRUCache<string, V>({ max: maxEntries, perf: clock, ttlResolution: 0 })
 }
 
 const ttlMs = (seconds: number | undefined): number => (seconds === undefined ? 0 : Math.max(1, Math.round(seconds * 1000)))
@@ -41,10 +45,15 @@ const ttlMs = (seconds: number | undefined): number => (seconds === undefined ? 
 class ExpiringCounts {
   private readonly entries = new Map<string, { value: number, expiresAt: number }>()
   private sweepAt = 1024
+  private readonly clock: Clock
+
+  constructor(clock: Clock) {
+    this.clock = clock
+  }
 
   get(key: string): number | undefined {
     const entry = this.entries.get(key)
-    if (entry && entry.expiresAt <= Date.now()) {
+    if (entry && entry.expiresAt <= this.clock.now()) {
       this.entries.delete(key)
       return undefined
     }
@@ -52,9 +61,9 @@ class ExpiringCounts {
   }
 
   set(key: string, value: number, ttlMs: number): void {
-    this.entries.set(key, { value, expiresAt: Date.now() + ttlMs })
+    this.entries.set(key, { value, expiresAt: this.clock.now() + ttlMs })
     if (this.entries.size >= this.sweepAt) {
-      const now = Date.now()
+      const now = this.clock.now()
       for (const [k, entry] of this.entries) {
         if (entry.expiresAt <= now)
           this.entries.delete(k)
@@ -64,8 +73,8 @@ class ExpiringCounts {
   }
 }
 
-export function createMemoryCache({ maxEntries = DEFAULT_MAX_ENTRIES }: MemoryAdaptersOptions = {}): Cache {
-  const entries = bounded<CacheEntry>(maxEntries)
+export function createMemoryCache({ maxEntries = DEFAULT_MAX_ENTRIES, clock = systemClock }: MemoryAdaptersOptions = {}): Cache {
+  const entries = bounded<CacheEntry>(maxEntries, clock)
   return {
     async get(key) {
       const entry = entries.get(key)
@@ -174,9 +183,9 @@ export function createMemoryPubSub({ beforeSubscribe }: AdapterHooks = {}): PubS
 }
 
 /** JavaScript runs one of these at a time, so each is atomic within the process. */
-export function createMemoryCounters({ maxEntries = DEFAULT_MAX_ENTRIES }: MemoryAdaptersOptions = {}): AtomicCounters {
-  const windows = bounded<number>(maxEntries)
-  const debts = new ExpiringCounts()
+export function createMemoryCounters({ maxEntries = DEFAULT_MAX_ENTRIES, clock = systemClock }: MemoryAdaptersOptions = {}): AtomicCounters {
+  const windows = bounded<number>(maxEntries, clock)
+  const debts = new ExpiringCounts(clock)
   return {
     async hitWindow(key, windowSeconds) {
       const count = (windows.get(key) ?? 0) + 1

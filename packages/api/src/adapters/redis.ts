@@ -46,6 +46,31 @@ redis.call('HSET', KEYS[1], 'g', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 `
 
+/** The scripts above as commands of the command connection; each takes its one key first. */
+interface Scripts {
+  airiHitWindow: (key: string, windowMs: number) => Promise<[count: number, ttlMs: number]>
+  airiSettleDebt: (key: string, units: number, unitsPerFlux: number, ttlSeconds: number) => Promise<[settledFlux: number, debt: number]>
+  airiAddDebt: (key: string, units: number, ttlSeconds: number) => Promise<number>
+  airiFillGuarded: (key: string, value: string, version: string, ttlSeconds: number) => Promise<0 | 1>
+  airiInvalidateGuarded: (key: string, version: string, ttlSeconds: number) => Promise<null>
+}
+
+// ioredis sends a script's text once per connection (EVAL) and then only its SHA
+// (EVALSHA, sending the text again if the server answers NOSCRIPT), so a streamed
+// LLM call's several scripts do not each carry their source to Redis.
+function withScripts(client: Redis): Redis & Scripts {
+  const scripts: Record<keyof Scripts, string> = {
+    airiHitWindow: HIT_WINDOW,
+    airiSettleDebt: SETTLE_DEBT,
+    airiAddDebt: ADD_DEBT,
+    airiFillGuarded: FILL_GUARDED,
+    airiInvalidateGuarded: INVALIDATE_GUARDED,
+  }
+  for (const [name, lua] of Object.entries(scripts))
+    client.defineCommand(name, { numberOfKeys: 1, lua })
+  return client as Redis & Scripts
+}
+
 export interface RedisAdaptersOptions extends AdapterHooks {
   url: string
   /** Prepended to every key and channel, so deployments (or test files) can share a server. */
@@ -65,7 +90,7 @@ function connect(url: string, queueWhileOffline: boolean): Redis {
 }
 
 export async function createRedisAdapters({ url, prefix = '', beforeSubscribe }: RedisAdaptersOptions): Promise<Adapters> {
-  const client = connect(url, false)
+  const client = withScripts(connect(url, false))
   // Subscribed connections cannot run other commands, so pub/sub gets its own.
   const subscriber = connect(url, true)
   // ioredis emits 'error' on every failed reconnect; the readiness probe reports it.
@@ -95,10 +120,10 @@ export async function createRedisAdapters({ url, prefix = '', beforeSubscribe }:
       return { value: value ?? null, version: version ?? '' }
     },
     async fill(key, value, version, ttlSeconds) {
-      return await client.eval(FILL_GUARDED, 1, prefix + key, value, version, Math.max(1, Math.ceil(ttlSeconds))) === 1
+      return await client.airiFillGuarded(prefix + key, value, version, Math.max(1, Math.ceil(ttlSeconds))) === 1
     },
     async invalidate(key, ttlSeconds) {
-      await client.eval(INVALIDATE_GUARDED, 1, prefix + key, randomUUID(), Math.max(1, Math.ceil(ttlSeconds)))
+      await client.airiInvalidateGuarded(prefix + key, randomUUID(), Math.max(1, Math.ceil(ttlSeconds)))
     },
   }
 
@@ -215,15 +240,15 @@ export async function createRedisAdapters({ url, prefix = '', beforeSubscribe }:
 
   const counters: AtomicCounters = {
     async hitWindow(key, windowSeconds) {
-      const [count, ttl] = await client.eval(HIT_WINDOW, 1, prefix + key, Math.ceil(windowSeconds * 1000)) as [number, number]
+      const [count, ttl] = await client.airiHitWindow(prefix + key, Math.ceil(windowSeconds * 1000))
       return { count, resetInMs: ttl }
     },
     async settleDebt(key, units, unitsPerFlux, ttlSeconds) {
-      const [settledFlux, debt] = await client.eval(SETTLE_DEBT, 1, prefix + key, units, unitsPerFlux, ttlSeconds) as [number, number]
+      const [settledFlux, debt] = await client.airiSettleDebt(prefix + key, units, unitsPerFlux, ttlSeconds)
       return { settledFlux, debt }
     },
     async addDebt(key, units, ttlSeconds) {
-      return await client.eval(ADD_DEBT, 1, prefix + key, units, ttlSeconds) as number
+      return await client.airiAddDebt(prefix + key, units, ttlSeconds)
     },
     async peekDebt(key) {
       return Number(await client.get(prefix + key) ?? 0)

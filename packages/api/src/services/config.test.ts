@@ -1,15 +1,15 @@
-import { setTimeout as sleep } from 'node:timers/promises'
-
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 
 import { createDb } from '@airi/db'
 import { cacheBarrier } from '@airi/tooling/test/cache-barrier'
 import { createTestDatabase, testRedisPrefix, type TestDatabase } from '@airi/tooling/test/test-database'
+import { until } from '@airi/tooling/test/until'
 
 import { createMemoryAdapters } from '../adapters/memory.ts'
 import type { Adapters, Cache } from '../adapters/ports.ts'
 import { createRedisAdapters } from '../adapters/redis.ts'
 import { channels, keys } from '../adapters/keys.ts'
+import { manualClock, systemClock, type Clock } from '../clock.ts'
 import { ApiError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 import { silentLogger } from '../logger.ts'
@@ -28,9 +28,9 @@ afterAll(async () => {
 })
 
 /** One "service container": its own pool, its own adapter connections, its own memory. */
-async function container(adapters: Adapters, logger: Logger = silentLogger, cache: Cache = adapters.cache, localTtlMs?: number): Promise<ConfigService> {
+async function container(adapters: Adapters, logger: Logger = silentLogger, cache: Cache = adapters.cache, localTtlMs?: number, clock: Clock = systemClock): Promise<ConfigService> {
   const db = createDb({ connectionString: database.url, maxConnections: 2 })
-  const config = await createConfigService({ db, cache, pubsub: adapters.pubsub, logger, localTtlMs })
+  const config = await createConfigService({ db, cache, pubsub: adapters.pubsub, logger, localTtlMs, clock })
   closers.push(() => db.destroy(), () => adapters.close(), () => config.close())
   return config
 }
@@ -65,16 +65,34 @@ describe('operator config', () => {
     expect(row).toEqual([])
   })
 
+  it('serves an entry from memory until its local TTL runs out, then reads the shared cache again', async () => {
+    const clock = manualClock()
+    const adapters = createMemoryAdapters()
+    const reader = await container(adapters, silentLogger, undefined, 60_000, clock)
+    expect(await reader.get('TTS_MAX_INPUT_CHARS')).toBe(4096)
+
+    // Changed behind its back: Postgres and the shared cache, but no invalidation message.
+    await database.db.insertInto('config_entries').values({ key: 'TTS_MAX_INPUT_CHARS', value: JSON.stringify(1234), updated_by: null }).execute()
+    await adapters.cache.invalidate(keys.config('TTS_MAX_INPUT_CHARS'), 300)
+    clock.advance(59_999)
+    expect(await reader.get('TTS_MAX_INPUT_CHARS')).toBe(4096)
+    clock.advance(2)
+    expect(await reader.get('TTS_MAX_INPUT_CHARS')).toBe(1234)
+  })
+
   it('parses an entry once per stored version: unchanged, every read answers the same value, even after memory expires', async () => {
-    // Memory expires at once, so every read goes to the cache; the text there has not changed.
-    const expiring = await container(createMemoryAdapters(), silentLogger, undefined, 1)
+    const clock = manualClock()
+    const expiring = await container(createMemoryAdapters(), silentLogger, undefined, 1000, clock)
     const routes = { models: { chat: { upstreams: [{ id: 'a', baseUrl: 'http://127.0.0.1:1/v1', model: 'm', keys: [{ id: 'k', ciphertext: 'c' }] }] } } }
     await expiring.set('LLM_ROUTER_CONFIG', routes)
     const first = await expiring.getOrThrow('LLM_ROUTER_CONFIG')
     // Parsed: the alias's default output cap is filled in.
     expect(first).toEqual({ models: { chat: { ...routes.models.chat, maxOutputTokens: 4096 } } })
-    for (let i = 0; i < 3; i++)
+    for (let i = 0; i < 3; i++) {
+      // Memory has expired, so the read goes to the cache; the text there has not changed.
+      clock.advance(1001)
       expect(await expiring.getOrThrow('LLM_ROUTER_CONFIG')).toBe(first)
+    }
 
     await expiring.set('LLM_ROUTER_CONFIG', { ...routes, deadlineMs: 5000 })
     const changed = await expiring.getOrThrow('LLM_ROUTER_CONFIG')
@@ -110,26 +128,22 @@ describe('operator config across instances (shared Postgres and Redis)', () => {
   beforeAll(async () => {
     prefix = testRedisPrefix()
     const url = inject('redisUrl')
-    first = await container(await createRedisAdapters({ url, prefix }))
-    second = await container(await createRedisAdapters({ url, prefix }), recordingLogger)
+    // Clocks that stand still: memory never expires, so only the invalidation message can show a set.
+    first = await container(await createRedisAdapters({ url, prefix }), silentLogger, undefined, undefined, manualClock())
+    second = await container(await createRedisAdapters({ url, prefix }), recordingLogger, undefined, undefined, manualClock())
   })
 
-  it('a set on one instance is seen by the other within a second', async () => {
+  it('a set on one instance is seen by the other through the invalidation message', async () => {
     // Both instances have read (and cached in memory) the default first.
     expect(await first.get('FLUX_PER_REQUEST')).toBe(1)
     expect(await second.get('FLUX_PER_REQUEST')).toBe(1)
 
     await first.set('FLUX_PER_REQUEST', 7)
-    const deadline = Date.now() + 1000
-    let seen = await second.get('FLUX_PER_REQUEST')
-    while (seen !== 7 && Date.now() < deadline) {
-      await sleep(20)
-      seen = await second.get('FLUX_PER_REQUEST')
-    }
-    expect(seen).toBe(7)
+    await until(async () => await second.get('FLUX_PER_REQUEST') === 7, 'the second instance to see 7')
+    expect(await second.get('FLUX_PER_REQUEST')).toBe(7)
 
     await second.set('FLUX_PER_REQUEST', 9)
-    await sleep(1000)
+    await until(async () => await first.get('FLUX_PER_REQUEST') === 9, 'the first instance to see 9')
     expect(await first.get('FLUX_PER_REQUEST')).toBe(9)
   })
 
@@ -138,7 +152,7 @@ describe('operator config across instances (shared Postgres and Redis)', () => {
     closers.push(() => adapters.close())
     await adapters.pubsub.publish(channels.configInvalidate(), '{"not":"a key"}')
     await adapters.pubsub.publish(channels.configInvalidate(), 'not json')
-    await sleep(200)
+    await until(() => warnings.length >= 2, 'both messages to be logged')
     expect(warnings).toHaveLength(2)
     // The instance still serves its entries afterwards.
     expect(await second.get('FLUX_PER_REQUEST')).toBe(9)

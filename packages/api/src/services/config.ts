@@ -4,6 +4,7 @@ import type { Db } from '@airi/db'
 
 import type { Cache, PubSub, Unsubscribe } from '../adapters/ports.ts'
 import { channels, keys } from '../adapters/keys.ts'
+import type { Clock } from '../clock.ts'
 import { pubsubMessage } from '../adapters/messages.ts'
 import type { ConfigKey, ConfigValue, KeyWithFallback } from '../config/entries.ts'
 import { configEntries, configKeys } from '../config/entries.ts'
@@ -36,6 +37,8 @@ export interface ConfigServiceDeps {
   logger: Logger
   /** How long this instance keeps an entry in memory between invalidations. */
   localTtlMs?: number
+  /** What `localTtlMs` is measured against. */
+  clock: Clock
 }
 
 export type ConfigService = Awaited<ReturnType<typeof createConfigService>>
@@ -46,7 +49,7 @@ export type ConfigService = Awaited<ReturnType<typeof createConfigService>>
  * and in each instance's memory, which every instance drops when any of them
  * publishes on `config:invalidate`.
  */
-export async function createConfigService({ db, cache, pubsub, logger, localTtlMs = 60_000 }: ConfigServiceDeps) {
+export async function createConfigService({ db, cache, pubsub, logger, localTtlMs = 60_000, clock }: ConfigServiceDeps) {
   type Resolved = { ok: true, value: unknown } | { ok: false }
   /**
    * Each entry as this instance last read it: the stored JSON text and its value
@@ -93,7 +96,7 @@ export async function createConfigService({ db, cache, pubsub, logger, localTtlM
   /** The entry resolved by its schema, through memory (parsed once per stored version), then Redis, then Postgres. */
   async function read<K extends ConfigKey>(key: K): Promise<{ ok: true, value: ConfigValue<K> } | { ok: false }> {
     const memo = local.get(key)
-    if (memo && memo.expiresAt > Date.now())
+    if (memo && memo.expiresAt > clock.now())
       return memo.resolved as { ok: true, value: ConfigValue<K> } | { ok: false }
 
     const generation = generations.get(key) ?? 0
@@ -101,7 +104,7 @@ export async function createConfigService({ db, cache, pubsub, logger, localTtlM
     const resolved = memo?.raw === raw ? memo.resolved : resolve(key, JSON.parse(raw) ?? undefined)
     // Raced an invalidation: kept for its parse, but expired, so the next read asks Redis again.
     const current = (generations.get(key) ?? 0) === generation
-    local.set(key, { raw, resolved, expiresAt: current ? Date.now() + localTtlMs : 0 })
+    local.set(key, { raw, resolved, expiresAt: current ? clock.now() + localTtlMs : 0 })
     return resolved as { ok: true, value: ConfigValue<K> } | { ok: false }
   }
 

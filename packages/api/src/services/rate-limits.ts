@@ -4,24 +4,46 @@ import { ApiError, outageError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 import type { Metrics } from '../metrics.ts'
 
-/** The routes limited per user, with their limits per window (SPEC §4.9). */
-export const DEFAULT_RATE_LIMITS = {
-  /** POST /api/v1/openai/chat/completions (LLM_RATE_LIMIT_PER_MINUTE). */
-  'gateway': 60,
-  /** POST /api/v1/audio/speech (TTS_RATE_LIMIT_PER_MINUTE). */
-  'speech': 60,
-  /** audio.createSpeechTicket. */
-  'speech-ticket': 30,
-  /** billing.checkout. */
-  'checkout': 10,
-  /** chats.sendMessages, a resend included (CHAT_RATE_LIMIT_PER_MINUTE). */
-  'chat-messages': 120,
-} as const
+interface RateLimitPolicy {
+  /** Calls per window when the deployment sets no other. */
+  limit: number
+  /** Whose calls one counter holds: a signed-in user's, or a client address's (before anyone is signed in). */
+  per: 'user' | 'address'
+  /** What is counted, as the 429's message names it. */
+  counts: string
+  /**
+   * What a call gets when the counter store (Redis) cannot be reached: `refuse`
+   * answers 503, as any call whose dependency is missing; `allow` lets it through
+   * unlimited, with a `warn` line.
+   */
+  whenCountersDown: 'refuse' | 'allow'
+}
 
-export type RateLimitedRoute = keyof typeof DEFAULT_RATE_LIMITS
+/**
+ * Every rate limit of the service (SPEC §4.9; docs/operations.md lists them with
+ * their env names). Paid upstreams and Stripe refuse without their counters, since
+ * letting calls through would leave them unprotected; sign-ins and chat sends cost
+ * nothing upstream and must keep working through a Redis outage.
+ */
+const POLICIES = {
+  /** /api/auth/* per client address (AUTH_RATE_LIMIT_PER_MINUTE). */
+  'auth': { limit: 120, per: 'address', counts: 'sign-in requests', whenCountersDown: 'allow' },
+  /** POST /api/v1/openai/chat/completions (LLM_RATE_LIMIT_PER_MINUTE). */
+  'gateway': { limit: 60, per: 'user', counts: 'LLM requests', whenCountersDown: 'refuse' },
+  /** POST /api/v1/audio/speech (TTS_RATE_LIMIT_PER_MINUTE). */
+  'speech': { limit: 60, per: 'user', counts: 'speech requests', whenCountersDown: 'refuse' },
+  /** audio.createSpeechTicket. */
+  'speech-ticket': { limit: 30, per: 'user', counts: 'speech tickets', whenCountersDown: 'refuse' },
+  /** billing.checkout. */
+  'checkout': { limit: 10, per: 'user', counts: 'checkouts', whenCountersDown: 'refuse' },
+  /** chats.sendMessages, a resend included (CHAT_RATE_LIMIT_PER_MINUTE). */
+  'chat-messages': { limit: 120, per: 'user', counts: 'message sends', whenCountersDown: 'allow' },
+} as const satisfies Record<string, RateLimitPolicy>
+
+export type RateLimitedRoute = keyof typeof POLICIES
 
 export interface RateLimitSettings {
-  /** Requests per window by route; the defaults above for those not given. */
+  /** Requests per window by route; the policies' defaults for those not given. */
   limits?: Partial<Record<RateLimitedRoute, number>>
   /** The fixed window's length (default 60 s); tests lengthen it so no window rolls over mid-test. */
   windowSeconds?: number
@@ -33,45 +55,33 @@ export interface RateLimitDeps extends RateLimitSettings {
   logger: Logger
 }
 
-const descriptions: Record<RateLimitedRoute, string> = {
-  'gateway': 'LLM requests',
-  'speech': 'speech requests',
-  'speech-ticket': 'speech tickets',
-  'checkout': 'checkouts',
-  'chat-messages': 'message sends',
-}
-
 /**
- * Routes let through while the counter store is down: chat sends cost nothing
- * upstream, and people must keep messaging through a Redis outage (live sync
- * falls back to reading feeds then).
- */
-const FAIL_OPEN: ReadonlySet<RateLimitedRoute> = new Set(['chat-messages'])
-
-/**
- * Per-user fixed-window rate limits over the counter port (`rate:{route}:{userId}`;
- * on Redis, shared by every instance). Past the limit a call throws 429
+ * Fixed-window rate limits over the counter port (`rate:{route}:{userId or
+ * address}`; on Redis, shared by every instance). Past the limit a call throws 429
  * `RATE_LIMITED` with `retryAfterSeconds` (the seconds left in the window), which
- * every transport turns into `retry-after`. When the counter store cannot be
- * reached the call answers 503, as every other call that needs a missing
- * dependency does: letting it through would leave paid upstreams unprotected.
- * Except for the routes in `FAIL_OPEN`, which cost nothing upstream.
+ * every transport turns into `retry-after`. Without the counter store a call is
+ * refused with 503 or let through, as its route's policy says.
  */
 export function createRateLimits({ counters, metrics, logger, limits = {}, windowSeconds = 60 }: RateLimitDeps) {
-  const limitOf = (route: RateLimitedRoute) => limits[route] ?? DEFAULT_RATE_LIMITS[route]
+  const limitOf = (route: RateLimitedRoute) => limits[route] ?? POLICIES[route].limit
 
   return {
     limitOf,
 
-    /** Counts one call of `userId` on `route`; throws 429 past the limit. */
-    async hit(route: RateLimitedRoute, userId: string): Promise<void> {
+    /**
+     * Counts one call on `route` by `subject` (the user's id, or the client's
+     * address for a route limited per address); throws 429 past the limit.
+     */
+    async hit(route: RateLimitedRoute, subject: string): Promise<void> {
+      const policy: RateLimitPolicy = POLICIES[route]
+      const who = policy.per === 'user' ? { userId: subject } : { address: subject }
       let hit
       try {
-        hit = await counters.hitWindow(keys.rateLimit(route, userId), windowSeconds)
+        hit = await counters.hitWindow(keys.rateLimit(route, subject), windowSeconds)
       }
       catch (error) {
         const outage = outageError(error)
-        if (outage && FAIL_OPEN.has(route)) {
+        if (outage && policy.whenCountersDown === 'allow') {
           logger.warn({ err: error, route }, 'rate limit counters unavailable; letting the call through')
           return
         }
@@ -82,9 +92,9 @@ export function createRateLimits({ counters, metrics, logger, limits = {}, windo
         return
       metrics.rateLimitBlocked.add(1, { 'airi.rate_limit.route': route })
       const retryAfterSeconds = Math.max(1, Math.ceil(hit.resetInMs / 1000))
-      logger.debug({ route, userId, limit, retryAfterSeconds }, 'rate limit exceeded')
+      logger.debug({ route, ...who, limit, retryAfterSeconds }, 'rate limit exceeded')
       const per = windowSeconds === 60 ? 'per minute' : `per ${windowSeconds} s`
-      throw new ApiError(429, 'RATE_LIMITED', `Rate limit exceeded: at most ${limit} ${descriptions[route]} ${per}; retry after ${retryAfterSeconds} s`, { retryAfterSeconds, limit })
+      throw new ApiError(429, 'RATE_LIMITED', `Rate limit exceeded: at most ${limit} ${policy.counts} ${per}; retry after ${retryAfterSeconds} s`, { retryAfterSeconds, limit })
     },
   }
 }

@@ -14,6 +14,7 @@ import * as stripeRefunds from './0012_stripe_refunds.ts'
 import * as chatSyncFeed from './0013_chat_sync_feed.ts'
 import * as userMilestones from './0014_user_milestones.ts'
 import * as fluxTransactionUnbilled from './0015_flux_transaction_unbilled.ts'
+import * as betterAuth from './0016_better_auth.ts'
 
 /**
  * Every migration, keyed by name. Kysely's Migrator applies them in key order, so
@@ -34,4 +35,5 @@ export const migrations: Record<string, Migration> = {
   '0013_chat_sync_feed': chatSyncFeed,
   '0014_user_milestones': userMilestones,
   '0015_flux_transaction_unbilled': fluxTransactionUnbilled,
+  '0016_better_auth': betterAuth,
 }

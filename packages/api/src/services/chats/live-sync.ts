@@ -1,156 +1,19 @@
-import { sql } from 'kysely'
+import type { Db } from '@airi/db'
 
-import type { Db, Message } from '@airi/db'
-
-import { ApiError } from '../../errors.ts'
 import { markShared } from '../../input-guard.ts'
 import type { Logger } from '../../logger.ts'
-import { INLINE_MESSAGES_CHARS, type ChatFanout, type ChatSyncNotice, type SyncedMessage } from '../chat-fanout.ts'
 import type { BalanceFanout } from './balance-fanout.ts'
+import { decodeChatCursor, encodeChatCursor, eventOf, invalidCursor, toMessage, type ChatSyncEvent, type MessagesEvent } from './events.ts'
+import { INLINE_MESSAGES_CHARS, type ChatFanout, type ChatSyncNotice, type SyncedMessage } from './fanout.ts'
+import { feedHead, readFeed } from './feed.ts'
+import { createFollower, type Follower, type SharedEvent } from './follower.ts'
 
-/** A run of consecutive messages of one chat (what `sendMessages` returns). */
-export interface ChatMessagesEvent {
-  chatId: string
-  messages: SyncedMessage[]
-  fromSeq: number
-  toSeq: number
-}
-
-/**
- * What `chats.onMessages` pushes. The first event of every subscription is `ready`:
- * it carries no messages, only its id (the position the subscription starts from),
- * so a client holds a position to resume from before anything else arrives.
- */
-export type ChatSyncEvent =
-  | { type: 'ready', messages: [] }
-  | ({ type: 'messages' } & ChatMessagesEvent)
-  /** The user's balance after a top-up, refund or grant; not in the feed, so its id is the position it arrived at. */
-  | { type: 'balance', balance: number, messages: [] }
-
-type MessagesEvent = Extract<ChatSyncEvent, { type: 'messages' }>
-
-export function toMessage(row: Message): SyncedMessage {
-  return {
-    id: row.id,
-    chatId: row.chat_id,
-    seq: row.seq,
-    senderId: row.sender_id,
-    role: row.role,
-    content: row.content,
-    metadata: (row.metadata as Record<string, unknown> | null) ?? null,
-    createdAt: row.created_at,
-  }
-}
-
-const invalidCursor = () => new ApiError(400, 'INVALID_CURSOR', 'lastEventId is not a cursor this server issued', { field: 'lastEventId' })
-
-/**
- * An event id: the user's feed seq in decimal. It stays a few bytes however many
- * chats the user has, and a client that reconnects with it as `lastEventId`
- * resumes exactly after that event.
- */
-export function encodeChatCursor(feedSeq: number): string {
-  return String(feedSeq)
-}
-
-export function decodeChatCursor(cursor: string): number {
-  if (!/^(?:0|[1-9]\d{0,15})$/.test(cursor) || !Number.isSafeInteger(Number(cursor)))
-    throw invalidCursor()
-  return Number(cursor)
-}
-
-/** Most messages in one live event (a send holds at most 100, so one send is never split). */
-const PAGE = 100
-/** Feed rows, and messages, one read of a subscription's feed takes at most. */
-const FEED_ROWS = 100
-const FEED_MESSAGES = 500
-/**
- * Bytes of messages one read takes at most (past its first row, itself one send
- * within the 1 MiB body limit): each subscription that catches up holds its own
- * copy, so a backlog of large messages is read, and sent, a slice at a time.
- */
-const FEED_BYTES = 1024 * 1024
 /** Users per query of the re-check after pub/sub came back. */
 const USERS_PER_QUERY = 1000
-/** Events one subscription holds for its consumer; beyond that it drops them and reads its feed later. */
-const PENDING_LIMIT = 200
 
 export function chunks<T>(items: T[], size: number): T[][] {
   return Array.from({ length: Math.ceil(items.length / size) }, (_, i) => items.slice(i * size, (i + 1) * size))
 }
-
-interface FeedRun {
-  chatId: string
-  fromSeq: number
-  toSeq: number
-  /** The feed seq of the run's last row: the event's id. */
-  feedSeq: number
-}
-
-/** A send's event as every recipient on this instance shares it; null when none of its messages is left. */
-type SharedEvent = Promise<MessagesEvent | null>
-
-/**
- * One live subscription on this instance. It holds its position (a feed seq) and
- * the events handed to it that follow on directly from it; anything else it only
- * notes as `head` ("the feed reaches at least here") and reads from its feed.
- */
-function createFollower(signal: AbortSignal | undefined) {
-  let wake: (() => void) | undefined
-  const follower = {
-    /** Unknown until the start position is read; events offered before then wait in `pending`. */
-    position: undefined as number | undefined,
-    pending: [] as Array<{ feedSeq: number, event: SharedEvent }>,
-    head: 0,
-    /** The newest balance announced and not yet handed over: only the latest matters, so one slot. */
-    balance: undefined as number | undefined,
-    offerBalance(balance: number): void {
-      follower.balance = balance
-      wake?.()
-    },
-    offer(feedSeq: number, event: SharedEvent): void {
-      const last = follower.pending.at(-1)?.feedSeq ?? follower.position
-      if (last === undefined || (feedSeq === last + 1 && follower.pending.length < PENDING_LIMIT))
-        follower.pending.push({ feedSeq, event })
-      else if (feedSeq > last)
-        follower.bump(feedSeq)
-      wake?.()
-    },
-    /** The feed reaches at least `head`: what is not handed over is read. */
-    bump(head: number): void {
-      follower.head = Math.max(follower.head, head)
-      wake?.()
-    },
-    /** Fixes the start position; events offered early are kept only where they follow on from it. */
-    start(position: number, head: number): void {
-      const early = follower.pending.sort((a, b) => a.feedSeq - b.feedSeq)
-      follower.pending = []
-      follower.position = position
-      follower.head = Math.max(follower.head, head)
-      for (const { feedSeq, event } of early) {
-        if (feedSeq > position)
-          follower.offer(feedSeq, event)
-      }
-    },
-    /** Gives up on what is pending (from the first entry on) and reads it from the feed instead. */
-    fallBack(): void {
-      follower.bump(follower.pending.at(-1)?.feedSeq ?? 0)
-      follower.pending = []
-    },
-    async waitForNews(): Promise<void> {
-      if (signal?.aborted)
-        return
-      await new Promise<void>((resolve) => {
-        wake = resolve
-      })
-      wake = undefined
-    },
-  }
-  signal?.addEventListener('abort', () => wake?.(), { once: true })
-  return follower
-}
-
-type Follower = ReturnType<typeof createFollower>
 
 /**
  * Live sync for one instance. Every send publishes one notice per chat (see
@@ -178,16 +41,6 @@ export function createLiveSync({ db, fanout, balances, logger, resyncIntervalMs,
   const byUser = new Map<string, Set<Follower>>()
   let followers = 0
   let listening: Promise<() => Promise<void>> | undefined
-
-  /** The seq of the newest row of `userId`'s feed (0 before their first). */
-  async function feedHead(userId: string): Promise<number> {
-    const row = await db.selectFrom('chat_sync_heads').select('last_seq').where('user_id', '=', userId).executeTakeFirst()
-    return row?.last_seq ?? 0
-  }
-
-  function eventOf(messages: SyncedMessage[]): MessagesEvent | null {
-    return messages.length === 0 ? null : { type: 'messages', chatId: messages[0]!.chatId, messages, fromSeq: messages[0]!.seq, toSeq: messages.at(-1)!.seq }
-  }
 
   /** The event every local subscription sends as is: never changed, so serialized once for all of them. */
   function sharedEventOf(messages: SyncedMessage[]): MessagesEvent | null {
@@ -335,68 +188,6 @@ export function createLiveSync({ db, fanout, balances, logger, resyncIntervalMs,
     return leave
   }
 
-  /**
-   * The next events of `userId`'s feed after `after`, consecutive rows of one chat
-   * merged into one event. Rows of chats the user has left (or that were deleted)
-   * are read past but not delivered. `last` is the feed seq read up to (undefined
-   * when there was nothing), `more` whether more may follow it right away.
-   */
-  async function readFeed(userId: string, after: number): Promise<{ events: Array<{ id: string, event: ChatSyncEvent }>, last?: number, more: boolean }> {
-    const rows = await db.selectFrom('chat_sync_feed as f')
-      .leftJoin('chats as c', join => join.onRef('c.id', '=', 'f.chat_id').on('c.deleted_at', 'is', null))
-      .leftJoin('chat_members as m', join => join.onRef('m.chat_id', '=', 'f.chat_id').onRef('m.member_id', '=', 'f.user_id')
-        .on('m.member_type', '=', 'user').on('m.deleted_at', 'is', null))
-      .select(['f.seq', 'f.chat_id', 'f.from_seq', 'f.to_seq', 'c.id as live_chat', 'm.id as membership'])
-      // The row's messages' size, from their stored lengths (no content is read for it).
-      .select(eb => eb.selectFrom('messages as msg')
-        .select(sql<string>`coalesce(sum(octet_length(msg.content) + coalesce(pg_column_size(msg.metadata), 0)), 0)`.as('bytes'))
-        .whereRef('msg.chat_id', '=', 'f.chat_id').whereRef('msg.seq', '>=', 'f.from_seq').whereRef('msg.seq', '<=', 'f.to_seq')
-        .where('msg.deleted_at', 'is', null)
-        .as('bytes'))
-      .where('f.user_id', '=', userId).where('f.seq', '>', after)
-      .orderBy('f.seq').limit(FEED_ROWS).execute()
-
-    const runs: FeedRun[] = []
-    let last: number | undefined
-    let total = 0
-    let bytes = 0
-    for (const row of rows) {
-      const visible = row.live_chat !== null && row.membership !== null
-      const size = visible ? row.to_seq - row.from_seq + 1 : 0
-      const rowBytes = visible ? Number(row.bytes ?? 0) : 0
-      if (total > 0 && (total + size > FEED_MESSAGES || bytes + rowBytes > FEED_BYTES))
-        break
-      last = row.seq
-      if (!visible)
-        continue
-      total += size
-      bytes += rowBytes
-      const run = runs.at(-1)
-      if (run && run.chatId === row.chat_id && run.toSeq + 1 === row.from_seq && row.to_seq - run.fromSeq < PAGE) {
-        run.toSeq = row.to_seq
-        run.feedSeq = row.seq
-      }
-      else {
-        runs.push({ chatId: row.chat_id, fromSeq: row.from_seq, toSeq: row.to_seq, feedSeq: row.seq })
-      }
-    }
-    const more = rows.length === FEED_ROWS || last !== rows.at(-1)?.seq
-    if (runs.length === 0)
-      return { events: [], last, more }
-
-    const messages = (await db.selectFrom('messages').selectAll().where('deleted_at', 'is', null)
-      .where(eb => eb.or(runs.map(run => eb.and([eb('chat_id', '=', run.chatId), eb('seq', '>=', run.fromSeq), eb('seq', '<=', run.toSeq)]))))
-      .orderBy('seq').execute()).map(toMessage)
-    const events: Array<{ id: string, event: ChatSyncEvent }> = []
-    for (const run of runs) {
-      const event = eventOf(messages.filter(message => message.chatId === run.chatId && message.seq >= run.fromSeq && message.seq <= run.toSeq))
-      // Every message of the run deleted since: nothing to deliver.
-      if (event)
-        events.push({ id: encodeChatCursor(run.feedSeq), event })
-    }
-    return { events, last, more }
-  }
-
   /** Follows `userId`'s feed: the `ready` event, what was missed, then live. */
   async function* follow(userId: string, follower: Follower, leave: () => Promise<void>, signal: AbortSignal | undefined): AsyncGenerator<{ id: string, event: ChatSyncEvent }> {
     try {
@@ -427,7 +218,7 @@ export function createLiveSync({ db, fanout, balances, logger, resyncIntervalMs,
         }
         if (follower.head > position) {
           const headBefore = follower.head
-          const { events, last, more } = await readFeed(userId, position)
+          const { events, last, more } = await readFeed(db, userId, position)
           for (const event of events)
             yield event
           position = follower.position = last ?? position
@@ -483,7 +274,7 @@ export function createLiveSync({ db, fanout, balances, logger, resyncIntervalMs,
       // In place before the head is read: a send committed after that read is heard of.
       const leave = await join(userId, follower)
       try {
-        const head = await feedHead(userId)
+        const head = await feedHead(db, userId)
         const start = cursor ?? head
         // Beyond the head: not an id of this user's feed, and following it would skip what comes next.
         if (start > head)

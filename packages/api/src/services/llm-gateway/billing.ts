@@ -1,7 +1,7 @@
 import type { Logger } from '../../logger.ts'
 import { sql, type RawBuilder } from 'kysely'
 
-import type { Alongside, BillingService } from '../billing.ts'
+import type { Alongside, BillingService } from '../billing/index.ts'
 
 /** One gateway call as billing sees it. Its ledger rows are `llm:{id}:reserve|settle|refund`. */
 export interface BilledCall {

@@ -4,7 +4,7 @@ import type { Db, LlmUsageSource } from '@airi/db'
 import { sql, type RawBuilder } from 'kysely'
 
 import type { Logger } from '../../logger.ts'
-import type { Alongside, BillingService } from '../billing.ts'
+import type { Alongside, BillingService } from '../billing/index.ts'
 import { ledgerIds, type BilledCall, type CallBilling } from './billing.ts'
 import { tokensOf, type Usage } from './usage.ts'
 

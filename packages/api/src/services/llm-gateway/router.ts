@@ -7,6 +7,7 @@ import type { Metrics } from '../../metrics.ts'
 import { recordFailure, tracer } from '../../tracing.ts'
 import type { KeyVault } from '../key-vault.ts'
 import { createUpstreamKeys, drain, isRetryableStatus } from '../upstream-keys.ts'
+import { createCallSignal } from './call-signal.ts'
 
 export type RouterConfig = ConfigValue<'LLM_ROUTER_CONFIG'>
 export type Upstream = RouterConfig['models'][string]['upstreams'][number]
@@ -54,7 +55,9 @@ export function createUpstreamRouter({ keyVault, logger, metrics }: { keyVault: 
      * Tries every healthy key of every upstream in order until one answers 2xx.
      * 401/403/429 cool the key down; 429, 5xx, connection errors and timeouts move
      * on; any other 4xx is the caller's mistake and is returned as it is. Each
-     * attempt is a client span, child of the active (gateway) span.
+     * attempt is a client span, child of the active (gateway) span. An upstream's
+     * `timeoutMs` bounds its attempt, the answer's body included: the attempt's
+     * signal, built on `signal` (a call signal), is released with it.
      */
     async call(alias: string, upstreams: Upstream[], body: ChatCompletionBody, stream: boolean, signal: AbortSignal): Promise<Attempt> {
       let lastStatus: number | undefined
@@ -83,7 +86,8 @@ export function createUpstreamRouter({ keyVault, logger, metrics }: { keyVault: 
             span.end()
           }
 
-          const attemptSignal = upstream.timeoutMs ? AbortSignal.any([signal, AbortSignal.timeout(upstream.timeoutMs)]) : signal
+          const bounded = upstream.timeoutMs ? createCallSignal([signal], upstream.timeoutMs) : undefined
+          const attemptSignal = bounded?.signal ?? signal
           let response: Response
           try {
             response = await fetch(`${upstream.baseUrl.replace(/\/$/, '')}/chat/completions`, {
@@ -98,13 +102,14 @@ export function createUpstreamRouter({ keyVault, logger, metrics }: { keyVault: 
             })
           }
           catch (error) {
+            bounded?.release()
             if (signal.aborted) {
               recordFailure(span, signal.reason, 499)
               span.end()
               throw signal.reason
             }
-            failed(attemptSignal.aborted ? 'timeout' : 'connection', error)
-            lastReason = `${upstream.id}: ${attemptSignal.aborted ? 'timed out' : (error as Error).message}`
+            failed(bounded?.timedOut ? 'timeout' : 'connection', error)
+            lastReason = `${upstream.id}: ${bounded?.timedOut ? 'timed out' : (error as Error).message}`
             logger.warn({ upstream: upstream.id, keyId: key.id, reason: lastReason }, 'upstream call failed; trying the next')
             continue
           }
@@ -119,12 +124,14 @@ export function createUpstreamRouter({ keyVault, logger, metrics }: { keyVault: 
           upstreamKeys.noteRefusal(upstream.id, key.id, response)
           if (!isRetryableStatus(response.status)) {
             const detail = await response.json().catch(() => undefined) as { error?: { message?: string } } | undefined
+            bounded?.release()
             const rejected = new ApiError(response.status, 'UPSTREAM_REJECTED', detail?.error?.message ?? `The upstream refused the request (${response.status})`, { upstream: upstream.id })
             failed(String(response.status), rejected, response.status)
             throw rejected
           }
           failed(String(response.status), new Error(lastReason))
           await drain(response)
+          bounded?.release()
           logger.warn({ upstream: upstream.id, keyId: key.id, status: response.status }, 'upstream refused; trying the next')
         }
       }

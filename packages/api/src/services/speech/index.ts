@@ -9,10 +9,10 @@ import type { ConfigValue } from '../../config/entries.ts'
 import { ApiError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
 import { recordFailure, tracer } from '../../tracing.ts'
+import { createMeterHolds, type createFluxMeterFactory, type MeterRuntime } from '../billing/index.ts'
 import type { ConfigService } from '../config.ts'
-import type { createFluxMeterFactory, MeterRuntime } from '../flux-meter.ts'
 import type { KeyVault } from '../key-vault.ts'
-import { createMeterHolds } from '../meter-holds.ts'
+import { createCallSignal } from '../llm-gateway/call-signal.ts'
 import { createUpstreamKeys, isRetryableStatus, type EncryptedKey } from '../upstream-keys.ts'
 import type { SpeechRequest } from './schema.ts'
 
@@ -120,37 +120,42 @@ export function createSpeechService({ config, cache, counters, createFluxMeter, 
    * the request's fault and is answered as it is.
    */
   async function withKeys<T>(pool: KeyPool, clientSignal: AbortSignal, attempt: (apiKey: string, signal: AbortSignal) => Promise<T>): Promise<T> {
-    const deadline = AbortSignal.timeout(pool.timeoutMs)
-    const signal = AbortSignal.any([clientSignal, deadline])
+    const deadline = createCallSignal([clientSignal], pool.timeoutMs)
     let lastStatus: number | undefined
     let lastReason = 'no usable key'
-    for (const key of upstreamKeys.inTurn(pool.id, pool.alias, pool.keys)) {
-      if (key.apiKey === undefined) {
-        lastReason = key.unusable
-        continue
-      }
-      try {
-        return await attempt(key.apiKey, signal)
-      }
-      catch (error) {
-        if (clientSignal.aborted)
-          throw new ApiError(499, 'CLIENT_CLOSED', 'The client went away')
-        if (deadline.aborted)
-          throw new ApiError(504, 'DEADLINE_EXCEEDED', `The speech upstream did not answer within ${pool.timeoutMs} ms`)
-        if (error instanceof ApiError)
-          throw error
-        if (!(error instanceof UpstreamHttpError)) {
-          lastReason = `${pool.alias}: ${(error as Error).message}`
-          logger.warn({ model: pool.alias, keyId: key.id, reason: lastReason }, 'speech upstream call failed; trying the next key')
+    try {
+      for (const key of upstreamKeys.inTurn(pool.id, pool.alias, pool.keys)) {
+        if (key.apiKey === undefined) {
+          lastReason = key.unusable
           continue
         }
-        lastStatus = error.status
-        lastReason = `${pool.alias} answered ${error.status}`
-        upstreamKeys.noteRefusal(pool.id, key.id, error.response)
-        if (!isRetryableStatus(error.status))
-          throw new ApiError(error.status, 'UPSTREAM_REJECTED', error.message, { upstream: pool.alias })
-        logger.warn({ model: pool.alias, keyId: key.id, status: error.status }, 'speech upstream refused; trying the next key')
+        try {
+          return await attempt(key.apiKey, deadline.signal)
+        }
+        catch (error) {
+          if (clientSignal.aborted)
+            throw new ApiError(499, 'CLIENT_CLOSED', 'The client went away')
+          if (deadline.timedOut)
+            throw new ApiError(504, 'DEADLINE_EXCEEDED', `The speech upstream did not answer within ${pool.timeoutMs} ms`)
+          if (error instanceof ApiError)
+            throw error
+          if (!(error instanceof UpstreamHttpError)) {
+            lastReason = `${pool.alias}: ${(error as Error).message}`
+            logger.warn({ model: pool.alias, keyId: key.id, reason: lastReason }, 'speech upstream call failed; trying the next key')
+            continue
+          }
+          lastStatus = error.status
+          lastReason = `${pool.alias} answered ${error.status}`
+          upstreamKeys.noteRefusal(pool.id, key.id, error.response)
+          if (!isRetryableStatus(error.status))
+            throw new ApiError(error.status, 'UPSTREAM_REJECTED', error.message, { upstream: pool.alias })
+          logger.warn({ model: pool.alias, keyId: key.id, status: error.status }, 'speech upstream refused; trying the next key')
+        }
       }
+    }
+    finally {
+      // Every attempt has read its whole answer by now: nothing of the call stays reachable.
+      deadline.release()
     }
     throw new ApiError(502, 'UPSTREAM_UNAVAILABLE', `Every key of the speech upstream failed (last: ${lastReason})`, { lastStatus: lastStatus ?? null })
   }

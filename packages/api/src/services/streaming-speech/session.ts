@@ -9,8 +9,7 @@ import { ApiError, outageError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
 import { tracer } from '../../tracing.ts'
 import type { SessionGuard } from '../../auth/session-guard.ts'
-import type { FluxMeter } from '../flux-meter.ts'
-import type { MeterHold, MeterHolds } from '../meter-holds.ts'
+import type { FluxMeter, MeterHold, MeterHolds } from '../billing/index.ts'
 import { countCharacters } from '../speech/index.ts'
 import {
   MAX_SESSION_CHARACTERS,

@@ -5,7 +5,7 @@ import { stripeNotConfigured, type StripeGateway } from '../../adapters/stripe.t
 import { ApiError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
 import type { Metrics } from '../../metrics.ts'
-import type { BillingService } from '../billing.ts'
+import type { BillingService } from '../billing/index.ts'
 import type { ConfigService } from '../config.ts'
 import type { RateLimits } from '../rate-limits.ts'
 import { createCheckout, type CheckoutInput } from './checkout.ts'

@@ -6,7 +6,7 @@ import type { Stripe, StripeGateway } from '../../adapters/stripe.ts'
 import { ApiError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
 import type { Metrics } from '../../metrics.ts'
-import type { BillingService } from '../billing.ts'
+import type { BillingService } from '../billing/index.ts'
 
 /**
  * What happened to one event; also the `outcome` of the `stripe.events` counter.

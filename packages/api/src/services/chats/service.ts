@@ -2,13 +2,14 @@ import type { Transaction } from 'kysely'
 
 import type { Chat, ChatType, Database, Db } from '@airi/db'
 
-import { ApiError } from '../errors.ts'
-import type { Logger } from '../logger.ts'
-import type { ChatFanout, SyncedMessage } from './chat-fanout.ts'
-import type { BalanceFanout } from './chats/balance-fanout.ts'
-import { chunks, createLiveSync, toMessage, type ChatMessagesEvent, type ChatSyncEvent } from './chats/live-sync.ts'
-import type { AnalyticsService } from './analytics.ts'
-import type { RateLimits } from './rate-limits.ts'
+import { ApiError } from '../../errors.ts'
+import type { Logger } from '../../logger.ts'
+import type { ChatFanout, SyncedMessage } from './fanout.ts'
+import type { BalanceFanout } from './balance-fanout.ts'
+import { toMessage, type ChatMessagesEvent, type ChatSyncEvent } from './events.ts'
+import { chunks, createLiveSync } from './live-sync.ts'
+import type { AnalyticsService } from '../analytics.ts'
+import type { RateLimits } from '../rate-limits.ts'
 
 export interface MemberRef {
   type: 'user' | 'character'
@@ -27,7 +28,7 @@ export interface ChatView {
 }
 
 export type MessageView = SyncedMessage
-export { decodeChatCursor, encodeChatCursor } from './chats/live-sync.ts'
+export { decodeChatCursor, encodeChatCursor } from './events.ts'
 export type { ChatMessagesEvent, ChatSyncEvent }
 
 export interface NewMessageInput {

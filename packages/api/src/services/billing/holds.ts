@@ -1,7 +1,7 @@
-import { keys } from '../adapters/keys.ts'
-import type { AtomicCounters } from '../adapters/ports.ts'
-import type { Logger } from '../logger.ts'
-import type { FluxMeter, MeterRuntime } from './flux-meter.ts'
+import { keys } from '../../adapters/keys.ts'
+import type { AtomicCounters } from '../../adapters/ports.ts'
+import type { Logger } from '../../logger.ts'
+import type { FluxMeter, MeterRuntime } from './meter.ts'
 
 export interface MeterHoldsDeps {
   counters: AtomicCounters

@@ -2,23 +2,15 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 
 import { startTcpProxy } from '@airi/tooling/test/tcp-proxy'
 import { testRedisPrefix } from '@airi/tooling/test/test-database'
+import { until } from '@airi/tooling/test/until'
 
-import { channels } from '../adapters/keys.ts'
-import { createMemoryAdapters } from '../adapters/memory.ts'
-import type { Adapters } from '../adapters/ports.ts'
-import { createRedisAdapters } from '../adapters/redis.ts'
-import type { Logger } from '../logger.ts'
-import { silentLogger } from '../logger.ts'
-import { createChatFanout, createChatSyncNoticeMessage, parseChatSyncNoticeMessage, type ChatSyncNotice } from './chat-fanout.ts'
-
-async function until(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!condition()) {
-    if (Date.now() > deadline)
-      throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 10))
-  }
-}
+import { channels } from '../../adapters/keys.ts'
+import { createMemoryAdapters } from '../../adapters/memory.ts'
+import type { Adapters } from '../../adapters/ports.ts'
+import { createRedisAdapters } from '../../adapters/redis.ts'
+import type { Logger } from '../../logger.ts'
+import { silentLogger } from '../../logger.ts'
+import { createChatFanout, createChatSyncNoticeMessage, parseChatSyncNoticeMessage, type ChatSyncNotice } from './fanout.ts'
 
 const notice = (chatId: string, feeds: Array<[string, number]>): Omit<ChatSyncNotice, 'origin'> => ({ chatId, fromSeq: 1, toSeq: 1, feeds })
 

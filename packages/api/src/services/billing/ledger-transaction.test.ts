@@ -5,12 +5,12 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { createTestMeter } from '@airi/tooling/test/metrics'
 import { createTestDatabase, testRedisPrefix, type TestDatabase } from '@airi/tooling/test/test-database'
 
-import type { Adapters } from '../adapters/ports.ts'
-import { createRedisAdapters } from '../adapters/redis.ts'
-import { ApiError } from '../errors.ts'
-import { silentLogger } from '../logger.ts'
-import { createMetrics } from '../metrics.ts'
-import { createBillingService, type BillingService } from './billing.ts'
+import type { Adapters } from '../../adapters/ports.ts'
+import { createRedisAdapters } from '../../adapters/redis.ts'
+import { ApiError } from '../../errors.ts'
+import { silentLogger } from '../../logger.ts'
+import { createMetrics } from '../../metrics.ts'
+import { createBillingService, type BillingService } from './ledger.ts'
 
 const INITIAL = 100
 

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 
-import { generateWav, startFakeTtsUpstream, type FakeTtsUpstream } from '@airi/tooling/fakes/tts-upstream'
+import { buildSsml } from '../../packages/api/src/adapters/tts/azure.ts'
 
-import { buildSsml } from './tts/azure.ts'
+import { generateWav, startFakeTtsUpstream, type FakeTtsUpstream } from './tts-upstream.ts'
 
 // The speech tests and benchmarks lean on this fake: it must refuse the SSML a
 // real endpoint refuses, read back the text we escaped, and answer with real audio.

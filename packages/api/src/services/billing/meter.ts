@@ -1,8 +1,8 @@
-import type { AtomicCounters } from '../adapters/ports.ts'
-import { keys } from '../adapters/keys.ts'
-import { ApiError } from '../errors.ts'
-import type { Logger } from '../logger.ts'
-import type { BillingService } from './billing.ts'
+import type { AtomicCounters } from '../../adapters/ports.ts'
+import { keys } from '../../adapters/keys.ts'
+import { ApiError } from '../../errors.ts'
+import type { Logger } from '../../logger.ts'
+import type { BillingService } from './ledger.ts'
 
 export interface MeterRuntime {
   /** Units (e.g. TTS characters) that make one Flux; rounded to a whole number of units. */

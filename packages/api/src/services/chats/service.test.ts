@@ -8,12 +8,12 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { startTcpProxy } from '@airi/tooling/test/tcp-proxy'
 import { createTestDatabase, testRedisPrefix, type TestDatabase } from '@airi/tooling/test/test-database'
 
-import { createMemoryPubSub } from '../adapters/memory.ts'
-import type { PubSub } from '../adapters/ports.ts'
-import { createRedisAdapters } from '../adapters/redis.ts'
-import { silentLogger } from '../logger.ts'
-import { createChatFanout } from './chat-fanout.ts'
-import { createChatService, type ChatService } from './chats.ts'
+import { createMemoryPubSub } from '../../adapters/memory.ts'
+import type { PubSub } from '../../adapters/ports.ts'
+import { createRedisAdapters } from '../../adapters/redis.ts'
+import { silentLogger } from '../../logger.ts'
+import { createChatFanout } from './fanout.ts'
+import { createChatService, type ChatService } from './service.ts'
 
 let database: TestDatabase
 beforeAll(async () => {

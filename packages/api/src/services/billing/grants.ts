@@ -2,10 +2,10 @@ import { randomUUID } from 'node:crypto'
 
 import type { Db } from '@airi/db'
 
-import { ApiError } from '../errors.ts'
-import type { Logger } from '../logger.ts'
-import type { GrantedFlux } from './analytics.ts'
-import type { BillingService } from './billing.ts'
+import { ApiError } from '../../errors.ts'
+import type { Logger } from '../../logger.ts'
+import type { GrantedFlux } from '../analytics.ts'
+import type { BillingService } from './ledger.ts'
 
 export interface GrantInput {
   description: string

@@ -2,7 +2,8 @@ import { setTimeout as sleep } from 'node:timers/promises'
 
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 
-import { DEFAULT_USAGE, startFakeOpenAIUpstream, type FakeUpstream } from '@airi/tooling/fakes/openai-upstream'
+import { until } from '../test/until.ts'
+import { DEFAULT_USAGE, startFakeOpenAIUpstream, type FakeUpstream } from './openai-upstream.ts'
 
 // The gateway's tests and benchmarks lean on this fake, so it is held to OpenAI's shapes here.
 
@@ -35,15 +36,6 @@ async function events(response: Response): Promise<unknown[]> {
     const data = event.slice('data: '.length)
     return data === '[DONE]' ? data : JSON.parse(data)
   })
-}
-
-async function until(condition: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!condition()) {
-    if (Date.now() > deadline)
-      throw new Error(`condition not met within ${timeoutMs} ms`)
-    await sleep(5)
-  }
 }
 
 interface Chunk { object: string, model: string, choices: Array<{ delta: { role?: string, content?: string }, finish_reason: string | null }>, usage?: unknown }
@@ -120,7 +112,7 @@ describe('fake OpenAI upstream', () => {
     upstream.behave(() => ({ kind: 'hang' }))
     const controller = new AbortController()
     const pending = chat({}, { signal: controller.signal })
-    await until(() => upstream.requests.length === 1, 2000)
+    await until(() => upstream.requests.length === 1, 'the request to arrive')
     const request = upstream.requests[0]!
     expect(request.aborted).toBe(false)
 
@@ -128,7 +120,7 @@ describe('fake OpenAI upstream', () => {
     controller.abort()
     await expect(pending).rejects.toThrow()
     const abortedAt = Date.now()
-    await until(() => request.aborted, 200)
+    await until(() => request.aborted, 'the abort to be recorded')
     expect(request.abortedAt).toBeGreaterThanOrEqual(abortedAt - 50)
     expect(request.completed).toBe(false)
   })
@@ -139,7 +131,7 @@ describe('fake OpenAI upstream', () => {
     const response = await chat({ stream: true }, { signal: controller.signal })
     await response.body!.getReader().read()
     controller.abort()
-    await until(() => upstream.requests[0]!.aborted, 200)
+    await until(() => upstream.requests[0]!.aborted, 'the abort to be recorded')
     expect(upstream.requests[0]!.completed).toBe(false)
   })
 
@@ -167,7 +159,7 @@ describe('fake OpenAI upstream', () => {
     const other = await startFakeOpenAIUpstream()
     other.behave(() => ({ kind: 'hang' }))
     const pending = fetch(`${other.url}/chat/completions`, { method: 'POST', body: '{}' })
-    await until(() => other.requests.length === 1, 2000)
+    await until(() => other.requests.length === 1, 'the request to arrive')
     await other.close()
     await expect(pending).rejects.toThrow()
   })

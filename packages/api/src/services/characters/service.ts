@@ -1,0 +1,164 @@
+import type { Transaction } from 'kysely'
+
+import type { Character, Database, Db } from '@airi/db'
+
+import { beforeCreatedAtId, createCursorCodec, createdAtIdKey, exactTimestamp } from '../../cursor.ts'
+import { ApiError, forbidden } from '../../errors.ts'
+import { insertChildren, softDeleteChildren, type ChildTable } from './parts.ts'
+import { characterNotFound, getCharacter, summaries } from './read.ts'
+import { removeRelations, toggle } from './relations.ts'
+import type { CharacterDetail, CharacterPage, CreateCharacterInput, ListCharactersInput, UpdateCharacterInput } from './types.ts'
+
+export type CharacterService = ReturnType<typeof createCharacterService>
+
+const UNIQUE_VIOLATION = '23505'
+
+/** Characters are paged newest first by (created_at, id), exactly. */
+const listCursor = createCursorCodec(createdAtIdKey)
+
+/** The character row, locked, for a write by its owner: 404 when missing or deleted, 403 for anyone else. */
+async function lockOwned(trx: Transaction<Database>, userId: string, id: string): Promise<Character> {
+  const row = await trx.selectFrom('characters').selectAll()
+    .where('id', '=', id).where('deleted_at', 'is', null)
+    .forUpdate().executeTakeFirst()
+  if (!row)
+    throw characterNotFound()
+  if (row.owner_id !== userId)
+    throw forbidden('Only the owner can change this character')
+  return row
+}
+
+/** The translation index is unique per (character, language) among live rows; the input schema checks it first. */
+function rethrowDuplicateLanguage(error: unknown): never {
+  if ((error as { code?: string, constraint?: string }).code === UNIQUE_VIOLATION
+    && (error as { constraint?: string }).constraint === 'character_i18n_character_language_uidx') {
+    throw new ApiError(400, 'DUPLICATE_LANGUAGE', 'Each language may appear once in i18n', { field: 'i18n' })
+  }
+  throw error
+}
+
+/**
+ * Characters and their parts (covers, capabilities, translations, prompts, avatar
+ * models), likes and bookmarks. Everything is soft-deleted and every read skips
+ * deleted rows. Like and bookmark counts live on the character row and change only
+ * under that row's lock, in the same transaction as the like or bookmark row.
+ */
+export function createCharacterService({ db }: { db: Db }) {
+  return {
+    /** The caller's characters (or everyone's with `all`), newest first, keyset-paged. */
+    async list(userId: string, { all = false, cursor, limit = 20 }: ListCharactersInput = {}): Promise<CharacterPage> {
+      let query = db.selectFrom('characters').selectAll()
+        .select(exactTimestamp('created_at').as('created_at_text'))
+        .where('deleted_at', 'is', null)
+      if (!all)
+        query = query.where('owner_id', '=', userId)
+      if (cursor)
+        query = query.where(beforeCreatedAtId(listCursor.decode(cursor)))
+      const rows = await query.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(limit + 1).execute()
+      const page = rows.slice(0, limit)
+      const last = page.at(-1)
+      return {
+        items: await summaries(db, userId, page),
+        nextCursor: rows.length > limit && last ? listCursor.encode([last.created_at_text, last.id]) : null,
+      }
+    },
+
+    /** Any non-deleted character, with everything it is made of. */
+    get: (userId: string, id: string): Promise<CharacterDetail> => getCharacter(db, userId, id),
+
+    /** One transaction: the character and all its parts; the caller is creator and owner. */
+    async create(userId: string, input: CreateCharacterInput): Promise<CharacterDetail> {
+      const id = await db.transaction().execute(async (trx) => {
+        const row = await trx.insertInto('characters').values({
+          character_id: input.characterId,
+          version: input.version,
+          cover_url: input.coverUrl,
+          avatar_url: input.avatarUrl,
+          default_voice_id: input.defaultVoiceId ?? null,
+          default_model_id: input.defaultModelId ?? null,
+          priority: input.priority ?? 0,
+          creator_id: userId,
+          owner_id: userId,
+        }).returning('id').executeTakeFirstOrThrow()
+        await insertChildren(trx, row.id, input)
+        return row.id
+      }).catch(rethrowDuplicateLanguage)
+      return getCharacter(db, userId, id)
+    },
+
+    /** Owner only. Fields given are set; a child list given replaces the old rows (soft-deleted). */
+    async update(userId: string, input: UpdateCharacterInput): Promise<CharacterDetail> {
+      await db.transaction().execute(async (trx) => {
+        await lockOwned(trx, userId, input.id)
+        const now = new Date()
+        await trx.updateTable('characters').set({
+          updated_at: now,
+          ...(input.characterId !== undefined ? { character_id: input.characterId } : {}),
+          ...(input.version !== undefined ? { version: input.version } : {}),
+          ...(input.coverUrl !== undefined ? { cover_url: input.coverUrl } : {}),
+          ...(input.avatarUrl !== undefined ? { avatar_url: input.avatarUrl } : {}),
+          ...(input.defaultVoiceId !== undefined ? { default_voice_id: input.defaultVoiceId } : {}),
+          ...(input.defaultModelId !== undefined ? { default_model_id: input.defaultModelId } : {}),
+          ...(input.priority !== undefined ? { priority: input.priority } : {}),
+        }).where('id', '=', input.id).execute()
+
+        const replaced: ChildTable[] = []
+        if (input.covers)
+          replaced.push('character_covers')
+        if (input.capabilities)
+          replaced.push('character_capabilities')
+        if (input.i18n)
+          replaced.push('character_i18n')
+        if (input.prompts)
+          replaced.push('character_prompts')
+        if (input.avatarModels)
+          replaced.push('avatar_models')
+        await softDeleteChildren(trx, [input.id], replaced)
+        await insertChildren(trx, input.id, input)
+      }).catch(rethrowDuplicateLanguage)
+      return getCharacter(db, userId, input.id)
+    },
+
+    /** Owner only: soft-deletes the character and its parts. */
+    async delete(userId: string, id: string): Promise<{ id: string }> {
+      await db.transaction().execute(async (trx) => {
+        await lockOwned(trx, userId, id)
+        const now = new Date()
+        await trx.updateTable('characters').set({ deleted_at: now, updated_at: now }).where('id', '=', id).execute()
+        await softDeleteChildren(trx, [id])
+      })
+      return { id }
+    },
+
+    async toggleLike(userId: string, id: string): Promise<{ liked: boolean, likesCount: number }> {
+      const { on, count } = await toggle(db, userId, id, 'user_character_likes', 'likes_count')
+      return { liked: on, likesCount: count }
+    },
+
+    async toggleBookmark(userId: string, id: string): Promise<{ bookmarked: boolean, bookmarksCount: number }> {
+      const { on, count } = await toggle(db, userId, id, 'user_character_bookmarks', 'bookmarks_count')
+      return { bookmarked: on, bookmarksCount: count }
+    },
+
+    /**
+     * Account deletion (priority 30), idempotent: soft-deletes the user's characters
+     * and their parts, removes the user's likes and bookmarks and decrements those
+     * counts. Each step is its own short transaction; a rerun finishes what is left.
+     */
+    async deleteAllForUser(userId: string): Promise<void> {
+      await removeRelations(db, userId, 'user_character_likes', 'likes_count')
+      await removeRelations(db, userId, 'user_character_bookmarks', 'bookmarks_count')
+      await db.transaction().execute(async (trx) => {
+        const owned = await trx.selectFrom('characters').select('id')
+          .where('owner_id', '=', userId).where('deleted_at', 'is', null)
+          .orderBy('id').forUpdate().execute()
+        if (owned.length === 0)
+          return
+        const ids = owned.map(row => row.id)
+        const now = new Date()
+        await trx.updateTable('characters').set({ deleted_at: now, updated_at: now }).where('id', 'in', ids).execute()
+        await softDeleteChildren(trx, ids)
+      })
+    },
+  }
+}

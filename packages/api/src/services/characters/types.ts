@@ -1,0 +1,79 @@
+import type { JsonValue } from '@airi/db'
+
+// Shapes callers send and see.
+
+export interface CoverInput { foregroundUrl: string, backgroundUrl: string }
+export interface CapabilityInput { type: string, config: Record<string, JsonValue> }
+export interface I18nInput { language: string, name: string, tagline?: string | null, description: string, tags?: string[] }
+export interface PromptInput { language: string, type: string, content: string }
+export interface AvatarModelInput { name: string, type: string, description: string, config: Record<string, JsonValue> }
+
+export interface CreateCharacterInput {
+  /** Human-readable slug. */
+  characterId: string
+  version: string
+  coverUrl: string
+  avatarUrl: string
+  defaultVoiceId?: string | null
+  defaultModelId?: string | null
+  priority?: number
+  covers: CoverInput[]
+  capabilities: CapabilityInput[]
+  i18n: I18nInput[]
+  prompts: PromptInput[]
+  avatarModels: AvatarModelInput[]
+}
+
+/** Every field but `id` is optional; a child list that is present replaces the old one. */
+export type UpdateCharacterInput = { id: string } & Partial<CreateCharacterInput>
+
+export interface CharacterCoverEntry { id: string, foregroundUrl: string, backgroundUrl: string }
+export interface CharacterCapabilityEntry { id: string, type: string, config: JsonValue }
+export interface CharacterI18nEntry { id: string, language: string, name: string, tagline: string | null, description: string, tags: string[] }
+export interface CharacterPromptEntry { id: string, language: string, type: string, content: string }
+export interface AvatarModelEntry { id: string, name: string, type: string, description: string, config: JsonValue }
+
+/** A character as lists show it: the row, its translations and covers, and the caller's flags. */
+export interface CharacterSummary {
+  id: string
+  characterId: string
+  version: string
+  coverUrl: string
+  avatarUrl: string
+  creatorId: string
+  ownerId: string
+  priority: number
+  defaultVoiceId: string | null
+  defaultModelId: string | null
+  likesCount: number
+  bookmarksCount: number
+  interactionsCount: number
+  forksCount: number
+  createdAt: Date
+  updatedAt: Date
+  /** Whether the caller likes / bookmarked it. */
+  liked: boolean
+  bookmarked: boolean
+  i18n: CharacterI18nEntry[]
+  covers: CharacterCoverEntry[]
+}
+
+/** A character with everything it is made of. */
+export interface CharacterDetail extends CharacterSummary {
+  capabilities: CharacterCapabilityEntry[]
+  prompts: CharacterPromptEntry[]
+  avatarModels: AvatarModelEntry[]
+}
+
+export interface CharacterPage {
+  items: CharacterSummary[]
+  /** Pass back to get the next (older) page; null on the last page. */
+  nextCursor: string | null
+}
+
+export interface ListCharactersInput {
+  /** Every non-deleted character instead of only the caller's own. */
+  all?: boolean
+  cursor?: string | null
+  limit?: number
+}

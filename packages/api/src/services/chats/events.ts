@@ -1,0 +1,59 @@
+import type { Message } from '@airi/db'
+
+import { ApiError } from '../../errors.ts'
+import type { SyncedMessage } from './fanout.ts'
+
+/** A run of consecutive messages of one chat (what `sendMessages` returns). */
+export interface ChatMessagesEvent {
+  chatId: string
+  messages: SyncedMessage[]
+  fromSeq: number
+  toSeq: number
+}
+
+/**
+ * What `chats.onMessages` pushes. The first event of every subscription is `ready`:
+ * it carries no messages, only its id (the position the subscription starts from),
+ * so a client holds a position to resume from before anything else arrives.
+ */
+export type ChatSyncEvent =
+  | { type: 'ready', messages: [] }
+  | ({ type: 'messages' } & ChatMessagesEvent)
+  /** The user's balance after a top-up, refund or grant; not in the feed, so its id is the position it arrived at. */
+  | { type: 'balance', balance: number, messages: [] }
+
+export type MessagesEvent = Extract<ChatSyncEvent, { type: 'messages' }>
+
+export function toMessage(row: Message): SyncedMessage {
+  return {
+    id: row.id,
+    chatId: row.chat_id,
+    seq: row.seq,
+    senderId: row.sender_id,
+    role: row.role,
+    content: row.content,
+    metadata: (row.metadata as Record<string, unknown> | null) ?? null,
+    createdAt: row.created_at,
+  }
+}
+
+export const invalidCursor = () => new ApiError(400, 'INVALID_CURSOR', 'lastEventId is not a cursor this server issued', { field: 'lastEventId' })
+
+/**
+ * An event id: the user's feed seq in decimal. It stays a few bytes however many
+ * chats the user has, and a client that reconnects with it as `lastEventId`
+ * resumes exactly after that event.
+ */
+export function encodeChatCursor(feedSeq: number): string {
+  return String(feedSeq)
+}
+
+export function decodeChatCursor(cursor: string): number {
+  if (!/^(?:0|[1-9]\d{0,15})$/.test(cursor) || !Number.isSafeInteger(Number(cursor)))
+    throw invalidCursor()
+  return Number(cursor)
+}
+
+export function eventOf(messages: SyncedMessage[]): MessagesEvent | null {
+  return messages.length === 0 ? null : { type: 'messages', chatId: messages[0]!.chatId, messages, fromSeq: messages[0]!.seq, toSeq: messages.at(-1)!.seq }
+}

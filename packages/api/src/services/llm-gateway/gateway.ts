@@ -1,0 +1,269 @@
+import { randomUUID } from 'node:crypto'
+
+import type { Db } from '@airi/db'
+
+import { ApiError } from '../../errors.ts'
+import type { Logger } from '../../logger.ts'
+import type { Metrics } from '../../metrics.ts'
+import { withSpan } from '../../tracing.ts'
+import type { BillingService } from '../billing/index.ts'
+import type { ConfigService } from '../config.ts'
+import type { KeyVault } from '../key-vault.ts'
+import { createCallBilling } from './billing.ts'
+import { createCallSignal } from './call-signal.ts'
+import { failureOf, type CallEnds, type Failure } from './failure.ts'
+import { relayStream } from './relay.ts'
+import { createRequestLog, type ReconcileReport } from './request-log.ts'
+import { capFor, requestedCap, withCap, type CallBounds } from './reservation.ts'
+import { createUpstreamRouter, resolveAlias, type Attempt, type ChatCompletionBody, type RouterConfig } from './router.ts'
+import { reserveCall, type ReservedCall } from './settlement.ts'
+import { startCallTelemetry } from './telemetry.ts'
+import { addChoices, countPrompt, promptOf, TextTally, usageIn } from './usage.ts'
+
+export type { ChatCompletionBody } from './router.ts'
+
+type CallSignal = ReturnType<typeof createCallSignal>
+export type { ReconcileOutcome, ReconcileReport } from './request-log.ts'
+
+export type CompletionResult =
+  | { kind: 'json', body: unknown }
+  /** `signal` aborts when the call is cut short (client, deadline, shutdown): stop waiting on a slow reader then. */
+  | { kind: 'stream', chunks: AsyncIterable<string>, signal: AbortSignal }
+
+export interface LlmGatewayDeps {
+  db: Db
+  config: ConfigService
+  billing: BillingService
+  metrics: Metrics
+  logger: Logger
+  /** The envelope-encryption vault; undefined when LLM_ROUTER_MASTER_KEY is not configured. */
+  keyVault: KeyVault | undefined
+  /** Whole-chain deadline when the router config names none. */
+  defaultDeadlineMs?: number
+}
+
+/** Reconciliation leaves alone what a live call may still settle: its deadline plus this. */
+const SETTLEMENT_MARGIN_MS = 60_000
+
+const shuttingDown = () => new ApiError(503, 'SHUTTING_DOWN', 'The server is shutting down; retry the call')
+
+/**
+ * The OpenAI-compatible gateway: routes a model alias to its upstreams and keys,
+ * falls back across them, and bills every call exactly once: a reservation sized
+ * on the request before any upstream call (the upstream is asked for no more
+ * output than it pays for), a settlement on the upstream's usage (or, when it
+ * gave none, our own token count of the prompt and of what was relayed), a
+ * refund when every upstream failed. Each call's `llm_request_log` row is
+ * written pending first, so a call cut short by a crash can be reconciled.
+ */
+export function createLlmGateway({ db, config, billing, metrics, logger, keyVault, defaultDeadlineMs = 120_000 }: LlmGatewayDeps) {
+  const router = createUpstreamRouter({ keyVault, logger, metrics })
+  const callBilling = createCallBilling({ billing, logger })
+  const requestLog = createRequestLog({ db, logger })
+
+  /** Calls not yet settled, so shutdown can end them and wait for their settlement. */
+  const open = new Map<string, { shutdown: AbortController, settled: Promise<void> }>()
+  let closing = false
+
+  function track(callId: string) {
+    const shutdown = new AbortController()
+    let untrack!: () => void
+    const settled = new Promise<void>((resolve) => {
+      untrack = () => {
+        open.delete(callId)
+        resolve()
+      }
+    })
+    open.set(callId, { shutdown, settled })
+    return { shutdown, untrack }
+  }
+
+  async function routerConfig(): Promise<RouterConfig> {
+    return config.getOrThrow('LLM_ROUTER_CONFIG')
+  }
+
+  async function deadlineMs(): Promise<number> {
+    const routes = await config.getOptional('LLM_ROUTER_CONFIG').catch(() => undefined)
+    return routes?.deadlineMs ?? defaultDeadlineMs
+  }
+
+  /**
+   * What the request may cost: the prompt counted with the first upstream's
+   * tokenizer, and the output it may ask for (its own cap, else the alias's).
+   */
+  async function boundsOf(body: ChatCompletionBody, prompt: ReturnType<typeof promptOf>, upstreamModel: string, maxOutputTokens: number): Promise<CallBounds> {
+    const [per1k, flat] = await Promise.all([config.get('FLUX_PER_1K_TOKENS'), config.get('FLUX_PER_REQUEST')])
+    const promptTokens = await countPrompt(upstreamModel, prompt).catch((error: unknown) => {
+      // A character per token overestimates almost any text: the reservation errs on the safe side.
+      logger.error({ err: error }, 'could not count the prompt of an LLM call; reserving a character per token')
+      return prompt.tally.chars
+    })
+    // One price for input and output today; a per-model price plugs in here.
+    const price = { inputPer1k: per1k, outputPer1k: per1k }
+    return { promptTokens, cap: requestedCap(body) ?? maxOutputTokens, choices: body.n ?? 1, price, flat }
+  }
+
+  /** One chat completion; `untrack` is called once the call has settled, whatever the path. */
+  async function run(userId: string, body: ChatCompletionBody, clientSignal: AbortSignal, routes: RouterConfig, shutdown: AbortController, deadline: CallSignal, untrack: () => void): Promise<CompletionResult> {
+    const { alias, upstreams, maxOutputTokens } = resolveAlias(routes, body.model)
+    const callId = randomUUID()
+    const prompt = promptOf(body)
+    const bounds = await boundsOf(body, prompt, upstreams[0]!.model, maxOutputTokens)
+    const stream = body.stream === true
+    const signal = deadline.signal
+    const telemetry = startCallTelemetry({ metrics, alias, upstreams, callId, stream })
+    const ends: CallEnds = { shutdown: shutdown.signal, clientSignal, deadline, closing: () => closing }
+    const reserved = await reserveCall({ requestLog, callBilling, logger }, { userId, callId, alias, bounds, prompt, telemetry })
+    // The upstream is asked for no more output than the reservation pays for.
+    const upstreamBody = withCap(body, capFor(reserved.call.reserved, bounds))
+
+    let attempt: Attempt
+    try {
+      attempt = await withSpan(telemetry.span, () => router.call(alias, upstreams, upstreamBody, stream, signal))
+    }
+    catch (error) {
+      // The router turns every upstream failure into an ApiError; anything else is a bug here.
+      const failure: Failure = error instanceof ApiError || signal.aborted ? failureOf(error, ends) : { status: 500, code: 'INTERNAL_ERROR', message: (error as Error).message }
+      await reserved.refund(null, failure.status, failure.message)
+      if (failure.status === 503 || failure.status === 504)
+        throw new ApiError(failure.status, failure.code, failure.message)
+      throw error
+    }
+    try {
+      await reserved.answered(attempt.upstream.id)
+    }
+    catch (error) {
+      attempt.response.body?.cancel().catch(() => {})
+      await reserved.refund(null, 500, (error as Error).message).catch((refundError: unknown) =>
+        logger.error({ err: refundError, call: callId }, 'could not refund an LLM call; its row stays pending for reconciliation'))
+      throw error
+    }
+
+    if (!stream)
+      return { kind: 'json', body: await answerJson(reserved, attempt, signal, ends) }
+    const chunks = relayStream({
+      response: attempt.response,
+      signal,
+      failureOf: error => failureOf(error, ends),
+      onFirstText: () => telemetry.firstToken(attempt.upstream.model),
+      end: async (relayed, outcome) => {
+        try {
+          await reserved.settle(attempt.upstream, relayed.usage, relayed.completion, outcome)
+        }
+        catch (error) {
+          logger.error({ err: error, call: callId }, 'could not settle a streamed LLM call; its log row stays pending for reconciliation')
+          telemetry.observe({ upstream: attempt.upstream.id, status: 500, error: (error as Error).message })
+        }
+        finally {
+          untrack()
+        }
+      },
+    })
+    return { kind: 'stream', chunks, signal }
+  }
+
+  /** Reads a non-streamed answer and settles on it; the answer is the client's even when settling fails. */
+  async function answerJson(reserved: ReservedCall, attempt: Attempt, signal: AbortSignal, ends: CallEnds): Promise<unknown> {
+    const { upstream, response } = attempt
+    let payload: unknown
+    try {
+      payload = await response.json()
+    }
+    catch (error) {
+      const failure = signal.aborted ? failureOf(error, ends) : { status: 502, code: 'UPSTREAM_UNAVAILABLE', message: 'The upstream answered with something that is not JSON' }
+      await reserved.refund(upstream.id, failure.status, (error as Error).message)
+      throw new ApiError(failure.status === 499 ? 502 : failure.status, failure.code, failure.message, { lastStatus: response.status })
+    }
+    const completion = new TextTally()
+    addChoices(completion, payload, 'message')
+    try {
+      await reserved.settle(upstream, usageIn(payload), completion, { status: response.status })
+    }
+    catch (error) {
+      // The row names its upstream: reconciliation charges the flat price, and the answer is the client's.
+      logger.error({ err: error, call: reserved.call.id }, 'could not settle an LLM call; its log row stays pending for reconciliation')
+    }
+    return payload
+  }
+
+  return {
+    /**
+     * Encrypts an upstream key for LLM_ROUTER_CONFIG on the server, so the plaintext
+     * never passes through argv, shell history or logs.
+     */
+    encryptKey(model: string, keyId: string, apiKey: string): { keyId: string, ciphertext: string } {
+      if (!keyVault)
+        throw new ApiError(503, 'CONFIG_NOT_SET', 'LLM_ROUTER_MASTER_KEY is not set', { key: 'LLM_ROUTER_MASTER_KEY' })
+      return { keyId, ciphertext: keyVault.encrypt(model, keyId, apiKey) }
+    },
+
+    /** The aliases callers may name, OpenAI-shaped. */
+    async listModels() {
+      const routes = await routerConfig()
+      return { object: 'list' as const, data: Object.keys(routes.models).map(id => ({ id, object: 'model' as const, created: 0, owned_by: 'airi' })) }
+    },
+
+    /**
+     * One chat completion for `userId`. Non-streaming: answers after settlement.
+     * Streaming: the chunks are relayed as they come and the call settles after the
+     * last one, or when it is cut short (the client leaves, the deadline passes,
+     * the server shuts down) on what was relayed.
+     */
+    async complete(userId: string, body: ChatCompletionBody, clientSignal: AbortSignal): Promise<CompletionResult> {
+      if (closing)
+        throw shuttingDown()
+      const routes = await routerConfig()
+      const { shutdown, untrack } = track(randomUUID())
+      const deadline = createCallSignal([clientSignal, shutdown.signal], routes.deadlineMs ?? defaultDeadlineMs)
+      // Nothing of a settled call stays reachable: its timer and listeners go with it.
+      const settled = () => {
+        deadline.release()
+        untrack()
+      }
+      let result: CompletionResult | undefined
+      try {
+        result = await run(userId, body, clientSignal, routes, shutdown, deadline, settled)
+        return result
+      }
+      finally {
+        // A stream is untracked when it settles; everything else is done here.
+        if (result?.kind !== 'stream')
+          settled()
+      }
+    },
+
+    /**
+     * Stops taking new calls; calls under way go on. The host calls this when it
+     * starts shutting down, so streams it has to cut at its deadline are logged as
+     * ended by the shutdown.
+     */
+    stopAccepting(): void {
+      closing = true
+    },
+
+    /**
+     * Ends every call still under way (a stream gets an error event and its end)
+     * and waits until each has settled on what was relayed. Called by `api.close()`.
+     */
+    async close(): Promise<void> {
+      closing = true
+      const calls = [...open.values()]
+      for (const { shutdown } of calls)
+        shutdown.abort(new Error('the server is shutting down'))
+      await Promise.all(calls.map(({ settled }) => settled))
+    },
+
+    /**
+     * Settles the calls whose log row is still pending `olderThanMs` after it was
+     * written: calls that a process crash cut short. Rows younger than the deadline
+     * plus a margin are never touched, since a live call may still settle them.
+     */
+    async reconcilePending({ olderThanMs = 10 * 60_000, limit = 1000 }: { olderThanMs?: number, limit?: number } = {}): Promise<ReconcileReport> {
+      const minimum = await deadlineMs() + SETTLEMENT_MARGIN_MS
+      const cutoff = new Date(Date.now() - Math.max(olderThanMs, minimum))
+      return requestLog.reconcile({ cutoff, limit, flat: await config.get('FLUX_PER_REQUEST'), billing, callBilling })
+    },
+  }
+}
+
+export type LlmGateway = ReturnType<typeof createLlmGateway>

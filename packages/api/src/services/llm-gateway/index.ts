@@ -1,0 +1,3 @@
+// The LLM gateway: OpenAI-compatible completions routed over upstream keys, reserved and
+// billed in Flux, each call written to the request log.
+export { createLlmGateway, type LlmGateway } from './gateway.ts'

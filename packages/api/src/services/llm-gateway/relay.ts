@@ -1,0 +1,96 @@
+import { errorEvent, type Failure } from './failure.ts'
+import { createStreamWatcher } from './usage.ts'
+
+type StreamWatcher = ReturnType<typeof createStreamWatcher>
+
+export interface RelayOptions {
+  response: Response
+  /** The call's signal: the client leaving, the deadline, the shutdown. */
+  signal: AbortSignal
+  failureOf: (error: unknown) => Failure
+  /** Told when the first chunk is handed out. */
+  onFirstText: () => void
+  /** Called once, whichever way the stream ends, with what was relayed. */
+  end: (relayed: StreamWatcher, outcome: { status: number, error?: string }) => Promise<void>
+}
+
+/**
+ * Relays an upstream's event stream chunk by chunk, counting what the consumer
+ * took, and ends it once: after the last chunk, on a failure (an error event when
+ * the consumer still reads), or when the call is cut short, even before the
+ * consumer began reading.
+ */
+export function relayStream({ response, signal, failureOf, onFirstText, end }: RelayOptions): AsyncGenerator<string> {
+  const watcher = createStreamWatcher()
+  let started = false
+  let ended = false
+
+  async function finish(outcome: { status: number, error?: string }): Promise<void> {
+    if (ended)
+      return
+    ended = true
+    await end(watcher, outcome)
+  }
+
+  // A stream cut short before the transport began reading it ends here.
+  const endUnstarted = (): void => {
+    if (started)
+      return
+    response.body?.cancel().catch(() => {})
+    const failure = failureOf(signal.reason)
+    void finish({ status: failure.status, error: failure.message })
+  }
+  if (signal.aborted)
+    endUnstarted()
+  else
+    signal.addEventListener('abort', endUnstarted, { once: true })
+
+  async function* relay(): AsyncGenerator<string> {
+    started = true
+    let outcome: { status: number, error?: string } | undefined
+    // True while the consumer holds a chunk; still true here means it stopped reading.
+    let handedOut = false
+    let handedFirst = false
+    const decoder = new TextDecoder()
+    try {
+      for await (const bytes of response.body as unknown as AsyncIterable<Uint8Array>) {
+        const text = decoder.decode(bytes, { stream: true })
+        if (!text)
+          continue
+        if (!handedFirst) {
+          handedFirst = true
+          onFirstText()
+        }
+        handedOut = true
+        yield text
+        handedOut = false
+        // Counted once the transport has taken it: what was relayed, not what was read.
+        watcher.feed(text)
+      }
+      const rest = decoder.decode()
+      if (rest) {
+        handedOut = true
+        yield rest
+        handedOut = false
+        watcher.feed(rest)
+      }
+      outcome = { status: response.status }
+    }
+    catch (error) {
+      const failure = failureOf(error)
+      outcome = { status: failure.status, error: failure.message }
+      // A consumer that stopped reading takes no error event (and waiting for it would never settle).
+      if (failure.status !== 499 && !handedOut)
+        yield errorEvent(failure)
+    }
+    finally {
+      // Unset: the consumer stopped reading, because its client left or the call was cut short.
+      if (!outcome) {
+        const failure = failureOf(signal.reason)
+        outcome = signal.aborted ? { status: failure.status, error: failure.message } : { status: 499, error: 'client went away' }
+      }
+      await finish(outcome)
+    }
+  }
+  return relay()
+}

@@ -1,0 +1,95 @@
+import { sql } from 'kysely'
+
+import { ApiError } from '../../errors.ts'
+import type { Logger } from '../../logger.ts'
+import type { BilledCall, CallBilling, ServedCost } from './billing.ts'
+import type { CallOutcome, createRequestLog } from './request-log.ts'
+import { reservationFor, usageCost, type CallBounds } from './reservation.ts'
+import type { Upstream } from './router.ts'
+import type { CallTelemetry } from './telemetry.ts'
+import { countUsage, tokensOf, type MeasuredUsage, type promptOf, type TextTally, type Usage } from './usage.ts'
+
+export interface SettlementDeps {
+  requestLog: ReturnType<typeof createRequestLog>
+  callBilling: CallBilling
+  logger: Logger
+}
+
+export interface CallToReserve {
+  userId: string
+  callId: string
+  alias: string
+  bounds: CallBounds
+  prompt: ReturnType<typeof promptOf>
+  telemetry: CallTelemetry
+}
+
+/**
+ * Reserves a call's Flux with its pending log row: nothing reaches an upstream
+ * unless it can be paid for. Returns how that reservation ends (refunded or
+ * settled), each end completing the log row in the same statement as its ledger
+ * write. A refused reservation completes the row and throws.
+ */
+export async function reserveCall({ requestLog, callBilling, logger }: SettlementDeps, { userId, callId, alias, bounds, prompt, telemetry }: CallToReserve) {
+  const { startedAt } = telemetry
+  const { rowId, alongside: pendingRow } = requestLog.pending({ userId, id: callId, alias })
+  const complete = (outcome: Omit<CallOutcome, 'startedAt'>) => {
+    telemetry.observe(outcome)
+    return requestLog.complete(rowId, { ...outcome, startedAt })
+  }
+  /** The log row's completion, to run in the statement of a ledger write. */
+  const completion = (outcome: Omit<CallOutcome, 'startedAt' | 'flux'>) => {
+    telemetry.observe(outcome)
+    return requestLog.completion(rowId, { ...outcome, startedAt })
+  }
+
+  let call: BilledCall
+  try {
+    call = { userId, id: callId, alias, reserved: await callBilling.reserve({ userId, id: callId, alias }, reservationFor(bounds), pendingRow) }
+  }
+  catch (error) {
+    await complete({ upstream: null, status: error instanceof ApiError ? error.status : 500, flux: 0, error: (error as Error).message })
+      .catch((logError: unknown) => logger.error({ err: logError, call: callId }, 'could not complete the LLM request log row; it stays pending'))
+    throw error
+  }
+
+  return {
+    call,
+
+    /**
+     * Names the upstream that answers. Nothing of an answer reaches the client
+     * unless its row does: reconciliation refunds a pending row without one
+     * (nothing was delivered) and charges the flat price of one with it (something
+     * may have been).
+     */
+    answered: (upstreamId: string) => requestLog.answered(rowId, upstreamId),
+
+    /** Gives the reservation back and completes the log row, in one statement. */
+    refund: (upstream: string | null, status: number, message: string) =>
+      callBilling.refund(call, 'failed', { alongside: () => completion({ upstream, status, error: message })(sql<number>`0`) }),
+
+    /**
+     * Settles on the upstream's usage, else on our count of the prompt and of
+     * `tally`; the log row completes in the same statement as the ledger write,
+     * or on its own when nothing has to move.
+     */
+    async settle(upstream: Upstream, usage: Usage | undefined, tally: TextTally, outcome: { status: number, error?: string }): Promise<void> {
+      let measured: MeasuredUsage | undefined = usage && { usage, source: 'upstream' }
+      if (!measured) {
+        measured = await countUsage(upstream.model, prompt, tally).catch((error: unknown) => {
+          logger.error({ err: error, call: call.id }, 'could not count the tokens of an LLM call; it pays the flat price')
+          return undefined
+        })
+      }
+      const served: ServedCost = measured
+        ? { cost: usageCost(bounds.price, measured.usage), tokens: tokensOf(measured.usage).total }
+        : { cost: bounds.flat, tokens: null }
+      const logOutcome = { upstream: upstream.id, ...outcome, usage: measured?.usage, source: measured?.source ?? 'flat' as const }
+      const { charged, logged } = await callBilling.settle(call, served, completion(logOutcome))
+      if (!logged)
+        await complete({ ...logOutcome, flux: charged })
+    },
+  }
+}
+
+export type ReservedCall = Awaited<ReturnType<typeof reserveCall>>
