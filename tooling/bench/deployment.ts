@@ -45,7 +45,7 @@ async function authPost(baseUrl: string, path: string, body: unknown): Promise<R
  * only goes to the server's log, so the bench marks the address verified in the
  * database, as following the link would.
  */
-export async function createUser(baseUrl: string, db: pg.Pool, email: string): Promise<BenchUser> {
+async function createUser(baseUrl: string, db: pg.Pool, email: string): Promise<BenchUser> {
   const signUp = await authPost(baseUrl, '/sign-up/email', { email, password: PASSWORD, name: email.split('@')[0] })
   if (!signUp.ok)
     throw new Error(`sign-up of ${email} failed: ${signUp.status} ${await signUp.text()}`)
@@ -128,7 +128,7 @@ export interface Deployment {
   ttsKey: string
 }
 
-export const BENCH_MODEL = 'chat'
+const BENCH_MODEL = 'chat'
 /** Enough Flux that no user of the bench ever runs out. */
 const BENCH_INITIAL_FLUX = 1_000_000_000
 

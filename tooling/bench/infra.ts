@@ -92,7 +92,7 @@ export interface LoggedStatement {
  * logging can be switched on for a window; the log lines come back through
  * `onLog` and are parsed into statements with their parameters filled in.
  */
-export interface BenchPostgres {
+interface BenchPostgres {
   handle: EmbeddedPostgresHandle
   adminUrl: string
   /** A database of this name on the cluster, created when missing. */
@@ -104,7 +104,7 @@ export interface BenchPostgres {
 
 const PREFIX = /^@@(\d+)\|([^@]*)@@ (\w+):\s+(.*)$/
 
-export async function startBenchPostgres(root: string): Promise<BenchPostgres> {
+async function startBenchPostgres(root: string): Promise<BenchPostgres> {
   let recording = false
   let pending = ''
   const lines: string[] = []
@@ -174,7 +174,7 @@ export async function startBenchPostgres(root: string): Promise<BenchPostgres> {
 }
 
 /** Log lines (prefix `@@pid|app@@`) → statements with `$n` replaced by the logged parameter literals. */
-export function parseStatementLog(lines: readonly string[]): LoggedStatement[] {
+function parseStatementLog(lines: readonly string[]): LoggedStatement[] {
   interface Entry { pid: number, app: string, level: string, text: string }
   const entries: Entry[] = []
   for (const line of lines) {
@@ -208,13 +208,13 @@ export function parseStatementLog(lines: readonly string[]): LoggedStatement[] {
   return statements.filter(statement => !statement.sql.includes('bench-log-'))
 }
 
-export interface Fakes {
+interface Fakes {
   openaiUrl: string
   ttsUrl: string
 }
 
 /** The fake upstreams in a process of their own, so neither the server nor the load generator shares their loop. */
-export async function startFakes(root: string): Promise<Fakes> {
+async function startFakes(root: string): Promise<Fakes> {
   const file = resolve(import.meta.dirname, 'fakes-process.ts')
   const { child, stop } = spawnTracked(process.execPath, ['--import', 'tsx', file], { cwd: repoRoot(), env: process.env, ipc: true, logFile: join(root, 'fakes.log') })
   onCleanup(() => stop())
@@ -266,7 +266,7 @@ export interface ServerOptions {
 
 export const BENCH_AUTH_SECRET = 'bench-secret-0123456789abcdefghijklmnopqrstuvwxyz'
 /** 32 bytes as hex: the bench deployment's LLM_ROUTER_MASTER_KEY. */
-export const BENCH_MASTER_KEY = '07'.repeat(32)
+const BENCH_MASTER_KEY = '07'.repeat(32)
 export const BENCH_ADMIN_EMAIL = 'bench-admin@example.com'
 
 /** The environment the server runs with in the bench (also used by `pnpm start` in cold-start). */
@@ -368,7 +368,7 @@ export async function ready(url: string): Promise<boolean> {
   }
 }
 
-export function processRss(pid: number): number {
+function processRss(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8')
   const kb = /VmRSS:\s+(\d+)/.exec(status)?.[1]
   return kb ? Number(kb) * 1024 : Number.NaN

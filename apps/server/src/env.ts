@@ -45,7 +45,7 @@ const trustProxy = z.string().optional().transform((value, ctx): number | string
 })
 
 /** Every environment variable the host reads (SPEC §2). */
-export const envSchema = z.object({
+const envSchema = z.object({
   NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
   HOST: z.string().default('0.0.0.0'),
   PORT: z.coerce.number().int().min(0).max(65_535).default(3000),

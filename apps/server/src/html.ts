@@ -21,7 +21,7 @@ export interface PageOptions {
 }
 
 /** A small, self-contained page (no external assets). `body` must already be escaped. */
-export function page(title: string, body: string, { script = '', head = '', data = {}, nonce }: PageOptions = {}): string {
+function page(title: string, body: string, { script = '', head = '', data = {}, nonce }: PageOptions = {}): string {
   const dataAttributes = Object.entries(data).map(([name, value]) => ` data-${name}="${escapeHtml(value)}"`).join('')
   const nonceAttribute = nonce ? ` nonce="${escapeHtml(nonce)}"` : ''
   return `<!doctype html>
@@ -59,7 +59,7 @@ ${script ? `<script${nonceAttribute}>${script}</script>` : ''}
  * (clickjacking) or MIME-sniffed, and send no Referer (their URLs carry OAuth
  * state and codes).
  */
-export function pageSecurityHeaders(nonce: string): Record<string, string> {
+function pageSecurityHeaders(nonce: string): Record<string, string> {
   return {
     'content-security-policy': [
       `default-src 'none'`,

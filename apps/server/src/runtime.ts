@@ -26,7 +26,7 @@ import { STAGE_WEB_PATH } from './plugins/stage-web.ts'
 export const service = { name: 'airi-server', version: packageJson.version }
 
 /** The workspace root's `.data/`, whatever directory the process was started from. */
-export const defaultDataDir = fileURLToPath(new URL('../../../.data', import.meta.url))
+const defaultDataDir = fileURLToPath(new URL('../../../.data', import.meta.url))
 
 export interface Database {
   db: Db
@@ -79,7 +79,7 @@ async function secretOrGenerated(env: Env, logger: Logger, name: 'BETTER_AUTH_SE
 }
 
 /** The public origin of this server: API_SERVER_URL, else where it listens locally. */
-export function apiServerUrl(env: Env): string {
+function apiServerUrl(env: Env): string {
   return (env.API_SERVER_URL ?? `http://localhost:${env.PORT}`).replace(/\/$/, '')
 }
 
@@ -116,7 +116,7 @@ export function socialProviders(env: Env): Array<'google' | 'github'> {
   return [...(env.GOOGLE_CLIENT_ID ? ['google' as const] : []), ...(env.GITHUB_CLIENT_ID ? ['github' as const] : [])]
 }
 
-export async function authSettings(env: Env, logger: Logger): Promise<AuthSettings & { trustedClients: TrustedClient[] }> {
+async function authSettings(env: Env, logger: Logger): Promise<AuthSettings & { trustedClients: TrustedClient[] }> {
   return {
     secret: await secretOrGenerated(env, logger, 'BETTER_AUTH_SECRET', 'auth-secret'),
     baseUrl: apiServerUrl(env),
@@ -128,7 +128,7 @@ export async function authSettings(env: Env, logger: Logger): Promise<AuthSettin
 }
 
 /** Stripe, when STRIPE_SECRET_KEY is set; without it billing answers 503 STRIPE_NOT_CONFIGURED. */
-export function stripeSettings(env: Env): StripeSettings | undefined {
+function stripeSettings(env: Env): StripeSettings | undefined {
   if (!env.STRIPE_SECRET_KEY)
     return undefined
   return { secretKey: env.STRIPE_SECRET_KEY, webhookSecret: env.STRIPE_WEBHOOK_SECRET, apiUrl: env.STRIPE_API_URL }

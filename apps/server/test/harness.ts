@@ -12,6 +12,7 @@ import { createTestDatabase, testRedisPrefix, type TestDatabase } from '@airi/to
 
 import { service } from '../src/runtime.ts'
 import { buildServer, type BuildServerOptions } from '../src/server.ts'
+import { withTestProcedures } from './test-router.ts'
 
 export const ADMIN_EMAIL = 'admin@example.com'
 /** The test deployment's LLM_ROUTER_MASTER_KEY. */
@@ -103,7 +104,8 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     liveSyncFallbackPollMs: options.liveSyncFallbackPollMs,
   })
   const app = await buildServer({
-    api,
+    // The app's procedures plus the tests' own (test.ticks), so production serves none of them.
+    api: { ...api, router: withTestProcedures(api.router) },
     service,
     trustProxy: options.trustProxy,
     logger: options.httpLogger,

@@ -119,14 +119,14 @@ describe('WebSocket limits', () => {
 
   it('caps the subscriptions of one socket', async () => {
     const raw = await tracked(server, user.token)
-    const started = [await raw.call('subscription', 'meta.ticks', { count: 100, intervalMs: 5_000 }), await raw.call('subscription', 'meta.ticks', { count: 100, intervalMs: 5_000 })]
+    const started = [await raw.call('subscription', 'test.ticks', { count: 100, intervalMs: 5_000 }), await raw.call('subscription', 'test.ticks', { count: 100, intervalMs: 5_000 })]
     expect(started.map(message => message.result?.type)).toEqual(['started', 'started'])
-    const third = await raw.call('subscription', 'meta.ticks', { count: 100, intervalMs: 5_000 })
+    const third = await raw.call('subscription', 'test.ticks', { count: 100, intervalMs: 5_000 })
     expect(third.error?.data).toMatchObject({ code: 'TOO_MANY_REQUESTS', apiCode: 'SUBSCRIPTION_LIMIT' })
 
     // Stopping one makes room again.
     raw.socket.send(JSON.stringify({ id: started[0]!.id, method: 'subscription.stop' }))
-    await until(async () => (await raw.call('subscription', 'meta.ticks', { count: 100, intervalMs: 5_000 })).result?.type === 'started', 'room for a subscription')
+    await until(async () => (await raw.call('subscription', 'test.ticks', { count: 100, intervalMs: 5_000 })).result?.type === 'started', 'room for a subscription')
     raw.socket.close()
   })
 })
@@ -283,7 +283,7 @@ describe('live chat subscriptions per user, across sockets (issue 20)', () => {
     const refused = await last.call('subscription', 'chats.onMessages')
     expect(refused.error?.data).toMatchObject({ code: 'TOO_MANY_REQUESTS', apiCode: 'SUBSCRIPTION_LIMIT' })
     // Other subscriptions are not chat subscriptions, and are not counted.
-    expect((await last.call('subscription', 'meta.ticks', { count: 100, intervalMs: 5_000 })).result?.type).toBe('started')
+    expect((await last.call('subscription', 'test.ticks', { count: 100, intervalMs: 5_000 })).result?.type).toBe('started')
 
     sockets[0]!.socket.send(JSON.stringify({ id: answers[0]!.id, method: 'subscription.stop' }))
     await until(async () => (await last.call('subscription', 'chats.onMessages')).result?.type === 'started', 'room for a subscription')

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
 
-import { keys } from '@airi/api'
+import { keys, silentLogger, type Logger } from '@airi/api'
 import { createAiriClient, createSpeechStream, createTtsSession, type SpeechStreamError, type SpeechUsage, type WebSocketConstructor } from '@airi/sdk'
 import { startFakeStreamingTtsUpstream, type FakeStreamingTtsUpstream } from '@airi/tooling/fakes/streaming-tts-upstream'
 import { until } from '@airi/tooling/test/until'
@@ -17,6 +17,9 @@ const UNITS_PER_FLUX = 100
 let server: TestServer
 let fake: FakeStreamingTtsUpstream
 let admin: ReturnType<typeof createAiriClient>
+/** What the services logged as warnings. */
+const warnings: Array<{ obj: object, msg?: string }> = []
+const logger: Logger = { ...silentLogger, warn: (obj, msg) => warnings.push({ obj, msg }) }
 
 async function configure(target: TestServer = server): Promise<void> {
   const { keyId, ciphertext } = await admin.admin.llm.encryptKey.mutate({ model: 'streaming-tts', keyId: 'k0', apiKey: 'sk-stream' })
@@ -26,7 +29,7 @@ async function configure(target: TestServer = server): Promise<void> {
 }
 
 beforeAll(async () => {
-  ;[server, fake] = await Promise.all([startTestServer({ limits: { speechSocketLimits: { socketsPerUser: 4, maxFrameBytes: 16 * 1024 } } }), startFakeStreamingTtsUpstream()])
+  ;[server, fake] = await Promise.all([startTestServer({ logger, limits: { speechSocketLimits: { socketsPerUser: 4, maxFrameBytes: 16 * 1024 } } }), startFakeStreamingTtsUpstream()])
   const operator = await createVerifiedUser(server, ADMIN_EMAIL)
   admin = createAiriClient({ baseUrl: server.baseUrl, getToken: () => operator.token })
 })
@@ -308,6 +311,31 @@ describe('streaming speech', () => {
       expect(session.errors.map(error => error.code)).toEqual(['upstream_unavailable'])
       expect(fake.refused).toEqual(['sk-stream'])
       expect(await worth(user)).toBe(before)
+    })
+
+    it('leaves a key the dial saw refused out of the voice catalogue too while it cools down (one key pool)', async () => {
+      // A key of its own, so its 5-minute cooldown leaves the other tests' key alone.
+      const { keyId, ciphertext } = await admin.admin.llm.encryptKey.mutate({ model: 'streaming-tts', keyId: 'k-refused', apiKey: 'sk-refused' })
+      await admin.admin.config.set.mutate({ key: 'STREAMING_TTS_UPSTREAM', value: { url: fake.url, keys: [{ id: keyId, ciphertext }], models: [{ id: MODEL }] } })
+      try {
+        fake.reset()
+        fake.behave({ refuseStatus: 401 })
+        const user = await createVerifiedUser(server)
+        const session = speak(user)
+        session.stream.appendText('Never spoken. ')
+        await session.stream.closed
+        expect(fake.refused).toEqual(['sk-refused'])
+
+        warnings.length = 0
+        const response = await fetch(`${server.baseUrl}/api/v1/audio/voices/streaming`, { headers: { authorization: `Bearer ${user.token}` } })
+        expect(await response.json()).toEqual({ voices: [] })
+        // Without a usable key the catalogue never asks the bridge (which would answer 404 here).
+        expect(warnings.map(warning => warning.obj)).toContainEqual(expect.objectContaining({ code: 'UPSTREAM_UNAVAILABLE', reason: expect.stringContaining('no usable key') }))
+      }
+      finally {
+        fake.reset()
+        await configure()
+      }
     })
   })
 

@@ -5,8 +5,8 @@ import { buildAuthorizeUrl, createPkcePair, createState, exchangeCode, oidcEndpo
 // across tabs (Web Locks) and within one (a shared promise).
 
 export const baseUrl = window.location.origin
-export const clientId = import.meta.env.VITE_OIDC_CLIENT_ID ?? 'airi-stage-web'
-export const redirectUri = new URL('callback', new URL(import.meta.env.BASE_URL, baseUrl)).href
+const clientId = import.meta.env.VITE_OIDC_CLIENT_ID ?? 'airi-stage-web'
+const redirectUri = new URL('callback', new URL(import.meta.env.BASE_URL, baseUrl)).href
 
 const TOKENS_KEY = 'airi.tokens'
 const PENDING_KEY = 'airi.pending-sign-in'

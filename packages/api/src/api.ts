@@ -13,7 +13,7 @@ import { AUTH_BASE_PATH, type AuthSettings } from './auth/options.ts'
 import { createRequestAuthResolver } from './auth/resolver.ts'
 import { createSessionGuard } from './auth/session-guard.ts'
 import { seedTrustedClients, type TrustedClient } from './auth/trusted-clients.ts'
-import type { AuthInput, Context, RequestAuth, RequestAuthResolver } from './context.ts'
+import type { AuthInput, Context, ProcedureServices, RequestAuth, RequestAuthResolver } from './context.ts'
 import { ApiError, outageError } from './errors.ts'
 import type { Logger } from './logger.ts'
 import { createMetrics } from './metrics.ts'
@@ -33,7 +33,9 @@ import { createRateLimits, type RateLimitSettings } from './services/rate-limits
 import { createSpeechService } from './services/speech/index.ts'
 import { createStreamingSpeechService } from './services/streaming-speech/index.ts'
 import { createStripeService } from './services/stripe/index.ts'
+import { createUpstreamKeyPool } from './services/upstream-keys.ts'
 import { createUserDeletionRegistry } from './services/user-deletion.ts'
+import { createUsers } from './services/users.ts'
 import { toTRPCError } from './trpc.ts'
 
 export interface ApiDeps {
@@ -95,9 +97,12 @@ export async function createApi(deps: ApiDeps) {
   // A top-up, refund or grant reaches the user's devices as a balance event on their live feed (`chats` is built below; writes come later).
   const billing = createBillingService({ db, cache: adapters.cache, logger, metrics, initialFlux: () => config.get('INITIAL_USER_FLUX'), onBalanceChanged: (userId, balance) => chats.announceBalance(userId, balance) })
   const characters = createCharacterService({ db })
+  const users = createUsers({ db })
   const providers = createProviderService({ db })
   const chats = createChatService({
     db,
+    characters,
+    users,
     fanout: createChatFanout({ pubsub: adapters.pubsub, logger }),
     balances: createBalanceFanout({ pubsub: adapters.pubsub, logger }),
     logger,
@@ -164,8 +169,10 @@ export async function createApi(deps: ApiDeps) {
 
   // One vault for every upstream key (LLM router, speech), each sealed under its alias.
   const keyVault = deps.llmMasterKey ? createKeyVault(deps.llmMasterKey) : undefined
+  // One key pool for LLM, speech and streaming speech, so a key cooled down by one is skipped by all.
+  const keyPool = createUpstreamKeyPool({ keyVault, logger, clock: systemClock })
   const createFluxMeter = createFluxMeterFactory({ billing, counters: adapters.counters, logger })
-  const speech = createSpeechService({ config, cache: adapters.cache, counters: adapters.counters, createFluxMeter, keyVault, logger })
+  const speech = createSpeechService({ config, cache: adapters.cache, counters: adapters.counters, createFluxMeter, keyVault, keyPool, logger })
   const services: Services = {
     billing,
     characters,
@@ -174,16 +181,31 @@ export async function createApi(deps: ApiDeps) {
     config,
     stripe,
     createFluxMeter,
-    fluxGrants: createFluxGrantService({ db, billing, logger, onGranted: grant => analytics.fluxGranted(grant) }),
-    llmGateway: createLlmGateway({ db, config, billing, metrics, logger, keyVault }),
+    fluxGrants: createFluxGrantService({ users, billing, logger, onGranted: grant => analytics.fluxGranted(grant) }),
+    llmGateway: createLlmGateway({ db, config, billing, metrics, logger, keyVault, keyPool }),
     speech,
-    streamingSpeech: createStreamingSpeechService({ config, cache: adapters.cache, counters: adapters.counters, meter: speech.meter, keyVault, sessionGuard, logger, rateLimits, metrics }),
+    streamingSpeech: createStreamingSpeechService({ config, cache: adapters.cache, counters: adapters.counters, meter: speech.meter, keyVault, keyPool, sessionGuard, logger, rateLimits, metrics }),
     email,
     sessionGuard,
     userDeletion,
     analytics,
     rateLimits,
     meta: createMetaService({ service: deps.service?.name ?? 'airi-server', version: deps.service?.version ?? '0.0.0' }),
+  }
+
+  // Procedures see only the services they call (ProcedureServices).
+  const procedureServices: ProcedureServices = {
+    billing: services.billing,
+    characters: services.characters,
+    chats: services.chats,
+    config: services.config,
+    fluxGrants: services.fluxGrants,
+    llmGateway: services.llmGateway,
+    meta: services.meta,
+    providers: services.providers,
+    sessionGuard: services.sessionGuard,
+    streamingSpeech: services.streamingSpeech,
+    stripe: services.stripe,
   }
 
   return {
@@ -202,7 +224,7 @@ export async function createApi(deps: ApiDeps) {
           // The WebSocket handler asks outside any procedure's error mapping.
           throw error instanceof ApiError ? toTRPCError(error) : error
         }),
-        services,
+        services: procedureServices,
         logger: input.logger ?? logger,
         requestId: input.requestId,
         adminEmails,

@@ -42,6 +42,9 @@ export interface LiveConnection {
   maxSubscriptions: number
 }
 
+/** The services procedures (and trpc.ts's middleware) call; the host reaches the rest through `api.services`. */
+export type ProcedureServices = Pick<Services, 'billing' | 'characters' | 'chats' | 'config' | 'fluxGrants' | 'llmGateway' | 'meta' | 'providers' | 'sessionGuard' | 'streamingSpeech' | 'stripe'>
+
 export interface Context {
   /**
    * The caller, or null when anonymous. Resolved on the first call and memoised for
@@ -51,7 +54,7 @@ export interface Context {
   getAuth: () => Promise<RequestAuth | null>
   /** Set for WebSocket connections, whose context outlives many calls. */
   connection?: LiveConnection
-  services: Services
+  services: ProcedureServices
   logger: Logger
   requestId: string
   adminEmails: ReadonlySet<string>

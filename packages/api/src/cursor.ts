@@ -45,7 +45,7 @@ const EXACT_TIMESTAMP = /^(\d{4})-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/
  * refuses the cast with a 500). The `Date` here only checks the calendar; the
  * value itself goes to SQL as the text.
  */
-export const exactTimestampKey = z.string().refine((text) => {
+const exactTimestampKey = z.string().refine((text) => {
   // One check, not regex().refine(): zod runs every check, so this one must cope with any string.
   const year = EXACT_TIMESTAMP.exec(text)?.[1]
   const date = new Date(`${text.slice(0, 23)}Z`)

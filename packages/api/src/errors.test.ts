@@ -8,7 +8,7 @@ import { createDb, findFreePort } from '@airi/db'
 import { createTestDatabase, type TestDatabase } from '@airi/tooling/test/test-database'
 import { until } from '@airi/tooling/test/until'
 
-import { ApiError, outageError, probeOutage } from './errors.ts'
+import { ApiError, isUniqueViolation, outageError, probeOutage } from './errors.ts'
 
 /** What a promise rejected with; fails the test if it resolved. */
 async function rejection(promise: Promise<unknown>): Promise<unknown> {
@@ -102,6 +102,28 @@ describe('probeOutage', () => {
     }
     finally {
       await unreachable.destroy()
+      await database.drop()
+    }
+  })
+})
+
+describe('isUniqueViolation', () => {
+  it('tells a duplicate from other failures, and one constraint from another', async () => {
+    const database = await createTestDatabase()
+    try {
+      // A temporary table lives on one connection: the duplicate must go through the same one.
+      await database.db.connection().execute(async (db) => {
+        await sql`create temporary table pairs (a int constraint pairs_a_key unique)`.execute(db)
+        await sql`insert into pairs (a) values (1)`.execute(db)
+        const duplicate = await rejection(sql`insert into pairs (a) values (1)`.execute(db))
+        expect(isUniqueViolation(duplicate)).toBe(true)
+        expect(isUniqueViolation(duplicate, 'pairs_a_key')).toBe(true)
+        expect(isUniqueViolation(duplicate, 'another_key')).toBe(false)
+      })
+      expect(isUniqueViolation(await rejection(sql`select * from no_such_table`.execute(database.db)))).toBe(false)
+      expect(isUniqueViolation(undefined)).toBe(false)
+    }
+    finally {
       await database.drop()
     }
   })

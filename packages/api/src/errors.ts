@@ -15,7 +15,6 @@ export class ApiError extends Error {
   }
 }
 
-export const badRequest = (message: string, details?: Record<string, unknown>) => new ApiError(400, 'BAD_REQUEST', message, details)
 export const unauthorized = (message = 'Authentication required') => new ApiError(401, 'UNAUTHORIZED', message)
 export const forbidden = (message = 'Forbidden') => new ApiError(403, 'FORBIDDEN', message)
 export const notFound = (code: string, message: string) => new ApiError(404, code, message)
@@ -29,10 +28,19 @@ export function toHttpErrorBody(error: ApiError): HttpErrorBody {
   return { error: { code: error.code, message: error.message, ...(error.details ? { details: error.details } : {}) } }
 }
 
-/** How long clients are told to wait (`retry-after`) before trying again during an outage. */
-export const OUTAGE_RETRY_AFTER_SECONDS = 5
+/** Postgres's SQLSTATE for a row that breaks a unique constraint or index. */
+const UNIQUE_VIOLATION = '23505'
 
-export const serviceUnavailable = (retryAfterSeconds = OUTAGE_RETRY_AFTER_SECONDS) =>
+/** Whether `error` is Postgres refusing a duplicate (of the named constraint or index, when one is given). */
+export function isUniqueViolation(error: unknown, constraint?: string): boolean {
+  const { code, constraint: violated } = (error ?? {}) as { code?: unknown, constraint?: unknown }
+  return code === UNIQUE_VIOLATION && (constraint === undefined || violated === constraint)
+}
+
+/** How long clients are told to wait (`retry-after`) before trying again during an outage. */
+const OUTAGE_RETRY_AFTER_SECONDS = 5
+
+const serviceUnavailable = (retryAfterSeconds = OUTAGE_RETRY_AFTER_SECONDS) =>
   new ApiError(503, 'SERVICE_UNAVAILABLE', 'The service is temporarily unavailable; try again shortly', { retryAfterSeconds })
 
 /** Seconds the client should wait before retrying, when the error says so. */

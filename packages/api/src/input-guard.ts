@@ -8,9 +8,9 @@ import superjson from 'superjson'
  */
 
 /** How deep one call's input may nest (JSON fields inside it are limited further by their schema). */
-export const MAX_INPUT_DEPTH = 64
+const MAX_INPUT_DEPTH = 64
 /** How many values (objects, arrays and leaves, counting a shared one each time it is reached) one input may hold. */
-export const MAX_INPUT_VALUES = 100_000
+const MAX_INPUT_VALUES = 100_000
 
 /** Keys that reach Object.prototype when a parser or a merge treats them as ordinary. */
 const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype'])

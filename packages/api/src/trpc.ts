@@ -96,7 +96,8 @@ const t = initTRPC.context<Context>().meta<ProcedureMeta>().create({
 })
 
 export const createRouter = t.router
-export const createCallerFactory = t.createCallerFactory
+/** Joins routers; tests serve their own procedures beside the app's with it. */
+export const mergeRouters = t.mergeRouters
 
 /** The tRPC error for a domain error or an outage (Postgres or Redis unreachable); undefined for anything else. */
 function mappedError(error: unknown, logger: Logger): TRPCError | undefined {

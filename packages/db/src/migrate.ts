@@ -8,7 +8,7 @@ const provider: MigrationProvider = {
   getMigrations: async (): Promise<Record<string, Migration>> => migrations,
 }
 
-export class MigrationError extends Error {
+class MigrationError extends Error {
   constructor(readonly failed: string | undefined, cause: unknown) {
     super(`Migration ${failed ?? '(unknown)'} failed: ${cause instanceof Error ? cause.message : String(cause)}`, { cause })
   }

@@ -37,11 +37,11 @@ export interface CreateDbOptions {
 }
 
 /** Library default (tests, scripts); the server takes DATABASE_POOL_MAX (default 20, see docs/configuration.md). */
-export const DEFAULT_POOL_MAX = 10
-export const DEFAULT_CONNECTION_TIMEOUT_MS = 10_000
-export const DEFAULT_STATEMENT_TIMEOUT_MS = 8_000
-export const DEFAULT_QUERY_TIMEOUT_MS = 10_000
-export const DEFAULT_KEEPALIVE_IDLE_MS = 10_000
+const DEFAULT_POOL_MAX = 10
+const DEFAULT_CONNECTION_TIMEOUT_MS = 10_000
+const DEFAULT_STATEMENT_TIMEOUT_MS = 8_000
+const DEFAULT_QUERY_TIMEOUT_MS = 10_000
+const DEFAULT_KEEPALIVE_IDLE_MS = 10_000
 
 export type Db = Kysely<Database>
 

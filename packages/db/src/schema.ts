@@ -1,39 +1,39 @@
-import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely'
+import type { ColumnType, Generated, Selectable } from 'kysely'
 
 // ---------------------------------------------------------------------------
 // Column helpers
 // ---------------------------------------------------------------------------
 
 /** `timestamptz not null default now()`: read as Date, optional on insert. */
-export type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>
+type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>
 
 /** `timestamptz null` (e.g. `deleted_at`): null until set. */
-export type NullableTimestamp = ColumnType<Date | null, Date | string | null | undefined, Date | string | null>
+type NullableTimestamp = ColumnType<Date | null, Date | string | null | undefined, Date | string | null>
 
-export type JsonPrimitive = string | number | boolean | null
-export type JsonArray = JsonValue[]
+type JsonPrimitive = string | number | boolean | null
+type JsonArray = JsonValue[]
 export interface JsonObject { [key: string]: JsonValue }
 export type JsonValue = JsonPrimitive | JsonObject | JsonArray
 
 // node-postgres JSON-encodes plain objects but turns JS arrays into Postgres array
 // literals and sends strings raw, so only objects may be passed as-is; anything else
 // must be written as JSON text (`JSON.stringify(value)`).
-export type JsonWrite<T> = string | Exclude<T, JsonPrimitive | readonly unknown[]>
+type JsonWrite<T> = string | Exclude<T, JsonPrimitive | readonly unknown[]>
 
 /** `jsonb not null` */
-export type Json<T = JsonValue> = ColumnType<T, JsonWrite<T>, JsonWrite<T>>
+type Json<T = JsonValue> = ColumnType<T, JsonWrite<T>, JsonWrite<T>>
 
 /** `jsonb not null default ...` */
-export type JsonWithDefault<T = JsonValue> = ColumnType<T, JsonWrite<T> | undefined, JsonWrite<T>>
+type JsonWithDefault<T = JsonValue> = ColumnType<T, JsonWrite<T> | undefined, JsonWrite<T>>
 
 /** `jsonb null` */
-export type NullableJson<T = JsonValue> = ColumnType<T | null, JsonWrite<T> | null | undefined, JsonWrite<T> | null>
+type NullableJson<T = JsonValue> = ColumnType<T | null, JsonWrite<T> | null | undefined, JsonWrite<T> | null>
 
 // ---------------------------------------------------------------------------
 // Characters
 // ---------------------------------------------------------------------------
 
-export interface CharacterTable {
+interface CharacterTable {
   id: Generated<string>
   version: string
   cover_url: string
@@ -54,7 +54,7 @@ export interface CharacterTable {
   deleted_at: NullableTimestamp
 }
 
-export interface CharacterCoverTable {
+interface CharacterCoverTable {
   id: Generated<string>
   character_id: string
   /** Order within the character, as its owner gave it. */
@@ -66,7 +66,7 @@ export interface CharacterCoverTable {
   deleted_at: NullableTimestamp
 }
 
-export interface CharacterCapabilityTable {
+interface CharacterCapabilityTable {
   id: Generated<string>
   character_id: string
   /** Order within the character, as its owner gave it. */
@@ -78,7 +78,7 @@ export interface CharacterCapabilityTable {
   deleted_at: NullableTimestamp
 }
 
-export interface CharacterI18nTable {
+interface CharacterI18nTable {
   id: Generated<string>
   character_id: string
   /** Order within the character, as its owner gave it. */
@@ -93,9 +93,9 @@ export interface CharacterI18nTable {
   deleted_at: NullableTimestamp
 }
 
-export type CharacterPromptType = 'system' | 'personality' | 'greetings' | (string & {})
+type CharacterPromptType = 'system' | 'personality' | 'greetings' | (string & {})
 
-export interface CharacterPromptTable {
+interface CharacterPromptTable {
   id: Generated<string>
   character_id: string
   /** Order within the character, as its owner gave it. */
@@ -108,9 +108,9 @@ export interface CharacterPromptTable {
   deleted_at: NullableTimestamp
 }
 
-export type AvatarModelType = 'vrm' | 'live2d' | (string & {})
+type AvatarModelType = 'vrm' | 'live2d' | (string & {})
 
-export interface AvatarModelTable {
+interface AvatarModelTable {
   id: Generated<string>
   character_id: string
   /** Order within the character, as its owner gave it. */
@@ -124,56 +124,28 @@ export interface AvatarModelTable {
   deleted_at: NullableTimestamp
 }
 
-export interface UserCharacterLikeTable {
+interface UserCharacterLikeTable {
   user_id: string
   character_id: string
   created_at: Timestamp
 }
 
-export interface UserCharacterBookmarkTable {
+interface UserCharacterBookmarkTable {
   user_id: string
   character_id: string
   created_at: Timestamp
 }
 
 export type Character = Selectable<CharacterTable>
-export type NewCharacter = Insertable<CharacterTable>
-export type CharacterUpdate = Updateable<CharacterTable>
-
-export type CharacterCover = Selectable<CharacterCoverTable>
-export type NewCharacterCover = Insertable<CharacterCoverTable>
-export type CharacterCoverUpdate = Updateable<CharacterCoverTable>
-
-export type CharacterCapability = Selectable<CharacterCapabilityTable>
-export type NewCharacterCapability = Insertable<CharacterCapabilityTable>
-export type CharacterCapabilityUpdate = Updateable<CharacterCapabilityTable>
-
-export type CharacterI18n = Selectable<CharacterI18nTable>
-export type NewCharacterI18n = Insertable<CharacterI18nTable>
-export type CharacterI18nUpdate = Updateable<CharacterI18nTable>
-
-export type CharacterPrompt = Selectable<CharacterPromptTable>
-export type NewCharacterPrompt = Insertable<CharacterPromptTable>
-export type CharacterPromptUpdate = Updateable<CharacterPromptTable>
-
-export type AvatarModel = Selectable<AvatarModelTable>
-export type NewAvatarModel = Insertable<AvatarModelTable>
-export type AvatarModelUpdate = Updateable<AvatarModelTable>
-
-export type UserCharacterLike = Selectable<UserCharacterLikeTable>
-export type NewUserCharacterLike = Insertable<UserCharacterLikeTable>
-
-export type UserCharacterBookmark = Selectable<UserCharacterBookmarkTable>
-export type NewUserCharacterBookmark = Insertable<UserCharacterBookmarkTable>
 
 // ---------------------------------------------------------------------------
 // Chats
 // ---------------------------------------------------------------------------
 
 export type ChatType = 'private' | 'bot' | 'group' | 'channel'
-export type ChatMemberType = 'user' | 'character'
+type ChatMemberType = 'user' | 'character'
 
-export interface ChatTable {
+interface ChatTable {
   id: Generated<string>
   type: ChatType
   title: string | null
@@ -185,7 +157,7 @@ export interface ChatTable {
   deleted_at: NullableTimestamp
 }
 
-export interface ChatMemberTable {
+interface ChatMemberTable {
   id: Generated<string>
   chat_id: string
   member_type: ChatMemberType
@@ -195,7 +167,7 @@ export interface ChatMemberTable {
   deleted_at: NullableTimestamp
 }
 
-export interface MessageTable {
+interface MessageTable {
   /** Client-supplied, so a resend is a no-op. */
   id: string
   chat_id: string
@@ -211,32 +183,24 @@ export interface MessageTable {
 }
 
 export type Chat = Selectable<ChatTable>
-export type NewChat = Insertable<ChatTable>
-export type ChatUpdate = Updateable<ChatTable>
-
-export type ChatMember = Selectable<ChatMemberTable>
-export type NewChatMember = Insertable<ChatMemberTable>
-export type ChatMemberUpdate = Updateable<ChatMemberTable>
 
 export type Message = Selectable<MessageTable>
-export type NewMessage = Insertable<MessageTable>
-export type MessageUpdate = Updateable<MessageTable>
 
 /** A user's live-sync counter: the seq of their newest feed row. */
-export interface ChatSyncHeadTable {
+interface ChatSyncHeadTable {
   user_id: string
   last_seq: Generated<number>
 }
 
 /** A once-in-a-lifetime moment of a user (`first_message_sent`), for product analytics. */
-export interface UserMilestoneTable {
+interface UserMilestoneTable {
   user_id: string
   milestone: string
   reached_at: Generated<Date>
 }
 
 /** "Chat `chat_id` got messages `from_seq`..`to_seq`", numbered per user in commit order. */
-export interface ChatSyncFeedTable {
+interface ChatSyncFeedTable {
   user_id: string
   seq: number
   chat_id: string
@@ -245,13 +209,11 @@ export interface ChatSyncFeedTable {
   created_at: Timestamp
 }
 
-export type ChatSyncFeedEntry = Selectable<ChatSyncFeedTable>
-
 // ---------------------------------------------------------------------------
 // Providers
 // ---------------------------------------------------------------------------
 
-export interface UserProviderConfigTable {
+interface UserProviderConfigTable {
   id: Generated<string>
   owner_id: string
   definition_id: string
@@ -264,7 +226,7 @@ export interface UserProviderConfigTable {
   deleted_at: NullableTimestamp
 }
 
-export interface SystemProviderConfigTable {
+interface SystemProviderConfigTable {
   id: Generated<string>
   definition_id: string
   name: string
@@ -277,12 +239,8 @@ export interface SystemProviderConfigTable {
 }
 
 export type UserProviderConfig = Selectable<UserProviderConfigTable>
-export type NewUserProviderConfig = Insertable<UserProviderConfigTable>
-export type UserProviderConfigUpdate = Updateable<UserProviderConfigTable>
 
 export type SystemProviderConfig = Selectable<SystemProviderConfigTable>
-export type NewSystemProviderConfig = Insertable<SystemProviderConfigTable>
-export type SystemProviderConfigUpdate = Updateable<SystemProviderConfigTable>
 
 // ---------------------------------------------------------------------------
 // Flux
@@ -290,7 +248,7 @@ export type SystemProviderConfigUpdate = Updateable<SystemProviderConfigTable>
 
 export type FluxTransactionType = 'credit' | 'debit' | 'initial' | 'promo'
 
-export interface UserFluxTable {
+interface UserFluxTable {
   user_id: string
   flux: Generated<number>
   created_at: Timestamp
@@ -298,7 +256,7 @@ export interface UserFluxTable {
   deleted_at: NullableTimestamp
 }
 
-export interface FluxTransactionTable {
+interface FluxTransactionTable {
   id: Generated<string>
   /** Ledger order: drawn under the user's balance lock, so it follows the balance chain. */
   seq: Generated<number>
@@ -316,18 +274,13 @@ export interface FluxTransactionTable {
   created_at: Timestamp
 }
 
-export type UserFlux = Selectable<UserFluxTable>
-export type NewUserFlux = Insertable<UserFluxTable>
-export type UserFluxUpdate = Updateable<UserFluxTable>
-
 export type FluxTransaction = Selectable<FluxTransactionTable>
-export type NewFluxTransaction = Insertable<FluxTransactionTable>
 
 // ---------------------------------------------------------------------------
 // Stripe mirror
 // ---------------------------------------------------------------------------
 
-export interface StripeCustomerTable {
+interface StripeCustomerTable {
   id: Generated<string>
   user_id: string
   stripe_customer_id: string
@@ -337,7 +290,7 @@ export interface StripeCustomerTable {
   deleted_at: NullableTimestamp
 }
 
-export interface StripeCheckoutSessionTable {
+interface StripeCheckoutSessionTable {
   id: Generated<string>
   user_id: string
   stripe_session_id: string
@@ -359,7 +312,7 @@ export interface StripeCheckoutSessionTable {
   flux_refunded: Generated<number>
 }
 
-export interface StripeSubscriptionTable {
+interface StripeSubscriptionTable {
   id: Generated<string>
   user_id: string
   stripe_subscription_id: string
@@ -373,7 +326,7 @@ export interface StripeSubscriptionTable {
   updated_at: Timestamp
 }
 
-export interface StripeInvoiceTable {
+interface StripeInvoiceTable {
   id: Generated<string>
   user_id: string
   stripe_invoice_id: string
@@ -389,27 +342,11 @@ export interface StripeInvoiceTable {
   updated_at: Timestamp
 }
 
-export type StripeCustomer = Selectable<StripeCustomerTable>
-export type NewStripeCustomer = Insertable<StripeCustomerTable>
-export type StripeCustomerUpdate = Updateable<StripeCustomerTable>
-
-export type StripeCheckoutSession = Selectable<StripeCheckoutSessionTable>
-export type NewStripeCheckoutSession = Insertable<StripeCheckoutSessionTable>
-export type StripeCheckoutSessionUpdate = Updateable<StripeCheckoutSessionTable>
-
-export type StripeSubscription = Selectable<StripeSubscriptionTable>
-export type NewStripeSubscription = Insertable<StripeSubscriptionTable>
-export type StripeSubscriptionUpdate = Updateable<StripeSubscriptionTable>
-
-export type StripeInvoice = Selectable<StripeInvoiceTable>
-export type NewStripeInvoice = Insertable<StripeInvoiceTable>
-export type StripeInvoiceUpdate = Updateable<StripeInvoiceTable>
-
 // ---------------------------------------------------------------------------
 // Operator config
 // ---------------------------------------------------------------------------
 
-export interface ConfigEntryTable {
+interface ConfigEntryTable {
   key: string
   value: Json
   updated_by: string | null
@@ -417,15 +354,11 @@ export interface ConfigEntryTable {
   updated_at: Timestamp
 }
 
-export type ConfigEntry = Selectable<ConfigEntryTable>
-export type NewConfigEntry = Insertable<ConfigEntryTable>
-export type ConfigEntryUpdate = Updateable<ConfigEntryTable>
-
 // ---------------------------------------------------------------------------
 // Logs
 // ---------------------------------------------------------------------------
 
-export interface LlmRequestLogTable {
+interface LlmRequestLogTable {
   id: Generated<string>
   user_id: string
   request_id: string
@@ -448,18 +381,15 @@ export interface LlmRequestLogTable {
   completed_at: NullableTimestamp
 }
 
-export type LlmRequestState = 'pending' | 'completed' | 'reconciled'
+type LlmRequestState = 'pending' | 'completed' | 'reconciled'
 /** `upstream`: the upstream's usage; `counted`/`estimated`: our tokenizer (known/unknown model family); `flat`: FLUX_PER_REQUEST. */
 export type LlmUsageSource = 'upstream' | 'counted' | 'estimated' | 'flat'
-
-export type LlmRequestLog = Selectable<LlmRequestLogTable>
-export type NewLlmRequestLog = Insertable<LlmRequestLogTable>
 
 // ---------------------------------------------------------------------------
 // Auth (written by better-auth, created by migration 0016; typed here only for reads)
 // ---------------------------------------------------------------------------
 
-export interface AuthUserTable {
+interface AuthUserTable {
   id: string
   name: string
   email: string
@@ -469,7 +399,7 @@ export interface AuthUserTable {
   updatedAt: Date
 }
 
-export interface AuthSessionTable {
+interface AuthSessionTable {
   id: string
   userId: string
   token: string
@@ -480,7 +410,7 @@ export interface AuthSessionTable {
   userAgent: string | null
 }
 
-export interface AuthAccountTable {
+interface AuthAccountTable {
   id: string
   accountId: string
   providerId: string
@@ -497,7 +427,7 @@ export interface AuthAccountTable {
   updatedAt: Date
 }
 
-export interface AuthVerificationTable {
+interface AuthVerificationTable {
   id: string
   identifier: string
   value: string
@@ -506,7 +436,7 @@ export interface AuthVerificationTable {
   updatedAt: Date
 }
 
-export interface AuthJwksTable {
+interface AuthJwksTable {
   id: string
   publicKey: string
   privateKey: string
@@ -516,7 +446,7 @@ export interface AuthJwksTable {
   crv: string | null
 }
 
-export interface OAuthClientTable {
+interface OAuthClientTable {
   id: string
   clientId: string
   clientSecret: string | null
@@ -555,7 +485,7 @@ export interface OAuthClientTable {
   metadata: JsonValue | null
 }
 
-export interface OAuthResourceTable {
+interface OAuthResourceTable {
   id: string
   identifier: string
   name: string
@@ -573,7 +503,7 @@ export interface OAuthResourceTable {
   metadata: JsonValue | null
 }
 
-export interface OAuthClientResourceTable {
+interface OAuthClientResourceTable {
   id: string
   clientId: string
   resourceId: string
@@ -581,7 +511,7 @@ export interface OAuthClientResourceTable {
   createdAt: Date | null
 }
 
-export interface OAuthRefreshTokenTable {
+interface OAuthRefreshTokenTable {
   id: string
   token: string
   clientId: string
@@ -602,7 +532,7 @@ export interface OAuthRefreshTokenTable {
   scopes: string[]
 }
 
-export interface OAuthAccessTokenTable {
+interface OAuthAccessTokenTable {
   id: string
   token: string
   clientId: string
@@ -620,7 +550,7 @@ export interface OAuthAccessTokenTable {
   scopes: string[]
 }
 
-export interface OAuthConsentTable {
+interface OAuthConsentTable {
   id: string
   clientId: string
   userId: string | null
@@ -632,7 +562,7 @@ export interface OAuthConsentTable {
   updatedAt: Date
 }
 
-export interface OAuthClientAssertionTable {
+interface OAuthClientAssertionTable {
   id: string
   expiresAt: Date
 }

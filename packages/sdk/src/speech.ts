@@ -1,6 +1,6 @@
 import type { AiriClient, TokenGetter, WebSocketConstructor } from './client.ts'
 
-/** Where the streaming speech socket is served (the server's SPEECH_SOCKET_PATH). */
+/** Where the streaming speech socket is served (the server's streaming-speech plugin under /api/v1/audio). */
 const SPEECH_SOCKET_PATH = '/api/v1/audio/speech/ws'
 const SPEECH_REST_PATH = '/api/v1/audio/speech'
 

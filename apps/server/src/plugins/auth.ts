@@ -10,7 +10,7 @@ export interface AuthPluginOptions {
 }
 
 /** Turns a Fastify request into the Fetch `Request` better-auth's handler takes. */
-export function toFetchRequest(request: FastifyRequest): Request {
+function toFetchRequest(request: FastifyRequest): Request {
   const url = new URL(request.url, `${request.protocol}://${request.host}`)
   const hasBody = request.method !== 'GET' && request.method !== 'HEAD' && Buffer.isBuffer(request.body)
   return new Request(url, { method: request.method, headers: toHeaders(request.headers), body: hasBody ? (request.body as Buffer) : undefined })
@@ -30,7 +30,7 @@ export async function sendFetchResponse(reply: FastifyReply, response: Response)
 }
 
 /** `{port}:{state}` as the desktop app puts it in `state`; the port must be an unprivileged one. */
-export function parseRelayState(state: string | undefined): { port: number, state: string } | undefined {
+function parseRelayState(state: string | undefined): { port: number, state: string } | undefined {
   const match = /^(\d{1,5}):(.*)$/s.exec(state ?? '')
   if (!match)
     return undefined

@@ -13,7 +13,7 @@ import { ApiError, outageError, retryAfterSeconds, toHttpErrorBody } from '@airi
  */
 
 /** Our `{ error: { code, message, details? } }`, or OpenAI's shape (on /api/v1/openai and /api/v1/audio), which the official clients read. */
-export type ErrorShape = 'airi' | 'openai'
+type ErrorShape = 'airi' | 'openai'
 
 const openAiTypes: Record<number, string> = {
   400: 'invalid_request_error',
@@ -39,7 +39,7 @@ function openAiBody(error: ApiError) {
 const bodies: Record<ErrorShape, (error: ApiError) => unknown> = { airi: toHttpErrorBody, openai: openAiBody }
 
 /** Sends `error` in the surface's shape, with `retry-after` when it says when to come back. */
-export function sendError(reply: FastifyReply, error: ApiError, shape: ErrorShape = 'airi'): FastifyReply {
+function sendError(reply: FastifyReply, error: ApiError, shape: ErrorShape = 'airi'): FastifyReply {
   const retryAfter = retryAfterSeconds(error)
   if (retryAfter !== undefined)
     reply.header('retry-after', retryAfter)
@@ -59,7 +59,7 @@ export interface ErrorSurface {
 const internalError = new ApiError(500, 'INTERNAL_ERROR', 'Internal server error')
 
 /** The `ApiError` a client sees for anything thrown on `surface`, logging what needs a look. */
-export function toApiError(error: unknown, request: FastifyRequest, { shows = () => true, failure = 'unhandled error', unexpected = internalError }: ErrorSurface): ApiError {
+function toApiError(error: unknown, request: FastifyRequest, { shows = () => true, failure = 'unhandled error', unexpected = internalError }: ErrorSurface): ApiError {
   if (error instanceof ApiError && shows(error))
     return error
   if (!(error instanceof ApiError)) {

@@ -3,10 +3,11 @@ import { once } from 'node:events'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { z } from 'zod'
 
-import { ApiError, type Api } from '@airi/api'
+import type { Api } from '@airi/api'
 
 import { requireBearerUser } from './bearer-user.ts'
 import { errorHandler } from './errors.ts'
+import { parseOrBadRequest } from './validation.ts'
 
 export interface GatewayPluginOptions {
   api: Api
@@ -22,7 +23,6 @@ const chatCompletionBody = z.looseObject({
   max_completion_tokens: z.number().int().positive().max(1_000_000).nullish(),
   n: z.number().int().min(1).max(128).nullish(),
 })
-
 
 /**
  * The OpenAI-compatible LLM gateway at /api/v1/openai: bearer auth through the
@@ -45,11 +45,7 @@ export const gatewayPlugin: FastifyPluginAsync<GatewayPluginOptions> = async (ap
   // LLM_RATE_LIMIT_PER_MINUTE per user, after auth: 429 in OpenAI's shape with retry-after.
   const rateLimit = async (request: FastifyRequest) => api.services.rateLimits.hit('gateway', request.bearerUser!.id)
   app.post('/chat/completions', { bodyLimit: 16 * 1024 * 1024, preHandler: rateLimit }, async (request, reply: FastifyReply) => {
-    const parsed = chatCompletionBody.safeParse(request.body)
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0]!
-      throw new ApiError(400, 'BAD_REQUEST', `${issue.path.join('.') || 'body'}: ${issue.message}`, { param: issue.path.join('.') || null })
-    }
+    const body = parseOrBadRequest(chatCompletionBody, request.body)
 
     // The client going away aborts the upstream call and ends the billing as it stands.
     const controller = new AbortController()
@@ -58,7 +54,7 @@ export const gatewayPlugin: FastifyPluginAsync<GatewayPluginOptions> = async (ap
         controller.abort(new Error('client closed the connection'))
     })
 
-    const result = await api.services.llmGateway.complete(request.bearerUser!.id, parsed.data, controller.signal)
+    const result = await api.services.llmGateway.complete(request.bearerUser!.id, body, controller.signal)
     if (result.kind === 'json')
       return reply.send(result.body)
 

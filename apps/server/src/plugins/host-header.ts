@@ -13,7 +13,7 @@ const EXPLICIT_PORT = /^(?:\[[^\]]*\]|[^:]*):(\d*)$/
  * host and an optional port and nothing else, so that the URLs built from it
  * (better-auth's, tRPC's) are the ones the client asked for.
  */
-export function isValidHost(host: string): boolean {
+function isValidHost(host: string): boolean {
   // Visible ASCII only, and none of what would start userinfo, a path, a query, a fragment or an escape.
   if (!/^[\x21-\x7E]+$/.test(host) || /[@/\\?#%]/.test(host))
     return false

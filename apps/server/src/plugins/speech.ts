@@ -1,11 +1,12 @@
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
 import { z } from 'zod'
 
-import { ApiError, speechRequestSchema, type Api } from '@airi/api'
+import { speechRequestSchema, type Api } from '@airi/api'
 
 import { requireBearerUser } from './bearer-user.ts'
 import { errorHandler } from './errors.ts'
 import { requireConfig } from './require-config.ts'
+import { parseOrBadRequest } from './validation.ts'
 
 export interface SpeechPluginOptions {
   api: Api
@@ -14,19 +15,6 @@ export interface SpeechPluginOptions {
 const catalogueQuery = z.object({
   model: z.string().min(1).max(200).optional(),
 })
-
-
-/** Validates with `schema`, or throws 400 naming the first bad field (`param`) and every one (`fieldErrors`). */
-function parse<T extends z.ZodType>(schema: T, value: unknown): z.output<T> {
-  const parsed = schema.safeParse(value ?? {})
-  if (parsed.success)
-    return parsed.data
-  const fieldErrors: Record<string, string[]> = {}
-  for (const issue of parsed.error.issues)
-    (fieldErrors[issue.path.join('.') || 'body'] ??= []).push(issue.message)
-  const [param, [message]] = Object.entries(fieldErrors)[0]! as [string, string[]]
-  throw new ApiError(400, 'BAD_REQUEST', `${param}: ${message}`, { param, fieldErrors })
-}
 
 /**
  * Speech at /api/v1/audio (SPEC §4.6): OpenAI-compatible synthesis and the voice
@@ -45,7 +33,7 @@ export const speechPlugin: FastifyPluginAsync<SpeechPluginOptions> = async (app,
   const streaming = { preHandler: requireConfig(api, 'STREAMING_TTS_UPSTREAM') }
 
   app.post('/speech', synthesis, async (request, reply) => {
-    const body = parse(speechRequestSchema, request.body)
+    const body = parseOrBadRequest(speechRequestSchema, request.body)
     // A client that goes away stops the upstream call; nothing is billed then.
     const controller = new AbortController()
     reply.raw.on('close', () => {
@@ -56,8 +44,8 @@ export const speechPlugin: FastifyPluginAsync<SpeechPluginOptions> = async (app,
     return reply.header('content-type', result.contentType).send(result.audio)
   })
 
-  app.get('/voices', tts, async request => speech.listVoices(parse(catalogueQuery, request.query).model))
+  app.get('/voices', tts, async request => speech.listVoices(parseOrBadRequest(catalogueQuery, request.query).model))
   app.get('/models', tts, async () => speech.listModels())
-  app.get('/voices/streaming', streaming, async request => speech.listStreamingVoices(parse(catalogueQuery, request.query).model))
+  app.get('/voices/streaming', streaming, async request => speech.listStreamingVoices(parseOrBadRequest(catalogueQuery, request.query).model))
   app.get('/models/streaming', streaming, async () => speech.listStreamingModels())
 }

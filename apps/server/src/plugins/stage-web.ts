@@ -10,7 +10,7 @@ import { sendPage } from '../html.ts'
 export const STAGE_WEB_PATH = '/app/'
 
 /** `apps/stage-web/dist`, the same from `src/plugins` and from the build in `dist/plugins`. */
-export const STAGE_WEB_DIST = fileURLToPath(new URL('../../../stage-web/dist/', import.meta.url))
+const STAGE_WEB_DIST = fileURLToPath(new URL('../../../stage-web/dist/', import.meta.url))
 
 export interface StageWebPluginOptions {
   /** The built client; defaults to apps/stage-web/dist. */

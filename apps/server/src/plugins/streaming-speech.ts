@@ -3,6 +3,8 @@ import type { RawData } from 'ws'
 
 import { closeCodeFor, type Api, type ServerFrame, type SpeechSink, type SpeechTicketHolder } from '@airi/api'
 
+import { SocketCounts, withDefaults } from './socket-limits.ts'
+
 /** What one client may hold open on the speech socket (docs/operations.md lists them with their env names). */
 export interface SpeechSocketLimits {
   /** Concurrent speech sockets per user, on this instance. */
@@ -22,7 +24,7 @@ export interface SpeechSocketLimits {
   closeGraceMs: number
 }
 
-export const defaultSpeechSocketLimits: SpeechSocketLimits = {
+const defaultSpeechSocketLimits: SpeechSocketLimits = {
   socketsPerUser: 4,
   idleTimeoutMs: 30_000,
   maxFrameBytes: 64 * 1024,
@@ -55,9 +57,9 @@ function toBuffer(data: RawData): Buffer {
  * else (frames, billing, the upstream) is the streaming-speech service's.
  */
 export const streamingSpeechPlugin: FastifyPluginAsync<StreamingSpeechPluginOptions> = async (app, { api, limits: overrides }) => {
-  const limits = { ...defaultSpeechSocketLimits, ...Object.fromEntries(Object.entries(overrides ?? {}).filter(([, value]) => value !== undefined)) }
+  const limits = withDefaults(defaultSpeechSocketLimits, overrides)
   const service = api.services.streamingSpeech
-  const openByUser = new Map<string, number>()
+  const socketsByUser = new SocketCounts(limits.socketsPerUser)
 
   app.get('/speech/ws', {
     websocket: true,
@@ -86,10 +88,9 @@ export const streamingSpeechPlugin: FastifyPluginAsync<StreamingSpeechPluginOpti
     if (!holder)
       return refuse('unauthorized', 'A valid speech ticket is required (audio.createSpeechTicket)')
     const { userId } = holder
-    const open = openByUser.get(userId) ?? 0
-    if (open >= limits.socketsPerUser)
+    if (socketsByUser.full(userId))
       return refuse('too_many_connections', `At most ${limits.socketsPerUser} speech sockets per user`)
-    openByUser.set(userId, open + 1)
+    const release = socketsByUser.add(userId)
 
     let closing = false
     const idleTimer = setTimeout(() => void session.abort('idle_timeout', `No frame from the client and nothing read for ${limits.idleTimeoutMs} ms`), limits.idleTimeoutMs)
@@ -147,11 +148,7 @@ export const streamingSpeechPlugin: FastifyPluginAsync<StreamingSpeechPluginOpti
       closing = true
       clearTimeout(idleTimer)
       clearTimeout(drainTimer)
-      const left = (openByUser.get(userId) ?? 1) - 1
-      if (left > 0)
-        openByUser.set(userId, left)
-      else
-        openByUser.delete(userId)
+      release()
       void session.disconnected()
     })
   })

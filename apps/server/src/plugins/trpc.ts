@@ -10,6 +10,7 @@ import type { WebSocket } from 'ws'
 import { ApiError, type Api, type AppRouter, type LiveConnection } from '@airi/api'
 
 import { trpcRetryAfter } from './errors.ts'
+import { SocketCounts, withDefaults } from './socket-limits.ts'
 import { boundSends, createSharingEncoder } from './ws-outbound.ts'
 
 /** Limits on what one client may hold open (docs/operations.md lists them with their env names). */
@@ -30,7 +31,7 @@ export interface TrpcLimits {
   slowConsumerCloseMs: number
 }
 
-export const defaultTrpcLimits: TrpcLimits = {
+const defaultTrpcLimits: TrpcLimits = {
   maxBatchSize: 50,
   socketsPerUser: 16,
   socketsPerIp: 64,
@@ -46,7 +47,7 @@ export interface TrpcPluginOptions {
 }
 
 /** Close codes the client sees (4000–4999 are the application's). */
-export const WS_CLOSE = {
+const WS_CLOSE = {
   unauthorized: 4001,
   tooManyConnections: 4029,
   /** More than `maxBufferedBytes` waited for the client to read: it reconnects and resumes from its last event id. */
@@ -62,29 +63,6 @@ export function toHeaders(raw: IncomingHttpHeaders): Headers {
       headers.set(name, value)
   }
   return headers
-}
-
-/** Counts of open sockets by a key (user id, address); entries go when they reach 0. */
-class OpenCounts {
-  private readonly counts = new Map<string, number>()
-  get(key: string): number {
-    return this.counts.get(key) ?? 0
-  }
-
-  add(key: string): () => void {
-    this.counts.set(key, this.get(key) + 1)
-    let released = false
-    return () => {
-      if (released)
-        return
-      released = true
-      const left = this.get(key) - 1
-      if (left > 0)
-        this.counts.set(key, left)
-      else
-        this.counts.delete(key)
-    }
-  }
 }
 
 interface SocketState {
@@ -104,10 +82,9 @@ interface SocketState {
  * closed when their client stops reading (see ws-outbound.ts).
  */
 export const trpcPlugin: FastifyPluginAsync<TrpcPluginOptions> = async (app, { api, limits: overrides }) => {
-  // An unset limit (undefined) keeps its default.
-  const limits = { ...defaultTrpcLimits, ...Object.fromEntries(Object.entries(overrides ?? {}).filter(([, value]) => value !== undefined)) }
-  const socketsByIp = new OpenCounts()
-  const socketsByUser = new OpenCounts()
+  const limits = withDefaults(defaultTrpcLimits, overrides)
+  const socketsByIp = new SocketCounts(limits.socketsPerIp)
+  const socketsByUser = new SocketCounts(limits.socketsPerUser)
   const sockets = new WeakMap<WebSocket, SocketState>()
 
   const onError = ({ error, path, type }: { error: TRPCError, path?: string, type: string }) => {
@@ -153,7 +130,7 @@ export const trpcPlugin: FastifyPluginAsync<TrpcPluginOptions> = async (app, { a
       }
 
       const { user, session } = auth
-      if (socketsByUser.get(user.id) >= limits.socketsPerUser) {
+      if (socketsByUser.full(user.id)) {
         socket.close(WS_CLOSE.tooManyConnections, `Too many connections for this user (at most ${limits.socketsPerUser})`)
         throw new TRPCError({ code: 'TOO_MANY_REQUESTS', message: 'Too many connections for this user' })
       }
@@ -170,7 +147,7 @@ export const trpcPlugin: FastifyPluginAsync<TrpcPluginOptions> = async (app, { a
     websocket: true,
     // Refused before the upgrade, so a flood from one address costs no socket.
     preValidation: async (request) => {
-      if (socketsByIp.get(request.ip) >= limits.socketsPerIp) {
+      if (socketsByIp.full(request.ip)) {
         request.log.warn({ ip: request.ip }, 'WebSocket refused: too many connections from this address')
         throw new ApiError(429, 'TOO_MANY_CONNECTIONS', `At most ${limits.socketsPerIp} WebSockets per address`, { retryAfterSeconds: 10 })
       }

@@ -6,10 +6,10 @@ import { fileURLToPath } from 'node:url'
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core'
 
 /** Debian's chromium package (`.ci/run` installs it). */
-export const CHROMIUM_PATH = '/usr/bin/chromium'
+const CHROMIUM_PATH = '/usr/bin/chromium'
 
 /** Where the browser tests leave screenshots of each screen (git-ignored). */
-export const SCREENSHOT_DIR = fileURLToPath(new URL('../../../../.artifacts/screenshots/', import.meta.url))
+const SCREENSHOT_DIR = fileURLToPath(new URL('../../../../.artifacts/screenshots/', import.meta.url))
 
 // Quiet, reproducible runs: no GPU, no sandbox (containers), no background traffic or updates.
 const FLAGS = [

@@ -3,7 +3,7 @@ import { Resend } from 'resend'
 import { ApiError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 
-export interface EmailMessage {
+interface EmailMessage {
   to: string
   subject: string
   html: string

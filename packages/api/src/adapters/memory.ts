@@ -3,7 +3,8 @@ import { randomUUID } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
 
 import { systemClock, type Clock } from '../clock.ts'
-import type { AdapterHooks, Adapters, AtomicCounters, Cache, MessageHandler, PubSub } from './ports.ts'
+import { createChannelJoins, deliver } from './channels.ts'
+import type { AdapterHooks, Adapters, AtomicCounters, Cache, PubSub } from './ports.ts'
 
 export interface MemoryAdaptersOptions extends AdapterHooks {
   /**
@@ -73,7 +74,7 @@ class ExpiringCounts {
   }
 }
 
-export function createMemoryCache({ maxEntries = DEFAULT_MAX_ENTRIES, clock = systemClock }: MemoryAdaptersOptions = {}): Cache {
+function createMemoryCache({ maxEntries = DEFAULT_MAX_ENTRIES, clock = systemClock }: MemoryAdaptersOptions = {}): Cache {
   const entries = bounded<CacheEntry>(maxEntries, clock)
   return {
     async get(key) {
@@ -117,73 +118,21 @@ export function createMemoryCache({ maxEntries = DEFAULT_MAX_ENTRIES, clock = sy
   }
 }
 
-interface Channel {
-  handlers: Set<MessageHandler>
-  /** Settles when the channel is subscribed (or failed to be). */
-  confirmed: Promise<void>
-  live: boolean
-}
-
 export function createMemoryPubSub({ beforeSubscribe }: AdapterHooks = {}): PubSub {
-  const channels = new Map<string, Channel>()
+  const joins = createChannelJoins({ open: async channel => beforeSubscribe?.(channel) })
   return {
     async publish(channel, message) {
-      const entry = channels.get(channel)
-      if (!entry?.live)
-        return
-      // Deliver on a later tick, as a broker would, so a publisher never runs its own
-      // handlers re-entrantly.
-      for (const handler of [...entry.handlers]) {
-        setImmediate(() => {
-          try {
-            handler(message)
-          }
-          catch {
-            // A handler's failure must not stop delivery to the others.
-          }
-        })
-      }
+      // Only to subscriptions in force, on a later tick, as a broker would: a
+      // publisher never runs its own handlers re-entrantly.
+      for (const handler of joins.handlers(channel, true))
+        setImmediate(() => deliver(handler, message))
     },
-    async subscribe(channel, handler) {
-      // Wrap so the same function subscribed twice is two subscriptions.
-      const subscription: MessageHandler = message => handler(message)
-      let entry = channels.get(channel)
-      if (!entry) {
-        const created: Channel = { handlers: new Set(), confirmed: Promise.resolve().then(() => beforeSubscribe?.(channel)), live: false }
-        created.confirmed.then(() => {
-          created.live = true
-        }, () => {
-          if (channels.get(channel) === created)
-            channels.delete(channel)
-        })
-        channels.set(channel, created)
-        entry = created
-      }
-      const joined = entry
-      // Joined before confirmation, so an unsubscribe in between cannot drop the channel under us.
-      joined.handlers.add(subscription)
-      try {
-        await joined.confirmed
-      }
-      catch (error) {
-        joined.handlers.delete(subscription)
-        throw error
-      }
-      let active = true
-      return async () => {
-        if (!active)
-          return
-        active = false
-        joined.handlers.delete(subscription)
-        if (joined.handlers.size === 0 && channels.get(channel) === joined)
-          channels.delete(channel)
-      }
-    },
+    subscribe: joins.join,
   }
 }
 
 /** JavaScript runs one of these at a time, so each is atomic within the process. */
-export function createMemoryCounters({ maxEntries = DEFAULT_MAX_ENTRIES, clock = systemClock }: MemoryAdaptersOptions = {}): AtomicCounters {
+function createMemoryCounters({ maxEntries = DEFAULT_MAX_ENTRIES, clock = systemClock }: MemoryAdaptersOptions = {}): AtomicCounters {
   const windows = bounded<number>(maxEntries, clock)
   const debts = new ExpiringCounts(clock)
   return {

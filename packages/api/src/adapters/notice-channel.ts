@@ -138,4 +138,3 @@ export function createNoticeChannel<T extends { origin: string }>({ pubsub, logg
   }
 }
 
-export type NoticeChannel<T extends { origin: string }> = ReturnType<typeof createNoticeChannel<T>>

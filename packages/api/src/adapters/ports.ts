@@ -5,7 +5,7 @@
  */
 
 /** A read of a guarded entry (see `Cache.read`). */
-export interface GuardedRead {
+interface GuardedRead {
   /** The cached value; null on a miss. */
   value: string | null
   /** Names the last invalidation this read saw; pass it to `fill`. */
@@ -74,14 +74,14 @@ export interface AdapterHooks {
   beforeSubscribe?: (channel: string) => Promise<void>
 }
 
-export interface WindowHit {
+interface WindowHit {
   /** Hits in the current window, this one included. */
   count: number
   /** Milliseconds until the window resets. */
   resetInMs: number
 }
 
-export interface MeterSettlement {
+interface MeterSettlement {
   /** Whole Flux taken out of the debt by this call (to be debited by the caller). */
   settledFlux: number
   /** Units left in the debt after settling; always below `unitsPerFlux`. */

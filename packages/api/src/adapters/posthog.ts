@@ -21,7 +21,7 @@ export interface PosthogSettings {
 }
 
 /** One product event about one user. */
-export interface AnalyticsEvent {
+interface AnalyticsEvent {
   distinctId: string
   event: string
   properties?: Record<string, unknown>

@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto'
 
 import { Redis } from 'ioredis'
 
-import type { AdapterHooks, Adapters, AtomicCounters, Cache, MessageHandler, PubSub } from './ports.ts'
+import { createChannelJoins, deliver } from './channels.ts'
+import type { AdapterHooks, Adapters, AtomicCounters, Cache, PubSub } from './ports.ts'
 
 // Fixed window: the first hit of a window sets its expiry.
 const HIT_WINDOW = `
@@ -127,21 +128,19 @@ export async function createRedisAdapters({ url, prefix = '', beforeSubscribe }:
     },
   }
 
-  interface Channel {
-    handlers: Set<MessageHandler>
-    /** Settles when Redis confirms the SUBSCRIBE (or refuses it). */
-    confirmed: Promise<void>
-  }
-  const channels = new Map<string, Channel>()
-  subscriber.on('message', (channel: string, message: string) => {
-    for (const handler of [...(channels.get(channel)?.handlers ?? [])]) {
-      try {
-        handler(message)
-      }
-      catch {
-        // A handler's failure must not stop delivery to the others.
-      }
-    }
+  // Channels by their name in Redis (prefixed); every local subscriber of one waits for its one SUBSCRIBE.
+  const joins = createChannelJoins({
+    async open(name) {
+      await beforeSubscribe?.(name.slice(prefix.length))
+      await subscriber.subscribe(name)
+    },
+    async close(name) {
+      await subscriber.unsubscribe(name).catch(() => {})
+    },
+  })
+  subscriber.on('message', (name: string, message: string) => {
+    for (const handler of joins.handlers(name))
+      deliver(handler, message)
   })
 
   // ioredis subscribes again right after 'ready'; a PING queued behind those
@@ -194,47 +193,7 @@ export async function createRedisAdapters({ url, prefix = '', beforeSubscribe }:
       await client.publish(prefix + channel, message)
     },
     async subscribe(channel, handler) {
-      const name = prefix + channel
-      const subscription: MessageHandler = message => handler(message)
-      let entry = channels.get(name)
-      if (!entry) {
-        const created: Channel = {
-          handlers: new Set(),
-          confirmed: (async () => {
-            await beforeSubscribe?.(channel)
-            await subscriber.subscribe(name)
-          })(),
-        }
-        // A refused channel leaves no entry, so the next subscribe sends SUBSCRIBE again.
-        created.confirmed.catch(() => {
-          if (channels.get(name) === created)
-            channels.delete(name)
-        })
-        channels.set(name, created)
-        entry = created
-      }
-      const joined = entry
-      // Every subscriber of the channel waits for the one SUBSCRIBE; joined first, so
-      // an unsubscribe in between cannot drop the channel under us.
-      joined.handlers.add(subscription)
-      try {
-        await joined.confirmed
-      }
-      catch (error) {
-        joined.handlers.delete(subscription)
-        throw error
-      }
-      let active = true
-      return async () => {
-        if (!active)
-          return
-        active = false
-        joined.handlers.delete(subscription)
-        if (joined.handlers.size === 0 && channels.get(name) === joined) {
-          channels.delete(name)
-          await subscriber.unsubscribe(name).catch(() => {})
-        }
-      }
+      return joins.join(prefix + channel, handler)
     },
   }
 

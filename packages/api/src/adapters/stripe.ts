@@ -16,7 +16,7 @@ export interface StripeSettings {
   apiUrl?: string
 }
 
-export interface CheckoutSessionInput {
+interface CheckoutSessionInput {
   priceId: string
   currency: string
   customerId: string

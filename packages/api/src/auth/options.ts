@@ -17,6 +17,7 @@ export const SIGN_IN_PATH = '/sign-in'
 export const AUTH_BASE_PATH = '/api/auth'
 export const ELECTRON_RELAY_PATH = `${AUTH_BASE_PATH}/oidc/electron-callback`
 
+/** @public Named by the SDK's bundled declarations (the auth factory's return type). */
 export interface SocialProviderCredentials {
   clientId: string
   clientSecret: string
@@ -58,7 +59,7 @@ export function hashClientSecret(secret: string): string {
  * The provider's client-management endpoints. They answer any signed-in user
  * (registration, creating clients with any redirect URI), so they are not served.
  */
-export const CLIENT_MANAGEMENT_PATHS = [
+const CLIENT_MANAGEMENT_PATHS = [
   '/oauth2/register',
   '/oauth2/create-client',
   '/oauth2/get-client',
@@ -69,7 +70,7 @@ export const CLIENT_MANAGEMENT_PATHS = [
 ]
 
 /** Seconds a JWT access token is valid for; short, because it cannot be revoked by itself. */
-export const ACCESS_TOKEN_TTL_SECONDS = 15 * 60
+const ACCESS_TOKEN_TTL_SECONDS = 15 * 60
 
 /**
  * The better-auth configuration. Its tables are migration 0016; `migrate.test.ts`
@@ -178,4 +179,3 @@ export function createAuthOptions({ db, settings, email, logger, beforeDeleteUse
   } satisfies BetterAuthOptions
 }
 
-export type AuthOptions = ReturnType<typeof createAuthOptions>

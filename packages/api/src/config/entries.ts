@@ -6,7 +6,7 @@ const encryptedKeySchema = z.object({
   ciphertext: z.string().min(1),
 })
 
-export const llmRouterConfigSchema = z.object({
+const llmRouterConfigSchema = z.object({
   defaultModel: z.string().min(1).optional(),
   /** One deadline for the whole fallback chain of a call, streaming included (default 120 s). */
   deadlineMs: z.number().int().positive().optional(),
@@ -24,7 +24,7 @@ export const llmRouterConfigSchema = z.object({
 })
 
 /** A voice as the speech catalogue serves it. */
-export const ttsVoiceSchema = z.object({
+const ttsVoiceSchema = z.object({
   id: z.string().min(1).max(200),
   name: z.string().min(1).max(200).optional(),
   languages: z.array(z.string().min(1).max(35)).max(100).optional(),
@@ -32,7 +32,7 @@ export const ttsVoiceSchema = z.object({
 })
 
 /** Speech upstreams by alias (SPEC §4.6); keys sealed like the LLM router's, under the alias. */
-export const ttsUpstreamsSchema = z.object({
+const ttsUpstreamsSchema = z.object({
   defaultModel: z.string().min(1).optional(),
   models: z.record(z.string().min(1).max(200), z.object({
     /** `openai-compatible`: `{baseUrl}/audio/speech` and `{baseUrl}/voices`; `azure`: SSML to `{baseUrl}/cognitiveservices/v1`. */
@@ -50,7 +50,7 @@ export const ttsUpstreamsSchema = z.object({
   })),
 }).refine(value => value.defaultModel === undefined || Object.hasOwn(value.models, value.defaultModel), { message: 'defaultModel must name one of models', path: ['defaultModel'] })
 
-export const streamingTtsUpstreamSchema = z.object({
+const streamingTtsUpstreamSchema = z.object({
   /** WebSocket URL of the bidirectional TTS bridge (e.g. an unspeech-style proxy). */
   url: z.url({ protocol: /^(?:wss?|https?)$/ }),
   /** Sealed under the alias `streaming-tts`; sent as `Authorization: Bearer`. */
@@ -84,7 +84,7 @@ export const configEntries = {
   STREAMING_TTS_UPSTREAM: streamingTtsUpstreamSchema,
 } satisfies Record<string, z.ZodType>
 
-export type ConfigEntries = typeof configEntries
+type ConfigEntries = typeof configEntries
 export type ConfigKey = keyof ConfigEntries
 export type ConfigValue<K extends ConfigKey> = z.output<ConfigEntries[K]>
 
@@ -94,7 +94,3 @@ export type KeyWithFallback = {
 }[ConfigKey]
 
 export const configKeys = Object.keys(configEntries) as ConfigKey[]
-
-export function isConfigKey(key: string): key is ConfigKey {
-  return Object.hasOwn(configEntries, key)
-}

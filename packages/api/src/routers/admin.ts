@@ -22,7 +22,7 @@ const adminConfigRouter = createRouter({
     })),
 })
 
-export const fluxGrantInput = z.object({
+const fluxGrantInput = z.object({
   description: text().trim().min(1).max(200),
   amount: z.number().int().min(1).max(10_000),
   emails: z.array(text().trim().min(1).max(320)).min(1).max(200),
@@ -35,7 +35,7 @@ const adminFluxRouter = createRouter({
   grant: adminProcedure.input(fluxGrantInput).mutation(({ ctx, input }) => ctx.services.fluxGrants.grant(input, ctx.user.id)),
 })
 
-export const encryptKeyInput = z.object({
+const encryptKeyInput = z.object({
   model: text().trim().min(1).max(200),
   keyId: text().trim().min(1).max(100),
   apiKey: text().min(1).max(10_000),

@@ -6,22 +6,22 @@ import { text } from './schemas.ts'
 /** An http(s) URL on one of our trusted origins (the origin is checked by the service: `INVALID_ORIGIN`). */
 const returnUrl = z.url({ protocol: /^https?$/, message: 'Must be an http(s) URL' }).max(2_048).refine(value => !/[\0\s]/.test(value), 'Must not contain whitespace')
 
-export const checkoutInput = z.object({
+const checkoutInput = z.object({
   stripePriceId: text().trim().min(1).max(255),
   currency: z.string().regex(/^[a-z]{3}$/i, 'Must be a three-letter ISO currency code').transform(value => value.toLowerCase()).optional(),
   returnUrl,
 })
 
-export const ordersInput = z.object({
+const ordersInput = z.object({
   cursor: text().min(1).max(500).nullish(),
   limit: z.number().int().min(1).max(100).default(20),
 })
 
-export const invoicesInput = z.object({
+const invoicesInput = z.object({
   limit: z.number().int().min(1).max(100).default(20),
 })
 
-export const portalInput = z.object({ returnUrl })
+const portalInput = z.object({ returnUrl })
 
 export const billingRouter = createRouter({
   /** The Flux packages on sale, with their price in every currency; cached 5 minutes. */

@@ -6,7 +6,7 @@ import { id, jsonObject, text } from './schemas.ts'
 
 const memberRef = z.object({ type: z.enum(['user', 'character']), id })
 
-export const chatsInput = {
+const chatsInput = {
   create: z.object({
     type: z.enum(['private', 'bot', 'group', 'channel']),
     title: text().trim().max(200).nullish(),

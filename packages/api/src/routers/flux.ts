@@ -3,7 +3,7 @@ import { z } from 'zod'
 import { createRouter, protectedProcedure } from '../trpc.ts'
 import { text } from './schemas.ts'
 
-export const fluxHistoryInput = z.object({
+const fluxHistoryInput = z.object({
   cursor: text().min(1).max(200).nullish(),
   limit: z.number().int().min(1).max(100).default(20),
 })

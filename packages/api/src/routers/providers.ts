@@ -5,7 +5,7 @@ import { id, jsonObject, text } from './schemas.ts'
 
 const name = text().trim().min(1).max(200)
 
-export const providerCreateInput = z.object({
+const providerCreateInput = z.object({
   /** Which provider definition (e.g. `openai`, `elevenlabs`) this config is for. */
   definitionId: text().trim().min(1).max(100),
   name,
@@ -14,7 +14,7 @@ export const providerCreateInput = z.object({
   validationBypassed: z.boolean().optional(),
 })
 
-export const providerUpdateInput = z.object({
+const providerUpdateInput = z.object({
   id,
   name: name.optional(),
   config: jsonObject.optional(),

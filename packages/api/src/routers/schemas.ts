@@ -22,7 +22,7 @@ export const text = () => z.string().refine(isSafeText, unsafeTextMessage)
 export const id = text().min(1).max(100)
 
 /** How deep a JSON value given as input (a `config`, a message's `metadata`) may nest. */
-export const MAX_JSON_DEPTH = 32
+const MAX_JSON_DEPTH = 32
 
 /** What is wrong with a JSON value: its key strings and strings must be safe text, its nesting bounded. */
 function checkJson(value: unknown, ctx: z.RefinementCtx, path: PropertyKey[], depth: number): void {

@@ -7,7 +7,7 @@ import type { Logger } from '../logger.ts'
 import type { CompletedPayment } from './stripe/webhook.ts'
 
 /** The product events we send (SPEC §4.9); docs/operations.md lists their properties. */
-export const ANALYTICS_EVENTS = {
+const ANALYTICS_EVENTS = {
   userSignedUp: 'user_signed_up',
   paymentCompleted: 'payment_completed',
   fluxGranted: 'flux_granted',
@@ -28,9 +28,10 @@ export interface AnalyticsDeps {
   /** PostHog when POSTHOG_KEY is set, else the no-op sink. */
   sink: AnalyticsSink
   logger: Logger
-  /** Users this instance already knows have sent a message (default 100 000). */
-  maxKnownSenders?: number
 }
+
+/** Users this instance remembers as having sent a message. */
+const MAX_KNOWN_SENDERS = 100_000
 
 /**
  * Product analytics (PostHog): one method per event, distinctId = the user id.
@@ -38,9 +39,9 @@ export interface AnalyticsDeps {
  * PostHog or fails with it. `first_message_sent` is decided by a conditional
  * insert into `user_milestones`, so it is sent once per user across instances.
  */
-export function createAnalyticsService({ db, sink, logger, maxKnownSenders = 100_000 }: AnalyticsDeps) {
+export function createAnalyticsService({ db, sink, logger }: AnalyticsDeps) {
   // Spares the insert for users seen before; the table stays the judge.
-  const knownSenders = new LRUCache<string, true>({ max: maxKnownSenders })
+  const knownSenders = new LRUCache<string, true>({ max: MAX_KNOWN_SENDERS })
 
   return {
     userSignedUp(userId: string): void {

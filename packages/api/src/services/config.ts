@@ -15,9 +15,9 @@ import type { Logger } from '../logger.ts'
 const CACHE_TTL_SECONDS = 300
 
 const invalidation = pubsubMessage<{ key: string }>(z.object({ key: z.string().min(1) }), 'config invalidation message')
-export const createConfigInvalidatedMessage = (key: ConfigKey): string => invalidation.create({ key })
+const createConfigInvalidatedMessage = (key: ConfigKey): string => invalidation.create({ key })
 /** Returns the invalidated key, or undefined (logged) for a malformed message. */
-export const parseConfigInvalidatedMessage = (raw: string, logger: Logger): string | undefined => invalidation.parse(raw, logger)?.key
+const parseConfigInvalidatedMessage = (raw: string, logger: Logger): string | undefined => invalidation.parse(raw, logger)?.key
 
 export interface ConfigEntryView {
   key: ConfigKey

@@ -61,12 +61,12 @@ type EmailKind = keyof typeof templates
 
 const htmlEscapes: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', '\'': '&#39;' }
 
-export function escapeHtml(value: string): string {
+function escapeHtml(value: string): string {
   return value.replace(/[&<>"']/g, char => htmlEscapes[char]!)
 }
 
 /** Renders the shared layout: the link appears as a button and as plain text, since some clients hide buttons. */
-export function renderEmail(app: string, content: EmailContent, url: string): { html: string, text: string } {
+function renderEmail(app: string, content: EmailContent, url: string): { html: string, text: string } {
   const e = escapeHtml
   const paragraph = (body: string) => `<p style="margin:0 0 16px;font-size:15px;line-height:1.5;color:#1f2937">${body}</p>`
   const html = [

@@ -1,49 +1,68 @@
+import type { Clock } from '../clock.ts'
 import { ApiError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 import { KeyDecryptError, type KeyVault } from './key-vault.ts'
 
 /** An upstream API key as operator config stores it: sealed by the key vault under an alias and its id. */
-export interface EncryptedKey {
+interface EncryptedKey {
   id: string
   ciphertext: string
 }
 
+/**
+ * The keys of one upstream, as the pool knows them: `poolId` names the upstream
+ * (an LLM upstream's id, a TTS alias at its base URL, the streaming bridge at its
+ * origin), `alias` is what its keys were sealed under.
+ */
+export interface KeySet {
+  poolId: string
+  alias: string
+  keys: readonly EncryptedKey[]
+}
+
+/** A key ready to use. */
+interface UsableKey {
+  id: string
+  apiKey: string
+}
+
 /** One key's turn: its plaintext, or why it cannot be used (it has been logged and cooled down). */
-export type KeyTurn =
-  | { id: string, apiKey: string }
-  | { id: string, apiKey?: undefined, unusable: string }
+type KeyTurn = UsableKey | { id: string, apiKey?: undefined, unusable: string }
 
 /** How long a key is left alone after the upstream refused it. */
 export const KEY_COOLDOWN_MS = { auth: 5 * 60_000, rateLimited: 30_000 } as const
 
 /**
- * Key rotation shared by the upstream callers (LLM router, speech): round-robin
- * over a pool's keys, skipping those cooling down, decrypted under the alias they
- * were sealed for. A pool is whatever the caller names (an upstream id, a TTS
- * alias). Positions and cooldowns are per instance: they only spread load and
- * skip bad keys, so they need not be shared between instances.
+ * The one upstream key pool of the process, shared by the LLM router, speech and
+ * streaming speech: round-robin over a key set's keys, skipping those cooling
+ * down, decrypted under the alias they were sealed for. Cooldowns are per key
+ * (pool id and key id), so a key one caller saw refused is skipped by every
+ * caller. Positions and cooldowns live in this instance only: they spread load
+ * and skip bad keys, so other server instances need not see them.
  */
-export function createUpstreamKeys({ keyVault, logger }: { keyVault: KeyVault | undefined, logger: Logger }) {
+export function createUpstreamKeyPool({ keyVault, logger, clock }: { keyVault: KeyVault | undefined, logger: Logger, clock: Clock }) {
   const cooldowns = new Map<string, number>()
   const rotation = new Map<string, number>()
+  // JSON of the pair, so no pool id containing the separator can alias another key.
+  const keyOf = (poolId: string, keyId: string) => JSON.stringify([poolId, keyId])
 
   function coolDown(poolId: string, keyId: string, ms: number): void {
-    cooldowns.set(`${poolId}:${keyId}`, Date.now() + ms)
+    cooldowns.set(keyOf(poolId, keyId), clock.now() + ms)
   }
 
   return {
     /**
-     * The pool's healthy keys in turn, each pool starting one further than its last
+     * The set's healthy keys in turn, each pool starting one further than its last
      * call. A key that does not decrypt (wrong master key, alias or key id) is
      * logged, cooled down and handed out as unusable, never with a plaintext.
      * Without a vault (LLM_ROUTER_MASTER_KEY unset) the first turn throws 503.
      */
-    * inTurn(poolId: string, alias: string, keys: readonly EncryptedKey[]): Generator<KeyTurn> {
-      const now = Date.now()
+    * inTurn({ poolId, alias, keys }: KeySet): Generator<KeyTurn> {
+      const now = clock.now()
       const start = rotation.get(poolId) ?? 0
       rotation.set(poolId, start + 1)
       const ordered = keys.map((_, index) => keys[(start + index) % keys.length]!)
-      for (const key of ordered.filter(key => (cooldowns.get(`${poolId}:${key.id}`) ?? 0) <= now)) {
+      for (const key of ordered.filter(key => (cooldowns.get(keyOf(poolId, key.id)) ?? 0) <= now)) {
         if (!keyVault)
           throw new ApiError(503, 'CONFIG_NOT_SET', 'LLM_ROUTER_MASTER_KEY is not set', { key: 'LLM_ROUTER_MASTER_KEY' })
         let apiKey: string
@@ -63,18 +82,18 @@ export function createUpstreamKeys({ keyVault, logger }: { keyVault: KeyVault | 
     },
 
     /** Records an upstream's refusal of a key: 401/403 cool it down for 5 minutes, 429 for its Retry-After (30 s without one). */
-    noteRefusal(poolId: string, keyId: string, response: Response): void {
-      if (response.status === 401 || response.status === 403)
+    noteRefusal(poolId: string, keyId: string, status: number, retryAfter: string | null | undefined): void {
+      if (status === 401 || status === 403)
         coolDown(poolId, keyId, KEY_COOLDOWN_MS.auth)
-      if (response.status === 429) {
-        const retryAfter = Number(response.headers.get('retry-after'))
-        coolDown(poolId, keyId, Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter * 1000 : KEY_COOLDOWN_MS.rateLimited)
+      if (status === 429) {
+        const seconds = Number(retryAfter)
+        coolDown(poolId, keyId, Number.isFinite(seconds) && seconds > 0 ? seconds * 1000 : KEY_COOLDOWN_MS.rateLimited)
       }
     },
   }
 }
 
-export type UpstreamKeys = ReturnType<typeof createUpstreamKeys>
+export type UpstreamKeyPool = ReturnType<typeof createUpstreamKeyPool>
 
 /**
  * A failed answer after which the next key (or upstream) is tried: the key or the
@@ -84,7 +103,81 @@ export function isRetryableStatus(status: number): boolean {
   return !(status >= 400 && status < 500) || [401, 403, 408, 409, 429].includes(status)
 }
 
-/** Reads an abandoned response to the end so its connection goes back to the pool. */
-export async function drain(response: Response): Promise<void> {
+/** Reads an abandoned response to the end so its connection goes back to the pool (a no-op once read). */
+async function drain(response: Response): Promise<void> {
   await response.arrayBuffer().catch(() => {})
+}
+
+/**
+ * How one attempt ended: with a value (the call is done), with a non-2xx answer
+ * of the upstream, or with a failure of the connection (the next key is tried).
+ * An attempt throws only to end the whole call (the client left, the deadline
+ * passed, our own error).
+ */
+export type AttemptOutcome<T> =
+  | { value: T }
+  | {
+    refused: Response
+    reason: string
+    /** The error the call ends with when the status is the caller's mistake (not retryable). */
+    rejected: () => Promise<Error> | Error
+    /** Before the abandoned answer is drained, when the next key is tried (logs, metrics). */
+    onRetry?: () => void
+    /** Once the answer is drained or rejected (the attempt's own signal). */
+    release?: () => void
+  }
+  | { failed: string }
+
+interface FallbackOptions<S extends KeySet, T> {
+  /** The key sets in the order they are tried (an alias's upstreams, or one set). */
+  sets: Iterable<S>
+  /** The caller's signal: once it aborts, its reason ends the call before the next key. */
+  signal?: AbortSignal
+  /** One call with one key; `index` counts the attempts made before it. */
+  attempt: (set: S, key: UsableKey, index: number) => Promise<AttemptOutcome<T>>
+  /** The error when every key failed; `lastStatus` is the last refusal's status. */
+  exhausted: (lastStatus: number | undefined, lastReason: string) => Error
+}
+
+/**
+ * The one fallback loop of the upstream callers (LLM router, REST speech): every
+ * healthy key of every set in order until an attempt succeeds. 401/403/429 cool
+ * the key down in the shared pool; 429, 5xx, 408/409 and connection failures move
+ * on (the abandoned answer drained first); any other 4xx ends the call as the
+ * attempt's `rejected` error.
+ */
+export async function withFallback<S extends KeySet, T>(pool: UpstreamKeyPool, { sets, signal, attempt, exhausted }: FallbackOptions<S, T>): Promise<T> {
+  let lastStatus: number | undefined
+  let lastReason = 'no usable key'
+  let attempts = 0
+  for (const set of sets) {
+    for (const key of pool.inTurn(set)) {
+      if (signal?.aborted)
+        throw signal.reason
+      if (key.apiKey === undefined) {
+        lastReason = key.unusable
+        continue
+      }
+      const outcome = await attempt(set, { id: key.id, apiKey: key.apiKey }, attempts++)
+      if ('value' in outcome)
+        return outcome.value
+      if ('failed' in outcome) {
+        lastReason = outcome.failed
+        continue
+      }
+      const { refused: response } = outcome
+      lastStatus = response.status
+      lastReason = outcome.reason
+      pool.noteRefusal(set.poolId, key.id, response.status, response.headers.get('retry-after'))
+      if (!isRetryableStatus(response.status)) {
+        const error = await outcome.rejected()
+        outcome.release?.()
+        throw error
+      }
+      outcome.onRetry?.()
+      await drain(response)
+      outcome.release?.()
+    }
+  }
+  throw exhausted(lastStatus, lastReason)
 }

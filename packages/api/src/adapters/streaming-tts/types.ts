@@ -6,7 +6,7 @@
  */
 
 /** What the session asks for, as the start frame named it. */
-export interface StreamingTtsStart {
+interface StreamingTtsStart {
   model: string
   voice: string
   responseFormat?: string
@@ -45,7 +45,7 @@ export interface StreamingTtsError {
  * What the upstream reports. Exactly one of `finished` and `error` ends a stream;
  * nothing is reported after it, nor after `cancel`.
  */
-export interface StreamingTtsHandlers {
+interface StreamingTtsHandlers {
   started: () => void
   /** An audio chunk, byte for byte as the upstream sent it. */
   audio: (chunk: Buffer) => void

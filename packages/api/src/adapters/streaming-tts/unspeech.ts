@@ -27,7 +27,7 @@ function safeCode(code: string | undefined): string {
 }
 
 /** `https://host/path` → `wss://host/path`; ws(s) URLs as they are. */
-export function webSocketUrl(url: string): string {
+function webSocketUrl(url: string): string {
   const parsed = new URL(url)
   if (parsed.protocol === 'https:')
     parsed.protocol = 'wss:'

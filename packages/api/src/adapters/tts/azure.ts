@@ -10,7 +10,7 @@ import { expectOk, MAX_AUDIO_BYTES, readBounded, readJson, type TtsAdapter, type
 const AZURE_VOICE = /^([a-z]{2,3}(?:-[a-z]{4})?-[a-z]{2,4})-[a-z0-9]+(?::[a-z0-9]+)?Neural$/i
 
 /** The locale of a valid voice id (its `xml:lang`), or undefined when the id is not one. */
-export function azureVoiceLocale(voice: string): string | undefined {
+function azureVoiceLocale(voice: string): string | undefined {
   return voice.length <= 100 ? AZURE_VOICE.exec(voice)?.[1] : undefined
 }
 
@@ -18,7 +18,7 @@ export function azureVoiceLocale(voice: string): string | undefined {
 const NOT_XML = /[^\t\n\r\u0020-\uD7FF\uE000-\uFFFD\u{10000}-\u{10FFFF}]/gu
 
 /** Text as XML character data or an attribute value: the five special characters escaped, illegal ones spoken as spaces. */
-export function escapeXml(text: string): string {
+function escapeXml(text: string): string {
   return text.replace(NOT_XML, ' ').replace(/[&<>"']/g, char => `&${({ '&': 'amp', '<': 'lt', '>': 'gt', '"': 'quot', '\'': 'apos' })[char]!};`)
 }
 

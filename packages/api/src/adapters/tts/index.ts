@@ -14,4 +14,3 @@ export const ttsAdapters = {
   'azure': azureTts,
 } as const satisfies Record<string, TtsAdapter>
 
-export type TtsAdapterName = keyof typeof ttsAdapters

@@ -17,7 +17,7 @@ export interface SpeechInput {
 }
 
 /** Where one attempt goes, with the one key it uses. */
-export interface TtsTarget {
+interface TtsTarget {
   baseUrl: string
   /** The upstream model (OpenAI-compatible) or output format (Azure). */
   model: string
@@ -66,7 +66,7 @@ export class UpstreamHttpError extends Error {
 /** The largest audio answer we buffer (4 096 characters of speech are a few MB at most). */
 export const MAX_AUDIO_BYTES = 32 * 1024 * 1024
 /** The largest voice list we read. */
-export const MAX_CATALOGUE_BYTES = 8 * 1024 * 1024
+const MAX_CATALOGUE_BYTES = 8 * 1024 * 1024
 
 /** Throws `UpstreamHttpError` unless `response` is 2xx, with the upstream's own message when it gave one. */
 export async function expectOk(response: Response): Promise<void> {
@@ -128,7 +128,7 @@ const str = (value: unknown, max = 200): string | undefined =>
  * `languages` as strings or `{ code }`, and `gender` (or `labels.gender`).
  * Anything without a usable id is dropped.
  */
-export function voiceFrom(item: unknown): Voice | undefined {
+function voiceFrom(item: unknown): Voice | undefined {
   if (typeof item === 'string')
     return str(item) ? { id: item, name: item } : undefined
   if (typeof item !== 'object' || item === null)

@@ -1,10 +1,9 @@
 import { randomUUID } from 'node:crypto'
 
-import type { Db } from '@airi/db'
-
 import { ApiError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
 import type { GrantedFlux } from '../analytics.ts'
+import type { Users } from '../users.ts'
 import type { BillingService } from './ledger.ts'
 
 export interface GrantInput {
@@ -17,10 +16,10 @@ export interface GrantInput {
   dryRun?: boolean
 }
 
-export type GrantStatus = 'granted' | 'would_grant' | 'skipped' | 'failed'
-export type SkipReason = 'duplicate' | 'not_found' | 'deleted' | 'already_granted'
+type GrantStatus = 'granted' | 'would_grant' | 'skipped' | 'failed'
+type SkipReason = 'duplicate' | 'not_found' | 'deleted' | 'already_granted'
 
-export interface GrantOutcome {
+interface GrantOutcome {
   email: string
   status: GrantStatus
   reason?: SkipReason
@@ -39,7 +38,7 @@ export interface GrantReport {
 }
 
 /** The ledger request id of one recipient's grant: what makes a rerun with the same key safe. */
-export function grantRequestId(key: string, userId: string): string {
+function grantRequestId(key: string, userId: string): string {
   return `flux-grant:${key}:${userId}`
 }
 
@@ -47,9 +46,9 @@ export function grantRequestId(key: string, userId: string): string {
  * Admin Flux grants: resolves e-mails (case-insensitively) and credits each
  * recipient synchronously through the billing service, reporting per e-mail.
  */
-export function createFluxGrantService({ db, billing, logger, onGranted }: {
-  db: Db
-  billing: BillingService
+export function createFluxGrantService({ users, billing, logger, onGranted }: {
+  users: Pick<Users, 'findByEmails'>
+  billing: Pick<BillingService, 'closedAccounts' | 'findByRequestId' | 'credit'>
   logger: Logger
   /** Seam for product analytics (`flux_granted`), told of each credited recipient. */
   onGranted?: (grant: GrantedFlux) => void
@@ -58,14 +57,10 @@ export function createFluxGrantService({ db, billing, logger, onGranted }: {
     async grant(input: GrantInput, grantedBy: string): Promise<GrantReport> {
       const key = input.idempotencyKey ?? randomUUID()
       const dryRun = input.dryRun ?? false
-      const wanted = [...new Set(input.emails.map(email => email.trim().toLowerCase()))]
-      const users = wanted.length === 0
-        ? []
-        : await db.selectFrom('user').select(['id', 'email']).where(eb => eb(eb.fn('lower', ['email']), 'in', wanted)).execute()
-      const byEmail = new Map(users.map(user => [user.email.toLowerCase(), user]))
-      const closed = new Set(users.length === 0
-        ? []
-        : (await db.selectFrom('user_flux').select('user_id').where('user_id', 'in', users.map(user => user.id)).where('deleted_at', 'is not', null).execute()).map(row => row.user_id))
+      const found = await users.findByEmails(input.emails.map(email => email.trim()))
+      const byEmail = new Map(found.map(user => [user.email.toLowerCase(), user]))
+      // Asked up front so a dry run reports them too; billing refuses a credit to them anyway.
+      const closed = await billing.closedAccounts(found.map(user => user.id))
 
       const seen = new Set<string>()
       const results: GrantOutcome[] = []

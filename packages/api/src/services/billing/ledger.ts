@@ -4,6 +4,7 @@ import { sql, type Transaction } from 'kysely'
 import type { Cache } from '../../adapters/ports.ts'
 import { keys } from '../../adapters/keys.ts'
 import { createCursorCodec, sequenceKey } from '../../cursor.ts'
+import { isUniqueViolation } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
 import type { Metrics } from '../../metrics.ts'
 import { accountNotFound, checkAmount, creditPlan, debitPlan, openAccountIn, toEntry, writeOn, type CreditInput, type DebitInput, type LedgerEntry, type Plan, type WriteInput, type Written } from './write.ts'
@@ -46,8 +47,6 @@ export interface BillingServiceDeps {
 }
 
 export type BillingService = ReturnType<typeof createBillingService>
-
-const UNIQUE_VIOLATION = '23505'
 
 /** The ledger is paged newest first by its sequence number. */
 const historyCursor = createCursorCodec(sequenceKey)
@@ -104,7 +103,7 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux, 
     catch (error) {
       // A concurrent write of the same request id committed while this one waited
       // for the lock (see `writeStatement`); run again, it now answers as a replay.
-      if ((error as { code?: string }).code === UNIQUE_VIOLATION && !retried)
+      if (isUniqueViolation(error) && !retried)
         return write(input, plan, opened, true)
       throw error
     }
@@ -205,6 +204,15 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux, 
       for (const entry of written)
         await committed(entry)
       return result
+    },
+
+    /** Of `userIds`, those whose account was closed by account deletion (writes to them are refused). */
+    async closedAccounts(userIds: string[]): Promise<Set<string>> {
+      if (userIds.length === 0)
+        return new Set()
+      const rows = await db.selectFrom('user_flux').select('user_id')
+        .where('user_id', 'in', userIds).where('deleted_at', 'is not', null).execute()
+      return new Set(rows.map(row => row.user_id))
     },
 
     /** Whether a write under this request id was already made (for reporting, not for safety). */

@@ -158,7 +158,7 @@ type WriteRow = FluxTransaction & { outcome: 'written' | 'replayed' | 'refused',
  * (user_id, request_id), undoing the whole statement; `write` runs it again and
  * the replay is seen.
  */
-export function writeStatement(input: WriteInput, { type, minimum = 1, owed = true }: Plan): RawBuilder<WriteRow> {
+function writeStatement(input: WriteInput, { type, minimum = 1, owed = true }: Plan): RawBuilder<WriteRow> {
   const amount = sql`${input.amount}::bigint`
   const debit = type === 'debit'
   const metadata = input.metadata && Object.keys(input.metadata).length > 0 ? JSON.stringify(input.metadata) : null

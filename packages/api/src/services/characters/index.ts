@@ -1,3 +1,4 @@
 // The characters domain: characters and their covers, capabilities, translations,
 // prompts and avatar models.
+export { characterCreateInput, characterListInput, characterUpdateInput } from './schema.ts'
 export { createCharacterService, type CharacterService } from './service.ts'

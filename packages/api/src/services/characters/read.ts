@@ -1,38 +1,55 @@
-import type { Character, Db } from '@airi/db'
+import { sql, type Expression, type ExpressionBuilder, type RawBuilder, type Transaction } from 'kysely'
+
+import type { Character, Database, Db } from '@airi/db'
 
 import { notFound } from '../../errors.ts'
-import type { CharacterDetail, CharacterSummary } from './types.ts'
+import type { CharacterCoverEntry, CharacterDetail, CharacterI18nEntry, CharacterSummary } from './types.ts'
+
+type Executor = Db | Transaction<Database>
+type OnCharacter = ExpressionBuilder<Database, 'characters'>
 
 export const characterNotFound = () => notFound('CHARACTER_NOT_FOUND', 'No such character')
 
-function groupBy<T extends { character_id: string }>(rows: T[]): Map<string, T[]> {
-  const groups = new Map<string, T[]>()
-  for (const row of rows) {
-    const group = groups.get(row.character_id)
-    if (group)
-      group.push(row)
-    else
-      groups.set(row.character_id, [row])
-  }
-  return groups
+/** A child list as one JSON array in its given order: one round trip per character read, not one per table. */
+function childList<O extends { position: number }>(rows: Expression<O>): RawBuilder<Omit<O, 'position'>[]> {
+  return sql`(SELECT coalesce(json_agg(to_jsonb(child) - 'position' ORDER BY child.position), '[]'::json) FROM ${rows} AS child)`
 }
 
-/** Translations, covers and the caller's flags for a set of characters, in order. */
-export async function summaries(db: Db, userId: string, rows: Character[]): Promise<CharacterSummary[]> {
-  if (rows.length === 0)
-    return []
-  const ids = rows.map(row => row.id)
-  const [i18n, covers, likes, bookmarks] = await Promise.all([
-    db.selectFrom('character_i18n').selectAll().where('character_id', 'in', ids).where('deleted_at', 'is', null).orderBy('position').execute(),
-    db.selectFrom('character_covers').selectAll().where('character_id', 'in', ids).where('deleted_at', 'is', null).orderBy('position').execute(),
-    db.selectFrom('user_character_likes').select('character_id').where('user_id', '=', userId).where('character_id', 'in', ids).execute(),
-    db.selectFrom('user_character_bookmarks').select('character_id').where('user_id', '=', userId).where('character_id', 'in', ids).execute(),
-  ])
-  const i18nBy = groupBy(i18n)
-  const coversBy = groupBy(covers)
-  const liked = new Set(likes.map(like => like.character_id))
-  const bookmarked = new Set(bookmarks.map(bookmark => bookmark.character_id))
-  return rows.map(row => ({
+const i18nOf = (eb: OnCharacter) => childList(eb.selectFrom('character_i18n')
+  .select(['id', 'language', 'name', 'tagline', 'description', 'tags', 'position'])
+  .whereRef('character_i18n.character_id', '=', 'characters.id').where('character_i18n.deleted_at', 'is', null))
+
+const coversOf = (eb: OnCharacter) => childList(eb.selectFrom('character_covers')
+  .select(['id', 'foreground_url as foregroundUrl', 'background_url as backgroundUrl', 'position'])
+  .whereRef('character_covers.character_id', '=', 'characters.id').where('character_covers.deleted_at', 'is', null))
+
+const capabilitiesOf = (eb: OnCharacter) => childList(eb.selectFrom('character_capabilities')
+  .select(['id', 'type', 'config', 'position'])
+  .whereRef('character_capabilities.character_id', '=', 'characters.id').where('character_capabilities.deleted_at', 'is', null))
+
+const promptsOf = (eb: OnCharacter) => childList(eb.selectFrom('character_prompts')
+  .select(['id', 'language', 'type', 'content', 'position'])
+  .whereRef('character_prompts.character_id', '=', 'characters.id').where('character_prompts.deleted_at', 'is', null))
+
+const avatarModelsOf = (eb: OnCharacter) => childList(eb.selectFrom('avatar_models')
+  .select(['id', 'name', 'type', 'description', 'config', 'position'])
+  .whereRef('avatar_models.character_id', '=', 'characters.id').where('avatar_models.deleted_at', 'is', null))
+
+const likedBy = (eb: OnCharacter, userId: string) => eb.exists(eb.selectFrom('user_character_likes').select('user_id')
+  .where('user_character_likes.user_id', '=', userId).whereRef('user_character_likes.character_id', '=', 'characters.id')).$castTo<boolean>()
+
+const bookmarkedBy = (eb: OnCharacter, userId: string) => eb.exists(eb.selectFrom('user_character_bookmarks').select('user_id')
+  .where('user_character_bookmarks.user_id', '=', userId).whereRef('user_character_bookmarks.character_id', '=', 'characters.id')).$castTo<boolean>()
+
+/** What a summary adds to the character row, as columns of the same query. */
+export function summaryColumns(eb: OnCharacter, userId: string) {
+  return [i18nOf(eb).as('i18n'), coversOf(eb).as('covers'), likedBy(eb, userId).as('liked'), bookmarkedBy(eb, userId).as('bookmarked')] as const
+}
+
+type SummaryRow = Character & { i18n: CharacterI18nEntry[], covers: CharacterCoverEntry[], liked: boolean, bookmarked: boolean }
+
+export function toSummary(row: SummaryRow): CharacterSummary {
+  return {
     id: row.id,
     characterId: row.character_id,
     version: row.version,
@@ -49,35 +66,32 @@ export async function summaries(db: Db, userId: string, rows: Character[]): Prom
     forksCount: row.forks_count,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
-    liked: liked.has(row.id),
-    bookmarked: bookmarked.has(row.id),
-    i18n: (i18nBy.get(row.id) ?? []).map(entry => ({
-      id: entry.id,
-      language: entry.language,
-      name: entry.name,
-      tagline: entry.tagline,
-      description: entry.description,
-      tags: entry.tags,
-    })),
-    covers: (coversBy.get(row.id) ?? []).map(cover => ({ id: cover.id, foregroundUrl: cover.foreground_url, backgroundUrl: cover.background_url })),
-  }))
+    liked: row.liked,
+    bookmarked: row.bookmarked,
+    i18n: row.i18n,
+    covers: row.covers,
+  }
 }
 
-/** Any non-deleted character, with everything it is made of. */
-export async function getCharacter(db: Db, userId: string, id: string): Promise<CharacterDetail> {
-  const row = await db.selectFrom('characters').selectAll().where('id', '=', id).where('deleted_at', 'is', null).executeTakeFirst()
+/** Any non-deleted character, with everything it is made of, in one query. */
+export async function getCharacter(executor: Executor, userId: string, id: string): Promise<CharacterDetail> {
+  const row = await executor.selectFrom('characters').selectAll('characters')
+    .select(eb => [
+      ...summaryColumns(eb, userId),
+      capabilitiesOf(eb).as('capabilities'),
+      promptsOf(eb).as('prompts'),
+      avatarModelsOf(eb).as('avatarModels'),
+    ])
+    .where('id', '=', id).where('deleted_at', 'is', null).executeTakeFirst()
   if (!row)
     throw characterNotFound()
-  const [[summary], capabilities, prompts, avatarModels] = await Promise.all([
-    summaries(db, userId, [row]),
-    db.selectFrom('character_capabilities').selectAll().where('character_id', '=', id).where('deleted_at', 'is', null).orderBy('position').execute(),
-    db.selectFrom('character_prompts').selectAll().where('character_id', '=', id).where('deleted_at', 'is', null).orderBy('position').execute(),
-    db.selectFrom('avatar_models').selectAll().where('character_id', '=', id).where('deleted_at', 'is', null).orderBy('position').execute(),
-  ])
-  return {
-    ...summary!,
-    capabilities: capabilities.map(capability => ({ id: capability.id, type: capability.type, config: capability.config })),
-    prompts: prompts.map(prompt => ({ id: prompt.id, language: prompt.language, type: prompt.type, content: prompt.content })),
-    avatarModels: avatarModels.map(model => ({ id: model.id, name: model.name, type: model.type, description: model.description, config: model.config })),
-  }
+  return { ...toSummary(row), capabilities: row.capabilities, prompts: row.prompts, avatarModels: row.avatarModels }
+}
+
+/** Of `ids`, those of characters that exist and are not deleted (for other services, e.g. chat members). */
+export async function liveCharacterIds(db: Db, ids: string[]): Promise<Set<string>> {
+  if (ids.length === 0)
+    return new Set()
+  const rows = await db.selectFrom('characters').select('id').where('id', 'in', ids).where('deleted_at', 'is', null).execute()
+  return new Set(rows.map(row => row.id))
 }

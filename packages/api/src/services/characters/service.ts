@@ -3,15 +3,13 @@ import type { Transaction } from 'kysely'
 import type { Character, Database, Db } from '@airi/db'
 
 import { beforeCreatedAtId, createCursorCodec, createdAtIdKey, exactTimestamp } from '../../cursor.ts'
-import { ApiError, forbidden } from '../../errors.ts'
+import { ApiError, forbidden, isUniqueViolation } from '../../errors.ts'
 import { insertChildren, softDeleteChildren, type ChildTable } from './parts.ts'
-import { characterNotFound, getCharacter, summaries } from './read.ts'
+import { characterNotFound, getCharacter, liveCharacterIds, summaryColumns, toSummary } from './read.ts'
 import { removeRelations, toggle } from './relations.ts'
 import type { CharacterDetail, CharacterPage, CreateCharacterInput, ListCharactersInput, UpdateCharacterInput } from './types.ts'
 
 export type CharacterService = ReturnType<typeof createCharacterService>
-
-const UNIQUE_VIOLATION = '23505'
 
 /** Characters are paged newest first by (created_at, id), exactly. */
 const listCursor = createCursorCodec(createdAtIdKey)
@@ -30,10 +28,8 @@ async function lockOwned(trx: Transaction<Database>, userId: string, id: string)
 
 /** The translation index is unique per (character, language) among live rows; the input schema checks it first. */
 function rethrowDuplicateLanguage(error: unknown): never {
-  if ((error as { code?: string, constraint?: string }).code === UNIQUE_VIOLATION
-    && (error as { constraint?: string }).constraint === 'character_i18n_character_language_uidx') {
+  if (isUniqueViolation(error, 'character_i18n_character_language_uidx'))
     throw new ApiError(400, 'DUPLICATE_LANGUAGE', 'Each language may appear once in i18n', { field: 'i18n' })
-  }
   throw error
 }
 
@@ -47,8 +43,9 @@ export function createCharacterService({ db }: { db: Db }) {
   return {
     /** The caller's characters (or everyone's with `all`), newest first, keyset-paged. */
     async list(userId: string, { all = false, cursor, limit = 20 }: ListCharactersInput = {}): Promise<CharacterPage> {
-      let query = db.selectFrom('characters').selectAll()
+      let query = db.selectFrom('characters').selectAll('characters')
         .select(exactTimestamp('created_at').as('created_at_text'))
+        .select(eb => summaryColumns(eb, userId))
         .where('deleted_at', 'is', null)
       if (!all)
         query = query.where('owner_id', '=', userId)
@@ -58,7 +55,7 @@ export function createCharacterService({ db }: { db: Db }) {
       const page = rows.slice(0, limit)
       const last = page.at(-1)
       return {
-        items: await summaries(db, userId, page),
+        items: page.map(toSummary),
         nextCursor: rows.length > limit && last ? listCursor.encode([last.created_at_text, last.id]) : null,
       }
     },
@@ -66,9 +63,9 @@ export function createCharacterService({ db }: { db: Db }) {
     /** Any non-deleted character, with everything it is made of. */
     get: (userId: string, id: string): Promise<CharacterDetail> => getCharacter(db, userId, id),
 
-    /** One transaction: the character and all its parts; the caller is creator and owner. */
+    /** One transaction: the character and all its parts; the caller is creator and owner. Answers from what it wrote. */
     async create(userId: string, input: CreateCharacterInput): Promise<CharacterDetail> {
-      const id = await db.transaction().execute(async (trx) => {
+      return db.transaction().execute(async (trx) => {
         const row = await trx.insertInto('characters').values({
           character_id: input.characterId,
           version: input.version,
@@ -79,16 +76,21 @@ export function createCharacterService({ db }: { db: Db }) {
           priority: input.priority ?? 0,
           creator_id: userId,
           owner_id: userId,
-        }).returning('id').executeTakeFirstOrThrow()
-        await insertChildren(trx, row.id, input)
-        return row.id
+        }).returningAll().executeTakeFirstOrThrow()
+        const children = await insertChildren(trx, row.id, input)
+        // A new character has no likes or bookmarks yet, the caller's included.
+        return {
+          ...toSummary({ ...row, i18n: children.i18n ?? [], covers: children.covers ?? [], liked: false, bookmarked: false }),
+          capabilities: children.capabilities ?? [],
+          prompts: children.prompts ?? [],
+          avatarModels: children.avatarModels ?? [],
+        }
       }).catch(rethrowDuplicateLanguage)
-      return getCharacter(db, userId, id)
     },
 
     /** Owner only. Fields given are set; a child list given replaces the old rows (soft-deleted). */
     async update(userId: string, input: UpdateCharacterInput): Promise<CharacterDetail> {
-      await db.transaction().execute(async (trx) => {
+      return db.transaction().execute(async (trx) => {
         await lockOwned(trx, userId, input.id)
         const now = new Date()
         await trx.updateTable('characters').set({
@@ -115,8 +117,9 @@ export function createCharacterService({ db }: { db: Db }) {
           replaced.push('avatar_models')
         await softDeleteChildren(trx, [input.id], replaced)
         await insertChildren(trx, input.id, input)
+        // One query, in the transaction: the character as this update left it.
+        return getCharacter(trx, userId, input.id)
       }).catch(rethrowDuplicateLanguage)
-      return getCharacter(db, userId, input.id)
     },
 
     /** Owner only: soft-deletes the character and its parts. */
@@ -129,6 +132,9 @@ export function createCharacterService({ db }: { db: Db }) {
       })
       return { id }
     },
+
+    /** Of `ids`, those of characters that exist and are not deleted. */
+    existing: (ids: string[]): Promise<Set<string>> => liveCharacterIds(db, ids),
 
     async toggleLike(userId: string, id: string): Promise<{ liked: boolean, likesCount: number }> {
       const { on, count } = await toggle(db, userId, id, 'user_character_likes', 'likes_count')

@@ -1,31 +1,18 @@
+import type { z } from 'zod'
+
 import type { JsonValue } from '@airi/db'
 
-// Shapes callers send and see.
+import type { characterCreateInput, characterListInput, characterUpdateInput } from './schema.ts'
 
-export interface CoverInput { foregroundUrl: string, backgroundUrl: string }
-export interface CapabilityInput { type: string, config: Record<string, JsonValue> }
-export interface I18nInput { language: string, name: string, tagline?: string | null, description: string, tags?: string[] }
-export interface PromptInput { language: string, type: string, content: string }
-export interface AvatarModelInput { name: string, type: string, description: string, config: Record<string, JsonValue> }
+// Shapes callers send (inferred from the router's schemas) and see.
 
-export interface CreateCharacterInput {
-  /** Human-readable slug. */
-  characterId: string
-  version: string
-  coverUrl: string
-  avatarUrl: string
-  defaultVoiceId?: string | null
-  defaultModelId?: string | null
-  priority?: number
-  covers: CoverInput[]
-  capabilities: CapabilityInput[]
-  i18n: I18nInput[]
-  prompts: PromptInput[]
-  avatarModels: AvatarModelInput[]
-}
+export type CreateCharacterInput = z.infer<typeof characterCreateInput>
 
 /** Every field but `id` is optional; a child list that is present replaces the old one. */
-export type UpdateCharacterInput = { id: string } & Partial<CreateCharacterInput>
+export type UpdateCharacterInput = z.infer<typeof characterUpdateInput>
+
+/** What the router passes after defaults; other callers may leave them out. */
+export type ListCharactersInput = z.input<typeof characterListInput>
 
 export interface CharacterCoverEntry { id: string, foregroundUrl: string, backgroundUrl: string }
 export interface CharacterCapabilityEntry { id: string, type: string, config: JsonValue }
@@ -69,11 +56,4 @@ export interface CharacterPage {
   items: CharacterSummary[]
   /** Pass back to get the next (older) page; null on the last page. */
   nextCursor: string | null
-}
-
-export interface ListCharactersInput {
-  /** Every non-deleted character instead of only the caller's own. */
-  all?: boolean
-  cursor?: string | null
-  limit?: number
 }

@@ -300,4 +300,3 @@ export function createLiveSync({ db, fanout, balances, logger, resyncIntervalMs,
   }
 }
 
-export type LiveSync = ReturnType<typeof createLiveSync>

@@ -7,11 +7,14 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 
 import { startTcpProxy } from '@airi/tooling/test/tcp-proxy'
 import { createTestDatabase, testRedisPrefix, type TestDatabase } from '@airi/tooling/test/test-database'
+import { until } from '@airi/tooling/test/until'
 
 import { createMemoryPubSub } from '../../adapters/memory.ts'
 import type { PubSub } from '../../adapters/ports.ts'
 import { createRedisAdapters } from '../../adapters/redis.ts'
 import { silentLogger } from '../../logger.ts'
+import { createCharacterService } from '../characters/index.ts'
+import { createUsers } from '../users.ts'
 import { createChatFanout } from './fanout.ts'
 import { createChatService, type ChatService } from './service.ts'
 
@@ -30,7 +33,8 @@ interface SeenEvent { id: string, event: { messages: Array<{ content: string }> 
  * instances of one deployment.
  */
 function service(options: { resyncIntervalMs?: number, db?: TestDatabase['db'], pubsub?: PubSub, subscriptionsPerUser?: number } = {}): ChatService {
-  return createChatService({ db: options.db ?? database.db, fanout: createChatFanout({ pubsub: options.pubsub ?? createMemoryPubSub(), logger: silentLogger }), logger: silentLogger, resyncIntervalMs: options.resyncIntervalMs, subscriptionsPerUser: options.subscriptionsPerUser })
+  const db = options.db ?? database.db
+  return createChatService({ db, characters: createCharacterService({ db }), users: createUsers({ db }), fanout: createChatFanout({ pubsub: options.pubsub ?? createMemoryPubSub(), logger: silentLogger }), logger: silentLogger, resyncIntervalMs: options.resyncIntervalMs, subscriptionsPerUser: options.subscriptionsPerUser })
 }
 
 /** Counts the statements issued through the returned db. */
@@ -82,15 +86,6 @@ async function sendUntilSeen(chats: ChatService, userId: string, chatId: string,
   }
   await until(() => subs.every(sub => sub.contents().length >= sent), 'every message sent', 30_000)
   return sent
-}
-
-async function until(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!condition()) {
-    if (Date.now() > deadline)
-      throw new Error(`timed out waiting for ${what}`)
-    await sleep(10)
-  }
 }
 
 describe('live sync when pub/sub drops', () => {

@@ -9,6 +9,8 @@ import type { BalanceFanout } from './balance-fanout.ts'
 import { toMessage, type ChatMessagesEvent, type ChatSyncEvent } from './events.ts'
 import { chunks, createLiveSync } from './live-sync.ts'
 import type { AnalyticsService } from '../analytics.ts'
+import type { CharacterService } from '../characters/index.ts'
+import type { Users } from '../users.ts'
 import type { RateLimits } from '../rate-limits.ts'
 
 export interface MemberRef {
@@ -28,7 +30,6 @@ export interface ChatView {
 }
 
 export type MessageView = SyncedMessage
-export { decodeChatCursor, encodeChatCursor } from './events.ts'
 export type { ChatMessagesEvent, ChatSyncEvent }
 
 export interface NewMessageInput {
@@ -40,6 +41,10 @@ export interface NewMessageInput {
 
 export interface ChatServiceDeps {
   db: Db
+  /** Whether characters named as members exist: the characters service owns them. */
+  characters: Pick<CharacterService, 'existing'>
+  /** Whether users named as members exist: the users port over better-auth's table. */
+  users: Pick<Users, 'existing'>
   fanout: ChatFanout
   logger: Logger
   /** Told after a send stored new messages (`first_message_sent`); it never fails the send. */
@@ -60,7 +65,7 @@ export interface ChatServiceDeps {
 }
 
 /** LIVE_SYNC_FALLBACK_POLL_MS's default: how soon a message reaches another instance's devices while Redis is down. */
-export const DEFAULT_FALLBACK_POLL_MS = 1000
+const DEFAULT_FALLBACK_POLL_MS = 1000
 
 /**
  * CHAT_SUBSCRIPTIONS_PER_USER's default: twice the sockets a user may open, so a
@@ -109,7 +114,7 @@ function toChatView(chat: Chat, members: MemberRef[]): ChatView {
  * joining a chat brings no history into it (`pullMessages` reads that), and leaving
  * one stops its rows from being delivered.
  */
-export function createChatService({ db, fanout, balances, logger, analytics, resyncIntervalMs = 15_000, fallbackPollMs = DEFAULT_FALLBACK_POLL_MS, rateLimits, subscriptionsPerUser = DEFAULT_CHAT_SUBSCRIPTIONS_PER_USER }: ChatServiceDeps) {
+export function createChatService({ db, characters, users, fanout, balances, logger, analytics, resyncIntervalMs = 15_000, fallbackPollMs = DEFAULT_FALLBACK_POLL_MS, rateLimits, subscriptionsPerUser = DEFAULT_CHAT_SUBSCRIPTIONS_PER_USER }: ChatServiceDeps) {
   const live = createLiveSync({ db, fanout, balances, logger, resyncIntervalMs, fallbackPollMs })
 
   /** The chats `userId` is an active member of: where every read starts. */
@@ -151,12 +156,8 @@ export function createChatService({ db, fanout, balances, logger, analytics, res
   async function assertMembersExist(refs: MemberRef[]): Promise<void> {
     const userIds = refs.filter(ref => ref.type === 'user').map(ref => ref.id)
     const characterIds = refs.filter(ref => ref.type === 'character').map(ref => ref.id)
-    const [users, characters] = await Promise.all([
-      userIds.length ? db.selectFrom('user').select('id').where('id', 'in', userIds).execute() : [],
-      characterIds.length ? db.selectFrom('characters').select('id').where('id', 'in', characterIds).where('deleted_at', 'is', null).execute() : [],
-    ])
-    const known = new Set([...users, ...characters].map(row => row.id))
-    const unknown = refs.filter(ref => !known.has(ref.id))
+    const [knownUsers, knownCharacters] = await Promise.all([users.existing(userIds), characters.existing(characterIds)])
+    const unknown = refs.filter(ref => !(ref.type === 'user' ? knownUsers : knownCharacters).has(ref.id))
     if (unknown.length > 0)
       throw new ApiError(400, 'UNKNOWN_MEMBER', 'Some members do not exist', { field: 'members', unknown })
   }

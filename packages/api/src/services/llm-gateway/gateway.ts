@@ -9,13 +9,15 @@ import { withSpan } from '../../tracing.ts'
 import type { BillingService } from '../billing/index.ts'
 import type { ConfigService } from '../config.ts'
 import type { KeyVault } from '../key-vault.ts'
+import { resolveAlias } from '../model-alias.ts'
+import type { UpstreamKeyPool } from '../upstream-keys.ts'
 import { createCallBilling } from './billing.ts'
 import { createCallSignal } from './call-signal.ts'
 import { failureOf, type CallEnds, type Failure } from './failure.ts'
 import { relayStream } from './relay.ts'
 import { createRequestLog, type ReconcileReport } from './request-log.ts'
 import { capFor, requestedCap, withCap, type CallBounds } from './reservation.ts'
-import { createUpstreamRouter, resolveAlias, type Attempt, type ChatCompletionBody, type RouterConfig } from './router.ts'
+import { createUpstreamRouter, type Attempt, type ChatCompletionBody, type RouterConfig } from './router.ts'
 import { reserveCall, type ReservedCall } from './settlement.ts'
 import { startCallTelemetry } from './telemetry.ts'
 import { addChoices, countPrompt, promptOf, TextTally, usageIn } from './usage.ts'
@@ -23,7 +25,7 @@ import { addChoices, countPrompt, promptOf, TextTally, usageIn } from './usage.t
 export type { ChatCompletionBody } from './router.ts'
 
 type CallSignal = ReturnType<typeof createCallSignal>
-export type { ReconcileOutcome, ReconcileReport } from './request-log.ts'
+export type {  ReconcileReport } from './request-log.ts'
 
 export type CompletionResult =
   | { kind: 'json', body: unknown }
@@ -38,9 +40,12 @@ export interface LlmGatewayDeps {
   logger: Logger
   /** The envelope-encryption vault; undefined when LLM_ROUTER_MASTER_KEY is not configured. */
   keyVault: KeyVault | undefined
-  /** Whole-chain deadline when the router config names none. */
-  defaultDeadlineMs?: number
+  /** The process's one upstream key pool (rotation and cooldowns shared with speech). */
+  keyPool: UpstreamKeyPool
 }
+
+/** Whole-chain deadline when the router config names none. */
+const DEFAULT_DEADLINE_MS = 120_000
 
 /** Reconciliation leaves alone what a live call may still settle: its deadline plus this. */
 const SETTLEMENT_MARGIN_MS = 60_000
@@ -56,8 +61,8 @@ const shuttingDown = () => new ApiError(503, 'SHUTTING_DOWN', 'The server is shu
  * refund when every upstream failed. Each call's `llm_request_log` row is
  * written pending first, so a call cut short by a crash can be reconciled.
  */
-export function createLlmGateway({ db, config, billing, metrics, logger, keyVault, defaultDeadlineMs = 120_000 }: LlmGatewayDeps) {
-  const router = createUpstreamRouter({ keyVault, logger, metrics })
+export function createLlmGateway({ db, config, billing, metrics, logger, keyVault, keyPool }: LlmGatewayDeps) {
+  const router = createUpstreamRouter({ keyPool, logger, metrics })
   const callBilling = createCallBilling({ billing, logger })
   const requestLog = createRequestLog({ db, logger })
 
@@ -84,7 +89,7 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
 
   async function deadlineMs(): Promise<number> {
     const routes = await config.getOptional('LLM_ROUTER_CONFIG').catch(() => undefined)
-    return routes?.deadlineMs ?? defaultDeadlineMs
+    return routes?.deadlineMs ?? DEFAULT_DEADLINE_MS
   }
 
   /**
@@ -105,7 +110,7 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
 
   /** One chat completion; `untrack` is called once the call has settled, whatever the path. */
   async function run(userId: string, body: ChatCompletionBody, clientSignal: AbortSignal, routes: RouterConfig, shutdown: AbortController, deadline: CallSignal, untrack: () => void): Promise<CompletionResult> {
-    const { alias, upstreams, maxOutputTokens } = resolveAlias(routes, body.model)
+    const { alias, entry: { upstreams, maxOutputTokens } } = resolveAlias(routes, body.model)
     const callId = randomUUID()
     const prompt = promptOf(body)
     const bounds = await boundsOf(body, prompt, upstreams[0]!.model, maxOutputTokens)
@@ -214,7 +219,7 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
         throw shuttingDown()
       const routes = await routerConfig()
       const { shutdown, untrack } = track(randomUUID())
-      const deadline = createCallSignal([clientSignal, shutdown.signal], routes.deadlineMs ?? defaultDeadlineMs)
+      const deadline = createCallSignal([clientSignal, shutdown.signal], routes.deadlineMs ?? DEFAULT_DEADLINE_MS)
       // Nothing of a settled call stays reachable: its timer and listeners go with it.
       const settled = () => {
         deadline.release()

@@ -20,7 +20,7 @@ export interface CallOutcome {
 }
 
 /** What reconciliation did with one pending row. */
-export type ReconcileOutcome =
+type ReconcileOutcome =
   /** The call had settled (or refunded) before it stopped; only the row was behind. */
   | 'already-settled'
   /** No upstream had answered: the reservation went back. */

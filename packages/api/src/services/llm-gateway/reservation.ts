@@ -11,7 +11,7 @@ export interface TokenPrice {
 }
 
 /** The fewest output tokens (per choice) worth calling an upstream for: a balance that cannot pay them is a 402. */
-export const MIN_OUTPUT_TOKENS = 16
+const MIN_OUTPUT_TOKENS = 16
 
 // Products of decimal prices (0.1 × 30) land a hair above the whole number they mean.
 const EPSILON = 1e-9

@@ -5,8 +5,7 @@ import { ApiError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
 import type { Metrics } from '../../metrics.ts'
 import { recordFailure, tracer } from '../../tracing.ts'
-import type { KeyVault } from '../key-vault.ts'
-import { createUpstreamKeys, drain, isRetryableStatus } from '../upstream-keys.ts'
+import { withFallback, type AttemptOutcome, type UpstreamKeyPool } from '../upstream-keys.ts'
 import { createCallSignal } from './call-signal.ts'
 
 export type RouterConfig = ConfigValue<'LLM_ROUTER_CONFIG'>
@@ -25,17 +24,8 @@ export interface ChatCompletionBody {
   [field: string]: unknown
 }
 
-export const upstreamError = (lastStatus: number | undefined, reason: string) =>
+const upstreamError = (lastStatus: number | undefined, reason: string) =>
   new ApiError(502, 'UPSTREAM_UNAVAILABLE', `Every upstream failed (last: ${reason})`, { lastStatus: lastStatus ?? null })
-
-/** The alias a caller asked for, looked up as the config's own key only (`constructor` is no model). */
-export function resolveAlias(routes: RouterConfig, requested: string | undefined): { alias: string, upstreams: Upstream[], maxOutputTokens: number } {
-  const alias = requested || routes.defaultModel
-  const model = alias && Object.hasOwn(routes.models, alias) ? routes.models[alias] : undefined
-  if (!alias || !model)
-    throw new ApiError(404, 'MODEL_NOT_FOUND', `The model ${JSON.stringify(requested ?? '')} does not exist`, { param: 'model' })
-  return { alias, upstreams: model.upstreams, maxOutputTokens: model.maxOutputTokens }
-}
 
 export interface Attempt {
   response: Response
@@ -43,13 +33,11 @@ export interface Attempt {
 }
 
 /**
- * Picks upstreams and keys: round-robin over an upstream's healthy keys, cooldown
- * after 401/403/429, fallback on 429/5xx/timeouts. Positions and cooldowns are per
- * instance; they only spread load and skip bad keys.
+ * Calls an alias's upstreams through the shared key pool and its fallback loop
+ * (`withFallback`): round-robin over an upstream's healthy keys, cooldown after
+ * 401/403/429, fallback on 429/5xx/timeouts.
  */
-export function createUpstreamRouter({ keyVault, logger, metrics }: { keyVault: KeyVault | undefined, logger: Logger, metrics: Metrics }) {
-  const upstreamKeys = createUpstreamKeys({ keyVault, logger })
-
+export function createUpstreamRouter({ keyPool, logger, metrics }: { keyPool: UpstreamKeyPool, logger: Logger, metrics: Metrics }) {
   return {
     /**
      * Tries every healthy key of every upstream in order until one answers 2xx.
@@ -60,19 +48,12 @@ export function createUpstreamRouter({ keyVault, logger, metrics }: { keyVault: 
      * signal, built on `signal` (a call signal), is released with it.
      */
     async call(alias: string, upstreams: Upstream[], body: ChatCompletionBody, stream: boolean, signal: AbortSignal): Promise<Attempt> {
-      let lastStatus: number | undefined
-      let lastReason = 'no usable key'
-      let failedBefore = false
-      for (const upstream of upstreams) {
-        for (const key of upstreamKeys.inTurn(upstream.id, alias, upstream.keys)) {
-          if (signal.aborted)
-            throw signal.reason
-          if (key.apiKey === undefined) {
-            lastReason = key.unusable
-            continue
-          }
-          const apiKey = key.apiKey
-          if (failedBefore)
+      return withFallback(keyPool, {
+        sets: upstreams.map(upstream => ({ ...upstream, poolId: upstream.id, alias })),
+        signal,
+        exhausted: upstreamError,
+        attempt: async (upstream, key, index): Promise<AttemptOutcome<Attempt>> => {
+          if (index > 0)
             metrics.gatewayFallbacks.add(1, { 'gen_ai.request.model': alias })
           const span = tracer.startSpan(`chat ${upstream.model}`, {
             kind: SpanKind.CLIENT,
@@ -80,25 +61,23 @@ export function createUpstreamRouter({ keyVault, logger, metrics }: { keyVault: 
           })
           /** A failed attempt: counted, recorded on its span, and the router moves on (or gives up). */
           const failed = (errorType: string, error: unknown, status = 502) => {
-            failedBefore = true
             metrics.gatewayUpstreamErrors.add(1, { 'gen_ai.request.model': alias, 'airi.upstream.id': upstream.id, 'error.type': errorType })
             recordFailure(span, error, status, errorType)
             span.end()
           }
 
           const bounded = upstream.timeoutMs ? createCallSignal([signal], upstream.timeoutMs) : undefined
-          const attemptSignal = bounded?.signal ?? signal
           let response: Response
           try {
             response = await fetch(`${upstream.baseUrl.replace(/\/$/, '')}/chat/completions`, {
               method: 'POST',
-              headers: { 'authorization': `Bearer ${apiKey}`, 'content-type': 'application/json', 'accept': stream ? 'text/event-stream' : 'application/json' },
+              headers: { 'authorization': `Bearer ${key.apiKey}`, 'content-type': 'application/json', 'accept': stream ? 'text/event-stream' : 'application/json' },
               body: JSON.stringify({
                 ...body,
                 model: upstream.model,
                 ...(stream ? { stream: true, stream_options: { ...body.stream_options, include_usage: true } } : {}),
               }),
-              signal: attemptSignal,
+              signal: bounded?.signal ?? signal,
             })
           }
           catch (error) {
@@ -109,33 +88,34 @@ export function createUpstreamRouter({ keyVault, logger, metrics }: { keyVault: 
               throw signal.reason
             }
             failed(bounded?.timedOut ? 'timeout' : 'connection', error)
-            lastReason = `${upstream.id}: ${bounded?.timedOut ? 'timed out' : (error as Error).message}`
-            logger.warn({ upstream: upstream.id, keyId: key.id, reason: lastReason }, 'upstream call failed; trying the next')
-            continue
+            const reason = `${upstream.id}: ${bounded?.timedOut ? 'timed out' : (error as Error).message}`
+            logger.warn({ upstream: upstream.id, keyId: key.id, reason }, 'upstream call failed; trying the next')
+            return { failed: reason }
           }
 
           span.setAttribute('http.response.status_code', response.status)
           if (response.ok) {
             span.end()
-            return { response, upstream }
+            return { value: { response, upstream } }
           }
-          lastStatus = response.status
-          lastReason = `${upstream.id} answered ${response.status}`
-          upstreamKeys.noteRefusal(upstream.id, key.id, response)
-          if (!isRetryableStatus(response.status)) {
-            const detail = await response.json().catch(() => undefined) as { error?: { message?: string } } | undefined
-            bounded?.release()
-            const rejected = new ApiError(response.status, 'UPSTREAM_REJECTED', detail?.error?.message ?? `The upstream refused the request (${response.status})`, { upstream: upstream.id })
-            failed(String(response.status), rejected, response.status)
-            throw rejected
+          const reason = `${upstream.id} answered ${response.status}`
+          return {
+            refused: response,
+            reason,
+            rejected: async () => {
+              const detail = await response.json().catch(() => undefined) as { error?: { message?: string } } | undefined
+              const rejected = new ApiError(response.status, 'UPSTREAM_REJECTED', detail?.error?.message ?? `The upstream refused the request (${response.status})`, { upstream: upstream.id })
+              failed(String(response.status), rejected, response.status)
+              return rejected
+            },
+            onRetry: () => {
+              failed(String(response.status), new Error(reason))
+              logger.warn({ upstream: upstream.id, keyId: key.id, status: response.status }, 'upstream refused; trying the next')
+            },
+            release: () => bounded?.release(),
           }
-          failed(String(response.status), new Error(lastReason))
-          await drain(response)
-          bounded?.release()
-          logger.warn({ upstream: upstream.id, keyId: key.id, status: response.status }, 'upstream refused; trying the next')
-        }
-      }
-      throw upstreamError(lastStatus, lastReason)
+        },
+      })
     },
   }
 }

@@ -13,7 +13,8 @@ import { createMeterHolds, type createFluxMeterFactory, type MeterRuntime } from
 import type { ConfigService } from '../config.ts'
 import type { KeyVault } from '../key-vault.ts'
 import { createCallSignal } from '../llm-gateway/call-signal.ts'
-import { createUpstreamKeys, isRetryableStatus, type EncryptedKey } from '../upstream-keys.ts'
+import { modelNotFound, resolveAlias } from '../model-alias.ts'
+import { withFallback, type AttemptOutcome, type KeySet, type UpstreamKeyPool } from '../upstream-keys.ts'
 import type { SpeechRequest } from './schema.ts'
 
 export { speechRequestSchema, type SpeechRequest } from './schema.ts'
@@ -29,12 +30,15 @@ export interface SpeechServiceDeps {
   createFluxMeter: ReturnType<typeof createFluxMeterFactory>
   /** The LLM router's vault: speech keys are sealed the same way, under their alias. */
   keyVault: KeyVault | undefined
+  /** The process's one upstream key pool (rotation and cooldowns shared with the LLM router and streaming speech). */
+  keyPool: UpstreamKeyPool
   logger: Logger
-  /** Bound of one speech call (every key tried) when its entry names none. */
-  defaultTimeoutMs?: number
-  /** Bound of one call to the streaming bridge's voice catalogue. */
-  catalogueTimeoutMs?: number
 }
+
+/** Bound of one speech call (every key tried) when its entry names none. */
+const DEFAULT_TIMEOUT_MS = 60_000
+/** Bound of one call to the streaming bridge's voice catalogue. */
+const CATALOGUE_TIMEOUT_MS = 5_000
 
 export interface SpeechResult extends SynthesizedAudio {
   /** Characters billed (code points of `input`). */
@@ -44,9 +48,12 @@ export interface SpeechResult extends SynthesizedAudio {
 }
 
 /** How long a model's voice list is cached (SPEC §4.6). */
-export const VOICES_TTL_SECONDS = 600
+const VOICES_TTL_SECONDS = 600
 /** The alias the streaming bridge's keys are sealed under. */
 export const STREAMING_TTS_ALIAS = 'streaming-tts'
+
+/** The streaming bridge's keys in the shared pool: its catalogue and its sockets see one another's cooldowns. */
+export const streamingTtsPoolId = (origin: string) => `${STREAMING_TTS_ALIAS}@${origin}`
 
 const cachedVoices = z.array(z.object({
   id: z.string(),
@@ -81,10 +88,7 @@ function parseJson(text: string): unknown {
 }
 
 /** A set of keys to rotate over, and how long one call through them may take. */
-interface KeyPool {
-  id: string
-  alias: string
-  keys: readonly EncryptedKey[]
+interface KeyPool extends KeySet {
   timeoutMs: number
 }
 
@@ -93,71 +97,58 @@ interface KeyPool {
  * character on the `tts` meter, and the voice and model catalogues (the REST
  * upstreams' and the streaming bridge's).
  */
-export function createSpeechService({ config, cache, counters, createFluxMeter, keyVault, logger, defaultTimeoutMs = 60_000, catalogueTimeoutMs = 5_000 }: SpeechServiceDeps) {
+export function createSpeechService({ config, cache, counters, createFluxMeter, keyVault, keyPool, logger }: SpeechServiceDeps) {
   const resolveRuntime = ttsMeterRuntime(config)
   const meter = createFluxMeter({ name: 'tts', resolveRuntime })
   const holds = createMeterHolds({ counters, meter, resolveRuntime, logger })
-  const upstreamKeys = createUpstreamKeys({ keyVault, logger })
   /** Voice lists being fetched, so concurrent misses of one model make one upstream call. */
   const voiceLoads = new Map<string, Promise<Voice[]>>()
 
-  /** The entry an alias names, looked up as the config's own key only (`constructor` is no model). */
-  function resolveModel(tts: TtsUpstreams, requested: string | undefined): { alias: string, entry: TtsModel } {
-    const alias = requested || tts.defaultModel
-    const entry = alias && Object.hasOwn(tts.models, alias) ? tts.models[alias] : undefined
-    if (!alias || !entry)
-      throw new ApiError(404, 'MODEL_NOT_FOUND', `The speech model ${JSON.stringify(requested ?? '')} does not exist`, { param: 'model' })
-    return { alias, entry }
-  }
-
   const poolOf = (alias: string, entry: TtsModel): KeyPool =>
-    ({ id: `${alias}@${entry.baseUrl}`, alias, keys: entry.keys, timeoutMs: entry.timeoutMs ?? defaultTimeoutMs })
+    ({ poolId: `${alias}@${entry.baseUrl}`, alias, keys: entry.keys, timeoutMs: entry.timeoutMs ?? DEFAULT_TIMEOUT_MS })
 
   /**
-   * Calls `attempt` with each healthy key of `pool` in turn (shared rotation and
-   * cooldowns) until one succeeds, all within the pool's deadline. A refusal of
-   * the key (401/403/429), a 5xx or a connection error moves on; any other 4xx is
-   * the request's fault and is answered as it is.
+   * Calls `attempt` with each healthy key of `pool` in turn (the shared pool's
+   * rotation and cooldowns, its fallback loop) until one succeeds, all within the
+   * pool's deadline. A refusal of the key (401/403/429), a 5xx or a connection
+   * error moves on; any other 4xx is the request's fault and is answered as it is.
    */
   async function withKeys<T>(pool: KeyPool, clientSignal: AbortSignal, attempt: (apiKey: string, signal: AbortSignal) => Promise<T>): Promise<T> {
     const deadline = createCallSignal([clientSignal], pool.timeoutMs)
-    let lastStatus: number | undefined
-    let lastReason = 'no usable key'
     try {
-      for (const key of upstreamKeys.inTurn(pool.id, pool.alias, pool.keys)) {
-        if (key.apiKey === undefined) {
-          lastReason = key.unusable
-          continue
-        }
-        try {
-          return await attempt(key.apiKey, deadline.signal)
-        }
-        catch (error) {
-          if (clientSignal.aborted)
-            throw new ApiError(499, 'CLIENT_CLOSED', 'The client went away')
-          if (deadline.timedOut)
-            throw new ApiError(504, 'DEADLINE_EXCEEDED', `The speech upstream did not answer within ${pool.timeoutMs} ms`)
-          if (error instanceof ApiError)
-            throw error
-          if (!(error instanceof UpstreamHttpError)) {
-            lastReason = `${pool.alias}: ${(error as Error).message}`
-            logger.warn({ model: pool.alias, keyId: key.id, reason: lastReason }, 'speech upstream call failed; trying the next key')
-            continue
+      return await withFallback(keyPool, {
+        sets: [pool],
+        exhausted: (lastStatus, lastReason) => new ApiError(502, 'UPSTREAM_UNAVAILABLE', `Every key of the speech upstream failed (last: ${lastReason})`, { lastStatus: lastStatus ?? null }),
+        attempt: async (_, key): Promise<AttemptOutcome<T>> => {
+          try {
+            return { value: await attempt(key.apiKey, deadline.signal) }
           }
-          lastStatus = error.status
-          lastReason = `${pool.alias} answered ${error.status}`
-          upstreamKeys.noteRefusal(pool.id, key.id, error.response)
-          if (!isRetryableStatus(error.status))
-            throw new ApiError(error.status, 'UPSTREAM_REJECTED', error.message, { upstream: pool.alias })
-          logger.warn({ model: pool.alias, keyId: key.id, status: error.status }, 'speech upstream refused; trying the next key')
-        }
-      }
+          catch (error) {
+            if (clientSignal.aborted)
+              throw new ApiError(499, 'CLIENT_CLOSED', 'The client went away')
+            if (deadline.timedOut)
+              throw new ApiError(504, 'DEADLINE_EXCEEDED', `The speech upstream did not answer within ${pool.timeoutMs} ms`)
+            if (error instanceof ApiError)
+              throw error
+            if (!(error instanceof UpstreamHttpError)) {
+              const reason = `${pool.alias}: ${(error as Error).message}`
+              logger.warn({ model: pool.alias, keyId: key.id, reason }, 'speech upstream call failed; trying the next key')
+              return { failed: reason }
+            }
+            return {
+              refused: error.response,
+              reason: `${pool.alias} answered ${error.status}`,
+              rejected: () => new ApiError(error.status, 'UPSTREAM_REJECTED', error.message, { upstream: pool.alias }),
+              onRetry: () => logger.warn({ model: pool.alias, keyId: key.id, status: error.status }, 'speech upstream refused; trying the next key'),
+            }
+          }
+        },
+      })
     }
     finally {
       // Every attempt has read its whole answer by now: nothing of the call stays reachable.
       deadline.release()
     }
-    throw new ApiError(502, 'UPSTREAM_UNAVAILABLE', `Every key of the speech upstream failed (last: ${lastReason})`, { lastStatus: lastStatus ?? null })
   }
 
   /** The upstream's voices for `alias`: from the cache, else one shared upstream call whose success is cached. */
@@ -202,7 +193,7 @@ export function createSpeechService({ config, cache, counters, createFluxMeter, 
      */
     async synthesize(userId: string, request: SpeechRequest, clientSignal: AbortSignal): Promise<SpeechResult> {
       const tts = await config.getOrThrow('TTS_UPSTREAMS')
-      const { alias, entry } = resolveModel(tts, request.model)
+      const { alias, entry } = resolveAlias(tts, request.model, 'speech model')
       const characters = countCharacters(request.input)
       const maxCharacters = await config.get('TTS_MAX_INPUT_CHARS')
       if (characters > maxCharacters)
@@ -259,7 +250,7 @@ export function createSpeechService({ config, cache, counters, createFluxMeter, 
     /** `{ voices, recommended }` of a model (the default one when none is named); upstream answers cached 600 s. */
     async listVoices(model?: string): Promise<{ voices: Voice[], recommended: string[] }> {
       const tts = await config.getOrThrow('TTS_UPSTREAMS')
-      const { alias, entry } = resolveModel(tts, model)
+      const { alias, entry } = resolveAlias(tts, model, 'speech model')
       const voices = entry.voices
         ? entry.voices.map(voice => ({ ...voice, name: voice.name ?? voice.id }))
         : await upstreamVoices(alias, entry)
@@ -282,10 +273,10 @@ export function createSpeechService({ config, cache, counters, createFluxMeter, 
     async listStreamingVoices(model?: string): Promise<{ voices: Voice[] }> {
       const upstream = await config.getOrThrow('STREAMING_TTS_UPSTREAM')
       if (model && !upstream.models.some(entry => entry.id === model))
-        throw new ApiError(404, 'MODEL_NOT_FOUND', `The streaming speech model ${JSON.stringify(model)} does not exist`, { param: 'model' })
+        throw modelNotFound('streaming speech model', model)
       const origin = httpOrigin(upstream.url)
       try {
-        const pool: KeyPool = { id: `${STREAMING_TTS_ALIAS}@${origin}`, alias: STREAMING_TTS_ALIAS, keys: upstream.keys, timeoutMs: catalogueTimeoutMs }
+        const pool: KeyPool = { poolId: streamingTtsPoolId(origin), alias: STREAMING_TTS_ALIAS, keys: upstream.keys, timeoutMs: CATALOGUE_TIMEOUT_MS }
         const voices = await withKeys(pool, new AbortController().signal, (apiKey, signal) =>
           fetchStreamingVoices({ url: upstream.url, provider: upstream.voicesProvider, model, apiKey, signal }))
         return { voices }

@@ -16,8 +16,8 @@ import { createMeterHolds, type FluxMeter } from '../billing/index.ts'
 import type { ConfigService } from '../config.ts'
 import type { KeyVault } from '../key-vault.ts'
 import type { RateLimits } from '../rate-limits.ts'
-import { STREAMING_TTS_ALIAS, ttsMeterRuntime } from '../speech/index.ts'
-import { createUpstreamKeys } from '../upstream-keys.ts'
+import { STREAMING_TTS_ALIAS, streamingTtsPoolId, ttsMeterRuntime } from '../speech/index.ts'
+import type { UpstreamKeyPool } from '../upstream-keys.ts'
 import { closeCodeFor } from './protocol.ts'
 import { startSpeechSession, type SpeechSessionHandle, type SpeechSink } from './session.ts'
 
@@ -25,7 +25,7 @@ export * from './protocol.ts'
 export type { SpeechSessionHandle, SpeechSink } from './session.ts'
 
 /** How long a ticket may wait for its socket (SPEC §4.7). */
-export const SPEECH_TICKET_TTL_SECONDS = 60
+const SPEECH_TICKET_TTL_SECONDS = 60
 export interface StreamingSpeechDeps {
   config: ConfigService
   cache: Cache
@@ -33,6 +33,8 @@ export interface StreamingSpeechDeps {
   /** The `tts` meter (the speech service's), so REST and streaming speech share one debt. */
   meter: FluxMeter
   keyVault: KeyVault | undefined
+  /** The process's one upstream key pool: a key the catalogue saw refused is not dialled, and the other way round. */
+  keyPool: UpstreamKeyPool
   sessionGuard: SessionGuard
   logger: Logger
   /** Limits tickets per user (`speech-ticket`, 30 a minute by default). */
@@ -40,9 +42,10 @@ export interface StreamingSpeechDeps {
   metrics?: Pick<Metrics, 'ttsChars' | 'ttsPreflightRejections'>
   /** The upstream protocol; unspeech's by default. */
   adapter?: StreamingTtsAdapter
-  /** Bound of one dial of the upstream. */
-  connectTimeoutMs?: number
 }
+
+/** Bound of one dial of the upstream. */
+const CONNECT_TIMEOUT_MS = 10_000
 
 /** Who a ticket was issued to: the user and the session that asked for it. */
 export interface SpeechTicketHolder {
@@ -68,21 +71,20 @@ const TICKET_PATTERN = /^[\w-]{43}$/
  * the user and session to the socket, and the sessions themselves (see
  * `session.ts` for the protocol and billing rules).
  */
-export function createStreamingSpeechService({ config, cache, counters, meter, keyVault, sessionGuard, logger, rateLimits, metrics, adapter = unspeechStreamAdapter, connectTimeoutMs = 10_000 }: StreamingSpeechDeps) {
+export function createStreamingSpeechService({ config, cache, counters, meter, keyVault, keyPool, sessionGuard, logger, rateLimits, metrics, adapter = unspeechStreamAdapter }: StreamingSpeechDeps) {
   const holds = createMeterHolds({ counters, meter, resolveRuntime: ttsMeterRuntime(config), logger })
-  const upstreamKeys = createUpstreamKeys({ keyVault, logger })
   const live = new Set<SpeechSessionHandle>()
 
   async function resolveUpstream() {
     const upstream = await config.getOrThrow('STREAMING_TTS_UPSTREAM')
     if (!keyVault)
       throw new ApiError(503, 'CONFIG_NOT_SET', 'LLM_ROUTER_MASTER_KEY is not set', { key: 'LLM_ROUTER_MASTER_KEY' })
-    const poolId = `${STREAMING_TTS_ALIAS}@${httpOrigin(upstream.url)}`
-    const turns = upstreamKeys.inTurn(poolId, STREAMING_TTS_ALIAS, upstream.keys)
+    const poolId = streamingTtsPoolId(httpOrigin(upstream.url))
+    const turns = keyPool.inTurn({ poolId, alias: STREAMING_TTS_ALIAS, keys: upstream.keys })
     return {
       upstream,
       target: {
-        connectTimeoutMs,
+        connectTimeoutMs: CONNECT_TIMEOUT_MS,
         nextKey(): StreamingTtsKey | undefined {
           for (let turn = turns.next(); !turn.done; turn = turns.next()) {
             if (turn.value.apiKey !== undefined)
@@ -92,8 +94,7 @@ export function createStreamingSpeechService({ config, cache, counters, meter, k
         },
         onKeyRefused(keyId: string, status: number, retryAfter: string | undefined) {
           logger.warn({ upstream: poolId, keyId, status }, 'streaming speech upstream refused a key; trying the next')
-          if (status === 401 || status === 403 || status === 429)
-            upstreamKeys.noteRefusal(poolId, keyId, new Response(null, { status, headers: retryAfter ? { 'retry-after': retryAfter } : {} }))
+          keyPool.noteRefusal(poolId, keyId, status, retryAfter)
         },
       },
     }

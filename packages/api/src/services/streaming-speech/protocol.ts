@@ -3,9 +3,6 @@ import { z } from 'zod'
 import { audioFormats } from '../../adapters/tts/types.ts'
 import { text } from '../../routers/schemas.ts'
 
-/** Where the socket is served; the SDK builds the same path. */
-export const SPEECH_SOCKET_PATH = '/api/v1/audio/speech/ws'
-
 /** Session caps (SPEC §4.7). */
 export const MAX_SESSION_CHARACTERS = 20_000
 export const MAX_SESSION_TEXT_FRAMES = 512
@@ -27,8 +24,6 @@ export const streamFrameSchema = z.discriminatedUnion('event', [
   z.object({ event: z.literal('cancel') }),
 ])
 
-export type StartFrame = z.output<typeof startFrameSchema>
-
 /** What the server sends as JSON text (audio goes as binary frames). */
 export type ServerFrame =
   | { event: 'session.started' }
@@ -40,7 +35,7 @@ export type ServerFrame =
  * Close codes: 1000 after `session.finished`; after an `error` frame, 4000 plus the
  * HTTP status the error would have (4001 unauthorized, 4402 insufficient Flux, …).
  */
-export const SPEECH_CLOSE = {
+const SPEECH_CLOSE = {
   normal: 1000,
   internal: 1011,
   invalid: 4400,

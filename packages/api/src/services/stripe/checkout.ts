@@ -22,7 +22,7 @@ export interface CheckoutResult {
 }
 
 /** One checkout session of the user, from our mirror. */
-export interface Order {
+interface Order {
   sessionId: string
   /** Stripe's session status: `open`, `complete` or `expired`. */
   status: string

@@ -13,9 +13,9 @@ import { parseEvent } from './events.ts'
 import { createPackageCatalog } from './packages.ts'
 import { createWebhookHandler, upsertSubscription, type CompletedPayment, type EventOutcome } from './webhook.ts'
 
-export type { CheckoutInput, CheckoutResult, InvoiceView, Order, OrdersPage } from './checkout.ts'
-export type { FluxPackage } from './packages.ts'
-export type { CompletedPayment, EventOutcome } from './webhook.ts'
+export type { CheckoutInput,     } from './checkout.ts'
+
+export type {  EventOutcome } from './webhook.ts'
 
 export interface StripeServiceDeps {
   db: Db

@@ -41,7 +41,7 @@ export function unitAmountIn(price: Stripe.Price, currency: string): number | un
 }
 
 /** Every currency the price has a fixed amount in, its own first. */
-export function amountsOf(price: Stripe.Price): Array<[currency: string, minorUnits: number]> {
+function amountsOf(price: Stripe.Price): Array<[currency: string, minorUnits: number]> {
   const amounts: Array<[string, number]> = []
   if (price.unit_amount != null)
     amounts.push([price.currency, price.unit_amount])
@@ -69,7 +69,7 @@ export function formatAmount(minorUnits: number, currency: string): string {
 }
 
 /** A price that can be sold as a package: active, one-time, of the product, with Flux and an amount. */
-export function toPackage(price: Stripe.Price, productId: string): FluxPackage | undefined {
+function toPackage(price: Stripe.Price, productId: string): FluxPackage | undefined {
   const fluxAmount = fluxAmountOf(price)
   const amounts = amountsOf(price)
   if (!price.active || price.type !== 'one_time' || productIdOf(price) !== productId || fluxAmount === undefined || price.unit_amount == null)

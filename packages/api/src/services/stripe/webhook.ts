@@ -34,7 +34,7 @@ export interface WebhookDeps {
 }
 
 /** The request id of a purchase's credit: one credit per checkout session, ever. */
-export const checkoutRequestId = (sessionId: string) => `stripe:checkout:${sessionId}`
+const checkoutRequestId = (sessionId: string) => `stripe:checkout:${sessionId}`
 
 const idOf = (value: string | { id: string } | null | undefined): string | null =>
   value == null ? null : typeof value === 'string' ? value : value.id
