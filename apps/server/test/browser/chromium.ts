@@ -44,6 +44,10 @@ export async function launchChromium(): Promise<TestBrowser> {
     async newPage() {
       const context = await browser.newContext()
       const page = await context.newPage()
+      // A deadline, not a speed check: with the whole suite on two cores a page can take
+      // well over Playwright's default 30 s to load and render (seen once, at load ~30).
+      page.setDefaultTimeout(90_000)
+      page.setDefaultNavigationTimeout(90_000)
       const consoleErrors: string[] = []
       page.on('console', (message) => {
         if (message.type() === 'error')
