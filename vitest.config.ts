@@ -57,7 +57,9 @@ export default defineConfig({
       {
         extends: true,
         // `pnpm build`, the compiled server under plain Node, and the packed SDK in a project of its own.
-        test: { name: 'build', include: [BUILD], globalSetup: [SERVERS] },
+        // After the others (a later group): `pnpm build` rewrites apps/stage-web/dist, which
+        // the browser tests serve, and a page loaded mid-rebuild finds no script.
+        test: { name: 'build', include: [BUILD], globalSetup: [SERVERS], sequence: { groupOrder: 1 } },
       },
     ],
   },
