@@ -5,7 +5,7 @@ import { sql } from 'kysely'
 import OpenAI from 'openai'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
-import { createKeyVault } from '@airi/api'
+import { createKeyVault, manualClock } from '@airi/api'
 import { startFakeOpenAIUpstream, type FakeUpstream } from '@airi/tooling/fakes/openai-upstream'
 import { createTestMeter } from '@airi/tooling/test/metrics'
 import { until } from '@airi/tooling/test/until'
@@ -651,14 +651,23 @@ describe('the request log and reconciliation', () => {
     expect(await balance(user)).toBe(100)
   })
 
-  it('never touches a row younger than the deadline plus a margin, whatever it is asked', async () => {
-    const user = await createVerifiedUser(server)
-    await route('chat', [{ upstream: primary, keys: ['sk-a'] }], { deadlineMs: 120_000 })
-    const callId = randomUUID()
-    await server.database.db.insertInto('llm_request_log').values({ user_id: user.id, request_id: callId, model: 'chat', upstream: null, status: null, duration_ms: null, state: 'pending', created_at: new Date(Date.now() - 90_000) }).execute()
-    const report = await server.api.services.llmGateway.reconcilePending({ olderThanMs: 0 })
-    expect(report.rows.map(row => row.callId)).not.toContain(callId)
-    expect(await logRows(user.id)).toMatchObject([{ state: 'pending' }])
+  it('never touches a row younger than the deadline plus a margin, whatever it is asked, and settles it once the clock has passed them', async () => {
+    const clock = manualClock()
+    const fresh = await startTestServer({ redisUrl: false, clock })
+    try {
+      const user = await createVerifiedUser(fresh)
+      const callId = randomUUID()
+      await fresh.database.db.insertInto('llm_request_log').values({ user_id: user.id, request_id: callId, model: 'chat', upstream: null, status: null, duration_ms: null, state: 'pending', created_at: new Date(clock.now()) }).execute()
+      const reconciled = async () => (await fresh.api.services.llmGateway.reconcilePending({ olderThanMs: 0 })).rows.map(row => row.callId)
+      // No router config: the default deadline (120 s) plus the margin (60 s), to the millisecond.
+      clock.advance(180_000)
+      expect(await reconciled()).toEqual([])
+      clock.advance(1)
+      expect(await reconciled()).toEqual([callId])
+    }
+    finally {
+      await fresh.close()
+    }
   })
 })
 

@@ -4,7 +4,7 @@ import type { Meter } from '@opentelemetry/api'
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import { expect, inject } from 'vitest'
 
-import { createApi, createMemoryAdapters, createRedisAdapters, createResendTransport, silentLogger, type Api, type AppRouter, type Logger, type PosthogSettings, type RateLimitSettings, type StripeSettings, type TrustedClient } from '@airi/api'
+import { createApi, createMemoryAdapters, createRedisAdapters, createResendTransport, silentLogger, type Api, type AppRouter, type Clock, type Logger, type PosthogSettings, type RateLimitSettings, type StripeSettings, type TrustedClient } from '@airi/api'
 import { TRPCClientError } from '@airi/sdk'
 import { findFreePort } from '@airi/db'
 import { startFakeResend, type FakeEmail, type FakeResend } from '@airi/tooling/fakes/resend'
@@ -54,6 +54,8 @@ export interface TestServerOptions {
   rateLimits?: RateLimitSettings
   /** LIVE_SYNC_FALLBACK_POLL_MS: how often live subscriptions read their feeds while Redis is down. */
   liveSyncFallbackPollMs?: number
+  /** Where the services read the time; a manual clock lets a test advance it instead of waiting. */
+  clock?: Clock
 }
 
 export interface TestServer {
@@ -102,6 +104,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     // The /api/auth/* limit far above what a test sends, unless a test of it sets one.
     rateLimits: { ...options.rateLimits, limits: { auth: options.authRateLimitPerMinute ?? 10_000, ...options.rateLimits?.limits } },
     liveSyncFallbackPollMs: options.liveSyncFallbackPollMs,
+    clock: options.clock,
   })
   const app = await buildServer({
     // The app's procedures plus the tests' own (test.ticks), so production serves none of them.

@@ -6,7 +6,7 @@ import type { EmailTransport } from './adapters/email.ts'
 import type { Adapters } from './adapters/ports.ts'
 import { createPosthogSink, noopAnalyticsSink, type PosthogSettings } from './adapters/posthog.ts'
 import { createStripeGateway, type StripeSettings } from './adapters/stripe.ts'
-import { systemClock } from './clock.ts'
+import { systemClock, type Clock } from './clock.ts'
 import { createAuth } from './auth/auth.ts'
 import { createIdentityCache, type IdentityCacheOptions } from './auth/identity-cache.ts'
 import { AUTH_BASE_PATH, type AuthSettings } from './auth/options.ts'
@@ -64,6 +64,8 @@ export interface ApiDeps {
   liveSyncFallbackPollMs?: number
   /** CHAT_SUBSCRIPTIONS_PER_USER: live `chats.onMessages` subscriptions per user on this instance (default 32). */
   chatSubscriptionsPerUser?: number
+  /** Where services read the time (TTLs, durations, cutoffs); the system's by default, a manual one in tests. */
+  clock?: Clock
 }
 
 export interface ContextInput extends AuthInput {
@@ -86,12 +88,13 @@ function returnOrigins(auth: ApiDeps['auth']): string[] {
  */
 export async function createApi(deps: ApiDeps) {
   const { db, adapters, logger } = deps
+  const clock = deps.clock ?? systemClock
   const adminEmails = new Set((deps.adminEmails ?? []).map(email => email.trim().toLowerCase()).filter(Boolean))
 
   const metrics = createMetrics(deps.meter)
   const analytics = createAnalyticsService({ db, sink: deps.posthog ? createPosthogSink(deps.posthog, logger) : noopAnalyticsSink, logger })
   const rateLimits = createRateLimits({ counters: adapters.counters, metrics, logger, ...deps.rateLimits })
-  const config = await createConfigService({ db, cache: adapters.cache, pubsub: adapters.pubsub, logger, clock: systemClock })
+  const config = await createConfigService({ db, cache: adapters.cache, pubsub: adapters.pubsub, logger, clock })
   const email = createEmailService({ transport: deps.emailTransport, logger, metrics })
   const userDeletion = createUserDeletionRegistry({ logger })
   // A top-up, refund or grant reaches the user's devices as a balance event on their live feed (`chats` is built below; writes come later).
@@ -154,7 +157,7 @@ export async function createApi(deps: ApiDeps) {
   await auth.$context
   const baseUrl = deps.auth.baseUrl.replace(/\/$/, '')
   await seedTrustedClients({ auth, db, clients: deps.auth.trustedClients ?? [], resource: baseUrl })
-  const resolveRequestAuth = createRequestAuthResolver({ auth, issuer: `${baseUrl}${AUTH_BASE_PATH}`, audience: baseUrl, logger, identities })
+  const resolveRequestAuth = createRequestAuthResolver({ auth, issuer: `${baseUrl}${AUTH_BASE_PATH}`, audience: baseUrl, logger, clock, identities })
   const pingPostgres = async () => {
     await db.selectNoFrom(eb => eb.lit(1).as('ok')).execute()
   }
@@ -170,7 +173,7 @@ export async function createApi(deps: ApiDeps) {
   // One vault for every upstream key (LLM router, speech), each sealed under its alias.
   const keyVault = deps.llmMasterKey ? createKeyVault(deps.llmMasterKey) : undefined
   // One key pool for LLM, speech and streaming speech, so a key cooled down by one is skipped by all.
-  const keyPool = createUpstreamKeyPool({ keyVault, logger, clock: systemClock })
+  const keyPool = createUpstreamKeyPool({ keyVault, logger, clock })
   const createFluxMeter = createFluxMeterFactory({ billing, counters: adapters.counters, logger })
   const speech = createSpeechService({ config, cache: adapters.cache, counters: adapters.counters, createFluxMeter, keyVault, keyPool, logger })
   const services: Services = {
@@ -182,9 +185,9 @@ export async function createApi(deps: ApiDeps) {
     stripe,
     createFluxMeter,
     fluxGrants: createFluxGrantService({ users, billing, logger, onGranted: grant => analytics.fluxGranted(grant) }),
-    llmGateway: createLlmGateway({ db, config, billing, metrics, logger, keyVault, keyPool }),
+    llmGateway: createLlmGateway({ db, config, billing, metrics, logger, keyVault, keyPool, clock }),
     speech,
-    streamingSpeech: createStreamingSpeechService({ config, cache: adapters.cache, counters: adapters.counters, meter: speech.meter, keyVault, keyPool, sessionGuard, logger, rateLimits, metrics }),
+    streamingSpeech: createStreamingSpeechService({ config, cache: adapters.cache, counters: adapters.counters, meter: speech.meter, keyVault, keyPool, sessionGuard, logger, rateLimits, metrics, clock }),
     email,
     sessionGuard,
     userDeletion,

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { createTestDatabase, type TestDatabase } from '@airi/tooling/test/test-database'
 
+import { systemClock } from '../clock.ts'
 import { silentLogger } from '../logger.ts'
 import { createAuth, type Auth } from './auth.ts'
 import { AUTH_BASE_PATH } from './options.ts'
@@ -50,7 +51,7 @@ async function tokenWithUnknownKey(): Promise<string> {
     .sign(privateKey)
 }
 
-const resolverFor = () => createRequestAuthResolver({ auth, issuer: ISSUER, audience: BASE_URL, logger: silentLogger })
+const resolverFor = () => createRequestAuthResolver({ auth, issuer: ISSUER, audience: BASE_URL, logger: silentLogger, clock: systemClock })
 const bearer = (token: string) => ({ headers: new Headers({ authorization: `Bearer ${token}` }) })
 
 describe('JWKS loading', () => {

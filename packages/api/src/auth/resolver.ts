@@ -1,5 +1,6 @@
 import { createLocalJWKSet, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTPayload } from 'jose'
 
+import type { Clock } from '../clock.ts'
 import type { AuthInput, RequestAuth, RequestAuthResolver } from '../context.ts'
 import { outageError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
@@ -49,6 +50,8 @@ export interface RequestAuthResolverOptions {
   issuer: string
   audience: string
   logger: Logger
+  /** The JWKS cache's age and the expiry of tokens and sessions are read against it. */
+  clock: Clock
   /** Callers already resolved, by credential; without it every request asks Postgres. */
   identities?: IdentityCache
 }
@@ -61,19 +64,19 @@ export interface RequestAuthResolverOptions {
  * WebSocket clients pass their token as the `token` connection param. Answers
  * are kept in the identity cache, so a known credential costs no SQL.
  */
-export function createRequestAuthResolver({ auth, issuer, audience, logger, identities }: RequestAuthResolverOptions): RequestAuthResolver {
+export function createRequestAuthResolver({ auth, issuer, audience, logger, clock, identities }: RequestAuthResolverOptions): RequestAuthResolver {
   let keySet: { verify: ReturnType<typeof createLocalJWKSet>, loadedAt: number } | undefined
   // One load at a time: concurrent requests that need keys share it.
   let loading: Promise<NonNullable<typeof keySet>> | undefined
 
   /** The key set; `force` (a token named an unknown key) reloads it unless it was loaded within the cooldown. */
   async function loadKeys(force: boolean) {
-    const age = keySet ? Date.now() - keySet.loadedAt : Number.POSITIVE_INFINITY
+    const age = keySet ? clock.now() - keySet.loadedAt : Number.POSITIVE_INFINITY
     if (age > JWKS_TTL_MS || (force && age >= JWKS_RELOAD_COOLDOWN_MS)) {
       loading ??= (async () => {
         try {
           const jwks = await auth.api.getJwks() as JSONWebKeySet
-          keySet = { verify: createLocalJWKSet(jwks), loadedAt: Date.now() }
+          keySet = { verify: createLocalJWKSet(jwks), loadedAt: clock.now() }
           return keySet
         }
         finally {
@@ -86,7 +89,7 @@ export function createRequestAuthResolver({ auth, issuer, audience, logger, iden
   }
 
   async function verifyAccessToken(token: string): Promise<JWTPayload | null> {
-    const options = { issuer, audience, algorithms: ['EdDSA', 'ES256', 'ES512', 'RS256', 'PS256'] }
+    const options = { issuer, audience, algorithms: ['EdDSA', 'ES256', 'ES512', 'RS256', 'PS256'], currentDate: new Date(clock.now()) }
     try {
       return (await jwtVerify(token, await loadKeys(false), options)).payload
     }
@@ -123,7 +126,7 @@ export function createRequestAuthResolver({ auth, issuer, audience, logger, iden
     let until = tokenExpiresAt
     if (sid) {
       const session = await adapter.findOne<SessionRow>({ model: 'session', where: [{ field: 'id', value: sid }] })
-      if (!session || new Date(session.expiresAt) <= new Date())
+      if (!session || new Date(session.expiresAt).getTime() <= clock.now())
         return null
       until = Math.min(until, new Date(session.expiresAt).getTime())
     }

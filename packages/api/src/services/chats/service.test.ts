@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto'
 import { setMaxListeners } from 'node:events'
-import { setTimeout as sleep } from 'node:timers/promises'
 
 import type { KyselyPlugin } from 'kysely'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
@@ -76,14 +75,14 @@ function consume(stream: AsyncIterable<SeenEvent>) {
  * live, then waits for them to receive every message sent; returns how many.
  */
 async function sendUntilSeen(chats: ChatService, userId: string, chatId: string, subs: Array<ReturnType<typeof consume>>): Promise<number> {
-  const deadline = Date.now() + 30_000
   let sent = 0
-  while (!subs.every(sub => sub.contents().length > 0)) {
-    if (Date.now() > deadline)
-      throw new Error('timed out waiting for the subscriptions to receive a message')
+  // A notice sent before a subscription has joined pub/sub is not seen by it: each poll sends another.
+  await until(async () => {
+    if (subs.every(sub => sub.contents().length > 0))
+      return true
     await chats.sendMessages(userId, { chatId, messages: [message(`hello ${++sent}`)] })
-    await sleep(50)
-  }
+    return false
+  }, 'the subscriptions to receive a message', 30_000)
   await until(() => subs.every(sub => sub.contents().length >= sent), 'every message sent', 30_000)
   return sent
 }
@@ -137,13 +136,13 @@ describe('the start of a subscription', () => {
     await chats.sendMessages(userId, { chatId: chat.id, messages: [message('in that instant')] })
     const sub = consume(stream)
     // Once anything arrives the subscription is live; probes sent after it show what it skipped.
-    const deadline = Date.now() + 10_000
-    for (let probe = 1; sub.contents().length === 0; probe++) {
-      if (Date.now() > deadline)
-        throw new Error('timed out waiting for any message')
-      await chats.sendMessages(userId, { chatId: chat.id, messages: [message(`probe ${probe}`)] })
-      await sleep(20)
-    }
+    let probe = 0
+    await until(async () => {
+      if (sub.contents().length > 0)
+        return true
+      await chats.sendMessages(userId, { chatId: chat.id, messages: [message(`probe ${++probe}`)] })
+      return false
+    }, 'any message', 10_000)
     expect(sub.contents()[0]).toBe('in that instant')
     expect(sub.contents()).not.toContain('before')
     controller.abort()

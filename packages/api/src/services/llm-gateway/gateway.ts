@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto'
 
 import type { Db } from '@airi/db'
 
+import type { Clock } from '../../clock.ts'
 import { ApiError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
 import type { Metrics } from '../../metrics.ts'
@@ -42,6 +43,8 @@ export interface LlmGatewayDeps {
   keyVault: KeyVault | undefined
   /** The process's one upstream key pool (rotation and cooldowns shared with speech). */
   keyPool: UpstreamKeyPool
+  /** Call durations and the reconciliation cutoff read the time here. */
+  clock: Clock
 }
 
 /** Whole-chain deadline when the router config names none. */
@@ -61,10 +64,10 @@ const shuttingDown = () => new ApiError(503, 'SHUTTING_DOWN', 'The server is shu
  * refund when every upstream failed. Each call's `llm_request_log` row is
  * written pending first, so a call cut short by a crash can be reconciled.
  */
-export function createLlmGateway({ db, config, billing, metrics, logger, keyVault, keyPool }: LlmGatewayDeps) {
+export function createLlmGateway({ db, config, billing, metrics, logger, keyVault, keyPool, clock }: LlmGatewayDeps) {
   const router = createUpstreamRouter({ keyPool, logger, metrics })
   const callBilling = createCallBilling({ billing, logger })
-  const requestLog = createRequestLog({ db, logger })
+  const requestLog = createRequestLog({ db, logger, clock })
 
   /** Calls not yet settled, so shutdown can end them and wait for their settlement. */
   const open = new Map<string, { shutdown: AbortController, settled: Promise<void> }>()
@@ -116,7 +119,7 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
     const bounds = await boundsOf(body, prompt, upstreams[0]!.model, maxOutputTokens)
     const stream = body.stream === true
     const signal = deadline.signal
-    const telemetry = startCallTelemetry({ metrics, alias, upstreams, callId, stream })
+    const telemetry = startCallTelemetry({ metrics, clock, alias, upstreams, callId, stream })
     const ends: CallEnds = { shutdown: shutdown.signal, clientSignal, deadline, closing: () => closing }
     const reserved = await reserveCall({ requestLog, callBilling, logger }, { userId, callId, alias, bounds, prompt, telemetry })
     // The upstream is asked for no more output than the reservation pays for.
@@ -265,7 +268,7 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
      */
     async reconcilePending({ olderThanMs = 10 * 60_000, limit = 1000 }: { olderThanMs?: number, limit?: number } = {}): Promise<ReconcileReport> {
       const minimum = await deadlineMs() + SETTLEMENT_MARGIN_MS
-      const cutoff = new Date(Date.now() - Math.max(olderThanMs, minimum))
+      const cutoff = new Date(clock.now() - Math.max(olderThanMs, minimum))
       return requestLog.reconcile({ cutoff, limit, flat: await config.get('FLUX_PER_REQUEST'), billing, callBilling })
     },
   }

@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto'
 import type { Db, LlmUsageSource } from '@airi/db'
 import { sql, type RawBuilder } from 'kysely'
 
+import type { Clock } from '../../clock.ts'
 import type { Logger } from '../../logger.ts'
 import type { Alongside, BillingService } from '../billing/index.ts'
 import { ledgerIds, type BilledCall, type CallBilling } from './billing.ts'
@@ -41,14 +42,14 @@ export interface ReconcileReport {
  * reservation and the upstream call, completed at settlement. A row left pending
  * by a process that died is settled by `reconcile`.
  */
-export function createRequestLog({ db, logger }: { db: Db, logger: Logger }) {
+export function createRequestLog({ db, logger, clock }: { db: Db, logger: Logger, clock: Clock }) {
   /**
    * Completes a pending row in the statement of the settlement's ledger write
    * (`flux`: what the call cost, from what that write moved).
    */
   function completion(rowId: string, outcome: Omit<CallOutcome, 'flux'>): (flux: RawBuilder<number>) => RawBuilder<unknown> {
     const tokens = tokensOf(outcome.usage)
-    const durationMs = Date.now() - outcome.startedAt
+    const durationMs = clock.now() - outcome.startedAt
     return flux => sql`UPDATE llm_request_log SET state = 'completed', upstream = ${outcome.upstream}, status = ${outcome.status},
         duration_ms = ${durationMs}, prompt_tokens = ${tokens.prompt}, completion_tokens = ${tokens.completion},
         total_tokens = ${tokens.total}, usage_source = ${outcome.source ?? null}, flux_consumed = ${flux},
@@ -135,7 +136,7 @@ export function createRequestLog({ db, logger }: { db: Db, logger: Logger }) {
           usage_source: source,
           flux_consumed: flux,
           error: `reconciled: ${outcome}`,
-          completed_at: new Date(),
+          completed_at: new Date(clock.now()),
         }).where('id', '=', row.id).where('state', '=', 'pending').execute()
         logger.info({ call: row.request_id, userId: row.user_id, outcome, flux }, 'reconciled a pending LLM call')
         report.rows.push({ id: row.id, callId: row.request_id, userId: row.user_id, outcome, flux })

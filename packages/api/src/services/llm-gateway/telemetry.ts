@@ -1,3 +1,4 @@
+import type { Clock } from '../../clock.ts'
 import type { Metrics } from '../../metrics.ts'
 import { recordFailure, tracer } from '../../tracing.ts'
 import type { Upstream } from './router.ts'
@@ -14,8 +15,8 @@ export interface ObservedOutcome {
  * One call's span and metrics. The span lives until the call settles (a stream's
  * last chunk), with one child per upstream attempt.
  */
-export function startCallTelemetry({ metrics, alias, upstreams, callId, stream }: { metrics: Metrics, alias: string, upstreams: Upstream[], callId: string, stream: boolean }) {
-  const startedAt = Date.now()
+export function startCallTelemetry({ metrics, clock, alias, upstreams, callId, stream }: { metrics: Metrics, clock: Clock, alias: string, upstreams: Upstream[], callId: string, stream: boolean }) {
+  const startedAt = clock.now()
   const span = tracer.startSpan(`chat ${alias}`, { attributes: { 'gen_ai.operation.name': 'chat', 'gen_ai.request.model': alias, 'airi.llm.call_id': callId, 'airi.llm.stream': stream } })
   let observed = false
   return {
@@ -34,7 +35,7 @@ export function startCallTelemetry({ metrics, alias, upstreams, callId, stream }
         ...(responseModel ? { 'gen_ai.response.model': responseModel } : {}),
         ...(outcome.error ? { 'error.type': String(outcome.status) } : {}),
       }
-      metrics.genAiDuration.record((Date.now() - startedAt) / 1000, attributes)
+      metrics.genAiDuration.record((clock.now() - startedAt) / 1000, attributes)
       if (outcome.usage?.prompt_tokens !== undefined)
         metrics.genAiTokens.record(outcome.usage.prompt_tokens, { ...attributes, 'gen_ai.token.type': 'input' })
       if (outcome.usage?.completion_tokens !== undefined)
@@ -51,7 +52,7 @@ export function startCallTelemetry({ metrics, alias, upstreams, callId, stream }
 
     /** The time to the first chunk a stream hands out. */
     firstToken(upstreamModel: string): void {
-      metrics.genAiFirstToken.record((Date.now() - startedAt) / 1000, { 'gen_ai.operation.name': 'chat', 'gen_ai.request.model': alias, 'gen_ai.response.model': upstreamModel })
+      metrics.genAiFirstToken.record((clock.now() - startedAt) / 1000, { 'gen_ai.operation.name': 'chat', 'gen_ai.request.model': alias, 'gen_ai.response.model': upstreamModel })
     },
   }
 }

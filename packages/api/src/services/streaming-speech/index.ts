@@ -8,6 +8,7 @@ import { httpOrigin } from '../../adapters/tts/index.ts'
 import type { StreamingTtsAdapter, StreamingTtsKey } from '../../adapters/streaming-tts/types.ts'
 import { unspeechStreamAdapter } from '../../adapters/streaming-tts/unspeech.ts'
 import type { SessionGuard } from '../../auth/session-guard.ts'
+import type { Clock } from '../../clock.ts'
 import type { AuthSession, RequestAuth } from '../../context.ts'
 import { ApiError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
@@ -40,6 +41,8 @@ export interface StreamingSpeechDeps {
   /** Limits tickets per user (`speech-ticket`, 30 a minute by default). */
   rateLimits: Pick<RateLimits, 'hit'>
   metrics?: Pick<Metrics, 'ttsChars' | 'ttsPreflightRejections'>
+  /** A ticket's `expiresAt` is read against it. */
+  clock: Clock
   /** The upstream protocol; unspeech's by default. */
   adapter?: StreamingTtsAdapter
 }
@@ -71,7 +74,7 @@ const TICKET_PATTERN = /^[\w-]{43}$/
  * the user and session to the socket, and the sessions themselves (see
  * `session.ts` for the protocol and billing rules).
  */
-export function createStreamingSpeechService({ config, cache, counters, meter, keyVault, keyPool, sessionGuard, logger, rateLimits, metrics, adapter = unspeechStreamAdapter }: StreamingSpeechDeps) {
+export function createStreamingSpeechService({ config, cache, counters, meter, keyVault, keyPool, sessionGuard, logger, rateLimits, metrics, clock, adapter = unspeechStreamAdapter }: StreamingSpeechDeps) {
   const holds = createMeterHolds({ counters, meter, resolveRuntime: ttsMeterRuntime(config), logger })
   const live = new Set<SpeechSessionHandle>()
 
@@ -107,7 +110,7 @@ export function createStreamingSpeechService({ config, cache, counters, meter, k
       const ticket = randomBytes(32).toString('base64url')
       const holder: SpeechTicketHolder = { userId: auth.user.id, session: auth.session }
       await cache.set(keys.speechTicket(ticket), JSON.stringify(holder), SPEECH_TICKET_TTL_SECONDS)
-      return { ticket, expiresAt: new Date(Date.now() + SPEECH_TICKET_TTL_SECONDS * 1000) }
+      return { ticket, expiresAt: new Date(clock.now() + SPEECH_TICKET_TTL_SECONDS * 1000) }
     },
 
     /**

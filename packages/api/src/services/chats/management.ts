@@ -1,0 +1,119 @@
+import type { ChatType, Db } from '@airi/db'
+
+import { ApiError } from '../../errors.ts'
+import type { CharacterService } from '../characters/index.ts'
+import type { Users } from '../users.ts'
+import { toChatView, type ChatReads, type ChatView, type MemberRef } from './reads.ts'
+
+const creatorOnly = () => new ApiError(403, 'FORBIDDEN', 'Only the chat\'s creator can do this')
+
+export interface ChatManagementDeps {
+  db: Db
+  reads: ChatReads
+  /** Whether characters named as members exist: the characters service owns them. */
+  characters: Pick<CharacterService, 'existing'>
+  /** Whether users named as members exist: the users port over better-auth's table. */
+  users: Pick<Users, 'existing'>
+}
+
+/** Chats and their members: list, read, create, rename, delete, add and remove members. */
+export function createChatManagement({ db, reads: { memberChats, requireMembership, members, view }, characters, users }: ChatManagementDeps) {
+  /** Users and characters named as members must exist. */
+  async function assertMembersExist(refs: MemberRef[]): Promise<void> {
+    const userIds = refs.filter(ref => ref.type === 'user').map(ref => ref.id)
+    const characterIds = refs.filter(ref => ref.type === 'character').map(ref => ref.id)
+    const [knownUsers, knownCharacters] = await Promise.all([users.existing(userIds), characters.existing(characterIds)])
+    const unknown = refs.filter(ref => !(ref.type === 'user' ? knownUsers : knownCharacters).has(ref.id))
+    if (unknown.length > 0)
+      throw new ApiError(400, 'UNKNOWN_MEMBER', 'Some members do not exist', { field: 'members', unknown })
+  }
+
+  return {
+    async list(userId: string): Promise<ChatView[]> {
+      const chats = await memberChats(userId).selectAll('chats').orderBy('chats.updated_at', 'desc').execute()
+      const byChat = await members(chats.map(chat => chat.id))
+      return chats.map(chat => toChatView(chat, byChat.get(chat.id)!))
+    },
+
+    async get(userId: string, chatId: string): Promise<ChatView> {
+      await requireMembership(userId, chatId)
+      return view(chatId)
+    },
+
+    /**
+     * Private chats hold the creator and one other user; bot chats the creator and
+     * characters; groups and channels anyone. The creator is always a member.
+     */
+    async create(userId: string, input: { type: ChatType, title?: string | null, members: MemberRef[] }): Promise<ChatView> {
+      const others = input.members.filter(ref => !(ref.type === 'user' && ref.id === userId))
+        .filter((ref, index, all) => all.findIndex(other => other.type === ref.type && other.id === ref.id) === index)
+      const otherUsers = others.filter(ref => ref.type === 'user')
+      if (input.type === 'private' && (otherUsers.length !== 1 || others.length !== 1))
+        throw new ApiError(400, 'INVALID_MEMBERS', 'A private chat has exactly one other user', { field: 'members' })
+      if (input.type === 'bot' && (otherUsers.length > 0 || others.length === 0))
+        throw new ApiError(400, 'INVALID_MEMBERS', 'A bot chat has one or more characters and no other users', { field: 'members' })
+      await assertMembersExist(others)
+
+      const chatId = await db.transaction().execute(async (trx) => {
+        const chat = await trx.insertInto('chats').values({ type: input.type, title: input.title ?? null, creator_id: userId })
+          .returning('id').executeTakeFirstOrThrow()
+        await trx.insertInto('chat_members').values([{ type: 'user' as const, id: userId }, ...others].map(ref => ({
+          chat_id: chat.id,
+          member_type: ref.type,
+          member_id: ref.id,
+        }))).execute()
+        return chat.id
+      })
+      return view(chatId)
+    },
+
+    async update(userId: string, input: { chatId: string, title: string | null }): Promise<ChatView> {
+      const chat = await requireMembership(userId, input.chatId)
+      if (chat.creator_id !== userId)
+        throw creatorOnly()
+      await db.updateTable('chats').set({ title: input.title, updated_at: new Date() }).where('id', '=', chat.id).execute()
+      return view(chat.id)
+    },
+
+    /** Soft delete; messages stay in the database but no one can read the chat any more. */
+    async delete(userId: string, chatId: string): Promise<{ id: string }> {
+      const chat = await requireMembership(userId, chatId)
+      if (chat.creator_id !== userId)
+        throw creatorOnly()
+      await db.updateTable('chats').set({ deleted_at: new Date(), updated_at: new Date() }).where('id', '=', chatId).execute()
+      return { id: chatId }
+    },
+
+    async addMembers(userId: string, input: { chatId: string, members: MemberRef[] }): Promise<ChatView> {
+      const chat = await requireMembership(userId, input.chatId)
+      if (chat.creator_id !== userId)
+        throw creatorOnly()
+      if (chat.type === 'private')
+        throw new ApiError(400, 'INVALID_MEMBERS', 'A private chat cannot take more members', { field: 'members' })
+      if (chat.type === 'bot' && input.members.some(ref => ref.type === 'user'))
+        throw new ApiError(400, 'INVALID_MEMBERS', 'A bot chat takes only characters', { field: 'members' })
+      await assertMembersExist(input.members)
+      const current = (await members([chat.id])).get(chat.id)!
+      const fresh = input.members.filter(ref => !current.some(member => member.type === ref.type && member.id === ref.id))
+        .filter((ref, index, all) => all.findIndex(other => other.type === ref.type && other.id === ref.id) === index)
+      if (fresh.length > 0) {
+        await db.insertInto('chat_members').values(fresh.map(ref => ({ chat_id: chat.id, member_type: ref.type, member_id: ref.id })))
+          .onConflict(oc => oc.columns(['chat_id', 'member_type', 'member_id']).where('deleted_at', 'is', null).doNothing())
+          .execute()
+      }
+      return view(chat.id)
+    },
+
+    /** The creator removes anyone; any member can remove themselves (leave). */
+    async removeMember(userId: string, input: { chatId: string, member: MemberRef }): Promise<{ removed: boolean }> {
+      const chat = await requireMembership(userId, input.chatId)
+      const leaving = input.member.type === 'user' && input.member.id === userId
+      if (!leaving && chat.creator_id !== userId)
+        throw creatorOnly()
+      const result = await db.updateTable('chat_members').set({ deleted_at: new Date() })
+        .where('chat_id', '=', chat.id).where('member_type', '=', input.member.type).where('member_id', '=', input.member.id)
+        .where('deleted_at', 'is', null).executeTakeFirst()
+      return { removed: Number(result.numUpdatedRows) > 0 }
+    },
+  }
+}
