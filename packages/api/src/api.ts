@@ -13,7 +13,7 @@ import { AUTH_BASE_PATH, type AuthSettings } from './auth/options.ts'
 import { createRequestAuthResolver } from './auth/resolver.ts'
 import { createSessionGuard } from './auth/session-guard.ts'
 import { seedTrustedClients, type TrustedClient } from './auth/trusted-clients.ts'
-import type { AuthInput, Context, ProcedureServices, RequestAuth, RequestAuthResolver } from './context.ts'
+import { acceptedLanguages, type AuthInput, type Context, type ProcedureServices, type RequestAuth, type RequestAuthResolver } from './context.ts'
 import { ApiError, outageError } from './errors.ts'
 import type { Logger } from './logger.ts'
 import { createMetrics } from './metrics.ts'
@@ -101,6 +101,11 @@ export async function createApi(deps: ApiDeps) {
   const billing = createBillingService({ db, cache: adapters.cache, logger, metrics, initialFlux: () => config.get('INITIAL_USER_FLUX'), onBalanceChanged: (userId, balance) => chats.announceBalance(userId, balance) })
   const characters = createCharacterService({ db })
   const users = createUsers({ db })
+  // One vault for every upstream key (LLM router, speech), each sealed under its alias.
+  const keyVault = deps.llmMasterKey ? createKeyVault(deps.llmMasterKey) : undefined
+  // One key pool for LLM, speech and streaming speech, so a key cooled down by one is skipped by all.
+  const keyPool = createUpstreamKeyPool({ keyVault, logger, clock })
+  const llmGateway = createLlmGateway({ db, config, billing, metrics, logger, keyVault, keyPool, clock })
   const providers = createProviderService({ db })
   const chats = createChatService({
     db,
@@ -113,6 +118,8 @@ export async function createApi(deps: ApiDeps) {
     fallbackPollMs: deps.liveSyncFallbackPollMs,
     rateLimits,
     subscriptionsPerUser: deps.chatSubscriptionsPerUser,
+    // Replies made on the server are gateway calls made in-process.
+    conversations: { gateway: llmGateway, config, cache: adapters.cache, clock },
   })
   const stripe = createStripeService({
     db,
@@ -170,10 +177,6 @@ export async function createApi(deps: ApiDeps) {
     throw outage ?? error
   })
 
-  // One vault for every upstream key (LLM router, speech), each sealed under its alias.
-  const keyVault = deps.llmMasterKey ? createKeyVault(deps.llmMasterKey) : undefined
-  // One key pool for LLM, speech and streaming speech, so a key cooled down by one is skipped by all.
-  const keyPool = createUpstreamKeyPool({ keyVault, logger, clock })
   const createFluxMeter = createFluxMeterFactory({ billing, counters: adapters.counters, logger })
   const speech = createSpeechService({ config, cache: adapters.cache, counters: adapters.counters, createFluxMeter, keyVault, keyPool, logger })
   const services: Services = {
@@ -185,7 +188,7 @@ export async function createApi(deps: ApiDeps) {
     stripe,
     createFluxMeter,
     fluxGrants: createFluxGrantService({ users, billing, logger, onGranted: grant => analytics.fluxGranted(grant) }),
-    llmGateway: createLlmGateway({ db, config, billing, metrics, logger, keyVault, keyPool, clock }),
+    llmGateway,
     speech,
     streamingSpeech: createStreamingSpeechService({ config, cache: adapters.cache, counters: adapters.counters, meter: speech.meter, keyVault, keyPool, sessionGuard, logger, rateLimits, metrics, clock }),
     email,
@@ -231,6 +234,7 @@ export async function createApi(deps: ApiDeps) {
         logger: input.logger ?? logger,
         requestId: input.requestId,
         adminEmails,
+        languages: acceptedLanguages(input.headers.get('accept-language')),
       }
     },
     /** Readiness checks, by name. */
@@ -239,7 +243,9 @@ export async function createApi(deps: ApiDeps) {
       ...(adapters.kind === 'redis' ? { redis: () => adapters.ping() } : {}),
     } as Record<string, () => Promise<void>>,
     async close(): Promise<void> {
-      // First, while Postgres is still open: calls under way end and settle.
+      // First, while Postgres is still open: replies under way stop and are stored,
+      // then the calls still under way end and settle.
+      await services.chats.close()
       await services.llmGateway.close()
       await services.streamingSpeech.close()
       await sessionGuard.close()

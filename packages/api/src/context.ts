@@ -58,4 +58,18 @@ export interface Context {
   logger: Logger
   requestId: string
   adminEmails: ReadonlySet<string>
+  /** The caller's languages from `Accept-Language`, most preferred first (for a character's prompts). */
+  languages: string[]
+}
+
+/** The language tags of an `Accept-Language` header, by their `q` (at most 8; `*` left out). */
+export function acceptedLanguages(header: string | null | undefined): string[] {
+  if (!header)
+    return []
+  return header.split(',').slice(0, 32).map((part, index) => {
+    const [tag = '', ...params] = part.trim().split(';')
+    const q = Number(params.map(param => param.trim()).find(param => param.startsWith('q='))?.slice(2) ?? 1)
+    return { tag: tag.trim(), q: Number.isFinite(q) ? q : 0, index }
+  }).filter(entry => /^[a-z]{1,8}(?:-[a-z0-9]{1,8})*$/i.test(entry.tag) && entry.q > 0)
+    .sort((a, b) => b.q - a.q || a.index - b.index).slice(0, 8).map(entry => entry.tag)
 }

@@ -183,6 +183,7 @@ interface MessageTable {
 }
 
 export type Chat = Selectable<ChatTable>
+export type ChatReply = Selectable<ChatReplyTable>
 
 export type Message = Selectable<MessageTable>
 
@@ -200,13 +201,42 @@ interface UserMilestoneTable {
 }
 
 /** "Chat `chat_id` got messages `from_seq`..`to_seq`", numbered per user in commit order. */
+export type ChatSyncFeedKind = 'messages' | 'edited' | 'deleted'
+
 interface ChatSyncFeedTable {
   user_id: string
   seq: number
   chat_id: string
   from_seq: number
   to_seq: number
+  /** `messages`: the range from_seq..to_seq; `edited` / `deleted`: the messages `message_ids`. */
+  kind: Generated<ChatSyncFeedKind>
+  message_ids: string[] | null
   created_at: Timestamp
+}
+
+export type ChatReplyStatus = 'streaming' | 'complete' | 'stopped' | 'failed'
+
+/** A reply made on the server: one per `respond` or `regenerate`, ended by its stored message. */
+interface ChatReplyTable {
+  id: string
+  chat_id: string
+  /** Who asked for it (and pays). */
+  user_id: string
+  character_id: string
+  /** The user message it answers. */
+  answers_id: string
+  regenerates_id: string | null
+  /** The LLM gateway call that makes it (null until reserved). */
+  call_id: string | null
+  model: string
+  status: ChatReplyStatus
+  /** The stored assistant message (complete, stopped). */
+  message_id: string | null
+  error_code: string | null
+  error_message: string | null
+  created_at: Timestamp
+  ended_at: NullableTimestamp
 }
 
 // ---------------------------------------------------------------------------
@@ -597,6 +627,7 @@ export interface Database {
   messages: MessageTable
   chat_sync_heads: ChatSyncHeadTable
   chat_sync_feed: ChatSyncFeedTable
+  chat_replies: ChatReplyTable
   user_milestones: UserMilestoneTable
 
   user_provider_configs: UserProviderConfigTable

@@ -6,6 +6,9 @@ import type { PubSub, Unsubscribe } from './ports.ts'
 /** Notices kept for another try while pub/sub refuses them; beyond that the oldest goes (logged). */
 const UNSENT_LIMIT = 1000
 
+/** A notice as its publisher gives it (the channel adds `origin`); distributes over a union of notices. */
+export type Unsent<T> = T extends unknown ? Omit<T, 'origin'> : never
+
 export interface NoticeChannelOptions<T extends { origin: string }> {
   pubsub: PubSub
   logger: Logger
@@ -15,12 +18,12 @@ export interface NoticeChannelOptions<T extends { origin: string }> {
   /** What a notice is, for the logs ("chat sync notice"). */
   what: string
   /** Fields that name a notice in the logs. */
-  logFields: (value: Omit<T, 'origin'>) => Record<string, unknown>
+  logFields: (value: Unsent<T>) => Record<string, unknown>
   /**
    * Unsent notices with the same key replace each other (only the newest matters, e.g.
    * a user's balance); without it every unsent notice is kept and sent in order.
    */
-  keyOf?: (value: Omit<T, 'origin'>) => string
+  keyOf?: (value: Unsent<T>) => string
   retryMs?: number
 }
 
@@ -64,8 +67,8 @@ export function createNoticeChannel<T extends { origin: string }>({ pubsub, logg
     origin,
 
     /** Publishes a notice (from this instance); a refused one is retried until it goes through. */
-    async publish(value: Omit<T, 'origin'>): Promise<void> {
-      const raw = message.create({ ...value, origin } as T)
+    async publish(value: Unsent<T>): Promise<void> {
+      const raw = message.create({ ...value, origin } as unknown as T)
       if (unsent.size === 0) {
         try {
           await pubsub.publish(channel, raw)

@@ -70,6 +70,8 @@ export const configEntries = {
   /** Fallback price of one LLM call, and the reservation taken before calling upstream. */
   FLUX_PER_REQUEST: z.number().int().min(1).default(1),
   FLUX_PER_1K_TOKENS: z.number().positive().default(1),
+  /** Tokens of a server-made reply's prompt (character prompts, history, the new message); older history is left out. */
+  CHAT_CONTEXT_TOKENS: z.number().int().min(256).max(2_000_000).default(8000),
   FLUX_PER_1K_CHARS_TTS: z.number().positive().default(1),
   FLUX_METER_DEBT_TTL_SECONDS: z.number().int().positive().default(30 * 24 * 60 * 60),
   MAX_CHECKOUT_AMOUNT_CENTS: z.number().int().positive().default(100_000),

@@ -15,6 +15,7 @@ import * as chatSyncFeed from './0013_chat_sync_feed.ts'
 import * as userMilestones from './0014_user_milestones.ts'
 import * as fluxTransactionUnbilled from './0015_flux_transaction_unbilled.ts'
 import * as betterAuth from './0016_better_auth.ts'
+import * as chatReplies from './0017_chat_replies.ts'
 
 /**
  * Every migration, keyed by name. Kysely's Migrator applies them in key order, so
@@ -36,4 +37,5 @@ export const migrations: Record<string, Migration> = {
   '0014_user_milestones': userMilestones,
   '0015_flux_transaction_unbilled': fluxTransactionUnbilled,
   '0016_better_auth': betterAuth,
+  '0017_chat_replies': chatReplies,
 }

@@ -2,3 +2,4 @@
 // prompts and avatar models.
 export { characterCreateInput, characterListInput, characterUpdateInput } from './schema.ts'
 export { createCharacterService, type CharacterService } from './service.ts'
+export type { Persona } from './read.ts'

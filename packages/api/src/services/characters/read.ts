@@ -95,3 +95,57 @@ export async function liveCharacterIds(db: Db, ids: string[]): Promise<Set<strin
   const rows = await db.selectFrom('characters').select('id').where('id', 'in', ids).where('deleted_at', 'is', null).execute()
   return new Set(rows.map(row => row.id))
 }
+
+/** What a reply made on the server needs of a character: its prompts in one language, and its default model. */
+export interface Persona {
+  id: string
+  name: string | null
+  defaultModelId: string | null
+  /** The language the prompts are in (null: the character has none). */
+  language: string | null
+  system: string[]
+  personality: string[]
+  greetings: string[]
+}
+
+/**
+ * The language to use of those a character has: `wanted` exactly (case aside),
+ * else one with the same primary subtag (`zh-Hant` for `zh`), else the first
+ * (the character's own order).
+ */
+function pickLanguage(available: string[], wanted: string[]): string | null {
+  const lower = available.map(language => language.toLowerCase())
+  for (const language of wanted.map(each => each.toLowerCase())) {
+    const exact = lower.indexOf(language)
+    if (exact >= 0)
+      return available[exact]!
+    const primary = language.split('-')[0]!
+    const near = lower.findIndex(each => each.split('-')[0] === primary)
+    if (near >= 0)
+      return available[near]!
+  }
+  return available[0] ?? null
+}
+
+/** The persona of a live character in the first of `languages` it has (404 when deleted or missing). */
+export async function getPersona(db: Db, id: string, languages: string[]): Promise<Persona> {
+  const row = await db.selectFrom('characters').select(['id', 'default_model_id'])
+    .select(eb => [promptsOf(eb).as('prompts'), i18nOf(eb).as('i18n')])
+    .where('id', '=', id).where('deleted_at', 'is', null).executeTakeFirst()
+  if (!row)
+    throw characterNotFound()
+  const prompts = row.prompts as Array<{ language: string, type: string, content: string }>
+  const language = pickLanguage([...new Set(prompts.map(prompt => prompt.language))], languages)
+  const inLanguage = (type: string) => prompts.filter(prompt => prompt.language === language && prompt.type === type).map(prompt => prompt.content)
+  const names = row.i18n as Array<{ language: string, name: string }>
+  const nameLanguage = pickLanguage(names.map(entry => entry.language), language ? [language, ...languages] : languages)
+  return {
+    id: row.id,
+    name: names.find(entry => entry.language === nameLanguage)?.name ?? null,
+    defaultModelId: row.default_model_id,
+    language,
+    system: inLanguage('system'),
+    personality: inLanguage('personality'),
+    greetings: inLanguage('greetings'),
+  }
+}

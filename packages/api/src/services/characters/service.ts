@@ -5,7 +5,7 @@ import type { Character, Database, Db } from '@airi/db'
 import { beforeCreatedAtId, createCursorCodec, createdAtIdKey, exactTimestamp } from '../../cursor.ts'
 import { ApiError, forbidden, isUniqueViolation } from '../../errors.ts'
 import { insertChildren, softDeleteChildren, type ChildTable } from './parts.ts'
-import { characterNotFound, getCharacter, liveCharacterIds, summaryColumns, toSummary } from './read.ts'
+import { characterNotFound, getCharacter, getPersona, liveCharacterIds, summaryColumns, toSummary, type Persona } from './read.ts'
 import { removeRelations, toggle } from './relations.ts'
 import type { CharacterDetail, CharacterPage, CreateCharacterInput, ListCharactersInput, UpdateCharacterInput } from './types.ts'
 
@@ -135,6 +135,9 @@ export function createCharacterService({ db }: { db: Db }) {
 
     /** Of `ids`, those of characters that exist and are not deleted. */
     existing: (ids: string[]): Promise<Set<string>> => liveCharacterIds(db, ids),
+
+    /** A live character's prompts in the first of `languages` it has, and its default model: what a reply made on the server is built on. */
+    persona: (id: string, languages: string[]): Promise<Persona> => getPersona(db, id, languages),
 
     async toggleLike(userId: string, id: string): Promise<{ liked: boolean, likesCount: number }> {
       const { on, count } = await toggle(db, userId, id, 'user_character_likes', 'likes_count')

@@ -19,10 +19,43 @@ export interface ChatMessagesEvent {
 export type ChatSyncEvent =
   | { type: 'ready', messages: [] }
   | ({ type: 'messages' } & ChatMessagesEvent)
+  /** Stored messages whose content changed (`chats.editMessage`); a feed entry, replayed on resume. */
+  | { type: 'edited', chatId: string, messages: SyncedMessage[] }
+  /** Messages soft-deleted (`chats.deleteMessages`): only their ids and seqs; a feed entry, replayed on resume. */
+  | { type: 'deleted', chatId: string, messages: DeletedMessage[] }
   /** The user's balance after a top-up, refund or grant; not in the feed, so its id is the position it arrived at. */
   | { type: 'balance', balance: number, messages: [] }
+  /** Text of a reply being made (`offset`: characters before `delta`); not stored, not replayed. */
+  | ({ type: 'reply', messages: [] } & ReplyDelta)
+  /** A reply ended: stored as `messageId` (complete, stopped) or not at all (failed). Comes after the stored message. */
+  | ({ type: 'reply.end', messages: [] } & ReplyEnd)
+
+export interface DeletedMessage {
+  id: string
+  chatId: string
+  seq: number
+}
+
+export type ReplyStatus = 'streaming' | 'complete' | 'stopped' | 'failed'
+
+export interface ReplyDelta {
+  chatId: string
+  replyId: string
+  offset: number
+  delta: string
+}
+
+export interface ReplyEnd {
+  chatId: string
+  replyId: string
+  messageId: string | null
+  status: Exclude<ReplyStatus, 'streaming'>
+  error?: { code: string, message: string }
+}
 
 export type MessagesEvent = Extract<ChatSyncEvent, { type: 'messages' }>
+/** What a feed entry delivers. */
+export type FeedEvent = Extract<ChatSyncEvent, { type: 'messages' | 'edited' | 'deleted' }>
 
 export function toMessage(row: Message): SyncedMessage {
   return {

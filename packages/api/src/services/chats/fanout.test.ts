@@ -10,9 +10,9 @@ import type { Adapters } from '../../adapters/ports.ts'
 import { createRedisAdapters } from '../../adapters/redis.ts'
 import type { Logger } from '../../logger.ts'
 import { silentLogger } from '../../logger.ts'
-import { createChatFanout, createChatSyncNoticeMessage, parseChatSyncNoticeMessage, type ChatSyncNotice } from './fanout.ts'
+import { createChatFanout, createChatSyncNoticeMessage, parseChatSyncNoticeMessage, type ChatSyncNotice, type FeedNotice } from './fanout.ts'
 
-const notice = (chatId: string, feeds: Array<[string, number]>): Omit<ChatSyncNotice, 'origin'> => ({ chatId, fromSeq: 1, toSeq: 1, feeds })
+const notice = (chatId: string, feeds: Array<[string, number]>): Omit<FeedNotice, 'origin'> => ({ chatId, fromSeq: 1, toSeq: 1, feeds })
 
 describe('chat sync notice payloads', () => {
   it('round-trips through create and parse, dates included', () => {

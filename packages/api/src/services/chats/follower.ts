@@ -1,10 +1,21 @@
-import type { MessagesEvent } from './events.ts'
+import type { ChatSyncEvent, FeedEvent } from './events.ts'
 
 /** Events one subscription holds for its consumer; beyond that it drops them and reads its feed later. */
 const PENDING_LIMIT = 200
+/**
+ * Reply events one subscription holds; beyond that the oldest go. They are not
+ * replayed anyway: a client that sees a gap in a reply's offset asks `getReply`.
+ */
+const SIDE_LIMIT = 256
 
-/** A send's event as every recipient on this instance shares it; null when none of its messages is left. */
-export type SharedEvent = Promise<MessagesEvent | null>
+/** A feed entry's event as every recipient on this instance shares it; null when none of its messages is left. */
+export type SharedEvent = Promise<FeedEvent | null>
+
+/** An event outside the feed (a reply's text or end), delivered once the position reaches `after`. */
+export interface SideEvent {
+  event: Extract<ChatSyncEvent, { type: 'reply' | 'reply.end' }>
+  after: number
+}
 
 /**
  * One live subscription on this instance. It holds its position (a feed seq) and
@@ -20,6 +31,25 @@ export function createFollower(signal: AbortSignal | undefined) {
     head: 0,
     /** The newest balance announced and not yet handed over: only the latest matters, so one slot. */
     balance: undefined as number | undefined,
+    /** Reply events not yet handed over, in order. */
+    side: [] as SideEvent[],
+    offerSide(entry: SideEvent): void {
+      if (follower.side.length >= SIDE_LIMIT)
+        follower.side.shift()
+      follower.side.push(entry)
+      // An event that waits for a feed entry makes sure the feed is read up to it.
+      if (entry.after > 0)
+        follower.bump(entry.after)
+      wake?.()
+    },
+    /** The first reply event, if the position has reached what it waits for. */
+    nextSide(position: number): SideEvent['event'] | undefined {
+      const first = follower.side[0]
+      if (!first || first.after > position)
+        return undefined
+      follower.side.shift()
+      return first.event
+    },
     offerBalance(balance: number): void {
       follower.balance = balance
       wake?.()

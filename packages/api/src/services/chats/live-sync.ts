@@ -2,10 +2,11 @@ import type { Db } from '@airi/db'
 
 import { markShared } from '../../input-guard.ts'
 import type { Logger } from '../../logger.ts'
+import type { Unsent } from '../../adapters/notice-channel.ts'
 import type { BalanceFanout } from './balance-fanout.ts'
-import { decodeChatCursor, encodeChatCursor, eventOf, invalidCursor, toMessage, type ChatSyncEvent, type MessagesEvent } from './events.ts'
-import { INLINE_MESSAGES_CHARS, type ChatFanout, type ChatSyncNotice, type SyncedMessage } from './fanout.ts'
-import { feedHead, readFeed } from './feed.ts'
+import { decodeChatCursor, encodeChatCursor, eventOf, invalidCursor, type ChatSyncEvent, type DeletedMessage, type FeedEvent } from './events.ts'
+import { INLINE_MESSAGES_CHARS, type ChatFanout, type ChatSyncNotice, type FeedNotice, type ReplyDeltaNotice, type ReplyEndNotice, type ReplyStopNotice, type SyncedMessage } from './fanout.ts'
+import { feedHead, readFeed, readMessages } from './feed.ts'
 import { createFollower, type Follower, type SharedEvent } from './follower.ts'
 
 /** Users per query of the re-check after pub/sub came back. */
@@ -43,28 +44,72 @@ export function createLiveSync({ db, fanout, balances, logger, resyncIntervalMs,
   let listening: Promise<() => Promise<void>> | undefined
 
   /** The event every local subscription sends as is: never changed, so serialized once for all of them. */
-  function sharedEventOf(messages: SyncedMessage[]): MessagesEvent | null {
-    const event = eventOf(messages)
+  function shared(event: FeedEvent | null): FeedEvent | null {
     return event && markShared(event)
   }
 
-  /** Hands a send to every local subscription it concerns, sharing one event (and at most one read) among them. */
-  function deliver(notice: Omit<ChatSyncNotice, 'origin'>): void {
+  /** A feed notice's event: taken from the notice when it rode along, else read once for every recipient here. */
+  async function feedEventOf(notice: Omit<FeedNotice, 'origin'>): Promise<FeedEvent | null> {
+    const { chatId, kind = 'messages' } = notice
+    if (kind === 'deleted')
+      return shared(notice.deleted && notice.deleted.length > 0 ? { type: 'deleted', chatId, messages: notice.deleted } : null)
+    if (kind === 'edited') {
+      const messages = notice.messages ?? await readMessages(db, chatId, { ids: notice.messageIds ?? [] })
+      return shared(messages.length > 0 ? { type: 'edited', chatId, messages } : null)
+    }
+    return shared(eventOf(notice.messages ?? await readMessages(db, chatId, { fromSeq: notice.fromSeq, toSeq: notice.toSeq })))
+  }
+
+  /** Hands a feed entry to every local subscription it concerns, sharing one event (and at most one read) among them. */
+  function deliverFeed(notice: Omit<FeedNotice, 'origin'>): void {
     let event: SharedEvent | undefined
     for (const [userId, feedSeq] of notice.feeds) {
       const here = byUser.get(userId)
       if (!here)
         continue
-      event ??= notice.messages
-        ? Promise.resolve(sharedEventOf(notice.messages))
-        : db.selectFrom('messages').selectAll().where('chat_id', '=', notice.chatId).where('deleted_at', 'is', null)
-            .where('seq', '>=', notice.fromSeq).where('seq', '<=', notice.toSeq).orderBy('seq').execute()
-            .then(rows => sharedEventOf(rows.map(toMessage)))
+      event ??= feedEventOf(notice)
       for (const follower of here)
         follower.offer(feedSeq, event)
     }
     // Each follower handles a failed read itself (it reads its feed instead).
     event?.catch((error: unknown) => logger.warn({ err: error, chatId: notice.chatId }, 'could not read a chat\'s new messages; subscribers read their feeds'))
+  }
+
+  /** Hands a reply's text or end to every local subscription of its users, after the feed entry it waits for. */
+  function deliverSide(notice: Omit<ReplyDeltaNotice, 'origin'> | Omit<ReplyEndNotice, 'origin'>): void {
+    if (notice.type === 'reply') {
+      const { users, type: _type, ...delta } = notice
+      const event = markShared({ type: 'reply' as const, messages: [] as [], ...delta })
+      for (const userId of users) {
+        for (const follower of byUser.get(userId) ?? [])
+          follower.offerSide({ event, after: 0 })
+      }
+      return
+    }
+    const { feeds, type: _type, ...end } = notice
+    const event = markShared({ type: 'reply.end' as const, messages: [] as [], ...end })
+    for (const [userId, after] of feeds) {
+      for (const follower of byUser.get(userId) ?? [])
+        follower.offerSide({ event, after })
+    }
+  }
+
+  /** Where a reply-stop notice goes: the replies this instance makes. */
+  const stopListeners = new Set<(notice: Omit<ReplyStopNotice, 'origin'>) => void>()
+
+  function deliver(notice: Unsent<ChatSyncNotice>): void {
+    switch (notice.type) {
+      case 'reply':
+      case 'reply.end':
+        deliverSide(notice)
+        return
+      case 'reply.stop':
+        for (const listener of stopListeners)
+          listener(notice)
+        return
+      default:
+        deliverFeed(notice)
+    }
   }
 
   /**
@@ -154,21 +199,19 @@ export function createLiveSync({ db, fanout, balances, logger, resyncIntervalMs,
     return stop
   }
 
-  /** Counts a follower in (subscribing this instance to notices if it is the first); returns how to count it out. */
-  async function join(userId: string, follower: Follower): Promise<() => Promise<void>> {
-    const here = byUser.get(userId) ?? new Set()
-    byUser.set(userId, here)
-    here.add(follower)
-    followers++
+  /** Holders of this instance's subscription to notices: followers and the replies made here. */
+  let holders = 0
+
+  /** Counts a holder in (subscribing this instance to notices if it is the first); returns how to count it out. */
+  async function hold(onLeave: () => void): Promise<() => Promise<void>> {
+    holders++
     let left = false
     const leave = async () => {
       if (left)
         return
       left = true
-      here.delete(follower)
-      if (here.size === 0 && byUser.get(userId) === here)
-        byUser.delete(userId)
-      if (--followers === 0 && listening) {
+      onLeave()
+      if (--holders === 0 && listening) {
         const stop = listening
         listening = undefined
         await (await stop.catch(() => async () => {}))()
@@ -188,6 +231,20 @@ export function createLiveSync({ db, fanout, balances, logger, resyncIntervalMs,
     return leave
   }
 
+  /** Counts a follower in; returns how to count it out. */
+  async function join(userId: string, follower: Follower): Promise<() => Promise<void>> {
+    const here = byUser.get(userId) ?? new Set()
+    byUser.set(userId, here)
+    here.add(follower)
+    followers++
+    return hold(() => {
+      here.delete(follower)
+      if (here.size === 0 && byUser.get(userId) === here)
+        byUser.delete(userId)
+      followers--
+    })
+  }
+
   /** Follows `userId`'s feed: the `ready` event, what was missed, then live. */
   async function* follow(userId: string, follower: Follower, leave: () => Promise<void>, signal: AbortSignal | undefined): AsyncGenerator<{ id: string, event: ChatSyncEvent }> {
     try {
@@ -200,9 +257,14 @@ export function createLiveSync({ db, fanout, balances, logger, resyncIntervalMs,
           yield { id: encodeChatCursor(position), event: { type: 'balance', balance, messages: [] } }
           continue
         }
+        const side = follower.nextSide(position)
+        if (side) {
+          yield { id: encodeChatCursor(position), event: side }
+          continue
+        }
         const next = follower.pending.shift()
         if (next) {
-          let event: MessagesEvent | null
+          let event: FeedEvent | null
           try {
             event = await next.event
           }
@@ -250,6 +312,49 @@ export function createLiveSync({ db, fanout, balances, logger, resyncIntervalMs,
       deliver({ ...notice, messages })
       const small = JSON.stringify(messages).length <= INLINE_MESSAGES_CHARS
       await fanout.publish(small ? { ...notice, messages } : notice)
+    },
+
+    /** An edit or deletion committed as a feed entry: delivered like a send. */
+    async announceChange(chatId: string, change: { kind: 'edited', messages: SyncedMessage[] } | { kind: 'deleted', messages: DeletedMessage[] }, feeds: Map<string, number>): Promise<void> {
+      const seqs = change.messages.map(message => message.seq)
+      const notice = { chatId, kind: change.kind, fromSeq: Math.min(...seqs), toSeq: Math.max(...seqs), feeds: [...feeds], messageIds: change.messages.map(message => message.id) }
+      if (change.kind === 'deleted') {
+        deliver({ ...notice, deleted: change.messages })
+        await fanout.publish({ ...notice, deleted: change.messages })
+        return
+      }
+      deliver({ ...notice, messages: change.messages })
+      const small = JSON.stringify(change.messages).length <= INLINE_MESSAGES_CHARS
+      await fanout.publish(small ? { ...notice, messages: change.messages } : notice)
+    },
+
+    /** A reply's text or end: to the subscriptions here now, to the other instances through one notice. */
+    async announceReply(notice: Omit<ReplyDeltaNotice, 'origin'> | Omit<ReplyEndNotice, 'origin'>): Promise<void> {
+      deliver(notice)
+      await fanout.publish(notice)
+    },
+
+    /** Asks whichever instance makes `replyId` to stop it (this one included). */
+    async requestStop(chatId: string, replyId: string): Promise<void> {
+      const notice = { type: 'reply.stop' as const, chatId, replyId }
+      deliver(notice)
+      await fanout.publish(notice)
+    },
+
+    /**
+     * Hears stop requests (from every instance) while the returned function is not
+     * called: the replies made here listen while they run.
+     */
+    async onStopRequest(listener: (notice: Omit<ReplyStopNotice, 'origin'>) => void): Promise<() => Promise<void>> {
+      const entry = (notice: Omit<ReplyStopNotice, 'origin'>) => listener(notice)
+      stopListeners.add(entry)
+      try {
+        return await hold(() => stopListeners.delete(entry))
+      }
+      catch (error) {
+        stopListeners.delete(entry)
+        throw error
+      }
     },
 
     /**

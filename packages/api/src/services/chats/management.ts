@@ -1,23 +1,30 @@
+import { randomUUID } from 'node:crypto'
+
 import type { ChatType, Db } from '@airi/db'
 
 import { ApiError } from '../../errors.ts'
 import type { CharacterService } from '../characters/index.ts'
 import type { Users } from '../users.ts'
+import { toMessage } from './events.ts'
+import type { createLiveSync } from './live-sync.ts'
 import { toChatView, type ChatReads, type ChatView, type MemberRef } from './reads.ts'
+import { appendMessages } from './store.ts'
 
 const creatorOnly = () => new ApiError(403, 'FORBIDDEN', 'Only the chat\'s creator can do this')
 
 export interface ChatManagementDeps {
   db: Db
   reads: ChatReads
-  /** Whether characters named as members exist: the characters service owns them. */
-  characters: Pick<CharacterService, 'existing'>
+  /** Whether characters named as members exist, and a bot chat's greeting: the characters service owns them. */
+  characters: Pick<CharacterService, 'existing' | 'persona'>
+  /** Announces a greeting to the creator's devices. */
+  live: Pick<ReturnType<typeof createLiveSync>, 'announce'>
   /** Whether users named as members exist: the users port over better-auth's table. */
   users: Pick<Users, 'existing'>
 }
 
 /** Chats and their members: list, read, create, rename, delete, add and remove members. */
-export function createChatManagement({ db, reads: { memberChats, requireMembership, members, view }, characters, users }: ChatManagementDeps) {
+export function createChatManagement({ db, reads: { memberChats, requireMembership, members, view }, characters, users, live }: ChatManagementDeps) {
   /** Users and characters named as members must exist. */
   async function assertMembersExist(refs: MemberRef[]): Promise<void> {
     const userIds = refs.filter(ref => ref.type === 'user').map(ref => ref.id)
@@ -44,7 +51,7 @@ export function createChatManagement({ db, reads: { memberChats, requireMembersh
      * Private chats hold the creator and one other user; bot chats the creator and
      * characters; groups and channels anyone. The creator is always a member.
      */
-    async create(userId: string, input: { type: ChatType, title?: string | null, members: MemberRef[] }): Promise<ChatView> {
+    async create(userId: string, input: { type: ChatType, title?: string | null, members: MemberRef[], languages?: string[] }): Promise<ChatView> {
       const others = input.members.filter(ref => !(ref.type === 'user' && ref.id === userId))
         .filter((ref, index, all) => all.findIndex(other => other.type === ref.type && other.id === ref.id) === index)
       const otherUsers = others.filter(ref => ref.type === 'user')
@@ -54,16 +61,24 @@ export function createChatManagement({ db, reads: { memberChats, requireMembersh
         throw new ApiError(400, 'INVALID_MEMBERS', 'A bot chat has one or more characters and no other users', { field: 'members' })
       await assertMembersExist(others)
 
-      const chatId = await db.transaction().execute(async (trx) => {
+      // A bot chat opens with its first character's greeting, in the caller's language.
+      const firstCharacter = input.type === 'bot' ? others.find(ref => ref.type === 'character') : undefined
+      const greeting = firstCharacter && (await characters.persona(firstCharacter.id, input.languages ?? [])).greetings[0]?.trim()
+      const { chatId, greeted } = await db.transaction().execute(async (trx) => {
         const chat = await trx.insertInto('chats').values({ type: input.type, title: input.title ?? null, creator_id: userId })
-          .returning('id').executeTakeFirstOrThrow()
+          .returningAll().executeTakeFirstOrThrow()
         await trx.insertInto('chat_members').values([{ type: 'user' as const, id: userId }, ...others].map(ref => ({
           chat_id: chat.id,
           member_type: ref.type,
           member_id: ref.id,
         }))).execute()
-        return chat.id
+        const greeted = greeting
+          ? await appendMessages(trx, chat, [{ id: randomUUID(), senderId: firstCharacter!.id, role: 'assistant', content: greeting, metadata: { greeting: true } }])
+          : undefined
+        return { chatId: chat.id, greeted }
       })
+      if (greeted)
+        await live.announce(chatId, greeted.rows.map(toMessage), greeted.heads)
       return view(chatId)
     },
 

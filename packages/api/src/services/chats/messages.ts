@@ -1,13 +1,12 @@
-import type { Transaction } from 'kysely'
-
-import type { Database, Db } from '@airi/db'
+import type { Db } from '@airi/db'
 
 import { ApiError } from '../../errors.ts'
 import type { AnalyticsService } from '../analytics.ts'
 import type { RateLimits } from '../rate-limits.ts'
 import { toMessage, type ChatMessagesEvent } from './events.ts'
 import type { SyncedMessage } from './fanout.ts'
-import { chunks, type createLiveSync } from './live-sync.ts'
+import type { createLiveSync } from './live-sync.ts'
+import { appendMessages, asStored, lockChat } from './store.ts'
 import { chatNotFound, type ChatReads } from './reads.ts'
 
 export type MessageView = SyncedMessage
@@ -18,18 +17,6 @@ export interface NewMessageInput {
   content: string
   metadata?: Record<string, unknown>
 }
-
-/**
- * The id as Postgres keeps it: text travels as UTF-8, where an unpaired surrogate
- * becomes U+FFFD. Looking ids up in this form keeps a resend matching its stored row.
- * (Routers refuse such ids; this keeps the service right for any other caller.)
- */
-function asStored(id: string): string {
-  return id.replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, '\uFFFD')
-}
-
-/** Users per query of the feed head upsert in a send. */
-const USERS_PER_QUERY = 1000
 
 export interface ChatMessageDeps {
   db: Db
@@ -44,29 +31,6 @@ export interface ChatMessageDeps {
 
 /** Messages: sending them (with their live-sync feed rows) and pulling them. */
 export function createChatMessages({ db, reads: { requireMembership }, live, analytics, rateLimits }: ChatMessageDeps) {
-  /**
-   * Appends "`chatId` got `fromSeq`..`toSeq`" to the feed of every user member.
-   * Each head row stays locked until the send commits, so feed seqs commit in
-   * order; rows are locked in user id order, so two sends never deadlock.
-   */
-  async function appendToFeeds(trx: Transaction<Database>, chatId: string, fromSeq: number, toSeq: number): Promise<Map<string, number>> {
-    const members = await trx.selectFrom('chat_members').select('member_id')
-      .where('chat_id', '=', chatId).where('member_type', '=', 'user').where('deleted_at', 'is', null)
-      .orderBy('member_id').execute()
-    const heads = new Map<string, number>()
-    for (const batch of chunks(members.map(row => row.member_id), USERS_PER_QUERY)) {
-      const rows = await trx.insertInto('chat_sync_heads').values(batch.map(userId => ({ user_id: userId, last_seq: 1 })))
-        .onConflict(oc => oc.column('user_id').doUpdateSet({ last_seq: eb => eb('chat_sync_heads.last_seq', '+', 1) }))
-        .returning(['user_id', 'last_seq']).execute()
-      await trx.insertInto('chat_sync_feed')
-        .values(rows.map(row => ({ user_id: row.user_id, seq: row.last_seq, chat_id: chatId, from_seq: fromSeq, to_seq: toSeq })))
-        .execute()
-      for (const row of rows)
-        heads.set(row.user_id, row.last_seq)
-    }
-    return heads
-  }
-
   return {
     /**
      * Appends messages with the next seqs, under a lock on the chat row. A message
@@ -79,7 +43,7 @@ export function createChatMessages({ db, reads: { requireMembership }, live, ana
       const unique = input.messages.map(message => ({ ...message, id: asStored(message.id) }))
         .filter((message, index, all) => all.findIndex(other => other.id === message.id) === index)
       const { rows, heads, created } = await db.transaction().execute(async (trx) => {
-        const chat = await trx.selectFrom('chats').selectAll().where('id', '=', input.chatId).where('deleted_at', 'is', null).forUpdate().executeTakeFirst()
+        const chat = await lockChat(trx, input.chatId)
         const member = chat && await trx.selectFrom('chat_members').select('id')
           .where('chat_id', '=', chat.id).where('member_type', '=', 'user').where('member_id', '=', userId).where('deleted_at', 'is', null)
           .executeTakeFirst()
@@ -99,17 +63,7 @@ export function createChatMessages({ db, reads: { requireMembership }, live, ana
         if (fresh.length === 0)
           return { rows: existing, heads: undefined, created: [] }
 
-        const created = await trx.insertInto('messages').values(fresh.map((message, index) => ({
-          id: message.id,
-          chat_id: chat.id,
-          seq: chat.last_seq + index + 1,
-          sender_id: userId,
-          role: message.role,
-          content: message.content,
-          metadata: message.metadata ? JSON.stringify(message.metadata) : null,
-        }))).returningAll().execute()
-        await trx.updateTable('chats').set({ last_seq: chat.last_seq + fresh.length, updated_at: new Date() }).where('id', '=', chat.id).execute()
-        const heads = await appendToFeeds(trx, chat.id, chat.last_seq + 1, chat.last_seq + fresh.length)
+        const { rows: created, heads } = await appendMessages(trx, chat, fresh.map(message => ({ ...message, senderId: userId })))
         return { rows: [...existing, ...created], heads, created }
       })
 

@@ -8,7 +8,13 @@ import { startTcpProxy } from '@airi/tooling/test/tcp-proxy'
 import { createTestDatabase, testRedisPrefix, type TestDatabase } from '@airi/tooling/test/test-database'
 import { until } from '@airi/tooling/test/until'
 
-import { createMemoryPubSub } from '../../adapters/memory.ts'
+import { createMemoryAdapters, createMemoryPubSub } from '../../adapters/memory.ts'
+import { systemClock } from '../../clock.ts'
+import { createMetrics } from '../../metrics.ts'
+import { createBillingService } from '../billing/index.ts'
+import { createConfigService } from '../config.ts'
+import { createLlmGateway } from '../llm-gateway/index.ts'
+import { createUpstreamKeyPool } from '../upstream-keys.ts'
 import type { PubSub } from '../../adapters/ports.ts'
 import { createRedisAdapters } from '../../adapters/redis.ts'
 import { silentLogger } from '../../logger.ts'
@@ -24,16 +30,31 @@ beforeAll(async () => {
 afterAll(() => database.drop())
 
 /** Any event shape: what a subscriber sees of it. */
-interface SeenEvent { id: string, event: { messages: Array<{ content: string }> } }
+interface SeenEvent { id: string, event: { messages: Array<{ content?: string }> | Array<{ id: string }> } }
 
 /**
  * An instance of the service. On its own in-process pub/sub unless given one: then
  * its notices reach only its own subscribers. Services sharing a pub/sub are
  * instances of one deployment.
  */
-function service(options: { resyncIntervalMs?: number, db?: TestDatabase['db'], pubsub?: PubSub, subscriptionsPerUser?: number } = {}): ChatService {
+async function service(options: { resyncIntervalMs?: number, db?: TestDatabase['db'], pubsub?: PubSub, subscriptionsPerUser?: number } = {}): Promise<ChatService> {
   const db = options.db ?? database.db
-  return createChatService({ db, characters: createCharacterService({ db }), users: createUsers({ db }), fanout: createChatFanout({ pubsub: options.pubsub ?? createMemoryPubSub(), logger: silentLogger }), logger: silentLogger, resyncIntervalMs: options.resyncIntervalMs, subscriptionsPerUser: options.subscriptionsPerUser })
+  const pubsub = options.pubsub ?? createMemoryPubSub()
+  // Replies are not made here (apps/server/test/conversations.test.ts does), but the service is built whole.
+  const { cache } = createMemoryAdapters()
+  const config = await createConfigService({ db, cache, pubsub, logger: silentLogger, clock: systemClock })
+  const billing = createBillingService({ db, cache, logger: silentLogger, metrics: createMetrics(), initialFlux: () => config.get('INITIAL_USER_FLUX') })
+  const gateway = createLlmGateway({ db, config, billing, metrics: createMetrics(), logger: silentLogger, keyVault: undefined, keyPool: createUpstreamKeyPool({ keyVault: undefined, logger: silentLogger, clock: systemClock }), clock: systemClock })
+  return createChatService({
+    db,
+    characters: createCharacterService({ db }),
+    users: createUsers({ db }),
+    fanout: createChatFanout({ pubsub, logger: silentLogger }),
+    logger: silentLogger,
+    resyncIntervalMs: options.resyncIntervalMs,
+    subscriptionsPerUser: options.subscriptionsPerUser,
+    conversations: { gateway, config, cache, clock: systemClock },
+  })
 }
 
 /** Counts the statements issued through the returned db. */
@@ -66,7 +87,7 @@ function consume(stream: AsyncIterable<SeenEvent>) {
     for await (const event of stream)
       events.push(event)
   })()
-  const contents = () => events.flatMap(({ event }) => event.messages.map(m => m.content))
+  const contents = () => events.flatMap(({ event }) => (event.messages as Array<{ content?: string }>).map(m => m.content))
   return { events, contents, done }
 }
 
@@ -99,8 +120,8 @@ describe('live sync when pub/sub drops', () => {
     const listeningAdapters = await createRedisAdapters({ url: proxied.toString(), prefix })
     const sendingAdapters = await createRedisAdapters({ url: redisUrl.toString(), prefix })
     try {
-      const listening = service({ pubsub: listeningAdapters.pubsub })
-      const sending = service({ pubsub: sendingAdapters.pubsub })
+      const listening = await service({ pubsub: listeningAdapters.pubsub })
+      const sending = await service({ pubsub: sendingAdapters.pubsub })
       const chat = await sending.create(userId, { type: 'group', members: [] })
       const controller = new AbortController()
       const sub = consume(await listening.subscribe(userId, { signal: controller.signal }))
@@ -126,7 +147,7 @@ describe('live sync when pub/sub drops', () => {
 describe('the start of a subscription', () => {
   it('delivers a message sent right after the subscription is confirmed, before its stream is read', async () => {
     const userId = await createUser()
-    const chats = service()
+    const chats = await service()
     const chat = await chats.create(userId, { type: 'group', members: [] })
     await chats.sendMessages(userId, { chatId: chat.id, messages: [message('before')] })
 
@@ -151,7 +172,7 @@ describe('the start of a subscription', () => {
 
   it('starts with a ready event carrying the position, and resumes from it with what was sent meanwhile', async () => {
     const userId = await createUser()
-    const chats = service()
+    const chats = await service()
     const chat = await chats.create(userId, { type: 'group', members: [] })
     await chats.sendMessages(userId, { chatId: chat.id, messages: [message('old')] })
 
@@ -173,7 +194,7 @@ describe('the start of a subscription', () => {
 
   it('refuses an id that is not a position of this user\'s feed', async () => {
     const userId = await createUser()
-    const chats = service()
+    const chats = await service()
     for (const lastEventId of ['not-a-cursor', '-1', '1.5', '99999'])
       await expect(chats.subscribe(userId, { lastEventId })).rejects.toMatchObject({ code: 'INVALID_CURSOR', status: 400 })
   })
@@ -182,7 +203,7 @@ describe('the start of a subscription', () => {
 describe('membership and the feed', () => {
   it('delivers what is sent after joining a chat (not its history), and nothing of a chat the user has left', async () => {
     const [owner, joiner] = [await createUser(), await createUser()]
-    const chats = service()
+    const chats = await service()
     const chat = await chats.create(owner, { type: 'group', members: [] })
     await chats.sendMessages(owner, { chatId: chat.id, messages: [message('history')] })
     const own = await chats.create(joiner, { type: 'group', members: [] })
@@ -214,7 +235,7 @@ describe('membership and the feed', () => {
 describe('cost of live sync', () => {
   it('event ids stay a few bytes for a user in 500 chats', async () => {
     const userId = await createUser()
-    const chats = service()
+    const chats = await service()
     const ids = await database.db.insertInto('chats').values(Array.from({ length: 500 }, () => ({ type: 'group' as const, creator_id: userId })))
       .returning('id').execute()
     await database.db.insertInto('chat_members').values(ids.map(({ id }) => ({ chat_id: id, member_type: 'user' as const, member_id: userId }))).execute()
@@ -233,8 +254,8 @@ describe('cost of live sync', () => {
   it('1 000 idle subscriptions issue no SQL at all, however long they wait', async () => {
     const intervalMs = 50
     const { db, counter } = countingDb()
-    const listening = service({ resyncIntervalMs: intervalMs, db })
-    const sending = service()
+    const listening = await service({ resyncIntervalMs: intervalMs, db })
+    const sending = await service()
     const users = await Promise.all(Array.from({ length: 200 }, () => createUser()))
     const chatOf = new Map(await Promise.all(users.map(async user => [user, (await sending.create(user, { type: 'group', members: [] })).id] as const)))
 
@@ -262,8 +283,8 @@ describe('cost of live sync', () => {
     async function statementsPerSend(members: number): Promise<{ small: number, large: number }> {
       const pubsub = createMemoryPubSub()
       const { db, counter } = countingDb()
-      const listening = service({ db, pubsub })
-      const sending = service({ pubsub })
+      const listening = await service({ db, pubsub })
+      const sending = await service({ pubsub })
       const [owner, ...others] = await Promise.all(Array.from({ length: members }, () => createUser()))
       const chat = await sending.create(owner!, { type: 'group', members: others.map(id => ({ type: 'user' as const, id })) })
       const controller = new AbortController()
@@ -296,7 +317,7 @@ describe('cost of live sync', () => {
 
 describe('live subscriptions per user (issue 20)', () => {
   it('refuses those past the cap exactly, even when they arrive at once; one that stops makes room', async () => {
-    const chats = service({ subscriptionsPerUser: 3 })
+    const chats = await service({ subscriptionsPerUser: 3 })
     const [userId, otherId] = [await createUser(), await createUser()]
     const controllers = Array.from({ length: 5 }, () => new AbortController())
     const results = await Promise.allSettled(controllers.map(controller => chats.subscribe(userId, { signal: controller.signal })))
@@ -320,7 +341,7 @@ describe('live subscriptions per user (issue 20)', () => {
 describe('catching up on large messages (issue 20)', () => {
   it('reads the feed about 1 MiB at a time: no catch-up event holds more, in order and complete', async () => {
     const userId = await createUser()
-    const chats = service()
+    const chats = await service()
     const chat = await chats.create(userId, { type: 'group', members: [] })
     const first = new AbortController()
     const start = consume(await chats.subscribe(userId, { signal: first.signal }))

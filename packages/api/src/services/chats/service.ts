@@ -10,6 +10,8 @@ import { createChatDeletion } from './deletion.ts'
 import { createChatManagement } from './management.ts'
 import { createChatMessages } from './messages.ts'
 import { createChatReads } from './reads.ts'
+import { createChatEdits } from './edits.ts'
+import { createReplies, type ReplyDeps } from './replies.ts'
 import type { AnalyticsService } from '../analytics.ts'
 import type { CharacterService } from '../characters/index.ts'
 import type { Users } from '../users.ts'
@@ -19,8 +21,8 @@ export type { ChatSyncEvent }
 
 export interface ChatServiceDeps {
   db: Db
-  /** Whether characters named as members exist: the characters service owns them. */
-  characters: Pick<CharacterService, 'existing'>
+  /** Whether characters named as members exist, and their personas: the characters service owns them. */
+  characters: Pick<CharacterService, 'existing' | 'persona'>
   /** Whether users named as members exist: the users port over better-auth's table. */
   users: Pick<Users, 'existing'>
   fanout: ChatFanout
@@ -40,6 +42,8 @@ export interface ChatServiceDeps {
   balances?: BalanceFanout
   /** How often subscriptions read their feeds while pub/sub is down (LIVE_SYNC_FALLBACK_POLL_MS). */
   fallbackPollMs?: number
+  /** What replies made on the server run on: the LLM gateway (in-process), CHAT_CONTEXT_TOKENS, the text of replies under way for other instances. */
+  conversations: Pick<ReplyDeps, 'gateway' | 'config' | 'cache' | 'clock' | 'deltaIntervalMs'>
 }
 
 /** LIVE_SYNC_FALLBACK_POLL_MS's default: how soon a message reaches another instance's devices while Redis is down. */
@@ -64,13 +68,21 @@ export const DEFAULT_CHAT_SUBSCRIPTIONS_PER_USER = 32
  * joining a chat brings no history into it (`pullMessages` reads that), and leaving
  * one stops its rows from being delivered.
  */
-export function createChatService({ db, characters, users, fanout, balances, logger, analytics, resyncIntervalMs = 15_000, fallbackPollMs = DEFAULT_FALLBACK_POLL_MS, rateLimits, subscriptionsPerUser = DEFAULT_CHAT_SUBSCRIPTIONS_PER_USER }: ChatServiceDeps) {
+export function createChatService({ db, characters, users, fanout, balances, logger, analytics, resyncIntervalMs = 15_000, fallbackPollMs = DEFAULT_FALLBACK_POLL_MS, rateLimits, subscriptionsPerUser = DEFAULT_CHAT_SUBSCRIPTIONS_PER_USER, conversations }: ChatServiceDeps) {
   const live = createLiveSync({ db, fanout, balances, logger, resyncIntervalMs, fallbackPollMs })
   const reads = createChatReads(db)
+  const replies = createReplies({ db, reads, live, characters, rateLimits, logger, ...conversations })
 
   return {
-    ...createChatManagement({ db, reads, characters, users }),
+    ...createChatManagement({ db, reads, characters, users, live }),
     ...createChatMessages({ db, reads, live, analytics, rateLimits }),
+    ...createChatEdits({ db, live, rateLimits }),
+    respond: replies.respond,
+    regenerate: replies.regenerate,
+    getReply: replies.getReply,
+    stopReply: replies.stopReply,
+    /** Stops the replies under way here and waits until each is stored (before the gateway closes). */
+    close: replies.close,
 
     /**
      * Every new message of every chat of `userId`, as tracked events: first `ready`,

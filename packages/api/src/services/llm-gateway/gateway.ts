@@ -19,9 +19,9 @@ import { relayStream } from './relay.ts'
 import { createRequestLog, type ReconcileReport } from './request-log.ts'
 import { capFor, requestedCap, withCap, type CallBounds } from './reservation.ts'
 import { createUpstreamRouter, type Attempt, type ChatCompletionBody, type RouterConfig } from './router.ts'
-import { reserveCall, type ReservedCall } from './settlement.ts'
-import { startCallTelemetry } from './telemetry.ts'
-import { addChoices, countPrompt, promptOf, TextTally, usageIn } from './usage.ts'
+import { reserveCall, type ReservedCall, type Settlement } from './settlement.ts'
+import { startCallTelemetry, type CallTelemetry } from './telemetry.ts'
+import { addChoices, countPrompt, promptOf, TextTally, tokenCounterFor, TOKENS_PER_MESSAGE, usageIn } from './usage.ts'
 
 export type { ChatCompletionBody } from './router.ts'
 
@@ -30,8 +30,23 @@ export type {  ReconcileReport } from './request-log.ts'
 
 export type CompletionResult =
   | { kind: 'json', body: unknown }
-  /** `signal` aborts when the call is cut short (client, deadline, shutdown): stop waiting on a slow reader then. */
-  | { kind: 'stream', chunks: AsyncIterable<string>, signal: AbortSignal }
+  /**
+   * `signal` aborts when the call is cut short (client, deadline, shutdown): stop
+   * waiting on a slow reader then. `settled` resolves once the call is billed
+   * (undefined when settling failed and reconciliation will do it).
+   */
+  | { kind: 'stream', chunks: AsyncIterable<string>, signal: AbortSignal, settled: Promise<Settlement | undefined> }
+
+/** A call whose Flux is reserved and whose upstreams are not called yet (see `reserve`). */
+export interface ReservedCompletion {
+  callId: string
+  /** The alias the call resolved to (the router's default when the body named none). */
+  alias: string
+  /** Calls the upstreams; when none answers the reservation is refunded and this throws. */
+  start: () => Promise<CompletionResult>
+  /** Gives the whole reservation back without calling an upstream. */
+  cancel: (reason: string) => Promise<void>
+}
 
 export interface LlmGatewayDeps {
   db: Db
@@ -111,20 +126,36 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
     return { promptTokens, cap: requestedCap(body) ?? maxOutputTokens, choices: body.n ?? 1, price, flat }
   }
 
-  /** One chat completion; `untrack` is called once the call has settled, whatever the path. */
-  async function run(userId: string, body: ChatCompletionBody, clientSignal: AbortSignal, routes: RouterConfig, shutdown: AbortController, deadline: CallSignal, untrack: () => void): Promise<CompletionResult> {
+  /** A call reserved and not yet sent: what `callUpstream` needs. */
+  interface Prepared {
+    callId: string
+    alias: string
+    upstreams: RouterConfig['models'][string]['upstreams']
+    upstreamBody: ChatCompletionBody
+    stream: boolean
+    signal: AbortSignal
+    ends: CallEnds
+    reserved: ReservedCall
+    telemetry: CallTelemetry
+  }
+
+  /** Resolves the alias, sizes and takes the reservation (402 here, before any upstream is called). */
+  async function prepare(userId: string, body: ChatCompletionBody, clientSignal: AbortSignal, routes: RouterConfig, shutdown: AbortController, deadline: CallSignal): Promise<Prepared> {
     const { alias, entry: { upstreams, maxOutputTokens } } = resolveAlias(routes, body.model)
     const callId = randomUUID()
     const prompt = promptOf(body)
     const bounds = await boundsOf(body, prompt, upstreams[0]!.model, maxOutputTokens)
     const stream = body.stream === true
-    const signal = deadline.signal
     const telemetry = startCallTelemetry({ metrics, clock, alias, upstreams, callId, stream })
     const ends: CallEnds = { shutdown: shutdown.signal, clientSignal, deadline, closing: () => closing }
     const reserved = await reserveCall({ requestLog, callBilling, logger }, { userId, callId, alias, bounds, prompt, telemetry })
     // The upstream is asked for no more output than the reservation pays for.
     const upstreamBody = withCap(body, capFor(reserved.call.reserved, bounds))
+    return { callId, alias, upstreams, upstreamBody, stream, signal: deadline.signal, ends, reserved, telemetry }
+  }
 
+  /** Calls the upstreams of a reserved call; `untrack` is called once the call has settled, whatever the path. */
+  async function callUpstream({ callId, alias, upstreams, upstreamBody, stream, signal, ends, reserved, telemetry }: Prepared, untrack: () => void): Promise<CompletionResult> {
     let attempt: Attempt
     try {
       attempt = await withSpan(telemetry.span, () => router.call(alias, upstreams, upstreamBody, stream, signal))
@@ -149,14 +180,19 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
 
     if (!stream)
       return { kind: 'json', body: await answerJson(reserved, attempt, signal, ends) }
+    let settledWith!: (settlement: Settlement | undefined) => void
+    const settled = new Promise<Settlement | undefined>((resolve) => {
+      settledWith = resolve
+    })
     const chunks = relayStream({
       response: attempt.response,
       signal,
       failureOf: error => failureOf(error, ends),
       onFirstText: () => telemetry.firstToken(attempt.upstream.model),
       end: async (relayed, outcome) => {
+        let settlement: Settlement | undefined
         try {
-          await reserved.settle(attempt.upstream, relayed.usage, relayed.completion, outcome)
+          settlement = await reserved.settle(attempt.upstream, relayed.usage, relayed.completion, outcome)
         }
         catch (error) {
           logger.error({ err: error, call: callId }, 'could not settle a streamed LLM call; its log row stays pending for reconciliation')
@@ -164,10 +200,11 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
         }
         finally {
           untrack()
+          settledWith(settlement)
         }
       },
     })
-    return { kind: 'stream', chunks, signal }
+    return { kind: 'stream', chunks, signal, settled }
   }
 
   /** Reads a non-streamed answer and settles on it; the answer is the client's even when settling fails. */
@@ -205,10 +242,85 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
       return { keyId, ciphertext: keyVault.encrypt(model, keyId, apiKey) }
     },
 
+    /**
+     * The alias `model` resolves to (the router's default when undefined; 404 for
+     * an unknown one) and a counter of tokens as that alias's first upstream
+     * counts them: what an in-process caller sizes a prompt with.
+     */
+    async tokenCounter(model: string | undefined): Promise<{ alias: string, count: (text: string) => number, perMessage: number }> {
+      const { alias, entry } = resolveAlias(await routerConfig(), model)
+      return { alias, count: await tokenCounterFor(entry.upstreams[0]!.model), perMessage: TOKENS_PER_MESSAGE }
+    },
+
+    /**
+     * How long after it began a call can no longer be running anywhere: its
+     * deadline plus the settlement margin (what reconciliation waits too). A reply
+     * still marked streaming past this lost its instance.
+     */
+    async staleAfterMs(): Promise<number> {
+      return await deadlineMs() + SETTLEMENT_MARGIN_MS
+    },
+
     /** The aliases callers may name, OpenAI-shaped. */
     async listModels() {
       const routes = await routerConfig()
       return { object: 'list' as const, data: Object.keys(routes.models).map(id => ({ id, object: 'model' as const, created: 0, owned_by: 'airi' })) }
+    },
+
+    /**
+     * Reserves a call's Flux (402 `INSUFFICIENT_FLUX` here, 404 for an unknown
+     * model) without calling an upstream yet. The caller then `start`s it, or
+     * `cancel`s it to give the whole reservation back. In-process callers (a reply
+     * made on the server) use this to learn that a call is paid for before they
+     * store anything.
+     */
+    async reserve(userId: string, body: ChatCompletionBody, clientSignal: AbortSignal): Promise<ReservedCompletion> {
+      if (closing)
+        throw shuttingDown()
+      const routes = await routerConfig()
+      const { shutdown, untrack } = track(randomUUID())
+      const deadline = createCallSignal([clientSignal, shutdown.signal], routes.deadlineMs ?? DEFAULT_DEADLINE_MS)
+      // Nothing of a settled call stays reachable: its timer and listeners go with it.
+      let done = false
+      const settled = () => {
+        if (done)
+          return
+        done = true
+        deadline.release()
+        untrack()
+      }
+      let prepared: Prepared
+      try {
+        prepared = await prepare(userId, body, clientSignal, routes, shutdown, deadline)
+      }
+      catch (error) {
+        settled()
+        throw error
+      }
+      return {
+        callId: prepared.callId,
+        alias: prepared.alias,
+        async start(): Promise<CompletionResult> {
+          let result: CompletionResult | undefined
+          try {
+            result = await callUpstream(prepared, settled)
+            return result
+          }
+          finally {
+            // A stream is untracked when it settles; everything else is done here.
+            if (result?.kind !== 'stream')
+              settled()
+          }
+        },
+        async cancel(reason: string): Promise<void> {
+          try {
+            await prepared.reserved.refund(null, 499, reason)
+          }
+          finally {
+            settled()
+          }
+        },
+      }
     },
 
     /**
@@ -218,26 +330,7 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
      * the server shuts down) on what was relayed.
      */
     async complete(userId: string, body: ChatCompletionBody, clientSignal: AbortSignal): Promise<CompletionResult> {
-      if (closing)
-        throw shuttingDown()
-      const routes = await routerConfig()
-      const { shutdown, untrack } = track(randomUUID())
-      const deadline = createCallSignal([clientSignal, shutdown.signal], routes.deadlineMs ?? DEFAULT_DEADLINE_MS)
-      // Nothing of a settled call stays reachable: its timer and listeners go with it.
-      const settled = () => {
-        deadline.release()
-        untrack()
-      }
-      let result: CompletionResult | undefined
-      try {
-        result = await run(userId, body, clientSignal, routes, shutdown, deadline, settled)
-        return result
-      }
-      finally {
-        // A stream is untracked when it settles; everything else is done here.
-        if (result?.kind !== 'stream')
-          settled()
-      }
+      return (await this.reserve(userId, body, clientSignal)).start()
     },
 
     /**

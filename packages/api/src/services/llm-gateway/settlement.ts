@@ -15,6 +15,16 @@ export interface SettlementDeps {
   logger: Logger
 }
 
+/** How a call that reached an upstream was settled: what it was billed on and charged. */
+export interface Settlement {
+  upstream: string
+  status: number
+  error?: string
+  /** Undefined when neither the upstream nor our count could say (the flat price). */
+  usage?: Usage
+  flux: number
+}
+
 export interface CallToReserve {
   userId: string
   callId: string
@@ -73,7 +83,7 @@ export async function reserveCall({ requestLog, callBilling, logger }: Settlemen
      * `tally`; the log row completes in the same statement as the ledger write,
      * or on its own when nothing has to move.
      */
-    async settle(upstream: Upstream, usage: Usage | undefined, tally: TextTally, outcome: { status: number, error?: string }): Promise<void> {
+    async settle(upstream: Upstream, usage: Usage | undefined, tally: TextTally, outcome: { status: number, error?: string }): Promise<Settlement> {
       let measured: MeasuredUsage | undefined = usage && { usage, source: 'upstream' }
       if (!measured) {
         measured = await countUsage(upstream.model, prompt, tally).catch((error: unknown) => {
@@ -88,6 +98,7 @@ export async function reserveCall({ requestLog, callBilling, logger }: Settlemen
       const { charged, logged } = await callBilling.settle(call, served, completion(logOutcome))
       if (!logged)
         await complete({ ...logOutcome, flux: charged })
+      return { upstream: upstream.id, ...outcome, usage: measured?.usage, flux: charged }
     },
   }
 }

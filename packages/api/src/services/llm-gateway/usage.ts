@@ -226,8 +226,13 @@ function encoder(name: EncodingName): Promise<(text: string) => number> {
   return loaded
 }
 
+/** The token counter of an upstream model's tokenizer (see `tokenizerFor`). */
+export async function tokenCounterFor(upstreamModel: string): Promise<(text: string) => number> {
+  return encoder(tokenizerFor(upstreamModel).encoding)
+}
+
 /** OpenAI's chat framing: a few tokens around every message, and the reply's priming. */
-const TOKENS_PER_MESSAGE = 3
+export const TOKENS_PER_MESSAGE = 3
 const TOKENS_PER_REPLY = 3
 
 function countWith(count: (text: string) => number, prompt: { tally: TextTally, messages: number }): number {

@@ -1,0 +1,64 @@
+import type { Db } from '@airi/db'
+
+import type { Persona } from '../characters/index.ts'
+
+/** One message of the prompt sent upstream. */
+export interface PromptMessage {
+  role: 'system' | 'user' | 'assistant'
+  content: string
+}
+
+export interface TokenCounter {
+  count: (text: string) => number
+  /** Tokens of a message's framing, on top of its content. */
+  perMessage: number
+}
+
+/** History is read newest first, this many messages at a time, until the budget is spent. */
+const HISTORY_PAGE = 50
+
+/** The persona's prompts as one system message: system prompts, then personality. */
+export function systemPromptOf(persona: Persona): PromptMessage | null {
+  const parts = [...persona.system, ...persona.personality].map(part => part.trim()).filter(Boolean)
+  return parts.length > 0 ? { role: 'system', content: parts.join('\n\n') } : null
+}
+
+/**
+ * The prompt of a reply: the persona's system message, then as many of the chat's
+ * latest messages before `beforeSeq` as fit `budget` tokens (whole messages, newest
+ * kept), then `message`. The system message and the new message always go in; a
+ * message role the model does not take (a client's own roles) is left out.
+ */
+export async function buildPrompt(db: Db, { chatId, beforeSeq, persona, message, counter, budget }: {
+  chatId: string
+  beforeSeq: number
+  persona: Persona
+  message: string
+  counter: TokenCounter
+  budget: number
+}): Promise<PromptMessage[]> {
+  const cost = (text: string) => counter.count(text) + counter.perMessage
+  const system = systemPromptOf(persona)
+  let left = budget - cost(message) - (system ? cost(system.content) : 0)
+  const history: PromptMessage[] = []
+  let before = beforeSeq
+  while (left > 0) {
+    const rows = await db.selectFrom('messages').select(['seq', 'role', 'content'])
+      .where('chat_id', '=', chatId).where('seq', '<', before).where('deleted_at', 'is', null)
+      .where('role', 'in', ['user', 'assistant', 'system'])
+      .orderBy('seq', 'desc').limit(HISTORY_PAGE).execute()
+    for (const row of rows) {
+      const tokens = cost(row.content)
+      if (tokens > left) {
+        left = 0
+        break
+      }
+      left -= tokens
+      history.push({ role: row.role as PromptMessage['role'], content: row.content })
+    }
+    if (rows.length < HISTORY_PAGE)
+      break
+    before = rows.at(-1)!.seq
+  }
+  return [...(system ? [system] : []), ...history.reverse(), { role: 'user', content: message }]
+}

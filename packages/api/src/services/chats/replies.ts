@@ -1,0 +1,503 @@
+import { randomUUID } from 'node:crypto'
+
+import { createParser } from 'eventsource-parser'
+
+import type { Chat, ChatReply, Db } from '@airi/db'
+
+import { keys } from '../../adapters/keys.ts'
+import type { Cache } from '../../adapters/ports.ts'
+import { ApiError, isUniqueViolation } from '../../errors.ts'
+import type { Clock } from '../../clock.ts'
+import type { Logger } from '../../logger.ts'
+import type { CharacterService, Persona } from '../characters/index.ts'
+import type { ConfigService } from '../config.ts'
+import type { LlmGateway, ReservedCompletion, Settlement } from '../llm-gateway/index.ts'
+import type { RateLimits } from '../rate-limits.ts'
+import { toMessage, type ReplyEnd, type ReplyStatus } from './events.ts'
+import type { SyncedMessage } from './fanout.ts'
+import type { createLiveSync } from './live-sync.ts'
+import { buildPrompt } from './prompt.ts'
+import { chatNotFound, type ChatReads } from './reads.ts'
+import { appendMessages, asStored, lockChat, type MessageToStore } from './store.ts'
+
+type LiveSync = ReturnType<typeof createLiveSync>
+
+export interface ReplyDeps {
+  db: Db
+  reads: Pick<ChatReads, 'requireMembership'>
+  live: Pick<LiveSync, 'announce' | 'announceReply' | 'requestStop' | 'onStopRequest'>
+  gateway: Pick<LlmGateway, 'reserve' | 'tokenCounter' | 'staleAfterMs'>
+  characters: Pick<CharacterService, 'persona'>
+  config: Pick<ConfigService, 'get'>
+  cache: Cache
+  rateLimits?: Pick<RateLimits, 'hit'>
+  logger: Logger
+  /** Reads the time for the staleness of a reply whose instance stopped. */
+  clock: Clock
+  /** Deltas of one reply go out at most this often (the first at once). */
+  deltaIntervalMs?: number
+}
+
+export interface ReplyOptions {
+  model?: string
+  maxTokens?: number
+  /** The caller's languages, most preferred first: the character's prompts are picked in the first it has. */
+  languages: string[]
+}
+
+export interface ReplyView {
+  replyId: string
+  status: ReplyStatus
+  text: string
+  messageId: string | null
+  error?: { code: string, message: string }
+}
+
+/** A reply being made on this instance. */
+interface Running {
+  id: string
+  chatId: string
+  userId: string
+  characterId: string
+  /** The chat's user members: whose subscriptions get its events. */
+  users: string[]
+  answersId: string
+  regeneratesId: string | null
+  model: string
+  callId?: string
+  text: string
+  /** Characters of `text` already sent as deltas. */
+  sent: number
+  /** Set while deltas wait for the interval to pass. */
+  cooldown?: NodeJS.Timeout
+  /** A failure the upstream stream reported (an error event). */
+  error?: { code: string, message: string }
+  /** Aborted by `stopReply` (any instance) or the shutdown: the gateway call ends, what was generated is kept. */
+  stop: AbortController
+  done?: Promise<void>
+  stopListening?: () => Promise<void>
+}
+
+const DEFAULT_DELTA_INTERVAL_MS = 50
+
+const replyNotFound = () => new ApiError(404, 'REPLY_NOT_FOUND', 'No such reply in this chat')
+const inProgress = (replyId: string) => new ApiError(409, 'REPLY_IN_PROGRESS', 'A reply in this chat is still being made; stop it or wait for it to end', { replyId })
+const shuttingDown = () => new ApiError(503, 'SHUTTING_DOWN', 'The server is shutting down; retry the call')
+
+/** The `error` of an OpenAI-shaped stream event (our relay's error event), if it is one. */
+function streamError(payload: unknown): { code: string, message: string } | undefined {
+  const error = (payload as { error?: { code?: unknown, message?: unknown } } | null)?.error
+  if (!error || typeof error !== 'object')
+    return undefined
+  return { code: typeof error.code === 'string' ? error.code : 'UPSTREAM_UNAVAILABLE', message: typeof error.message === 'string' ? error.message : 'The upstream stream failed' }
+}
+
+/** The reply text in a chunk: the first choice's `delta.content`. */
+function deltaText(payload: unknown): string {
+  const choice = (payload as { choices?: Array<{ delta?: { content?: unknown } }> } | null)?.choices?.[0]
+  return typeof choice?.delta?.content === 'string' ? choice.delta.content : ''
+}
+
+/**
+ * Replies made on the server: `respond` stores the user's message and starts a
+ * reply; the reply runs here as one streamed LLM gateway call, its text goes to
+ * every subscription of the chat's users as coalesced `reply` events (through the
+ * same notices as messages), and what was generated is stored once as an assistant
+ * message tied to the call that paid for it. A reply is owned by the instance that
+ * runs it until it is stored: `stopReply` reaches it on any instance, shutdown
+ * stops it and stores what it had, and after a crash its row is read as failed once
+ * no call could still be running (the gateway's deadline and margin), when
+ * reconciliation has settled the call.
+ */
+export function createReplies({ db, reads, live, gateway, characters, config, cache, rateLimits, logger, clock, deltaIntervalMs = DEFAULT_DELTA_INTERVAL_MS }: ReplyDeps) {
+  const running = new Map<string, Running>()
+  let closing = false
+
+  async function textTtlSeconds(): Promise<number> {
+    return Math.ceil(await gateway.staleAfterMs() / 1000)
+  }
+
+  /** Sends what accumulated since the last delta, then holds further deltas for the interval. */
+  function flush(reply: Running): void {
+    const delta = reply.text.slice(reply.sent)
+    if (!delta)
+      return
+    const offset = reply.sent
+    reply.sent = reply.text.length
+    void live.announceReply({ type: 'reply', chatId: reply.chatId, replyId: reply.id, users: reply.users, offset, delta })
+      .catch((error: unknown) => logger.warn({ err: error, replyId: reply.id }, 'could not announce a reply delta'))
+    // For getReply on the other instances (late joiners, gaps).
+    void textTtlSeconds().then(ttl => cache.set(keys.chatReplyText(reply.id), reply.text, ttl))
+      .catch((error: unknown) => logger.warn({ err: error, replyId: reply.id }, 'could not keep a reply\'s text for other instances'))
+    reply.cooldown = setTimeout(() => {
+      reply.cooldown = undefined
+      flush(reply)
+    }, deltaIntervalMs)
+  }
+
+  function append(reply: Running, text: string): void {
+    if (!text)
+      return
+    reply.text += text
+    // The first delta goes at once; the next wait for the interval.
+    if (!reply.cooldown)
+      flush(reply)
+  }
+
+  /** The chat's first live character: who answers in a bot chat. */
+  async function personaOf(chat: Chat, languages: string[]): Promise<Persona> {
+    const members = await db.selectFrom('chat_members').select('member_id')
+      .where('chat_id', '=', chat.id).where('member_type', '=', 'character').where('deleted_at', 'is', null)
+      .orderBy('created_at').orderBy('member_id').execute()
+    for (const { member_id: id } of members) {
+      const persona = await characters.persona(id, languages).catch((error: unknown) => {
+        if (error instanceof ApiError && error.status === 404)
+          return undefined
+        throw error
+      })
+      if (persona)
+        return persona
+    }
+    throw new ApiError(400, 'NO_CHARACTER', 'This chat has no character left to answer; add one', { field: 'chatId' })
+  }
+
+  /** The model: the caller's, else the character's (when the router has it), else the router's default. */
+  async function counterFor(model: string | undefined, persona: Persona) {
+    if (model !== undefined || !persona.defaultModelId)
+      return gateway.tokenCounter(model)
+    return gateway.tokenCounter(persona.defaultModelId).catch((error: unknown) => {
+      if (error instanceof ApiError && error.status === 404)
+        return gateway.tokenCounter(undefined)
+      throw error
+    })
+  }
+
+  async function chatUsers(chatId: string): Promise<string[]> {
+    const rows = await db.selectFrom('chat_members').select('member_id')
+      .where('chat_id', '=', chatId).where('member_type', '=', 'user').where('deleted_at', 'is', null).execute()
+    return rows.map(row => row.member_id)
+  }
+
+  /**
+   * Claims the chat's one streaming slot with the reply's row (409 when another
+   * reply holds it). A row left streaming by an instance that died is failed first,
+   * once no call of it could still run.
+   */
+  async function claim(row: { id: string, chatId: string, userId: string, characterId: string, answersId: string, regeneratesId: string | null, model: string }): Promise<void> {
+    const staleMs = await gateway.staleAfterMs()
+    await db.updateTable('chat_replies').set({ status: 'failed', error_code: 'INTERRUPTED', error_message: 'The server making this reply stopped', ended_at: new Date() })
+      .where('chat_id', '=', row.chatId).where('status', '=', 'streaming')
+      .where('created_at', '<', new Date(clock.now() - staleMs)).execute()
+    try {
+      await db.insertInto('chat_replies').values({
+        id: row.id,
+        chat_id: row.chatId,
+        user_id: row.userId,
+        character_id: row.characterId,
+        answers_id: row.answersId,
+        regenerates_id: row.regeneratesId,
+        model: row.model,
+        status: 'streaming',
+      }).execute()
+    }
+    catch (error) {
+      if (!isUniqueViolation(error))
+        throw error
+      const holder = await db.selectFrom('chat_replies').select('id').where('chat_id', '=', row.chatId).where('status', '=', 'streaming').executeTakeFirst()
+      throw inProgress(holder?.id ?? '')
+    }
+  }
+
+  /**
+   * Starts a reply to `answers` (the user message, stored by `store` in the same
+   * transaction that gives the reply its call, or already stored). Nothing is
+   * stored and nothing billed when this throws.
+   */
+  async function start(userId: string, chat: Chat, input: ReplyOptions & {
+    answers: { id: string, content: string, beforeSeq: number }
+    regenerates: string | null
+    store?: MessageToStore
+  }): Promise<{ replyId: string, message?: SyncedMessage }> {
+    if (closing)
+      throw shuttingDown()
+    const persona = await personaOf(chat, input.languages)
+    const counter = await counterFor(input.model, persona)
+    const reply: Running = {
+      id: randomUUID(),
+      chatId: chat.id,
+      userId,
+      characterId: persona.id,
+      users: await chatUsers(chat.id),
+      answersId: input.answers.id,
+      regeneratesId: input.regenerates,
+      model: counter.alias,
+      text: '',
+      sent: 0,
+      stop: new AbortController(),
+    }
+    await claim({ ...reply, model: counter.alias })
+    // From here a stop request finds it, on any instance.
+    running.set(reply.id, reply)
+    let call: ReservedCompletion | undefined
+    try {
+      reply.stopListening = await live.onStopRequest((notice) => {
+        if (notice.replyId === reply.id)
+          reply.stop.abort(new Error('stopped'))
+      })
+      const messages = await buildPrompt(db, { chatId: chat.id, beforeSeq: input.answers.beforeSeq, persona, message: input.answers.content, counter, budget: await config.get('CHAT_CONTEXT_TOKENS') })
+      call = await gateway.reserve(userId, { model: counter.alias, messages, stream: true, ...(input.maxTokens ? { max_tokens: input.maxTokens } : {}) }, reply.stop.signal)
+      reply.callId = call.callId
+      const stored = await db.transaction().execute(async (trx) => {
+        const locked = await lockChat(trx, chat.id)
+        if (!locked)
+          throw chatNotFound()
+        const appended = input.store ? await appendMessages(trx, locked, [input.store]) : undefined
+        await trx.updateTable('chat_replies').set({ call_id: call!.callId }).where('id', '=', reply.id).execute()
+        return appended
+      })
+      if (stored)
+        await live.announce(chat.id, stored.rows.map(toMessage), stored.heads)
+      reply.done = run(reply, call)
+      return { replyId: reply.id, message: stored && toMessage(stored.rows[0]!) }
+    }
+    catch (error) {
+      running.delete(reply.id)
+      await reply.stopListening?.()
+      await call?.cancel('the reply did not start').catch((cancelError: unknown) => logger.error({ err: cancelError, replyId: reply.id }, 'could not give back a reply\'s reservation; reconciliation will'))
+      await db.deleteFrom('chat_replies').where('id', '=', reply.id).execute()
+        .catch((deleteError: unknown) => logger.error({ err: deleteError, replyId: reply.id }, 'could not remove the row of a reply that did not start'))
+      if (isUniqueViolation(error))
+        throw new ApiError(409, 'MESSAGE_ID_CONFLICT', 'This message id is already used', { field: 'message.id' })
+      throw error
+    }
+  }
+
+  /** Reads the reply's stream to its end, then stores it (or its failure) and tells every device. */
+  async function run(reply: Running, call: ReservedCompletion): Promise<void> {
+    let settlement: Settlement | undefined
+    try {
+      const result = await call.start()
+      if (result.kind !== 'stream')
+        throw new Error('a reply\'s call answered without a stream')
+      const parser = createParser({
+        onEvent(event) {
+          if (event.data === '[DONE]')
+            return
+          let payload: unknown
+          try {
+            payload = JSON.parse(event.data)
+          }
+          catch {
+            return
+          }
+          reply.error = streamError(payload) ?? reply.error
+          append(reply, deltaText(payload))
+        },
+      })
+      for await (const chunk of result.chunks)
+        parser.feed(chunk)
+      settlement = await result.settled
+    }
+    catch (error) {
+      if (!reply.stop.signal.aborted) {
+        reply.error = error instanceof ApiError
+          ? { code: error.code, message: error.message }
+          : { code: 'INTERNAL_ERROR', message: 'The reply failed' }
+        if (!(error instanceof ApiError))
+          logger.error({ err: error, replyId: reply.id }, 'a reply failed')
+      }
+    }
+    clearTimeout(reply.cooldown)
+    reply.cooldown = undefined
+    flush(reply)
+    clearTimeout(reply.cooldown)
+    const status: ReplyEnd['status'] = reply.stop.signal.aborted || (reply.error && reply.text) ? 'stopped' : reply.error ? 'failed' : 'complete'
+    try {
+      await finish(reply, status, settlement)
+    }
+    catch (error) {
+      logger.error({ err: error, replyId: reply.id }, 'could not store a reply; it reads as failed once its call is reconciled')
+    }
+    finally {
+      running.delete(reply.id)
+      await reply.stopListening?.().catch(() => {})
+      await cache.del(keys.chatReplyText(reply.id)).catch(() => {})
+    }
+  }
+
+  /**
+   * Stores what was generated (when anything was) as the chat's next message, ends
+   * the reply's row, and tells every device: the message first, then `reply.end`.
+   */
+  async function finish(reply: Running, status: ReplyEnd['status'], settlement: Settlement | undefined): Promise<void> {
+    const end = { type: 'reply.end' as const, chatId: reply.chatId, replyId: reply.id }
+    const error = status === 'complete' ? undefined : reply.error
+    if (status === 'failed' || !reply.text) {
+      await db.updateTable('chat_replies').set({ status, error_code: error?.code ?? null, error_message: error?.message ?? null, ended_at: new Date() })
+        .where('id', '=', reply.id).execute()
+      await live.announceReply({ ...end, feeds: reply.users.map(userId => [userId, 0]), messageId: null, status, ...(error ? { error } : {}) })
+      return
+    }
+    const metadata = {
+      replyId: reply.id,
+      callId: reply.callId ?? null,
+      model: reply.model,
+      status,
+      usage: settlement?.usage ? { input: settlement.usage.prompt_tokens ?? null, output: settlement.usage.completion_tokens ?? null } : null,
+      flux: settlement?.flux ?? null,
+      answers: reply.answersId,
+      ...(reply.regeneratesId ? { regenerates: reply.regeneratesId } : {}),
+      ...(error ? { error } : {}),
+    }
+    const stored = await db.transaction().execute(async (trx) => {
+      const chat = await lockChat(trx, reply.chatId)
+      const appended = chat
+        ? await appendMessages(trx, chat, [{ id: randomUUID(), senderId: reply.characterId, role: 'assistant', content: reply.text, metadata }])
+        : undefined
+      await trx.updateTable('chat_replies').set({
+        status,
+        message_id: appended?.rows[0]!.id ?? null,
+        error_code: error?.code ?? null,
+        error_message: error?.message ?? null,
+        ended_at: new Date(),
+      }).where('id', '=', reply.id).execute()
+      return appended
+    })
+    if (!stored) {
+      // The chat was deleted meanwhile: nobody can read it any more.
+      await live.announceReply({ ...end, feeds: reply.users.map(userId => [userId, 0]), messageId: null, status })
+      return
+    }
+    const messages = stored.rows.map(toMessage)
+    await live.announce(reply.chatId, messages, stored.heads)
+    await live.announceReply({ ...end, feeds: reply.users.map(userId => [userId, stored.heads.get(userId) ?? 0]), messageId: messages[0]!.id, status, ...(error ? { error } : {}) })
+  }
+
+  async function replyRow(chatId: string, replyId: string): Promise<ChatReply> {
+    const row = await db.selectFrom('chat_replies').selectAll().where('id', '=', replyId).where('chat_id', '=', chatId).executeTakeFirst()
+    if (!row)
+      throw replyNotFound()
+    return row
+  }
+
+  async function requireBotChat(userId: string, chatId: string): Promise<Chat> {
+    const chat = await reads.requireMembership(userId, chatId)
+    if (chat.type !== 'bot')
+      throw new ApiError(400, 'NOT_A_BOT_CHAT', 'Replies are made in bot chats only', { field: 'chatId' })
+    return chat
+  }
+
+  return {
+    /**
+     * Stores the caller's message and starts the character's reply to it. A
+     * resend (same message id) answers the same reply and starts nothing.
+     */
+    async respond(userId: string, input: ReplyOptions & { chatId: string, message: { id: string, content: string } }): Promise<{ message: SyncedMessage, reply: { id: string } }> {
+      await rateLimits?.hit('chat-messages', userId)
+      await rateLimits?.hit('gateway', userId)
+      const chat = await requireBotChat(userId, input.chatId)
+      const id = asStored(input.message.id)
+      const existing = await db.selectFrom('messages').selectAll().where('id', '=', id).executeTakeFirst()
+      if (existing) {
+        const reply = existing.chat_id === chat.id && existing.sender_id === userId && existing.role === 'user' && existing.deleted_at === null
+          ? await db.selectFrom('chat_replies').select('id').where('chat_id', '=', chat.id).where('answers_id', '=', id).orderBy('created_at').executeTakeFirst()
+          : undefined
+        if (!reply)
+          throw new ApiError(409, 'MESSAGE_ID_CONFLICT', 'This message id is already used', { field: 'message.id' })
+        return { message: toMessage(existing), reply: { id: reply.id } }
+      }
+      const { replyId, message } = await start(userId, chat, {
+        ...input,
+        answers: { id, content: input.message.content, beforeSeq: Number.MAX_SAFE_INTEGER },
+        regenerates: null,
+        store: { id, senderId: userId, role: 'user', content: input.message.content },
+      })
+      return { message: message!, reply: { id: replyId } }
+    },
+
+    /**
+     * Answers again the user message that `messageId` (the chat's last assistant
+     * message made here) answered; or answers a user message whose reply failed,
+     * when it is the chat's last message.
+     */
+    async regenerate(userId: string, input: ReplyOptions & { chatId: string, messageId: string }): Promise<{ reply: { id: string } }> {
+      await rateLimits?.hit('gateway', userId)
+      const chat = await requireBotChat(userId, input.chatId)
+      const last = await db.selectFrom('messages').selectAll().where('chat_id', '=', chat.id).where('deleted_at', 'is', null)
+        .where('role', 'in', ['user', 'assistant']).orderBy('seq', 'desc').limit(1).executeTakeFirst()
+      const target = await db.selectFrom('messages').selectAll().where('id', '=', asStored(input.messageId)).where('chat_id', '=', chat.id)
+        .where('deleted_at', 'is', null).executeTakeFirst()
+      if (!target)
+        throw new ApiError(404, 'MESSAGE_NOT_FOUND', 'No such message in this chat', { field: 'messageId' })
+      const cannot = (message: string) => new ApiError(400, 'CANNOT_REGENERATE', message, { field: 'messageId' })
+      let answers = target
+      if (target.role === 'assistant') {
+        const answered = (target.metadata as { answers?: unknown } | null)?.answers
+        if (typeof answered !== 'string')
+          throw cannot('Only replies made by the server can be regenerated')
+        const lastAssistant = await db.selectFrom('messages').select('id').where('chat_id', '=', chat.id).where('deleted_at', 'is', null)
+          .where('role', '=', 'assistant').orderBy('seq', 'desc').limit(1).executeTakeFirst()
+        if (lastAssistant?.id !== target.id)
+          throw cannot('Only the chat\'s last reply can be regenerated')
+        const original = await db.selectFrom('messages').selectAll().where('id', '=', answered).where('chat_id', '=', chat.id)
+          .where('deleted_at', 'is', null).executeTakeFirst()
+        if (!original)
+          throw cannot('The message this reply answered was deleted')
+        answers = original
+      }
+      else if (target.role !== 'user' || target.sender_id !== userId || last?.id !== target.id) {
+        throw cannot('Give the chat\'s last reply, or your last message when its reply failed')
+      }
+      const { replyId } = await start(userId, chat, {
+        ...input,
+        answers: { id: answers.id, content: answers.content, beforeSeq: answers.seq },
+        regenerates: target.role === 'assistant' ? target.id : null,
+      })
+      return { reply: { id: replyId } }
+    },
+
+    /** The text of a reply so far and how it stands: for a device that joined late or saw a gap. */
+    async getReply(userId: string, input: { chatId: string, replyId: string }): Promise<ReplyView> {
+      await reads.requireMembership(userId, input.chatId)
+      const row = await replyRow(input.chatId, input.replyId)
+      const error = row.error_code ? { error: { code: row.error_code, message: row.error_message ?? '' } } : {}
+      if (row.status === 'streaming') {
+        const local = running.get(row.id)
+        if (local)
+          return { replyId: row.id, status: 'streaming', text: local.text, messageId: null }
+        if (row.created_at.getTime() < clock.now() - await gateway.staleAfterMs())
+          return { replyId: row.id, status: 'failed', text: '', messageId: null, error: { code: 'INTERRUPTED', message: 'The server making this reply stopped' } }
+        return { replyId: row.id, status: 'streaming', text: await cache.get(keys.chatReplyText(row.id)) ?? '', messageId: null }
+      }
+      const message = row.message_id
+        ? await db.selectFrom('messages').select('content').where('id', '=', row.message_id).where('deleted_at', 'is', null).executeTakeFirst()
+        : undefined
+      return { replyId: row.id, status: row.status, text: message?.content ?? '', messageId: row.message_id, ...error }
+    },
+
+    /** Ends a streaming reply, on whichever instance makes it; what was generated is stored. */
+    async stopReply(userId: string, input: { chatId: string, replyId: string }): Promise<{ stopped: boolean }> {
+      await reads.requireMembership(userId, input.chatId)
+      const row = await replyRow(input.chatId, input.replyId)
+      if (row.status !== 'streaming')
+        return { stopped: false }
+      const local = running.get(row.id)
+      if (local)
+        local.stop.abort(new Error('stopped'))
+      else
+        await live.requestStop(row.chat_id, row.id)
+      return { stopped: true }
+    },
+
+    /** Stops taking replies, stops those under way and waits until each is stored. */
+    async close(): Promise<void> {
+      closing = true
+      const replies = [...running.values()]
+      for (const reply of replies)
+        reply.stop.abort(new Error('the server is shutting down'))
+      await Promise.all(replies.map(reply => reply.done))
+    },
+  }
+}
+
+export type Replies = ReturnType<typeof createReplies>
