@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 
 import { until } from '../test/until.ts'
-import { DEFAULT_USAGE, startFakeOpenAIUpstream, type FakeUpstream } from './openai-upstream.ts'
+import { createPacer, DEFAULT_USAGE, startFakeOpenAIUpstream, type FakeUpstream } from './openai-upstream.ts'
 
 // The gateway's tests and benchmarks lean on this fake, so it is held to OpenAI's shapes here.
 
@@ -94,6 +94,56 @@ describe('fake OpenAI upstream', () => {
     const pieces = chunks.slice(1, -1).map(chunk => chunk.choices[0]!.delta.content)
     expect(pieces).toHaveLength(3)
     expect(pieces.join('')).toBe('abcdefghij')
+  })
+
+  it('sends each streamed piece only once the test releases it, and ends after the last', async () => {
+    const pace = createPacer()
+    upstream.behave(() => ({ kind: 'complete', content: 'one two three', pace }))
+    const response = await chat({ stream: true })
+    const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader()
+    let received = ''
+    const contentSoFar = () => (received.match(/"content":"[^"]*"/g) ?? []).map(field => field.slice('"content":"'.length, -1)).join('')
+    // Reads until `condition` holds for what arrived; the stream must not end first.
+    const readUntil = async (condition: () => boolean) => {
+      while (!condition()) {
+        const { value, done } = await reader.read()
+        expect(done).toBe(false)
+        received += value
+      }
+    }
+
+    await readUntil(() => received.includes('"role":"assistant"'))
+    expect(contentSoFar()).toBe('')
+    expect(pace.sent).toBe(0)
+    pace.release()
+    await readUntil(() => contentSoFar() === 'one ')
+    expect(pace.sent).toBe(1)
+    pace.release()
+    await readUntil(() => contentSoFar() === 'one two ')
+    expect(received).not.toContain('[DONE]')
+    pace.release()
+    await readUntil(() => received.includes('[DONE]'))
+    expect(contentSoFar()).toBe('one two three')
+    expect(pace.sent).toBe(3)
+    await until(() => upstream.requests[0]!.completed, 'the answer to finish')
+  })
+
+  it('lets a paced stream go at once with releaseAll, and stops waiting when the client leaves', async () => {
+    const all = createPacer()
+    upstream.behave(() => ({ kind: 'complete', content: 'a b c d', pace: all }))
+    all.releaseAll()
+    const pieces = (await events(await chat({ stream: true }))).slice(1, -2) as Chunk[]
+    expect(pieces.map(chunk => chunk.choices[0]!.delta.content).join('')).toBe('a b c d')
+
+    upstream.reset()
+    const held = createPacer()
+    upstream.behave(() => ({ kind: 'complete', content: 'never sent', pace: held }))
+    const controller = new AbortController()
+    const response = await chat({ stream: true }, { signal: controller.signal })
+    await response.body!.getReader().read()
+    controller.abort()
+    await until(() => upstream.requests[0]!.aborted, 'the abort to be recorded')
+    expect(held.sent).toBe(0)
   })
 
   it('answers a scripted status with OpenAI\'s error shape or the given body', async () => {

@@ -27,6 +27,8 @@ export type Behavior =
     stallAfter?: number
     /** Answer only once this settles (to hold several calls in flight at once). */
     hold?: Promise<unknown>
+    /** Send each streamed content piece only once the test has released it (see `createPacer`). */
+    pace?: Pacer
     /**
      * Generate past the request's `max_tokens` / `max_completion_tokens`, as an
      * upstream that ignores the cap would. By default the fake honours it: at most
@@ -83,6 +85,79 @@ export interface FakeUpstream {
   /** Forget the requests and go back to normal completions. */
   reset: () => void
   close: () => Promise<void>
+}
+
+/**
+ * A stream the test lets out piece by piece: content piece n of a streamed answer
+ * is sent once `release` has let n pieces go (the role chunk goes at once, the end
+ * of the stream right after the last piece). For tests that look at a reply while
+ * it is half made, without timing.
+ */
+export interface Pacer {
+  /** Lets `count` more content pieces go (1 by default). */
+  release: (count?: number) => void
+  /** Lets every remaining piece go, and the end of the stream with them. */
+  releaseAll: () => void
+  /** Pieces let go so far (Infinity after `releaseAll`). */
+  readonly released: number
+  /** Content pieces the fake has written so far. */
+  readonly sent: number
+}
+
+/** The fake's side of a pacer: wait for a piece's release, count it written. */
+interface PacerGate {
+  /** Resolves once piece `n` may go, or when `gone` does (the connection ended). */
+  waitFor: (n: number, gone: Promise<void>) => Promise<void>
+  wrote: () => void
+}
+
+const gates = new WeakMap<Pacer, PacerGate>()
+
+export function createPacer(): Pacer {
+  let released = 0
+  let sent = 0
+  const waiters = new Set<{ n: number, resolve: () => void }>()
+  const wake = () => {
+    for (const waiter of waiters) {
+      if (waiter.n <= released) {
+        waiters.delete(waiter)
+        waiter.resolve()
+      }
+    }
+  }
+  const pacer: Pacer = {
+    release(count = 1) {
+      released += count
+      wake()
+    },
+    releaseAll() {
+      released = Infinity
+      wake()
+    },
+    get released() {
+      return released
+    },
+    get sent() {
+      return sent
+    },
+  }
+  gates.set(pacer, {
+    async waitFor(n, gone) {
+      if (n <= released)
+        return
+      const waiter = { n, resolve: () => {} }
+      const allowed = new Promise<void>((resolve) => {
+        waiter.resolve = resolve
+      })
+      waiters.add(waiter)
+      await Promise.race([allowed, gone])
+      waiters.delete(waiter)
+    },
+    wrote() {
+      sent++
+    },
+  })
+  return pacer
 }
 
 export const DEFAULT_CONTENT = 'Hello from the fake upstream.'
@@ -283,6 +358,8 @@ async function complete(res: ServerResponse, request: UpstreamRequest, body: Cha
   events.push(`data: [DONE]${eol}${eol}`)
 
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'connection': 'keep-alive' })
+  const gate = behavior.pace && gates.get(behavior.pace)
+  const gone = res.destroyed ? Promise.resolve() : new Promise<void>(resolve => res.once('close', () => resolve()))
 
   for (const [index, event] of events.entries()) {
     // Hang here (the role chunk and `stallAfter` pieces sent) until the connection ends.
@@ -290,9 +367,14 @@ async function complete(res: ServerResponse, request: UpstreamRequest, body: Cha
       return
     if (index > 0 && delayMs > 0)
       await sleep(delayMs)
+    // Content piece `index` waits for its release; the events after the last piece go with it.
+    if (gate && index > 0)
+      await gate.waitFor(Math.min(index, pieces.length), gone)
     // The client went away (or the fake closed): nothing more to say.
     if (!await send(res, request, event))
       return
+    if (gate && index > 0 && index <= pieces.length)
+      gate.wrote()
   }
   res.end()
 }

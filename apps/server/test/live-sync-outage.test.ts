@@ -82,7 +82,8 @@ describe('live sync while Redis is down', () => {
     const subscription = client(receiver.token, b).chats.onMessages.subscribe(undefined, {
       onData: ({ data }) => {
         events++
-        contents.push(...data.messages.map(message => message.content))
+        if (data.type === 'messages')
+          contents.push(...data.messages.map(message => message.content))
       },
       onError: error => errors.push(error),
     })

@@ -80,7 +80,8 @@ describe('soak: 2 000 sockets from one user', () => {
     const subscription = sdk(bob).chats.onMessages.subscribe(undefined, {
       onData: ({ data }) => {
         ready = true
-        received.push(...data.messages.map(message => ({ content: message.content, at: performance.now() })))
+        if (data.type === 'messages')
+          received.push(...data.messages.map(message => ({ content: message.content, at: performance.now() })))
       },
     })
     const send = async (content: string) => {
@@ -174,7 +175,8 @@ describe('soak: slow readers cannot pin memory', () => {
     const readerSubscription = reader.chats.onMessages.subscribe(undefined, {
       onData: ({ data }) => {
         readerReady = true
-        received.push(...data.messages.map(message => message.content))
+        if (data.type === 'messages')
+          received.push(...data.messages.map(message => message.content))
       },
     })
 

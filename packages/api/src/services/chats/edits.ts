@@ -62,30 +62,36 @@ export function createChatEdits({ db, live, rateLimits }: ChatEditDeps) {
 
     /**
      * Soft-deletes messages of one chat: the caller's own, or any of a bot chat
-     * the caller created. All or nothing: an id that is not a live message of the
-     * chat, or one the caller may not delete, changes nothing.
+     * the caller created. All or nothing: an id that is not a message of the
+     * chat, or one the caller may not delete, changes nothing. Ids deleted before
+     * are left out of `deleted` (a repeated call deletes nothing more).
      */
     async deleteMessages(userId: string, input: { chatId: string, messageIds: string[] }): Promise<{ deleted: string[] }> {
       await rateLimits?.hit('chat-messages', userId)
       const ids = [...new Set(input.messageIds.map(asStored))]
       const result = await db.transaction().execute(async (trx) => {
         const chat = await lockAsMember(trx, userId, input.chatId)
-        const rows = await trx.selectFrom('messages').select(['id', 'seq', 'sender_id']).where('id', 'in', ids).where('chat_id', '=', chat.id)
-          .where('deleted_at', 'is', null).execute()
-        const missing = ids.filter(id => !rows.some(row => row.id === id))
+        const found = await trx.selectFrom('messages').select(['id', 'seq', 'sender_id', 'deleted_at']).where('id', 'in', ids).where('chat_id', '=', chat.id).execute()
+        const missing = ids.filter(id => !found.some(row => row.id === id))
         if (missing.length > 0)
           throw notInChat(missing)
+        // Deleted already (a repeated call): nothing to do for those.
+        const rows = found.filter(row => row.deleted_at === null)
+        if (rows.length === 0)
+          return { deleted: [], heads: undefined }
         const ownsChat = chat.type === 'bot' && chat.creator_id === userId
         const forbidden = rows.filter(row => row.sender_id !== userId && !ownsChat)
         if (forbidden.length > 0)
           throw new ApiError(403, 'FORBIDDEN', 'Only your own messages, or any message of your own bot chat, can be deleted', { field: 'messageIds', ids: forbidden.map(row => row.id) })
         const now = new Date()
-        await trx.updateTable('messages').set({ deleted_at: now, updated_at: now }).where('id', 'in', ids).execute()
+        const live = rows.map(row => row.id)
+        await trx.updateTable('messages').set({ deleted_at: now, updated_at: now }).where('id', 'in', live).execute()
         const seqs = rows.map(row => row.seq)
-        const heads = await appendToFeeds(trx, chat.id, Math.min(...seqs), Math.max(...seqs), { kind: 'deleted', messageIds: ids })
+        const heads = await appendToFeeds(trx, chat.id, Math.min(...seqs), Math.max(...seqs), { kind: 'deleted', messageIds: live })
         return { deleted: rows.sort((a, b) => a.seq - b.seq).map((row): DeletedMessage => ({ id: row.id, chatId: chat.id, seq: row.seq })), heads }
       })
-      await live.announceChange(input.chatId, { kind: 'deleted', messages: result.deleted }, result.heads)
+      if (result.heads)
+        await live.announceChange(input.chatId, { kind: 'deleted', messages: result.deleted }, result.heads)
       return { deleted: result.deleted.map(message => message.id) }
     },
   }

@@ -78,7 +78,8 @@ export function createLiveSync({ db, fanout, balances, logger, resyncIntervalMs,
   /** Hands a reply's text or end to every local subscription of its users, after the feed entry it waits for. */
   function deliverSide(notice: Omit<ReplyDeltaNotice, 'origin'> | Omit<ReplyEndNotice, 'origin'>): void {
     if (notice.type === 'reply') {
-      const { users, type: _type, ...delta } = notice
+      // The notice's own fields (`type`, `origin` of one from another instance) are not the event's.
+      const { users, type: _type, origin: _origin, ...delta } = notice as ReplyDeltaNotice
       const event = markShared({ type: 'reply' as const, messages: [] as [], ...delta })
       for (const userId of users) {
         for (const follower of byUser.get(userId) ?? [])
@@ -86,7 +87,7 @@ export function createLiveSync({ db, fanout, balances, logger, resyncIntervalMs,
       }
       return
     }
-    const { feeds, type: _type, ...end } = notice
+    const { feeds, type: _type, origin: _origin, ...end } = notice as ReplyEndNotice
     const event = markShared({ type: 'reply.end' as const, messages: [] as [], ...end })
     for (const [userId, after] of feeds) {
       for (const follower of byUser.get(userId) ?? [])

@@ -144,19 +144,20 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
       flush(reply)
   }
 
-  /** The chat's first live character: who answers in a bot chat. */
-  async function personaOf(chat: Chat, languages: string[]): Promise<Persona> {
-    const members = await db.selectFrom('chat_members').select('member_id')
-      .where('chat_id', '=', chat.id).where('member_type', '=', 'character').where('deleted_at', 'is', null)
+  /** The chat's users (whose subscriptions get the reply's events) and its first live character (who answers). */
+  async function membersOf(chat: Chat, languages: string[]): Promise<{ users: string[], persona: Persona }> {
+    const members = await db.selectFrom('chat_members').select(['member_type', 'member_id'])
+      .where('chat_id', '=', chat.id).where('deleted_at', 'is', null)
       .orderBy('created_at').orderBy('member_id').execute()
-    for (const { member_id: id } of members) {
+    const users = members.filter(member => member.member_type === 'user').map(member => member.member_id)
+    for (const { member_id: id } of members.filter(member => member.member_type === 'character')) {
       const persona = await characters.persona(id, languages).catch((error: unknown) => {
         if (error instanceof ApiError && error.status === 404)
           return undefined
         throw error
       })
       if (persona)
-        return persona
+        return { users, persona }
     }
     throw new ApiError(400, 'NO_CHARACTER', 'This chat has no character left to answer; add one', { field: 'chatId' })
   }
@@ -172,40 +173,46 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
     })
   }
 
-  async function chatUsers(chatId: string): Promise<string[]> {
-    const rows = await db.selectFrom('chat_members').select('member_id')
-      .where('chat_id', '=', chatId).where('member_type', '=', 'user').where('deleted_at', 'is', null).execute()
-    return rows.map(row => row.member_id)
-  }
-
   /**
    * Claims the chat's one streaming slot with the reply's row (409 when another
    * reply holds it). A row left streaming by an instance that died is failed first,
    * once no call of it could still run.
    */
   async function claim(row: { id: string, chatId: string, userId: string, characterId: string, answersId: string, regeneratesId: string | null, model: string }): Promise<void> {
-    const staleMs = await gateway.staleAfterMs()
-    await db.updateTable('chat_replies').set({ status: 'failed', error_code: 'INTERRUPTED', error_message: 'The server making this reply stopped', ended_at: new Date() })
-      .where('chat_id', '=', row.chatId).where('status', '=', 'streaming')
-      .where('created_at', '<', new Date(clock.now() - staleMs)).execute()
+    const insert = () => db.insertInto('chat_replies').values({
+      id: row.id,
+      chat_id: row.chatId,
+      user_id: row.userId,
+      character_id: row.characterId,
+      answers_id: row.answersId,
+      regenerates_id: row.regeneratesId,
+      model: row.model,
+      status: 'streaming',
+    }).execute()
     try {
-      await db.insertInto('chat_replies').values({
-        id: row.id,
-        chat_id: row.chatId,
-        user_id: row.userId,
-        character_id: row.characterId,
-        answers_id: row.answersId,
-        regenerates_id: row.regeneratesId,
-        model: row.model,
-        status: 'streaming',
-      }).execute()
+      await insert()
+      return
     }
     catch (error) {
       if (!isUniqueViolation(error))
         throw error
-      const holder = await db.selectFrom('chat_replies').select('id').where('chat_id', '=', row.chatId).where('status', '=', 'streaming').executeTakeFirst()
-      throw inProgress(holder?.id ?? '')
     }
+    const staleMs = await gateway.staleAfterMs()
+    const freed = await db.updateTable('chat_replies').set({ status: 'failed', error_code: 'INTERRUPTED', error_message: 'The server making this reply stopped', ended_at: new Date() })
+      .where('chat_id', '=', row.chatId).where('status', '=', 'streaming')
+      .where('created_at', '<', new Date(clock.now() - staleMs)).executeTakeFirst()
+    if (Number(freed.numUpdatedRows) > 0) {
+      try {
+        await insert()
+        return
+      }
+      catch (error) {
+        if (!isUniqueViolation(error))
+          throw error
+      }
+    }
+    const holder = await db.selectFrom('chat_replies').select('id').where('chat_id', '=', row.chatId).where('status', '=', 'streaming').executeTakeFirst()
+    throw inProgress(holder?.id ?? '')
   }
 
   /**
@@ -220,14 +227,14 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
   }): Promise<{ replyId: string, message?: SyncedMessage }> {
     if (closing)
       throw shuttingDown()
-    const persona = await personaOf(chat, input.languages)
+    const { users, persona } = await membersOf(chat, input.languages)
     const counter = await counterFor(input.model, persona)
     const reply: Running = {
       id: randomUUID(),
       chatId: chat.id,
       userId,
       characterId: persona.id,
-      users: await chatUsers(chat.id),
+      users,
       answersId: input.answers.id,
       regeneratesId: input.regenerates,
       model: counter.alias,
