@@ -1,4 +1,5 @@
 import { createSpeechStream, type SpeechStream } from '@airi/sdk'
+import { ref, watch } from 'vue'
 
 import { client } from './client.ts'
 import { baseUrl, getAccessToken } from './session.ts'
@@ -18,7 +19,7 @@ interface Catalogue { models: Array<{ id: string }>, default?: string, defaultMo
  * The streaming model and a voice for it, or null when the server has no streaming
  * speech (503) or the bridge lists nothing. The catalogue is REST (docs/speech.md).
  */
-export async function loadVoiceChoice(preferredVoice?: string | null): Promise<{ choice: VoiceChoice | null, voices: string[] }> {
+async function loadVoiceChoice(preferredVoice?: string | null): Promise<{ choice: VoiceChoice | null, voices: string[] }> {
   const get = async (path: string) => {
     const token = await getAccessToken()
     const response = await fetch(`${baseUrl}/api/v1/audio${path}`, { headers: { authorization: `Bearer ${token}` } })
@@ -49,7 +50,7 @@ export interface ReplyVoice {
 let context: AudioContext | undefined
 
 /** The page's one AudioContext; call from a click so the browser lets it play. */
-export function unlockAudio(): AudioContext {
+function unlockAudio(): AudioContext {
   context ??= new AudioContext({ sampleRate: SAMPLE_RATE })
   if (context.state === 'suspended')
     void context.resume()
@@ -57,7 +58,7 @@ export function unlockAudio(): AudioContext {
 }
 
 /** Speaks one reply: text in as it streams, PCM out to the speakers gaplessly. */
-export function startReplyVoice(choice: VoiceChoice, callbacks: { onStats: (stats: VoiceStats) => void, onError: (message: string) => void }): ReplyVoice {
+function startReplyVoice(choice: VoiceChoice, callbacks: { onStats: (stats: VoiceStats) => void, onError: (message: string) => void }): ReplyVoice {
   const audio = unlockAudio()
   const stats: VoiceStats = { bytes: 0, chunks: 0 }
   const sources = new Set<AudioBufferSourceNode>()
@@ -128,5 +129,63 @@ export function startReplyVoice(choice: VoiceChoice, callbacks: { onStats: (stat
       settleWhenQuiet()
     },
     done,
+  }
+}
+
+/**
+ * The chat's voice: the choice (null while loading, false when the server has no
+ * streaming speech), the "Speak replies" switch (remembered), and the voice of the
+ * reply this device is speaking.
+ */
+export function useReplyVoice(onError: (message: string) => void) {
+  const choice = ref<VoiceChoice | false | null>(null)
+  const voices = ref<string[]>([])
+  const speak = ref(localStorage.getItem('airi.speak') !== 'off')
+  const speaking = ref(false)
+  const stats = ref<VoiceStats>({ bytes: 0, chunks: 0 })
+  let current: ReplyVoice | null = null
+  watch(speak, value => localStorage.setItem('airi.speak', value ? 'on' : 'off'))
+
+  return {
+    choice,
+    voices,
+    speak,
+    speaking,
+    stats,
+    async load(preferred?: string | null) {
+      try {
+        const loaded = await loadVoiceChoice(preferred)
+        choice.value = loaded.choice ?? false
+        voices.value = loaded.voices
+      }
+      catch {
+        choice.value = false
+      }
+    },
+    /** Call inside the click that asks for a reply: browsers only let audio start from a gesture. */
+    unlock() {
+      if (speak.value && choice.value)
+        unlockAudio()
+    },
+    /** A voice for a reply this device asked for, or null when replies are not spoken. */
+    begin(): ReplyVoice | null {
+      if (!speak.value || !choice.value)
+        return null
+      stats.value = { bytes: 0, chunks: 0 }
+      const started = startReplyVoice(choice.value, { onStats: next => (stats.value = next), onError })
+      current = started
+      speaking.value = true
+      void started.done.then(() => {
+        if (current === started)
+          speaking.value = false
+      })
+      return started
+    },
+    /** Stops the sound at once. */
+    cancel() {
+      current?.cancel()
+      current = null
+      speaking.value = false
+    },
   }
 }

@@ -215,7 +215,7 @@ interface ChatSyncFeedTable {
   created_at: Timestamp
 }
 
-export type ChatReplyStatus = 'streaming' | 'complete' | 'stopped' | 'failed'
+type ChatReplyStatus = 'streaming' | 'complete' | 'stopped' | 'failed'
 
 /** A reply made on the server: one per `respond` or `regenerate`, ended by its stored message. */
 interface ChatReplyTable {

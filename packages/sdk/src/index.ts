@@ -1,4 +1,5 @@
 export { createAiriClient, type AiriClient, type AiriClientOptions, type TokenGetter, type WebSocketConstructor } from './client.ts'
+export { AiriError } from './errors.ts'
 export {
   buildAuthorizeUrl,
   createPkcePair,
@@ -16,6 +17,18 @@ export {
   type PkcePair,
   type RefreshTokensOptions,
 } from './oidc.ts'
+export {
+  createReplyFollower,
+  followReply,
+  type ChatEvent,
+  type ChatMessage,
+  type FollowReplyOptions,
+  type ReplyEndEvent,
+  type ReplyEvent,
+  type ReplyFollower,
+  type ReplyFollowerOptions,
+  type ReplyState,
+} from './replies.ts'
 export {
   createSpeechStream,
   createTtsSession,

@@ -12,6 +12,7 @@ import { until } from '@airi/tooling/test/until'
 
 import { STAGE_WEB_DEV_CLIENT_ID } from '../../src/runtime.ts'
 import { createVerifiedUser, startTestServer, type TestServer, type TestUser } from '../harness.ts'
+import { createCharacter as createCharacterOf, deviceOf as deviceOfUser, signInThroughApp } from './app.ts'
 import { launchChromium, type TestBrowser } from './chromium.ts'
 
 const PRODUCT = 'prod_test_stage_web'
@@ -35,7 +36,7 @@ beforeAll(async () => {
   const { config, llmGateway } = server.api.services
   const sealed = (alias: string, apiKey: string) => llmGateway.encryptKey(alias, 'k0', apiKey)
   const llmKey = sealed('chat', 'sk-llm')
-  await config.set('LLM_ROUTER_CONFIG', { models: { chat: { upstreams: [{ id: 'fake', baseUrl: llm.url, model: 'fake-model', keys: [{ id: llmKey.keyId, ciphertext: llmKey.ciphertext }] }] } } })
+  await config.set('LLM_ROUTER_CONFIG', { defaultModel: 'chat', models: { chat: { upstreams: [{ id: 'fake', baseUrl: llm.url, model: 'fake-model', keys: [{ id: llmKey.keyId, ciphertext: llmKey.ciphertext }] }] } } })
   const ttsKey = sealed('streaming-tts', 'sk-tts')
   await config.set('STREAMING_TTS_UPSTREAM', { url: tts.url, keys: [{ id: ttsKey.keyId, ciphertext: ttsKey.ciphertext }], models: [{ id: 'seed-tts-2.0' }] })
   await config.set('STRIPE_FLUX_PRODUCT_ID', PRODUCT)
@@ -51,40 +52,8 @@ afterAll(async () => {
   await Promise.all([llm?.close(), tts?.close(), stripe?.close()])
 })
 
-/** Signs in through the app's button, our /sign-in page and the OIDC callback. */
-async function signInThroughApp(page: Page, user: TestUser): Promise<void> {
-  await page.goto(`${server.baseUrl}/app/`)
-  await page.getByRole('button', { name: 'Sign in' }).click()
-  await page.waitForURL(url => url.pathname === '/sign-in')
-  await page.locator('#password-form').getByLabel('E-mail').fill(user.email)
-  await page.locator('#password-form').getByLabel('Password').fill(user.password)
-  await page.getByRole('button', { name: 'Sign in', exact: true }).click()
-  await page.waitForURL(url => url.pathname === '/app/' && !url.searchParams.has('code'))
-  await expect.poll(() => page.getByTestId('signed-in-as').textContent()).toBe(user.email)
-}
-
-/** A signed-in page (a device of its own); fails the test on console errors at the end. */
-async function deviceOf(user: TestUser) {
-  const device = await chromium.newPage()
-  await signInThroughApp(device.page, user)
-  return device
-}
-
-async function createCharacter(user: TestUser, name: string): Promise<string> {
-  const sdk = createAiriClient({ baseUrl: server.baseUrl, getToken: () => user.token })
-  const created = await sdk.characters.create.mutate({
-    characterId: name.toLowerCase(),
-    version: '1',
-    coverUrl: `${server.baseUrl}/cover.png`,
-    avatarUrl: `${server.baseUrl}/avatar.png`,
-    covers: [],
-    capabilities: [],
-    avatarModels: [],
-    i18n: [{ language: 'en', name, description: `${name}, a test character.` }],
-    prompts: [{ language: 'en', type: 'system', content: `You are ${name}.` }],
-  })
-  return created.id
-}
+const deviceOf = (user: TestUser) => deviceOfUser(server, chromium, user)
+const createCharacter = (user: TestUser, name: string) => createCharacterOf(server, user, name)
 
 const headerFlux = async (page: Page) => Number(await page.getByTestId('header-balance').getAttribute('data-flux'))
 const audioBytes = async (page: Page) => Number(await page.getByTestId('voice-status').getAttribute('data-audio-bytes') ?? 0)
@@ -97,7 +66,7 @@ describe('stage-web in Chromium', () => {
     const { page, consoleErrors } = await chromium.newPage()
     await page.goto(`${server.baseUrl}/app/`)
     await chromium.screenshot(page, 'app-signed-out')
-    await signInThroughApp(page, user)
+    await signInThroughApp(server, page, user)
     await page.getByRole('button', { name: 'Create AIRI' }).waitFor()
     await chromium.screenshot(page, 'app-chat-empty')
 
@@ -176,7 +145,7 @@ describe('stage-web in Chromium', () => {
     expect(messages.map(message => [message.role, message.content])).toEqual([['user', 'Hello Kiki'], ['assistant', reply]])
     const other = second.page.locator('[data-testid="messages"] li')
     await other.filter({ hasText: reply }).waitFor()
-    expect(await other.evaluateAll(items => items.map(item => [item.getAttribute('data-role'), item.textContent]))).toEqual([['user', 'Hello Kiki'], ['assistant', reply]])
+    expect(await other.evaluateAll(items => items.map(item => [item.getAttribute('data-role'), item.querySelector('[data-testid="message-content"]')?.textContent]))).toEqual([['user', 'Hello Kiki'], ['assistant', reply]])
     await expect.poll(() => headerFlux(second.page)).toBe(INITIAL - spent)
     await chromium.screenshot(second.page, 'app-chat-second-device')
 
@@ -185,7 +154,7 @@ describe('stage-web in Chromium', () => {
     expect([...first.consoleErrors, ...second.consoleErrors]).toEqual([])
   })
 
-  it('speaks the reply through Web Audio as it streams, and the stop button ends the speech session', async () => {
+  it('speaks the reply through Web Audio as it streams; Stop voice ends the speech session, and Stop ends the reply and keeps its partial text', async () => {
     const user = await createVerifiedUser(server)
     await createCharacter(user, 'Airi')
     const { page, consoleErrors } = await deviceOf(user)
@@ -216,12 +185,21 @@ describe('stage-web in Chromium', () => {
     expect(await page.getByTestId('voice-status').getAttribute('data-speaking')).toBe('true')
     await chromium.screenshot(page, 'app-voice-speaking')
 
+    // Stop voice silences this device; the reply goes on being written.
     await page.getByTestId('voice-stop').click()
     await until(() => talking.closed, 'the speech session to close')
     expect(talking).toMatchObject({ cancelled: true, finished: false })
+    await expect.poll(() => page.getByTestId('voice-stop').count()).toBe(0)
+    expect(llm.requests.at(-1)!.aborted).toBe(false)
+    await page.getByTestId('streaming-reply').waitFor()
+
+    // Stop ends the reply on the server: the upstream call is abandoned, the partial reply stays, marked.
+    await page.getByTestId('stop-reply').click()
     await until(() => llm.requests.at(-1)!.aborted, 'the LLM stream to be abandoned')
     await page.getByTestId('streaming-reply').waitFor({ state: 'detached' })
-    await expect.poll(() => page.getByTestId('voice-stop').count()).toBe(0)
+    const stopped = page.locator('li[data-role="assistant"][data-status="stopped"]')
+    await expect.poll(() => stopped.getByTestId('message-content').textContent()).toBe('Sure thing. ')
+    expect(tts.sessions).toHaveLength(2)
     expect(await page.getByRole('alert').count()).toBe(0)
     expect(consoleErrors).toEqual([])
   })

@@ -18,7 +18,7 @@ export interface TokenCounter {
 const HISTORY_PAGE = 50
 
 /** The persona's prompts as one system message: system prompts, then personality. */
-export function systemPromptOf(persona: Persona): PromptMessage | null {
+function systemPromptOf(persona: Persona): PromptMessage | null {
   const parts = [...persona.system, ...persona.personality].map(part => part.trim()).filter(Boolean)
   return parts.length > 0 ? { role: 'system', content: parts.join('\n\n') } : null
 }

@@ -507,4 +507,3 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
   }
 }
 
-export type Replies = ReturnType<typeof createReplies>
