@@ -21,9 +21,10 @@ import { debit, debitWorkerInput } from './scenarios/debit.ts'
 import { fanout, fanoutInstanceOptions } from './scenarios/fanout.ts'
 import { gatewayLatency, gatewayThroughput } from './scenarios/gateway.ts'
 import { idle, idleInstanceOptions } from './scenarios/idle.ts'
+import { reply } from './scenarios/reply.ts'
 import { streamingTts } from './scenarios/streaming-tts.ts'
 
-const scenarios: Scenario[] = [gatewayLatency, gatewayThroughput, authRead, fanout, debit, idle, coldStart, streamingTts]
+const scenarios: Scenario[] = [gatewayLatency, gatewayThroughput, authRead, fanout, debit, idle, coldStart, streamingTts, reply]
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
