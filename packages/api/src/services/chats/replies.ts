@@ -262,9 +262,12 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
         await trx.updateTable('chat_replies').set({ call_id: call!.callId }).where('id', '=', reply.id).execute()
         return appended
       })
-      if (stored)
-        await live.announce(chat.id, stored.rows.map(toMessage), stored.heads)
       reply.done = run(reply, call)
+      // Committed: from here the reply runs whatever happens to the announcement (devices read their feeds).
+      if (stored) {
+        await live.announce(chat.id, stored.rows.map(toMessage), stored.heads)
+          .catch((error: unknown) => logger.warn({ err: error, chatId: chat.id }, 'could not announce a message; devices read it from their feeds'))
+      }
       return { replyId: reply.id, message: stored && toMessage(stored.rows[0]!) }
     }
     catch (error) {
