@@ -1,7 +1,5 @@
 import { randomUUID } from 'node:crypto'
 
-import { createParser } from 'eventsource-parser'
-
 import type { Chat, ChatReply, Db } from '@airi/db'
 
 import { keys } from '../../adapters/keys.ts'
@@ -11,7 +9,7 @@ import type { Clock } from '../../clock.ts'
 import type { Logger } from '../../logger.ts'
 import type { CharacterService, Persona } from '../characters/index.ts'
 import type { ConfigService } from '../config.ts'
-import type { LlmGateway, ReservedCompletion, Settlement } from '../llm-gateway/index.ts'
+import { createSseJsonReader, type LlmGateway, type ReservedCompletion, type Settlement } from '../llm-gateway/index.ts'
 import type { RateLimits } from '../rate-limits.ts'
 import { toMessage, type ReplyEnd, type ReplyStatus } from './events.ts'
 import type { SyncedMessage } from './fanout.ts'
@@ -79,6 +77,8 @@ interface Running {
 }
 
 const DEFAULT_DELTA_INTERVAL_MS = 50
+/** The longest reply kept: far past any model's output cap (a message a client sends is at most 100 000). */
+const MAX_REPLY_CHARS = 512 * 1024
 
 const replyNotFound = () => new ApiError(404, 'REPLY_NOT_FOUND', 'No such reply in this chat')
 const inProgress = (replyId: string) => new ApiError(409, 'REPLY_IN_PROGRESS', 'A reply in this chat is still being made; stop it or wait for it to end', { replyId })
@@ -136,9 +136,15 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
   }
 
   function append(reply: Running, text: string): void {
-    if (!text)
+    if (!text || reply.text.length >= MAX_REPLY_CHARS)
       return
     reply.text += text
+    // An upstream that ignores max_tokens must not grow a reply (held here and in the cache) without end.
+    if (reply.text.length >= MAX_REPLY_CHARS) {
+      reply.text = reply.text.slice(0, MAX_REPLY_CHARS)
+      reply.error = { code: 'REPLY_TOO_LONG', message: `The reply was cut at ${MAX_REPLY_CHARS} characters` }
+      reply.stop.abort(new Error('reply too long'))
+    }
     // The first delta goes at once; the next wait for the interval.
     if (!reply.cooldown)
       flush(reply)
@@ -289,23 +295,12 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
       const result = await call.start()
       if (result.kind !== 'stream')
         throw new Error('a reply\'s call answered without a stream')
-      const parser = createParser({
-        onEvent(event) {
-          if (event.data === '[DONE]')
-            return
-          let payload: unknown
-          try {
-            payload = JSON.parse(event.data)
-          }
-          catch {
-            return
-          }
-          reply.error = streamError(payload) ?? reply.error
-          append(reply, deltaText(payload))
-        },
+      const reader = createSseJsonReader((payload) => {
+        reply.error = streamError(payload) ?? reply.error
+        append(reply, deltaText(payload))
       })
       for await (const chunk of result.chunks)
-        parser.feed(chunk)
+        reader.feed(chunk)
       settlement = await result.settled
     }
     catch (error) {

@@ -3,3 +3,4 @@
 export { createLlmGateway, type LlmGateway, type ReservedCompletion } from './gateway.ts'
 export type { Settlement } from './settlement.ts'
 
+export { createSseJsonReader } from './usage.ts'

@@ -142,14 +142,13 @@ export function promptOf(body: ChatCompletionBody): { tally: TextTally, messages
 }
 
 /**
- * Watches a relayed SSE stream (any line ending: LF, CRLF or CR) for the usage
- * chunk and tallies the generated text, for counting when the usage never comes.
- * A stream that is not SSE only ends the watching; the bytes are relayed anyway.
+ * Reads an OpenAI-shaped SSE stream (any line ending: LF, CRLF or CR) and hands each
+ * event's JSON payload to `onPayload` (`[DONE]` and events that are not JSON are
+ * skipped). A stream that is not SSE, or a line past the buffer bound, ends the
+ * reading; `feed` never throws.
  */
-export function createStreamWatcher() {
-  let usage: Usage | undefined
+export function createSseJsonReader(onPayload: (payload: unknown) => void): { feed: (text: string) => void } {
   let broken = false
-  const completion = new TextTally()
   const parser = createParser({
     // Generous for one event; bounds memory against an upstream that never ends a line.
     maxBufferSize: 8 * 1024 * 1024,
@@ -163,8 +162,7 @@ export function createStreamWatcher() {
       catch {
         return
       }
-      usage = usageIn(payload) ?? usage
-      addChoices(completion, payload, 'delta')
+      onPayload(payload)
     },
     onError() {
       broken = true
@@ -178,10 +176,27 @@ export function createStreamWatcher() {
         parser.feed(text)
       }
       catch {
-        // A parser past its buffer bound refuses more input; counting stops there.
+        // A parser past its buffer bound refuses more input; reading stops there.
         broken = true
       }
     },
+  }
+}
+
+/**
+ * Watches a relayed SSE stream for the usage chunk and tallies the generated
+ * text, for counting when the usage never comes. A stream that is not SSE only
+ * ends the watching; the bytes are relayed anyway.
+ */
+export function createStreamWatcher() {
+  let usage: Usage | undefined
+  const completion = new TextTally()
+  const reader = createSseJsonReader((payload) => {
+    usage = usageIn(payload) ?? usage
+    addChoices(completion, payload, 'delta')
+  })
+  return {
+    feed: reader.feed,
     get usage() {
       return usage
     },
