@@ -1,14 +1,14 @@
 import { randomUUID } from 'node:crypto'
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import WebSocket from 'ws'
 
 import type { AppRouter } from '@airi/api'
-import { createAiriClient, type AiriClient, type TRPCClientError, type WebSocketConstructor } from '@airi/sdk'
-import { createPacer, startFakeOpenAIUpstream, type FakeUpstream, type UpstreamRequest } from '@airi/tooling/fakes/openai-upstream'
-import { createTestDatabase, testRedisPrefix, type TestDatabase } from '@airi/tooling/test/test-database'
+import { createAiriClient, type AiriClient, type TRPCClientError } from '@airi/sdk'
+import { createPacer, type FakeUpstream, type UpstreamRequest } from '@airi/tooling/fakes/openai-upstream'
+import type { TestDatabase } from '@airi/tooling/test/test-database'
 import { until } from '@airi/tooling/test/until'
 
+import { botChat as botChatWith, createCharacter as createCharacterWith, replyEnded, startConversationDeployment, type ConversationDeployment, type Message } from './conversations-setup.ts'
 import { createVerifiedUser, failure, startTestServer, type TestServer, type TestUser } from './harness.ts'
 
 /**
@@ -25,6 +25,7 @@ const STORY = 'Once upon a time, a fox found a lantern in the snow and carried i
 // "the " pieces: the fake streams one per word, so a stall after n pieces has sent 'the ' × n.
 const THE = Array.from({ length: 200 }, () => 'the').join(' ')
 
+let deployment: ConversationDeployment
 let database: TestDatabase
 let redisPrefix: string
 let llm: FakeUpstream
@@ -35,15 +36,11 @@ let author: TestUser
 let plain: string
 /** A character with prompts in two languages and its own default model. */
 let storyteller: string
-const clients: AiriClient[] = []
 
 beforeAll(async () => {
-  llm = await startFakeOpenAIUpstream({ name: 'llm' })
-  database = await createTestDatabase()
-  redisPrefix = testRedisPrefix()
-  a = await startTestServer({ database, redisPrefix })
-  b = await startTestServer({ database, redisPrefix })
-  await routeModels(a)
+  // Three aliases on the one fake, told apart by the upstream model they send; `chat` is the router's default.
+  deployment = await startConversationDeployment({ 'chat': 'gpt-4o-mini', 'chat-pro': 'gpt-4o', 'character-model': 'gpt-4.1-mini' })
+  ;({ database, redisPrefix, llm, a, b } = deployment)
   author = await createVerifiedUser(a)
   plain = await createCharacter(author, a, { prompts: [{ language: 'en', type: 'system', content: 'You are a plain helper.' }] })
   storyteller = await createCharacter(author, a, {
@@ -57,56 +54,14 @@ beforeAll(async () => {
     ],
   })
 })
-afterAll(async () => {
-  await Promise.all(clients.map(sdk => sdk.close()))
-  await Promise.all([a?.close(), b?.close()])
-  await database?.drop()
-  await llm?.close()
-})
+afterAll(() => deployment?.close())
 
-/** Three aliases on the one fake, told apart by the upstream model they send; `chat` is the router's default. */
-async function routeModels(server: TestServer): Promise<void> {
-  const upstream = (alias: string, model: string) => ({
-    id: `llm-${alias}`,
-    baseUrl: llm.url,
-    model,
-    keys: [server.api.services.llmGateway.encryptKey(alias, 'k0', `sk-${alias}`)].map(({ keyId, ciphertext }) => ({ id: keyId, ciphertext })),
-  })
-  await server.api.services.config.set('LLM_ROUTER_CONFIG', {
-    defaultModel: 'chat',
-    models: {
-      'chat': { upstreams: [upstream('chat', 'gpt-4o-mini')] },
-      'chat-pro': { upstreams: [upstream('chat-pro', 'gpt-4o')] },
-      'character-model': { upstreams: [upstream('character-model', 'gpt-4.1-mini')] },
-    },
-  })
-}
+const client = (token: string | undefined, server: TestServer): AiriClient => deployment.client(token, server)
 
-function client(token: string | undefined, server: TestServer): AiriClient {
-  const created = createAiriClient({ baseUrl: server.baseUrl, getToken: () => token, WebSocket: WebSocket as unknown as WebSocketConstructor })
-  clients.push(created)
-  return created
-}
+const createCharacter = (owner: TestUser, server: TestServer, fields: Parameters<typeof createCharacterWith>[1]) => createCharacterWith(client(owner.token, server), fields)
 
-type CharacterInput = Parameters<AiriClient['characters']['create']['mutate']>[0]
+const botChat = (user: TestUser, character = plain, server = a) => botChatWith(client(user.token, server), character)
 
-async function createCharacter(owner: TestUser, server: TestServer, fields: Partial<CharacterInput>): Promise<string> {
-  const created = await client(owner.token, server).characters.create.mutate({
-    characterId: `c-${randomUUID().slice(0, 8)}`,
-    version: '1',
-    coverUrl: 'https://cdn.example.com/cover.png',
-    avatarUrl: 'https://cdn.example.com/avatar.png',
-    i18n: [{ language: 'en', name: 'Helper', description: '' }],
-    ...fields,
-  })
-  return created.id
-}
-
-async function botChat(user: TestUser, character = plain, server = a): Promise<string> {
-  return (await client(user.token, server).chats.create.mutate({ type: 'bot', members: [{ type: 'character', id: character }] })).id
-}
-
-interface Message { id: string, chatId: string, seq: number, senderId: string, role: string, content: string, metadata: Record<string, any> | null } // eslint-disable-line @typescript-eslint/no-explicit-any -- metadata is read freely
 type ChatEvent =
   | { type: 'ready' | 'balance', messages: [] }
   | { type: 'messages' | 'edited', chatId: string, messages: Message[] }
@@ -148,16 +103,6 @@ async function device(user: TestUser, server: TestServer, name: string) {
     },
     stop: () => subscription.unsubscribe(),
   }
-}
-
-/** Polls `getReply` until the reply is no longer streaming. */
-async function replyEnded(sdk: AiriClient, chatId: string, replyId: string) {
-  let reply: Awaited<ReturnType<AiriClient['chats']['getReply']['query']>> | undefined
-  await until(async () => {
-    reply = await sdk.chats.getReply.query({ chatId, replyId })
-    return reply.status !== 'streaming'
-  }, `reply ${replyId} to end`)
-  return reply!
 }
 
 /** One turn: respond, wait for the end, and answer what was stored and what the upstream was sent. */
@@ -419,6 +364,23 @@ describe('stop', () => {
     // Already over: nothing left to stop.
     expect(await stopping.chats.stopReply.mutate({ chatId, replyId: reply.id })).toEqual({ stopped: false })
     watcher.stop()
+  })
+
+  it('an upstream that ignores max_tokens and never stops: the reply is cut at its bound, stopped, and kept', async () => {
+    const user = await createVerifiedUser(a)
+    const chatId = await botChat(user)
+    // Far more than the 512 Ki characters a reply may hold; the fake ends it only when the connection goes.
+    llm.behave(() => ({ kind: 'flood', totalBytes: 64 * 1024 * 1024 }))
+    const seen = llm.requests.length
+    const sdk = client(user.token, a)
+    const { reply } = await sdk.chats.respond.mutate({ chatId, message: { id: randomUUID(), content: 'Say everything.' } })
+    const ended = await replyEnded(sdk, chatId, reply.id)
+    expect(ended).toMatchObject({ status: 'stopped', error: { code: 'REPLY_TOO_LONG' } })
+    expect(ended.text).toHaveLength(512 * 1024)
+    await until(() => llm.requests[seen]!.aborted, 'the upstream request to be aborted')
+    expect(llm.requests[seen]!.bytesWritten).toBeLessThan(64 * 1024 * 1024)
+    const stored = await storedMessage(sdk, chatId, ended.messageId!)
+    expect(stored.metadata).toMatchObject({ status: 'stopped', error: { code: 'REPLY_TOO_LONG' } })
   })
 })
 
