@@ -1,13 +1,12 @@
 import { randomUUID } from 'node:crypto'
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import WebSocket from 'ws'
 
-import { createAiriClient, type AiriClient, type WebSocketConstructor } from '@airi/sdk'
-import { startFakeOpenAIUpstream, type FakeUpstream } from '@airi/tooling/fakes/openai-upstream'
-import { createTestDatabase, testRedisPrefix, type TestDatabase } from '@airi/tooling/test/test-database'
+import { createAiriClient, type AiriClient } from '@airi/sdk'
+import type { FakeUpstream } from '@airi/tooling/fakes/openai-upstream'
 import { until } from '@airi/tooling/test/until'
 
+import { botChat as botChatWith, createCharacter as createCharacterWith, replyEnded, startConversationDeployment, type ConversationDeployment, type Message } from './conversations-setup.ts'
 import { badRequestFields, createVerifiedUser, failure, startTestServer, type TestServer, type TestUser } from './harness.ts'
 
 /**
@@ -22,34 +21,17 @@ import { badRequestFields, createVerifiedUser, failure, startTestServer, type Te
 const INITIAL = 100
 const GREETING = 'Hello! I am Airi. What shall we talk about?'
 
-let database: TestDatabase
+let deployment: ConversationDeployment
 let llm: FakeUpstream
 let a: TestServer
 let b: TestServer
 let author: TestUser
 let plain: string
 let greeter: string
-const clients: AiriClient[] = []
 
 beforeAll(async () => {
-  llm = await startFakeOpenAIUpstream({ name: 'llm' })
-  database = await createTestDatabase()
-  const redisPrefix = testRedisPrefix()
-  a = await startTestServer({ database, redisPrefix })
-  b = await startTestServer({ database, redisPrefix })
-  await a.api.services.config.set('LLM_ROUTER_CONFIG', {
-    defaultModel: 'chat',
-    models: {
-      chat: {
-        upstreams: [{
-          id: 'llm-chat',
-          baseUrl: llm.url,
-          model: 'gpt-4o-mini',
-          keys: [a.api.services.llmGateway.encryptKey('chat', 'k0', 'sk-chat')].map(({ keyId, ciphertext }) => ({ id: keyId, ciphertext })),
-        }],
-      },
-    },
-  })
+  deployment = await startConversationDeployment({ chat: 'gpt-4o-mini' })
+  ;({ llm, a, b } = deployment)
   author = await createVerifiedUser(a)
   plain = await createCharacter(author, [{ language: 'en', type: 'system', content: 'You are a plain helper.' }])
   greeter = await createCharacter(author, [
@@ -58,37 +40,19 @@ beforeAll(async () => {
     { language: 'zh-Hans', type: 'greetings', content: '你好！我是爱莉。' },
   ])
 })
-afterAll(async () => {
-  await Promise.all(clients.map(sdk => sdk.close()))
-  await Promise.all([a?.close(), b?.close()])
-  await database?.drop()
-  await llm?.close()
-})
+afterAll(() => deployment?.close())
 
-function client(token: string | undefined, server: TestServer = a): AiriClient {
-  const created = createAiriClient({ baseUrl: server.baseUrl, getToken: () => token, WebSocket: WebSocket as unknown as WebSocketConstructor })
-  clients.push(created)
-  return created
-}
+const client = (token: string | undefined, server: TestServer = a): AiriClient => deployment.client(token, server)
 
 type Prompt = Parameters<AiriClient['characters']['create']['mutate']>[0]['prompts']
 
-async function createCharacter(owner: TestUser, prompts: Prompt): Promise<string> {
-  return (await client(owner.token).characters.create.mutate({
-    characterId: `c-${randomUUID().slice(0, 8)}`,
-    version: '1',
-    coverUrl: 'https://cdn.example.com/cover.png',
-    avatarUrl: 'https://cdn.example.com/avatar.png',
-    i18n: [{ language: 'en', name: 'Airi', description: '' }, { language: 'zh-Hans', name: '爱莉', description: '' }],
-    prompts,
-  })).id
-}
+const createCharacter = (owner: TestUser, prompts: Prompt) => createCharacterWith(client(owner.token), {
+  i18n: [{ language: 'en', name: 'Airi', description: '' }, { language: 'zh-Hans', name: '爱莉', description: '' }],
+  prompts,
+})
 
-async function botChat(user: TestUser, character = plain): Promise<string> {
-  return (await client(user.token).chats.create.mutate({ type: 'bot', members: [{ type: 'character', id: character }] })).id
-}
+const botChat = (user: TestUser, character = plain) => botChatWith(client(user.token), character)
 
-interface Message { id: string, chatId: string, seq: number, senderId: string, role: string, content: string, metadata: Record<string, any> | null } // eslint-disable-line @typescript-eslint/no-explicit-any -- metadata is read freely
 interface ChatEvent { type: string, chatId?: string, messages: Array<{ id: string, chatId: string, seq: number, content?: string }> }
 
 /** A device of `user` on `server`, keeping every event (and its id, to resume from) in order. */
@@ -118,15 +82,6 @@ async function device(user: TestUser, server: TestServer, name: string, lastEven
     lastId: () => events.at(-1)!.id,
     stop: () => subscription.unsubscribe(),
   }
-}
-
-async function replyEnded(sdk: AiriClient, chatId: string, replyId: string) {
-  let reply: Awaited<ReturnType<AiriClient['chats']['getReply']['query']>> | undefined
-  await until(async () => {
-    reply = await sdk.chats.getReply.query({ chatId, replyId })
-    return reply.status !== 'streaming'
-  }, `reply ${replyId} to end`)
-  return reply!
 }
 
 async function messagesOf(sdk: AiriClient, chatId: string, afterSeq = 0): Promise<Message[]> {
@@ -399,7 +354,7 @@ describe('refusals: every new procedure checks its caller and its input, and a r
 
   it('429 RATE_LIMITED past the LLM rate limit, storing and billing nothing', async () => {
     // One call per user per window, on the deployment's database (its config included); a window no test outlives.
-    const limited = await startTestServer({ database, rateLimits: { limits: { gateway: 1 }, windowSeconds: 3600 } })
+    const limited = await startTestServer({ database: deployment.database, rateLimits: { limits: { gateway: 1 }, windowSeconds: 3600 } })
     try {
       const user = await createVerifiedUser(limited)
       const sdk = createAiriClient({ baseUrl: limited.baseUrl, getToken: () => user.token })
