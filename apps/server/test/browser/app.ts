@@ -43,3 +43,14 @@ export async function createCharacter(server: TestServer, user: TestUser, name: 
   })
   return created.id
 }
+
+/** Records every text the page's streaming bubble shows, as it renders it. */
+export async function recordStreamingTexts(page: Page): Promise<void> {
+  await page.evaluate(`(() => {
+    window.__replyTexts = []
+    new MutationObserver(() => {
+      const bubble = document.querySelector('[data-testid="streaming-reply"]')
+      if (bubble) window.__replyTexts.push(bubble.textContent)
+    }).observe(document.body, { subtree: true, childList: true, characterData: true })
+  })()`)
+}

@@ -12,7 +12,7 @@ import { until } from '@airi/tooling/test/until'
 
 import { STAGE_WEB_DEV_CLIENT_ID } from '../../src/runtime.ts'
 import { createVerifiedUser, startTestServer, type TestServer, type TestUser } from '../harness.ts'
-import { createCharacter, deviceOf } from './app.ts'
+import { createCharacter, deviceOf, recordStreamingTexts } from './app.ts'
 import { launchChromium, type TestBrowser } from './chromium.ts'
 
 /**
@@ -65,17 +65,6 @@ async function chatDevice(user: TestUser, name: string) {
   await device.page.locator('[data-live="on"]').waitFor()
   await device.page.getByTestId('speak-replies').uncheck()
   return device
-}
-
-/** Records every text the page's streaming bubble shows, as it renders it. */
-async function recordStreamingTexts(page: Page): Promise<void> {
-  await page.evaluate(`(() => {
-    window.__replyTexts = []
-    new MutationObserver(() => {
-      const bubble = document.querySelector('[data-testid="streaming-reply"]')
-      if (bubble) window.__replyTexts.push(bubble.textContent)
-    }).observe(document.body, { subtree: true, childList: true, characterData: true })
-  })()`)
 }
 
 const streamingText = (page: Page) => page.getByTestId('streaming-reply').textContent()

@@ -12,7 +12,7 @@ import { until } from '@airi/tooling/test/until'
 
 import { STAGE_WEB_DEV_CLIENT_ID } from '../../src/runtime.ts'
 import { createVerifiedUser, startTestServer, type TestServer, type TestUser } from '../harness.ts'
-import { createCharacter as createCharacterOf, deviceOf as deviceOfUser, signInThroughApp } from './app.ts'
+import { createCharacter as createCharacterOf, deviceOf as deviceOfUser, recordStreamingTexts, signInThroughApp } from './app.ts'
 import { launchChromium, type TestBrowser } from './chromium.ts'
 
 const PRODUCT = 'prod_test_stage_web'
@@ -106,14 +106,7 @@ describe('stage-web in Chromium', () => {
 
     const reply = 'Hi! I am Kiki, and I answer one word at a time.'
     llm.behave(() => ({ kind: 'complete', content: reply, usage: { prompt_tokens: 400, completion_tokens: 700 }, chunkDelayMs: 80 }))
-    // Every text the streaming bubble shows, as the page renders it.
-    await page.evaluate(`(() => {
-      window.__replyTexts = []
-      new MutationObserver(() => {
-        const bubble = document.querySelector('[data-testid="streaming-reply"]')
-        if (bubble) window.__replyTexts.push(bubble.textContent)
-      }).observe(document.body, { subtree: true, childList: true, characterData: true })
-    })()`)
+    await recordStreamingTexts(page)
     await page.getByLabel('Message').fill('Hello Kiki')
     await page.getByRole('button', { name: 'Send' }).click()
 
