@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
 
+import { sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import type { AppRouter } from '@airi/api'
@@ -439,6 +440,46 @@ describe('one reply at a time', () => {
 })
 
 describe('failures store nothing and bill nothing', () => {
+  it('a message that cannot be stored after its upstream call started: the call is abandoned, nothing is stored, nothing billed', async () => {
+    const user = await createVerifiedUser(a)
+    const chatId = await botChat(user)
+    const sdk = client(user.token, a)
+    const pace = createPacer()
+    llm.behave(() => ({ kind: 'complete', content: STORY, pace }))
+    const seen = llm.requests.length
+    const db = a.database.db
+    // The message's insert waits on a lock the test holds until the upstream has the
+    // request (so the store fails after the call started, never before), then fails.
+    await sql`CREATE OR REPLACE FUNCTION test_refuse_message() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN PERFORM pg_advisory_xact_lock(4242); RAISE EXCEPTION 'message refused by the test'; END $$`.execute(db)
+    await sql`CREATE TRIGGER test_refuse_message BEFORE INSERT ON messages FOR EACH ROW
+      WHEN (NEW.content = 'refused by the test') EXECUTE FUNCTION test_refuse_message()`.execute(db)
+    try {
+      await db.connection().execute(async (held) => {
+        await sql`SELECT pg_advisory_lock(4242)`.execute(held)
+        const responding = sdk.chats.respond.mutate({ chatId, message: { id: randomUUID(), content: 'refused by the test' } }).catch((error: unknown) => error)
+        await until(() => llm.requests.length > seen, 'the upstream to receive the reply\'s request')
+        await sql`SELECT pg_advisory_unlock(4242)`.execute(held)
+        expect(((await responding) as TRPCClientError<AppRouter>).data).toMatchObject({ httpStatus: 500 })
+      })
+    }
+    finally {
+      await sql`DROP TRIGGER test_refuse_message ON messages`.execute(db)
+    }
+    await until(() => llm.requests[seen]!.aborted, 'the abandoned upstream request to be aborted')
+    expect(await messagesOf(sdk, chatId)).toEqual([])
+    await until(async () => (await db.selectFrom('llm_request_log').select('state').where('user_id', '=', user.id).execute()).every(row => row.state === 'completed'), 'the call to settle')
+    const rows = await spendingRows(user.id)
+    expect(rows.map(row => row.request_id!.split(':')[2])).toEqual(['reserve', 'refund'])
+    expect(rows.reduce((sum, row) => sum + signed(row), 0)).toBe(0)
+    expect(await balanceOf(user)).toBe(INITIAL)
+    // The chat takes the next turn: the slot was given back.
+    pace.releaseAll()
+    llm.behave(() => ({ kind: 'complete', content: STORY }))
+    const next = await sdk.chats.respond.mutate({ chatId, message: { id: randomUUID(), content: 'Once more.' } })
+    expect((await replyEnded(sdk, chatId, next.reply.id)).status).toBe('complete')
+  })
+
   it('an upstream 500 ends the reply as failed with an error code; nothing is stored and the reservation comes back', async () => {
     const user = await createVerifiedUser(a)
     const chatId = await botChat(user)

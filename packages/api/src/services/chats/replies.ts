@@ -9,7 +9,7 @@ import type { Clock } from '../../clock.ts'
 import type { Logger } from '../../logger.ts'
 import type { CharacterService, Persona } from '../characters/index.ts'
 import type { ConfigService } from '../config.ts'
-import { createSseJsonReader, type LlmGateway, type ReservedCompletion, type Settlement } from '../llm-gateway/index.ts'
+import { createSseJsonReader, type CompletionResult, type LlmGateway, type ReservedCompletion, type Settlement } from '../llm-gateway/index.ts'
 import type { RateLimits } from '../rate-limits.ts'
 import { toMessage, type ReplyEnd, type ReplyStatus } from './events.ts'
 import type { SyncedMessage } from './fanout.ts'
@@ -252,6 +252,7 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
     // From here a stop request finds it, on any instance.
     running.set(reply.id, reply)
     let call: ReservedCompletion | undefined
+    let started: Promise<CompletionResult> | undefined
     try {
       reply.stopListening = await live.onStopRequest((notice) => {
         if (notice.replyId === reply.id)
@@ -260,6 +261,10 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
       const messages = await buildPrompt(db, { chatId: chat.id, beforeSeq: input.answers.beforeSeq, persona, message: input.answers.content, counter, budget: await config.get('CHAT_CONTEXT_TOKENS') })
       call = await gateway.reserve(userId, { model: counter.alias, messages, stream: true, ...(input.maxTokens ? { max_tokens: input.maxTokens } : {}) }, reply.stop.signal)
       reply.callId = call.callId
+      // The upstream is called while the message is stored (its first tokens are on the
+      // way meanwhile); nothing of its answer is read before the store commits.
+      started = call.start()
+      started.catch(() => {})
       const stored = await db.transaction().execute(async (trx) => {
         const locked = await lockChat(trx, chat.id)
         if (!locked)
@@ -268,7 +273,7 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
         await trx.updateTable('chat_replies').set({ call_id: call!.callId }).where('id', '=', reply.id).execute()
         return appended
       })
-      reply.done = run(reply, call)
+      reply.done = run(reply, started)
       // Committed: from here the reply runs whatever happens to the announcement (devices read their feeds).
       if (stored) {
         await live.announce(chat.id, stored.rows.map(toMessage), stored.heads)
@@ -279,7 +284,14 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
     catch (error) {
       running.delete(reply.id)
       await reply.stopListening?.()
-      await call?.cancel('the reply did not start').catch((cancelError: unknown) => logger.error({ err: cancelError, replyId: reply.id }, 'could not give back a reply\'s reservation; reconciliation will'))
+      // Nothing was stored: the call, started or not, costs nothing.
+      if (started) {
+        call!.abandon('the reply could not be stored')
+        await started.then(result => result.kind === 'stream' ? result.settled : undefined).catch(() => {})
+      }
+      else {
+        await call?.cancel('the reply did not start').catch((cancelError: unknown) => logger.error({ err: cancelError, replyId: reply.id }, 'could not give back a reply\'s reservation; reconciliation will'))
+      }
       await db.deleteFrom('chat_replies').where('id', '=', reply.id).execute()
         .catch((deleteError: unknown) => logger.error({ err: deleteError, replyId: reply.id }, 'could not remove the row of a reply that did not start'))
       if (isUniqueViolation(error))
@@ -289,10 +301,10 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
   }
 
   /** Reads the reply's stream to its end, then stores it (or its failure) and tells every device. */
-  async function run(reply: Running, call: ReservedCompletion): Promise<void> {
+  async function run(reply: Running, started: Promise<CompletionResult>): Promise<void> {
     let settlement: Settlement | undefined
     try {
-      const result = await call.start()
+      const result = await started
       if (result.kind !== 'stream')
         throw new Error('a reply\'s call answered without a stream')
       const reader = createSseJsonReader((payload) => {

@@ -46,6 +46,13 @@ export interface ReservedCompletion {
   start: () => Promise<CompletionResult>
   /** Gives the whole reservation back without calling an upstream. */
   cancel: (reason: string) => Promise<void>
+  /**
+   * After `start`: ends the call and gives the whole reservation back, even when
+   * an upstream answered, because nothing of the answer will be delivered (its
+   * caller failed to store what it needed first). A stream is settled so once it
+   * ends (read or not); `start` rejects when no upstream had answered yet.
+   */
+  abandon: (reason: string) => void
 }
 
 export interface LlmGatewayDeps {
@@ -137,10 +144,12 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
     ends: CallEnds
     reserved: ReservedCall
     telemetry: CallTelemetry
+    /** Aborted by `abandon`: the call ends and gives its whole reservation back. */
+    abandoned: AbortSignal
   }
 
   /** Resolves the alias, sizes and takes the reservation (402 here, before any upstream is called). */
-  async function prepare(userId: string, body: ChatCompletionBody, clientSignal: AbortSignal, routes: RouterConfig, shutdown: AbortController, deadline: CallSignal): Promise<Prepared> {
+  async function prepare(userId: string, body: ChatCompletionBody, clientSignal: AbortSignal, routes: RouterConfig, shutdown: AbortController, deadline: CallSignal, abandoned: AbortSignal): Promise<Prepared> {
     const { alias, entry: { upstreams, maxOutputTokens } } = resolveAlias(routes, body.model)
     const callId = randomUUID()
     const prompt = promptOf(body)
@@ -151,11 +160,11 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
     const reserved = await reserveCall({ requestLog, callBilling, logger }, { userId, callId, alias, bounds, prompt, telemetry })
     // The upstream is asked for no more output than the reservation pays for.
     const upstreamBody = withCap(body, capFor(reserved.call.reserved, bounds))
-    return { callId, alias, upstreams, upstreamBody, stream, signal: deadline.signal, ends, reserved, telemetry }
+    return { callId, alias, upstreams, upstreamBody, stream, signal: deadline.signal, ends, reserved, telemetry, abandoned }
   }
 
   /** Calls the upstreams of a reserved call; `untrack` is called once the call has settled, whatever the path. */
-  async function callUpstream({ callId, alias, upstreams, upstreamBody, stream, signal, ends, reserved, telemetry }: Prepared, untrack: () => void): Promise<CompletionResult> {
+  async function callUpstream({ callId, alias, upstreams, upstreamBody, stream, signal, ends, reserved, telemetry, abandoned }: Prepared, untrack: () => void): Promise<CompletionResult> {
     let attempt: Attempt
     try {
       attempt = await withSpan(telemetry.span, () => router.call(alias, upstreams, upstreamBody, stream, signal))
@@ -192,7 +201,14 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
       end: async (relayed, outcome) => {
         let settlement: Settlement | undefined
         try {
-          settlement = await reserved.settle(attempt.upstream, relayed.usage, relayed.completion, outcome)
+          if (abandoned.aborted) {
+            // Its caller could not use the answer (nothing of it was delivered): it costs nothing.
+            await reserved.refund(attempt.upstream.id, 499, 'abandoned by its caller')
+            settlement = { upstream: attempt.upstream.id, status: 499, error: 'abandoned by its caller', flux: 0 }
+          }
+          else {
+            settlement = await reserved.settle(attempt.upstream, relayed.usage, relayed.completion, outcome)
+          }
         }
         catch (error) {
           logger.error({ err: error, call: callId }, 'could not settle a streamed LLM call; its log row stays pending for reconciliation')
@@ -279,7 +295,8 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
         throw shuttingDown()
       const routes = await routerConfig()
       const { shutdown, untrack } = track(randomUUID())
-      const deadline = createCallSignal([clientSignal, shutdown.signal], routes.deadlineMs ?? DEFAULT_DEADLINE_MS)
+      const abandonment = new AbortController()
+      const deadline = createCallSignal([clientSignal, shutdown.signal, abandonment.signal], routes.deadlineMs ?? DEFAULT_DEADLINE_MS)
       // Nothing of a settled call stays reachable: its timer and listeners go with it.
       let done = false
       const settled = () => {
@@ -291,7 +308,7 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
       }
       let prepared: Prepared
       try {
-        prepared = await prepare(userId, body, clientSignal, routes, shutdown, deadline)
+        prepared = await prepare(userId, body, clientSignal, routes, shutdown, deadline, abandonment.signal)
       }
       catch (error) {
         settled()
@@ -319,6 +336,9 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
           finally {
             settled()
           }
+        },
+        abandon(reason: string): void {
+          abandonment.abort(new Error(reason))
         },
       }
     },
