@@ -62,7 +62,7 @@ interface Running {
   answersId: string
   regeneratesId: string | null
   model: string
-  callId?: string
+  callId: string
   text: string
   /** Characters of `text` already sent as deltas. */
   sent: number
@@ -184,9 +184,10 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
    * reply holds it). A row left streaming by an instance that died is failed first,
    * once no call of it could still run.
    */
-  async function claim(row: { id: string, chatId: string, userId: string, characterId: string, answersId: string, regeneratesId: string | null, model: string }): Promise<void> {
+  async function claim(row: Pick<Running, 'id' | 'chatId' | 'userId' | 'characterId' | 'answersId' | 'regeneratesId' | 'model' | 'callId'>): Promise<void> {
     const insert = () => db.insertInto('chat_replies').values({
       id: row.id,
+      call_id: row.callId,
       chat_id: row.chatId,
       user_id: row.userId,
       character_id: row.characterId,
@@ -244,11 +245,16 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
       answersId: input.answers.id,
       regeneratesId: input.regenerates,
       model: counter.alias,
+      // Chosen here, so the reply's row names its call from the start.
+      callId: randomUUID(),
       text: '',
       sent: 0,
       stop: new AbortController(),
     }
-    await claim({ ...reply, model: counter.alias })
+    // The history is read while the slot is claimed (a refused claim only wasted the read).
+    const prompt = buildPrompt(db, { chatId: chat.id, beforeSeq: input.answers.beforeSeq, persona, message: input.answers.content, counter, budget: await config.get('CHAT_CONTEXT_TOKENS') })
+    prompt.catch(() => {})
+    await claim(reply)
     // From here a stop request finds it, on any instance.
     running.set(reply.id, reply)
     let call: ReservedCompletion | undefined
@@ -258,20 +264,18 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
         if (notice.replyId === reply.id)
           reply.stop.abort(new Error('stopped'))
       })
-      const messages = await buildPrompt(db, { chatId: chat.id, beforeSeq: input.answers.beforeSeq, persona, message: input.answers.content, counter, budget: await config.get('CHAT_CONTEXT_TOKENS') })
-      call = await gateway.reserve(userId, { model: counter.alias, messages, stream: true, ...(input.maxTokens ? { max_tokens: input.maxTokens } : {}) }, reply.stop.signal)
-      reply.callId = call.callId
+      const messages = await prompt
+      call = await gateway.reserve(userId, { model: counter.alias, messages, stream: true, ...(input.maxTokens ? { max_tokens: input.maxTokens } : {}) }, reply.stop.signal, { callId: reply.callId })
       // The upstream is called while the message is stored (its first tokens are on the
       // way meanwhile); nothing of its answer is read before the store commits.
       started = call.start()
       started.catch(() => {})
-      const stored = await db.transaction().execute(async (trx) => {
+      const store = input.store
+      const stored = store && await db.transaction().execute(async (trx) => {
         const locked = await lockChat(trx, chat.id)
         if (!locked)
           throw chatNotFound()
-        const appended = input.store ? await appendMessages(trx, locked, [input.store]) : undefined
-        await trx.updateTable('chat_replies').set({ call_id: call!.callId }).where('id', '=', reply.id).execute()
-        return appended
+        return appendMessages(trx, locked, [store])
       })
       reply.done = run(reply, started)
       // Committed: from here the reply runs whatever happens to the announcement (devices read their feeds).
@@ -357,7 +361,7 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
     }
     const metadata = {
       replyId: reply.id,
-      callId: reply.callId ?? null,
+      callId: reply.callId,
       model: reply.model,
       status,
       usage: settlement?.usage ? { input: settlement.usage.prompt_tokens ?? null, output: settlement.usage.completion_tokens ?? null } : null,
@@ -410,11 +414,13 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
      * resend (same message id) answers the same reply and starts nothing.
      */
     async respond(userId: string, input: ReplyOptions & { chatId: string, message: { id: string, content: string } }): Promise<{ message: SyncedMessage, reply: { id: string } }> {
-      await rateLimits?.hit('chat-messages', userId)
-      await rateLimits?.hit('gateway', userId)
-      const chat = await requireBotChat(userId, input.chatId)
+      // A turn is a send and a gateway call: it counts against both limits (asked at once).
+      await Promise.all([rateLimits?.hit('chat-messages', userId), rateLimits?.hit('gateway', userId)])
       const id = asStored(input.message.id)
-      const existing = await db.selectFrom('messages').selectAll().where('id', '=', id).executeTakeFirst()
+      const [chat, existing] = await Promise.all([
+        requireBotChat(userId, input.chatId),
+        db.selectFrom('messages').selectAll().where('id', '=', id).executeTakeFirst(),
+      ])
       if (existing) {
         const reply = existing.chat_id === chat.id && existing.sender_id === userId && existing.role === 'user' && existing.deleted_at === null
           ? await db.selectFrom('chat_replies').select('id').where('chat_id', '=', chat.id).where('answers_id', '=', id).orderBy('created_at').executeTakeFirst()

@@ -37,6 +37,11 @@ export type CompletionResult =
    */
   | { kind: 'stream', chunks: AsyncIterable<string>, signal: AbortSignal, settled: Promise<Settlement | undefined> }
 
+export interface ReserveOptions {
+  /** The call's id (its ledger rows and log row), when the caller recorded it first; a new UUID by default. */
+  callId?: string
+}
+
 /** A call whose Flux is reserved and whose upstreams are not called yet (see `reserve`). */
 export interface ReservedCompletion {
   callId: string
@@ -149,9 +154,9 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
   }
 
   /** Resolves the alias, sizes and takes the reservation (402 here, before any upstream is called). */
-  async function prepare(userId: string, body: ChatCompletionBody, clientSignal: AbortSignal, routes: RouterConfig, shutdown: AbortController, deadline: CallSignal, abandoned: AbortSignal): Promise<Prepared> {
+  async function prepare(userId: string, body: ChatCompletionBody, clientSignal: AbortSignal, routes: RouterConfig, shutdown: AbortController, deadline: CallSignal, abandoned: AbortSignal, options: ReserveOptions): Promise<Prepared> {
     const { alias, entry: { upstreams, maxOutputTokens } } = resolveAlias(routes, body.model)
-    const callId = randomUUID()
+    const callId = options.callId ?? randomUUID()
     const prompt = promptOf(body)
     const bounds = await boundsOf(body, prompt, upstreams[0]!.model, maxOutputTokens)
     const stream = body.stream === true
@@ -290,7 +295,7 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
      * made on the server) use this to learn that a call is paid for before they
      * store anything.
      */
-    async reserve(userId: string, body: ChatCompletionBody, clientSignal: AbortSignal): Promise<ReservedCompletion> {
+    async reserve(userId: string, body: ChatCompletionBody, clientSignal: AbortSignal, options: ReserveOptions = {}): Promise<ReservedCompletion> {
       if (closing)
         throw shuttingDown()
       const routes = await routerConfig()
@@ -308,7 +313,7 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
       }
       let prepared: Prepared
       try {
-        prepared = await prepare(userId, body, clientSignal, routes, shutdown, deadline, abandonment.signal)
+        prepared = await prepare(userId, body, clientSignal, routes, shutdown, deadline, abandonment.signal, options)
       }
       catch (error) {
         settled()
