@@ -12,7 +12,7 @@ import { createFollower, type Follower, type SharedEvent } from './follower.ts'
 /** Users per query of the re-check after pub/sub came back. */
 const USERS_PER_QUERY = 1000
 
-export function chunks<T>(items: T[], size: number): T[][] {
+function chunks<T>(items: T[], size: number): T[][] {
   return Array.from({ length: Math.ceil(items.length / size) }, (_, i) => items.slice(i * size, (i + 1) * size))
 }
 

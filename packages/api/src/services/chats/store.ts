@@ -1,8 +1,7 @@
-import type { Transaction } from 'kysely'
+import { sql, type Transaction } from 'kysely'
 
 import type { Chat, ChatSyncFeedKind, Database, Message } from '@airi/db'
 
-import { chunks } from './live-sync.ts'
 
 /**
  * The id as Postgres keeps it: text travels as UTF-8, where an unpaired surrogate
@@ -12,9 +11,6 @@ import { chunks } from './live-sync.ts'
 export function asStored(id: string): string {
   return id.replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, '\uFFFD')
 }
-
-/** Users per query of the feed head upsert. */
-const USERS_PER_QUERY = 1000
 
 type Trx = Transaction<Database>
 
@@ -34,47 +30,44 @@ export async function lockChat(trx: Trx, chatId: string): Promise<Chat | undefin
 
 /**
  * Appends one entry to the feed of every user member of the chat: new messages
- * `fromSeq..toSeq`, or an edit or deletion of `messageIds`. Each head row stays
- * locked until the transaction commits, so feed seqs commit in order; rows are
- * locked in user id order, so two writers never deadlock.
+ * `fromSeq..toSeq`, or an edit or deletion of `messageIds`. One statement: the
+ * members are read, their heads bumped and the feed rows written by Postgres. Each
+ * head row stays locked until the transaction commits, so feed seqs commit in
+ * order; heads are taken in user id order, so two writers never deadlock.
  */
 export async function appendToFeeds(trx: Trx, chatId: string, fromSeq: number, toSeq: number, change?: { kind: Exclude<ChatSyncFeedKind, 'messages'>, messageIds: string[] }): Promise<Map<string, number>> {
-  const members = await trx.selectFrom('chat_members').select('member_id')
-    .where('chat_id', '=', chatId).where('member_type', '=', 'user').where('deleted_at', 'is', null)
-    .orderBy('member_id').execute()
-  const heads = new Map<string, number>()
-  for (const batch of chunks(members.map(row => row.member_id), USERS_PER_QUERY)) {
-    const rows = await trx.insertInto('chat_sync_heads').values(batch.map(userId => ({ user_id: userId, last_seq: 1 })))
-      .onConflict(oc => oc.column('user_id').doUpdateSet({ last_seq: eb => eb('chat_sync_heads.last_seq', '+', 1) }))
-      .returning(['user_id', 'last_seq']).execute()
-    await trx.insertInto('chat_sync_feed')
-      .values(rows.map(row => ({
-        user_id: row.user_id,
-        seq: row.last_seq,
-        chat_id: chatId,
-        from_seq: fromSeq,
-        to_seq: toSeq,
-        ...(change ? { kind: change.kind, message_ids: change.messageIds } : {}),
-      })))
-      .execute()
-    for (const row of rows)
-      heads.set(row.user_id, row.last_seq)
-  }
-  return heads
+  const { rows } = await sql<{ user_id: string, seq: number }>`
+    WITH heads AS (
+      INSERT INTO chat_sync_heads (user_id, last_seq)
+      SELECT member_id, 1 FROM chat_members
+      WHERE chat_id = ${chatId} AND member_type = 'user' AND deleted_at IS NULL
+      ORDER BY member_id
+      ON CONFLICT (user_id) DO UPDATE SET last_seq = chat_sync_heads.last_seq + 1
+      RETURNING user_id, last_seq
+    )
+    INSERT INTO chat_sync_feed (user_id, seq, chat_id, from_seq, to_seq, kind, message_ids)
+    SELECT user_id, last_seq, ${chatId}, ${fromSeq}, ${toSeq}, ${change?.kind ?? 'messages'}, ${change ? sql`${change.messageIds}::text[]` : sql`NULL`} FROM heads
+    RETURNING user_id, seq`.execute(trx)
+  return new Map(rows.map(row => [row.user_id, Number(row.seq)]))
 }
 
-/** Appends messages to a chat locked by `lockChat`, with the next seqs and their feed entries. */
+/**
+ * Appends messages to a chat locked by `lockChat`, with the next seqs and their
+ * feed entries: two statements (the messages with the chat's new `last_seq`, then
+ * the feeds).
+ */
 export async function appendMessages(trx: Trx, chat: Chat, messages: MessageToStore[]): Promise<{ rows: Message[], heads: Map<string, number> }> {
-  const rows = await trx.insertInto('messages').values(messages.map((message, index) => ({
-    id: message.id,
-    chat_id: chat.id,
-    seq: chat.last_seq + index + 1,
-    sender_id: message.senderId,
-    role: message.role,
-    content: message.content,
-    metadata: message.metadata ? JSON.stringify(message.metadata) : null,
-  }))).returningAll().execute()
-  await trx.updateTable('chats').set({ last_seq: chat.last_seq + messages.length, updated_at: new Date() }).where('id', '=', chat.id).execute()
+  const rows = await trx
+    .with('bumped', db => db.updateTable('chats').set({ last_seq: chat.last_seq + messages.length, updated_at: new Date() }).where('id', '=', chat.id).returning('id'))
+    .insertInto('messages').values(messages.map((message, index) => ({
+      id: message.id,
+      chat_id: chat.id,
+      seq: chat.last_seq + index + 1,
+      sender_id: message.senderId,
+      role: message.role,
+      content: message.content,
+      metadata: message.metadata ? JSON.stringify(message.metadata) : null,
+    }))).returningAll().execute()
   chat.last_seq += messages.length
   const heads = await appendToFeeds(trx, chat.id, rows[0]!.seq, rows.at(-1)!.seq)
   return { rows, heads }
