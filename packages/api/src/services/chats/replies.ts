@@ -51,6 +51,11 @@ export interface ReplyView {
   error?: { code: string, message: string }
 }
 
+interface BotChat {
+  chat: Chat
+  members: Array<{ member_type: 'user' | 'character', member_id: string }>
+}
+
 /** A reply being made on this instance. */
 interface Running {
   id: string
@@ -150,11 +155,16 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
       flush(reply)
   }
 
-  /** The chat's users (whose subscriptions get the reply's events) and its first live character (who answers). */
-  async function membersOf(chat: Chat, languages: string[]): Promise<{ users: string[], persona: Persona }> {
-    const members = await db.selectFrom('chat_members').select(['member_type', 'member_id'])
-      .where('chat_id', '=', chat.id).where('deleted_at', 'is', null)
+  type MemberRow = BotChat['members'][number]
+
+  async function readMembers(chatId: string): Promise<MemberRow[]> {
+    return db.selectFrom('chat_members').select(['member_type', 'member_id'])
+      .where('chat_id', '=', chatId).where('deleted_at', 'is', null)
       .orderBy('created_at').orderBy('member_id').execute()
+  }
+
+  /** The chat's users (whose subscriptions get the reply's events) and its first live character (who answers). */
+  async function membersOf(members: MemberRow[], languages: string[]): Promise<{ users: string[], persona: Persona }> {
     const users = members.filter(member => member.member_type === 'user').map(member => member.member_id)
     for (const { member_id: id } of members.filter(member => member.member_type === 'character')) {
       const persona = await characters.persona(id, languages).catch((error: unknown) => {
@@ -227,14 +237,14 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
    * transaction that gives the reply its call, or already stored). Nothing is
    * stored and nothing billed when this throws.
    */
-  async function start(userId: string, chat: Chat, input: ReplyOptions & {
+  async function start(userId: string, { chat, members }: BotChat, input: ReplyOptions & {
     answers: { id: string, content: string, beforeSeq: number }
     regenerates: string | null
     store?: MessageToStore
   }): Promise<{ replyId: string, message?: SyncedMessage }> {
     if (closing)
       throw shuttingDown()
-    const { users, persona } = await membersOf(chat, input.languages)
+    const { users, persona } = await membersOf(members, input.languages)
     const counter = await counterFor(input.model, persona)
     const reply: Running = {
       id: randomUUID(),
@@ -401,12 +411,14 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
     return row
   }
 
-  async function requireBotChat(userId: string, chatId: string): Promise<Chat> {
-    const chat = await reads.requireMembership(userId, chatId)
+  /** The chat, when the caller is a member and it is a bot chat, with its members (read at the same time). */
+  async function requireBotChat(userId: string, chatId: string): Promise<BotChat> {
+    const [chat, members] = await Promise.all([reads.requireMembership(userId, chatId), readMembers(chatId)])
     if (chat.type !== 'bot')
       throw new ApiError(400, 'NOT_A_BOT_CHAT', 'Replies are made in bot chats only', { field: 'chatId' })
-    return chat
+    return { chat, members }
   }
+
 
   return {
     /**
@@ -417,10 +429,11 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
       // A turn is a send and a gateway call: it counts against both limits (asked at once).
       await Promise.all([rateLimits?.hit('chat-messages', userId), rateLimits?.hit('gateway', userId)])
       const id = asStored(input.message.id)
-      const [chat, existing] = await Promise.all([
+      const [botChat, existing] = await Promise.all([
         requireBotChat(userId, input.chatId),
         db.selectFrom('messages').selectAll().where('id', '=', id).executeTakeFirst(),
       ])
+      const { chat } = botChat
       if (existing) {
         const reply = existing.chat_id === chat.id && existing.sender_id === userId && existing.role === 'user' && existing.deleted_at === null
           ? await db.selectFrom('chat_replies').select('id').where('chat_id', '=', chat.id).where('answers_id', '=', id).orderBy('created_at').executeTakeFirst()
@@ -429,7 +442,7 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
           throw new ApiError(409, 'MESSAGE_ID_CONFLICT', 'This message id is already used', { field: 'message.id' })
         return { message: toMessage(existing), reply: { id: reply.id } }
       }
-      const { replyId, message } = await start(userId, chat, {
+      const { replyId, message } = await start(userId, botChat, {
         ...input,
         answers: { id, content: input.message.content, beforeSeq: Number.MAX_SAFE_INTEGER },
         regenerates: null,
@@ -445,7 +458,8 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
      */
     async regenerate(userId: string, input: ReplyOptions & { chatId: string, messageId: string }): Promise<{ reply: { id: string } }> {
       await rateLimits?.hit('gateway', userId)
-      const chat = await requireBotChat(userId, input.chatId)
+      const botChat = await requireBotChat(userId, input.chatId)
+      const { chat } = botChat
       const last = await db.selectFrom('messages').selectAll().where('chat_id', '=', chat.id).where('deleted_at', 'is', null)
         .where('role', 'in', ['user', 'assistant']).orderBy('seq', 'desc').limit(1).executeTakeFirst()
       const target = await db.selectFrom('messages').selectAll().where('id', '=', asStored(input.messageId)).where('chat_id', '=', chat.id)
@@ -471,7 +485,7 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
       else if (target.role !== 'user' || target.sender_id !== userId || last?.id !== target.id) {
         throw cannot('Give the chat\'s last reply, or your last message when its reply failed')
       }
-      const { replyId } = await start(userId, chat, {
+      const { replyId } = await start(userId, botChat, {
         ...input,
         answers: { id: answers.id, content: answers.content, beforeSeq: answers.seq },
         regenerates: target.role === 'assistant' ? target.id : null,
