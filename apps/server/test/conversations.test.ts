@@ -323,6 +323,46 @@ describe('the prompt the upstream receives', () => {
     const routers = await turn(sdk, await botChat(user, plain), 'whatever you have')
     expect(routers.body.model).toBe('gpt-4o-mini')
     expect(routers.stored!.metadata).toMatchObject({ model: 'chat' })
+
+    // The second turn in the chat was claimed ahead with the first turn's model: its row was corrected.
+    const rows = await a.database.db.selectFrom('chat_replies').select(['model', 'character_id', 'status']).where('chat_id', '=', withDefault).orderBy('created_at').execute()
+    expect(rows.map(row => [row.model, row.status])).toEqual([['chat-pro', 'complete'], ['character-model', 'complete']])
+  })
+
+  it('a turn read ahead with an outdated guess answers with the chat as it is now: the new character, its prompts, its model', async () => {
+    const user = await createVerifiedUser(a)
+    const sdk = client(user.token, a)
+    llm.behave(() => ({ kind: 'complete', content: 'Hi.' }))
+    const chatId = await botChat(user, plain)
+    const first = await turn(sdk, chatId, 'hello')
+    expect(first.stored!.metadata).toMatchObject({ model: 'chat' })
+
+    // The character that answered leaves; the storyteller (its own prompts and default model) joins.
+    const answered = (await a.database.db.selectFrom('chat_replies').select('character_id').where('chat_id', '=', chatId).executeTakeFirstOrThrow()).character_id
+    await sdk.chats.addMembers.mutate({ chatId, members: [{ type: 'character', id: storyteller }] })
+    await sdk.chats.removeMember.mutate({ chatId, member: { type: 'character', id: answered } })
+
+    const second = await turn(sdk, chatId, 'and now?')
+    expect(second.body.model).toBe('gpt-4.1-mini')
+    expect(second.body.messages[0]).toMatchObject({ role: 'system', content: expect.stringContaining('You are Airi, a storyteller.') })
+    expect(second.stored!.metadata).toMatchObject({ model: 'character-model' })
+    expect(second.stored!.senderId).toBe(storyteller)
+    const rows = await a.database.db.selectFrom('chat_replies').select(['model', 'character_id']).where('chat_id', '=', chatId).orderBy('created_at').execute()
+    expect(rows).toEqual([{ model: 'chat', character_id: answered }, { model: 'character-model', character_id: storyteller }])
+  })
+
+  it('a call on a chat the caller is not in claims nothing, even where the instance has a guess for that chat', async () => {
+    const owner = await createVerifiedUser(a)
+    const stranger = await createVerifiedUser(a)
+    llm.behave(() => ({ kind: 'complete', content: 'Hi.' }))
+    const chatId = await botChat(owner, plain)
+    await turn(client(owner.token, a), chatId, 'hello')
+
+    const refused = await client(stranger.token, a).chats.respond.mutate({ chatId, message: { id: randomUUID(), content: 'let me in' } }).catch((error: unknown) => error)
+    expect((refused as TRPCClientError<AppRouter>).data).toMatchObject({ httpStatus: 404, apiCode: 'CHAT_NOT_FOUND' })
+    expect(await a.database.db.selectFrom('chat_replies').select('user_id').where('chat_id', '=', chatId).execute()).toEqual([{ user_id: owner.id }])
+    // The owner's next turn is not blocked by anything the stranger did.
+    expect((await turn(client(owner.token, a), chatId, 'still there?')).ended.status).toBe('complete')
   })
 })
 

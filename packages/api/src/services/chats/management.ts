@@ -73,7 +73,7 @@ export function createChatManagement({ db, reads: { memberChats, requireMembersh
           member_id: ref.id,
         }))).execute()
         const greeted = greeting
-          ? await appendMessages(trx, chat, [{ id: randomUUID(), senderId: firstCharacter!.id, role: 'assistant', content: greeting, metadata: { greeting: true } }])
+          ? await appendMessages(trx, chat.id, [{ id: randomUUID(), senderId: firstCharacter!.id, role: 'assistant', content: greeting, metadata: { greeting: true } }])
           : undefined
         return { chatId: chat.id, greeted }
       })

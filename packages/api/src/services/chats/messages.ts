@@ -63,8 +63,10 @@ export function createChatMessages({ db, reads: { requireMembership }, live, ana
         if (fresh.length === 0)
           return { rows: existing, heads: undefined, created: [] }
 
-        const { rows: created, heads } = await appendMessages(trx, chat, fresh.map(message => ({ ...message, senderId: userId })))
-        return { rows: [...existing, ...created], heads, created }
+        const appended = await appendMessages(trx, chat.id, fresh.map(message => ({ ...message, senderId: userId })))
+        if (!appended)
+          throw chatNotFound()
+        return { rows: [...existing, ...appended.rows], heads: appended.heads, created: appended.rows }
       })
 
       if (heads)

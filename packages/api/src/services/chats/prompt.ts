@@ -23,14 +23,33 @@ function systemPromptOf(persona: Persona): PromptMessage | null {
   return parts.length > 0 ? { role: 'system', content: parts.join('\n\n') } : null
 }
 
+type HistoryRow = { seq: number, role: string, content: string }
+
+/** Reads a chat's messages before a seq, newest first, a page at a time. */
+export type HistoryReader = (before: number) => Promise<HistoryRow[]>
+
+/**
+ * The history of `chatId` before `beforeSeq`, its first page asked at once: it
+ * travels with the turn's other reads instead of after them.
+ */
+export function readHistoryAhead(db: Db, chatId: string, beforeSeq: number): HistoryReader {
+  const page = (before: number) => db.selectFrom('messages').select(['seq', 'role', 'content'])
+    .where('chat_id', '=', chatId).where('seq', '<', before).where('deleted_at', 'is', null)
+    .where('role', 'in', ['user', 'assistant', 'system'])
+    .orderBy('seq', 'desc').limit(HISTORY_PAGE).execute()
+  const first = page(beforeSeq)
+  first.catch(() => {})
+  return before => before === beforeSeq ? first : page(before)
+}
+
 /**
  * The prompt of a reply: the persona's system message, then as many of the chat's
  * latest messages before `beforeSeq` as fit `budget` tokens (whole messages, newest
  * kept), then `message`. The system message and the new message always go in; a
  * message role the model does not take (a client's own roles) is left out.
  */
-export async function buildPrompt(db: Db, { chatId, beforeSeq, persona, message, counter, budget }: {
-  chatId: string
+export async function buildPrompt({ history, beforeSeq, persona, message, counter, budget }: {
+  history: HistoryReader
   beforeSeq: number
   persona: Persona
   message: string
@@ -40,13 +59,10 @@ export async function buildPrompt(db: Db, { chatId, beforeSeq, persona, message,
   const cost = (text: string) => counter.count(text) + counter.perMessage
   const system = systemPromptOf(persona)
   let left = budget - cost(message) - (system ? cost(system.content) : 0)
-  const history: PromptMessage[] = []
+  const kept: PromptMessage[] = []
   let before = beforeSeq
   while (left > 0) {
-    const rows = await db.selectFrom('messages').select(['seq', 'role', 'content'])
-      .where('chat_id', '=', chatId).where('seq', '<', before).where('deleted_at', 'is', null)
-      .where('role', 'in', ['user', 'assistant', 'system'])
-      .orderBy('seq', 'desc').limit(HISTORY_PAGE).execute()
+    const rows = await history(before)
     for (const row of rows) {
       const tokens = cost(row.content)
       if (tokens > left) {
@@ -54,11 +70,11 @@ export async function buildPrompt(db: Db, { chatId, beforeSeq, persona, message,
         break
       }
       left -= tokens
-      history.push({ role: row.role as PromptMessage['role'], content: row.content })
+      kept.push({ role: row.role as PromptMessage['role'], content: row.content })
     }
     if (rows.length < HISTORY_PAGE)
       break
     before = rows.at(-1)!.seq
   }
-  return [...(system ? [system] : []), ...history.reverse(), { role: 'user', content: message }]
+  return [...(system ? [system] : []), ...kept.reverse(), { role: 'user', content: message }]
 }

@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto'
 
+import { LRUCache } from 'lru-cache'
+
 import type { Chat, ChatReply, Db } from '@airi/db'
 
 import { keys } from '../../adapters/keys.ts'
@@ -14,9 +16,10 @@ import type { RateLimits } from '../rate-limits.ts'
 import { toMessage, type ReplyEnd, type ReplyStatus } from './events.ts'
 import type { SyncedMessage } from './fanout.ts'
 import type { createLiveSync } from './live-sync.ts'
-import { buildPrompt } from './prompt.ts'
+import { buildPrompt, readHistoryAhead, type HistoryReader } from './prompt.ts'
+import { createReplySlots, type SlotClaim } from './reply-slot.ts'
 import { chatNotFound, type ChatReads } from './reads.ts'
-import { appendMessages, asStored, lockChat, type MessageToStore } from './store.ts'
+import { appendMessages, asStored, type MessageToStore } from './store.ts'
 
 type LiveSync = ReturnType<typeof createLiveSync>
 
@@ -56,6 +59,13 @@ interface BotChat {
   members: Array<{ member_type: 'user' | 'character', member_id: string }>
 }
 
+/** What a turn read ahead of the chat: the slot claimed with a guessed character and model, and that character's persona. */
+interface Ahead {
+  guess: SlotClaim
+  claimed: boolean
+  persona: Persona | undefined
+}
+
 /** A reply being made on this instance. */
 interface Running {
   id: string
@@ -86,7 +96,6 @@ const DEFAULT_DELTA_INTERVAL_MS = 50
 const MAX_REPLY_CHARS = 512 * 1024
 
 const replyNotFound = () => new ApiError(404, 'REPLY_NOT_FOUND', 'No such reply in this chat')
-const inProgress = (replyId: string) => new ApiError(409, 'REPLY_IN_PROGRESS', 'A reply in this chat is still being made; stop it or wait for it to end', { replyId })
 const shuttingDown = () => new ApiError(503, 'SHUTTING_DOWN', 'The server is shutting down; retry the call')
 
 /** The `error` of an OpenAI-shaped stream event (our relay's error event), if it is one. */
@@ -116,6 +125,9 @@ function deltaText(payload: unknown): string {
  */
 export function createReplies({ db, reads, live, gateway, characters, config, cache, rateLimits, logger, clock, deltaIntervalMs = DEFAULT_DELTA_INTERVAL_MS }: ReplyDeps) {
   const running = new Map<string, Running>()
+  const slots = createReplySlots({ db, gateway, clock })
+  /** Each chat's character and model at its last reply here: what the next turn guesses ahead with. */
+  const lastAnswered = new LRUCache<string, { characterId: string, model: string }>({ max: 10_000 })
   let closing = false
 
   async function textTtlSeconds(): Promise<number> {
@@ -163,9 +175,8 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
       .orderBy('created_at').orderBy('member_id').execute()
   }
 
-  /** The chat's users (whose subscriptions get the reply's events) and its first live character (who answers). */
-  async function membersOf(members: MemberRow[], languages: string[]): Promise<{ users: string[], persona: Persona }> {
-    const users = members.filter(member => member.member_type === 'user').map(member => member.member_id)
+  /** The chat's first live character: who answers. */
+  async function personaOf(members: MemberRow[], languages: string[]): Promise<Persona> {
     for (const { member_id: id } of members.filter(member => member.member_type === 'character')) {
       const persona = await characters.persona(id, languages).catch((error: unknown) => {
         if (error instanceof ApiError && error.status === 404)
@@ -173,7 +184,7 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
         throw error
       })
       if (persona)
-        return { users, persona }
+        return persona
     }
     throw new ApiError(400, 'NO_CHARACTER', 'This chat has no character left to answer; add one', { field: 'chatId' })
   }
@@ -190,81 +201,62 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
   }
 
   /**
-   * Claims the chat's one streaming slot with the reply's row (409 when another
-   * reply holds it). A row left streaming by an instance that died is failed first,
-   * once no call of it could still run.
+   * What a new turn reads beside the chat, in a chat this instance answered in
+   * before (its character and model then are the guess): the slot claimed for the
+   * reply and the character's persona. The turn checks both against the chat it
+   * reads; a wrong guess only costs a correction.
    */
-  async function claim(row: Pick<Running, 'id' | 'chatId' | 'userId' | 'characterId' | 'answersId' | 'regeneratesId' | 'model' | 'callId'>): Promise<void> {
-    const insert = () => db.insertInto('chat_replies').values({
-      id: row.id,
-      call_id: row.callId,
-      chat_id: row.chatId,
-      user_id: row.userId,
-      character_id: row.characterId,
-      answers_id: row.answersId,
-      regenerates_id: row.regeneratesId,
-      model: row.model,
-      status: 'streaming',
-    }).execute()
-    try {
-      await insert()
-      return
-    }
-    catch (error) {
-      if (!isUniqueViolation(error))
-        throw error
-    }
-    const staleMs = await gateway.staleAfterMs()
-    const freed = await db.updateTable('chat_replies').set({ status: 'failed', error_code: 'INTERRUPTED', error_message: 'The server making this reply stopped', ended_at: new Date() })
-      .where('chat_id', '=', row.chatId).where('status', '=', 'streaming')
-      .where('created_at', '<', new Date(clock.now() - staleMs)).executeTakeFirst()
-    if (Number(freed.numUpdatedRows) > 0) {
-      try {
-        await insert()
-        return
-      }
-      catch (error) {
-        if (!isUniqueViolation(error))
-          throw error
-      }
-    }
-    const holder = await db.selectFrom('chat_replies').select('id').where('chat_id', '=', row.chatId).where('status', '=', 'streaming').executeTakeFirst()
-    throw inProgress(holder?.id ?? '')
+  function readAhead(userId: string, chatId: string, answersId: string, options: ReplyOptions): Promise<Ahead> | undefined {
+    const last = lastAnswered.get(chatId)
+    if (!last)
+      return undefined
+    const guess: SlotClaim = { id: randomUUID(), callId: randomUUID(), chatId, userId, characterId: last.characterId, answersId, regeneratesId: null, model: options.model ?? last.model }
+    return Promise.all([
+      slots.claimAhead(guess),
+      characters.persona(last.characterId, options.languages).catch(() => undefined),
+    ]).then(([claimed, persona]) => ({ guess, claimed, persona }))
   }
 
   /**
-   * Starts a reply to `answers` (the user message, stored by `store` in the same
-   * transaction that gives the reply its call, or already stored). Nothing is
-   * stored and nothing billed when this throws.
+   * Starts a reply to `answers` (the user message, stored by `store` while the call
+   * starts, or already stored). Nothing is stored and nothing billed when this throws.
    */
   async function start(userId: string, { chat, members }: BotChat, input: ReplyOptions & {
     answers: { id: string, content: string, beforeSeq: number }
     regenerates: string | null
     store?: MessageToStore
+    history: HistoryReader
+    ahead?: Ahead
   }): Promise<{ replyId: string, message?: SyncedMessage }> {
     if (closing)
       throw shuttingDown()
-    const { users, persona } = await membersOf(members, input.languages)
+    const { ahead } = input
+    const firstCharacter = members.find(member => member.member_type === 'character')?.member_id
+    const persona = ahead?.persona?.id === firstCharacter && ahead?.persona ? ahead.persona : await personaOf(members, input.languages)
     const counter = await counterFor(input.model, persona)
+    lastAnswered.set(chat.id, { characterId: persona.id, model: counter.alias })
     const reply: Running = {
-      id: randomUUID(),
+      id: ahead?.claimed ? ahead.guess.id : randomUUID(),
       chatId: chat.id,
       userId,
       characterId: persona.id,
-      users,
+      users: members.filter(member => member.member_type === 'user').map(member => member.member_id),
       answersId: input.answers.id,
       regeneratesId: input.regenerates,
       model: counter.alias,
-      // Chosen here, so the reply's row names its call from the start.
-      callId: randomUUID(),
+      // Chosen before the claim, so the reply's row names its call from the start.
+      callId: ahead?.claimed ? ahead.guess.callId : randomUUID(),
       text: '',
       sent: 0,
       stop: new AbortController(),
     }
-    // The history is read while the slot is claimed (a refused claim only wasted the read).
-    const prompt = buildPrompt(db, { chatId: chat.id, beforeSeq: input.answers.beforeSeq, persona, message: input.answers.content, counter, budget: await config.get('CHAT_CONTEXT_TOKENS') })
+    // The history was asked for with the chat; the prompt is made while the slot is claimed.
+    const prompt = buildPrompt({ history: input.history, beforeSeq: input.answers.beforeSeq, persona, message: input.answers.content, counter, budget: await config.get('CHAT_CONTEXT_TOKENS') })
     prompt.catch(() => {})
-    await claim(reply)
+    if (!ahead?.claimed)
+      await slots.claim(reply)
+    else if (ahead.guess.characterId !== reply.characterId || ahead.guess.model !== reply.model)
+      await db.updateTable('chat_replies').set({ character_id: reply.characterId, model: reply.model }).where('id', '=', reply.id).execute()
     // From here a stop request finds it, on any instance.
     running.set(reply.id, reply)
     let call: ReservedCompletion | undefined
@@ -281,12 +273,10 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
       started = call.start()
       started.catch(() => {})
       const store = input.store
-      const stored = store && await db.transaction().execute(async (trx) => {
-        const locked = await lockChat(trx, chat.id)
-        if (!locked)
-          throw chatNotFound()
-        return appendMessages(trx, locked, [store])
-      })
+      // One statement, so its one round trip is all the store adds before the answer is read.
+      const stored = store && await appendMessages(db, chat.id, [store])
+      if (store && !stored)
+        throw chatNotFound()
       reply.done = run(reply, started)
       // Committed: from here the reply runs whatever happens to the announcement (devices read their feeds).
       if (stored) {
@@ -306,7 +296,7 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
       else {
         await call?.cancel('the reply did not start').catch((cancelError: unknown) => logger.error({ err: cancelError, replyId: reply.id }, 'could not give back a reply\'s reservation; reconciliation will'))
       }
-      await db.deleteFrom('chat_replies').where('id', '=', reply.id).execute()
+      await slots.release(reply.id)
         .catch((deleteError: unknown) => logger.error({ err: deleteError, replyId: reply.id }, 'could not remove the row of a reply that did not start'))
       if (isUniqueViolation(error))
         throw new ApiError(409, 'MESSAGE_ID_CONFLICT', 'This message id is already used', { field: 'message.id' })
@@ -381,10 +371,7 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
       ...(error ? { error } : {}),
     }
     const stored = await db.transaction().execute(async (trx) => {
-      const chat = await lockChat(trx, reply.chatId)
-      const appended = chat
-        ? await appendMessages(trx, chat, [{ id: randomUUID(), senderId: reply.characterId, role: 'assistant', content: reply.text, metadata }])
-        : undefined
+      const appended = await appendMessages(trx, reply.chatId, [{ id: randomUUID(), senderId: reply.characterId, role: 'assistant', content: reply.text, metadata }])
       await trx.updateTable('chat_replies').set({
         status,
         message_id: appended?.rows[0]!.id ?? null,
@@ -429,26 +416,40 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
       // A turn is a send and a gateway call: it counts against both limits (asked at once).
       await Promise.all([rateLimits?.hit('chat-messages', userId), rateLimits?.hit('gateway', userId)])
       const id = asStored(input.message.id)
-      const [botChat, existing] = await Promise.all([
-        requireBotChat(userId, input.chatId),
-        db.selectFrom('messages').selectAll().where('id', '=', id).executeTakeFirst(),
-      ])
-      const { chat } = botChat
-      if (existing) {
-        const reply = existing.chat_id === chat.id && existing.sender_id === userId && existing.role === 'user' && existing.deleted_at === null
-          ? await db.selectFrom('chat_replies').select('id').where('chat_id', '=', chat.id).where('answers_id', '=', id).orderBy('created_at').executeTakeFirst()
-          : undefined
-        if (!reply)
-          throw new ApiError(409, 'MESSAGE_ID_CONFLICT', 'This message id is already used', { field: 'message.id' })
-        return { message: toMessage(existing), reply: { id: reply.id } }
+      // Everything a turn reads goes at once: the chat, a resend's message, the history, and what readAhead guesses.
+      const history = readHistoryAhead(db, input.chatId, Number.MAX_SAFE_INTEGER)
+      const ahead = readAhead(userId, input.chatId, id, input)
+      try {
+        const [botChat, existing] = await Promise.all([
+          requireBotChat(userId, input.chatId),
+          db.selectFrom('messages').selectAll().where('id', '=', id).executeTakeFirst(),
+        ])
+        const { chat } = botChat
+        if (existing) {
+          const reply = existing.chat_id === chat.id && existing.sender_id === userId && existing.role === 'user' && existing.deleted_at === null
+            ? await db.selectFrom('chat_replies').select('id').where('chat_id', '=', chat.id).where('answers_id', '=', id).orderBy('created_at').executeTakeFirst()
+            : undefined
+          if (!reply)
+            throw new ApiError(409, 'MESSAGE_ID_CONFLICT', 'This message id is already used', { field: 'message.id' })
+          return { message: toMessage(existing), reply: { id: reply.id } }
+        }
+        const { replyId, message } = await start(userId, botChat, {
+          ...input,
+          answers: { id, content: input.message.content, beforeSeq: Number.MAX_SAFE_INTEGER },
+          regenerates: null,
+          store: { id, senderId: userId, role: 'user', content: input.message.content },
+          history,
+          ahead: await ahead,
+        })
+        return { message: message!, reply: { id: replyId } }
       }
-      const { replyId, message } = await start(userId, botChat, {
-        ...input,
-        answers: { id, content: input.message.content, beforeSeq: Number.MAX_SAFE_INTEGER },
-        regenerates: null,
-        store: { id, senderId: userId, role: 'user', content: input.message.content },
-      })
-      return { message: message!, reply: { id: replyId } }
+      catch (error) {
+        // A slot claimed ahead for a turn that did not start is given back (a resend's included).
+        const read = await ahead?.catch(() => undefined)
+        if (read?.claimed)
+          await slots.release(read.guess.id).catch((releaseError: unknown) => logger.error({ err: releaseError, replyId: read.guess.id }, 'could not give back a reply slot'))
+        throw error
+      }
     },
 
     /**
@@ -488,6 +489,7 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
       const { replyId } = await start(userId, botChat, {
         ...input,
         answers: { id: answers.id, content: answers.content, beforeSeq: answers.seq },
+        history: readHistoryAhead(db, chat.id, answers.seq),
         regenerates: target.role === 'assistant' ? target.id : null,
       })
       return { reply: { id: replyId } }

@@ -1,4 +1,4 @@
-import { sql, type Transaction } from 'kysely'
+import { sql, type Kysely, type Transaction } from 'kysely'
 
 import type { Chat, ChatSyncFeedKind, Database, Message } from '@airi/db'
 
@@ -52,23 +52,48 @@ export async function appendToFeeds(trx: Trx, chatId: string, fromSeq: number, t
 }
 
 /**
- * Appends messages to a chat locked by `lockChat`, with the next seqs and their
- * feed entries: two statements (the messages with the chat's new `last_seq`, then
- * the feeds).
+ * Appends messages to a live chat, with the next seqs and their feed entries, in
+ * one statement: the chat row's update takes its lock (a concurrent append waits,
+ * then reads the new `last_seq`), so outside a transaction it is the whole append
+ * in one round trip. Undefined when the chat is missing or deleted.
  */
-export async function appendMessages(trx: Trx, chat: Chat, messages: MessageToStore[]): Promise<{ rows: Message[], heads: Map<string, number> }> {
-  const rows = await trx
-    .with('bumped', db => db.updateTable('chats').set({ last_seq: chat.last_seq + messages.length, updated_at: new Date() }).where('id', '=', chat.id).returning('id'))
-    .insertInto('messages').values(messages.map((message, index) => ({
-      id: message.id,
-      chat_id: chat.id,
-      seq: chat.last_seq + index + 1,
-      sender_id: message.senderId,
-      role: message.role,
-      content: message.content,
-      metadata: message.metadata ? JSON.stringify(message.metadata) : null,
-    }))).returningAll().execute()
-  chat.last_seq += messages.length
-  const heads = await appendToFeeds(trx, chat.id, rows[0]!.seq, rows.at(-1)!.seq)
-  return { rows, heads }
+export async function appendMessages(db: Kysely<Database>, chatId: string, messages: MessageToStore[]): Promise<{ rows: Message[], heads: Map<string, number> } | undefined> {
+  const count = messages.length
+  const { rows } = await sql<Message & { heads: Array<[string, number]> }>`
+    WITH bumped AS (
+      UPDATE chats SET last_seq = last_seq + ${count}, updated_at = ${new Date()}
+      WHERE id = ${chatId} AND deleted_at IS NULL
+      RETURNING id, last_seq - ${count} AS base
+    ),
+    added AS (
+      INSERT INTO messages (id, chat_id, seq, sender_id, role, content, metadata)
+      SELECT m.id, bumped.id, bumped.base + m.ord, m.sender_id, m.role, m.content, m.metadata
+      FROM bumped, unnest(
+        ${messages.map(message => message.id)}::text[],
+        ${messages.map(message => message.senderId)}::text[],
+        ${messages.map(message => message.role)}::text[],
+        ${messages.map(message => message.content)}::text[],
+        ${messages.map(message => message.metadata ? JSON.stringify(message.metadata) : null)}::jsonb[]
+      ) WITH ORDINALITY AS m(id, sender_id, role, content, metadata, ord)
+      RETURNING *
+    ),
+    heads AS (
+      INSERT INTO chat_sync_heads (user_id, last_seq)
+      SELECT member_id, 1 FROM chat_members JOIN bumped ON chat_members.chat_id = bumped.id
+      WHERE member_type = 'user' AND chat_members.deleted_at IS NULL
+      ORDER BY member_id
+      ON CONFLICT (user_id) DO UPDATE SET last_seq = chat_sync_heads.last_seq + 1
+      RETURNING user_id, last_seq
+    ),
+    feed AS (
+      INSERT INTO chat_sync_feed (user_id, seq, chat_id, from_seq, to_seq, kind, message_ids)
+      SELECT heads.user_id, heads.last_seq, bumped.id, bumped.base + 1, bumped.base + ${count}, 'messages', NULL FROM heads, bumped
+      RETURNING user_id, seq
+    )
+    SELECT added.*, (SELECT coalesce(json_agg(json_build_array(user_id, seq)), '[]') FROM feed) AS heads
+    FROM added ORDER BY seq`.execute(db)
+  if (rows.length === 0)
+    return undefined
+  const heads = new Map(rows[0]!.heads)
+  return { rows: rows.map(({ heads: _heads, ...row }) => row), heads }
 }
