@@ -3,7 +3,7 @@ import { createHmac, randomBytes, randomUUID } from 'node:crypto'
 import pg from 'pg'
 
 import { REQUEST_DEADLINE_MS } from './context.ts'
-import { BENCH_ADMIN_EMAIL, BENCH_AUTH_SECRET } from './infra.ts'
+import { BENCH_ADMIN_EMAIL, BENCH_AUTH_SECRET, type Fakes } from './infra.ts'
 
 /** Calls a tRPC procedure over plain HTTP (superjson's `{ json }` envelope), as the SDK would. */
 export async function trpcCall<T>(baseUrl: string, token: string | undefined, path: string, input: unknown, kind: 'query' | 'mutation'): Promise<T> {
@@ -126,25 +126,56 @@ export interface Deployment {
   model: string
   upstreamKey: string
   ttsKey: string
+  /** What the stt scenarios use; `error` when this checkout refused the STT config (one that predates it). */
+  stt: { model: string, upstreamModel: string, key: string, streamingKey: string } | { error: string }
 }
 
 const BENCH_MODEL = 'chat'
+const BENCH_STT_MODEL = 'stt'
 /** Enough Flux that no user of the bench ever runs out. */
 const BENCH_INITIAL_FLUX = 1_000_000_000
+
+/** The deployment's speech-to-text set-up, or the reason this checkout has none (the stt scenarios then fail). */
+export function sttOf(deployment: Deployment): Exclude<Deployment['stt'], { error: string }> {
+  if ('error' in deployment.stt)
+    throw new Error(`speech-to-text could not be configured on this checkout: ${deployment.stt.error}`)
+  return deployment.stt
+}
+
+type SetConfig = (key: string, value: unknown) => Promise<unknown>
+type Encrypt = (model: string, keyId: string, apiKey: string) => Promise<{ keyId: string, ciphertext: string }>
+
+/** Transcriptions (`stt`) to the fake transcriber, streaming ones to the fake Realtime upstream. */
+async function configureStt(set: SetConfig, encrypt: Encrypt, fakes: Fakes): Promise<Deployment['stt']> {
+  const key = 'sk-bench-stt'
+  const streamingKey = 'sk-bench-stt-stream'
+  const upstreamModel = 'whisper-1'
+  try {
+    const [sealed, sealedStreaming] = await Promise.all([encrypt(BENCH_STT_MODEL, 'k0', key), encrypt('streaming-stt', 'k0', streamingKey)])
+    await set('STT_UPSTREAMS', { defaultModel: BENCH_STT_MODEL, models: { [BENCH_STT_MODEL]: { adapter: 'openai-compatible', baseUrl: fakes.sttUrl, model: upstreamModel, keys: [{ id: sealed.keyId, ciphertext: sealed.ciphertext }] } } })
+    await set('STREAMING_STT_UPSTREAM', { url: fakes.realtimeSttUrl, model: 'gpt-4o-transcribe', keys: [{ id: sealedStreaming.keyId, ciphertext: sealedStreaming.ciphertext }] })
+  }
+  catch (error) {
+    // A checkout from before speech-to-text (a --server-root run) has no such entries: only the stt scenarios fail.
+    return { error: (error as Error).message }
+  }
+  return { model: BENCH_STT_MODEL, upstreamModel, key, streamingKey }
+}
 
 /**
  * Configures a fresh deployment the way an operator would (admin procedures over
  * tRPC): users start with plenty of Flux, the gateway routes `chat` to the fake
- * upstream, streaming speech goes to the fake streaming upstream. The admin signs
+ * upstream, streaming speech goes to the fake streaming upstream, transcriptions
+ * to the fake transcription upstreams. The admin signs
  * up through better-auth's HTTP API; the `userCount` bench users are written
  * straight into its tables (`insertUsers`).
  */
-export async function setUpDeployment(baseUrl: string, databaseUrl: string, fakes: { openaiUrl: string, ttsUrl: string }, userCount: number): Promise<Deployment> {
+export async function setUpDeployment(baseUrl: string, databaseUrl: string, fakes: Fakes, userCount: number): Promise<Deployment> {
   const db = new pg.Pool({ connectionString: databaseUrl, max: 2 })
   try {
     const admin = await createUser(baseUrl, db, BENCH_ADMIN_EMAIL)
-    const set = (key: string, value: unknown) => trpcCall(baseUrl, admin.token, 'admin.config.set', { key, value }, 'mutation')
-    const encrypt = (model: string, keyId: string, apiKey: string) =>
+    const set: SetConfig = (key, value) => trpcCall(baseUrl, admin.token, 'admin.config.set', { key, value }, 'mutation')
+    const encrypt: Encrypt = (model, keyId, apiKey) =>
       trpcCall<{ keyId: string, ciphertext: string }>(baseUrl, admin.token, 'admin.llm.encryptKey', { model, keyId, apiKey }, 'mutation')
 
     await set('INITIAL_USER_FLUX', BENCH_INITIAL_FLUX)
@@ -156,6 +187,7 @@ export async function setUpDeployment(baseUrl: string, databaseUrl: string, fake
     const ttsKey = 'sk-bench-stream'
     const streamKey = await encrypt('streaming-tts', 'k0', ttsKey)
     await set('STREAMING_TTS_UPSTREAM', { url: fakes.ttsUrl, keys: [{ id: streamKey.keyId, ciphertext: streamKey.ciphertext }], models: [{ id: 'm' }] })
+    const stt = await configureStt(set, encrypt, fakes)
 
     // The bench users' bearers are signed here: they must look exactly like the server's.
     if (signSessionToken(admin.sessionToken, BENCH_AUTH_SECRET) !== admin.token)
@@ -168,7 +200,7 @@ export async function setUpDeployment(baseUrl: string, databaseUrl: string, fake
       while (next < users.length)
         await trpcCall(baseUrl, users[next++]!.token, 'flux.balance', undefined, 'query')
     }))
-    return { admin, users, model: BENCH_MODEL, upstreamKey, ttsKey }
+    return { admin, users, model: BENCH_MODEL, upstreamKey, ttsKey, stt }
   }
   finally {
     await db.end()

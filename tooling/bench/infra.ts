@@ -208,9 +208,15 @@ function parseStatementLog(lines: readonly string[]): LoggedStatement[] {
   return statements.filter(statement => !statement.sql.includes('bench-log-'))
 }
 
-interface Fakes {
+export interface Fakes {
   openaiUrl: string
   ttsUrl: string
+  /** OpenAI-compatible transcription base URL (`…/v1`). */
+  sttUrl: string
+  /** The Realtime transcription fake's socket URL. */
+  realtimeSttUrl: string
+  /** Audio that closes one utterance there (its simulated voice-activity detection). */
+  realtimeSttUtteranceMs: number
 }
 
 /** The fake upstreams in a process of their own, so neither the server nor the load generator shares their loop. */
@@ -294,6 +300,7 @@ export function serverEnv(options: ServerOptions, port: number): NodeJS.ProcessE
     // Per-user limits would turn load into 429s: the bench measures the path, not the limiter's refusals.
     LLM_RATE_LIMIT_PER_MINUTE: '1000000000',
     TTS_RATE_LIMIT_PER_MINUTE: '1000000000',
+    STT_RATE_LIMIT_PER_MINUTE: '1000000000',
     ...options.env,
   }
 }

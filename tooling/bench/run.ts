@@ -23,8 +23,10 @@ import { gatewayLatency, gatewayThroughput } from './scenarios/gateway.ts'
 import { idle, idleInstanceOptions } from './scenarios/idle.ts'
 import { reply } from './scenarios/reply.ts'
 import { streamingTts } from './scenarios/streaming-tts.ts'
+import { sttRest } from './scenarios/stt-rest.ts'
+import { sttStream } from './scenarios/stt-stream.ts'
 
-const scenarios: Scenario[] = [gatewayLatency, gatewayThroughput, authRead, fanout, debit, idle, coldStart, streamingTts, reply]
+const scenarios: Scenario[] = [gatewayLatency, gatewayThroughput, authRead, fanout, debit, idle, coldStart, streamingTts, sttRest, sttStream, reply]
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,

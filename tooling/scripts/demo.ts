@@ -12,13 +12,15 @@ import { buildServer } from '../../apps/server/src/server.ts'
 // The SDK is not a dependency of tooling; the demo talks to the server as any client would.
 import { createAiriClient, type AiriClient } from '../../packages/sdk/src/index.ts'
 import { startFakeOpenAIUpstream } from '../fakes/openai-upstream.ts'
+import { startFakeRealtimeSttUpstream } from '../fakes/realtime-stt-upstream.ts'
 import { startFakeStreamingTtsUpstream } from '../fakes/streaming-tts-upstream.ts'
 import { startFakeStripe } from '../fakes/stripe.ts'
+import { startFakeSttUpstream } from '../fakes/stt-upstream.ts'
 import { startFakeTtsUpstream } from '../fakes/tts-upstream.ts'
 
 // `pnpm demo`: the whole product on one machine, for people who want to click through it.
 // The real server (embedded PostgreSQL, in-process adapters) with the local fakes of
-// tooling/fakes standing in for the LLM, TTS and Stripe, wired in the way an operator
+// tooling/fakes standing in for the LLM, TTS, STT and Stripe, wired in the way an operator
 // would: Stripe through its env variables, the rest through operator config set by an
 // admin over the SDK. Nothing here is on the production path. Data lives in .data/demo,
 // apart from `pnpm start`'s; delete that folder for a fresh demo.
@@ -74,8 +76,16 @@ catch (error) {
 }
 
 async function main(): Promise<void> {
-  const [llm, tts, streamingTts, stripe] = await Promise.all([startFakeOpenAIUpstream({ name: 'demo-llm' }), startFakeTtsUpstream(), startFakeStreamingTtsUpstream(), startFakeStripe()])
-  closers.push(() => llm.close(), () => tts.close(), () => streamingTts.close(), () => stripe.close())
+  const [llm, tts, streamingTts, stt, streamingStt, stripe] = await Promise.all([
+    startFakeOpenAIUpstream({ name: 'demo-llm' }),
+    startFakeTtsUpstream(),
+    startFakeStreamingTtsUpstream(),
+    startFakeSttUpstream(),
+    // About one spoken sentence per transcript; stop sends what is left of the last one.
+    startFakeRealtimeSttUpstream({ utteranceMs: 3000 }),
+    startFakeStripe(),
+  ])
+  closers.push(() => llm.close(), () => tts.close(), () => streamingTts.close(), () => stt.close(), () => streamingStt.close(), () => stripe.close())
   // The fake model answers slowly enough to watch the reply stream in.
   llm.behave(({ body }) => {
     const said = [...(body?.messages ?? [])].reverse().find((message: { role: string }) => message.role === 'user')?.content ?? ''
@@ -126,11 +136,19 @@ async function main(): Promise<void> {
 
   const admin = await account(ADMIN)
   const seal = (model: string, apiKey: string) => admin.admin.llm.encryptKey.mutate({ model, keyId: 'demo', apiKey })
-  const [llmKey, ttsKey, streamingKey] = await Promise.all([seal('chat', 'sk-demo-llm'), seal('voice', 'sk-demo-tts'), seal('streaming-tts', 'sk-demo-streaming')])
+  const [llmKey, ttsKey, streamingKey, sttKey, streamingSttKey] = await Promise.all([
+    seal('chat', 'sk-demo-llm'),
+    seal('voice', 'sk-demo-tts'),
+    seal('streaming-tts', 'sk-demo-streaming'),
+    seal('transcriber', 'sk-demo-stt'),
+    seal('streaming-stt', 'sk-demo-streaming-stt'),
+  ])
   const set = (key: string, value: unknown) => admin.admin.config.set.mutate({ key, value } as Parameters<typeof admin.admin.config.set.mutate>[0])
   await set('LLM_ROUTER_CONFIG', { models: { chat: { upstreams: [{ id: 'demo-llm', baseUrl: llm.url, model: 'demo-model', keys: [{ id: llmKey.keyId, ciphertext: llmKey.ciphertext }] }] } } })
   await set('TTS_UPSTREAMS', { defaultModel: 'voice', models: { voice: { adapter: 'openai-compatible', baseUrl: tts.url, model: 'demo-tts', recommendedVoices: ['alloy'], keys: [{ id: ttsKey.keyId, ciphertext: ttsKey.ciphertext }] } } })
   await set('STREAMING_TTS_UPSTREAM', { url: streamingTts.url, keys: [{ id: streamingKey.keyId, ciphertext: streamingKey.ciphertext }], models: [{ id: 'demo-streaming-tts', name: 'Demo voice' }] })
+  await set('STT_UPSTREAMS', { defaultModel: 'transcriber', models: { transcriber: { adapter: 'openai-compatible', baseUrl: stt.url, model: 'demo-whisper', keys: [{ id: sttKey.keyId, ciphertext: sttKey.ciphertext }] } } })
+  await set('STREAMING_STT_UPSTREAM', { url: streamingStt.url, model: 'demo-transcribe', keys: [{ id: streamingSttKey.keyId, ciphertext: streamingSttKey.ciphertext }] })
   await set('STRIPE_FLUX_PRODUCT_ID', PRODUCT)
 
   const demo = await account(DEMO)
@@ -158,9 +176,12 @@ AIRI demo is running: ${baseUrl}/app/
   demo user   ${DEMO.email} / ${DEMO.password}   (${flux} Flux)
   admin       ${ADMIN.email} / ${ADMIN.password}
 
-Fakes on this machine: LLM ${llm.url}, TTS ${tts.url}, streaming TTS ${streamingTts.url}, Stripe ${stripe.url}
+Fakes on this machine: LLM ${llm.url}, TTS ${tts.url}, streaming TTS ${streamingTts.url},
+STT ${stt.url}, streaming STT ${streamingStt.url}, Stripe ${stripe.url}
 (its checkout page pays at once; open the checkout URL with ?cancel to cancel). The fake
-streaming voice sends placeholder bytes, not speech. Data: ${dataDir}
+streaming voice sends placeholder bytes, not speech. The microphone button works: the fake
+transcriber does not listen, it answers "utterance N (… ms)" for every 3 s of audio (and
+for the rest on release), and that text is sent as your message. Data: ${dataDir}
 Press Ctrl-C to stop.
 `)
 }

@@ -128,6 +128,8 @@ const envSchema = z.object({
   LLM_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().positive().default(60),
   /** Speech syntheses (POST /api/v1/audio/speech) one user may request per minute. */
   TTS_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().positive().default(60),
+  /** Transcriptions (POST /api/v1/audio/transcriptions) one user may request per minute. */
+  STT_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().positive().default(60),
   /** `chats.sendMessages` calls one user may make per minute. */
   CHAT_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().positive().default(120),
 })

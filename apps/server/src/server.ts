@@ -16,8 +16,10 @@ import { slowBodiesPlugin } from './plugins/slow-bodies.ts'
 import { speechPlugin } from './plugins/speech.ts'
 import { stageWebPlugin } from './plugins/stage-web.ts'
 import { streamingSpeechPlugin, type SpeechSocketLimits } from './plugins/streaming-speech.ts'
+import { streamingTranscriptionPlugin, type TranscriptionSocketLimits } from './plugins/streaming-transcription.ts'
 import { stripeWebhookPlugin } from './plugins/stripe-webhook.ts'
 import { telemetryPlugin } from './plugins/telemetry.ts'
+import { transcriptionPlugin } from './plugins/transcription.ts'
 import { trpcPlugin, type TrpcLimits } from './plugins/trpc.ts'
 
 export interface BuildServerOptions {
@@ -37,6 +39,8 @@ export interface BuildServerOptions {
   trpcLimits?: Partial<TrpcLimits>
   /** Limits of the streaming speech socket (defaults in plugins/streaming-speech.ts). */
   speechSocketLimits?: Partial<SpeechSocketLimits>
+  /** Limits of the streaming transcription socket (defaults in plugins/streaming-transcription.ts). */
+  transcriptionSocketLimits?: Partial<TranscriptionSocketLimits>
   /** How long a client may take to send a whole request (headers and body). */
   requestTimeoutMs?: number
   /** A socket with no traffic for this long is closed. */
@@ -56,7 +60,7 @@ function trustedHops(trustProxy: number | string[] | undefined) {
 }
 
 /** Builds the host without listening, so tests can `inject()` or `listen({ port: 0 })`. */
-export async function buildServer({ api, service, logger = false, trustProxy, socialProviders = [], trpcLimits, speechSocketLimits, requestTimeoutMs = 30_000, connectionTimeoutMs = 300_000 }: BuildServerOptions): Promise<FastifyInstance> {
+export async function buildServer({ api, service, logger = false, trustProxy, socialProviders = [], trpcLimits, speechSocketLimits, transcriptionSocketLimits, requestTimeoutMs = 30_000, connectionTimeoutMs = 300_000 }: BuildServerOptions): Promise<FastifyInstance> {
   const app = Fastify({
     ...(logger && 'child' in logger ? { loggerInstance: logger } : { logger }),
     requestIdHeader: 'x-request-id',
@@ -75,6 +79,7 @@ export async function buildServer({ api, service, logger = false, trustProxy, so
   // declared up front so every request has them, with one shape.
   app.decorateRequest('bearerUser', null)
   app.decorateRequest('speechTicketHolder', null)
+  app.decorateRequest('transcriptionTicketHolder', null)
   // Root hooks, before any route (telemetry's onRoute sees only routes declared after it).
   await app.register(requestIdPlugin)
   await app.register(errorsPlugin)
@@ -89,7 +94,9 @@ export async function buildServer({ api, service, logger = false, trustProxy, so
   await app.register(trpcPlugin, { prefix: '/trpc', api, limits: trpcLimits })
   await app.register(gatewayPlugin, { prefix: '/api/v1/openai', api })
   await app.register(speechPlugin, { prefix: '/api/v1/audio', api })
+  await app.register(transcriptionPlugin, { prefix: '/api/v1/audio', api })
   await app.register(streamingSpeechPlugin, { prefix: '/api/v1/audio', api, limits: speechSocketLimits })
+  await app.register(streamingTranscriptionPlugin, { prefix: '/api/v1/audio', api, limits: transcriptionSocketLimits })
   await app.register(stripeWebhookPlugin, { prefix: '/api/v1/stripe', api })
   await app.register(stageWebPlugin)
 

@@ -32,7 +32,9 @@ import { createProviderService } from './services/providers.ts'
 import { createRateLimits, type RateLimitSettings } from './services/rate-limits.ts'
 import { createSpeechService } from './services/speech/index.ts'
 import { createStreamingSpeechService } from './services/streaming-speech/index.ts'
+import { createStreamingTranscriptionService } from './services/streaming-transcription/index.ts'
 import { createStripeService } from './services/stripe/index.ts'
+import { createTranscriptionService } from './services/transcription/index.ts'
 import { createUpstreamKeyPool } from './services/upstream-keys.ts'
 import { createUserDeletionRegistry } from './services/user-deletion.ts'
 import { createUsers } from './services/users.ts'
@@ -179,6 +181,7 @@ export async function createApi(deps: ApiDeps) {
 
   const createFluxMeter = createFluxMeterFactory({ billing, counters: adapters.counters, logger })
   const speech = createSpeechService({ config, cache: adapters.cache, counters: adapters.counters, createFluxMeter, keyVault, keyPool, logger })
+  const transcription = createTranscriptionService({ config, counters: adapters.counters, createFluxMeter, keyVault, keyPool, logger, metrics, analytics })
   const services: Services = {
     billing,
     characters,
@@ -190,7 +193,9 @@ export async function createApi(deps: ApiDeps) {
     fluxGrants: createFluxGrantService({ users, billing, logger, onGranted: grant => analytics.fluxGranted(grant) }),
     llmGateway,
     speech,
+    transcription,
     streamingSpeech: createStreamingSpeechService({ config, cache: adapters.cache, counters: adapters.counters, meter: speech.meter, keyVault, keyPool, sessionGuard, logger, rateLimits, metrics, clock }),
+    streamingTranscription: createStreamingTranscriptionService({ config, cache: adapters.cache, counters: adapters.counters, meter: transcription.meter, keyVault, keyPool, sessionGuard, logger, rateLimits, metrics, analytics, clock }),
     email,
     sessionGuard,
     userDeletion,
@@ -211,6 +216,7 @@ export async function createApi(deps: ApiDeps) {
     providers: services.providers,
     sessionGuard: services.sessionGuard,
     streamingSpeech: services.streamingSpeech,
+    streamingTranscription: services.streamingTranscription,
     stripe: services.stripe,
   }
 
@@ -248,6 +254,7 @@ export async function createApi(deps: ApiDeps) {
       await services.chats.close()
       await services.llmGateway.close()
       await services.streamingSpeech.close()
+      await services.streamingTranscription.close()
       await sessionGuard.close()
       await config.close()
       // Last: the events of the calls that just ended go out too.

@@ -17,6 +17,7 @@ export type { RateLimitSettings } from './services/rate-limits.ts'
 export { DEFAULT_CHAT_SUBSCRIPTIONS_PER_USER } from './services/chats/index.ts'
 export { createKeyVault, parseMasterKey } from './services/key-vault.ts'
 export { speechRequestSchema } from './services/speech/index.ts'
+export { transcriptionFieldsSchema } from './services/transcription/index.ts'
 export { closeCodeFor, type ServerFrame, type SpeechSink, type SpeechTicketHolder } from './services/streaming-speech/index.ts'
 export type { AppRouter } from './routers/root.ts'
 // To build routers outside this package (the server's tests add their own procedures).

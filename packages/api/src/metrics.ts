@@ -21,6 +21,10 @@ export function createMetrics(meter: Meter = otel.getMeter('airi-server')) {
     stripeEvents: meter.createCounter('stripe.events', { description: 'Stripe webhook events received', unit: '{event}' }),
     ttsChars: meter.createCounter('airi.billing.tts.chars', { description: 'TTS characters billed on the streaming socket', unit: '{character}' }),
     ttsPreflightRejections: meter.createCounter('airi.billing.tts.preflight_rejections', { description: 'Streaming speech sessions refused before dialling for lack of Flux', unit: '{session}' }),
+    /** By `airi.stt.transport` (`rest`, `stream`). */
+    sttSeconds: meter.createCounter('airi.billing.stt.seconds', { description: 'Seconds of audio billed on the stt meter', unit: 's' }),
+    /** By `airi.stt.transport` (`rest`, `stream`). */
+    sttPreflightRejections: meter.createCounter('airi.billing.stt.preflight_rejections', { description: 'Transcriptions refused before any upstream call for lack of Flux', unit: '{request}' }),
     userRegistered: meter.createCounter('user.registered', { description: 'Accounts created', unit: '{user}' }),
     /** By `airi.rate_limit.route`. */
     rateLimitBlocked: meter.createCounter('airi.rate_limit.blocked', { description: 'Requests refused by a per-user rate limit', unit: '{request}' }),

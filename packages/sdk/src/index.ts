@@ -40,6 +40,20 @@ export {
   type TtsProvider,
   type TtsSessionOptions,
 } from './speech.ts'
+export {
+  createTranscriptionStream,
+  MAX_AUDIO_FRAME_BYTES,
+  transcribe,
+  TranscriptionStreamError,
+  type TranscribeOptions,
+  type TranscriptEvent,
+  type TranscriptionCallbacks,
+  type TranscriptionResponseFormat,
+  type TranscriptionStream,
+  type TranscriptionStreamOptions,
+  type TranscriptionUsage,
+  type VerboseTranscription,
+} from './transcription.ts'
 // Every failed call rejects with this; `error.data` carries `code`, `httpStatus`,
 // the domain `apiCode`, `details` and, for bad input, `fieldErrors`.
 export { TRPCClientError } from '@trpc/client'

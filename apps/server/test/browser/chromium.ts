@@ -31,13 +31,18 @@ export interface TestBrowser {
   close: () => Promise<void>
 }
 
+export interface LaunchOptions {
+  /** Flags added to FLAGS, e.g. a fake microphone (`--use-file-for-fake-audio-capture=…`). */
+  args?: string[]
+}
+
 /** Real Chromium through playwright-core. */
-export async function launchChromium(): Promise<TestBrowser> {
+export async function launchChromium({ args = [] }: LaunchOptions = {}): Promise<TestBrowser> {
   if (!existsSync(CHROMIUM_PATH))
     throw new Error(`${CHROMIUM_PATH} is missing: install Debian's chromium (apt-get install -y chromium)`)
   // launch() gives every run a fresh temporary profile (its own --user-data-dir, removed on
   // close); each newContext() is a separate device with its own cookies and storage.
-  const browser = await chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args: FLAGS })
+  const browser = await chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args: [...FLAGS, ...args] })
   await mkdir(SCREENSHOT_DIR, { recursive: true })
   return {
     browser,

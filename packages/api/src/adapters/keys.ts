@@ -13,6 +13,8 @@ export const keys = {
   ttsVoices: (model: string) => `tts:voices:${model}`,
   /** A single-use ticket for the streaming speech socket (60 s). */
   speechTicket: (ticket: string) => `tts:ticket:${ticket}`,
+  /** A single-use ticket for the streaming transcription socket (60 s). */
+  transcriptionTicket: (ticket: string) => `stt:ticket:${ticket}`,
   /** The text so far of a reply being made, for `chats.getReply` on any instance (see services/chats/replies.ts). */
   chatReplyText: (replyId: string) => `chat:reply:${replyId}:text`,
 } as const

@@ -50,6 +50,21 @@ const ttsUpstreamsSchema = z.object({
   })),
 }).refine(value => value.defaultModel === undefined || Object.hasOwn(value.models, value.defaultModel), { message: 'defaultModel must name one of models', path: ['defaultModel'] })
 
+/** Transcription upstreams by alias (SPEC §4.13); keys sealed like the LLM router's, under the alias. */
+const sttUpstreamsSchema = z.object({
+  defaultModel: z.string().min(1).optional(),
+  models: z.record(z.string().min(1).max(200), z.object({
+    /** `openai-compatible`: a multipart form to `{baseUrl}/audio/transcriptions` (OpenAI, Groq, vLLM, faster-whisper servers). */
+    adapter: z.enum(['openai-compatible']),
+    baseUrl: z.url({ protocol: /^https?$/ }),
+    /** The upstream model, sent in place of the alias. */
+    model: z.string().min(1).max(200),
+    /** Bounds one whole call, every key tried included (default 120 s). */
+    timeoutMs: z.number().int().positive().max(600_000).optional(),
+    keys: z.array(encryptedKeySchema).min(1),
+  })),
+}).refine(value => value.defaultModel === undefined || Object.hasOwn(value.models, value.defaultModel), { message: 'defaultModel must name one of models', path: ['defaultModel'] })
+
 const streamingTtsUpstreamSchema = z.object({
   /** WebSocket URL of the bidirectional TTS bridge (e.g. an unspeech-style proxy). */
   url: z.url({ protocol: /^(?:wss?|https?)$/ }),
@@ -59,6 +74,16 @@ const streamingTtsUpstreamSchema = z.object({
   defaultModel: z.string().min(1).optional(),
   /** The `provider` asked for in the bridge's voice catalogue (`GET /api/voices?provider=`). */
   voicesProvider: z.string().min(1).max(100).default('volcengine'),
+})
+
+/** The streaming transcription upstream (SPEC §4.13), spoken to in the OpenAI Realtime transcription protocol. */
+const streamingSttUpstreamSchema = z.object({
+  /** WebSocket URL, e.g. `wss://api.openai.com/v1/realtime?intent=transcription` (vLLM serves the same protocol). */
+  url: z.url({ protocol: /^wss?$/ }),
+  /** The transcription model named in `session.update` (e.g. `gpt-4o-transcribe`). */
+  model: z.string().min(1).max(200),
+  /** Sealed under the alias `streaming-stt`; sent as `Authorization: Bearer`. */
+  keys: z.array(encryptedKeySchema).min(1),
 })
 
 /**
@@ -84,6 +109,10 @@ export const configEntries = {
   /** Longest `input` of one speech call, in characters (code points). */
   TTS_MAX_INPUT_CHARS: z.number().int().positive().max(100_000).default(4096),
   STREAMING_TTS_UPSTREAM: streamingTtsUpstreamSchema,
+  STT_UPSTREAMS: sttUpstreamsSchema,
+  /** Price of transcription: Flux per minute of audio, billed by the millisecond on the `stt` meter. */
+  FLUX_PER_MINUTE_STT: z.number().positive().default(1),
+  STREAMING_STT_UPSTREAM: streamingSttUpstreamSchema,
 } satisfies Record<string, z.ZodType>
 
 type ConfigEntries = typeof configEntries

@@ -12,7 +12,11 @@ const ANALYTICS_EVENTS = {
   paymentCompleted: 'payment_completed',
   fluxGranted: 'flux_granted',
   firstMessageSent: 'first_message_sent',
+  voiceInputUsed: 'voice_input_used',
 } as const
+
+/** The events sent once per user ever, decided by a row of `user_milestones`. */
+type Milestone = typeof ANALYTICS_EVENTS['firstMessageSent' | 'voiceInputUsed']
 
 /** One admin grant that reached a user's balance. */
 export interface GrantedFlux {
@@ -30,18 +34,45 @@ export interface AnalyticsDeps {
   logger: Logger
 }
 
-/** Users this instance remembers as having sent a message. */
-const MAX_KNOWN_SENDERS = 100_000
+/** Users this instance remembers as having reached a milestone, per milestone. */
+const MAX_KNOWN_USERS = 100_000
 
 /**
  * Product analytics (PostHog): one method per event, distinctId = the user id.
  * Capturing only queues (the sink sends in batches), so no request waits on
- * PostHog or fails with it. `first_message_sent` is decided by a conditional
- * insert into `user_milestones`, so it is sent once per user across instances.
+ * PostHog or fails with it. `first_message_sent` and `voice_input_used` are
+ * decided by a conditional insert into `user_milestones`, so each is sent once per
+ * user across instances.
  */
 export function createAnalyticsService({ db, sink, logger }: AnalyticsDeps) {
   // Spares the insert for users seen before; the table stays the judge.
-  const knownSenders = new LRUCache<string, true>({ max: MAX_KNOWN_SENDERS })
+  const known: Record<Milestone, LRUCache<string, true>> = {
+    first_message_sent: new LRUCache({ max: MAX_KNOWN_USERS }),
+    voice_input_used: new LRUCache({ max: MAX_KNOWN_USERS }),
+  }
+
+  /**
+   * Sends `milestone` the first time ever for `userId`: one insert on this
+   * instance's first sight of the user, nothing after; a failure is logged and the
+   * caller is unaffected.
+   */
+  async function once(milestone: Milestone, userId: string, properties?: Record<string, unknown>): Promise<void> {
+    if (known[milestone].has(userId))
+      return
+    try {
+      const first = await db.insertInto('user_milestones')
+        .values({ user_id: userId, milestone })
+        .onConflict(oc => oc.doNothing())
+        .returning('user_id')
+        .executeTakeFirst()
+      known[milestone].set(userId, true)
+      if (first)
+        sink.capture({ distinctId: userId, event: milestone, ...(properties ? { properties } : {}) })
+    }
+    catch (error) {
+      logger.warn({ err: error, userId, milestone }, 'could not record a milestone for analytics')
+    }
+  }
 
   return {
     userSignedUp(userId: string): void {
@@ -64,32 +95,16 @@ export function createAnalyticsService({ db, sink, logger }: AnalyticsDeps) {
       })
     },
 
-    /**
-     * Called after a user's messages were stored: sends `first_message_sent` the
-     * first time ever. One insert on this instance's first sight of the user,
-     * nothing after; a failure is logged and the send is unaffected.
-     */
-    async messageSent(userId: string): Promise<void> {
-      if (knownSenders.has(userId))
-        return
-      try {
-        const first = await db.insertInto('user_milestones')
-          .values({ user_id: userId, milestone: ANALYTICS_EVENTS.firstMessageSent })
-          .onConflict(oc => oc.doNothing())
-          .returning('user_id')
-          .executeTakeFirst()
-        knownSenders.set(userId, true)
-        if (first)
-          sink.capture({ distinctId: userId, event: ANALYTICS_EVENTS.firstMessageSent })
-      }
-      catch (error) {
-        logger.warn({ err: error, userId }, 'could not record a first message for analytics')
-      }
-    },
+    /** Called after a user's messages were stored: sends `first_message_sent` the first time ever. */
+    messageSent: (userId: string): Promise<void> => once(ANALYTICS_EVENTS.firstMessageSent, userId),
+
+    /** Called after a transcription was billed: sends `voice_input_used` (with the transport it came by) the first time ever. */
+    voiceInputUsed: (userId: string, transport: 'rest' | 'stream'): Promise<void> => once(ANALYTICS_EVENTS.voiceInputUsed, userId, { transport }),
 
     /** Account deletion: the user's milestones go. */
     async deleteAllForUser(userId: string): Promise<void> {
-      knownSenders.delete(userId)
+      for (const users of Object.values(known))
+        users.delete(userId)
       await db.deleteFrom('user_milestones').where('user_id', '=', userId).execute()
     },
 

@@ -11,7 +11,9 @@ import type { ProviderService } from './providers.ts'
 import type { RateLimits } from './rate-limits.ts'
 import type { SpeechService } from './speech/index.ts'
 import type { StreamingSpeechService } from './streaming-speech/index.ts'
+import type { StreamingTranscriptionService } from './streaming-transcription/index.ts'
 import type { StripeService } from './stripe/index.ts'
+import type { TranscriptionService } from './transcription/index.ts'
 import type { UserDeletionRegistry } from './user-deletion.ts'
 
 /** Every domain service, as composed by `createApi`. */
@@ -32,6 +34,10 @@ export interface Services {
   speech: SpeechService
   /** Speech tickets and the sessions of the streaming speech socket, billed on the same `tts` meter. */
   streamingSpeech: StreamingSpeechService
+  /** Transcription tickets and the sessions of the streaming transcription socket, billed on the same `stt` meter. */
+  streamingTranscription: StreamingTranscriptionService
+  /** Speech-to-text over REST, billed by the millisecond on the `stt` meter (its `meter` serves the streaming socket too). */
+  transcription: TranscriptionService
   email: EmailService
   /** Re-checks long-lived connections' sessions and ends them on revocation. */
   sessionGuard: SessionGuard

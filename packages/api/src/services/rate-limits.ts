@@ -32,8 +32,12 @@ const POLICIES = {
   'gateway': { limit: 60, per: 'user', counts: 'LLM requests', whenCountersDown: 'refuse' },
   /** POST /api/v1/audio/speech (TTS_RATE_LIMIT_PER_MINUTE). */
   'speech': { limit: 60, per: 'user', counts: 'speech requests', whenCountersDown: 'refuse' },
+  /** POST /api/v1/audio/transcriptions (STT_RATE_LIMIT_PER_MINUTE). */
+  'transcription': { limit: 60, per: 'user', counts: 'transcription requests', whenCountersDown: 'refuse' },
   /** audio.createSpeechTicket. */
   'speech-ticket': { limit: 30, per: 'user', counts: 'speech tickets', whenCountersDown: 'refuse' },
+  /** audio.createTranscriptionTicket. */
+  'transcription-ticket': { limit: 30, per: 'user', counts: 'transcription tickets', whenCountersDown: 'refuse' },
   /** billing.checkout. */
   'checkout': { limit: 10, per: 'user', counts: 'checkouts', whenCountersDown: 'refuse' },
   /** chats.sendMessages, a resend included (CHAT_RATE_LIMIT_PER_MINUTE). */

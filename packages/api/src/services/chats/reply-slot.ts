@@ -18,7 +18,7 @@ export interface SlotClaim {
   model: string
 }
 
-export const inProgress = (replyId: string) => new ApiError(409, 'REPLY_IN_PROGRESS', 'A reply in this chat is still being made; stop it or wait for it to end', { replyId })
+const inProgress = (replyId: string) => new ApiError(409, 'REPLY_IN_PROGRESS', 'A reply in this chat is still being made; stop it or wait for it to end', { replyId })
 
 /**
  * A chat's one streaming slot: the reply's `chat_replies` row, which the partial
