@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto'
+import { createServer } from 'node:net'
 
 import type { Meter } from '@opentelemetry/api'
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
@@ -6,7 +7,6 @@ import { expect, inject } from 'vitest'
 
 import { createApi, createMemoryAdapters, createRedisAdapters, createResendTransport, silentLogger, type Api, type AppRouter, type Clock, type Logger, type PosthogSettings, type RateLimitSettings, type StripeSettings, type TrustedClient } from '@airi/api'
 import { TRPCClientError } from '@airi/sdk'
-import { findFreePort } from '@airi/db'
 import { startFakeResend, type FakeEmail, type FakeResend } from '@airi/tooling/fakes/resend'
 import { createTestDatabase, testRedisPrefix, type TestDatabase } from '@airi/tooling/test/test-database'
 
@@ -39,7 +39,7 @@ export interface TestServerOptions {
   /** The host's (Fastify's) logger, silent by default: request errors such as `unhandled error` go there. */
   httpLogger?: FastifyBaseLogger
   /** Transport limits (sockets, subscriptions, batches, timeouts) for tests of them. */
-  limits?: Pick<BuildServerOptions, 'trpcLimits' | 'speechSocketLimits' | 'requestTimeoutMs' | 'connectionTimeoutMs'>
+  limits?: Pick<BuildServerOptions, 'trpcLimits' | 'speechSocketLimits' | 'transcriptionSocketLimits' | 'requestTimeoutMs' | 'connectionTimeoutMs'>
   /** API_SERVER_URL when several instances serve one origin (JWT issuer and audience); default: this server's own origin. */
   publicUrl?: string
   /** Adds routes before the server starts listening (tests of shared transport behaviour). */
@@ -78,8 +78,11 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
   const redisUrl = options.redisUrl === undefined ? inject('redisUrl') : options.redisUrl
   const adapters = redisUrl ? await createRedisAdapters({ url: redisUrl, prefix: options.redisPrefix ?? testRedisPrefix() }) : createMemoryAdapters()
   const resend = await startFakeResend()
-  // better-auth builds links and the issuer from its base URL, so the port is chosen first.
-  const port = await findFreePort()
+  // better-auth builds links and the issuer from its base URL, so the port is chosen
+  // first, and held until the server listens: on a busy machine an outgoing connection
+  // could otherwise take it during the seconds the API takes to build.
+  const held = await holdFreePort()
+  const port = held.port
   const baseUrl = `http://127.0.0.1:${port}`
   const social = { id: 'fake-client-id', secret: 'fake-client-secret' }
   const api = await createApi({
@@ -116,6 +119,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     socialProviders: [...(options.socialProviders?.google ? ['google' as const] : []), ...(options.socialProviders?.github ? ['github' as const] : [])],
   })
   options.extend?.(app, api)
+  await held.release()
   await app.listen({ host: '127.0.0.1', port })
 
   return {
@@ -132,6 +136,22 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
       if (ownDatabase)
         await database.drop()
     },
+  }
+}
+
+/** A free loopback port, kept bound until `release`. */
+async function holdFreePort(): Promise<{ port: number, release: () => Promise<void> }> {
+  const server = createServer()
+  // Never what keeps a test process alive, if the server it was for failed to build.
+  server.unref()
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', resolve)
+  })
+  const address = server.address()
+  return {
+    port: typeof address === 'object' && address ? address.port : 0,
+    release: () => new Promise(resolve => server.close(() => resolve())),
   }
 }
 
