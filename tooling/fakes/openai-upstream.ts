@@ -8,6 +8,8 @@ import { answer, readBody } from './http.ts'
 export interface UpstreamUsage {
   prompt_tokens: number
   completion_tokens: number
+  /** Reported as `prompt_tokens_details.cached_tokens` (the part of the prompt served from cache); left out by default. */
+  cached_tokens?: number
 }
 
 /** How the fake answers one `POST /v1/chat/completions`. */
@@ -326,7 +328,12 @@ async function complete(res: ServerResponse, request: UpstreamRequest, body: Cha
   const finishReason = pieces.length < allPieces.length ? 'length' : 'stop'
   const given = behavior.usage === undefined ? DEFAULT_USAGE : behavior.usage
   const usage = given && (cap === undefined ? given : { ...given, completion_tokens: Math.min(given.completion_tokens, cap) })
-  const usageBody = usage && { ...usage, total_tokens: usage.prompt_tokens + usage.completion_tokens }
+  const usageBody = usage && {
+    prompt_tokens: usage.prompt_tokens,
+    completion_tokens: usage.completion_tokens,
+    total_tokens: usage.prompt_tokens + usage.completion_tokens,
+    ...(usage.cached_tokens === undefined ? {} : { prompt_tokens_details: { cached_tokens: usage.cached_tokens } }),
+  }
 
   if (body.stream !== true) {
     return answer(res, 200, {

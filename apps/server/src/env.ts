@@ -132,6 +132,8 @@ const envSchema = z.object({
   STT_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().positive().default(60),
   /** `chats.sendMessages` calls one user may make per minute. */
   CHAT_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().positive().default(120),
+  /** Account exports (GET /api/v1/account/export) one user may request per hour. */
+  EXPORT_RATE_LIMIT_PER_HOUR: z.coerce.number().int().positive().default(6),
 })
 
 export type Env = z.infer<typeof envSchema>

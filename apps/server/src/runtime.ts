@@ -162,7 +162,7 @@ export async function startRuntime(env: Env, logger: Logger): Promise<Runtime> {
       llmMasterKey: parseMasterKey(await secretOrGenerated(env, logger, 'LLM_ROUTER_MASTER_KEY', 'llm-master-key')),
       stripe: stripeSettings(env),
       posthog: env.POSTHOG_KEY ? { apiKey: env.POSTHOG_KEY, host: env.POSTHOG_HOST } : undefined,
-      rateLimits: { limits: { 'auth': env.AUTH_RATE_LIMIT_PER_MINUTE, 'gateway': env.LLM_RATE_LIMIT_PER_MINUTE, 'speech': env.TTS_RATE_LIMIT_PER_MINUTE, 'transcription': env.STT_RATE_LIMIT_PER_MINUTE, 'chat-messages': env.CHAT_RATE_LIMIT_PER_MINUTE } },
+      rateLimits: { limits: { 'auth': env.AUTH_RATE_LIMIT_PER_MINUTE, 'gateway': env.LLM_RATE_LIMIT_PER_MINUTE, 'speech': env.TTS_RATE_LIMIT_PER_MINUTE, 'transcription': env.STT_RATE_LIMIT_PER_MINUTE, 'chat-messages': env.CHAT_RATE_LIMIT_PER_MINUTE, 'export': env.EXPORT_RATE_LIMIT_PER_HOUR } },
       chatSubscriptionsPerUser: env.CHAT_SUBSCRIPTIONS_PER_USER,
       liveSyncFallbackPollMs: env.LIVE_SYNC_FALLBACK_POLL_MS,
     })

@@ -5,7 +5,9 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 
 import type { Api } from '@airi/api'
 
+import { accountExportPlugin } from './plugins/account-export.ts'
 import { authPlugin } from './plugins/auth.ts'
+import { characterCardsPlugin } from './plugins/character-cards.ts'
 import { errorsPlugin } from './plugins/errors.ts'
 import { gatewayPlugin } from './plugins/gateway.ts'
 import { hostHeaderPlugin } from './plugins/host-header.ts'
@@ -92,12 +94,14 @@ export async function buildServer({ api, service, logger = false, trustProxy, so
   await app.register(authPlugin, { api })
   await app.register(signInPlugin, { api, providers: socialProviders })
   await app.register(trpcPlugin, { prefix: '/trpc', api, limits: trpcLimits })
+  await app.register(characterCardsPlugin, { api })
   await app.register(gatewayPlugin, { prefix: '/api/v1/openai', api })
   await app.register(speechPlugin, { prefix: '/api/v1/audio', api })
   await app.register(transcriptionPlugin, { prefix: '/api/v1/audio', api })
   await app.register(streamingSpeechPlugin, { prefix: '/api/v1/audio', api, limits: speechSocketLimits })
   await app.register(streamingTranscriptionPlugin, { prefix: '/api/v1/audio', api, limits: transcriptionSocketLimits })
   await app.register(stripeWebhookPlugin, { prefix: '/api/v1/stripe', api })
+  await app.register(accountExportPlugin, { prefix: '/api/v1/account', api })
   await app.register(stageWebPlugin)
 
   return app

@@ -292,6 +292,25 @@ describe('greetings', () => {
     other.stop()
   })
 
+  it('a character\'s {{char}} and {{user}} read as the names: in its greeting and in the prompt; the character keeps them', async () => {
+    const user = await createVerifiedUser(a)
+    const sdk = client(user.token)
+    const named = await createCharacter(author, [
+      { language: 'en', type: 'system', content: 'You are {{char}}, talking with {{USER}}.' },
+      { language: 'en', type: 'description', content: '{{char}} is a cat.' },
+      { language: 'en', type: 'greetings', content: 'Hi {{user}}, {{char}} here.' },
+    ])
+    const userName = user.email.split('@')[0]
+    const chatId = await botChat(user, named)
+    expect((await messagesOf(sdk, chatId)).map(message => message.content)).toEqual([`Hi ${userName}, Airi here.`])
+
+    llm.behave(() => ({ kind: 'complete', content: 'Meow.' }))
+    const { body } = await turn(sdk, chatId, 'Who are you?')
+    expect(body!.messages[0]).toEqual({ role: 'system', content: `You are Airi, talking with ${userName}.\n\nAiri is a cat.` })
+    const stored = await sdk.characters.get.query({ id: named })
+    expect(stored.prompts.map(prompt => prompt.content)).toEqual(['You are {{char}}, talking with {{USER}}.', '{{char}} is a cat.', 'Hi {{user}}, {{char}} here.'])
+  })
+
   it('a character without a greeting: the chat starts empty', async () => {
     const user = await createVerifiedUser(a)
     expect(await messagesOf(client(user.token), await botChat(user))).toEqual([])

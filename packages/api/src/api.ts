@@ -7,6 +7,7 @@ import type { Adapters } from './adapters/ports.ts'
 import { createPosthogSink, noopAnalyticsSink, type PosthogSettings } from './adapters/posthog.ts'
 import { createStripeGateway, type StripeSettings } from './adapters/stripe.ts'
 import { systemClock, type Clock } from './clock.ts'
+import { identityExportTables } from './auth/account-export.ts'
 import { createAuth } from './auth/auth.ts'
 import { createIdentityCache, type IdentityCacheOptions } from './auth/identity-cache.ts'
 import { AUTH_BASE_PATH, type AuthSettings } from './auth/options.ts'
@@ -18,6 +19,7 @@ import { ApiError, outageError } from './errors.ts'
 import type { Logger } from './logger.ts'
 import { createMetrics } from './metrics.ts'
 import { appRouter } from './routers/root.ts'
+import { createAccountExport } from './services/account-export/index.ts'
 import { createAnalyticsService } from './services/analytics.ts'
 import { createBillingService, createFluxGrantService, createFluxMeterFactory } from './services/billing/index.ts'
 import { createCharacterService } from './services/characters/index.ts'
@@ -26,7 +28,7 @@ import { createConfigService } from './services/config.ts'
 import { createEmailService } from './services/email.ts'
 import type { Services } from './services/index.ts'
 import { createKeyVault } from './services/key-vault.ts'
-import { createLlmGateway } from './services/llm-gateway/index.ts'
+import { createLlmGateway, createLlmUsageReads } from './services/llm-gateway/index.ts'
 import { createMetaService } from './services/meta.ts'
 import { createProviderService } from './services/providers.ts'
 import { createRateLimits, type RateLimitSettings } from './services/rate-limits.ts'
@@ -36,6 +38,7 @@ import { createStreamingTranscriptionService } from './services/streaming-transc
 import { createStripeService } from './services/stripe/index.ts'
 import { createTranscriptionService } from './services/transcription/index.ts'
 import { createUpstreamKeyPool } from './services/upstream-keys.ts'
+import { createUsageLog, createUsageService } from './services/usage/index.ts'
 import { createUserDeletionRegistry } from './services/user-deletion.ts'
 import { createUsers } from './services/users.ts'
 import { toTRPCError } from './trpc.ts'
@@ -141,6 +144,18 @@ export async function createApi(deps: ApiDeps) {
   userDeletion.register({ name: 'providers', priority: 30, softDelete: userId => providers.deleteAllForUser(userId) })
   userDeletion.register({ name: 'chats', priority: 30, softDelete: userId => chats.deleteAllForUser(userId) })
   userDeletion.register({ name: 'analytics', priority: 30, softDelete: userId => analytics.deleteAllForUser(userId) })
+  // The same services, each with the tables it owns, in the order the document lists them.
+  const accountExport = createAccountExport({ rateLimits, logger, clock })
+  accountExport.register({ name: 'identity', tables: userId => identityExportTables(db, userId) })
+  accountExport.register({ name: 'characters', tables: userId => characters.exportTables(userId) })
+  accountExport.register({ name: 'providers', tables: userId => providers.exportTables(userId) })
+  accountExport.register({ name: 'chats', tables: userId => chats.exportTables(userId) })
+  accountExport.register({ name: 'flux', tables: userId => billing.exportTables(userId) })
+  accountExport.register({ name: 'stripe', tables: userId => stripe.exportTables(userId) })
+  accountExport.register({ name: 'llm-gateway', tables: userId => llmGateway.exportTables(userId) })
+  const usage = createUsageService({ db, llmCalls: createLlmUsageReads(db) })
+  accountExport.register({ name: 'usage', tables: userId => usage.exportTables(userId) })
+  accountExport.register({ name: 'analytics', tables: userId => analytics.exportTables(userId) })
 
   // Callers already resolved; every instance drops them when the guard hears of a revocation or user change.
   const identities = createIdentityCache(deps.identityCache)
@@ -179,7 +194,7 @@ export async function createApi(deps: ApiDeps) {
     throw outage ?? error
   })
 
-  const createFluxMeter = createFluxMeterFactory({ billing, counters: adapters.counters, logger })
+  const createFluxMeter = createFluxMeterFactory({ billing, counters: adapters.counters, logger, usageLog: createUsageLog(db) })
   const speech = createSpeechService({ config, cache: adapters.cache, counters: adapters.counters, createFluxMeter, keyVault, keyPool, logger })
   const transcription = createTranscriptionService({ config, counters: adapters.counters, createFluxMeter, keyVault, keyPool, logger, metrics, analytics })
   const services: Services = {
@@ -199,9 +214,11 @@ export async function createApi(deps: ApiDeps) {
     email,
     sessionGuard,
     userDeletion,
+    accountExport,
     analytics,
     rateLimits,
     meta: createMetaService({ service: deps.service?.name ?? 'airi-server', version: deps.service?.version ?? '0.0.0' }),
+    usage,
   }
 
   // Procedures see only the services they call (ProcedureServices).
@@ -218,6 +235,7 @@ export async function createApi(deps: ApiDeps) {
     streamingSpeech: services.streamingSpeech,
     streamingTranscription: services.streamingTranscription,
     stripe: services.stripe,
+    usage: services.usage,
   }
 
   return {

@@ -49,6 +49,8 @@ interface CharacterTable {
   bookmarks_count: Generated<number>
   interactions_count: Generated<number>
   forks_count: Generated<number>
+  /** What has no column of its own; `characterCard`: the unmapped fields of the card it was imported from. */
+  metadata: JsonWithDefault<JsonObject>
   created_at: Timestamp
   updated_at: Timestamp
   deleted_at: NullableTimestamp
@@ -397,9 +399,15 @@ interface LlmRequestLogTable {
   /** The HTTP status the call ended with; null while pending. */
   status: number | null
   duration_ms: number | null
+  /** Input tokens (the prompt, cached part included). */
   prompt_tokens: number | null
+  /** Output tokens. */
   completion_tokens: number | null
+  /** The part of `prompt_tokens` the upstream served from its cache; null when it did not say. */
+  cached_tokens: number | null
   total_tokens: number | null
+  /** From the call's start to the first generated text of a stream; null for a plain answer or none relayed. */
+  first_token_ms: number | null
   flux_consumed: Generated<number>
   error: string | null
   created_at: Timestamp
@@ -409,7 +417,32 @@ interface LlmRequestLogTable {
   usage_source: LlmUsageSource | null
   flux_reserved: Generated<number>
   completed_at: NullableTimestamp
+  /** `llm`: a client's gateway call; `reply`: a reply the server made in a chat. */
+  kind: Generated<LlmCallKind>
 }
+
+export type LlmCallKind = 'llm' | 'reply'
+
+/** One metered speech call: what it used and the whole Flux its meter debited for it. */
+interface MeteredUsageTable {
+  id: Generated<string>
+  user_id: string
+  kind: MeteredUsageKind
+  model: string
+  /** `completed`, or how a billed stream ended otherwise (`cancelled`, `failed`). */
+  status: MeteredUsageStatus
+  /** TTS: characters billed; null for speech-to-text. */
+  characters: number | null
+  /** STT: milliseconds of audio billed; null for speech synthesis. */
+  audio_ms: number | null
+  duration_ms: number
+  /** Whole Flux debited under this call (0 when its units stayed below one Flux of debt). */
+  flux: Generated<number>
+  created_at: Timestamp
+}
+
+export type MeteredUsageKind = 'tts' | 'tts-stream' | 'stt' | 'stt-stream'
+export type MeteredUsageStatus = 'completed' | 'cancelled' | 'failed'
 
 type LlmRequestState = 'pending' | 'completed' | 'reconciled'
 /** `upstream`: the upstream's usage; `counted`/`estimated`: our tokenizer (known/unknown model family); `flat`: FLUX_PER_REQUEST. */
@@ -644,4 +677,5 @@ export interface Database {
   config_entries: ConfigEntryTable
 
   llm_request_log: LlmRequestLogTable
+  metered_usage: MeteredUsageTable
 }

@@ -6,6 +6,21 @@ const encryptedKeySchema = z.object({
   ciphertext: z.string().min(1),
 })
 
+/** Flux per million tokens; decimals allowed, bounded so a cost stays a safe integer. */
+const fluxPerMillionTokens = z.number().min(0).max(1_000_000_000)
+
+/** An alias's price (docs/billing.md#prices-per-model); strict, since a misspelt field would silently change a bill. */
+const llmPricingSchema = z.strictObject({
+  inputPer1M: fluxPerMillionTokens,
+  outputPer1M: fluxPerMillionTokens,
+  /** Cached prompt tokens (`prompt_tokens_details.cached_tokens`); the input price when absent. */
+  cachedInputPer1M: fluxPerMillionTokens.optional(),
+  /** The least a call costs (1 when absent). */
+  minFlux: z.number().int().min(0).optional(),
+  /** The smallest reservation, in place of FLUX_PER_REQUEST. */
+  reserve: z.number().int().min(1).optional(),
+})
+
 const llmRouterConfigSchema = z.object({
   defaultModel: z.string().min(1).optional(),
   /** One deadline for the whole fallback chain of a call, streaming included (default 120 s). */
@@ -13,6 +28,8 @@ const llmRouterConfigSchema = z.object({
   models: z.record(z.string().min(1), z.object({
     /** Output tokens reserved for (and sent as `max_tokens`) when a request names none. */
     maxOutputTokens: z.number().int().positive().max(1_000_000).default(4096),
+    /** Prices per token for this alias; without it the flat rule (FLUX_PER_1K_TOKENS) applies. */
+    pricing: llmPricingSchema.optional(),
     upstreams: z.array(z.object({
       id: z.string().min(1),
       baseUrl: z.url(),

@@ -1,6 +1,6 @@
 import { z } from 'zod'
 
-import { characterCreateInput, characterListInput, characterUpdateInput } from '../services/characters/index.ts'
+import { characterCreateInput, characterImportCardInput, characterListInput, characterUpdateInput } from '../services/characters/index.ts'
 import { createRouter, protectedProcedure } from '../trpc.ts'
 import { id } from './schemas.ts'
 
@@ -14,6 +14,9 @@ export const charactersRouter = createRouter({
   get: protectedProcedure.input(byId).query(({ ctx, input }) => ctx.services.characters.get(ctx.user.id, input.id)),
 
   create: protectedProcedure.input(characterCreateInput).mutation(({ ctx, input }) => ctx.services.characters.create(ctx.user.id, input)),
+
+  /** A new character from a Character Card V2/V3: JSON, or a base64 PNG carrying it (≤ 8 MiB); 400 `INVALID_CARD` names what is wrong. */
+  importCard: protectedProcedure.input(characterImportCardInput).mutation(({ ctx, input }) => ctx.services.characters.importCard(ctx.user.id, input)),
 
   /** Owner only; a child list that is given replaces the old one. */
   update: protectedProcedure.input(characterUpdateInput).mutation(({ ctx, input }) => ctx.services.characters.update(ctx.user.id, input)),

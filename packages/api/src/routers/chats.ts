@@ -52,7 +52,7 @@ const chatsInput = {
 export const chatsRouter = createRouter({
   list: protectedProcedure.query(({ ctx }) => ctx.services.chats.list(ctx.user.id)),
   get: protectedProcedure.input(chatsInput.byId).query(({ ctx, input }) => ctx.services.chats.get(ctx.user.id, input.chatId)),
-  create: protectedProcedure.input(chatsInput.create).mutation(({ ctx, input }) => ctx.services.chats.create(ctx.user.id, { ...input, languages: ctx.languages })),
+  create: protectedProcedure.input(chatsInput.create).mutation(({ ctx, input }) => ctx.services.chats.create(ctx.user.id, { ...input, languages: ctx.languages, userName: ctx.user.name })),
   update: protectedProcedure.input(chatsInput.update).mutation(({ ctx, input }) => ctx.services.chats.update(ctx.user.id, input)),
   delete: protectedProcedure.input(chatsInput.byId).mutation(({ ctx, input }) => ctx.services.chats.delete(ctx.user.id, input.chatId)),
   addMembers: protectedProcedure.input(chatsInput.addMembers).mutation(({ ctx, input }) => ctx.services.chats.addMembers(ctx.user.id, input)),
@@ -62,9 +62,9 @@ export const chatsRouter = createRouter({
 
   /** Stores the caller's message and starts the character's reply (docs/conversations.md). */
   respond: protectedProcedure.input(chatsInput.respond).mutation(({ ctx, input: { language, ...input } }) =>
-    ctx.services.chats.respond(ctx.user.id, { ...input, languages: languagesOf(language, ctx.languages) })),
+    ctx.services.chats.respond(ctx.user.id, { ...input, languages: languagesOf(language, ctx.languages), userName: ctx.user.name })),
   regenerate: protectedProcedure.input(chatsInput.regenerate).mutation(({ ctx, input: { language, ...input } }) =>
-    ctx.services.chats.regenerate(ctx.user.id, { ...input, languages: languagesOf(language, ctx.languages) })),
+    ctx.services.chats.regenerate(ctx.user.id, { ...input, languages: languagesOf(language, ctx.languages), userName: ctx.user.name })),
   getReply: protectedProcedure.input(chatsInput.reply).query(({ ctx, input }) => ctx.services.chats.getReply(ctx.user.id, input)),
   stopReply: protectedProcedure.input(chatsInput.reply).mutation(({ ctx, input }) => ctx.services.chats.stopReply(ctx.user.id, input)),
   editMessage: protectedProcedure.input(chatsInput.editMessage).mutation(({ ctx, input }) => ctx.services.chats.editMessage(ctx.user.id, input)),

@@ -8,6 +8,7 @@ import { chatsRouter } from './chats.ts'
 import { fluxRouter } from './flux.ts'
 import { metaRouter } from './meta.ts'
 import { providersRouter } from './providers.ts'
+import { usageRouter } from './usage.ts'
 
 export const appRouter = createRouter({
   admin: adminRouter,
@@ -19,6 +20,7 @@ export const appRouter = createRouter({
   flux: fluxRouter,
   meta: metaRouter,
   providers: providersRouter,
+  usage: usageRouter,
 })
 
 export type AppRouter = typeof appRouter

@@ -4,6 +4,7 @@ import type { Db } from '@airi/db'
 
 import type { AnalyticsSink } from '../adapters/posthog.ts'
 import type { Logger } from '../logger.ts'
+import { singlePage, type ExportTables } from './account-export/index.ts'
 import type { CompletedPayment } from './stripe/webhook.ts'
 
 /** The product events we send (SPEC §4.9); docs/operations.md lists their properties. */
@@ -100,6 +101,11 @@ export function createAnalyticsService({ db, sink, logger }: AnalyticsDeps) {
 
     /** Called after a transcription was billed: sends `voice_input_used` (with the transport it came by) the first time ever. */
     voiceInputUsed: (userId: string, transport: 'rest' | 'stream'): Promise<void> => once(ANALYTICS_EVENTS.voiceInputUsed, userId, { transport }),
+
+    /** Account export: the user's milestones (a handful at most). */
+    exportTables: (userId: string): ExportTables => ({
+      user_milestones: singlePage(() => db.selectFrom('user_milestones').selectAll().where('user_id', '=', userId).orderBy('milestone').execute()),
+    }),
 
     /** Account deletion: the user's milestones go. */
     async deleteAllForUser(userId: string): Promise<void> {

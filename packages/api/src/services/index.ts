@@ -1,4 +1,5 @@
 import type { SessionGuard } from '../auth/session-guard.ts'
+import type { AccountExport } from './account-export/index.ts'
 import type { AnalyticsService } from './analytics.ts'
 import type { BillingService, createFluxMeterFactory, FluxGrantService } from './billing/index.ts'
 import type { CharacterService } from './characters/index.ts'
@@ -14,6 +15,7 @@ import type { StreamingSpeechService } from './streaming-speech/index.ts'
 import type { StreamingTranscriptionService } from './streaming-transcription/index.ts'
 import type { StripeService } from './stripe/index.ts'
 import type { TranscriptionService } from './transcription/index.ts'
+import type { UsageService } from './usage/index.ts'
 import type { UserDeletionRegistry } from './user-deletion.ts'
 
 /** Every domain service, as composed by `createApi`. */
@@ -42,8 +44,12 @@ export interface Services {
   /** Re-checks long-lived connections' sessions and ends them on revocation. */
   sessionGuard: SessionGuard
   userDeletion: UserDeletionRegistry
+  /** GET /api/v1/account/export: the tables each service registers, as one streamed JSON document. */
+  accountExport: AccountExport
   meta: ReturnType<typeof createMetaService>
   providers: ProviderService
   /** Flux top-ups through Stripe; answers 503 STRIPE_NOT_CONFIGURED without a key. */
   stripe: StripeService
+  /** `usage.calls` and `usage.summary`: every metered call of a user, and their sums. */
+  usage: UsageService
 }

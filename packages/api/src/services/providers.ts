@@ -1,6 +1,7 @@
-import type { Db, JsonObject, SystemProviderConfig, UserProviderConfig } from '@airi/db'
+import type { Db, JsonObject, JsonValue, SystemProviderConfig, UserProviderConfig } from '@airi/db'
 
 import { notFound } from '../errors.ts'
+import { pagesById, REDACTED, type ExportTables } from './account-export/index.ts'
 
 /** One provider config as callers see it; `scope` says whether the operator or the caller owns it. */
 export interface ProviderConfigEntry {
@@ -46,6 +47,22 @@ function toEntry(scope: ProviderConfigEntry['scope'], row: SystemProviderConfig 
     createdAt: row.created_at,
     updatedAt: row.updated_at,
   }
+}
+
+/**
+ * Config fields that hold credentials, whatever the provider calls them (`apiKey`,
+ * `secretAccessKey`, `accessToken`, `password`, `headers` with an Authorization…):
+ * matched by name, at any depth, and never exported.
+ */
+const SECRET_FIELD = /key|secret|token|passw|credential|authori[sz]ation|cookie|header/i
+
+/** `value` with every field named like a secret replaced by `[redacted]`. */
+function redactSecrets(value: JsonValue): JsonValue {
+  if (Array.isArray(value))
+    return value.map(redactSecrets)
+  if (value === null || typeof value !== 'object')
+    return value
+  return Object.fromEntries(Object.entries(value).map(([field, inner]) => [field, SECRET_FIELD.test(field) && inner !== null ? REDACTED : redactSecrets(inner)]))
 }
 
 // The same answer for "not yours" and "not there", so ids of other rows are not revealed.
@@ -106,6 +123,13 @@ export function createProviderService({ db }: { db: Db }) {
         throw providerConfigNotFound()
       return { id: row.id }
     },
+
+    /** Account export: the user's configs, deleted ones too, with every secret field redacted. */
+    exportTables: (userId: string): ExportTables => ({
+      user_provider_configs: pagesById(async (afterId, limit) => (await db.selectFrom('user_provider_configs').selectAll().where('owner_id', '=', userId)
+        .$if(afterId !== undefined, query => query.where('id', '>', afterId!))
+        .orderBy('id').limit(limit).execute()).map(row => ({ ...row, config: redactSecrets(row.config) }))),
+    }),
 
     /** Account deletion (priority 30), idempotent: soft-deletes the user's rows. */
     async deleteAllForUser(userId: string): Promise<void> {

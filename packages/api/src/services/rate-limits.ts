@@ -17,6 +17,8 @@ interface RateLimitPolicy {
    * unlimited, with a `warn` line.
    */
   whenCountersDown: 'refuse' | 'allow'
+  /** The fixed window's length when it is not the deployment's (RateLimitSettings.windowSeconds). */
+  windowSeconds?: number
 }
 
 /**
@@ -42,6 +44,8 @@ const POLICIES = {
   'checkout': { limit: 10, per: 'user', counts: 'checkouts', whenCountersDown: 'refuse' },
   /** chats.sendMessages, a resend included (CHAT_RATE_LIMIT_PER_MINUTE). */
   'chat-messages': { limit: 120, per: 'user', counts: 'message sends', whenCountersDown: 'allow' },
+  /** GET /api/v1/account/export, per hour: each export reads all of the user's rows (EXPORT_RATE_LIMIT_PER_HOUR). */
+  'export': { limit: 6, per: 'user', counts: 'account exports', whenCountersDown: 'refuse', windowSeconds: 3600 },
 } as const satisfies Record<string, RateLimitPolicy>
 
 export type RateLimitedRoute = keyof typeof POLICIES
@@ -49,7 +53,7 @@ export type RateLimitedRoute = keyof typeof POLICIES
 export interface RateLimitSettings {
   /** Requests per window by route; the policies' defaults for those not given. */
   limits?: Partial<Record<RateLimitedRoute, number>>
-  /** The fixed window's length (default 60 s); tests lengthen it so no window rolls over mid-test. */
+  /** The fixed window's length of every policy without its own (default 60 s); tests lengthen it so no window rolls over mid-test. */
   windowSeconds?: number
 }
 
@@ -78,10 +82,11 @@ export function createRateLimits({ counters, metrics, logger, limits = {}, windo
      */
     async hit(route: RateLimitedRoute, subject: string): Promise<void> {
       const policy: RateLimitPolicy = POLICIES[route]
+      const window = policy.windowSeconds ?? windowSeconds
       const who = policy.per === 'user' ? { userId: subject } : { address: subject }
       let hit
       try {
-        hit = await counters.hitWindow(keys.rateLimit(route, subject), windowSeconds)
+        hit = await counters.hitWindow(keys.rateLimit(route, subject), window)
       }
       catch (error) {
         const outage = outageError(error)
@@ -97,7 +102,7 @@ export function createRateLimits({ counters, metrics, logger, limits = {}, windo
       metrics.rateLimitBlocked.add(1, { 'airi.rate_limit.route': route })
       const retryAfterSeconds = Math.max(1, Math.ceil(hit.resetInMs / 1000))
       logger.debug({ route, ...who, limit, retryAfterSeconds }, 'rate limit exceeded')
-      const per = windowSeconds === 60 ? 'per minute' : `per ${windowSeconds} s`
+      const per = window === 60 ? 'per minute' : window === 3600 ? 'per hour' : `per ${window} s`
       throw new ApiError(429, 'RATE_LIMITED', `Rate limit exceeded: at most ${limit} ${policy.counts} ${per}; retry after ${retryAfterSeconds} s`, { retryAfterSeconds, limit })
     },
   }

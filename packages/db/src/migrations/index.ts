@@ -16,6 +16,9 @@ import * as userMilestones from './0014_user_milestones.ts'
 import * as fluxTransactionUnbilled from './0015_flux_transaction_unbilled.ts'
 import * as betterAuth from './0016_better_auth.ts'
 import * as chatReplies from './0017_chat_replies.ts'
+import * as requestLogUsage from './0018_request_log_usage.ts'
+import * as characterMetadata from './0019_character_metadata.ts'
+import * as meteredUsage from './0020_metered_usage.ts'
 
 /**
  * Every migration, keyed by name. Kysely's Migrator applies them in key order, so
@@ -38,4 +41,7 @@ export const migrations: Record<string, Migration> = {
   '0015_flux_transaction_unbilled': fluxTransactionUnbilled,
   '0016_better_auth': betterAuth,
   '0017_chat_replies': chatReplies,
+  '0018_request_log_usage': requestLogUsage,
+  '0019_character_metadata': characterMetadata,
+  '0020_metered_usage': meteredUsage,
 }

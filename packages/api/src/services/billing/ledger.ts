@@ -7,6 +7,7 @@ import { createCursorCodec, sequenceKey } from '../../cursor.ts'
 import { isUniqueViolation } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
 import type { Metrics } from '../../metrics.ts'
+import { billingExportTables } from './export.ts'
 import { accountNotFound, checkAmount, creditPlan, debitPlan, openAccountIn, toEntry, writeOn, type CreditInput, type DebitInput, type LedgerEntry, type Plan, type WriteInput, type Written } from './write.ts'
 
 export type { Alongside, CreditInput, DebitInput, LedgerEntry } from './write.ts'
@@ -231,6 +232,9 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux, 
       const page = rows.slice(0, limit)
       return { items: page.map(toEntry), nextCursor: rows.length > limit ? historyCursor.encode([page.at(-1)!.seq]) : null }
     },
+
+    /** Account export: the balance row and the whole ledger. */
+    exportTables: (userId: string) => billingExportTables(db, userId),
 
     /**
      * Account deletion (priority 20): the balance row is soft-deleted, the ledger

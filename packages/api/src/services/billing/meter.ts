@@ -1,8 +1,10 @@
+import type { MeteredUsageKind, MeteredUsageStatus } from '@airi/db'
+
 import type { AtomicCounters } from '../../adapters/ports.ts'
 import { keys } from '../../adapters/keys.ts'
 import { ApiError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
-import type { BillingService } from './ledger.ts'
+import type { Alongside, BillingService } from './ledger.ts'
 
 export interface MeterRuntime {
   /** Units (e.g. TTS characters) that make one Flux; rounded to a whole number of units. */
@@ -11,10 +13,36 @@ export interface MeterRuntime {
   debtTtlSeconds: number
 }
 
+/** What one metered call used, for its usage row (`metered_usage`). */
+export interface MeteredCall {
+  kind: MeteredUsageKind
+  /** The alias the caller named. */
+  model: string
+  status: MeteredUsageStatus
+  characters?: number
+  audioMs?: number
+  durationMs: number
+}
+
+/** How a streaming session's end reads on its usage row. */
+export function sessionUsageStatus(end: 'finished' | 'cancelled' | 'disconnected' | 'error'): MeteredUsageStatus {
+  return end === 'finished' ? 'completed' : end === 'error' ? 'failed' : 'cancelled'
+}
+
+/** Where the meter writes a call's usage row: in its debit's statement, or alone when nothing settled. */
+export interface UsageLog {
+  /** The row as part of the debit's statement; `moved` (the Flux debited) is its `flux`. Idempotent. */
+  alongside: (userId: string, call: MeteredCall) => Alongside
+  /** The row alone, with `flux` 0. */
+  record: (userId: string, call: MeteredCall) => Promise<void>
+}
+
 export interface FluxMeterDeps {
   billing: BillingService
   counters: AtomicCounters
   logger: Logger
+  /** Every call that passes its `usage` gets a row here. */
+  usageLog?: UsageLog
 }
 
 export interface FluxMeterOptions {
@@ -35,6 +63,8 @@ export interface AccumulateInput {
    * units stay owed, so nothing is lost; a call is not retried by repeating it.
    */
   callId: string
+  /** The call's usage row; written with the debit, so the rows add up to the ledger. */
+  usage?: MeteredCall
 }
 
 export interface Accumulation {
@@ -52,7 +82,7 @@ export type FluxMeter = ReturnType<ReturnType<typeof createFluxMeterFactory>>
  * out (atomically, on Redis by a Lua script) and debited through the billing
  * service. Only whole Flux ever reach the ledger.
  */
-export function createFluxMeterFactory({ billing, counters, logger }: FluxMeterDeps) {
+export function createFluxMeterFactory({ billing, counters, logger, usageLog }: FluxMeterDeps) {
   return function createFluxMeter({ name, resolveRuntime }: FluxMeterOptions) {
     const debtKey = (userId: string) => keys.fluxMeterDebt(userId, name)
     // The debt counter works in whole units.
@@ -78,14 +108,21 @@ export function createFluxMeterFactory({ billing, counters, logger }: FluxMeterD
        * it settles, under `callId`. When the debit fails (or `callId` was already
        * used) the units go back, so nothing is lost or charged twice.
        */
-      async accumulate({ userId, units, callId }: AccumulateInput): Promise<Accumulation> {
+      async accumulate({ userId, units, callId, usage }: AccumulateInput): Promise<Accumulation> {
         if (!Number.isSafeInteger(units) || units < 0)
           throw new ApiError(400, 'INVALID_UNITS', 'Units must be a non-negative whole number')
         const { unitsPerFlux, debtTtlSeconds } = await runtime()
         const key = debtKey(userId)
         const settlement = await counters.settleDebt(key, units, unitsPerFlux, debtTtlSeconds)
-        if (settlement.settledFlux === 0)
+        if (settlement.settledFlux === 0) {
+          if (usage && usageLog) {
+            // The units stay owed and are billed with a later call: this one's row says 0 Flux.
+            await usageLog.record(userId, usage).catch((error: unknown) => {
+              logger.error({ err: error, userId, meter: name, callId }, 'could not write the usage row of a metered call')
+            })
+          }
           return settlement
+        }
         try {
           await billing.debit({
             userId,
@@ -95,6 +132,7 @@ export function createFluxMeterFactory({ billing, counters, logger }: FluxMeterD
             metadata: { meter: name, units: settlement.settledFlux * unitsPerFlux },
             // A replay would answer the first call's row and move nothing: those units would be lost.
             refuseReplay: true,
+            alongside: usage && usageLog?.alongside(userId, usage),
           })
           return settlement
         }

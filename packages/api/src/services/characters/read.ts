@@ -85,7 +85,7 @@ export async function getCharacter(executor: Executor, userId: string, id: strin
     .where('id', '=', id).where('deleted_at', 'is', null).executeTakeFirst()
   if (!row)
     throw characterNotFound()
-  return { ...toSummary(row), capabilities: row.capabilities, prompts: row.prompts, avatarModels: row.avatarModels }
+  return { ...toSummary(row), capabilities: row.capabilities, prompts: row.prompts, avatarModels: row.avatarModels, metadata: row.metadata }
 }
 
 /** Of `ids`, those of characters that exist and are not deleted (for other services, e.g. chat members). */
@@ -113,7 +113,7 @@ export interface Persona {
  * else one with the same primary subtag (`zh-Hant` for `zh`), else the first
  * (the character's own order).
  */
-function pickLanguage(available: string[], wanted: string[]): string | null {
+export function pickLanguage(available: string[], wanted: string[]): string | null {
   const lower = available.map(language => language.toLowerCase())
   for (const language of wanted.map(each => each.toLowerCase())) {
     const exact = lower.indexOf(language)
@@ -136,7 +136,7 @@ export async function getPersona(db: Db, id: string, languages: string[]): Promi
     throw characterNotFound()
   const prompts = row.prompts as Array<{ language: string, type: string, content: string }>
   const language = pickLanguage([...new Set(prompts.map(prompt => prompt.language))], languages)
-  const inLanguage = (type: string) => prompts.filter(prompt => prompt.language === language && prompt.type === type).map(prompt => prompt.content)
+  const inLanguage = (...types: string[]) => prompts.filter(prompt => prompt.language === language && types.includes(prompt.type)).map(prompt => prompt.content)
   const names = row.i18n as Array<{ language: string, name: string }>
   const nameLanguage = pickLanguage(names.map(entry => entry.language), language ? [language, ...languages] : languages)
   return {
@@ -145,7 +145,8 @@ export async function getPersona(db: Db, id: string, languages: string[]): Promi
     defaultModelId: row.default_model_id,
     language,
     system: inLanguage('system'),
-    personality: inLanguage('personality'),
+    // A card's description and scenario describe the character as much as its personality does.
+    personality: inLanguage('description', 'personality', 'scenario'),
     greetings: inLanguage('greetings'),
   }
 }

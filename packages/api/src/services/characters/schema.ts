@@ -1,6 +1,7 @@
 import { z } from 'zod'
 
 import { id, isSafeText, jsonObject, text, unsafeTextMessage } from '../../routers/schemas.ts'
+import { cardInput } from './card-schema.ts'
 
 // The inputs of `characters.*`: the router validates with these, and the service's input types are inferred from them.
 
@@ -66,3 +67,6 @@ export const characterCreateInput = z.object({
 })
 
 export const characterUpdateInput = z.object({ id, ...characterFields }).partial().required({ id: true })
+
+/** A Character Card to import; cards say no language, so the caller may (default 'en'). */
+export const characterImportCardInput = z.object({ card: cardInput, language: language.optional() })

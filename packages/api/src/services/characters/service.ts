@@ -1,13 +1,17 @@
 import type { Transaction } from 'kysely'
 
-import type { Character, Database, Db } from '@airi/db'
+import type { Character, Database, Db, JsonObject } from '@airi/db'
 
 import { beforeCreatedAtId, createCursorCodec, createdAtIdKey, exactTimestamp } from '../../cursor.ts'
 import { ApiError, forbidden, isUniqueViolation } from '../../errors.ts'
+import { coverUrlFor, placeholderPng, pngOfCover, withCards } from './card-png.ts'
+import { readCard } from './card-schema.ts'
+import { cardFileName, cardFromCharacter, characterFromCard, v2Rendering } from './cards.ts'
+import { characterExportTables } from './export.ts'
 import { insertChildren, softDeleteChildren, type ChildTable } from './parts.ts'
 import { characterNotFound, getCharacter, getPersona, liveCharacterIds, summaryColumns, toSummary, type Persona } from './read.ts'
 import { removeRelations, toggle } from './relations.ts'
-import type { CharacterDetail, CharacterPage, CreateCharacterInput, ListCharactersInput, UpdateCharacterInput } from './types.ts'
+import type { CharacterDetail, CharacterPage, CreateCharacterInput, ImportCardInput, ListCharactersInput, UpdateCharacterInput } from './types.ts'
 
 export type CharacterService = ReturnType<typeof createCharacterService>
 
@@ -31,6 +35,33 @@ function rethrowDuplicateLanguage(error: unknown): never {
   if (isUniqueViolation(error, 'character_i18n_character_language_uidx'))
     throw new ApiError(400, 'DUPLICATE_LANGUAGE', 'Each language may appear once in i18n', { field: 'i18n' })
   throw error
+}
+
+/** One transaction: the character and all its parts, created and owned by `userId`. Answers from what it wrote. */
+async function insertCharacter(db: Db, userId: string, input: CreateCharacterInput, metadata: JsonObject = {}): Promise<CharacterDetail> {
+  return db.transaction().execute(async (trx) => {
+    const row = await trx.insertInto('characters').values({
+      character_id: input.characterId,
+      version: input.version,
+      cover_url: input.coverUrl,
+      avatar_url: input.avatarUrl,
+      default_voice_id: input.defaultVoiceId ?? null,
+      default_model_id: input.defaultModelId ?? null,
+      priority: input.priority ?? 0,
+      creator_id: userId,
+      owner_id: userId,
+      metadata,
+    }).returningAll().executeTakeFirstOrThrow()
+    const children = await insertChildren(trx, row.id, input)
+    // A new character has no likes or bookmarks yet, the caller's included.
+    return {
+      ...toSummary({ ...row, i18n: children.i18n ?? [], covers: children.covers ?? [], liked: false, bookmarked: false }),
+      capabilities: children.capabilities ?? [],
+      prompts: children.prompts ?? [],
+      avatarModels: children.avatarModels ?? [],
+      metadata: row.metadata,
+    }
+  }).catch(rethrowDuplicateLanguage)
 }
 
 /**
@@ -64,28 +95,33 @@ export function createCharacterService({ db }: { db: Db }) {
     get: (userId: string, id: string): Promise<CharacterDetail> => getCharacter(db, userId, id),
 
     /** One transaction: the character and all its parts; the caller is creator and owner. Answers from what it wrote. */
-    async create(userId: string, input: CreateCharacterInput): Promise<CharacterDetail> {
-      return db.transaction().execute(async (trx) => {
-        const row = await trx.insertInto('characters').values({
-          character_id: input.characterId,
-          version: input.version,
-          cover_url: input.coverUrl,
-          avatar_url: input.avatarUrl,
-          default_voice_id: input.defaultVoiceId ?? null,
-          default_model_id: input.defaultModelId ?? null,
-          priority: input.priority ?? 0,
-          creator_id: userId,
-          owner_id: userId,
-        }).returningAll().executeTakeFirstOrThrow()
-        const children = await insertChildren(trx, row.id, input)
-        // A new character has no likes or bookmarks yet, the caller's included.
-        return {
-          ...toSummary({ ...row, i18n: children.i18n ?? [], covers: children.covers ?? [], liked: false, bookmarked: false }),
-          capabilities: children.capabilities ?? [],
-          prompts: children.prompts ?? [],
-          avatarModels: children.avatarModels ?? [],
-        }
-      }).catch(rethrowDuplicateLanguage)
+    create: (userId: string, input: CreateCharacterInput): Promise<CharacterDetail> => insertCharacter(db, userId, input),
+
+    /**
+     * A new character from a Character Card (V2 or V3; JSON, or a PNG carrying it):
+     * its prompts in `language`, the PNG's picture as cover, and the card's other
+     * fields kept in `metadata` for export. 400 `INVALID_CARD` names what is wrong.
+     */
+    async importCard(userId: string, { card, language = 'en' }: ImportCardInput): Promise<CharacterDetail> {
+      const { card: parsed, picture } = readCard(card)
+      const { input, metadata } = characterFromCard(parsed, language)
+      const cover = coverUrlFor(picture)
+      return insertCharacter(db, userId, { ...input, coverUrl: cover, avatarUrl: cover }, metadata)
+    },
+
+    /** Any non-deleted character (as `get`) as a V3 card. */
+    async exportCard(userId: string, id: string): Promise<{ fileName: string, card: JsonObject }> {
+      const character = await getCharacter(db, userId, id)
+      return { fileName: cardFileName(character, 'json'), card: cardFromCharacter(character) }
+    },
+
+    /** The same card in a PNG: the cover when it is a PNG we hold, else a placeholder; V3 in `ccv3`, V2 in `chara`. */
+    async exportCardPng(userId: string, id: string): Promise<{ fileName: string, png: Uint8Array }> {
+      const character = await getCharacter(db, userId, id)
+      const card = cardFromCharacter(character)
+      const base64 = (value: JsonObject) => Buffer.from(JSON.stringify(value)).toString('base64')
+      const png = withCards(pngOfCover(character.coverUrl) ?? placeholderPng(), { ccv3: base64(card), chara: base64(v2Rendering(card)) })
+      return { fileName: cardFileName(character, 'png'), png }
     },
 
     /** Owner only. Fields given are set; a child list given replaces the old rows (soft-deleted). */
@@ -148,6 +184,9 @@ export function createCharacterService({ db }: { db: Db }) {
       const { on, count } = await toggle(db, userId, id, 'user_character_bookmarks', 'bookmarks_count')
       return { bookmarked: on, bookmarksCount: count }
     },
+
+    /** Account export: the characters the user owns with all their parts, likes and bookmarks. */
+    exportTables: (userId: string) => characterExportTables(db, userId),
 
     /**
      * Account deletion (priority 30), idempotent: soft-deletes the user's characters

@@ -1,8 +1,8 @@
 import type { z } from 'zod'
 
-import type { JsonValue } from '@airi/db'
+import type { JsonObject, JsonValue } from '@airi/db'
 
-import type { characterCreateInput, characterListInput, characterUpdateInput } from './schema.ts'
+import type { characterCreateInput, characterImportCardInput, characterListInput, characterUpdateInput } from './schema.ts'
 
 // Shapes callers send (inferred from the router's schemas) and see.
 
@@ -10,6 +10,8 @@ export type CreateCharacterInput = z.infer<typeof characterCreateInput>
 
 /** Every field but `id` is optional; a child list that is present replaces the old one. */
 export type UpdateCharacterInput = z.infer<typeof characterUpdateInput>
+
+export type ImportCardInput = z.infer<typeof characterImportCardInput>
 
 /** What the router passes after defaults; other callers may leave them out. */
 export type ListCharactersInput = z.input<typeof characterListInput>
@@ -50,6 +52,8 @@ export interface CharacterDetail extends CharacterSummary {
   capabilities: CharacterCapabilityEntry[]
   prompts: CharacterPromptEntry[]
   avatarModels: AvatarModelEntry[]
+  /** What has no field of its own; `characterCard`: the fields of the card it was imported from that no field holds. */
+  metadata: JsonObject
 }
 
 export interface CharacterPage {

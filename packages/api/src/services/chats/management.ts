@@ -8,6 +8,7 @@ import type { Users } from '../users.ts'
 import { toMessage } from './events.ts'
 import type { createLiveSync } from './live-sync.ts'
 import { toChatView, type ChatReads, type ChatView, type MemberRef } from './reads.ts'
+import { withNames } from './prompt.ts'
 import { appendMessages } from './store.ts'
 
 const creatorOnly = () => new ApiError(403, 'FORBIDDEN', 'Only the chat\'s creator can do this')
@@ -51,7 +52,7 @@ export function createChatManagement({ db, reads: { memberChats, requireMembersh
      * Private chats hold the creator and one other user; bot chats the creator and
      * characters; groups and channels anyone. The creator is always a member.
      */
-    async create(userId: string, input: { type: ChatType, title?: string | null, members: MemberRef[], languages?: string[] }): Promise<ChatView> {
+    async create(userId: string, input: { type: ChatType, title?: string | null, members: MemberRef[], languages?: string[], userName?: string }): Promise<ChatView> {
       const others = input.members.filter(ref => !(ref.type === 'user' && ref.id === userId))
         .filter((ref, index, all) => all.findIndex(other => other.type === ref.type && other.id === ref.id) === index)
       const otherUsers = others.filter(ref => ref.type === 'user')
@@ -63,7 +64,8 @@ export function createChatManagement({ db, reads: { memberChats, requireMembersh
 
       // A bot chat opens with its first character's greeting, in the caller's language.
       const firstCharacter = input.type === 'bot' ? others.find(ref => ref.type === 'character') : undefined
-      const greeting = firstCharacter && (await characters.persona(firstCharacter.id, input.languages ?? [])).greetings[0]?.trim()
+      const persona = firstCharacter && await characters.persona(firstCharacter.id, input.languages ?? [])
+      const greeting = persona?.greetings[0] && withNames(persona.greetings[0], { char: persona.name, user: input.userName ?? '' }).trim()
       const { chatId, greeted } = await db.transaction().execute(async (trx) => {
         const chat = await trx.insertInto('chats').values({ type: input.type, title: input.title ?? null, creator_id: userId })
           .returningAll().executeTakeFirstOrThrow()

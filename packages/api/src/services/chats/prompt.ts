@@ -17,9 +17,17 @@ export interface TokenCounter {
 /** History is read newest first, this many messages at a time, until the budget is spent. */
 const HISTORY_PAGE = 50
 
+/**
+ * A character's text with the names filled in: `{{char}}` and `{{user}}` (any
+ * case), as Character Cards write them, stay in the character and are read here.
+ */
+export function withNames(text: string, names: { char: string | null, user: string }): string {
+  return text.replace(/\{\{char\}\}/gi, names.char ?? 'the character').replace(/\{\{user\}\}/gi, names.user.trim() || 'User')
+}
+
 /** The persona's prompts as one system message: system prompts, then personality. */
-function systemPromptOf(persona: Persona): PromptMessage | null {
-  const parts = [...persona.system, ...persona.personality].map(part => part.trim()).filter(Boolean)
+function systemPromptOf(persona: Persona, userName: string): PromptMessage | null {
+  const parts = [...persona.system, ...persona.personality].map(part => withNames(part, { char: persona.name, user: userName }).trim()).filter(Boolean)
   return parts.length > 0 ? { role: 'system', content: parts.join('\n\n') } : null
 }
 
@@ -48,16 +56,18 @@ export function readHistoryAhead(db: Db, chatId: string, beforeSeq: number): His
  * kept), then `message`. The system message and the new message always go in; a
  * message role the model does not take (a client's own roles) is left out.
  */
-export async function buildPrompt({ history, beforeSeq, persona, message, counter, budget }: {
+export async function buildPrompt({ history, beforeSeq, persona, userName, message, counter, budget }: {
   history: HistoryReader
   beforeSeq: number
   persona: Persona
+  /** The person's name, for `{{user}}`. */
+  userName: string
   message: string
   counter: TokenCounter
   budget: number
 }): Promise<PromptMessage[]> {
   const cost = (text: string) => counter.count(text) + counter.perMessage
-  const system = systemPromptOf(persona)
+  const system = systemPromptOf(persona, userName)
   let left = budget - cost(message) - (system ? cost(system.content) : 0)
   const kept: PromptMessage[] = []
   let before = beforeSeq

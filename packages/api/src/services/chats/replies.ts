@@ -44,6 +44,8 @@ export interface ReplyOptions {
   maxTokens?: number
   /** The caller's languages, most preferred first: the character's prompts are picked in the first it has. */
   languages: string[]
+  /** The caller's name, for a character's `{{user}}`. */
+  userName: string
 }
 
 export interface ReplyView {
@@ -251,7 +253,7 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
       stop: new AbortController(),
     }
     // The history was asked for with the chat; the prompt is made while the slot is claimed.
-    const prompt = buildPrompt({ history: input.history, beforeSeq: input.answers.beforeSeq, persona, message: input.answers.content, counter, budget: await config.get('CHAT_CONTEXT_TOKENS') })
+    const prompt = buildPrompt({ history: input.history, beforeSeq: input.answers.beforeSeq, persona, userName: input.userName, message: input.answers.content, counter, budget: await config.get('CHAT_CONTEXT_TOKENS') })
     prompt.catch(() => {})
     if (!ahead?.claimed)
       await slots.claim(reply)
@@ -267,7 +269,7 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
           reply.stop.abort(new Error('stopped'))
       })
       const messages = await prompt
-      call = await gateway.reserve(userId, { model: counter.alias, messages, stream: true, ...(input.maxTokens ? { max_tokens: input.maxTokens } : {}) }, reply.stop.signal, { callId: reply.callId })
+      call = await gateway.reserve(userId, { model: counter.alias, messages, stream: true, ...(input.maxTokens ? { max_tokens: input.maxTokens } : {}) }, reply.stop.signal, { callId: reply.callId, kind: 'reply' })
       // The upstream is called while the message is stored (its first tokens are on the
       // way meanwhile); nothing of its answer is read before the store commits.
       started = call.start()

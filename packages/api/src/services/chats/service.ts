@@ -7,6 +7,7 @@ import type { BalanceFanout } from './balance-fanout.ts'
 import type { ChatSyncEvent } from './events.ts'
 import { createLiveSync } from './live-sync.ts'
 import { createChatDeletion } from './deletion.ts'
+import { chatExportTables } from './export.ts'
 import { createChatManagement } from './management.ts'
 import { createChatMessages } from './messages.ts'
 import { createChatReads } from './reads.ts'
@@ -103,6 +104,9 @@ export function createChatService({ db, characters, users, fanout, balances, log
     async announceBalance(userId: string, balance: number): Promise<void> {
       await live.announceBalance(userId, balance)
     },
+
+    /** Account export: the user's chats, the messages in them and their feed. */
+    exportTables: (userId: string) => chatExportTables(db, userId),
 
     ...createChatDeletion(db),
   }

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 
-import type { Db } from '@airi/db'
+import type { Db, LlmCallKind } from '@airi/db'
 
 import type { Clock } from '../../clock.ts'
 import { ApiError } from '../../errors.ts'
@@ -14,10 +14,11 @@ import { resolveAlias } from '../model-alias.ts'
 import type { UpstreamKeyPool } from '../upstream-keys.ts'
 import { createCallBilling } from './billing.ts'
 import { createCallSignal } from './call-signal.ts'
+import { requestLogExportTables } from './export.ts'
 import { failureOf, type CallEnds, type Failure } from './failure.ts'
 import { relayStream } from './relay.ts'
 import { createRequestLog, type ReconcileReport } from './request-log.ts'
-import { capFor, requestedCap, withCap, type CallBounds } from './reservation.ts'
+import { capFor, priceOf, requestedCap, withCap, type CallBounds } from './reservation.ts'
 import { createUpstreamRouter, type Attempt, type ChatCompletionBody, type RouterConfig } from './router.ts'
 import { reserveCall, type ReservedCall, type Settlement } from './settlement.ts'
 import { startCallTelemetry, type CallTelemetry } from './telemetry.ts'
@@ -27,6 +28,13 @@ export type { ChatCompletionBody } from './router.ts'
 
 type CallSignal = ReturnType<typeof createCallSignal>
 export type {  ReconcileReport } from './request-log.ts'
+
+type AliasEntry = RouterConfig['models'][string]
+
+/** What `/models` shows of an alias's price: the per-token rates, in Flux. */
+function publicPrice({ inputPer1M, outputPer1M, cachedInputPer1M }: NonNullable<AliasEntry['pricing']>) {
+  return { inputPer1M, outputPer1M, ...(cachedInputPer1M === undefined ? {} : { cachedInputPer1M }), unit: 'flux' as const }
+}
 
 export type CompletionResult =
   | { kind: 'json', body: unknown }
@@ -40,6 +48,8 @@ export type CompletionResult =
 export interface ReserveOptions {
   /** The call's id (its ledger rows and log row), when the caller recorded it first; a new UUID by default. */
   callId?: string
+  /** What its usage row calls it: `reply` for a reply the server makes in a chat; `llm` by default. */
+  kind?: LlmCallKind
 }
 
 /** A call whose Flux is reserved and whose upstreams are not called yet (see `reserve`). */
@@ -124,25 +134,25 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
 
   /**
    * What the request may cost: the prompt counted with the first upstream's
-   * tokenizer, and the output it may ask for (its own cap, else the alias's).
+   * tokenizer, the output it may ask for (its own cap, else the alias's), and
+   * the alias's price (the flat rule when it has none).
    */
-  async function boundsOf(body: ChatCompletionBody, prompt: ReturnType<typeof promptOf>, upstreamModel: string, maxOutputTokens: number): Promise<CallBounds> {
+  async function boundsOf(body: ChatCompletionBody, prompt: ReturnType<typeof promptOf>, { upstreams, maxOutputTokens, pricing }: AliasEntry): Promise<CallBounds> {
+    const upstreamModel = upstreams[0]!.model
     const [per1k, flat] = await Promise.all([config.get('FLUX_PER_1K_TOKENS'), config.get('FLUX_PER_REQUEST')])
     const promptTokens = await countPrompt(upstreamModel, prompt).catch((error: unknown) => {
       // A character per token overestimates almost any text: the reservation errs on the safe side.
       logger.error({ err: error }, 'could not count the prompt of an LLM call; reserving a character per token')
       return prompt.tally.chars
     })
-    // One price for input and output today; a per-model price plugs in here.
-    const price = { inputPer1k: per1k, outputPer1k: per1k }
-    return { promptTokens, cap: requestedCap(body) ?? maxOutputTokens, choices: body.n ?? 1, price, flat }
+    return { promptTokens, cap: requestedCap(body) ?? maxOutputTokens, choices: body.n ?? 1, price: priceOf(pricing, per1k), flat, floor: pricing?.reserve ?? flat }
   }
 
   /** A call reserved and not yet sent: what `callUpstream` needs. */
   interface Prepared {
     callId: string
     alias: string
-    upstreams: RouterConfig['models'][string]['upstreams']
+    upstreams: AliasEntry['upstreams']
     upstreamBody: ChatCompletionBody
     stream: boolean
     signal: AbortSignal
@@ -155,14 +165,15 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
 
   /** Resolves the alias, sizes and takes the reservation (402 here, before any upstream is called). */
   async function prepare(userId: string, body: ChatCompletionBody, clientSignal: AbortSignal, routes: RouterConfig, shutdown: AbortController, deadline: CallSignal, abandoned: AbortSignal, options: ReserveOptions): Promise<Prepared> {
-    const { alias, entry: { upstreams, maxOutputTokens } } = resolveAlias(routes, body.model)
+    const { alias, entry } = resolveAlias(routes, body.model)
+    const { upstreams } = entry
     const callId = options.callId ?? randomUUID()
     const prompt = promptOf(body)
-    const bounds = await boundsOf(body, prompt, upstreams[0]!.model, maxOutputTokens)
+    const bounds = await boundsOf(body, prompt, entry)
     const stream = body.stream === true
     const telemetry = startCallTelemetry({ metrics, clock, alias, upstreams, callId, stream })
     const ends: CallEnds = { shutdown: shutdown.signal, clientSignal, deadline, closing: () => closing }
-    const reserved = await reserveCall({ requestLog, callBilling, logger }, { userId, callId, alias, bounds, prompt, telemetry })
+    const reserved = await reserveCall({ requestLog, callBilling, logger }, { userId, callId, alias, bounds, prompt, telemetry, kind: options.kind ?? 'llm' })
     // The upstream is asked for no more output than the reservation pays for.
     const upstreamBody = withCap(body, capFor(reserved.call.reserved, bounds))
     return { callId, alias, upstreams, upstreamBody, stream, signal: deadline.signal, ends, reserved, telemetry, abandoned }
@@ -202,6 +213,7 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
       response: attempt.response,
       signal,
       failureOf: error => failureOf(error, ends),
+      clock,
       onFirstText: () => telemetry.firstToken(attempt.upstream.model),
       end: async (relayed, outcome) => {
         let settlement: Settlement | undefined
@@ -212,7 +224,7 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
             settlement = { upstream: attempt.upstream.id, status: 499, error: 'abandoned by its caller', flux: 0 }
           }
           else {
-            settlement = await reserved.settle(attempt.upstream, relayed.usage, relayed.completion, outcome)
+            settlement = await reserved.settle(attempt.upstream, relayed.usage, relayed.completion, outcome, relayed.firstTextAt)
           }
         }
         catch (error) {
@@ -282,10 +294,10 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
       return await deadlineMs() + SETTLEMENT_MARGIN_MS
     },
 
-    /** The aliases callers may name, OpenAI-shaped. */
+    /** The aliases callers may name, OpenAI-shaped, each with its price when it has one. */
     async listModels() {
       const routes = await routerConfig()
-      return { object: 'list' as const, data: Object.keys(routes.models).map(id => ({ id, object: 'model' as const, created: 0, owned_by: 'airi' })) }
+      return { object: 'list' as const, data: Object.entries(routes.models).map(([id, { pricing }]) => ({ id, object: 'model' as const, created: 0, owned_by: 'airi', ...(pricing ? { pricing: publicPrice(pricing) } : {}) })) }
     },
 
     /**
@@ -389,6 +401,9 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
       const cutoff = new Date(clock.now() - Math.max(olderThanMs, minimum))
       return requestLog.reconcile({ cutoff, limit, flat: await config.get('FLUX_PER_REQUEST'), billing, callBilling })
     },
+
+    /** Account export: the user's calls in the request log. */
+    exportTables: (userId: string) => requestLogExportTables(db, userId),
   }
 }
 

@@ -4,3 +4,4 @@ export { createLlmGateway, type CompletionResult, type LlmGateway, type Reserved
 export type { Settlement } from './settlement.ts'
 
 export { createSseJsonReader } from './usage.ts'
+export { createLlmUsageReads, groupKey, llmCallsPage, llmCallsSummary, type LlmUsageReads, type UsageGroup } from './usage-reads.ts'

@@ -1,17 +1,26 @@
+import type { Clock } from '../../clock.ts'
 import { errorEvent, type Failure } from './failure.ts'
-import { createStreamWatcher } from './usage.ts'
+import { createStreamWatcher, type TextTally, type Usage } from './usage.ts'
 
-type StreamWatcher = ReturnType<typeof createStreamWatcher>
+/** What a stream relayed: the upstream's usage if it sent one, the generated text, and when that text began. */
+interface Relayed {
+  usage: Usage | undefined
+  completion: TextTally
+  /** When the first chunk carrying generated text arrived (`clock` time); undefined when none did. */
+  firstTextAt: number | undefined
+}
 
 export interface RelayOptions {
   response: Response
   /** The call's signal: the client leaving, the deadline, the shutdown. */
   signal: AbortSignal
   failureOf: (error: unknown) => Failure
+  /** Times the first generated text. */
+  clock: Clock
   /** Told when the first chunk is handed out. */
   onFirstText: () => void
   /** Called once, whichever way the stream ends, with what was relayed. */
-  end: (relayed: StreamWatcher, outcome: { status: number, error?: string }) => Promise<void>
+  end: (relayed: Relayed, outcome: { status: number, error?: string }) => Promise<void>
 }
 
 /**
@@ -20,16 +29,24 @@ export interface RelayOptions {
  * the consumer still reads), or when the call is cut short, even before the
  * consumer began reading.
  */
-export function relayStream({ response, signal, failureOf, onFirstText, end }: RelayOptions): AsyncGenerator<string> {
+export function relayStream({ response, signal, failureOf, clock, onFirstText, end }: RelayOptions): AsyncGenerator<string> {
   const watcher = createStreamWatcher()
+  let firstTextAt: number | undefined
   let started = false
   let ended = false
+
+  /** Counts a relayed chunk; the first one that brings generated text dates the first token. */
+  function relayed(text: string, arrivedAt: number): void {
+    watcher.feed(text)
+    if (firstTextAt === undefined && watcher.completion.chars > 0)
+      firstTextAt = arrivedAt
+  }
 
   async function finish(outcome: { status: number, error?: string }): Promise<void> {
     if (ended)
       return
     ended = true
-    await end(watcher, outcome)
+    await end({ usage: watcher.usage, completion: watcher.completion, firstTextAt }, outcome)
   }
 
   // A stream cut short before the transport began reading it ends here.
@@ -57,6 +74,7 @@ export function relayStream({ response, signal, failureOf, onFirstText, end }: R
         const text = decoder.decode(bytes, { stream: true })
         if (!text)
           continue
+        const arrivedAt = clock.now()
         if (!handedFirst) {
           handedFirst = true
           onFirstText()
@@ -65,14 +83,15 @@ export function relayStream({ response, signal, failureOf, onFirstText, end }: R
         yield text
         handedOut = false
         // Counted once the transport has taken it: what was relayed, not what was read.
-        watcher.feed(text)
+        relayed(text, arrivedAt)
       }
       const rest = decoder.decode()
       if (rest) {
+        const arrivedAt = clock.now()
         handedOut = true
         yield rest
         handedOut = false
-        watcher.feed(rest)
+        relayed(rest, arrivedAt)
       }
       outcome = { status: response.status }
     }

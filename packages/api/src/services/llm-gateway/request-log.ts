@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 
-import type { Db, LlmUsageSource } from '@airi/db'
+import type { Db, LlmCallKind, LlmUsageSource } from '@airi/db'
 import { sql, type RawBuilder } from 'kysely'
 
 import type { Clock } from '../../clock.ts'
@@ -16,6 +16,8 @@ export interface CallOutcome {
   startedAt: number
   usage?: Usage
   source?: LlmUsageSource
+  /** From the call's start to the first generated text a stream relayed; undefined when not measured (a plain answer). */
+  firstTokenMs?: number
   flux: number
   error?: string
 }
@@ -51,8 +53,9 @@ export function createRequestLog({ db, logger, clock }: { db: Db, logger: Logger
     const tokens = tokensOf(outcome.usage)
     const durationMs = clock.now() - outcome.startedAt
     return flux => sql`UPDATE llm_request_log SET state = 'completed', upstream = ${outcome.upstream}, status = ${outcome.status},
-        duration_ms = ${durationMs}, prompt_tokens = ${tokens.prompt}, completion_tokens = ${tokens.completion},
-        total_tokens = ${tokens.total}, usage_source = ${outcome.source ?? null}, flux_consumed = ${flux},
+        duration_ms = ${durationMs}, first_token_ms = ${outcome.firstTokenMs ?? null}, prompt_tokens = ${tokens.prompt},
+        completion_tokens = ${tokens.completion}, cached_tokens = ${tokens.cached}, total_tokens = ${tokens.total},
+        usage_source = ${outcome.source ?? null}, flux_consumed = ${flux},
         error = ${outcome.error ?? null}, completed_at = now()
       WHERE id = ${rowId} AND state = 'pending'`
   }
@@ -64,12 +67,12 @@ export function createRequestLog({ db, logger, clock }: { db: Db, logger: Logger
      * is chosen here; the statement runs again after opening a user's first
      * account, so the insert takes the reservation that run made.
      */
-    pending(call: Omit<BilledCall, 'reserved'>): { rowId: string, alongside: Alongside } {
+    pending(call: Omit<BilledCall, 'reserved'>, kind: LlmCallKind = 'llm'): { rowId: string, alongside: Alongside } {
       const rowId = randomUUID()
       return {
         rowId,
-        alongside: reserved => sql`INSERT INTO llm_request_log (id, user_id, request_id, model, state, flux_reserved)
-          VALUES (${rowId}, ${call.userId}, ${call.id}, ${call.alias}, 'pending', ${reserved})
+        alongside: reserved => sql`INSERT INTO llm_request_log (id, user_id, request_id, model, kind, state, flux_reserved)
+          VALUES (${rowId}, ${call.userId}, ${call.id}, ${call.alias}, ${kind}, 'pending', ${reserved})
           ON CONFLICT (id) DO UPDATE SET flux_reserved = EXCLUDED.flux_reserved WHERE llm_request_log.state = 'pending'`,
       }
     },

@@ -1,13 +1,34 @@
+import type { ConfigValue } from '../../config/entries.ts'
 import type { ChatCompletionBody } from './router.ts'
 import { tokensOf, type Usage } from './usage.ts'
 
+type AliasPricing = NonNullable<ConfigValue<'LLM_ROUTER_CONFIG'>['models'][string]['pricing']>
+
 /**
- * Flux per 1 000 tokens of prompt and of output. Today both are
- * FLUX_PER_1K_TOKENS; a per-model price (SPEC §4.5, later) plugs in here.
+ * Flux per `per` tokens of prompt and of output: an alias's `pricing` (per
+ * million), else the flat rule, FLUX_PER_1K_TOKENS for both (per thousand).
  */
 export interface TokenPrice {
-  inputPer1k: number
-  outputPer1k: number
+  input: number
+  output: number
+  /** Cached prompt tokens, priced apart; undefined under the flat rule, which does not tell them apart. */
+  cachedInput?: number
+  per: number
+  /** What a call priced on tokens costs at least. */
+  minFlux: number
+}
+
+/** The flat rule: FLUX_PER_1K_TOKENS on every token, at least 1 Flux. */
+export function flatPrice(per1k: number): TokenPrice {
+  return { input: per1k, output: per1k, per: 1000, minFlux: 1 }
+}
+
+/** An alias's own price (SPEC §4.5), or the flat rule when it has none. */
+export function priceOf(pricing: AliasPricing | undefined, per1k: number): TokenPrice {
+  if (!pricing)
+    return flatPrice(per1k)
+  const { inputPer1M, outputPer1M, cachedInputPer1M, minFlux } = pricing
+  return { input: inputPer1M, output: outputPer1M, cachedInput: cachedInputPer1M ?? inputPer1M, per: 1_000_000, minFlux: minFlux ?? 1 }
 }
 
 /** The fewest output tokens (per choice) worth calling an upstream for: a balance that cannot pay them is a 402. */
@@ -16,16 +37,29 @@ const MIN_OUTPUT_TOKENS = 16
 // Products of decimal prices (0.1 × 30) land a hair above the whole number they mean.
 const EPSILON = 1e-9
 
-/** Flux for `prompt` and `completion` tokens, rounded up. */
-export function tokenCost(price: TokenPrice, prompt: number, completion: number): number {
-  return Math.ceil((prompt * price.inputPer1k + completion * price.outputPer1k) / 1000 - EPSILON)
+/** Flux for `prompt` tokens (`cached` of them cached) and `completion` tokens, rounded up. */
+export function tokenCost(price: TokenPrice, prompt: number, completion: number, cached = 0): number {
+  // Under the flat rule cached tokens are prompt tokens like any other.
+  const apart = price.cachedInput === undefined ? 0 : Math.min(cached, prompt)
+  const units = (prompt - apart) * price.input + apart * (price.cachedInput ?? 0) + completion * price.output
+  return Math.ceil(units / price.per - EPSILON)
 }
 
-/** What a call's usage costs, at least 1 Flux. Usage with only a total is priced as output. */
+/** What a call's usage costs, at least the price's `minFlux`. Usage with only a total is priced as output. */
 export function usageCost(price: TokenPrice, usage: Usage): number {
-  const { prompt, completion, total } = tokensOf(usage)
-  const cost = prompt !== null && completion !== null ? tokenCost(price, prompt, completion) : tokenCost(price, 0, total ?? 0)
-  return Math.max(1, cost)
+  const { prompt, completion, cached, total } = tokensOf(usage)
+  const cost = prompt !== null && completion !== null ? tokenCost(price, prompt, completion, cached ?? 0) : tokenCost(price, 0, total ?? 0)
+  return Math.max(price.minFlux, cost)
+}
+
+/** A prompt the reservation counts may turn out cached: it is priced at the dearer of the two rates. */
+function promptRate(price: TokenPrice): number {
+  return Math.max(price.input, price.cachedInput ?? price.input)
+}
+
+/** The most `prompt` and `completion` tokens may cost, whichever part of the prompt turns out cached. */
+function boundCost(price: TokenPrice, prompt: number, completion: number): number {
+  return Math.ceil((prompt * promptRate(price) + completion * price.output) / price.per - EPSILON)
 }
 
 /** What one call may cost, as far as the request decides it. */
@@ -37,8 +71,10 @@ export interface CallBounds {
   /** `n`: every choice may generate up to `cap`. */
   choices: number
   price: TokenPrice
-  /** FLUX_PER_REQUEST: no reservation is smaller. */
+  /** FLUX_PER_REQUEST: the price of a call whose tokens could not be counted. */
   flat: number
+  /** No reservation is smaller: the alias's `pricing.reserve`, else FLUX_PER_REQUEST. */
+  floor: number
 }
 
 /** The request's own output cap (the smaller of the two fields when both are set). */
@@ -49,21 +85,25 @@ export function requestedCap(body: ChatCompletionBody): number | undefined {
 
 /**
  * The reservation a call wants (its prompt and its whole output cap) and the
- * least it may go ahead with (its prompt and MIN_OUTPUT_TOKENS, or its own
- * cap when that is smaller); both at least FLUX_PER_REQUEST.
+ * least it may go ahead with (its prompt and MIN_OUTPUT_TOKENS, or its own cap
+ * when that is smaller); both at least the floor and the price's `minFlux`.
  */
-export function reservationFor({ promptTokens, cap, choices, price, flat }: CallBounds): { wanted: number, least: number } {
+export function reservationFor({ promptTokens, cap, choices, price, floor }: CallBounds): { wanted: number, least: number } {
+  const minimum = Math.max(floor, price.minFlux)
   return {
-    wanted: Math.max(flat, tokenCost(price, promptTokens, cap * choices)),
-    least: Math.max(flat, tokenCost(price, promptTokens, Math.min(cap, MIN_OUTPUT_TOKENS) * choices)),
+    wanted: Math.max(minimum, boundCost(price, promptTokens, cap * choices)),
+    least: Math.max(minimum, boundCost(price, promptTokens, Math.min(cap, MIN_OUTPUT_TOKENS) * choices)),
   }
 }
 
 /** The output cap per choice that `reserved` Flux pays for, at most the call's own cap. */
 export function capFor(reserved: number, { promptTokens, cap, choices, price }: CallBounds): number {
-  const affordable = (reserved * 1000 - promptTokens * price.inputPer1k) / price.outputPer1k
+  // Free output: any cap is paid for.
+  if (price.output === 0)
+    return cap
+  const affordable = (reserved * price.per - promptTokens * promptRate(price)) / price.output
   let tokens = Math.max(0, Math.min(cap, Math.floor(affordable / choices + EPSILON)))
-  while (tokens > 0 && tokenCost(price, promptTokens, tokens * choices) > reserved)
+  while (tokens > 0 && boundCost(price, promptTokens, tokens * choices) > reserved)
     tokens--
   return tokens
 }

@@ -1,5 +1,7 @@
 import { sql } from 'kysely'
 
+import type { LlmCallKind } from '@airi/db'
+
 import { ApiError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
 import type { BilledCall, CallBilling, ServedCost } from './billing.ts'
@@ -32,6 +34,7 @@ export interface CallToReserve {
   bounds: CallBounds
   prompt: ReturnType<typeof promptOf>
   telemetry: CallTelemetry
+  kind: LlmCallKind
 }
 
 /**
@@ -40,9 +43,9 @@ export interface CallToReserve {
  * settled), each end completing the log row in the same statement as its ledger
  * write. A refused reservation completes the row and throws.
  */
-export async function reserveCall({ requestLog, callBilling, logger }: SettlementDeps, { userId, callId, alias, bounds, prompt, telemetry }: CallToReserve) {
+export async function reserveCall({ requestLog, callBilling, logger }: SettlementDeps, { userId, callId, alias, bounds, prompt, telemetry, kind }: CallToReserve) {
   const { startedAt } = telemetry
-  const { rowId, alongside: pendingRow } = requestLog.pending({ userId, id: callId, alias })
+  const { rowId, alongside: pendingRow } = requestLog.pending({ userId, id: callId, alias }, kind)
   const complete = (outcome: Omit<CallOutcome, 'startedAt'>) => {
     telemetry.observe(outcome)
     return requestLog.complete(rowId, { ...outcome, startedAt })
@@ -80,10 +83,11 @@ export async function reserveCall({ requestLog, callBilling, logger }: Settlemen
 
     /**
      * Settles on the upstream's usage, else on our count of the prompt and of
-     * `tally`; the log row completes in the same statement as the ledger write,
+     * `tally`, at the alias's price; the log row (with `firstTextAt`, a stream's
+     * first generated text) completes in the same statement as the ledger write,
      * or on its own when nothing has to move.
      */
-    async settle(upstream: Upstream, usage: Usage | undefined, tally: TextTally, outcome: { status: number, error?: string }): Promise<Settlement> {
+    async settle(upstream: Upstream, usage: Usage | undefined, tally: TextTally, outcome: { status: number, error?: string }, firstTextAt?: number): Promise<Settlement> {
       let measured: MeasuredUsage | undefined = usage && { usage, source: 'upstream' }
       if (!measured) {
         measured = await countUsage(upstream.model, prompt, tally).catch((error: unknown) => {
@@ -94,7 +98,8 @@ export async function reserveCall({ requestLog, callBilling, logger }: Settlemen
       const served: ServedCost = measured
         ? { cost: usageCost(bounds.price, measured.usage), tokens: tokensOf(measured.usage).total }
         : { cost: bounds.flat, tokens: null }
-      const logOutcome = { upstream: upstream.id, ...outcome, usage: measured?.usage, source: measured?.source ?? 'flat' as const }
+      const firstTokenMs = firstTextAt === undefined ? undefined : firstTextAt - startedAt
+      const logOutcome = { upstream: upstream.id, ...outcome, usage: measured?.usage, source: measured?.source ?? 'flat' as const, firstTokenMs }
       const { charged, logged } = await callBilling.settle(call, served, completion(logOutcome))
       if (!logged)
         await complete({ ...logOutcome, flux: charged })

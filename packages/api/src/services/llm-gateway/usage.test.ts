@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 
-import { countUsage, createStreamWatcher, promptOf, TextTally, tokenizerFor, usageIn } from './usage.ts'
+import { countUsage, createStreamWatcher, promptOf, TextTally, tokenizerFor, tokensOf, usageIn } from './usage.ts'
 
 const event = (payload: unknown, eol = '\n') => `data: ${JSON.stringify(payload)}${eol}${eol}`
 const delta = (content: string) => ({ choices: [{ index: 0, delta: { content } }], usage: null })
@@ -31,6 +31,16 @@ describe('usageIn', () => {
     expect(usageIn({ usage: { total_tokens: -1 } })).toBeUndefined()
     expect(usageIn({ usage: { prompt_tokens: 1.5, completion_tokens: 2 } })).toBeUndefined()
     expect(usageIn({ usage: { prompt_tokens: 1, completion_tokens: 2 } })).toEqual({ prompt_tokens: 1, completion_tokens: 2 })
+  })
+
+  it('keeps the cached part of the prompt when it is a count within the prompt', () => {
+    const usage = (details: unknown) => usageIn({ usage: { prompt_tokens: 100, completion_tokens: 2, prompt_tokens_details: details } })
+    expect(usage({ cached_tokens: 64 })).toEqual({ prompt_tokens: 100, completion_tokens: 2, prompt_tokens_details: { cached_tokens: 64 } })
+    expect(tokensOf(usage({ cached_tokens: 64 }))).toEqual({ prompt: 100, completion: 2, cached: 64, total: 102 })
+    expect(usage({ cached_tokens: 101 })).toEqual({ prompt_tokens: 100, completion_tokens: 2 })
+    expect(usage({ cached_tokens: '64' })).toEqual({ prompt_tokens: 100, completion_tokens: 2 })
+    expect(usage(null)).toEqual({ prompt_tokens: 100, completion_tokens: 2 })
+    expect(tokensOf(usage(null)).cached).toBeNull()
   })
 })
 

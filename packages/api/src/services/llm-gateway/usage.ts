@@ -10,11 +10,15 @@ export interface Usage {
   prompt_tokens?: number
   completion_tokens?: number
   total_tokens?: number
+  /** `cached_tokens`: the part of `prompt_tokens` the upstream served from its prompt cache. */
+  prompt_tokens_details?: { cached_tokens?: number }
 }
 
 export interface Tokens {
   prompt: number | null
   completion: number | null
+  /** Null when the upstream did not say (and always for our own count). */
+  cached: number | null
   total: number | null
 }
 
@@ -26,9 +30,9 @@ export interface MeasuredUsage {
 
 export function tokensOf(usage: Usage | undefined): Tokens {
   if (!usage)
-    return { prompt: null, completion: null, total: null }
+    return { prompt: null, completion: null, cached: null, total: null }
   const total = usage.total_tokens ?? ((usage.prompt_tokens ?? 0) + (usage.completion_tokens ?? 0))
-  return { prompt: usage.prompt_tokens ?? null, completion: usage.completion_tokens ?? null, total }
+  return { prompt: usage.prompt_tokens ?? null, completion: usage.completion_tokens ?? null, cached: usage.prompt_tokens_details?.cached_tokens ?? null, total }
 }
 
 const isCount = (value: unknown): value is number => typeof value === 'number' && Number.isSafeInteger(value) && value >= 0
@@ -38,13 +42,16 @@ export function usageIn(payload: unknown): Usage | undefined {
   const usage = (payload as { usage?: unknown } | null)?.usage
   if (typeof usage !== 'object' || usage === null)
     return undefined
-  const { prompt_tokens: prompt, completion_tokens: completion, total_tokens: total } = usage as Record<string, unknown>
+  const { prompt_tokens: prompt, completion_tokens: completion, total_tokens: total, prompt_tokens_details: details } = usage as Record<string, unknown>
   if (!isCount(total) && !(isCount(prompt) && isCount(completion)))
     return undefined
+  const cached = (details as { cached_tokens?: unknown } | null | undefined)?.cached_tokens
   return {
     ...(isCount(prompt) ? { prompt_tokens: prompt } : {}),
     ...(isCount(completion) ? { completion_tokens: completion } : {}),
     ...(isCount(total) ? { total_tokens: total } : {}),
+    // Cached tokens are part of the prompt: more than the prompt is no count to bill on.
+    ...(isCount(prompt) && isCount(cached) && cached <= prompt ? { prompt_tokens_details: { cached_tokens: cached } } : {}),
   }
 }
 

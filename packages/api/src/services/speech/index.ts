@@ -192,6 +192,7 @@ export function createSpeechService({ config, cache, counters, createFluxMeter, 
      * after the upstream answered with audio, so a failed call costs nothing.
      */
     async synthesize(userId: string, request: SpeechRequest, clientSignal: AbortSignal): Promise<SpeechResult> {
+      const started = performance.now()
       const tts = await config.getOrThrow('TTS_UPSTREAMS')
       const { alias, entry } = resolveAlias(tts, request.model, 'speech model')
       const characters = countCharacters(request.input)
@@ -234,7 +235,12 @@ export function createSpeechService({ config, cache, counters, createFluxMeter, 
           logger.warn({ err: error, userId }, 'could not hold the settling Flux of a speech call')
         })
         try {
-          flux = (await meter.accumulate({ userId, units: characters, callId: randomUUID() })).settledFlux
+          flux = (await meter.accumulate({
+            userId,
+            units: characters,
+            callId: randomUUID(),
+            usage: { kind: 'tts', model: alias, status: 'completed', characters, durationMs: performance.now() - started },
+          })).settledFlux
         }
         catch (error) {
           // The audio exists and the user waited for it; a failed debit keeps its units owed on the meter.

@@ -9,7 +9,7 @@ import { ApiError, outageError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
 import { tracer } from '../../tracing.ts'
 import type { SessionGuard } from '../../auth/session-guard.ts'
-import type { FluxMeter, MeterHold, MeterHolds } from '../billing/index.ts'
+import { sessionUsageStatus, type FluxMeter, type MeterHold, type MeterHolds } from '../billing/index.ts'
 import { countCharacters } from '../speech/index.ts'
 import {
   MAX_SESSION_CHARACTERS,
@@ -133,12 +133,17 @@ export function startSpeechSession(deps: SessionDeps): SpeechSessionHandle {
     void finish({ kind: 'error', code: 'unauthorized', message: 'Your session has ended; sign in again' })
   })
 
-  async function bill(units: number): Promise<number> {
+  const opened = performance.now()
+  // The model the start frame named; nothing is billed before it is accepted.
+  let model = ''
+
+  async function bill(units: number, end: Outcome['kind']): Promise<number> {
     try {
       if (units <= 0)
         return 0
       await held.at(-1)?.settling().catch((error: unknown) => log.warn({ err: error }, 'could not hold the settling Flux of a speech session'))
-      const { settledFlux } = await meter.accumulate({ userId, units, callId: `speech-session:${id}` })
+      const usage = { kind: 'tts-stream', model, status: sessionUsageStatus(end), characters: units, durationMs: performance.now() - opened } as const
+      const { settledFlux } = await meter.accumulate({ userId, units, callId: `speech-session:${id}`, usage })
       deps.onBilled(units)
       return settledFlux
     }
@@ -163,7 +168,7 @@ export function startSpeechSession(deps: SessionDeps): SpeechSessionHandle {
     const units = outcome.kind === 'finished'
       ? finishedUnits(outcome.usage?.textWords)
       : audioDelivered ? forwarded : 0
-    const flux = await bill(units)
+    const flux = await bill(units, outcome.kind)
     try {
       if (outcome.kind === 'finished' || outcome.kind === 'cancelled') {
         sink.sendJson({ event: 'session.finished', usage: { characters: units, flux }, ...(outcome.kind === 'cancelled' ? { cancelled: true as const } : {}) })
@@ -234,6 +239,7 @@ export function startSpeechSession(deps: SessionDeps): SpeechSessionHandle {
     if (phase !== 'opening')
       return
     phase = 'streaming'
+    model = start.model
     upstream = deps.adapter.open({ ...target, url: entry.url }, {
       model: start.model,
       voice: start.voice,

@@ -1,6 +1,6 @@
 import { ApiError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
-import type { FluxMeter, MeterHold, MeterHolds } from '../billing/index.ts'
+import type { FluxMeter, MeteredCall, MeterHold, MeterHolds } from '../billing/index.ts'
 
 export interface SessionBillingDeps {
   userId: string
@@ -53,14 +53,14 @@ export function createSessionBilling({ userId, callId, meter, holds, log, onBill
       heldMs += ms
     },
 
-    /** Bills `units` milliseconds and releases every hold; answers the whole Flux debited. Once. */
-    async settle(units: number): Promise<number> {
+    /** Bills `units` milliseconds (with `usage`, the session's usage row) and releases every hold; answers the whole Flux debited. Once. */
+    async settle(units: number, usage?: MeteredCall): Promise<number> {
       settled = true
       try {
         if (units <= 0)
           return 0
         await held.at(-1)?.settling().catch((error: unknown) => log.warn({ err: error }, 'could not hold the settling Flux of a transcription session'))
-        const { settledFlux } = await meter.accumulate({ userId, units, callId })
+        const { settledFlux } = await meter.accumulate({ userId, units, callId, usage })
         onBilled(units)
         return settledFlux
       }

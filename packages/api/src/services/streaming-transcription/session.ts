@@ -9,7 +9,7 @@ import type { AuthSession } from '../../context.ts'
 import { ApiError, outageError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
 import { tracer } from '../../tracing.ts'
-import type { FluxMeter, MeterHolds } from '../billing/index.ts'
+import { sessionUsageStatus, type FluxMeter, type MeterHolds } from '../billing/index.ts'
 import { createPcm16Resampler, pcm16DurationMs, type Pcm16Resampler } from '../transcription/index.ts'
 import {
   MAX_SESSION_AUDIO_MS,
@@ -144,6 +144,9 @@ export function startTranscriptionSession(deps: TranscriptionSessionDeps): Trans
   // Client frames are handled one after another, so audio reaches the upstream in order.
   let queue = Promise.resolve()
 
+  const opened = performance.now()
+  // The upstream model, known once the start frame is accepted; only then can anything be billed.
+  let model = ''
   const billing = createSessionBilling({ userId, callId: `transcription-session:${id}`, meter, holds, log, onBilled: deps.onBilled })
   const stopWatching = deps.sessionGuard.watch(deps.session, () => {
     void finish({ kind: 'error', code: 'unauthorized', message: 'Your session has ended; sign in again' })
@@ -181,7 +184,7 @@ export function startTranscriptionSession(deps: TranscriptionSessionDeps): Trans
       upstream?.close()
     const audioMs = receivedMs()
     const units = upstreamStarted ? audioMs : 0
-    const flux = await billing.settle(units)
+    const flux = await billing.settle(units, { kind: 'stt-stream', model, status: sessionUsageStatus(outcome.kind), audioMs: units, durationMs: performance.now() - opened })
     try {
       if (outcome.kind === 'finished' || outcome.kind === 'cancelled') {
         sink.sendJson({ event: 'session.finished', usage: { seconds: units / 1000, flux }, ...(outcome.kind === 'cancelled' ? { cancelled: true as const } : {}) })
@@ -232,6 +235,7 @@ export function startTranscriptionSession(deps: TranscriptionSessionDeps): Trans
     phase = 'streaming'
     sampleRate = start.sample_rate
     resampler = createPcm16Resampler(sampleRate, adapter.sampleRate)
+    model = entry.model
     upstream = adapter.open({ ...target, url: entry.url }, { model: entry.model, language: start.language }, {
       started() {
         upstreamStarted = true

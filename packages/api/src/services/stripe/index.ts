@@ -10,6 +10,7 @@ import type { ConfigService } from '../config.ts'
 import type { RateLimits } from '../rate-limits.ts'
 import { createCheckout, type CheckoutInput } from './checkout.ts'
 import { parseEvent } from './events.ts'
+import { stripeExportTables } from './export.ts'
 import { createPackageCatalog } from './packages.ts'
 import { createWebhookHandler, upsertSubscription, type CompletedPayment, type EventOutcome } from './webhook.ts'
 
@@ -111,6 +112,9 @@ export function createStripeService(deps: StripeServiceDeps) {
         throw error
       }
     },
+
+    /** Account export: the user's customer, orders, subscriptions and invoices as mirrored here. */
+    exportTables: (userId: string) => stripeExportTables(db, userId),
 
     /**
      * Account deletion (priority 10): cancels the user's subscriptions that still

@@ -91,9 +91,10 @@ export function createTranscriptionService({ config, counters, createFluxMeter, 
   }
 
   /** Bills a transcript that came back; a failed debit is logged and its units stay owed on the meter. */
-  async function bill(userId: string, alias: string, durationMs: number): Promise<number> {
+  async function bill(userId: string, alias: string, durationMs: number, started: number): Promise<number> {
     try {
-      const { settledFlux } = await meter.accumulate({ userId, units: durationMs, callId: randomUUID() })
+      const usage = { kind: 'stt', model: alias, status: 'completed', audioMs: durationMs, durationMs: performance.now() - started } as const
+      const { settledFlux } = await meter.accumulate({ userId, units: durationMs, callId: randomUUID(), usage })
       metrics.sttSeconds.add(durationMs / 1000, { 'airi.stt.transport': 'rest' })
       return settledFlux
     }
@@ -119,6 +120,7 @@ export function createTranscriptionService({ config, counters, createFluxMeter, 
      * audio's milliseconds only after the upstream answered, so a failed call costs nothing.
      */
     async transcribe(userId: string, request: TranscriptionRequest, clientSignal: AbortSignal): Promise<TranscriptionResult> {
+      const started = performance.now()
       const { alias, entry } = resolveAlias(await upstreams(), request.model, 'transcription model')
       const durationMs = await audioDurationMs(request.file.data, { mimeType: request.file.type, filename: request.file.name })
       if (!keyVault)
@@ -155,7 +157,7 @@ export function createTranscriptionService({ config, counters, createFluxMeter, 
         await held.settling().catch((error: unknown) => {
           logger.warn({ err: error, userId }, 'could not hold the settling Flux of a transcription')
         })
-        const flux = await bill(userId, alias, durationMs)
+        const flux = await bill(userId, alias, durationMs, started)
         await analytics.voiceInputUsed(userId, 'rest')
         const language = transcript.language ?? request.language
         return { text: transcript.text, ...(language ? { language } : {}), ...(transcript.segments ? { segments: transcript.segments } : {}), durationMs, flux }
