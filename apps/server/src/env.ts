@@ -113,6 +113,12 @@ const envSchema = z.object({
   /** Stripe's API origin (protocol, host, port); Stripe's own by default. Local development and tests point it at a fake. */
   STRIPE_API_URL: z.url({ protocol: /^https?$/ }).optional(),
   LLM_ROUTER_MASTER_KEY: optionalString,
+  /** Quick start: with no LLM_ROUTER_CONFIG stored, an alias `chat` is configured from these at start (apps/server/src/quick-start.ts). */
+  OPENAI_API_KEY: optionalString,
+  OPENAI_BASE_URL: z.url({ protocol: /^https?$/ }).default('https://api.openai.com/v1'),
+  OPENAI_MODEL: z.string().trim().min(1).default('gpt-4o-mini'),
+  /** With OPENAI_API_KEY and no TTS_UPSTREAMS stored, a speech alias `voice` is configured for this model. */
+  OPENAI_TTS_MODEL: optionalString,
   ADMIN_EMAILS: commaList,
   OTEL_EXPORTER_OTLP_ENDPOINT: z.url().optional(),
   /** How often metrics are exported, and how long spans wait to be batched (the standard OTEL_* names). */

@@ -1,6 +1,7 @@
 import { pino } from 'pino'
 
 import { EnvError, parseEnv, type Env } from './env.ts'
+import { applyQuickStart } from './quick-start.ts'
 import { service, socialProviders, startRuntime } from './runtime.ts'
 import { buildServer } from './server.ts'
 import { startTelemetry } from './telemetry.ts'
@@ -26,6 +27,10 @@ const logger = pino(
 // First: the API takes its meters when it is composed.
 const telemetry = startTelemetry(env, service, logger)
 const runtime = await startRuntime(env, logger)
+// A failed quick start leaves the model unconfigured, which the operator can still fix while the server runs.
+await applyQuickStart(runtime.api.services, env, logger).catch((error: unknown) => {
+  logger.error({ err: error }, 'could not configure a model from OPENAI_API_KEY')
+})
 const app = await buildServer({
   api: runtime.api,
   service,

@@ -68,7 +68,7 @@ describe('HTTP transport', () => {
     expect((await server.app.inject({ method: 'GET', url: '/' })).statusCode).toBe(200)
 
     await server.api.services.config.set('LLM_ROUTER_CONFIG', {
-      models: { chat: { upstreams: [{ id: 'main', baseUrl: 'http://127.0.0.1:9/v1', model: 'gpt-test', keys: [{ id: 'k1', ciphertext: 'c' }] }] } },
+      models: { chat: { upstreams: [{ id: 'main', baseUrl: 'http://127.0.0.1:9/v1', model: 'gpt-test', keys: [{ id: 'k1', ciphertext: server.api.services.llmGateway.encryptKey('chat', 'k1', 'sk-test').ciphertext }] }] } },
     })
     const allowed = await server.app.inject({ method: 'GET', url: '/test/needs-llm' })
     expect(allowed.statusCode).toBe(200)

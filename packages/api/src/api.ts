@@ -99,15 +99,15 @@ export async function createApi(deps: ApiDeps) {
   const metrics = createMetrics(deps.meter)
   const analytics = createAnalyticsService({ db, sink: deps.posthog ? createPosthogSink(deps.posthog, logger) : noopAnalyticsSink, logger })
   const rateLimits = createRateLimits({ counters: adapters.counters, metrics, logger, ...deps.rateLimits })
-  const config = await createConfigService({ db, cache: adapters.cache, pubsub: adapters.pubsub, logger, clock })
+  // One vault for every upstream key (LLM router, speech), each sealed under its alias.
+  const keyVault = deps.llmMasterKey ? createKeyVault(deps.llmMasterKey) : undefined
+  const config = await createConfigService({ db, cache: adapters.cache, pubsub: adapters.pubsub, logger, clock, keyVault })
   const email = createEmailService({ transport: deps.emailTransport, logger, metrics })
   const userDeletion = createUserDeletionRegistry({ logger })
   // A top-up, refund or grant reaches the user's devices as a balance event on their live feed (`chats` is built below; writes come later).
   const billing = createBillingService({ db, cache: adapters.cache, logger, metrics, initialFlux: () => config.get('INITIAL_USER_FLUX'), onBalanceChanged: (userId, balance) => chats.announceBalance(userId, balance) })
   const characters = createCharacterService({ db })
   const users = createUsers({ db })
-  // One vault for every upstream key (LLM router, speech), each sealed under its alias.
-  const keyVault = deps.llmMasterKey ? createKeyVault(deps.llmMasterKey) : undefined
   // One key pool for LLM, speech and streaming speech, so a key cooled down by one is skipped by all.
   const keyPool = createUpstreamKeyPool({ keyVault, logger, clock })
   const llmGateway = createLlmGateway({ db, config, billing, metrics, logger, keyVault, keyPool, clock })

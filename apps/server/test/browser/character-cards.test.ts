@@ -101,8 +101,9 @@ describe('character cards in stage-web', () => {
     await chooser.setFiles(`${FIXTURES}v2-chara.png`)
     await expect.poll(() => page.getByTestId('card-status').textContent()).toBe('Imported Mirelle.')
     await expect.poll(() => page.getByTestId('character-picker').locator('option:checked').textContent()).toBe('Mirelle')
+    // The card keeps {{char}} and {{user}}; the greeting reads them as the names.
     await expect.poll(() => firstMessage(page))
-      .toBe('*{{char}} holds the lantern up to your face.* You\'re lucky the tide didn\'t take you. Come in, {{user}}, and mind the third step.')
+      .toBe(`*Mirelle holds the lantern up to your face.* You're lucky the tide didn't take you. Come in, ${user.email.split('@')[0]}, and mind the third step.`)
     await screenshots(page, 'character-card-imported')
 
     const json = await download(page, 'export-json')
@@ -128,7 +129,7 @@ describe('character cards in stage-web', () => {
     await drop(page, 'v3-lorebook.json', 'application/json')
     await expect.poll(() => page.getByTestId('card-status').textContent()).toBe('Imported Captain Orrin Vale.')
     await expect(page.getByTestId('card-error').count()).resolves.toBe(0)
-    await expect.poll(() => firstMessage(page)).toMatch(/^\*\{\{char\}\} squints at your ticket/)
+    await expect.poll(() => firstMessage(page)).toMatch(/^\*Captain Orrin Vale squints at your ticket/)
     // A failed call shows in the console as the browser's own 400 line; nothing else may.
     expect(consoleErrors.filter(line => !line.includes('status of 400'))).toEqual([])
   })

@@ -32,7 +32,7 @@ const llmRouterConfigSchema = z.object({
     pricing: llmPricingSchema.optional(),
     upstreams: z.array(z.object({
       id: z.string().min(1),
-      baseUrl: z.url(),
+      baseUrl: z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' }),
       model: z.string().min(1),
       timeoutMs: z.number().int().positive().optional(),
       keys: z.array(encryptedKeySchema).min(1),
@@ -54,7 +54,7 @@ const ttsUpstreamsSchema = z.object({
   models: z.record(z.string().min(1).max(200), z.object({
     /** `openai-compatible`: `{baseUrl}/audio/speech` and `{baseUrl}/voices`; `azure`: SSML to `{baseUrl}/cognitiveservices/v1`. */
     adapter: z.enum(['openai-compatible', 'azure']),
-    baseUrl: z.url({ protocol: /^https?$/ }),
+    baseUrl: z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' }),
     /** The upstream model (openai-compatible) or output format (azure, e.g. `audio-24khz-48kbitrate-mono-mp3`). */
     model: z.string().min(1).max(200),
     /** Served as the voice list instead of asking the upstream (for upstreams without a voice endpoint). */
@@ -73,7 +73,7 @@ const sttUpstreamsSchema = z.object({
   models: z.record(z.string().min(1).max(200), z.object({
     /** `openai-compatible`: a multipart form to `{baseUrl}/audio/transcriptions` (OpenAI, Groq, vLLM, faster-whisper servers). */
     adapter: z.enum(['openai-compatible']),
-    baseUrl: z.url({ protocol: /^https?$/ }),
+    baseUrl: z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' }),
     /** The upstream model, sent in place of the alias. */
     model: z.string().min(1).max(200),
     /** Bounds one whole call, every key tried included (default 120 s). */
@@ -84,7 +84,7 @@ const sttUpstreamsSchema = z.object({
 
 const streamingTtsUpstreamSchema = z.object({
   /** WebSocket URL of the bidirectional TTS bridge (e.g. an unspeech-style proxy). */
-  url: z.url({ protocol: /^(?:wss?|https?)$/ }),
+  url: z.url({ protocol: /^(?:wss?|https?)$/, error: 'must be a ws://, wss://, http:// or https:// URL' }),
   /** Sealed under the alias `streaming-tts`; sent as `Authorization: Bearer`. */
   keys: z.array(encryptedKeySchema).min(1),
   models: z.array(z.object({ id: z.string().min(1).max(200), name: z.string().min(1).max(200).optional() })).min(1),
@@ -96,7 +96,7 @@ const streamingTtsUpstreamSchema = z.object({
 /** The streaming transcription upstream (SPEC §4.13), spoken to in the OpenAI Realtime transcription protocol. */
 const streamingSttUpstreamSchema = z.object({
   /** WebSocket URL, e.g. `wss://api.openai.com/v1/realtime?intent=transcription` (vLLM serves the same protocol). */
-  url: z.url({ protocol: /^wss?$/ }),
+  url: z.url({ protocol: /^wss?$/, error: 'must be a ws:// or wss:// URL' }),
   /** The transcription model named in `session.update` (e.g. `gpt-4o-transcribe`). */
   model: z.string().min(1).max(200),
   /** Sealed under the alias `streaming-stt`; sent as `Authorization: Bearer`. */

@@ -13,7 +13,7 @@ const adminConfigRouter = createRouter({
     .input(z.object({ key: configKeySchema }))
     .query(({ ctx, input }) => ctx.services.config.describe(input.key)),
 
-  /** Validates `value` with the entry's schema; every instance sees it on its next read. */
+  /** Validates `value` with the entry's schema and its sealed keys against the vault; every instance sees it on its next read. */
   set: adminProcedure
     .input(z.object({ key: configKeySchema, value: jsonValue.optional() }))
     .mutation(async ({ ctx, input }) => ({

@@ -14,8 +14,10 @@ import { ApiError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 import { silentLogger } from '../logger.ts'
 import { createConfigService, type ConfigService } from './config.ts'
+import { createKeyVault, type KeyVault } from './key-vault.ts'
 
 let database: TestDatabase
+const vault = createKeyVault(Buffer.alloc(32, 3))
 const closers: Array<() => Promise<unknown>> = []
 
 beforeAll(async () => {
@@ -28,9 +30,9 @@ afterAll(async () => {
 })
 
 /** One "service container": its own pool, its own adapter connections, its own memory. */
-async function container(adapters: Adapters, logger: Logger = silentLogger, cache: Cache = adapters.cache, localTtlMs?: number, clock: Clock = systemClock): Promise<ConfigService> {
+async function container(adapters: Adapters, logger: Logger = silentLogger, cache: Cache = adapters.cache, localTtlMs?: number, clock: Clock = systemClock, keyVault: KeyVault | null = vault): Promise<ConfigService> {
   const db = createDb({ connectionString: database.url, maxConnections: 2 })
-  const config = await createConfigService({ db, cache, pubsub: adapters.pubsub, logger, localTtlMs, clock })
+  const config = await createConfigService({ db, cache, pubsub: adapters.pubsub, logger, localTtlMs, clock, keyVault: keyVault ?? undefined })
   closers.push(() => db.destroy(), () => adapters.close(), () => config.close())
   return config
 }
@@ -65,6 +67,17 @@ describe('operator config', () => {
     expect(row).toEqual([])
   })
 
+  it('refuses a value holding sealed keys when no key vault (LLM_ROUTER_MASTER_KEY) is configured, and stores nothing', async () => {
+    const vaultless = await container(createMemoryAdapters(), silentLogger, undefined, undefined, systemClock, null)
+    const routes = { models: { chat: { upstreams: [{ id: 'a', baseUrl: 'http://127.0.0.1:1/v1', model: 'm', keys: [{ id: 'k', ciphertext: vault.encrypt('chat', 'k', 'sk-test') }] }] } } }
+    const error = await vaultless.set('LLM_ROUTER_CONFIG', routes).catch((e: unknown) => e)
+    expect(error).toMatchObject({ status: 400, code: 'INVALID_CONFIG_VALUE', details: { key: 'LLM_ROUTER_CONFIG', issues: [{ path: ['models', 'chat', 'upstreams', 0, 'keys', 0, 'ciphertext'] }] } })
+    expect((error as ApiError).details).toMatchObject({ issues: [{ message: expect.stringContaining('LLM_ROUTER_MASTER_KEY is not set') }] })
+    expect(await database.db.selectFrom('config_entries').selectAll().where('key', '=', 'LLM_ROUTER_CONFIG').execute()).toEqual([])
+    // An entry without keys needs no vault.
+    expect(await vaultless.set('CHAT_CONTEXT_TOKENS', 2000)).toBe(2000)
+  })
+
   it('serves an entry from memory until its local TTL runs out, then reads the shared cache again', async () => {
     const clock = manualClock()
     const adapters = createMemoryAdapters()
@@ -83,7 +96,7 @@ describe('operator config', () => {
   it('parses an entry once per stored version: unchanged, every read answers the same value, even after memory expires', async () => {
     const clock = manualClock()
     const expiring = await container(createMemoryAdapters(), silentLogger, undefined, 1000, clock)
-    const routes = { models: { chat: { upstreams: [{ id: 'a', baseUrl: 'http://127.0.0.1:1/v1', model: 'm', keys: [{ id: 'k', ciphertext: 'c' }] }] } } }
+    const routes = { models: { chat: { upstreams: [{ id: 'a', baseUrl: 'http://127.0.0.1:1/v1', model: 'm', keys: [{ id: 'k', ciphertext: vault.encrypt('chat', 'k', 'sk-test') }] }] } } }
     await expiring.set('LLM_ROUTER_CONFIG', routes)
     const first = await expiring.getOrThrow('LLM_ROUTER_CONFIG')
     // Parsed: the alias's default output cap is filled in.

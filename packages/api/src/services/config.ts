@@ -8,8 +8,10 @@ import type { Clock } from '../clock.ts'
 import { pubsubMessage } from '../adapters/messages.ts'
 import type { ConfigKey, ConfigValue, KeyWithFallback } from '../config/entries.ts'
 import { configEntries, configKeys } from '../config/entries.ts'
+import { sealedKeyIssues } from '../config/sealed-keys.ts'
 import { ApiError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
+import type { KeyVault } from './key-vault.ts'
 
 /** How long a Redis copy of an entry lives; a lost invalidation heals after this. */
 const CACHE_TTL_SECONDS = 300
@@ -39,6 +41,8 @@ export interface ConfigServiceDeps {
   localTtlMs?: number
   /** What `localTtlMs` is measured against. */
   clock: Clock
+  /** Checks the sealed upstream keys of a value being set; without it a value holding keys is refused. */
+  keyVault?: KeyVault
 }
 
 export type ConfigService = Awaited<ReturnType<typeof createConfigService>>
@@ -49,7 +53,7 @@ export type ConfigService = Awaited<ReturnType<typeof createConfigService>>
  * and in each instance's memory, which every instance drops when any of them
  * publishes on `config:invalidate`.
  */
-export async function createConfigService({ db, cache, pubsub, logger, localTtlMs = 60_000, clock }: ConfigServiceDeps) {
+export async function createConfigService({ db, cache, pubsub, logger, localTtlMs = 60_000, clock, keyVault }: ConfigServiceDeps) {
   type Resolved = { ok: true, value: unknown } | { ok: false }
   /**
    * Each entry as this instance last read it: the stored JSON text and its value
@@ -159,15 +163,19 @@ export async function createConfigService({ db, cache, pubsub, logger, localTtlM
         await getOrThrow(key)
     },
 
-    /** Validates with the entry's schema, stores it, and invalidates every instance. */
+    /**
+     * Validates with the entry's schema and checks that every sealed upstream key
+     * decrypts for its alias and key id, stores it, and invalidates every instance.
+     */
     async set<K extends ConfigKey>(key: K, value: unknown, updatedBy: string | null = null): Promise<ConfigValue<K>> {
+      const invalid = (issues: Array<{ path: PropertyKey[], message: string }>) =>
+        new ApiError(400, 'INVALID_CONFIG_VALUE', `Invalid value for ${key}`, { key, issues })
       const parsed = configEntries[key].safeParse(value)
-      if (!parsed.success || parsed.data === undefined) {
-        throw new ApiError(400, 'INVALID_CONFIG_VALUE', `Invalid value for ${key}`, {
-          key,
-          issues: parsed.success ? [{ path: [], message: 'a value is required' }] : parsed.error.issues.map(issue => ({ path: issue.path, message: issue.message })),
-        })
-      }
+      if (!parsed.success || parsed.data === undefined)
+        throw invalid(parsed.success ? [{ path: [], message: 'a value is required' }] : parsed.error.issues.map(issue => ({ path: issue.path, message: issue.message })))
+      const keyIssues = sealedKeyIssues(key, parsed.data as ConfigValue<K>, keyVault)
+      if (keyIssues.length > 0)
+        throw invalid(keyIssues)
       const json = JSON.stringify(parsed.data)
       await db.insertInto('config_entries')
         .values({ key, value: json, updated_by: updatedBy })

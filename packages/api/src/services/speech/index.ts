@@ -6,6 +6,7 @@ import { keys } from '../../adapters/keys.ts'
 import type { AtomicCounters, Cache } from '../../adapters/ports.ts'
 import { fetchStreamingVoices, httpOrigin, ttsAdapters, UpstreamHttpError, type SpeechInput, type SynthesizedAudio, type Voice } from '../../adapters/tts/index.ts'
 import type { ConfigValue } from '../../config/entries.ts'
+import { STREAMING_TTS_KEY_ALIAS } from '../../config/sealed-keys.ts'
 import { ApiError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
 import { recordFailure, tracer } from '../../tracing.ts'
@@ -49,11 +50,9 @@ export interface SpeechResult extends SynthesizedAudio {
 
 /** How long a model's voice list is cached (SPEC §4.6). */
 const VOICES_TTL_SECONDS = 600
-/** The alias the streaming bridge's keys are sealed under. */
-export const STREAMING_TTS_ALIAS = 'streaming-tts'
 
 /** The streaming bridge's keys in the shared pool: its catalogue and its sockets see one another's cooldowns. */
-export const streamingTtsPoolId = (origin: string) => `${STREAMING_TTS_ALIAS}@${origin}`
+export const streamingTtsPoolId = (origin: string) => `${STREAMING_TTS_KEY_ALIAS}@${origin}`
 
 const cachedVoices = z.array(z.object({
   id: z.string(),
@@ -282,7 +281,7 @@ export function createSpeechService({ config, cache, counters, createFluxMeter, 
         throw modelNotFound('streaming speech model', model)
       const origin = httpOrigin(upstream.url)
       try {
-        const pool: KeyPool = { poolId: streamingTtsPoolId(origin), alias: STREAMING_TTS_ALIAS, keys: upstream.keys, timeoutMs: CATALOGUE_TIMEOUT_MS }
+        const pool: KeyPool = { poolId: streamingTtsPoolId(origin), alias: STREAMING_TTS_KEY_ALIAS, keys: upstream.keys, timeoutMs: CATALOGUE_TIMEOUT_MS }
         const voices = await withKeys(pool, new AbortController().signal, (apiKey, signal) =>
           fetchStreamingVoices({ url: upstream.url, provider: upstream.voicesProvider, model, apiKey, signal }))
         return { voices }

@@ -17,7 +17,8 @@ import { createMeterHolds, type FluxMeter } from '../billing/index.ts'
 import type { ConfigService } from '../config.ts'
 import type { KeyVault } from '../key-vault.ts'
 import type { RateLimits } from '../rate-limits.ts'
-import { STREAMING_TTS_ALIAS, streamingTtsPoolId, ttsMeterRuntime } from '../speech/index.ts'
+import { STREAMING_TTS_KEY_ALIAS } from '../../config/sealed-keys.ts'
+import { streamingTtsPoolId, ttsMeterRuntime } from '../speech/index.ts'
 import type { UpstreamKeyPool } from '../upstream-keys.ts'
 import { closeCodeFor } from './protocol.ts'
 import { startSpeechSession, type SpeechSessionHandle, type SpeechSink } from './session.ts'
@@ -83,7 +84,7 @@ export function createStreamingSpeechService({ config, cache, counters, meter, k
     if (!keyVault)
       throw new ApiError(503, 'CONFIG_NOT_SET', 'LLM_ROUTER_MASTER_KEY is not set', { key: 'LLM_ROUTER_MASTER_KEY' })
     const poolId = streamingTtsPoolId(httpOrigin(upstream.url))
-    const turns = keyPool.inTurn({ poolId, alias: STREAMING_TTS_ALIAS, keys: upstream.keys })
+    const turns = keyPool.inTurn({ poolId, alias: STREAMING_TTS_KEY_ALIAS, keys: upstream.keys })
     return {
       upstream,
       target: {

@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto'
 import { z } from 'zod'
 
 import { keys } from '../../adapters/keys.ts'
+import { STREAMING_STT_KEY_ALIAS } from '../../config/sealed-keys.ts'
 import { openaiRealtimeSttAdapter } from '../../adapters/streaming-stt/openai-realtime.ts'
 import type { StreamingSttAdapter, StreamingSttKey } from '../../adapters/streaming-stt/types.ts'
 import type { AtomicCounters, Cache } from '../../adapters/ports.ts'
@@ -25,8 +26,6 @@ import { startTranscriptionSession, type TranscriptionSessionHandle, type Transc
 export * from './protocol.ts'
 export type { TranscriptionSessionHandle, TranscriptionSink } from './session.ts'
 
-/** The alias the streaming transcription upstream's keys are sealed under. */
-const STREAMING_STT_ALIAS = 'streaming-stt'
 /** How long a ticket may wait for its socket (SPEC §4.13, as speech tickets). */
 const TICKET_TTL_SECONDS = 60
 /** Bound of one dial of the upstream. */
@@ -85,8 +84,8 @@ export function createStreamingTranscriptionService({ config, cache, counters, m
     const upstream = await config.getOrThrow('STREAMING_STT_UPSTREAM')
     if (!keyVault)
       throw new ApiError(503, 'CONFIG_NOT_SET', 'LLM_ROUTER_MASTER_KEY is not set', { key: 'LLM_ROUTER_MASTER_KEY' })
-    const poolId = `${STREAMING_STT_ALIAS}@${new URL(upstream.url).origin}`
-    const turns = keyPool.inTurn({ poolId, alias: STREAMING_STT_ALIAS, keys: upstream.keys })
+    const poolId = `${STREAMING_STT_KEY_ALIAS}@${new URL(upstream.url).origin}`
+    const turns = keyPool.inTurn({ poolId, alias: STREAMING_STT_KEY_ALIAS, keys: upstream.keys })
     return {
       upstream,
       target: {
