@@ -1,7 +1,9 @@
+import { UpstreamHttpError } from '../adapters/tts/index.ts'
 import type { Clock } from '../clock.ts'
 import { ApiError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 import { KeyDecryptError, type KeyVault } from './key-vault.ts'
+import { createCallSignal } from './llm-gateway/call-signal.ts'
 
 /** An upstream API key as operator config stores it: sealed by the key vault under an alias and its id. */
 interface EncryptedKey {
@@ -180,4 +182,54 @@ export async function withFallback<S extends KeySet, T>(pool: UpstreamKeyPool, {
     }
   }
   throw exhausted(lastStatus, lastReason)
+}
+
+/** A key set of an HTTP upstream (speech, transcription), and how long one call through it may take. */
+export interface TimedKeySet extends KeySet {
+  timeoutMs: number
+}
+
+/**
+ * Calls `attempt` with each healthy key of `set` in turn (the pool's rotation,
+ * cooldowns and fallback loop) until one succeeds, all within the set's deadline.
+ * A refusal of the key (401/403/429), a 5xx or a connection error moves on; any
+ * other 4xx is the request's fault and is answered as it is. `upstream` names the
+ * upstream in errors and logs ("speech", "transcription").
+ */
+export async function withHttpKeys<T>(pool: UpstreamKeyPool, logger: Logger, upstream: string, set: TimedKeySet, clientSignal: AbortSignal, attempt: (apiKey: string, signal: AbortSignal) => Promise<T>): Promise<T> {
+  const deadline = createCallSignal([clientSignal], set.timeoutMs)
+  try {
+    return await withFallback(pool, {
+      sets: [set],
+      exhausted: (lastStatus, lastReason) => new ApiError(502, 'UPSTREAM_UNAVAILABLE', `Every key of the ${upstream} upstream failed (last: ${lastReason})`, { lastStatus: lastStatus ?? null }),
+      attempt: async (_, key): Promise<AttemptOutcome<T>> => {
+        try {
+          return { value: await attempt(key.apiKey, deadline.signal) }
+        }
+        catch (error) {
+          if (clientSignal.aborted)
+            throw new ApiError(499, 'CLIENT_CLOSED', 'The client went away')
+          if (deadline.timedOut)
+            throw new ApiError(504, 'DEADLINE_EXCEEDED', `The ${upstream} upstream did not answer within ${set.timeoutMs} ms`)
+          if (error instanceof ApiError)
+            throw error
+          if (!(error instanceof UpstreamHttpError)) {
+            const reason = `${set.alias}: ${(error as Error).message}`
+            logger.warn({ model: set.alias, keyId: key.id, reason }, `${upstream} upstream call failed; trying the next key`)
+            return { failed: reason }
+          }
+          return {
+            refused: error.response,
+            reason: `${set.alias} answered ${error.status}`,
+            rejected: () => new ApiError(error.status, 'UPSTREAM_REJECTED', error.message, { upstream: set.alias }),
+            onRetry: () => logger.warn({ model: set.alias, keyId: key.id, status: error.status }, `${upstream} upstream refused; trying the next key`),
+          }
+        }
+      },
+    })
+  }
+  finally {
+    // Every attempt has read its whole answer by now: nothing of the call stays reachable.
+    deadline.release()
+  }
 }

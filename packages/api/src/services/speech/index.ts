@@ -4,7 +4,7 @@ import { z } from 'zod'
 
 import { keys } from '../../adapters/keys.ts'
 import type { AtomicCounters, Cache } from '../../adapters/ports.ts'
-import { fetchStreamingVoices, httpOrigin, ttsAdapters, UpstreamHttpError, type SpeechInput, type SynthesizedAudio, type Voice } from '../../adapters/tts/index.ts'
+import { fetchStreamingVoices, httpOrigin, ttsAdapters, type SpeechInput, type SynthesizedAudio, type Voice } from '../../adapters/tts/index.ts'
 import type { ConfigValue } from '../../config/entries.ts'
 import { STREAMING_TTS_KEY_ALIAS } from '../../config/sealed-keys.ts'
 import { ApiError } from '../../errors.ts'
@@ -13,9 +13,8 @@ import { recordFailure, tracer } from '../../tracing.ts'
 import { createMeterHolds, type createFluxMeterFactory, type MeterRuntime } from '../billing/index.ts'
 import type { ConfigService } from '../config.ts'
 import type { KeyVault } from '../key-vault.ts'
-import { createCallSignal } from '../llm-gateway/call-signal.ts'
 import { modelNotFound, resolveAlias } from '../model-alias.ts'
-import { withFallback, type AttemptOutcome, type KeySet, type UpstreamKeyPool } from '../upstream-keys.ts'
+import { withHttpKeys, type TimedKeySet, type UpstreamKeyPool } from '../upstream-keys.ts'
 import type { SpeechRequest } from './schema.ts'
 
 export { speechRequestSchema, type SpeechRequest } from './schema.ts'
@@ -86,11 +85,6 @@ function parseJson(text: string): unknown {
   }
 }
 
-/** A set of keys to rotate over, and how long one call through them may take. */
-interface KeyPool extends KeySet {
-  timeoutMs: number
-}
-
 /**
  * Speech (SPEC §4.6): synthesis through the upstream an alias names, billed per
  * character on the `tts` meter, and the voice and model catalogues (the REST
@@ -103,52 +97,8 @@ export function createSpeechService({ config, cache, counters, createFluxMeter, 
   /** Voice lists being fetched, so concurrent misses of one model make one upstream call. */
   const voiceLoads = new Map<string, Promise<Voice[]>>()
 
-  const poolOf = (alias: string, entry: TtsModel): KeyPool =>
+  const poolOf = (alias: string, entry: TtsModel): TimedKeySet =>
     ({ poolId: `${alias}@${entry.baseUrl}`, alias, keys: entry.keys, timeoutMs: entry.timeoutMs ?? DEFAULT_TIMEOUT_MS })
-
-  /**
-   * Calls `attempt` with each healthy key of `pool` in turn (the shared pool's
-   * rotation and cooldowns, its fallback loop) until one succeeds, all within the
-   * pool's deadline. A refusal of the key (401/403/429), a 5xx or a connection
-   * error moves on; any other 4xx is the request's fault and is answered as it is.
-   */
-  async function withKeys<T>(pool: KeyPool, clientSignal: AbortSignal, attempt: (apiKey: string, signal: AbortSignal) => Promise<T>): Promise<T> {
-    const deadline = createCallSignal([clientSignal], pool.timeoutMs)
-    try {
-      return await withFallback(keyPool, {
-        sets: [pool],
-        exhausted: (lastStatus, lastReason) => new ApiError(502, 'UPSTREAM_UNAVAILABLE', `Every key of the speech upstream failed (last: ${lastReason})`, { lastStatus: lastStatus ?? null }),
-        attempt: async (_, key): Promise<AttemptOutcome<T>> => {
-          try {
-            return { value: await attempt(key.apiKey, deadline.signal) }
-          }
-          catch (error) {
-            if (clientSignal.aborted)
-              throw new ApiError(499, 'CLIENT_CLOSED', 'The client went away')
-            if (deadline.timedOut)
-              throw new ApiError(504, 'DEADLINE_EXCEEDED', `The speech upstream did not answer within ${pool.timeoutMs} ms`)
-            if (error instanceof ApiError)
-              throw error
-            if (!(error instanceof UpstreamHttpError)) {
-              const reason = `${pool.alias}: ${(error as Error).message}`
-              logger.warn({ model: pool.alias, keyId: key.id, reason }, 'speech upstream call failed; trying the next key')
-              return { failed: reason }
-            }
-            return {
-              refused: error.response,
-              reason: `${pool.alias} answered ${error.status}`,
-              rejected: () => new ApiError(error.status, 'UPSTREAM_REJECTED', error.message, { upstream: pool.alias }),
-              onRetry: () => logger.warn({ model: pool.alias, keyId: key.id, status: error.status }, 'speech upstream refused; trying the next key'),
-            }
-          }
-        },
-      })
-    }
-    finally {
-      // Every attempt has read its whole answer by now: nothing of the call stays reachable.
-      deadline.release()
-    }
-  }
 
   /** The upstream's voices for `alias`: from the cache, else one shared upstream call whose success is cached. */
   async function upstreamVoices(alias: string, entry: TtsModel): Promise<Voice[]> {
@@ -167,7 +117,7 @@ export function createSpeechService({ config, cache, counters, createFluxMeter, 
     let load = voiceLoads.get(alias)
     if (!load) {
       const adapter = ttsAdapters[entry.adapter]
-      load = withKeys(poolOf(alias, entry), new AbortController().signal, (apiKey, signal) => adapter.listVoices({ baseUrl: entry.baseUrl, model: entry.model, apiKey, signal }))
+      load = withHttpKeys(keyPool, logger, 'speech', poolOf(alias, entry), new AbortController().signal, (apiKey, signal) => adapter.listVoices({ baseUrl: entry.baseUrl, model: entry.model, apiKey, signal }))
         .then(async (voices) => {
           // Only a successful answer is kept: a failure is asked again on the next call.
           await cache.set(key, JSON.stringify(voices), VOICES_TTL_SECONDS).catch((error: unknown) => {
@@ -217,7 +167,7 @@ export function createSpeechService({ config, cache, counters, createFluxMeter, 
         // One span for the upstream call, key rotation and fallback included.
         const audio = await tracer.startActiveSpan(`tts ${alias}`, { attributes: { 'airi.tts.model': alias, 'airi.tts.adapter': entry.adapter, 'airi.tts.characters': characters } }, async (span) => {
           try {
-            return await withKeys(poolOf(alias, entry), clientSignal, (apiKey, signal) =>
+            return await withHttpKeys(keyPool, logger, 'speech', poolOf(alias, entry), clientSignal, (apiKey, signal) =>
               adapter.synthesize({ baseUrl: entry.baseUrl, model: entry.model, apiKey, signal }, input))
           }
           catch (error) {
@@ -281,8 +231,8 @@ export function createSpeechService({ config, cache, counters, createFluxMeter, 
         throw modelNotFound('streaming speech model', model)
       const origin = httpOrigin(upstream.url)
       try {
-        const pool: KeyPool = { poolId: streamingTtsPoolId(origin), alias: STREAMING_TTS_KEY_ALIAS, keys: upstream.keys, timeoutMs: CATALOGUE_TIMEOUT_MS }
-        const voices = await withKeys(pool, new AbortController().signal, (apiKey, signal) =>
+        const pool: TimedKeySet = { poolId: streamingTtsPoolId(origin), alias: STREAMING_TTS_KEY_ALIAS, keys: upstream.keys, timeoutMs: CATALOGUE_TIMEOUT_MS }
+        const voices = await withHttpKeys(keyPool, logger, 'speech', pool, new AbortController().signal, (apiKey, signal) =>
           fetchStreamingVoices({ url: upstream.url, provider: upstream.voicesProvider, model, apiKey, signal }))
         return { voices }
       }

@@ -12,10 +12,9 @@ import { createMeterHolds, type createFluxMeterFactory, type MeterRuntime } from
 import type { ConfigService } from '../config.ts'
 import type { KeyVault } from '../key-vault.ts'
 import { resolveAlias } from '../model-alias.ts'
-import type { UpstreamKeyPool } from '../upstream-keys.ts'
+import { withHttpKeys, type TimedKeySet, type UpstreamKeyPool } from '../upstream-keys.ts'
 import { audioDurationMs } from './audio/index.ts'
 import type { TranscriptionRequest } from './schema.ts'
-import { withSttKeys, type SttKeySet } from './upstream.ts'
 
 export { transcriptionFieldsSchema, type TranscriptionRequest } from './schema.ts'
 export { createPcm16Resampler, pcm16DurationMs, type Pcm16Resampler } from './resample.ts'
@@ -67,7 +66,7 @@ export function createTranscriptionService({ config, counters, createFluxMeter, 
   const meter = createFluxMeter({ name: 'stt', resolveRuntime })
   const holds = createMeterHolds({ counters, meter, resolveRuntime, logger })
 
-  const keySetOf = (alias: string, entry: SttModel): SttKeySet =>
+  const keySetOf = (alias: string, entry: SttModel): TimedKeySet =>
     ({ poolId: `${alias}@${entry.baseUrl}`, alias, keys: entry.keys, timeoutMs: entry.timeoutMs ?? DEFAULT_TIMEOUT_MS })
 
   /** `STT_UPSTREAMS`, or 503 `STT_NOT_CONFIGURED` while the operator has not set it. */
@@ -132,7 +131,7 @@ export function createTranscriptionService({ config, counters, createFluxMeter, 
         // One span for the upstream call, key rotation and fallback included.
         const transcript = await tracer.startActiveSpan(`stt ${alias}`, { attributes: { 'airi.stt.model': alias, 'airi.stt.adapter': entry.adapter, 'airi.stt.duration_ms': durationMs } }, async (span) => {
           try {
-            return await withSttKeys(keyPool, logger, keySetOf(alias, entry), clientSignal, (key, signal) => adapter.transcribe({
+            return await withHttpKeys(keyPool, logger, 'transcription', keySetOf(alias, entry), clientSignal, (key, signal) => adapter.transcribe({
               baseUrl: entry.baseUrl,
               model: entry.model,
               key,
