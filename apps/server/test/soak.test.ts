@@ -238,8 +238,24 @@ interface ChildServer {
   stop: () => Promise<void>
 }
 
-/** `src/main.ts` in a process of its own (through tsx), on the test Postgres and Redis. */
+/**
+ * `src/main.ts` in a process of its own, started again on another port when the one
+ * found free was taken before the child could listen (a busy machine's connections).
+ */
 async function startServerProcess(database: TestDatabase, env: Record<string, string>): Promise<ChildServer> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startServerProcessOnce(database, env)
+    }
+    catch (error) {
+      if (attempt >= 3 || !String((error as Error).message).includes('EADDRINUSE'))
+        throw error
+    }
+  }
+}
+
+/** `src/main.ts` in a process of its own (through tsx), on the test Postgres and Redis. */
+async function startServerProcessOnce(database: TestDatabase, env: Record<string, string>): Promise<ChildServer> {
   const port = await findFreePort()
   const baseUrl = `http://127.0.0.1:${port}`
   let output = ''
