@@ -30,6 +30,7 @@ import type { Services } from './services/index.ts'
 import { createKeyVault } from './services/key-vault.ts'
 import { createLlmGateway, createLlmUsageReads } from './services/llm-gateway/index.ts'
 import { createMetaService } from './services/meta.ts'
+import { createAdminRegistry, createOperatorUsers, createUpstreamAdmin, type OperatorService } from './services/operator/index.ts'
 import { createProviderService } from './services/providers.ts'
 import { createRateLimits, type RateLimitSettings } from './services/rate-limits.ts'
 import { createSpeechService } from './services/speech/index.ts'
@@ -94,7 +95,6 @@ function returnOrigins(auth: ApiDeps['auth']): string[] {
 export async function createApi(deps: ApiDeps) {
   const { db, adapters, logger } = deps
   const clock = deps.clock ?? systemClock
-  const adminEmails = new Set((deps.adminEmails ?? []).map(email => email.trim().toLowerCase()).filter(Boolean))
 
   const metrics = createMetrics(deps.meter)
   const analytics = createAnalyticsService({ db, sink: deps.posthog ? createPosthogSink(deps.posthog, logger) : noopAnalyticsSink, logger })
@@ -197,6 +197,12 @@ export async function createApi(deps: ApiDeps) {
   const createFluxMeter = createFluxMeterFactory({ billing, counters: adapters.counters, logger, usageLog: createUsageLog(db) })
   const speech = createSpeechService({ config, cache: adapters.cache, counters: adapters.counters, createFluxMeter, keyVault, keyPool, logger })
   const transcription = createTranscriptionService({ config, counters: adapters.counters, createFluxMeter, keyVault, keyPool, logger, metrics, analytics })
+  const admins = createAdminRegistry({ db, envEmails: deps.adminEmails ?? [] })
+  const operator: OperatorService = {
+    upstreams: createUpstreamAdmin({ config, keyVault }),
+    admins,
+    users: createOperatorUsers({ auth, sessionGuard, billing, usage, admins, clock }),
+  }
   const services: Services = {
     billing,
     characters,
@@ -207,6 +213,7 @@ export async function createApi(deps: ApiDeps) {
     createFluxMeter,
     fluxGrants: createFluxGrantService({ users, billing, logger, onGranted: grant => analytics.fluxGranted(grant) }),
     llmGateway,
+    operator,
     speech,
     transcription,
     streamingSpeech: createStreamingSpeechService({ config, cache: adapters.cache, counters: adapters.counters, meter: speech.meter, keyVault, keyPool, sessionGuard, logger, rateLimits, metrics, clock }),
@@ -230,6 +237,7 @@ export async function createApi(deps: ApiDeps) {
     fluxGrants: services.fluxGrants,
     llmGateway: services.llmGateway,
     meta: services.meta,
+    operator: services.operator,
     providers: services.providers,
     sessionGuard: services.sessionGuard,
     streamingSpeech: services.streamingSpeech,
@@ -257,7 +265,6 @@ export async function createApi(deps: ApiDeps) {
         services: procedureServices,
         logger: input.logger ?? logger,
         requestId: input.requestId,
-        adminEmails,
         languages: acceptedLanguages(input.headers.get('accept-language')),
       }
     },

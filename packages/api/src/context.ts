@@ -43,7 +43,7 @@ export interface LiveConnection {
 }
 
 /** The services procedures (and trpc.ts's middleware) call; the host reaches the rest through `api.services`. */
-export type ProcedureServices = Pick<Services, 'billing' | 'characters' | 'chats' | 'config' | 'fluxGrants' | 'llmGateway' | 'meta' | 'providers' | 'sessionGuard' | 'streamingSpeech' | 'streamingTranscription' | 'stripe' | 'usage'>
+export type ProcedureServices = Pick<Services, 'billing' | 'characters' | 'chats' | 'config' | 'fluxGrants' | 'llmGateway' | 'meta' | 'operator' | 'providers' | 'sessionGuard' | 'streamingSpeech' | 'streamingTranscription' | 'stripe' | 'usage'>
 
 export interface Context {
   /**
@@ -57,7 +57,6 @@ export interface Context {
   services: ProcedureServices
   logger: Logger
   requestId: string
-  adminEmails: ReadonlySet<string>
   /** The caller's languages from `Accept-Language`, most preferred first (for a character's prompts). */
   languages: string[]
 }

@@ -239,9 +239,9 @@ export const protectedProcedure = publicProcedure.use(async ({ ctx, next }) => {
   return next({ ctx: { ...ctx, auth, user: auth.user } })
 }).meta({ access: 'user' })
 
-/** Allowlisted by ADMIN_EMAILS, and only with a verified e-mail. */
-export const adminProcedure = protectedProcedure.use(({ ctx, next }) => {
-  if (!ctx.user.emailVerified || !ctx.adminEmails.has(ctx.user.email.toLowerCase()))
+/** An administrator (ADMIN_EMAILS or added by an operator), and only with a verified e-mail. */
+export const adminProcedure = protectedProcedure.use(async ({ ctx, next }) => {
+  if (!ctx.user.emailVerified || !(await ctx.services.operator.admins.isAdmin(ctx.user.email)))
     throw new TRPCError({ code: 'FORBIDDEN', message: 'Administrator access required' })
   return next()
 }).meta({ access: 'admin' })

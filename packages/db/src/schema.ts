@@ -386,6 +386,13 @@ interface ConfigEntryTable {
   updated_at: Timestamp
 }
 
+/** Administrators added at run time, beside ADMIN_EMAILS (lower-cased e-mail). */
+interface OperatorAdminTable {
+  email: string
+  added_by: string | null
+  created_at: Timestamp
+}
+
 // ---------------------------------------------------------------------------
 // Logs
 // ---------------------------------------------------------------------------
@@ -675,6 +682,7 @@ export interface Database {
   stripe_invoice: StripeInvoiceTable
 
   config_entries: ConfigEntryTable
+  operator_admins: OperatorAdminTable
 
   llm_request_log: LlmRequestLogTable
   metered_usage: MeteredUsageTable

@@ -7,6 +7,7 @@ import type { ChatService } from './chats/index.ts'
 import type { ConfigService } from './config.ts'
 import type { EmailService } from './email.ts'
 import type { LlmGateway } from './llm-gateway/index.ts'
+import type { OperatorService } from './operator/index.ts'
 import type { createMetaService } from './meta.ts'
 import type { ProviderService } from './providers.ts'
 import type { RateLimits } from './rate-limits.ts'
@@ -32,6 +33,8 @@ export interface Services {
   createFluxMeter: ReturnType<typeof createFluxMeterFactory>
   fluxGrants: FluxGrantService
   llmGateway: LlmGateway
+  /** Upstreams by alias, administrators and accounts, for the CLI and the admin pages. */
+  operator: OperatorService
   /** Speech synthesis and voice catalogues, billed on the `tts` meter. */
   speech: SpeechService
   /** Speech tickets and the sessions of the streaming speech socket, billed on the same `tts` meter. */

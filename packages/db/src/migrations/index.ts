@@ -19,6 +19,7 @@ import * as chatReplies from './0017_chat_replies.ts'
 import * as requestLogUsage from './0018_request_log_usage.ts'
 import * as characterMetadata from './0019_character_metadata.ts'
 import * as meteredUsage from './0020_metered_usage.ts'
+import * as operatorAdmins from './0021_operator_admins.ts'
 
 /**
  * Every migration, keyed by name. Kysely's Migrator applies them in key order, so
@@ -44,4 +45,5 @@ export const migrations: Record<string, Migration> = {
   '0018_request_log_usage': requestLogUsage,
   '0019_character_metadata': characterMetadata,
   '0020_metered_usage': meteredUsage,
+  '0021_operator_admins': operatorAdmins,
 }

@@ -2,4 +2,4 @@
 // for speech, written by the Flux meters through `createUsageLog`), listed and summed.
 export { createUsageLog } from './recorder.ts'
 export { usageCallsInput, usageSummaryInput } from './schema.ts'
-export { createUsageService, type UsageService } from './service.ts'
+export { createUsageService, type UsageCall, type UsageService } from './service.ts'
