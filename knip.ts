@@ -7,7 +7,7 @@ const config: KnipConfig = {
   workspaces: {
     'apps/server': {
       entry: [
-        'src/{main,migrate,reconcile-llm}.ts',
+        'src/{main,migrate,airi}.ts',
         'scripts/*.mjs',
         'test/**/*.test.ts',
         // Run by hand (docs/performance.md).

@@ -1,5 +1,6 @@
 import { pino } from 'pino'
 
+import { serverHandoff } from './cli/target.ts'
 import { EnvError, parseEnv, type Env } from './env.ts'
 import { applyQuickStart } from './quick-start.ts'
 import { service, socialProviders, startRuntime } from './runtime.ts'
@@ -31,6 +32,8 @@ const runtime = await startRuntime(env, logger)
 await applyQuickStart(runtime.api.services, env, logger).catch((error: unknown) => {
   logger.error({ err: error }, 'could not configure a model from OPENAI_API_KEY')
 })
+// On the embedded default, `pnpm airi` cannot open the database this process holds: it sends its commands here.
+const handoff = serverHandoff(env)
 const app = await buildServer({
   api: runtime.api,
   service,
@@ -56,6 +59,7 @@ const app = await buildServer({
   },
   requestTimeoutMs: env.HTTP_REQUEST_TIMEOUT_MS,
   connectionTimeoutMs: env.HTTP_CONNECTION_TIMEOUT_MS,
+  operatorToken: handoff?.token,
 })
 
 let shuttingDown = false
@@ -75,6 +79,7 @@ async function shutdown(signal: string): Promise<void> {
     process.exit(1)
   }, env.SHUTDOWN_TIMEOUT_MS * 2).unref()
   try {
+    await handoff?.withdraw()
     await app.close()
     await runtime.close()
     // Last, so the spans and metrics of what just closed go out too; a collector that
@@ -100,4 +105,10 @@ catch (error) {
   logger.error({ err: error }, 'cannot listen')
   await runtime.close()
   process.exit(1)
+}
+const address = app.server.address()
+if (handoff && typeof address === 'object' && address) {
+  await handoff.publish(address).catch((error: unknown) => {
+    logger.warn({ err: error }, 'could not write server.json: `pnpm airi` cannot reach this server')
+  })
 }

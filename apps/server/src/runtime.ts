@@ -28,6 +28,11 @@ export const service = { name: 'airi-server', version: packageJson.version }
 /** The workspace root's `.data/`, whatever directory the process was started from. */
 const defaultDataDir = fileURLToPath(new URL('../../../.data', import.meta.url))
 
+/** Where the embedded default keeps its database and secrets (and `pnpm airi` looks for them): DATA_DIR, else `.data/`. */
+export function embeddedDataDir(env: Pick<Env, 'DATA_DIR'>): string {
+  return resolve(env.DATA_DIR ?? defaultDataDir)
+}
+
 export interface Database {
   db: Db
   url: string
@@ -39,7 +44,7 @@ export async function openDatabase(env: Env, logger: Logger): Promise<Database> 
   let url = env.DATABASE_URL
   let embedded: EmbeddedPostgresHandle | undefined
   if (!url) {
-    const dataDir = resolve(env.DATA_DIR ?? defaultDataDir, 'postgres')
+    const dataDir = resolve(embeddedDataDir(env), 'postgres')
     logger.info({ dataDir }, 'DATABASE_URL is not set; starting embedded PostgreSQL')
     embedded = await startEmbeddedPostgres({ dataDir, database: 'airi', onLog: message => logger.debug({ postgres: message.trim() }) })
     url = embedded.url
@@ -67,7 +72,7 @@ async function secretOrGenerated(env: Env, logger: Logger, name: 'BETTER_AUTH_SE
   const configured = env[name]
   if (configured)
     return configured
-  const path = resolve(env.DATA_DIR ?? defaultDataDir, file)
+  const path = resolve(embeddedDataDir(env), file)
   const existing = await readFile(path, 'utf8').then(text => text.trim(), () => '')
   if (existing)
     return existing

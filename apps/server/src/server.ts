@@ -11,6 +11,7 @@ import { characterCardsPlugin } from './plugins/character-cards.ts'
 import { errorsPlugin } from './plugins/errors.ts'
 import { gatewayPlugin } from './plugins/gateway.ts'
 import { hostHeaderPlugin } from './plugins/host-header.ts'
+import { operatorPlugin } from './plugins/operator.ts'
 import { probesPlugin } from './plugins/probes.ts'
 import { requestIdPlugin } from './plugins/request-id.ts'
 import { signInPlugin } from './plugins/sign-in.ts'
@@ -47,6 +48,8 @@ export interface BuildServerOptions {
   requestTimeoutMs?: number
   /** A socket with no traffic for this long is closed. */
   connectionTimeoutMs?: number
+  /** Serves POST /api/v1/operator for `pnpm airi` with this bearer token (the embedded default in development: cli/target.ts). */
+  operatorToken?: string
 }
 
 /** Largest WebSocket message: a tRPC call is at most a JSON body (Fastify's 1 MiB body limit). */
@@ -62,7 +65,7 @@ function trustedHops(trustProxy: number | string[] | undefined) {
 }
 
 /** Builds the host without listening, so tests can `inject()` or `listen({ port: 0 })`. */
-export async function buildServer({ api, service, logger = false, trustProxy, socialProviders = [], trpcLimits, speechSocketLimits, transcriptionSocketLimits, requestTimeoutMs = 30_000, connectionTimeoutMs = 300_000 }: BuildServerOptions): Promise<FastifyInstance> {
+export async function buildServer({ api, service, logger = false, trustProxy, socialProviders = [], trpcLimits, speechSocketLimits, transcriptionSocketLimits, requestTimeoutMs = 30_000, connectionTimeoutMs = 300_000, operatorToken }: BuildServerOptions): Promise<FastifyInstance> {
   const app = Fastify({
     ...(logger && 'child' in logger ? { loggerInstance: logger } : { logger }),
     requestIdHeader: 'x-request-id',
@@ -102,6 +105,8 @@ export async function buildServer({ api, service, logger = false, trustProxy, so
   await app.register(streamingTranscriptionPlugin, { prefix: '/api/v1/audio', api, limits: transcriptionSocketLimits })
   await app.register(stripeWebhookPlugin, { prefix: '/api/v1/stripe', api })
   await app.register(accountExportPlugin, { prefix: '/api/v1/account', api })
+  if (operatorToken)
+    await app.register(operatorPlugin, { prefix: '/api/v1', api, token: operatorToken })
   await app.register(stageWebPlugin)
 
   return app

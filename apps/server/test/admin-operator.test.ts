@@ -58,8 +58,9 @@ describe('admin.upstreams', () => {
   it('keeps the stored key when an alias is edited without one, and refuses a new alias without one', async () => {
     const edited = await admin.admin.upstreams.put.mutate({ kind: 'llm', alias: 'house', baseUrl: fake.url, model: 'gpt-4o' })
     expect(edited.upstreams[0]).toMatchObject({ model: 'gpt-4o', keys: [{ hint: '••••4321' }] })
-    // The price stays when none is given.
+    // The price stays when none is given, and null goes back to the flat rule.
     expect(edited.pricing).toMatchObject({ inputPer1M: 100 })
+    expect((await admin.admin.upstreams.put.mutate({ kind: 'llm', alias: 'house', baseUrl: fake.url, model: 'gpt-4o', pricing: null })).pricing).toBeNull()
 
     const refused = await failure(admin.admin.upstreams.put.mutate({ kind: 'llm', alias: 'keyless', baseUrl: fake.url, model: 'm' }))
     expect(refused.data?.httpStatus).toBe(400)

@@ -23,7 +23,8 @@ const adminConfigRouter = createRouter({
     })),
 })
 
-const fluxGrantInput = z.object({
+/** Also the input of `pnpm airi flux grant`. */
+export const fluxGrantInput = z.object({
   description: text().trim().min(1).max(200),
   amount: z.number().int().min(1).max(10_000),
   emails: z.array(text().trim().min(1).max(320)).min(1).max(200),

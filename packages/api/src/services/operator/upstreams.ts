@@ -27,7 +27,8 @@ export const upstreamPutInput = z.object({
   /** The plaintext key, sealed here; absent keeps the alias's stored keys. */
   apiKey: z.string().trim().min(1).max(10_000).optional(),
   adapter: z.enum(['openai-compatible', 'azure']).optional(),
-  pricing: z.strictObject({ inputPer1M: fluxPerMillion, outputPer1M: fluxPerMillion, cachedInputPer1M: fluxPerMillion.optional() }).optional(),
+  /** LLM only; null goes back to the flat rule, absent keeps the alias's price. */
+  pricing: z.strictObject({ inputPer1M: fluxPerMillion, outputPer1M: fluxPerMillion, cachedInputPer1M: fluxPerMillion.optional() }).nullable().optional(),
   makeDefault: z.boolean().optional(),
 }).superRefine((input, ctx) => {
   if (input.pricing && input.kind !== 'llm')
@@ -43,7 +44,7 @@ export interface UpstreamKeyView {
   hint: string
 }
 
-export interface UpstreamView {
+interface UpstreamView {
   id: string
   baseUrl: string
   model: string
@@ -143,7 +144,7 @@ export function createUpstreamAdmin({ config, keyVault }: { config: ConfigServic
 
     /**
      * Adds or replaces an alias. An LLM alias's first upstream is replaced and the
-     * rest of its fallback chain kept; its price is changed only when given.
+     * rest of its fallback chain kept; its price is changed only when given (null: the flat rule).
      */
     async put(input: UpstreamPut, updatedBy: string | null): Promise<AliasView> {
       const alias = input.alias
@@ -152,8 +153,9 @@ export function createUpstreamAdmin({ config, keyVault }: { config: ConfigServic
         const current = await stored('llm') ?? { models: {} }
         const existing = Object.hasOwn(current.models, alias) ? current.models[alias] : undefined
         const upstream = { id: existing?.upstreams[0]?.id ?? PRIMARY, baseUrl: input.baseUrl, model: input.model, keys: keysFor(input, existing?.upstreams[0]?.keys) }
-        const pricing = input.pricing ? { ...existing?.pricing, ...input.pricing } : existing?.pricing
-        const models = { ...current.models, [alias]: { maxOutputTokens: 4096, ...existing, ...(pricing ? { pricing } : {}), upstreams: [upstream, ...(existing?.upstreams.slice(1) ?? [])] } }
+        const { pricing: price, ...kept } = existing ?? { maxOutputTokens: 4096 }
+        const pricing = input.pricing === null ? undefined : input.pricing ? { ...price, ...input.pricing } : price
+        const models = { ...current.models, [alias]: { ...kept, ...(pricing ? { pricing } : {}), upstreams: [upstream, ...(existing?.upstreams.slice(1) ?? [])] } }
         next = { ...current, models, defaultModel: defaultAfterPut(current.defaultModel, current.models, input) }
       }
       else {

@@ -1,0 +1,20 @@
+/** What each operator config entry decides, in a sentence, shown beside its name. */
+export const CONFIG_LABELS: Record<string, string> = {
+  INITIAL_USER_FLUX: 'Flux every new account starts with.',
+  FLUX_PER_REQUEST: 'Flux reserved before a chat call, and its price when its tokens cannot be counted.',
+  FLUX_PER_1K_TOKENS: 'The flat price of chat models without prices of their own, per 1 000 tokens.',
+  CHAT_CONTEXT_TOKENS: 'How many tokens of a chat a reply made on the server sees.',
+  FLUX_PER_1K_CHARS_TTS: 'The price of speech, per 1 000 characters.',
+  FLUX_METER_DEBT_TTL_SECONDS: 'How long fractions of a Flux not yet billed are remembered, in seconds.',
+  MAX_CHECKOUT_AMOUNT_CENTS: 'The largest single purchase, in cents.',
+  STRIPE_FLUX_PRODUCT_ID: 'The Stripe product whose prices are the Flux packages on sale.',
+  STRIPE_PAYMENT_METHODS: 'Payment methods offered at checkout; without it, the Stripe dashboard decides.',
+  STRIPE_PAYMENT_METHOD_OPTIONS: 'Stripe\'s options per payment method.',
+  LLM_ROUTER_CONFIG: 'Language models: names, upstreams, keys and prices.',
+  TTS_UPSTREAMS: 'Speech models and their upstreams.',
+  TTS_MAX_INPUT_CHARS: 'The longest text one speech call may read aloud, in characters.',
+  STREAMING_TTS_UPSTREAM: 'The live speech upstream (a WebSocket bridge).',
+  STT_UPSTREAMS: 'Transcription models and their upstreams.',
+  FLUX_PER_MINUTE_STT: 'The price of transcription, per minute of audio.',
+  STREAMING_STT_UPSTREAM: 'The live transcription upstream (OpenAI Realtime protocol).',
+}
