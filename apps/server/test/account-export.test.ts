@@ -113,6 +113,7 @@ async function plantEverything(user: TestUser, secrets: Record<string, string>):
     config: { apiKey: secrets.apiKey!, baseUrl: 'https://api.example.com/v1', headers: { Authorization: secrets.header! }, nested: [{ secretAccessKey: secrets.nested! }] },
   })
   await client.flux.balance.query()
+  await server.api.services.operator.admins.add(user.email, null)
   const chat = await client.chats.create.mutate({ type: 'group', title: 'mine', members: [] })
   const messageId = randomUUID()
   await client.chats.sendMessages.mutate({ chatId: chat.id, messages: [{ id: messageId, role: 'user', content: 'a message the export must keep' }] })

@@ -156,6 +156,8 @@ export async function createApi(deps: ApiDeps) {
   const usage = createUsageService({ db, llmCalls: createLlmUsageReads(db) })
   accountExport.register({ name: 'usage', tables: userId => usage.exportTables(userId) })
   accountExport.register({ name: 'analytics', tables: userId => analytics.exportTables(userId) })
+  const admins = createAdminRegistry({ db, users, envEmails: deps.adminEmails ?? [] })
+  accountExport.register({ name: 'operator', tables: userId => admins.exportTables(userId) })
 
   // Callers already resolved; every instance drops them when the guard hears of a revocation or user change.
   const identities = createIdentityCache(deps.identityCache)
@@ -197,7 +199,6 @@ export async function createApi(deps: ApiDeps) {
   const createFluxMeter = createFluxMeterFactory({ billing, counters: adapters.counters, logger, usageLog: createUsageLog(db) })
   const speech = createSpeechService({ config, cache: adapters.cache, counters: adapters.counters, createFluxMeter, keyVault, keyPool, logger })
   const transcription = createTranscriptionService({ config, counters: adapters.counters, createFluxMeter, keyVault, keyPool, logger, metrics, analytics })
-  const admins = createAdminRegistry({ db, envEmails: deps.adminEmails ?? [] })
   const operator: OperatorService = {
     upstreams: createUpstreamAdmin({ config, keyVault }),
     admins,

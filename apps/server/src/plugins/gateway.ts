@@ -56,7 +56,7 @@ export const gatewayPlugin: FastifyPluginAsync<GatewayPluginOptions> = async (ap
 
     const result = await api.services.llmGateway.complete(request.bearerUser!.id, body, controller.signal)
     if (result.kind === 'json')
-      return reply.send(result.body)
+      return reply.type('application/json; charset=utf-8').send(result.text)
 
     reply.hijack()
     reply.raw.writeHead(200, {

@@ -14,6 +14,11 @@ export function createUsers({ db }: { db: Db }) {
       return new Set(rows.map(row => row.id))
     },
 
+    /** The user's e-mail in lower case, or undefined for a user that does not exist. */
+    async emailOf(id: string): Promise<string | undefined> {
+      return (await db.selectFrom('user').select('email').where('id', '=', id).executeTakeFirst())?.email.toLowerCase()
+    },
+
     /** Users whose e-mail matches one of `emails`, compared in lower case. */
     async findByEmails(emails: string[]): Promise<{ id: string, email: string }[]> {
       const wanted = [...new Set(emails.map(email => email.toLowerCase()))]

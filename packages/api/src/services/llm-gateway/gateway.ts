@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto'
 import type { Db, LlmCallKind } from '@airi/db'
 
 import type { Clock } from '../../clock.ts'
-import { ApiError } from '../../errors.ts'
+import { ApiError, outageError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
 import type { Metrics } from '../../metrics.ts'
 import { withSpan } from '../../tracing.ts'
@@ -37,7 +37,8 @@ function publicPrice({ inputPer1M, outputPer1M, cachedInputPer1M }: NonNullable<
 }
 
 export type CompletionResult =
-  | { kind: 'json', body: unknown }
+  /** The upstream's JSON answer as it sent it (parsed once for its usage, never serialized again). */
+  | { kind: 'json', text: string }
   /**
    * `signal` aborts when the call is cut short (client, deadline, shutdown): stop
    * waiting on a slow reader then. `settled` resolves once the call is billed
@@ -193,18 +194,17 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
         throw new ApiError(failure.status, failure.code, failure.message)
       throw error
     }
-    try {
-      await reserved.answered(attempt.upstream.id)
-    }
-    catch (error) {
-      attempt.response.body?.cancel().catch(() => {})
-      await reserved.refund(null, 500, (error as Error).message).catch((refundError: unknown) =>
-        logger.error({ err: refundError, call: callId }, 'could not refund an LLM call; its row stays pending for reconciliation'))
-      throw error
-    }
-
     if (!stream)
-      return { kind: 'json', body: await answerJson(reserved, attempt, signal, ends) }
+      return { kind: 'json', text: await answerJson(reserved, attempt, signal, ends) }
+
+    // Nothing of an answer reaches the client unless its log row names the upstream
+    // (reconciliation charges such a row and refunds one without). The write goes
+    // while the upstream sends its first chunk; the relay waits for it before
+    // handing that chunk out, and a failed write ends the call refunded.
+    let unnamed: unknown
+    const naming = reserved.answered(attempt.upstream.id).catch((error: unknown) => {
+      unnamed = error ?? new Error('could not name the upstream')
+    })
     let settledWith!: (settlement: Settlement | undefined) => void
     const settled = new Promise<Settlement | undefined>((resolve) => {
       settledWith = resolve
@@ -214,14 +214,21 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
       signal,
       failureOf: error => failureOf(error, ends),
       clock,
+      beforeFirstChunk: async () => {
+        await naming
+        if (unnamed !== undefined)
+          throw outageError(unnamed) ?? new ApiError(500, 'INTERNAL_ERROR', 'The call could not be recorded; nothing was charged')
+      },
       onFirstText: () => telemetry.firstToken(attempt.upstream.model),
       end: async (relayed, outcome) => {
         let settlement: Settlement | undefined
         try {
-          if (abandoned.aborted) {
-            // Its caller could not use the answer (nothing of it was delivered): it costs nothing.
-            await reserved.refund(attempt.upstream.id, 499, 'abandoned by its caller')
-            settlement = { upstream: attempt.upstream.id, status: 499, error: 'abandoned by its caller', flux: 0 }
+          await naming
+          if (abandoned.aborted || unnamed !== undefined) {
+            // Nothing of the answer was delivered (its caller could not use it, or its row could not name the upstream): it costs nothing.
+            const why = unnamed === undefined ? 'abandoned by its caller' : `the upstream could not be recorded: ${(unnamed as Error).message}`
+            await reserved.refund(unnamed === undefined ? attempt.upstream.id : null, unnamed === undefined ? 499 : 500, why)
+            settlement = { upstream: attempt.upstream.id, status: unnamed === undefined ? 499 : 500, error: why, flux: 0 }
           }
           else {
             settlement = await reserved.settle(attempt.upstream, relayed.usage, relayed.completion, outcome, relayed.firstTextAt)
@@ -240,12 +247,20 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
     return { kind: 'stream', chunks, signal, settled }
   }
 
-  /** Reads a non-streamed answer and settles on it; the answer is the client's even when settling fails. */
-  async function answerJson(reserved: ReservedCall, attempt: Attempt, signal: AbortSignal, ends: CallEnds): Promise<unknown> {
+  /**
+   * Reads a non-streamed answer and settles on it before it goes out, so the
+   * settlement's statement is the only write after the reservation. When settling
+   * fails the answer is still the client's once its log row names the upstream
+   * (reconciliation then charges the flat price); when even that fails, it is not
+   * delivered and reconciliation refunds the reservation.
+   */
+  async function answerJson(reserved: ReservedCall, attempt: Attempt, signal: AbortSignal, ends: CallEnds): Promise<string> {
     const { upstream, response } = attempt
+    let text: string
     let payload: unknown
     try {
-      payload = await response.json()
+      text = await response.text()
+      payload = JSON.parse(text)
     }
     catch (error) {
       const failure = signal.aborted ? failureOf(error, ends) : { status: 502, code: 'UPSTREAM_UNAVAILABLE', message: 'The upstream answered with something that is not JSON' }
@@ -258,10 +273,10 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
       await reserved.settle(upstream, usageIn(payload), completion, { status: response.status })
     }
     catch (error) {
-      // The row names its upstream: reconciliation charges the flat price, and the answer is the client's.
       logger.error({ err: error, call: reserved.call.id }, 'could not settle an LLM call; its log row stays pending for reconciliation')
+      await reserved.answered(upstream.id)
     }
-    return payload
+    return text
   }
 
   return {

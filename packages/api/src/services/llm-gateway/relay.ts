@@ -17,6 +17,8 @@ export interface RelayOptions {
   failureOf: (error: unknown) => Failure
   /** Times the first generated text. */
   clock: Clock
+  /** Awaited before the first chunk is handed out; a rejection ends the stream as a failure. */
+  beforeFirstChunk?: () => Promise<void>
   /** Told when the first chunk is handed out. */
   onFirstText: () => void
   /** Called once, whichever way the stream ends, with what was relayed. */
@@ -29,7 +31,7 @@ export interface RelayOptions {
  * the consumer still reads), or when the call is cut short, even before the
  * consumer began reading.
  */
-export function relayStream({ response, signal, failureOf, clock, onFirstText, end }: RelayOptions): AsyncGenerator<string> {
+export function relayStream({ response, signal, failureOf, clock, beforeFirstChunk, onFirstText, end }: RelayOptions): AsyncGenerator<string> {
   const watcher = createStreamWatcher()
   let firstTextAt: number | undefined
   let started = false
@@ -77,6 +79,7 @@ export function relayStream({ response, signal, failureOf, clock, onFirstText, e
         const arrivedAt = clock.now()
         if (!handedFirst) {
           handedFirst = true
+          await beforeFirstChunk?.()
           onFirstText()
         }
         handedOut = true

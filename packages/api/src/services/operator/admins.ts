@@ -1,6 +1,8 @@
 import type { Db } from '@airi/db'
 
 import { ApiError } from '../../errors.ts'
+import { singlePage, type ExportTables } from '../account-export/index.ts'
+import type { Users } from '../users.ts'
 
 export interface AdminEntry {
   email: string
@@ -17,7 +19,7 @@ const normalise = (email: string) => email.trim().toLowerCase()
  * restart and reaches every instance). Admin procedures also require the caller's
  * e-mail to be verified.
  */
-export function createAdminRegistry({ db, envEmails }: { db: Db, envEmails: readonly string[] }) {
+export function createAdminRegistry({ db, users, envEmails }: { db: Db, users: Pick<Users, 'emailOf'>, envEmails: readonly string[] }) {
   const fromEnv = new Set(envEmails.map(normalise).filter(Boolean))
 
   return {
@@ -43,6 +45,14 @@ export function createAdminRegistry({ db, envEmails }: { db: Db, envEmails: read
         .onConflict(oc => oc.column('email').doNothing()).executeTakeFirst()
       return { email: wanted, added: Number(result.numInsertedOrUpdatedRows ?? 0) > 0 }
     },
+
+    /** Account export: the row that makes the user's e-mail an administrator, if any. */
+    exportTables: (userId: string): ExportTables => ({
+      operator_admins: singlePage(async () => {
+        const email = await users.emailOf(userId)
+        return email === undefined ? [] : db.selectFrom('operator_admins').selectAll().where('email', '=', email).execute()
+      }),
+    }),
 
     async remove(email: string): Promise<{ email: string, removed: boolean }> {
       const wanted = normalise(email)
