@@ -71,6 +71,8 @@ export async function buildServer({ api, service, logger = false, trustProxy, so
     requestIdHeader: 'x-request-id',
     trustProxy: trustedHops(trustProxy),
     genReqId: () => randomUUID(),
+    // One line per request instead of two, written by the telemetry plugin.
+    disableRequestLogging: true,
     // Batched tRPC calls put every procedure name in one path segment.
     routerOptions: { maxParamLength: 5_000 },
     forceCloseConnections: 'idle',

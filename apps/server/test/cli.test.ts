@@ -147,6 +147,29 @@ describe('pnpm airi against DATABASE_URL and REDIS_URL, with a server running', 
     expect(await server.api.services.config.get('INITIAL_USER_FLUX')).toBe(321)
   })
 
+  it('key seal prints a sealed key that config set takes for its alias\'s entry, and refuses under another alias', async () => {
+    const key = 'sk-streaming-tts-key-0123456789'
+    const sealed = await airi(['key', 'seal', 'streaming-tts', '--api-key-env', 'TTS_KEY'], { ...env, TTS_KEY: key })
+    expect(sealed.code, sealed.stderr).toBe(0)
+    expect(sealed.stdout.trim().split('\n')).toHaveLength(1)
+    expect(sealed.stderr).toContain('pnpm airi config set STREAMING_TTS_UPSTREAM')
+    const entry = (keys: unknown[]) => JSON.stringify({ url: 'wss://tts.example.com/ws', keys, models: [{ id: 'voice-1' }] })
+    const set = await airi(['config', 'set', 'STREAMING_TTS_UPSTREAM', entry([JSON.parse(sealed.stdout)])], env)
+    expect(set.code, set.stderr).toBe(0)
+    const stored = () => server.api.services.config.describe('STREAMING_TTS_UPSTREAM')
+    expect(await stored()).toMatchObject({ isSet: true, value: { keys: [{ id: 'primary' }] } })
+    expect(`${sealed.stdout}${sealed.stderr}${set.stdout}${set.stderr}`).not.toContain(key)
+
+    const other = await airi(['key', 'seal', 'streaming-stt', '--key-id', 'k2', '--api-key-env', 'TTS_KEY', '--json'], { ...env, TTS_KEY: key })
+    expect(other.code, other.stderr).toBe(0)
+    expect(JSON.parse(other.stdout)).toEqual({ id: 'k2', ciphertext: expect.any(String) })
+    const refused = await airi(['config', 'set', 'STREAMING_TTS_UPSTREAM', entry([JSON.parse(other.stdout)])], env)
+    expect(refused.code).toBe(1)
+    expect(refused.stderr).toContain('  keys.0.ciphertext: The ciphertext does not decrypt under this server\'s master key for this alias and key id')
+    expect(`${other.stdout}${other.stderr}${refused.stderr}`).not.toContain(key)
+    expect(await stored(), 'the refused value is not stored').toMatchObject({ value: { keys: [{ id: 'primary' }] } })
+  })
+
   it('flux grant to a known and an unknown e-mail reports each, credits the known one and exits 1', async () => {
     const known = await createVerifiedUser(server)
     const unknown = uniqueEmail('nobody')

@@ -623,7 +623,7 @@ describe('the request log and reconciliation', () => {
     expect(await netCharged(user.id)).toBe(4)
   })
 
-  it('delivers nothing when the answering upstream cannot be written on the row, and gives the reservation back', async () => {
+  it('delivers nothing of a stream when the answering upstream cannot be written on the row, and gives the reservation back', async () => {
     const user = await createVerifiedUser(server)
     const { db } = server.database
     await route('chat', [{ upstream: primary, keys: ['sk-a'] }])
@@ -632,13 +632,19 @@ describe('the request log and reconciliation', () => {
     await sql`CREATE TRIGGER test_refuse_upstream BEFORE UPDATE ON llm_request_log FOR EACH ROW
       WHEN (NEW.user_id = ${sql.lit(user.id)} AND NEW.state = 'pending' AND NEW.upstream IS NOT NULL) EXECUTE FUNCTION test_refuse_upstream()`.execute(db)
     let error: unknown
+    let text = ''
     try {
-      error = await openai(user.token).chat.completions.create({ model: 'chat', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e)
+      const stream = await openai(user.token).chat.completions.create({ model: 'chat', messages: [{ role: 'user', content: 'x' }], stream: true })
+      error = await (async () => {
+        for await (const chunk of stream)
+          text += chunk.choices[0]?.delta.content ?? ''
+      })().catch((e: unknown) => e)
     }
     finally {
       await sql`DROP TRIGGER test_refuse_upstream ON llm_request_log`.execute(db)
     }
     expect(error).toBeInstanceOf(OpenAI.APIError)
+    expect(text).toBe('')
     expect(primary.requests).toHaveLength(1)
     expect(await logRows(user.id)).toMatchObject([{ state: 'completed', upstream: null, status: 500, flux_consumed: 0 }])
     expect(await balance(user)).toBe(100)

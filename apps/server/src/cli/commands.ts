@@ -46,6 +46,14 @@ const operatorCommands = {
     input: z.object({ olderThanMinutes: z.number().min(0), limit: z.number().int().min(1) }),
     run: (services, input) => services.llmGateway.reconcilePending({ olderThanMs: input.olderThanMinutes * 60_000, limit: input.limit }),
   }),
+  'keys.seal': command({
+    input: z.object({ alias, keyId: z.string().trim().min(1).max(100), apiKey: z.string().min(1).max(10_000) }),
+    // Named `id` as in a config entry's `keys`, so the result is pasted as it is.
+    run: async (services, input) => {
+      const { keyId, ciphertext } = services.llmGateway.encryptKey(input.alias, input.keyId, input.apiKey)
+      return { id: keyId, ciphertext }
+    },
+  }),
   'config.list': command({
     input: z.object({}),
     run: services => services.config.list(),

@@ -55,7 +55,7 @@ async function runHere(env: Env, target: Exclude<Target, { kind: 'server' }>, re
   }
   if (target.kind === 'database' && !target.redis && changesConfig(request.name))
     say('note: REDIS_URL is not set, so running servers see this change within their config cache lifetime (about a minute)')
-  if (target.kind === 'database' && !env.LLM_ROUTER_MASTER_KEY && request.name === 'upstreams.put')
+  if (target.kind === 'database' && !env.LLM_ROUTER_MASTER_KEY && (request.name === 'upstreams.put' || request.name === 'keys.seal'))
     say('note: LLM_ROUTER_MASTER_KEY is not set, so keys were sealed with the development key under DATA_DIR: servers with another master key cannot open them')
   return result
 }
@@ -122,6 +122,8 @@ export async function execute(request: CommandRequest): Promise<void> {
   }
   const output = request.json ? JSON.stringify(request.asJson ? request.asJson(result) : result, null, 2) : request.print(result)
   process.stdout.write(`${output}\n`)
+  if (request.hint)
+    say(request.hint(result))
   if (request.failed?.(result))
     throw new CommandFailed()
 }

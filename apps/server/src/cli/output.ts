@@ -121,3 +121,17 @@ export function userCreated(user: CommandResult<'users.create'>, generatedPasswo
     lines.push(`password (shown only now): ${generatedPassword}`)
   return lines.join('\n')
 }
+
+/** On one line whatever the mode, since it is pasted into a config value. */
+export function sealedKey(key: CommandResult<'keys.seal'>): string {
+  return JSON.stringify(key)
+}
+
+const streamingEntries: Record<string, string> = { 'streaming-tts': 'STREAMING_TTS_UPSTREAM', 'streaming-stt': 'STREAMING_STT_UPSTREAM' }
+
+export function sealedKeyHint(alias: string): string {
+  const entry = streamingEntries[alias]
+  return entry
+    ? `paste it into the entry's keys, e.g. pnpm airi config set ${entry} '{"url": …, "keys": [<this>], …}'`
+    : `paste it into the keys of ${alias} in LLM_ROUTER_CONFIG, TTS_UPSTREAMS or STT_UPSTREAMS, e.g. pnpm airi config set TTS_UPSTREAMS --file tts.json`
+}

@@ -23,6 +23,8 @@ export interface CommandRequest {
   developmentOnly?: boolean
   /** What `--json` prints, when it is more than the result. */
   asJson?: (result: unknown) => unknown
+  /** A next step for a person, printed on stderr after the result. */
+  hint?: (result: unknown) => string
 }
 
 export type Execute = (request: CommandRequest) => Promise<void>
@@ -31,6 +33,7 @@ interface RequestExtras<N extends CommandName> {
   failed?: (result: CommandResult<N>) => boolean
   developmentOnly?: boolean
   asJson?: (result: CommandResult<N>) => unknown
+  hint?: (result: CommandResult<N>) => string
 }
 
 function request<N extends CommandName>(name: N, input: CommandInput<N>, json: boolean | undefined, printer: (result: CommandResult<N>) => string, extras: RequestExtras<N> = {}): CommandRequest {
@@ -65,9 +68,16 @@ const upstreamGroups: Record<UpstreamKind, { noun: string, entry: string, exampl
   stt: { noun: 'transcription (STT)', entry: 'STT_UPSTREAMS', example: 'pnpm airi stt add whisper --base-url https://api.openai.com/v1 --model whisper-1 --api-key-env OPENAI_API_KEY' },
 }
 
-/** The API key of an upstream: from the named variable, else a hidden prompt or stdin; '' keeps the stored one. */
+const API_KEY_ENV_HELP = 'read the API key from this environment variable; without it: a hidden prompt at a terminal, else the first line of stdin'
+
+/** An API key from the variable `--api-key-env` names, else a hidden prompt or stdin ('' when none is typed there). */
+async function apiKey(keyEnv: string | undefined, prompt: string): Promise<string> {
+  return keyEnv === undefined ? readSecret(prompt) : secretFromEnv('--api-key-env', keyEnv)
+}
+
+/** The API key of an upstream; none (keep the stored one) when the prompt or stdin gives ''. */
 async function upstreamKey(alias: string, keyEnv: string | undefined): Promise<string | undefined> {
-  const key = keyEnv === undefined ? await readSecret(`API key for ${alias} (Enter keeps the stored key): `) : secretFromEnv('--api-key-env', keyEnv)
+  const key = await apiKey(keyEnv, `API key for ${alias} (Enter keeps the stored key): `)
   return key === '' ? undefined : key
 }
 
@@ -79,7 +89,7 @@ function addUpstreamCommands(program: Command, kind: UpstreamKind, execute: Exec
     .argument('<alias>', 'the model name clients ask for')
     .requiredOption('--base-url <url>', 'the upstream\'s OpenAI-compatible base URL (http or https)')
     .requiredOption('--model <name>', 'the upstream\'s model name')
-    .option('--api-key-env <NAME>', 'read the API key from this environment variable; without it: a hidden prompt at a terminal, else the first line of stdin (empty keeps the stored key)')
+    .option('--api-key-env <NAME>', `${API_KEY_ENV_HELP} (empty keeps the stored key)`)
   if (kind === 'llm') {
     add.option('--price-in <flux>', 'Flux per million input tokens (with --price-out; without both: the flat FLUX_PER_1K_TOKENS)', numberArgument(false))
       .option('--price-out <flux>', 'Flux per million output tokens', numberArgument(false))
@@ -169,6 +179,22 @@ function addConfigCommands(program: Command, execute: Execute): void {
     .action(async (name: string, text: string | undefined, options: { file?: string, json?: boolean }) => {
       const value = await configValue(text, options.file)
       await execute(request('config.set', { key: name as CommandInput<'config.set'>['key'], value: value as CommandInput<'config.set'>['value'] }, options.json, print.configSaved))
+    })
+}
+
+function addKeyCommands(program: Command, execute: Execute): void {
+  const group = program.command('key').description('upstream keys sealed for config entries set as JSON')
+  leaf(group, 'seal', 'seal an API key with the master key and print it as { "id", "ciphertext" } for an entry\'s keys')
+    .argument('<alias>', 'what the key is sealed for: streaming-tts (STREAMING_TTS_UPSTREAM), streaming-stt (STREAMING_STT_UPSTREAM), or an LLM, TTS or STT alias in an entry edited by hand')
+    .option('--key-id <id>', 'the key\'s id in the entry (it is sealed with it)', 'primary')
+    .option('--api-key-env <NAME>', API_KEY_ENV_HELP)
+    .addHelpText('after', '\nThe key is never printed, nor read from the command line; the sealed key is one line of JSON on stdout.\nExample:\n  pnpm --silent airi key seal streaming-tts --api-key-env TTS_KEY')
+    .option('--json', 'the same line of JSON, without the hint on stderr')
+    .action(async (alias: string, options: { keyId: string, apiKeyEnv?: string, json?: boolean }) => {
+      const key = await apiKey(options.apiKeyEnv, `API key to seal for ${alias}: `)
+      if (!key)
+        throw new UsageError('no API key given')
+      await execute(request('keys.seal', { alias, keyId: options.keyId, apiKey: key }, false, print.sealedKey, options.json ? {} : { hint: () => print.sealedKeyHint(alias) }))
     })
 }
 
@@ -268,6 +294,7 @@ the command line. In scripts: pnpm --silent airi <command> --json`)
   addUpstreamCommands(program, 'tts', execute)
   addUpstreamCommands(program, 'stt', execute)
   addConfigCommands(program, execute)
+  addKeyCommands(program, execute)
   addAccountCommands(program, execute)
   return program
 }

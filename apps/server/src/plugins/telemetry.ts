@@ -16,7 +16,7 @@ interface Measured {
 }
 
 /**
- * HTTP metrics and spans for every request but probes and WebSocket upgrades
+ * HTTP metrics, spans and one access log line for every request but probes and WebSocket upgrades
  * (those count in `ws.connections.active`): `http.server.request.duration` by
  * method, route pattern and status, `http.server.active_requests`, and a server
  * span (continuing an incoming `traceparent`) that is the active span in the route
@@ -62,7 +62,10 @@ export const telemetryPlugin = fp<{ metrics: Metrics }>(async (app, { metrics })
     reply.raw.once('close', () => {
       const status = reply.raw.statusCode
       const attributes = { 'http.request.method': method, 'http.response.status_code': status, ...(route ? { 'http.route': route } : {}) }
-      metrics.httpDuration.record((performance.now() - state.startedAt) / 1000, attributes)
+      const ms = performance.now() - state.startedAt
+      metrics.httpDuration.record(ms / 1000, attributes)
+      // The one access line of a request (Fastify's own two are off: buildServer).
+      request.log.info({ method, url: request.url, status, ms: Math.round(ms * 10) / 10, ...(reply.raw.writableFinished ? {} : { aborted: true }) }, 'request')
       metrics.httpActive.add(-1, { 'http.request.method': method })
       span.setAttribute('http.response.status_code', status)
       if (!reply.raw.writableFinished)
