@@ -88,7 +88,7 @@ describe.each(entries)('admin.config.set of $key', ({ key, alias, path, urlPath,
   it('refuses a raw API key pasted as the ciphertext, naming its path, without echoing it', async () => {
     const { paths, messages, body } = await refused(key, value({ id: 'k0', ciphertext: RAW_KEY }))
     expect(paths).toEqual([path])
-    expect(messages[0]).toContain('encrypt the key with admin.llm.encryptKey for this alias and key id')
+    expect(messages[0]).toContain('seal the key for this alias and key id (pnpm airi key seal')
     expect(body).not.toContain(RAW_KEY)
     expect(await stored(key)).toBe(false)
   })

@@ -1,4 +1,4 @@
-import type { UpstreamKind } from '@airi/api'
+import { STREAMING_STT_KEY_ALIAS, STREAMING_TTS_KEY_ALIAS, type UpstreamKind } from '@airi/api'
 
 import type { CommandResult } from './commands.ts'
 
@@ -127,7 +127,7 @@ export function sealedKey(key: CommandResult<'keys.seal'>): string {
   return JSON.stringify(key)
 }
 
-const streamingEntries: Record<string, string> = { 'streaming-tts': 'STREAMING_TTS_UPSTREAM', 'streaming-stt': 'STREAMING_STT_UPSTREAM' }
+const streamingEntries: Record<string, string> = { [STREAMING_TTS_KEY_ALIAS]: 'STREAMING_TTS_UPSTREAM', [STREAMING_STT_KEY_ALIAS]: 'STREAMING_STT_UPSTREAM' }
 
 export function sealedKeyHint(alias: string): string {
   const entry = streamingEntries[alias]

@@ -48,7 +48,7 @@ function sealedKeysOf<K extends ConfigKey>(key: K, value: ConfigValue<K>): Seale
  */
 export function sealedKeyIssues<K extends ConfigKey>(key: K, value: ConfigValue<K>, keyVault: KeyVault | undefined): ConfigIssue[] {
   return sealedKeysOf(key, value).flatMap(({ path, alias, keyId, ciphertext }) => {
-    const how = `encrypt the key with admin.llm.encryptKey for this alias and key id ({ model: ${JSON.stringify(alias)}, keyId: ${JSON.stringify(keyId)} })`
+    const how = `seal the key for this alias and key id (pnpm airi key seal ${alias} --key-id ${keyId}, or admin.llm.encryptKey with { model: ${JSON.stringify(alias)}, keyId: ${JSON.stringify(keyId)} })`
     if (!keyVault)
       return [{ path, message: `LLM_ROUTER_MASTER_KEY is not set on this server, so no sealed key can be checked or used: set it, then ${how}` }]
     try {
