@@ -98,6 +98,20 @@ describe('SQL round trips of the money path', () => {
     expect(await statementsOf(() => server.api.services.billing.credit({ userId: user.id, amount: 2, requestId: `sql:${randomUUID()}` }))).toHaveLength(1)
   })
 
+  it('a ledger write is a prepared statement that a column added while the server runs does not break', async () => {
+    const debit = () => server.api.services.billing.debit({ userId: user.id, amount: 1, requestId: `sql:${randomUUID()}` })
+    // Every pooled connection prepares it.
+    await Promise.all(Array.from({ length: 20 }, debit))
+    await sql`ALTER TABLE flux_transaction ADD COLUMN test_later integer`.execute(server.database.db)
+    try {
+      const entries = await Promise.all(Array.from({ length: 20 }, debit))
+      expect(entries.every(entry => entry.amount === 1)).toBe(true)
+    }
+    finally {
+      await sql`ALTER TABLE flux_transaction DROP COLUMN test_later`.execute(server.database.db)
+    }
+  })
+
   describe('when Postgres refuses the writes after the reservation', () => {
     /** Refuses, for this test's user, the given writes: naming the upstream of a pending row, and the settlement's ledger rows. */
     async function refuse(what: { naming?: boolean, settling?: boolean }, work: () => Promise<void>): Promise<void> {

@@ -1,4 +1,4 @@
-export { createDb, type Db } from './pool.ts'
+export { createDb, prepared, type Db } from './pool.ts'
 export { findFreePort, startEmbeddedPostgres, type EmbeddedPostgresHandle } from './embedded.ts'
 export { migrateToLatest, withMigrationLock } from './migrate.ts'
 export type * from './schema.ts'

@@ -1,4 +1,6 @@
-import { Kysely, PostgresDialect, type LogEvent, type PostgresPool, type PostgresPoolClient } from 'kysely'
+import { createHash } from 'node:crypto'
+
+import { Kysely, PostgresDialect, sql, type LogEvent, type PostgresPool, type PostgresPoolClient } from 'kysely'
 import pg from 'pg'
 
 import type { Database } from './schema.ts'
@@ -81,6 +83,27 @@ export function createDb(options: CreateDbOptions): Db {
   return db
 }
 
+const PREPARED_MARK = '/* prepared */'
+
+/**
+ * Put first in a hot statement's text (`sql\`${prepared} WITH …\``): each
+ * connection then parses and plans it once (a named prepared statement) instead of
+ * on every run. Only for statements whose text comes in a few shapes (values are
+ * parameters), since every shape stays prepared on every connection.
+ */
+export const prepared = sql.raw(PREPARED_MARK)
+
+/** A marked statement's name: the same text gets the same name on every connection. */
+const statementNames = new Map<string, string>()
+function statementName(text: string): string {
+  let name = statementNames.get(text)
+  if (name === undefined) {
+    name = `airi_${createHash('sha256').update(text).digest('base64url').slice(0, 32)}`
+    statementNames.set(text, name)
+  }
+  return name
+}
+
 /**
  * pg's `query_timeout` fails the statement but leaves the connection waiting for
  * the answer: a transaction's ROLLBACK would queue behind it for another timeout,
@@ -96,7 +119,9 @@ function dropTimedOutConnections(pool: pg.Pool): PostgresPool {
         if (timedOut)
           throw timedOut
         try {
-          return await client.query(text, [...values])
+          return text.startsWith(PREPARED_MARK)
+            ? await client.query({ name: statementName(text), text, values: [...values] })
+            : await client.query(text, [...values])
         }
         catch (error) {
           if (error instanceof Error && error.message === 'Query read timeout')

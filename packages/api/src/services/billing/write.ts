@@ -1,6 +1,6 @@
 import { sql, type RawBuilder, type Transaction } from 'kysely'
 
-import type { Database, Db, FluxTransaction, FluxTransactionType } from '@airi/db'
+import { prepared, type Database, type Db, type FluxTransaction, type FluxTransactionType } from '@airi/db'
 
 import { ApiError } from '../../errors.ts'
 
@@ -76,7 +76,7 @@ export interface CreditInput extends WriteInput {
   type?: Extract<FluxTransactionType, 'credit' | 'promo' | 'initial'>
 }
 
-export function toEntry(row: FluxTransaction): LedgerEntry {
+export function toEntry(row: EntryRow): LedgerEntry {
   return {
     id: row.id,
     userId: row.user_id,
@@ -140,7 +140,12 @@ export interface Plan {
   owed?: boolean
 }
 
-type WriteRow = FluxTransaction & { outcome: 'written' | 'replayed' | 'refused', balance: number | null }
+type WriteRow = EntryRow & { outcome: 'written' | 'replayed' | 'refused', balance: number | null }
+
+/** What a ledger entry is read from; named, not `*`, so a column added later leaves the prepared statement's result as it was. */
+const ENTRY_COLUMNS = ['id', 'user_id', 'type', 'amount', 'balance_before', 'balance_after', 'request_id', 'description', 'metadata', 'created_at'] as const
+type EntryRow = Pick<FluxTransaction, typeof ENTRY_COLUMNS[number]>
+const entryColumns = (table: string) => sql.raw(ENTRY_COLUMNS.map(column => `${table}.${column}`).join(', '))
 
 /**
  * The one write, as one statement: lock the balance row, look for a replay,
@@ -175,11 +180,11 @@ function writeStatement(input: WriteInput, { type, minimum = 1, owed = true }: P
   const alongside = input.alongside
     ? sql`, alongside AS (${input.alongside(sql<number>`COALESCE((SELECT amount FROM ins), (SELECT amount FROM replay), 0)`)})`
     : sql``
-  return sql<WriteRow>`
+  return sql<WriteRow>`${prepared}
     WITH acct AS (
       SELECT flux FROM user_flux WHERE user_id = ${input.userId} AND deleted_at IS NULL FOR UPDATE
     ), replay AS (
-      SELECT * FROM flux_transaction WHERE user_id = ${input.userId} AND request_id = ${input.requestId}
+      SELECT ${entryColumns('t')} FROM flux_transaction t WHERE t.user_id = ${input.userId} AND t.request_id = ${input.requestId}
     ), plan AS (
       SELECT flux AS before, ${moved} AS moved FROM acct WHERE NOT EXISTS (SELECT 1 FROM replay)
     ), upd AS (
@@ -189,11 +194,11 @@ function writeStatement(input: WriteInput, { type, minimum = 1, owed = true }: P
     ), ins AS (
       INSERT INTO flux_transaction (user_id, type, amount, balance_before, balance_after, request_id, description, metadata, unbilled)
       SELECT ${input.userId}, ${type}, moved, before, after, ${input.requestId}, ${input.description ?? null}, ${metadataOf}, ${unbilled} FROM upd
-      RETURNING *
+      RETURNING ${entryColumns('flux_transaction')}
     )${alongside}
-    SELECT 'written' AS outcome, NULL::bigint AS balance, ins.* FROM ins
-    UNION ALL SELECT 'replayed', NULL, replay.* FROM replay
-    UNION ALL SELECT 'refused', plan.before, (NULL::flux_transaction).* FROM plan WHERE plan.moved IS NULL`
+    SELECT 'written' AS outcome, NULL::bigint AS balance, ${entryColumns('ins')} FROM ins
+    UNION ALL SELECT 'replayed', NULL, ${entryColumns('replay')} FROM replay
+    UNION ALL SELECT 'refused', plan.before, ${entryColumns('none')} FROM plan LEFT JOIN flux_transaction none ON false WHERE plan.moved IS NULL`
 }
 
 /** Runs the write statement on `executor`; undefined when the user has no open account. */
