@@ -1,6 +1,6 @@
 import { once } from 'node:events'
 
-import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyPluginAsync, FastifyReply } from 'fastify'
 import { z } from 'zod'
 
 import type { Api } from '@airi/api'
@@ -42,10 +42,13 @@ export const gatewayPlugin: FastifyPluginAsync<GatewayPluginOptions> = async (ap
   app.get('/models', async () => api.services.llmGateway.listModels())
 
   // Conversations can be long; the default 1 MiB body limit is too tight.
-  // LLM_RATE_LIMIT_PER_MINUTE per user, after auth: 429 in OpenAI's shape with retry-after.
-  const rateLimit = async (request: FastifyRequest) => api.services.rateLimits.hit('gateway', request.bearerUser!.id)
-  app.post('/chat/completions', { bodyLimit: 16 * 1024 * 1024, preHandler: rateLimit }, async (request, reply: FastifyReply) => {
+  app.post('/chat/completions', { bodyLimit: 16 * 1024 * 1024 }, async (request, reply: FastifyReply) => {
     const body = parseOrBadRequest(chatCompletionBody, request.body)
+    // LLM_RATE_LIMIT_PER_MINUTE per user: 429 in OpenAI's shape with retry-after. Its
+    // round trip runs while the call is prepared (the prompt counted) and is awaited
+    // before anything is reserved; caught here so an earlier refusal leaves it handled.
+    const admitted = api.services.rateLimits.hit('gateway', request.bearerUser!.id)
+    admitted.catch(() => {})
 
     // The client going away aborts the upstream call and ends the billing as it stands.
     const controller = new AbortController()
@@ -54,7 +57,7 @@ export const gatewayPlugin: FastifyPluginAsync<GatewayPluginOptions> = async (ap
         controller.abort(new Error('client closed the connection'))
     })
 
-    const result = await api.services.llmGateway.complete(request.bearerUser!.id, body, controller.signal)
+    const result = await api.services.llmGateway.complete(request.bearerUser!.id, body, controller.signal, { admitted })
     if (result.kind === 'json')
       return reply.type('application/json; charset=utf-8').send(result.text)
 

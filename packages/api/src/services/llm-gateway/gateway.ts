@@ -51,6 +51,12 @@ export interface ReserveOptions {
   callId?: string
   /** What its usage row calls it: `reply` for a reply the server makes in a chat; `llm` by default. */
   kind?: LlmCallKind
+  /**
+   * A check made alongside the call's preparation (the caller's rate limit, a
+   * round trip to the counters), awaited before anything is reserved: its
+   * rejection refuses the call with nothing written.
+   */
+  admitted?: Promise<unknown>
 }
 
 /** A call whose Flux is reserved and whose upstreams are not called yet (see `reserve`). */
@@ -172,6 +178,7 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
     const prompt = promptOf(body)
     const bounds = await boundsOf(body, prompt, entry)
     const stream = body.stream === true
+    await options.admitted
     const telemetry = startCallTelemetry({ metrics, clock, alias, upstreams, callId, stream })
     const ends: CallEnds = { shutdown: shutdown.signal, clientSignal, deadline, closing: () => closing }
     const reserved = await reserveCall({ requestLog, callBilling, logger }, { userId, callId, alias, bounds, prompt, telemetry, kind: options.kind ?? 'llm' })
@@ -381,8 +388,8 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
      * last one, or when it is cut short (the client leaves, the deadline passes,
      * the server shuts down) on what was relayed.
      */
-    async complete(userId: string, body: ChatCompletionBody, clientSignal: AbortSignal): Promise<CompletionResult> {
-      return (await this.reserve(userId, body, clientSignal)).start()
+    async complete(userId: string, body: ChatCompletionBody, clientSignal: AbortSignal, options: Pick<ReserveOptions, 'admitted'> = {}): Promise<CompletionResult> {
+      return (await this.reserve(userId, body, clientSignal, options)).start()
     },
 
     /**
