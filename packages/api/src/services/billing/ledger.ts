@@ -114,7 +114,10 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux, 
       await openAccount(input.userId)
       return write(input, plan, true, retried)
     }
-    await committed(written)
+    if (input.afterCommit)
+      input.afterCommit(committed(written))
+    else
+      await committed(written)
     return written.entry
   }
 

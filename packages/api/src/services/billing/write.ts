@@ -53,6 +53,12 @@ export interface WriteInput {
    * refund, a grant); a device that spends re-reads the balance itself.
    */
   announce?: boolean
+  /**
+   * Takes the after-commit work (the cached balance dropped, the instruments) so
+   * the write returns at commit; the caller awaits it before its request ends (the
+   * LLM gateway overlaps it with the upstream call). Never rejects.
+   */
+  afterCommit?: (work: Promise<void>) => void
 }
 
 export interface DebitInput extends WriteInput {

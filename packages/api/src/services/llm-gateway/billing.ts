@@ -35,8 +35,8 @@ export function createCallBilling({ billing, logger }: { billing: BillingService
      * Reserves `wanted`, or the whole balance when it is less but at least
      * `least`; else 402 and nothing reaches an upstream. Returns what was taken.
      */
-    async reserve(call: Omit<BilledCall, 'reserved'>, { wanted, least }: { wanted: number, least: number }, alongside?: Alongside): Promise<number> {
-      const entry = await billing.debit({ userId: call.userId, amount: wanted, atLeast: least, requestId: ledgerIds(call.id).reserve, description: `LLM call (${call.alias})`, metadata: { model: call.alias, call: call.id }, alongside })
+    async reserve(call: Omit<BilledCall, 'reserved'>, { wanted, least }: { wanted: number, least: number }, alongside?: Alongside, afterCommit?: (work: Promise<void>) => void): Promise<number> {
+      const entry = await billing.debit({ userId: call.userId, amount: wanted, atLeast: least, requestId: ledgerIds(call.id).reserve, description: `LLM call (${call.alias})`, metadata: { model: call.alias, call: call.id }, alongside, afterCommit })
       return entry.amount
     },
 

@@ -56,9 +56,14 @@ export async function reserveCall({ requestLog, callBilling, logger }: Settlemen
     return requestLog.completion(rowId, { ...outcome, startedAt })
   }
 
+  // The reservation's after-commit work (the cached balance dropped) runs while the
+  // upstream is called; the call's end waits for it, so it still ends within the call.
+  let reservationCommitted: Promise<void> = Promise.resolve()
   let call: BilledCall
   try {
-    call = { userId, id: callId, alias, reserved: await callBilling.reserve({ userId, id: callId, alias }, reservationFor(bounds), pendingRow) }
+    call = { userId, id: callId, alias, reserved: await callBilling.reserve({ userId, id: callId, alias }, reservationFor(bounds), pendingRow, (work) => {
+      reservationCommitted = work
+    }) }
   }
   catch (error) {
     await complete({ upstream: null, status: error instanceof ApiError ? error.status : 500, flux: 0, error: (error as Error).message })
@@ -78,8 +83,10 @@ export async function reserveCall({ requestLog, callBilling, logger }: Settlemen
     answered: (upstreamId: string) => requestLog.answered(rowId, upstreamId),
 
     /** Gives the reservation back and completes the log row, in one statement. */
-    refund: (upstream: string | null, status: number, message: string) =>
-      callBilling.refund(call, 'failed', { alongside: () => completion({ upstream, status, error: message })(sql<number>`0`) }),
+    async refund(upstream: string | null, status: number, message: string): Promise<void> {
+      await callBilling.refund(call, 'failed', { alongside: () => completion({ upstream, status, error: message })(sql<number>`0`) })
+      await reservationCommitted
+    },
 
     /**
      * Settles on the upstream's usage, else on our count of the prompt and of
@@ -103,6 +110,7 @@ export async function reserveCall({ requestLog, callBilling, logger }: Settlemen
       const { charged, logged } = await callBilling.settle(call, served, completion(logOutcome))
       if (!logged)
         await complete({ ...logOutcome, flux: charged })
+      await reservationCommitted
       return { upstream: upstream.id, ...outcome, usage: measured?.usage, flux: charged }
     },
   }
