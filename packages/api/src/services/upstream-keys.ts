@@ -1,3 +1,5 @@
+import { LRUCache } from 'lru-cache'
+
 import { UpstreamHttpError } from '../adapters/tts/index.ts'
 import type { Clock } from '../clock.ts'
 import { ApiError } from '../errors.ts'
@@ -47,6 +49,17 @@ export function createUpstreamKeyPool({ keyVault, logger, clock }: { keyVault: K
   const rotation = new Map<string, number>()
   // JSON of the pair, so no pool id containing the separator can alias another key.
   const keyOf = (poolId: string, keyId: string) => JSON.stringify([poolId, keyId])
+  // Each sealed key is decrypted once, not on every call; a changed key is a new ciphertext, so it is never served stale.
+  const plaintexts = new LRUCache<string, string>({ max: 1000 })
+  function decrypt(vault: KeyVault, alias: string, key: EncryptedKey): string {
+    const sealed = JSON.stringify([alias, key.id, key.ciphertext])
+    let apiKey = plaintexts.get(sealed)
+    if (apiKey === undefined) {
+      apiKey = vault.decrypt(alias, key.id, key.ciphertext)
+      plaintexts.set(sealed, apiKey)
+    }
+    return apiKey
+  }
 
   function coolDown(poolId: string, keyId: string, ms: number): void {
     cooldowns.set(keyOf(poolId, keyId), clock.now() + ms)
@@ -69,7 +82,7 @@ export function createUpstreamKeyPool({ keyVault, logger, clock }: { keyVault: K
           throw new ApiError(503, 'CONFIG_NOT_SET', 'LLM_ROUTER_MASTER_KEY is not set', { key: 'LLM_ROUTER_MASTER_KEY' })
         let apiKey: string
         try {
-          apiKey = keyVault.decrypt(alias, key.id, key.ciphertext)
+          apiKey = decrypt(keyVault, alias, key)
         }
         catch (error) {
           if (!(error instanceof KeyDecryptError))
