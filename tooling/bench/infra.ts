@@ -11,6 +11,8 @@ import { findFreePort, startEmbeddedPostgres, type EmbeddedPostgresHandle } from
 
 import { startRedisServer, type RedisServerHandle } from '../test/redis-server.ts'
 
+import { collectGarbage } from './inspector.ts'
+
 /** Everything the bench starts is stopped through here: at the end, on failure and on Ctrl-C. */
 const cleanups: Array<() => Promise<unknown>> = []
 const children = new Set<ChildProcess>()
@@ -256,6 +258,8 @@ export interface ServerProcess {
   startSeconds: number
   /** Resident set size, from /proc (bytes). */
   rss: () => number
+  /** A full garbage collection over the inspector; only for a server started with `inspect`. */
+  collectGarbage?: () => Promise<void>
   stop: () => Promise<void>
 }
 
@@ -268,6 +272,8 @@ export interface ServerOptions {
   dataDir: string
   logFile: string
   env?: Record<string, string>
+  /** Open Node's inspector on a free loopback port, so the bench can force a GC (`collectGarbage`). */
+  inspect?: boolean
 }
 
 export const BENCH_AUTH_SECRET = 'bench-secret-0123456789abcdefghijklmnopqrstuvwxyz'
@@ -340,8 +346,10 @@ function serverNodeArgs(): string[] {
 /** `node apps/server/launch.js main` as its own process, ready once /readyz answers 200. */
 export async function startServer(options: ServerOptions): Promise<ServerProcess> {
   const port = await findFreePort()
+  const inspectorPort = options.inspect ? await findFreePort() : undefined
+  const inspect = inspectorPort === undefined ? [] : [`--inspect=127.0.0.1:${inspectorPort}`]
   const spawned = Date.now()
-  const { child, stop } = spawnTracked(process.execPath, [...serverNodeArgs(), 'apps/server/launch.js', 'main'], {
+  const { child, stop } = spawnTracked(process.execPath, [...serverNodeArgs(), ...inspect, 'apps/server/launch.js', 'main'], {
     cwd: options.serverRoot,
     env: serverEnv(options, port),
     logFile: options.logFile,
@@ -360,6 +368,7 @@ export async function startServer(options: ServerOptions): Promise<ServerProcess
     pid: child.pid!,
     startSeconds: (Date.now() - spawned) / 1000,
     rss: () => processRss(child.pid!),
+    ...(inspectorPort === undefined ? {} : { collectGarbage: () => collectGarbage(inspectorPort) }),
     stop,
   }
 }

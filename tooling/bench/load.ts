@@ -20,21 +20,30 @@ export interface HttpCall {
 
 /**
  * `count` calls one after another on one kept-alive connection, each timed from
- * the request's start to the end of its body (ms). Used at c=1, where we want
+ * the request's start to the end of its body (ms), or with `to: 'first-byte'` to
+ * the first bytes of its body (not its headers: an SSE stream's first chunk),
+ * still read to the end before the next call. Used at c=1, where we want
  * sub-millisecond resolution rather than a load generator's histogram.
  */
-export async function sequentialLatencies(call: HttpCall, count: number): Promise<number[]> {
+export async function sequentialLatencies(call: HttpCall, count: number, { to = 'end' }: { to?: 'end' | 'first-byte' } = {}): Promise<number[]> {
   const agent = new Agent({ keepAlive: true, maxSockets: 1 })
   const url = new URL(call.url)
   const once = () => new Promise<number>((resolve, reject) => {
     const started = performance.now()
+    let firstByte: number | undefined
     const req = request({ agent, host: url.hostname, port: url.port, path: url.pathname + url.search, method: call.method, headers: { ...call.headers, ...(call.body ? { 'content-length': Buffer.byteLength(call.body) } : {}) } }, (res) => {
-      res.on('data', () => {})
+      res.on('data', (chunk: Buffer) => {
+        if (firstByte === undefined && chunk.length > 0)
+          firstByte = performance.now()
+      })
       res.once('end', () => {
+        const ended = performance.now()
         if ((res.statusCode ?? 0) >= 400)
           reject(new Error(`${call.method} ${call.url} answered ${res.statusCode}`))
+        else if (to === 'first-byte' && firstByte === undefined)
+          reject(new Error(`${call.method} ${call.url} answered without a body`))
         else
-          resolve(performance.now() - started)
+          resolve((to === 'first-byte' ? firstByte! : ended) - started)
       })
       res.once('error', reject)
     })

@@ -19,14 +19,14 @@ import { authRead } from './scenarios/auth-read.ts'
 import { coldStart } from './scenarios/cold-start.ts'
 import { debit, debitWorkerInput } from './scenarios/debit.ts'
 import { fanout, fanoutInstanceOptions } from './scenarios/fanout.ts'
-import { gatewayLatency, gatewayThroughput } from './scenarios/gateway.ts'
+import { gatewayLatency, gatewayOneUser, gatewayStream, gatewayThroughput } from './scenarios/gateway.ts'
 import { idle, idleInstanceOptions } from './scenarios/idle.ts'
 import { reply } from './scenarios/reply.ts'
 import { streamingTts } from './scenarios/streaming-tts.ts'
 import { sttRest } from './scenarios/stt-rest.ts'
 import { sttStream } from './scenarios/stt-stream.ts'
 
-const scenarios: Scenario[] = [gatewayLatency, gatewayThroughput, authRead, fanout, debit, idle, coldStart, streamingTts, sttRest, sttStream, reply]
+const scenarios: Scenario[] = [gatewayLatency, gatewayStream, gatewayThroughput, gatewayOneUser, authRead, fanout, debit, idle, coldStart, streamingTts, sttRest, sttStream, reply]
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,

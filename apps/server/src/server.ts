@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 
 import websocket from '@fastify/websocket'
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 
 import type { Api } from '@airi/api'
 
@@ -71,8 +71,8 @@ export async function buildServer({ api, service, logger = false, trustProxy, so
     requestIdHeader: 'x-request-id',
     trustProxy: trustedHops(trustProxy),
     genReqId: () => randomUUID(),
-    // One line per request instead of two, written by the telemetry plugin.
-    disableRequestLogging: true,
+    // One line per request instead of two, written by the telemetry plugin (errors are logged by plugins/errors.ts).
+    logController: new LogController({ disableRequestLogging: true }),
     // Batched tRPC calls put every procedure name in one path segment.
     routerOptions: { maxParamLength: 5_000 },
     forceCloseConnections: 'idle',

@@ -1,6 +1,8 @@
+import pino from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { ApiError } from '@airi/api'
+import { until } from '@airi/tooling/test/until'
 
 import { requireConfig } from '../src/plugins/require-config.ts'
 import { startTestServer, type TestServer } from './harness.ts'
@@ -72,5 +74,26 @@ describe('HTTP transport', () => {
     })
     const allowed = await server.app.inject({ method: 'GET', url: '/test/needs-llm' })
     expect(allowed.statusCode).toBe(200)
+  })
+})
+
+describe('access log', () => {
+  const lines: Array<{ msg?: string, reqId?: string, method?: string, url?: string, status?: number, ms?: number, level: number }> = []
+  let server: TestServer
+  beforeAll(async () => {
+    const logger = pino({ level: 'info' }, { write: (line: string) => lines.push(JSON.parse(line) as typeof lines[number]) })
+    server = await startTestServer({ redisUrl: false, httpLogger: logger })
+  })
+  afterAll(() => server.close())
+
+  it('writes one line per request when it ends, and none for a probe', async () => {
+    await fetch(`${server.baseUrl}/readyz`)
+    const response = await fetch(`${server.baseUrl}/api/v1/openai/models`, { headers: { 'x-request-id': 'access-log-1' } })
+    expect(response.status).toBe(401)
+    await until(() => lines.some(line => line.reqId === 'access-log-1' && line.msg === 'request'), 'the access line')
+    const mine = lines.filter(line => line.reqId === 'access-log-1')
+    expect(mine).toEqual([expect.objectContaining({ msg: 'request', method: 'GET', url: '/api/v1/openai/models', status: 401, ms: expect.any(Number) })])
+    expect(lines.filter(line => line.url === '/readyz')).toEqual([])
+    expect(lines.filter(line => line.msg === 'incoming request' || line.msg === 'request completed')).toEqual([])
   })
 })
