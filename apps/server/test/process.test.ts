@@ -88,8 +88,9 @@ describe('the server process', () => {
 
     it('logs structured lines with the request id', async () => {
       await fetch(`${baseUrl}/trpc/meta.info`, { headers: { 'x-request-id': 'log-probe-1' } })
+      // The request's line is written once its connection has sent the last byte.
+      await until(() => main.output().includes('log-probe-1'), 'the request\'s log line')
       const line = main.output().split('\n').find(text => text.includes('log-probe-1'))
-      expect(line).toBeDefined()
       expect(JSON.parse(line!)).toMatchObject({ reqId: 'log-probe-1', service: 'airi-server' })
     })
 
@@ -111,13 +112,14 @@ describe('the server process', () => {
     const database = await createTestDatabase()
     try {
       // A client that never finishes its body, and no request timeout to save the day.
-      const { main, baseUrl } = await startReady(database, { SHUTDOWN_TIMEOUT_MS: '500', HTTP_REQUEST_TIMEOUT_MS: '600000' })
+      // At debug the server logs each request as it starts.
+      const { main, baseUrl } = await startReady(database, { SHUTDOWN_TIMEOUT_MS: '500', HTTP_REQUEST_TIMEOUT_MS: '600000', LOG_LEVEL: 'debug' })
       const url = new URL(baseUrl)
       const socket = connect(Number(url.port), url.hostname)
       const closed = new Promise(resolve => socket.once('close', resolve))
       socket.on('error', () => {})
       socket.write(`POST /trpc/meta.info HTTP/1.1\r\nhost: ${url.host}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{`)
-      await until(() => main.output().includes('"url":"/trpc/meta.info"'), 'the server to receive the request')
+      await until(() => main.output().split('\n').some(line => line.includes('"msg":"request started"') && line.includes('"url":"/trpc/meta.info"')), 'the server to receive the request')
 
       main.child.kill('SIGTERM')
       expect(await main.exited, main.output()).toBe(0)

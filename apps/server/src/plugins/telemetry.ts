@@ -54,6 +54,7 @@ export const telemetryPlugin = fp<{ metrics: Metrics }>(async (app, { metrics })
         'airi.request_id': request.id,
       },
     }, parent)
+    request.log.debug({ method, url: request.url }, 'request started')
     const state: Measured = { span, context: trace.setSpan(parent, span), startedAt: performance.now(), method, route }
     measured.set(request, state)
     metrics.httpActive.add(1, { 'http.request.method': method })
