@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto'
 
-import { LRUCache } from 'lru-cache'
+import type { LRUCache } from 'lru-cache'
 
+import { createLru } from '../lru.ts'
 import { systemClock, type Clock } from '../clock.ts'
 import { createChannelJoins, deliver } from './channels.ts'
 import type { AdapterHooks, Adapters, AtomicCounters, Cache, PubSub } from './ports.ts'
@@ -33,7 +34,7 @@ function wrongType(key: string): Error {
 // again (a rate-limit window of a one-off IP) cannot pile up.
 // `ttlResolution: 0` reads the clock on every check, so an advanced clock is seen at once.
 function bounded<V extends NonNullable<unknown>>(maxEntries: number, clock: Clock): LRUCache<string, V> {
-  return new LRUCache<string, V>({ max: maxEntries, perf: clock, ttlResolution: 0 })
+  return createLru<string, V>(maxEntries, { perf: clock, ttlResolution: 0 })
 }
 
 const ttlMs = (seconds: number | undefined): number => (seconds === undefined ? 0 : Math.max(1, Math.round(seconds * 1000)))

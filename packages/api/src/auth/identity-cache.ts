@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto'
 
-import { LRUCache } from 'lru-cache'
-
+import { createLru } from '../lru.ts'
 import type { RequestAuth } from '../context.ts'
 import type { SessionRevocation } from './session-guard.ts'
 
@@ -58,8 +57,7 @@ export function createIdentityCache({ maxEntries = 20_000, ttlMs = 30_000, now =
       map.set(id, keys = new Set())
     keys.add(key)
   }
-  const entries = new LRUCache<string, Entry>({
-    max: maxEntries,
+  const entries = createLru<string, Entry>(maxEntries, {
     ttl: ttlMs,
     // Evicted, expired, replaced or deleted: the indexes follow.
     dispose: (entry, key) => {

@@ -1,8 +1,8 @@
-import { LRUCache } from 'lru-cache'
 import { z } from 'zod'
 
 import type { Db } from '@airi/db'
 
+import { createLru } from '../lru.ts'
 import { channels } from '../adapters/keys.ts'
 import { pubsubMessage } from '../adapters/messages.ts'
 import type { PubSub, Unsubscribe } from '../adapters/ports.ts'
@@ -58,7 +58,7 @@ const MAX_TIMER_MS = 2 ** 31 - 1
  */
 export function createSessionGuard({ db, pubsub, logger, cacheTtlMs = 5_000, onRevocation, now = Date.now }: SessionGuardOptions) {
   // Session id → its owner and expiry in Postgres (null when the row is gone).
-  const states = new LRUCache<string, { userId: string, expiresAt: number | null }>({ max: 50_000, ttl: cacheTtlMs })
+  const states = createLru<string, { userId: string, expiresAt: number | null }>(50_000, { ttl: cacheTtlMs })
   const watchers = new Map<string, Set<Watcher>>()
   let subscription: Promise<Unsubscribe> | undefined
 

@@ -1,7 +1,8 @@
-import { LRUCache } from 'lru-cache'
+import type { LRUCache } from 'lru-cache'
 
 import type { Db } from '@airi/db'
 
+import { createLru } from '../lru.ts'
 import type { AnalyticsSink } from '../adapters/posthog.ts'
 import type { Logger } from '../logger.ts'
 import { singlePage, type ExportTables } from './account-export/index.ts'
@@ -48,8 +49,8 @@ const MAX_KNOWN_USERS = 100_000
 export function createAnalyticsService({ db, sink, logger }: AnalyticsDeps) {
   // Spares the insert for users seen before; the table stays the judge.
   const known: Record<Milestone, LRUCache<string, true>> = {
-    first_message_sent: new LRUCache({ max: MAX_KNOWN_USERS }),
-    voice_input_used: new LRUCache({ max: MAX_KNOWN_USERS }),
+    first_message_sent: createLru(MAX_KNOWN_USERS),
+    voice_input_used: createLru(MAX_KNOWN_USERS),
   }
 
   /**

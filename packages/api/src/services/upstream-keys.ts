@@ -1,5 +1,4 @@
-import { LRUCache } from 'lru-cache'
-
+import { createLru } from '../lru.ts'
 import { UpstreamHttpError } from '../adapters/tts/index.ts'
 import type { Clock } from '../clock.ts'
 import { ApiError } from '../errors.ts'
@@ -50,7 +49,7 @@ export function createUpstreamKeyPool({ keyVault, logger, clock }: { keyVault: K
   // JSON of the pair, so no pool id containing the separator can alias another key.
   const keyOf = (poolId: string, keyId: string) => JSON.stringify([poolId, keyId])
   // Each sealed key is decrypted once, not on every call; a changed key is a new ciphertext, so it is never served stale.
-  const plaintexts = new LRUCache<string, string>({ max: 1000 })
+  const plaintexts = createLru<string, string>(1000)
   function decrypt(vault: KeyVault, alias: string, key: EncryptedKey): string {
     const sealed = JSON.stringify([alias, key.id, key.ciphertext])
     let apiKey = plaintexts.get(sealed)

@@ -1,9 +1,8 @@
 import { randomUUID } from 'node:crypto'
 
-import { LRUCache } from 'lru-cache'
-
 import type { Chat, ChatReply, Db } from '@airi/db'
 
+import { createLru } from '../../lru.ts'
 import { keys } from '../../adapters/keys.ts'
 import type { Cache } from '../../adapters/ports.ts'
 import { ApiError, isUniqueViolation } from '../../errors.ts'
@@ -129,7 +128,7 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
   const running = new Map<string, Running>()
   const slots = createReplySlots({ db, gateway, clock })
   /** Each chat's character and model at its last reply here: what the next turn guesses ahead with. */
-  const lastAnswered = new LRUCache<string, { characterId: string, model: string }>({ max: 10_000 })
+  const lastAnswered = createLru<string, { characterId: string, model: string }>(10_000)
   let closing = false
 
   async function textTtlSeconds(): Promise<number> {
