@@ -118,7 +118,7 @@ export function isRetryableStatus(status: number): boolean {
 }
 
 /** Reads an abandoned response to the end so its connection goes back to the pool (a no-op once read). */
-async function drain(response: Response): Promise<void> {
+async function drain(response: RefusedAnswer): Promise<void> {
   await response.arrayBuffer().catch(() => {})
 }
 
@@ -128,10 +128,17 @@ async function drain(response: Response): Promise<void> {
  * An attempt throws only to end the whole call (the client left, the deadline
  * passed, our own error).
  */
+/** What the fallback loop reads of a refusal: a `fetch` Response, or the LLM router's undici answer. */
+interface RefusedAnswer {
+  status: number
+  headers: { get: (name: string) => string | null }
+  arrayBuffer: () => Promise<unknown>
+}
+
 export type AttemptOutcome<T> =
   | { value: T }
   | {
-    refused: Response
+    refused: RefusedAnswer
     reason: string
     /** The error the call ends with when the status is the caller's mistake (not retryable). */
     rejected: () => Promise<Error> | Error

@@ -411,6 +411,7 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
       for (const { shutdown } of calls)
         shutdown.abort(new Error('the server is shutting down'))
       await Promise.all(calls.map(({ settled }) => settled))
+      await router.close()
     },
 
     /**

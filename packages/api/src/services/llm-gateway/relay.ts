@@ -1,4 +1,5 @@
 import type { Clock } from '../../clock.ts'
+import type { UpstreamResponse } from './router.ts'
 import { errorEvent, type Failure } from './failure.ts'
 import { createStreamWatcher, type TextTally, type Usage } from './usage.ts'
 
@@ -11,7 +12,7 @@ interface Relayed {
 }
 
 export interface RelayOptions {
-  response: Response
+  response: UpstreamResponse
   /** The call's signal: the client leaving, the deadline, the shutdown. */
   signal: AbortSignal
   failureOf: (error: unknown) => Failure
@@ -55,7 +56,7 @@ export function relayStream({ response, signal, failureOf, clock, beforeFirstChu
   const endUnstarted = (): void => {
     if (started)
       return
-    response.body?.cancel().catch(() => {})
+    response.cancel()
     const failure = failureOf(signal.reason)
     void finish({ status: failure.status, error: failure.message })
   }
@@ -72,7 +73,7 @@ export function relayStream({ response, signal, failureOf, clock, beforeFirstChu
     let handedFirst = false
     const decoder = new TextDecoder()
     try {
-      for await (const bytes of response.body as unknown as AsyncIterable<Uint8Array>) {
+      for await (const bytes of response.chunks) {
         const text = decoder.decode(bytes, { stream: true })
         if (!text)
           continue
