@@ -1,28 +1,26 @@
-import { execFileSync, spawn } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 
 import OpenAI from 'openai'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 
-import { createAiriClient } from '@airi/sdk'
 import { findFreePort } from '@airi/db'
+import { createAiriClient } from '@airi/sdk'
 import { DEFAULT_CONTENT, startFakeOpenAIUpstream, type FakeUpstream } from '@airi/tooling/fakes/openai-upstream'
 import { testRedisPrefix } from '@airi/tooling/test/test-database'
 import { until } from '@airi/tooling/test/until'
 
 import { operatorPlugin } from '../src/plugins/operator.ts'
 import { createVerifiedUser, failure, signIn, startTestServer, TEST_LLM_MASTER_KEY, uniqueEmail, type TestServer } from './harness.ts'
+import { buildLauncher, serverDir, startServerProcess, type ServerProcess } from './server-process.ts'
 
 /**
  * `pnpm airi` as an operator runs it: a child process (`node launch.js airi …`),
  * against the real server on Postgres and Redis, and against a server on the
  * embedded default, to which it sends its commands.
  */
-
-const serverDir = fileURLToPath(new URL('..', import.meta.url))
 
 interface Run {
   code: number | null
@@ -47,9 +45,7 @@ function airi(args: string[], env: Record<string, string>, stdin = ''): Promise<
 const expectNoStack = (run: Run) => expect(run.stderr).not.toMatch(/^\s+at /m)
 
 // What a first `pnpm airi` (and, for the embedded server, `pnpm start`) builds, so the runs below reuse it.
-beforeAll(() => {
-  execFileSync(process.execPath, ['scripts/dev-bundle.mjs', 'airi'], { cwd: serverDir, stdio: 'inherit' })
-}, 300_000)
+beforeAll(() => buildLauncher(['airi']), 300_000)
 
 describe('pnpm airi against DATABASE_URL and REDIS_URL, with a server running', () => {
   const redisPrefix = testRedisPrefix()
@@ -283,51 +279,13 @@ it('says in one line, without the password or a stack trace, that the database c
   expect(run.stdout).toBe('')
 })
 
-interface Started {
-  baseUrl: string
-  output: () => string
-  stop: () => Promise<number | null>
-}
-
-/** `pnpm start` on the embedded default (no DATABASE_URL), with a data directory of its own. */
-async function startEmbedded(dataDir: string, env: Record<string, string>): Promise<Started> {
-  const port = await findFreePort()
-  const baseUrl = `http://127.0.0.1:${port}`
-  let output = ''
-  const child = spawn(process.execPath, ['launch.js', 'main'], {
-    cwd: serverDir,
-    env: { PATH: process.env.PATH, NODE_ENV: 'development', HOST: '127.0.0.1', PORT: String(port), API_SERVER_URL: baseUrl, DATA_DIR: dataDir, LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  child.stdout.on('data', (chunk: Buffer) => (output += chunk))
-  child.stderr.on('data', (chunk: Buffer) => (output += chunk))
-  const exited = new Promise<number | null>(resolve => child.once('exit', code => resolve(code)))
-  const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null)
-      child.kill('SIGTERM')
-    return exited
-  }
-  // Ready once it has written server.json, which it does after it listens.
-  const ready = () => {
-    if (child.exitCode !== null)
-      throw new Error(`the server exited with ${child.exitCode}:\n${output}`)
-    return existsSync(join(dataDir, 'server.json'))
-  }
-  await until(ready, 'the server to listen and write server.json', 90_000).catch(async (error: Error) => {
-    await stop()
-    throw new Error(`${error.message}\n${output}`)
-  })
-  return { baseUrl, output: () => output, stop }
-}
-
 describe('pnpm airi while a server holds the embedded database', () => {
   let dataDir: string
   let upstream: FakeUpstream
-  let server: Started | undefined
+  let server: ServerProcess | undefined
 
   beforeAll(async () => {
-    execFileSync(process.execPath, ['../stage-web/scripts/build-if-stale.mjs'], { cwd: serverDir, stdio: 'inherit' })
-    execFileSync(process.execPath, ['scripts/dev-bundle.mjs', 'main'], { cwd: serverDir, stdio: 'inherit' })
+    buildLauncher(['main'])
     dataDir = mkdtempSync(join(tmpdir(), 'airi-cli-embedded-'))
     // Under root, Postgres runs as the `postgres` user, which must reach the cluster inside.
     chmodSync(dataDir, 0o755)
@@ -341,7 +299,8 @@ describe('pnpm airi while a server holds the embedded database', () => {
   })
 
   it('sends its commands to that server, which applies them; once it stops, runs them itself', async () => {
-    server = await startEmbedded(dataDir, {})
+    // On the embedded default; ready once it has written server.json, which it does after it listens.
+    server = await startServerProcess({ NODE_ENV: 'development', DATA_DIR: dataDir }, () => existsSync(join(dataDir, 'server.json')))
     const env = { DATA_DIR: dataDir }
     const forwarding = `a server is running on ${dataDir} (pid `
 

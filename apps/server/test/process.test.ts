@@ -1,4 +1,4 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -13,8 +13,8 @@ import { createTestDatabase, testRedisPrefix, type TestDatabase } from '@airi/to
 import { until } from '@airi/tooling/test/until'
 
 import { requiredInProduction } from '../src/env.ts'
+import { buildLauncher, serverDir } from './server-process.ts'
 
-const serverDir = fileURLToPath(new URL('..', import.meta.url))
 const workspaceRoot = fileURLToPath(new URL('../../..', import.meta.url))
 const bundle = fileURLToPath(new URL('../node_modules/.cache/airi-launch/main.mjs', import.meta.url))
 
@@ -51,11 +51,7 @@ async function startReady(database: TestDatabase, env: Record<string, string> = 
   throw new Error(`server did not become ready:\n${main.output()}`)
 }
 
-// What a first `pnpm start` builds (the web client, the bundle), so the starts below reuse them.
-beforeAll(() => {
-  execFileSync(process.execPath, ['../stage-web/scripts/build-if-stale.mjs'], { cwd: serverDir, stdio: 'inherit' })
-  execFileSync(process.execPath, ['scripts/dev-bundle.mjs', 'main'], { cwd: serverDir, stdio: 'inherit' })
-}, 300_000)
+beforeAll(() => buildLauncher(['main']), 300_000)
 
 describe('the server process', () => {
   it('refuses to start in production, naming every missing variable', async () => {

@@ -1,58 +1,19 @@
-import { execFileSync, spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 
 import OpenAI from 'openai'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
-import { findFreePort } from '@airi/db'
 import { DEFAULT_CONTENT, startFakeOpenAIUpstream, type FakeUpstream } from '@airi/tooling/fakes/openai-upstream'
 import { startFakeTtsUpstream, type FakeTtsUpstream } from '@airi/tooling/fakes/tts-upstream'
 import { createTestDatabase, type TestDatabase } from '@airi/tooling/test/test-database'
 import { until } from '@airi/tooling/test/until'
 
-const serverDir = fileURLToPath(new URL('..', import.meta.url))
-
-interface Started {
-  baseUrl: string
-  output: () => string
-  stop: () => Promise<number | null>
-}
-
-/** `pnpm start`'s process (`node launch.js main`) with a data directory of its own; resolves once /readyz answers 200. */
-async function start(env: Record<string, string>): Promise<Started> {
-  const port = await findFreePort()
-  const baseUrl = `http://127.0.0.1:${port}`
-  let output = ''
-  const child = spawn(process.execPath, ['launch.js', 'main'], {
-    cwd: serverDir,
-    env: { PATH: process.env.PATH, HOST: '127.0.0.1', PORT: String(port), API_SERVER_URL: baseUrl, LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  child.stdout.on('data', (chunk: Buffer) => (output += chunk))
-  child.stderr.on('data', (chunk: Buffer) => (output += chunk))
-  const exited = new Promise<number | null>(resolve => child.once('exit', code => resolve(code)))
-  const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null)
-      child.kill('SIGTERM')
-    return exited
-  }
-  const ready = async () => {
-    if (child.exitCode !== null)
-      throw new Error(`the server exited with ${child.exitCode}:\n${output}`)
-    return fetch(`${baseUrl}/readyz`).then(response => response.status === 200, () => false)
-  }
-  await until(ready, 'the server to be ready', 90_000).catch(async (error: Error) => {
-    await stop()
-    throw new Error(`${error.message}\n${output}`)
-  })
-  return { baseUrl, output: () => output, stop }
-}
+import { buildLauncher, startServerProcess, type ServerProcess } from './server-process.ts'
 
 /** Signs up through the real flow: the verification link comes from the log (no RESEND_API_KEY), then sign-in. */
-async function signUp(server: Started, email: string): Promise<string> {
+async function signUp(server: ServerProcess, email: string): Promise<string> {
   const password = 'correct horse battery staple'
   // better-auth refuses a sign-up or sign-in from no trusted origin; the server trusts its own.
   const post = (path: string, body: object) => fetch(`${server.baseUrl}/api/auth${path}`, { method: 'POST', headers: { 'content-type': 'application/json', 'origin': server.baseUrl }, body: JSON.stringify(body) })
@@ -69,18 +30,14 @@ async function signUp(server: Started, email: string): Promise<string> {
 
 const storedEntry = (database: TestDatabase, key: string) => database.db.selectFrom('config_entries').select(['value', 'updated_at']).where('key', '=', key).executeTakeFirst()
 
-// What a first `pnpm start` builds (the web client, the bundle), so the starts below reuse them.
-beforeAll(() => {
-  execFileSync(process.execPath, ['../stage-web/scripts/build-if-stale.mjs'], { cwd: serverDir, stdio: 'inherit' })
-  execFileSync(process.execPath, ['scripts/dev-bundle.mjs', 'main'], { cwd: serverDir, stdio: 'inherit' })
-}, 300_000)
+beforeAll(() => buildLauncher(['main']), 300_000)
 
 describe('OPENAI_API_KEY=… pnpm start', () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'airi-quick-start-'))
   let database: TestDatabase
   let llm: FakeUpstream
   let tts: FakeTtsUpstream
-  const running: Started[] = []
+  const running: ServerProcess[] = []
 
   beforeAll(async () => {
     database = await createTestDatabase()
@@ -102,7 +59,7 @@ describe('OPENAI_API_KEY=… pnpm start', () => {
   let stored: Awaited<ReturnType<typeof storedEntry>>
 
   it('configures the alias chat from OPENAI_API_KEY, and the official client chats through it; the key is never logged', async () => {
-    const first = await start({ ...baseEnv(), OPENAI_API_KEY: 'sk-test', OPENAI_BASE_URL: llm.url, OPENAI_MODEL: 'upstream-model' })
+    const first = await startServerProcess({ ...baseEnv(), OPENAI_API_KEY: 'sk-test', OPENAI_BASE_URL: llm.url, OPENAI_MODEL: 'upstream-model' })
     running.push(first)
     expect(first.output()).toContain(`configured the model alias chat from OPENAI_API_KEY (upstream-model at ${llm.url})`)
 
@@ -121,7 +78,7 @@ describe('OPENAI_API_KEY=… pnpm start', () => {
 
   it('leaves a stored LLM_ROUTER_CONFIG untouched on the next start, and configures speech from OPENAI_TTS_MODEL', async () => {
     expect(stored, 'the first start stored LLM_ROUTER_CONFIG').toBeDefined()
-    const second = await start({ ...baseEnv(), OPENAI_API_KEY: 'sk-second', OPENAI_BASE_URL: tts.url, OPENAI_TTS_MODEL: 'upstream-tts' })
+    const second = await startServerProcess({ ...baseEnv(), OPENAI_API_KEY: 'sk-second', OPENAI_BASE_URL: tts.url, OPENAI_TTS_MODEL: 'upstream-tts' })
     running.push(second)
     expect(second.output()).toContain('OPENAI_API_KEY is ignored: LLM_ROUTER_CONFIG is already stored')
     expect(second.output()).toContain(`configured the speech alias voice from OPENAI_API_KEY (upstream-tts at ${tts.url})`)
