@@ -1,7 +1,8 @@
-import { readFile, writeFile } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 
 import { describeProcedures, type ProcedureEntry } from '@airi/api'
+
+import { writeOrCheck, type GeneratedBlock } from './generated-block.ts'
 
 // Regenerates the procedure index in docs/api.md from the router itself:
 //   pnpm docs:api          rewrite the block
@@ -9,9 +10,10 @@ import { describeProcedures, type ProcedureEntry } from '@airi/api'
 
 type Schema = Record<string, unknown>
 
-export const START = '<!-- generated:procedures:start -->'
-export const END = '<!-- generated:procedures:end -->'
-export const apiDocPath = fileURLToPath(new URL('../../docs/api.md', import.meta.url))
+const START = '<!-- generated:procedures:start -->'
+const END = '<!-- generated:procedures:end -->'
+/** The procedure index of docs/api.md. */
+export const proceduresBlock: GeneratedBlock = { path: fileURLToPath(new URL('../../docs/api.md', import.meta.url)), start: START, end: END, command: 'pnpm docs:api' }
 
 function range(min: unknown, max: unknown): string {
   if (min === undefined && max === undefined)
@@ -62,26 +64,8 @@ export function renderProcedureTable(entries: ProcedureEntry[]): string {
   return [START, '| procedure | kind | access | input |', '|---|---|---|---|', ...rows, END].join('\n')
 }
 
-export async function currentBlock(): Promise<{ text: string, block: string | undefined }> {
-  const text = await readFile(apiDocPath, 'utf8')
-  const start = text.indexOf(START)
-  const end = text.indexOf(END)
-  return { text, block: start >= 0 && end > start ? text.slice(start, end + END.length) : undefined }
-}
-
 async function main(): Promise<void> {
-  const generated = renderProcedureTable(describeProcedures())
-  const { text, block } = await currentBlock()
-  if (!block)
-    throw new Error(`docs/api.md has no ${START} … ${END} block`)
-  if (process.argv.includes('--check')) {
-    if (block !== generated) {
-      console.error('docs/api.md is out of date: run `pnpm docs:api`')
-      process.exit(1)
-    }
-    return
-  }
-  await writeFile(apiDocPath, text.replace(block, generated))
+  await writeOrCheck(proceduresBlock, renderProcedureTable(describeProcedures()))
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1])

@@ -1,7 +1,7 @@
-import { readFile, writeFile } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 
 import { createProgram } from '../../apps/server/src/cli/program.ts'
+import { writeOrCheck, type GeneratedBlock } from './generated-block.ts'
 
 // Regenerates the CLI reference in docs/operations.md from the CLI's own help:
 //   pnpm docs:cli          rewrite the block
@@ -11,7 +11,8 @@ const START = '<!-- generated:cli:start -->'
 const END = '<!-- generated:cli:end -->'
 type Command = ReturnType<typeof createProgram>
 
-const docPath = fileURLToPath(new URL('../../docs/operations.md', import.meta.url))
+/** The CLI reference of docs/operations.md. */
+export const cliBlock: GeneratedBlock = { path: fileURLToPath(new URL('../../docs/operations.md', import.meta.url)), start: START, end: END, command: 'pnpm docs:cli' }
 
 /** Wide enough for the options' descriptions, and the same on every machine. */
 const HELP_WIDTH = 100
@@ -42,27 +43,8 @@ export function renderCliReference(program: Command): string {
   return [START, ...sections, END].join('\n\n')
 }
 
-export async function currentCliBlock(): Promise<string | undefined> {
-  const text = await readFile(docPath, 'utf8')
-  const start = text.indexOf(START)
-  const end = text.indexOf(END)
-  return start >= 0 && end > start ? text.slice(start, end + END.length) : undefined
-}
-
 async function main(): Promise<void> {
-  const generated = renderCliReference(createProgram())
-  const block = await currentCliBlock()
-  if (!block)
-    throw new Error(`docs/operations.md has no ${START} … ${END} block`)
-  if (process.argv.includes('--check')) {
-    if (block !== generated) {
-      console.error('docs/operations.md is out of date: run `pnpm docs:cli`')
-      process.exit(1)
-    }
-    return
-  }
-  const text = await readFile(docPath, 'utf8')
-  await writeFile(docPath, text.replace(block, () => generated))
+  await writeOrCheck(cliBlock, renderCliReference(createProgram()))
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1])

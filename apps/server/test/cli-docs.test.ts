@@ -1,12 +1,13 @@
 import { describe, expect, it } from 'vitest'
 
-import { currentCliBlock, renderCliReference } from '@airi/tooling/scripts/cli-docs'
+import { cliBlock, renderCliReference } from '@airi/tooling/scripts/cli-docs'
+import { currentBlock } from '@airi/tooling/scripts/generated-block'
 
 import { createProgram } from '../src/cli/program.ts'
 
 describe('the CLI reference', () => {
   it('is what docs/operations.md shows (run `pnpm docs:cli` after changing a command)', async () => {
-    expect(await currentCliBlock()).toBe(renderCliReference(createProgram()))
+    expect(await currentBlock(cliBlock)).toBe(renderCliReference(createProgram()))
   })
 
   it('documents every command with its own help', () => {

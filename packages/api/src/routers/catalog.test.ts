@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 
-import { currentBlock, renderProcedureTable, renderSchema } from '@airi/tooling/scripts/api-docs'
+import { proceduresBlock, renderProcedureTable, renderSchema } from '@airi/tooling/scripts/api-docs'
+import { currentBlock } from '@airi/tooling/scripts/generated-block'
 
 import { describeProcedures } from './catalog.ts'
 
@@ -19,7 +20,6 @@ describe('procedure catalog', () => {
   })
 
   it('is what docs/api.md lists (run `pnpm docs:api` after changing a procedure)', async () => {
-    const { block } = await currentBlock()
-    expect(block).toBe(renderProcedureTable(describeProcedures()))
+    expect(await currentBlock(proceduresBlock)).toBe(renderProcedureTable(describeProcedures()))
   })
 })
