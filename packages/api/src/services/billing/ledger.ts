@@ -8,9 +8,10 @@ import { isUniqueViolation } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
 import type { Metrics } from '../../metrics.ts'
 import { billingExportTables } from './export.ts'
-import { accountNotFound, checkAmount, creditPlan, debitPlan, openAccountIn, toEntry, writeOn, type CreditInput, type DebitInput, type LedgerEntry, type Plan, type WriteInput, type Written } from './write.ts'
+import { createGroupCommit } from './group-commit.ts'
+import { accountNotFound, checkAmount, creditPlan, debitPlan, openAccountIn, readOutcome, runWrites, toEntry, type CreditInput, type DebitInput, type LedgerEntry, type Plan, type WriteInput, type Written } from './write.ts'
 
-export type { Alongside, CreditInput, DebitInput, LedgerEntry } from './write.ts'
+export { writeCompanionAlone, type Alongside, type CompanionKind, type CreditInput, type DebitInput, type LedgerEntry } from './write.ts'
 
 /** How long a cached balance lives; every write invalidates it, and a fill older than a write is refused. */
 const BALANCE_CACHE_TTL_SECONDS = 60
@@ -53,13 +54,17 @@ export type BillingService = ReturnType<typeof createBillingService>
 const historyCursor = createCursorCodec(sequenceKey)
 
 /**
- * The only writer of balances. Every write is one transaction: lock the user's
- * balance row, answer a replay of the same (user, requestId) with the row it made,
- * otherwise update the balance and append the ledger row. The cached balance is
+ * The only writer of balances. Every write commits in one statement: lock the
+ * user's balance row, answer a replay of the same (user, requestId) with the row
+ * it made, otherwise update the balance and append the ledger row. Writes that
+ * arrive together share a statement (group commit), each with its own outcome;
+ * none is answered before its statement committed. The cached balance is
  * invalidated after commit (best effort); a reader that read Postgres before the
  * write cannot put its older balance back (a guarded cache entry).
  */
 export function createBillingService({ db, cache, logger, metrics, initialFlux, onBalanceChanged }: BillingServiceDeps) {
+  const groupCommit = createGroupCommit(db)
+
   async function dropCache(userId: string): Promise<void> {
     await cache.invalidate(keys.userFlux(userId), BALANCE_CACHE_TTL_SECONDS).catch((error: unknown) => {
       logger.warn({ err: error, userId }, 'could not invalidate the cached balance; it expires on its own')
@@ -94,12 +99,12 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux, 
     }
   }
 
-  /** A write on its own: one statement. A user's first write opens the account and runs once more (`opened`). */
+  /** A write through group commit. A user's first write opens the account and runs once more (`opened`). */
   async function write(input: WriteInput, plan: Plan, opened = false, retried = false): Promise<LedgerEntry> {
     checkAmount(input.amount)
     let written: Written | undefined
     try {
-      written = await writeOn(db, input, plan)
+      written = readOutcome(await groupCommit.write({ input, plan }), input)
     }
     catch (error) {
       // A concurrent write of the same request id committed while this one waited
@@ -186,11 +191,12 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux, 
           // it is seen instead of failing on the unique index (which would abort
           // the caller's whole transaction).
           await sql`SELECT 1 FROM user_flux WHERE user_id = ${input.userId} FOR UPDATE`.execute(trx)
-          let done = await writeOn(trx, ours, plan)
+          const writeHere = async () => readOutcome((await runWrites(trx, [{ input: ours, plan }]))[0], ours)
+          let done = await writeHere()
           if (!done) {
             if (await openAccountIn(trx, input.userId, initial))
               opened.push(initial)
-            done = await writeOn(trx, ours, plan)
+            done = await writeHere()
           }
           if (!done)
             throw accountNotFound()

@@ -23,14 +23,49 @@ export interface LedgerEntry {
 }
 
 /**
- * A write of the caller's own (an INSERT or UPDATE, no RETURNING) that runs in the
- * same statement as a ledger write, so both commit together in one round trip.
- * `moved` is the Flux the ledger write moved: the new row's amount, the first
- * row's on a replay, 0 when it was refused. It runs whatever the outcome (written,
- * replayed, refused, or no account yet, when the write runs once more after
- * opening it), so it must be idempotent.
+ * A kind of row a caller writes in the statement of its ledger writes (the LLM
+ * gateway's request-log rows, the meters' usage rows), so both commit together in
+ * one round trip. Rows are data and one statement writes every row of a kind in
+ * a batch, so a statement's text depends only on which kinds it carries and stays
+ * prepared. Define each kind once, at module level.
  */
-export type Alongside = (moved: RawBuilder<number>) => RawBuilder<unknown>
+export interface CompanionKind {
+  /** Its own name (lower case letters, digits, _): names its part of the statement. */
+  name: string
+  /** The row's columns and their SQL types. */
+  columns: Readonly<Record<string, string>>
+  /**
+   * One INSERT or UPDATE (no RETURNING) of every row of `rows`: a relation of the
+   * columns plus `moved`, the Flux the row's ledger write moved (the new ledger
+   * row's amount, the first row's on a replay, 0 when it was refused). It runs
+   * whatever the outcome (also once more after a user's first account is opened),
+   * so it must be idempotent.
+   */
+  statement: (rows: RawBuilder<unknown>) => RawBuilder<unknown>
+}
+
+/** A row of a `CompanionKind` that joins a ledger write's statement. */
+export interface Alongside {
+  kind: CompanionKind
+  row: Readonly<Record<string, string | number | boolean | null>>
+}
+
+const COMPANION_NAME = /^[a-z][a-z0-9_]*$/
+
+/** `rows` as a relation of the kind's columns, from JSON (one parameter, whatever the number of rows). */
+function companionRelation(kind: CompanionKind, rows: ReadonlyArray<Record<string, unknown>>, moved: RawBuilder<number>, withOrd: boolean): RawBuilder<unknown> {
+  if (!COMPANION_NAME.test(kind.name))
+    throw new Error(`companion kind name ${JSON.stringify(kind.name)} is not a plain identifier`)
+  const columns = Object.entries(kind.columns).map(([column, type]) => `${column} ${type}`)
+  if (withOrd)
+    columns.unshift('ord bigint')
+  return sql`(SELECT v.*, ${moved} AS moved FROM jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) AS v(${sql.raw(columns.join(', '))}))`
+}
+
+/** A companion row written on its own, with `moved` given (when no ledger write was needed). */
+export function writeCompanionAlone(executor: Db, { kind, row }: Alongside, moved: number): Promise<unknown> {
+  return kind.statement(companionRelation(kind, [row], sql<number>`${moved}::bigint`, false)).execute(executor)
+}
 
 export interface WriteInput {
   userId: string
@@ -45,7 +80,7 @@ export interface WriteInput {
    * must move Flux (the meter, which has already taken the units out of its debt).
    */
   refuseReplay?: boolean
-  /** Not taken inside `BillingService.transaction`: there the caller writes through `trx`. */
+  /** A row of the caller's own in the same statement. Not taken inside `BillingService.transaction`: there the caller writes through `trx`. */
   alongside?: Alongside
   /**
    * true: after commit, the new balance goes to `onBalanceChanged` (the user's
@@ -146,20 +181,52 @@ export interface Plan {
   owed?: boolean
 }
 
-type WriteRow = EntryRow & { outcome: 'written' | 'replayed' | 'refused', balance: number | null }
+export type WriteRow = EntryRow & { outcome: 'written' | 'replayed' | 'refused', balance: number | null }
 
 /** What a ledger entry is read from; named, not `*`, so a column added later leaves the prepared statement's result as it was. */
 const ENTRY_COLUMNS = ['id', 'user_id', 'type', 'amount', 'balance_before', 'balance_after', 'request_id', 'description', 'metadata', 'created_at'] as const
 type EntryRow = Pick<FluxTransaction, typeof ENTRY_COLUMNS[number]>
 const entryColumns = (table: string) => sql.raw(ENTRY_COLUMNS.map(column => `${table}.${column}`).join(', '))
 
+/** One write of a statement: its input and the plan that decides what it moves. */
+export interface PlannedWrite { input: WriteInput, plan: Plan }
+
 /**
- * The one write, as one statement: lock the balance row, look for a replay,
- * decide what moves, update the balance, append the ledger row (and run the
- * caller's `alongside`). One statement is one round trip and commits or fails as
- * a whole. Its outcome is one row: `written`, `replayed` (the first write's row,
- * nothing moved) or `refused` (with the balance, nothing moved); no row when the
- * user has no open account.
+ * A write as a row of the statement's input. Rows come as one JSON parameter: its
+ * size stays hidden from the planner (arrays would tell it), so the cached plan
+ * is as cheap as one made for the values, and Postgres keeps it instead of
+ * planning every time.
+ */
+function writeRow({ input, plan }: PlannedWrite, index: number) {
+  const debit = plan.type === 'debit'
+  return {
+    ord: index + 1,
+    user_id: input.userId,
+    type: plan.type,
+    amount: input.amount,
+    minimum: debit ? plan.minimum ?? 1 : null,
+    owed: debit && (plan.owed ?? true),
+    request_id: input.requestId,
+    description: input.description ?? null,
+    metadata: input.metadata && Object.keys(input.metadata).length > 0 ? input.metadata : null,
+  }
+}
+
+/**
+ * The ledger's one write statement, for one write or a batch of writes (group
+ * commit, see `group-commit.ts`): lock the balance rows (in user id order, so
+ * two batches never wait on each other in a cycle), look for replays, apply each
+ * user's writes one after the other in batch order (a recursive step per write:
+ * each starts from the balance the previous one left, a refused one moves
+ * nothing), update each balance once, append the ledger rows in that order (and
+ * run each caller's `alongside`). One statement is one round trip and one
+ * commit, and commits or fails as a whole. Its outcome is one row per write, in
+ * the batch's order (`ord`, from 1): `written`, `replayed` (the first write's
+ * row, nothing moved) or `refused` (with the balance, nothing moved); no row for
+ * a write whose user has no open account.
+ *
+ * A batch holds a (user, request id) once: a replay is looked for among rows
+ * written before the statement.
  *
  * The lock waits for a concurrent write of the same user and then reads the
  * balance it committed (READ COMMITTED re-reads a locked row), so balances stay
@@ -169,48 +236,73 @@ const entryColumns = (table: string) => sql.raw(ENTRY_COLUMNS.map(column => `${t
  * (user_id, request_id), undoing the whole statement; `write` runs it again and
  * the replay is seen.
  */
-function writeStatement(input: WriteInput, { type, minimum = 1, owed = true }: Plan): RawBuilder<WriteRow> {
-  const amount = sql`${input.amount}::bigint`
-  const debit = type === 'debit'
-  const metadata = input.metadata && Object.keys(input.metadata).length > 0 ? JSON.stringify(input.metadata) : null
+function writeStatement(writes: readonly PlannedWrite[]): RawBuilder<WriteRow & { ord: string }> {
+  // Every companion row of a kind is written by one statement of the kind's, named `companion_<name>`.
+  const companions = new Map<CompanionKind, Array<Record<string, unknown>>>()
+  writes.forEach(({ input: { alongside } }, index) => {
+    if (!alongside)
+      return
+    const rows = companions.get(alongside.kind) ?? []
+    rows.push({ ...alongside.row, ord: index + 1 })
+    companions.set(alongside.kind, rows)
+  })
+  const alongside = [...companions].sort(([a], [b]) => a.name.localeCompare(b.name)).map(([kind, rows]) =>
+    sql`, ${sql.raw(`companion_${kind.name}`)} AS (${kind.statement(companionRelation(kind, rows, sql<number>`COALESCE((SELECT amount FROM outcome WHERE outcome.ord = v.ord), 0)`, true))})`)
   // A debit moves what the balance allows: all of it, or what is left; NULL (below the minimum) refuses.
-  const moved = debit
-    ? sql`CASE WHEN flux < ${minimum}::bigint THEN NULL ELSE LEAST(flux, ${amount}) END`
-    : amount
-  // A short debit that is owed records what was asked for and what went unbilled.
-  const short = debit && owed
-  const metadataOf = short
-    ? sql`NULLIF(COALESCE(${metadata}::jsonb, '{}'::jsonb) || CASE WHEN moved < ${amount} THEN jsonb_build_object('requestedAmount', ${amount}, 'unbilled', ${amount} - moved) ELSE '{}'::jsonb END, '{}'::jsonb)`
-    : sql`${metadata}::jsonb`
-  const unbilled = short ? sql`${amount} - moved` : sql`0`
-  const alongside = input.alongside
-    ? sql`, alongside AS (${input.alongside(sql<number>`COALESCE((SELECT amount FROM ins), (SELECT amount FROM replay), 0)`)})`
-    : sql``
-  return sql<WriteRow>`${prepared}
-    WITH acct AS (
-      SELECT flux FROM user_flux WHERE user_id = ${input.userId} AND deleted_at IS NULL FOR UPDATE
+  const moved = (balance: RawBuilder<number>) =>
+    sql`CASE WHEN w.type <> 'debit' THEN w.amount WHEN ${balance} < w.minimum THEN NULL ELSE LEAST(${balance}, w.amount) END`
+  const after = (balance: RawBuilder<number>) =>
+    sql`${balance} + CASE WHEN w.type = 'debit' THEN -1 ELSE 1 END * COALESCE(${moved(balance)}, 0)`
+  // The text depends only on the companion kinds present: prepared once per connection.
+  return sql<WriteRow & { ord: string }>`${prepared}
+    WITH RECURSIVE i AS (
+      SELECT * FROM jsonb_to_recordset(${JSON.stringify(writes.map(writeRow))}::jsonb)
+        AS i(ord bigint, user_id text, type text, amount bigint, minimum bigint, owed boolean, request_id text, description text, metadata jsonb)
+    ), acct AS (
+      -- Lookups row by row (a lateral subquery that is never flattened into a
+      -- join), so the cached plan reads the indexes however small the tables were
+      -- when it was made.
+      SELECT f.user_id, f.flux FROM (SELECT DISTINCT user_id FROM i ORDER BY user_id) u
+      CROSS JOIN LATERAL (SELECT f.user_id, f.flux FROM user_flux f WHERE f.user_id = u.user_id AND f.deleted_at IS NULL FOR UPDATE) f
     ), replay AS (
-      SELECT ${entryColumns('t')} FROM flux_transaction t WHERE t.user_id = ${input.userId} AND t.request_id = ${input.requestId}
-    ), plan AS (
-      SELECT flux AS before, ${moved} AS moved FROM acct WHERE NOT EXISTS (SELECT 1 FROM replay)
+      SELECT i.ord, t.* FROM i CROSS JOIN LATERAL (
+        SELECT ${entryColumns('t')} FROM flux_transaction t WHERE t.user_id = i.user_id AND t.request_id = i.request_id OFFSET 0
+      ) t
+    ), todo AS (
+      -- The writes that are no replay, numbered per user in batch order.
+      SELECT i.*, row_number() OVER (PARTITION BY i.user_id ORDER BY i.ord) AS step
+      FROM i WHERE i.user_id IN (SELECT user_id FROM acct) AND NOT EXISTS (SELECT 1 FROM replay WHERE replay.ord = i.ord)
+    ), steps AS (
+      SELECT w.ord, w.user_id, w.step, acct.flux AS before, ${moved(sql`acct.flux`)} AS moved, ${after(sql`acct.flux`)} AS after
+      FROM todo w JOIN acct ON acct.user_id = w.user_id WHERE w.step = 1
+      UNION ALL
+      SELECT w.ord, w.user_id, w.step, prev.after, ${moved(sql`prev.after`)}, ${after(sql`prev.after`)}
+      FROM steps prev JOIN todo w ON w.user_id = prev.user_id AND w.step = prev.step + 1
     ), upd AS (
-      UPDATE user_flux u SET flux = plan.before ${debit ? sql`-` : sql`+`} plan.moved, updated_at = now()
-      FROM plan WHERE u.user_id = ${input.userId} AND plan.moved IS NOT NULL
-      RETURNING plan.before, plan.moved, u.flux AS after
+      UPDATE user_flux u SET flux = last.after, updated_at = now()
+      FROM (SELECT DISTINCT ON (user_id) user_id, after FROM steps WHERE user_id IN (SELECT user_id FROM steps WHERE moved IS NOT NULL) ORDER BY user_id, step DESC) last
+      WHERE u.user_id = last.user_id
     ), ins AS (
+      -- In each user's order, so seq follows the balance. A short debit that is owed records what was asked for and what went unbilled.
       INSERT INTO flux_transaction (user_id, type, amount, balance_before, balance_after, request_id, description, metadata, unbilled)
-      SELECT ${input.userId}, ${type}, moved, before, after, ${input.requestId}, ${input.description ?? null}, ${metadataOf}, ${unbilled} FROM upd
+      SELECT w.user_id, w.type, s.moved, s.before, s.after, w.request_id, w.description,
+        CASE WHEN w.owed AND s.moved < w.amount
+          THEN COALESCE(w.metadata, '{}'::jsonb) || jsonb_build_object('requestedAmount', w.amount, 'unbilled', w.amount - s.moved)
+          ELSE w.metadata END,
+        CASE WHEN w.owed THEN w.amount - s.moved ELSE 0 END
+      FROM steps s JOIN i w ON w.ord = s.ord WHERE s.moved IS NOT NULL
+      ORDER BY s.user_id, s.step
       RETURNING ${entryColumns('flux_transaction')}
-    )${alongside}
-    SELECT 'written' AS outcome, NULL::bigint AS balance, ${entryColumns('ins')} FROM ins
-    UNION ALL SELECT 'replayed', NULL, ${entryColumns('replay')} FROM replay
-    UNION ALL SELECT 'refused', plan.before, ${entryColumns('none')} FROM plan LEFT JOIN flux_transaction none ON false WHERE plan.moved IS NULL`
+    ), outcome AS (
+      SELECT i.ord, 'written' AS outcome, NULL::bigint AS balance, ${entryColumns('ins')} FROM ins JOIN i ON i.user_id = ins.user_id AND i.request_id = ins.request_id
+      UNION ALL SELECT replay.ord, 'replayed', NULL, ${entryColumns('replay')} FROM replay
+      UNION ALL SELECT steps.ord, 'refused', steps.before, ${entryColumns('none')} FROM steps LEFT JOIN flux_transaction none ON false WHERE steps.moved IS NULL
+    )${sql.join(alongside, sql``)}
+    SELECT * FROM outcome ORDER BY ord`
 }
 
-/** Runs the write statement on `executor`; undefined when the user has no open account. */
-export async function writeOn(executor: Db | Transaction<Database>, input: WriteInput, plan: Plan): Promise<Written | undefined> {
-  const { rows } = await writeStatement(input, plan).execute(executor)
-  const row = rows[0]
+/** What one write's outcome row means: the written or replayed row, a 402, a 409; undefined when the user has no open account. */
+export function readOutcome(row: WriteRow | undefined, input: WriteInput): Written | undefined {
   if (!row)
     return undefined
   if (row.outcome === 'refused')
@@ -218,6 +310,17 @@ export async function writeOn(executor: Db | Transaction<Database>, input: Write
   if (row.outcome === 'replayed' && input.refuseReplay)
     throw requestIdReused(input.requestId)
   return { entry: toEntry(row), replayed: row.outcome === 'replayed', announce: input.announce }
+}
+
+/**
+ * Runs the write statement for `writes` (a (user, request id) once) on `executor`:
+ * each write's outcome row, in order, undefined where the user has no open
+ * account. Rejects when the statement fails, for every write of it.
+ */
+export async function runWrites(executor: Db | Transaction<Database>, writes: readonly PlannedWrite[]): Promise<Array<WriteRow | undefined>> {
+  const { rows } = await writeStatement(writes).execute(executor)
+  const byOrd = new Map(rows.map(row => [Number(row.ord), row]))
+  return writes.map((_, index) => byOrd.get(index + 1))
 }
 
 export function debitPlan(input: DebitInput): Plan {

@@ -1,7 +1,6 @@
 import type { Logger } from '../../logger.ts'
-import { sql, type RawBuilder } from 'kysely'
-
 import type { Alongside, BillingService } from '../billing/index.ts'
+import type { FluxFromMoved } from './request-log.ts'
 
 /** One gateway call as billing sees it. Its ledger rows are `llm:{id}:reserve|settle|refund`. */
 export interface BilledCall {
@@ -50,13 +49,12 @@ export function createCallBilling({ billing, logger }: { billing: BillingService
      * `logged` is false when nothing had to move, and the caller completes the
      * row on its own.
      */
-    async settle(call: BilledCall, { cost, tokens }: ServedCost, log?: (flux: RawBuilder<number>) => RawBuilder<unknown>): Promise<{ charged: number, unbilled: number, logged: boolean }> {
+    async settle(call: BilledCall, { cost, tokens }: ServedCost, log?: (flux: FluxFromMoved) => Alongside): Promise<{ charged: number, unbilled: number, logged: boolean }> {
       const difference = cost - call.reserved
       const metadata = { model: call.alias, call: call.id, tokens, cost }
-      const reserved = sql<number>`${call.reserved}::bigint`
       if (difference > 0) {
         // What the debit took on top of the reservation (less when the balance ran short, none when it was empty).
-        const alongside: Alongside | undefined = log && (moved => log(sql<number>`${reserved} + ${moved}`))
+        const alongside = log?.({ base: call.reserved, sign: 1 })
         const entry = await billing.debit({ userId: call.userId, amount: difference, served: true, requestId: ledgerIds(call.id).settle, description: `LLM usage (${call.alias})`, metadata, alongside })
         const unbilled = difference - entry.amount
         if (unbilled > 0)
@@ -64,7 +62,7 @@ export function createCallBilling({ billing, logger }: { billing: BillingService
         return { charged: call.reserved + entry.amount, unbilled, logged: log !== undefined }
       }
       if (difference < 0) {
-        const alongside: Alongside | undefined = log && (moved => log(sql<number>`${reserved} - ${moved}`))
+        const alongside = log?.({ base: call.reserved, sign: -1 })
         await billing.credit({ userId: call.userId, amount: -difference, requestId: ledgerIds(call.id).refund, description: `LLM reservation returned (${call.alias})`, metadata, alongside })
         return { charged: cost, unbilled: 0, logged: log !== undefined }
       }

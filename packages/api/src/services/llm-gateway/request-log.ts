@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto'
 
 import type { Db, LlmCallKind, LlmUsageSource } from '@airi/db'
-import { sql, type RawBuilder } from 'kysely'
+import { sql } from 'kysely'
 
 import type { Clock } from '../../clock.ts'
 import type { Logger } from '../../logger.ts'
-import type { Alongside, BillingService } from '../billing/index.ts'
+import { writeCompanionAlone, type Alongside, type BillingService, type CompanionKind } from '../billing/index.ts'
 import { ledgerIds, type BilledCall, type CallBilling } from './billing.ts'
 import { tokensOf, type Usage } from './usage.ts'
 
@@ -40,24 +40,95 @@ export interface ReconcileReport {
 }
 
 /**
+ * How a completed row's `flux_consumed` follows from what its ledger write moved:
+ * `base + sign × moved` (a settlement's debit adds to the reservation, its refund
+ * takes from it; sign 0 when the write does not decide it).
+ */
+export interface FluxFromMoved { base: number, sign: -1 | 0 | 1 }
+
+/** A call's row, pending, with the reservation its ledger write took. */
+const pendingRows: CompanionKind = {
+  name: 'llm_pending',
+  columns: { id: 'text', user_id: 'text', request_id: 'text', model: 'text', kind: 'text' },
+  statement: rows => sql`INSERT INTO llm_request_log (id, user_id, request_id, model, kind, state, flux_reserved)
+    SELECT r.id, r.user_id, r.request_id, r.model, r.kind, 'pending', r.moved FROM ${rows} r
+    ON CONFLICT (id) DO UPDATE SET flux_reserved = EXCLUDED.flux_reserved WHERE llm_request_log.state = 'pending'`,
+}
+
+const COMPLETED_COLUMNS = ['upstream', 'status', 'duration_ms', 'first_token_ms', 'prompt_tokens', 'completion_tokens', 'cached_tokens', 'total_tokens', 'usage_source', 'error'] as const
+
+/**
+ * A pending row completed, with what the call cost. An upsert on the primary key,
+ * so each row is reached through it whatever the cached plan (a join on the ids
+ * could walk the pending index, dead entries included). The row exists (the
+ * reservation wrote it), so the insert half is never taken; it carries the row's
+ * identity only because an insert must.
+ */
+const completedRows: CompanionKind = {
+  name: 'llm_completed',
+  columns: {
+    id: 'text',
+    user_id: 'text',
+    request_id: 'text',
+    model: 'text',
+    kind: 'text',
+    upstream: 'text',
+    status: 'integer',
+    duration_ms: 'integer',
+    first_token_ms: 'integer',
+    prompt_tokens: 'integer',
+    completion_tokens: 'integer',
+    cached_tokens: 'integer',
+    total_tokens: 'integer',
+    usage_source: 'text',
+    error: 'text',
+    flux_base: 'bigint',
+    flux_sign: 'integer',
+  },
+  statement: rows => sql`INSERT INTO llm_request_log AS l (id, user_id, request_id, model, kind, state, ${sql.raw(COMPLETED_COLUMNS.join(', '))}, flux_consumed, completed_at)
+    SELECT r.id, r.user_id, r.request_id, r.model, r.kind, 'completed', ${sql.raw(COMPLETED_COLUMNS.map(column => `r.${column}`).join(', '))}, r.flux_base + r.flux_sign * r.moved, now() FROM ${rows} r
+    ON CONFLICT (id) DO UPDATE SET state = 'completed', ${sql.raw(COMPLETED_COLUMNS.map(column => `${column} = EXCLUDED.${column}`).join(', '))},
+      flux_consumed = EXCLUDED.flux_consumed, completed_at = EXCLUDED.completed_at
+    WHERE l.state = 'pending'`,
+}
+
+/** A call's row in the log: its id and what identifies the call. */
+export interface LogRow {
+  id: string
+  user_id: string
+  request_id: string
+  model: string
+  kind: LlmCallKind
+}
+
+/**
  * The `llm_request_log` rows of the gateway: written `pending` before the
  * reservation and the upstream call, completed at settlement. A row left pending
  * by a process that died is settled by `reconcile`.
  */
 export function createRequestLog({ db, logger, clock }: { db: Db, logger: Logger, clock: Clock }) {
-  /**
-   * Completes a pending row in the statement of the settlement's ledger write
-   * (`flux`: what the call cost, from what that write moved).
-   */
-  function completion(rowId: string, outcome: Omit<CallOutcome, 'flux'>): (flux: RawBuilder<number>) => RawBuilder<unknown> {
+  /** Completes a pending row in the statement of the settlement's ledger write (`flux`: what the call cost, from what that write moved). */
+  function completion(logRow: LogRow, outcome: Omit<CallOutcome, 'flux'>): (flux: FluxFromMoved) => Alongside {
     const tokens = tokensOf(outcome.usage)
     const durationMs = clock.now() - outcome.startedAt
-    return flux => sql`UPDATE llm_request_log SET state = 'completed', upstream = ${outcome.upstream}, status = ${outcome.status},
-        duration_ms = ${durationMs}, first_token_ms = ${outcome.firstTokenMs ?? null}, prompt_tokens = ${tokens.prompt},
-        completion_tokens = ${tokens.completion}, cached_tokens = ${tokens.cached}, total_tokens = ${tokens.total},
-        usage_source = ${outcome.source ?? null}, flux_consumed = ${flux},
-        error = ${outcome.error ?? null}, completed_at = now()
-      WHERE id = ${rowId} AND state = 'pending'`
+    return ({ base, sign }) => ({
+      kind: completedRows,
+      row: {
+        ...logRow,
+        upstream: outcome.upstream,
+        status: outcome.status,
+        duration_ms: durationMs,
+        first_token_ms: outcome.firstTokenMs ?? null,
+        prompt_tokens: tokens.prompt,
+        completion_tokens: tokens.completion,
+        cached_tokens: tokens.cached,
+        total_tokens: tokens.total,
+        usage_source: outcome.source ?? null,
+        error: outcome.error ?? null,
+        flux_base: base,
+        flux_sign: sign,
+      },
+    })
   }
 
   return {
@@ -67,14 +138,9 @@ export function createRequestLog({ db, logger, clock }: { db: Db, logger: Logger
      * is chosen here; the statement runs again after opening a user's first
      * account, so the insert takes the reservation that run made.
      */
-    pending(call: Omit<BilledCall, 'reserved'>, kind: LlmCallKind = 'llm'): { rowId: string, alongside: Alongside } {
-      const rowId = randomUUID()
-      return {
-        rowId,
-        alongside: reserved => sql`INSERT INTO llm_request_log (id, user_id, request_id, model, kind, state, flux_reserved)
-          VALUES (${rowId}, ${call.userId}, ${call.id}, ${call.alias}, ${kind}, 'pending', ${reserved})
-          ON CONFLICT (id) DO UPDATE SET flux_reserved = EXCLUDED.flux_reserved WHERE llm_request_log.state = 'pending'`,
-      }
+    pending(call: Omit<BilledCall, 'reserved'>, kind: LlmCallKind = 'llm'): { logRow: LogRow, alongside: Alongside } {
+      const logRow: LogRow = { id: randomUUID(), user_id: call.userId, request_id: call.id, model: call.alias, kind }
+      return { logRow, alongside: { kind: pendingRows, row: { ...logRow } } }
     },
 
     /**
@@ -89,8 +155,8 @@ export function createRequestLog({ db, logger, clock }: { db: Db, logger: Logger
     completion,
 
     /** Completes a pending row on its own (no ledger write to join). */
-    async complete(rowId: string, outcome: CallOutcome): Promise<void> {
-      await completion(rowId, outcome)(sql<number>`${outcome.flux}::bigint`).execute(db)
+    async complete(logRow: LogRow, outcome: CallOutcome): Promise<void> {
+      await writeCompanionAlone(db, completion(logRow, outcome)({ base: outcome.flux, sign: 0 }), 0)
     },
 
     /**

@@ -1,5 +1,3 @@
-import { sql } from 'kysely'
-
 import type { LlmCallKind } from '@airi/db'
 
 import { ApiError } from '../../errors.ts'
@@ -45,15 +43,15 @@ export interface CallToReserve {
  */
 export async function reserveCall({ requestLog, callBilling, logger }: SettlementDeps, { userId, callId, alias, bounds, prompt, telemetry, kind }: CallToReserve) {
   const { startedAt } = telemetry
-  const { rowId, alongside: pendingRow } = requestLog.pending({ userId, id: callId, alias }, kind)
+  const { logRow, alongside: pendingRow } = requestLog.pending({ userId, id: callId, alias }, kind)
   const complete = (outcome: Omit<CallOutcome, 'startedAt'>) => {
     telemetry.observe(outcome)
-    return requestLog.complete(rowId, { ...outcome, startedAt })
+    return requestLog.complete(logRow, { ...outcome, startedAt })
   }
   /** The log row's completion, to run in the statement of a ledger write. */
   const completion = (outcome: Omit<CallOutcome, 'startedAt' | 'flux'>) => {
     telemetry.observe(outcome)
-    return requestLog.completion(rowId, { ...outcome, startedAt })
+    return requestLog.completion(logRow, { ...outcome, startedAt })
   }
 
   // The reservation's after-commit work (the cached balance dropped) runs while the
@@ -80,11 +78,11 @@ export async function reserveCall({ requestLog, callBilling, logger }: Settlemen
      * (nothing was delivered) and charges the flat price of one with it (something
      * may have been).
      */
-    answered: (upstreamId: string) => requestLog.answered(rowId, upstreamId),
+    answered: (upstreamId: string) => requestLog.answered(logRow.id, upstreamId),
 
     /** Gives the reservation back and completes the log row, in one statement. */
     async refund(upstream: string | null, status: number, message: string): Promise<void> {
-      await callBilling.refund(call, 'failed', { alongside: () => completion({ upstream, status, error: message })(sql<number>`0`) })
+      await callBilling.refund(call, 'failed', { alongside: completion({ upstream, status, error: message })({ base: 0, sign: 0 }) })
       await reservationCommitted
     },
 

@@ -4,7 +4,16 @@ import { sql } from 'kysely'
 
 import type { Db } from '@airi/db'
 
-import type { MeteredCall, UsageLog } from '../billing/index.ts'
+import { writeCompanionAlone, type Alongside, type CompanionKind, type MeteredCall, type UsageLog } from '../billing/index.ts'
+
+/** A metered call's usage row, its `flux` being what its debit moved. */
+const usageRows: CompanionKind = {
+  name: 'metered_usage',
+  columns: { id: 'text', user_id: 'text', kind: 'text', model: 'text', status: 'text', characters: 'integer', audio_ms: 'integer', duration_ms: 'integer' },
+  statement: rows => sql`INSERT INTO metered_usage (id, user_id, kind, model, status, characters, audio_ms, duration_ms, flux)
+    SELECT r.id, r.user_id, r.kind, r.model, r.status, r.characters, r.audio_ms, r.duration_ms, r.moved FROM ${rows} r
+    ON CONFLICT (id) DO UPDATE SET flux = EXCLUDED.flux`,
+}
 
 /**
  * The `metered_usage` writer the Flux meters are given: one row per metered
@@ -14,20 +23,16 @@ import type { MeteredCall, UsageLog } from '../billing/index.ts'
  * the row once.
  */
 export function createUsageLog(db: Db): UsageLog {
-  const values = (id: string, userId: string, call: MeteredCall) =>
-    sql.join([id, userId, call.kind, call.model, call.status, call.characters ?? null, call.audioMs ?? null, Math.max(0, Math.round(call.durationMs))])
+  const row = (userId: string, call: MeteredCall): Alongside => ({
+    kind: usageRows,
+    row: { id: randomUUID(), user_id: userId, kind: call.kind, model: call.model, status: call.status, characters: call.characters ?? null, audio_ms: call.audioMs ?? null, duration_ms: Math.max(0, Math.round(call.durationMs)) },
+  })
 
   return {
-    alongside(userId, call) {
-      const id = randomUUID()
-      return moved => sql`INSERT INTO metered_usage (id, user_id, kind, model, status, characters, audio_ms, duration_ms, flux)
-        VALUES (${values(id, userId, call)}, ${moved})
-        ON CONFLICT (id) DO UPDATE SET flux = EXCLUDED.flux`
-    },
+    alongside: row,
 
     async record(userId, call) {
-      await sql`INSERT INTO metered_usage (id, user_id, kind, model, status, characters, audio_ms, duration_ms, flux)
-        VALUES (${values(randomUUID(), userId, call)}, 0)`.execute(db)
+      await writeCompanionAlone(db, row(userId, call), 0)
     },
   }
 }
