@@ -1,21 +1,18 @@
-import { spawn } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
-import { readFileSync } from 'node:fs'
 import type { Socket } from 'node:net'
-import { fileURLToPath } from 'node:url'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 
 import superjson from 'superjson'
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
 
-import { findFreePort } from '@airi/db'
 import { createAiriClient, type AiriClient, type WebSocketConstructor } from '@airi/sdk'
-import { createTestDatabase, testRedisPrefix, type TestDatabase } from '@airi/tooling/test/test-database'
+import { createTestDatabase, type TestDatabase } from '@airi/tooling/test/test-database'
 import { until } from '@airi/tooling/test/until'
 
 import { createVerifiedUser, startTestServer, type TestServer, type TestUser } from './harness.ts'
+import { startChildServer, type ChildServer } from './server-process.ts'
 
 /**
  * Soak (bounded, loopback): one user opens 2 000 sockets at once. The per-user cap
@@ -152,7 +149,7 @@ describe('soak: slow readers cannot pin memory', () => {
   let server: ChildServer
   beforeAll(async () => {
     database = await createTestDatabase()
-    server = await startServerProcess(database, {
+    server = await startChildServer(database, {
       // The subscription cap is lifted so all 256 subscriptions exist: the buffer bound alone must hold.
       CHAT_SUBSCRIPTIONS_PER_USER: String(SOCKETS * SUBSCRIPTIONS),
       // Long enough that a paused client, once resumed, still reads the close frame and its code.
@@ -228,106 +225,6 @@ describe('soak: slow readers cannot pin memory', () => {
     await reader.close()
   }, 300_000)
 })
-
-interface ChildServer {
-  baseUrl: string
-  /** The server process's resident set size, from /proc. */
-  rss: () => number
-  createUser: () => Promise<{ id: string, token: string }>
-  call: <T = unknown>(token: string, path: string, input: unknown) => Promise<T>
-  stop: () => Promise<void>
-}
-
-/**
- * `src/main.ts` in a process of its own, started again on another port when the one
- * found free was taken before the child could listen (a busy machine's connections).
- */
-async function startServerProcess(database: TestDatabase, env: Record<string, string>): Promise<ChildServer> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await startServerProcessOnce(database, env)
-    }
-    catch (error) {
-      if (attempt >= 3 || !String((error as Error).message).includes('EADDRINUSE'))
-        throw error
-    }
-  }
-}
-
-/** `src/main.ts` in a process of its own (through tsx), on the test Postgres and Redis. */
-async function startServerProcessOnce(database: TestDatabase, env: Record<string, string>): Promise<ChildServer> {
-  const port = await findFreePort()
-  const baseUrl = `http://127.0.0.1:${port}`
-  let output = ''
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    cwd: fileURLToPath(new URL('..', import.meta.url)),
-    env: {
-      PATH: process.env.PATH,
-      NODE_ENV: 'test',
-      DATABASE_URL: database.url,
-      REDIS_URL: inject('redisUrl'),
-      REDIS_KEY_PREFIX: testRedisPrefix(),
-      HOST: '127.0.0.1',
-      PORT: String(port),
-      LOG_LEVEL: 'warn',
-      BETTER_AUTH_SECRET: 'soak-secret-0123456789abcdefghijklmnopqrstuvwxyz',
-      LLM_ROUTER_MASTER_KEY: '07'.repeat(32),
-      ...env,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  child.stdout!.on('data', (chunk: Buffer) => (output += chunk))
-  child.stderr!.on('data', (chunk: Buffer) => (output += chunk))
-  const exited = new Promise<void>(resolve => child.once('exit', () => resolve()))
-  await until(async () => {
-    if (child.exitCode !== null)
-      throw new Error(`the server exited:\n${output}`)
-    return fetch(`${baseUrl}/readyz`).then(response => response.status === 200, () => false)
-  }, 'the server process to be ready', 180_000)
-
-  const authPost = (path: string, body: unknown) => fetch(`${baseUrl}/api/auth${path}`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', 'origin': baseUrl },
-    body: JSON.stringify(body),
-  })
-  return {
-    baseUrl,
-    rss() {
-      const status = readFileSync(`/proc/${child.pid}/status`, 'utf8')
-      return Number(/^VmRSS:\s+(\d+) kB$/m.exec(status)![1]) * 1024
-    },
-    async createUser() {
-      const email = `soak-${randomUUID().slice(0, 8)}@example.com`
-      const password = 'correct horse battery staple'
-      const signUp = await authPost('/sign-up/email', { email, password, name: 'soak' })
-      if (!signUp.ok)
-        throw new Error(`sign-up failed: ${signUp.status} ${await signUp.text()}`)
-      // The verification e-mail only goes to the server's log; following its link would do this.
-      await database.db.updateTable('user').set({ emailVerified: true }).where('email', '=', email).execute()
-      const signIn = await authPost('/sign-in/email', { email, password })
-      const token = signIn.headers.get('set-auth-token')
-      const body = await signIn.json() as { user: { id: string } }
-      if (!signIn.ok || !token)
-        throw new Error(`sign-in failed: ${signIn.status}`)
-      return { id: body.user.id, token }
-    },
-    async call<T>(token: string, path: string, input: unknown) {
-      const response = await fetch(`${baseUrl}/trpc/${path}`, {
-        method: 'POST',
-        headers: { 'authorization': `Bearer ${token}`, 'content-type': 'application/json' },
-        body: JSON.stringify(superjson.serialize(input)),
-      })
-      const payload = await response.json() as { result?: { data: Parameters<typeof superjson.deserialize>[0] } }
-      if (!response.ok || !payload.result)
-        throw new Error(`${path} failed: ${response.status} ${JSON.stringify(payload)}`)
-      return superjson.deserialize(payload.result.data) as T
-    },
-    async stop() {
-      child.kill('SIGKILL')
-      await exited
-    },
-  }
-}
 
 /** A client speaking tRPC's WebSocket protocol itself, so the test can stop its reading. */
 async function openRawSocket(baseUrl: string, token: string) {
