@@ -200,12 +200,15 @@ export const gatewayThroughput: Scenario = {
       },
       {
         scenario: 'gateway-throughput',
-        metric: `c=${connections}, ${connections} users, vs pgbench of its SQL`,
+        // pgbench sends the captured statements one call at a time and plans each
+        // again; the server groups calls into prepared statements, so this is a
+        // reference, not a ceiling (docs/performance.md).
+        metric: `c=${connections}, ${connections} users, vs pgbench of one call's SQL at a time`,
         baseline: context.pgbench ? formatSummary(ceiling, 'tps') : 'no pgbench',
         ours: formatSummary(ours, 'req/s'),
         ratio: formatNumber(share),
-        target: '≥ 0.60',
-        met: Number.isFinite(share) ? share >= 0.6 : null,
+        target: 'reported',
+        met: null,
         data: { pgbenchTps: ceiling, oursRps: ours, failedCalls: rounds.errors },
       },
       {
