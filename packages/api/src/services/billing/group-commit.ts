@@ -18,8 +18,6 @@ interface Queued extends PlannedWrite {
   reject: (error: unknown) => void
 }
 
-export type GroupCommit = ReturnType<typeof createGroupCommit>
-
 /**
  * Group commit for the ledger: coalesces the writes that arrive while earlier
  * statements commit into one write statement (see `writeStatement`), each write
