@@ -6,7 +6,7 @@
 import { existsSync } from 'node:fs'
 import { register } from 'node:module'
 import { argv, env, exit, setSourceMapsEnabled } from 'node:process'
-import { fileURLToPath, pathToFileURL } from 'node:url'
+import { fileURLToPath } from 'node:url'
 
 const entry = argv[2]
 if (!entry || !/^[\w-]+$/.test(entry)) {
@@ -50,12 +50,14 @@ else {
     console.error(`no entry point src/${entry}.ts`)
     exit(2)
   }
-  if (entry === 'main') {
-    const { buildStageWebIfStale } = await import('../stage-web/scripts/build-if-stale.mjs')
-    buildStageWebIfStale()
-  }
-  // One bundled file, rebuilt only when a source changed (scripts/dev-bundle.mjs).
-  const { bundleIfStale } = await import('./scripts/dev-bundle.mjs')
+  // One bundled file, rebuilt only when a source changed (scripts/dev-bundle.mjs), run
+  // with V8's code cache (scripts/run-bundle.mjs). Loaded together: each import waits on the disk.
+  const [stageWeb, { bundleIfStale }, { runBundle }] = await Promise.all([
+    entry === 'main' ? import('../stage-web/scripts/build-if-stale.mjs') : undefined,
+    import('./scripts/dev-bundle.mjs'),
+    import('./scripts/run-bundle.mjs'),
+  ])
+  stageWeb?.buildStageWebIfStale()
   let bundle
   try {
     bundle = bundleIfStale(entry)
@@ -63,6 +65,5 @@ else {
   catch {
     exit(1) // esbuild has printed what is wrong
   }
-  setSourceMapsEnabled(true)
-  await import(pathToFileURL(bundle).href)
+  await runBundle(bundle)
 }

@@ -16,7 +16,7 @@ import { requiredInProduction } from '../src/env.ts'
 import { buildLauncher, serverDir } from './server-process.ts'
 
 const workspaceRoot = fileURLToPath(new URL('../../..', import.meta.url))
-const bundle = fileURLToPath(new URL('../node_modules/.cache/airi-launch/main.mjs', import.meta.url))
+const bundle = fileURLToPath(new URL('../node_modules/.cache/airi-launch/main.js', import.meta.url))
 
 /**
  * `pnpm start`'s process (`node launch.js main`: the cached bundle of src/main.ts), or

@@ -16,11 +16,28 @@ class MigrationError extends Error {
 
 /** Applies every pending migration in order; throws when one fails. */
 export async function migrateToLatest(db: Db): Promise<MigrationResult[]> {
+  if (await upToDate(db))
+    return []
   const migrator = new Migrator({ db, provider })
   const { error, results = [] } = await migrator.migrateToLatest()
   if (error)
     throw new MigrationError(results.find(result => result.status === 'Error')?.migrationName, error)
   return results
+}
+
+/**
+ * Whether the database records exactly our migrations as applied: every start but the
+ * first after a new migration asks this (two short statements) instead of the
+ * migrator's dozen. Anything else (a fresh database, a pending or an unknown
+ * migration) goes to the migrator, which applies or reports it.
+ */
+async function upToDate(db: Db): Promise<boolean> {
+  const { rows: [table] } = await sql<{ present: boolean }>`select to_regclass('kysely_migration') is not null as present`.execute(db)
+  if (!table?.present)
+    return false
+  const { rows } = await sql<{ name: string }>`select name from kysely_migration`.execute(db)
+  const applied = new Set(rows.map(row => row.name))
+  return applied.size === Object.keys(migrations).length && Object.keys(migrations).every(name => applied.has(name))
 }
 
 /**
