@@ -110,14 +110,92 @@ function mappedError(error: unknown, logger: Logger): TRPCError | undefined {
   return outage && toTRPCError(outage)
 }
 
-/** Maps what a subscription throws after it started, where no middleware is on the stack any more. */
-async function* mapErrorsOf<T>(source: AsyncIterable<T>, logger: Logger): AsyncGenerator<T> {
-  try {
-    yield* source
+/**
+ * A subscription's stream as tRPC reads it: the source's values (through `map`),
+ * what it throws after it started mapped like a resolver's errors, and on a
+ * WebSocket a failure with UNAUTHORIZED once its session ends (`end`). One plain
+ * iterator for all of it, not an async generator per concern: an idle
+ * subscription holds one small object here, and an event costs one promise.
+ */
+class Relay<S, T = S> implements AsyncIterableIterator<T> {
+  /** Set by `end`: the read in progress and every later one fail with it. */
+  private failure: TRPCError | undefined
+  private interrupt: ((error: unknown) => void) | undefined
+  private finished = false
+  /** Runs once when the stream finishes, however it does. */
+  onFinish: (() => void) | undefined
+
+  constructor(private readonly source: AsyncIterator<S>, private readonly logger: Logger, private readonly map?: (value: S) => T) {}
+
+  [Symbol.asyncIterator](): this {
+    return this
   }
-  catch (error) {
-    throw mappedError(error, logger) ?? error
+
+  next(): Promise<IteratorResult<T>> {
+    if (this.failure)
+      return Promise.reject(this.failure)
+    return new Promise<IteratorResult<T>>((resolve, reject) => {
+      this.interrupt = reject
+      this.source.next().then((result) => {
+        try {
+          resolve(this.resultOf(result))
+        }
+        catch (error) {
+          this.fail(error, reject)
+        }
+      }, (error: unknown) => this.fail(error, reject))
+    })
   }
+
+  private resultOf(result: IteratorResult<S>): IteratorResult<T> {
+    if (result.done) {
+      this.finish()
+      return result
+    }
+    return { done: false, value: this.map ? this.map(result.value) : result.value as unknown as T }
+  }
+
+  private fail(error: unknown, reject: (error: unknown) => void): void {
+    this.finish()
+    reject(mappedError(error, this.logger) ?? error)
+  }
+
+  return(value?: unknown): Promise<IteratorResult<T>> {
+    this.finish()
+    return Promise.resolve({ done: true, value: value as T })
+  }
+
+  /** How tRPC disposes of a stream; without it, it would add a disposer (two closures) to each. */
+  [Symbol.asyncDispose](): Promise<void> {
+    this.finish()
+    return Promise.resolve()
+  }
+
+  /** Fails the stream with `error`, also a read waiting for the next event. */
+  end(error: TRPCError): void {
+    if (this.finished)
+      return
+    this.failure = error
+    this.interrupt?.(error)
+    this.finish()
+  }
+
+  /**
+   * Tells the source to stop without waiting for it: a generator parked on its
+   * next event finishes when tRPC aborts the call's signal, right after.
+   */
+  private finish(): void {
+    if (this.finished)
+      return
+    this.finished = true
+    this.onFinish?.()
+    this.source.return?.().catch(() => {})
+  }
+}
+
+/** `source`'s values through `map`, as a subscription's stream: for a procedure that reshapes a service's events. */
+export function relayed<S, T>(source: AsyncIterable<S>, map: (value: S) => T, logger: Logger): AsyncIterableIterator<T> {
+  return new Relay(source[Symbol.asyncIterator](), logger, map)
 }
 
 /** Turns a domain error or an outage thrown by a resolver (or a subscription's stream) into its tRPC error. */
@@ -126,8 +204,9 @@ const mapDomainErrors = t.middleware(async ({ ctx, type, next }) => {
   const mapped = result.ok ? undefined : mappedError(result.error, ctx.logger)
   if (mapped)
     throw mapped
-  if (result.ok && type === 'subscription' && isAsyncIterable(result.data))
-    return { ...result, data: mapErrorsOf(result.data, ctx.logger) }
+  // A relay (the procedure's or the live-connection middleware's) maps errors already.
+  if (result.ok && type === 'subscription' && isAsyncIterable(result.data) && !(result.data instanceof Relay))
+    return { ...result, data: new Relay(result.data[Symbol.asyncIterator](), ctx.logger) }
   return result
 })
 
@@ -136,32 +215,11 @@ function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
 }
 
 /**
- * Relays a subscription until `ended` rejects (the session was revoked). The
- * source is told to stop without waiting for it: a generator parked on its next
- * event finishes when tRPC aborts the call's signal right after.
- */
-async function* endWhen<T>(source: AsyncIterable<T>, ended: Promise<never>, release: () => void): AsyncGenerator<T> {
-  const iterator = source[Symbol.asyncIterator]()
-  try {
-    while (true) {
-      const result = await Promise.race([iterator.next(), ended])
-      if (result.done)
-        return
-      yield result.value
-    }
-  }
-  finally {
-    release()
-    void iterator.return?.().catch(() => {})
-  }
-}
-
-/**
  * A WebSocket's context outlives many calls, so each call re-checks the session
  * (sign-out, revocation, expiry), subscriptions per connection are capped, and a
  * live subscription ends with UNAUTHORIZED when its session does.
  */
-const liveConnection = t.middleware(async ({ ctx, type, signal, next }) => {
+const liveConnection = t.middleware(async ({ ctx, type, next }) => {
   const { connection } = ctx
   if (!connection)
     return next()
@@ -175,36 +233,22 @@ const liveConnection = t.middleware(async ({ ctx, type, signal, next }) => {
   if (connection.subscriptions >= connection.maxSubscriptions)
     throw new ApiError(429, 'SUBSCRIPTION_LIMIT', `At most ${connection.maxSubscriptions} subscriptions may be open on one connection`)
   connection.subscriptions++
-  let released = false
-  const release = () => {
-    if (!released) {
-      released = true
-      connection.subscriptions--
-    }
-  }
-  signal?.addEventListener('abort', release, { once: true })
-
   const result = await next().catch((error: unknown) => {
-    release()
+    connection.subscriptions--
     throw error
   })
   if (!result.ok || !isAsyncIterable(result.data)) {
-    release()
+    connection.subscriptions--
     return result
   }
-  let stopWatching = () => {}
-  const ended = new Promise<never>((_, reject) => {
-    if (auth)
-      stopWatching = ctx.services.sessionGuard.watch(auth.session, () => reject(toTRPCError(unauthorized('Your session has ended; sign in again'))))
-  })
-  ended.catch(() => {})
-  return {
-    ...result,
-    data: endWhen(result.data, ended, () => {
-      stopWatching()
-      release()
-    }),
+  // tRPC returns (disposes) every stream it was handed, also one it never read: that counts it out.
+  const relay = result.data instanceof Relay ? result.data : new Relay(result.data[Symbol.asyncIterator](), ctx.logger)
+  const stopWatching = auth ? ctx.services.sessionGuard.watch(auth.session, () => relay.end(toTRPCError(unauthorized('Your session has ended; sign in again')))) : undefined
+  relay.onFinish = () => {
+    stopWatching?.()
+    connection.subscriptions--
   }
+  return { ...result, data: relay }
 })
 
 /** A span per procedure call (a child of the HTTP request's span over HTTP), failures recorded on it. */

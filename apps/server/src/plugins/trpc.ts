@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import type { IncomingHttpHeaders } from 'node:http'
 
-import type { FastifyPluginAsync } from 'fastify'
+import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
 import { TRPCError } from '@trpc/server'
 import { fastifyTRPCPlugin, type FastifyTRPCPluginOptions } from '@trpc/server/adapters/fastify'
 import { getWSConnectionHandler, type WSSHandlerOptions } from '@trpc/server/adapters/ws'
@@ -10,7 +10,7 @@ import type { WebSocket } from 'ws'
 import { ApiError, type Api, type AppRouter, type LiveConnection } from '@airi/api'
 
 import { trpcRetryAfter } from './errors.ts'
-import { SocketCounts, withDefaults } from './socket-limits.ts'
+import { KeepAlive, SocketCounts, withDefaults, type KeptAlive } from './socket-limits.ts'
 import { boundSends, createSharingEncoder } from './ws-outbound.ts'
 
 /** Limits on what one client may hold open (docs/operations.md lists them with their env names). */
@@ -65,14 +65,54 @@ export function toHeaders(raw: IncomingHttpHeaders): Headers {
   return headers
 }
 
-interface SocketState {
-  ip: string
-  requestId: string
-  connection: LiveConnection
+/** tRPC's keep-alive: a client quiet this long is sent `PING`, and cut if it stays quiet `KEEP_ALIVE_PONG_WAIT_MS` more. */
+const KEEP_ALIVE_PING_MS = 30_000
+const KEEP_ALIVE_PONG_WAIT_MS = 5_000
+
+function closeUnauthenticated(socket: WebSocket): void {
+  socket.close(WS_CLOSE.unauthorized, 'Authentication required')
+}
+
+/**
+ * What the plugin keeps for one socket. A class, so its methods live once on the
+ * prototype: an idle socket costs this object, not a closure per method.
+ */
+class SocketState implements KeptAlive {
+  readonly connection: LiveConnection
+  lastSeen = Date.now()
+  pingedAt = 0
+  private graceTimer: NodeJS.Timeout | undefined
+  private closed = false
+  private readonly cleanups: Array<() => void> = []
+
+  constructor(readonly socket: WebSocket, readonly request: FastifyRequest, private readonly limits: TrpcLimits) {
+    this.connection = { subscriptions: 0, maxSubscriptions: limits.subscriptionsPerSocket }
+  }
+
   /** Closes the socket unless a valid session arrives first. */
-  armGrace: () => void
-  disarmGrace: () => void
-  onClose: (cleanup: () => void) => void
+  armGrace(): void {
+    this.graceTimer ??= setTimeout(closeUnauthenticated, this.limits.authGraceMs, this.socket)
+  }
+
+  disarmGrace(): void {
+    clearTimeout(this.graceTimer)
+    this.graceTimer = undefined
+  }
+
+  /** Runs `cleanup` once the socket closes; at once if it has (it can close while its context is still being made). */
+  onClose(cleanup: () => void): void {
+    if (this.closed)
+      cleanup()
+    else
+      this.cleanups.push(cleanup)
+  }
+
+  close(): void {
+    this.closed = true
+    this.disarmGrace()
+    for (const cleanup of this.cleanups)
+      cleanup()
+  }
 }
 
 /**
@@ -108,7 +148,7 @@ export const trpcPlugin: FastifyPluginAsync<TrpcPluginOptions> = async (app, { a
   const wsOptions: Omit<WSSHandlerOptions<AppRouter>, 'wss'> = {
     router: api.router,
     maxBatchSize: limits.maxBatchSize,
-    keepAlive: { enabled: true, pingMs: 30_000, pongWaitMs: 5_000 },
+    // The keep-alive is the plugin's own (`KeepAlive`): one timer for every socket.
     // One serialization of a live event for all its subscriptions, its bytes shared by their frames.
     experimental_encoder: createSharingEncoder(),
     onError,
@@ -119,7 +159,7 @@ export const trpcPlugin: FastifyPluginAsync<TrpcPluginOptions> = async (app, { a
       const context = await api.createContext({
         headers: toHeaders(req.headers),
         connectionParams: info.connectionParams,
-        requestId: state?.requestId ?? randomUUID(),
+        requestId: state ? String(state.request.id) : randomUUID(),
         logger: app.log,
       })
       // A socket's caller is needed at once (caps, revocation); later calls reuse it.
@@ -136,12 +176,37 @@ export const trpcPlugin: FastifyPluginAsync<TrpcPluginOptions> = async (app, { a
       }
       state.onClose(socketsByUser.add(user.id))
       // A revoked session's calls and subscriptions already fail; the socket itself goes after the grace period.
-      state.onClose(api.services.sessionGuard.watch(session, state.armGrace))
+      state.onClose(api.services.sessionGuard.watch(session, () => state.armGrace()))
       return { ...context, connection: state.connection }
     },
   }
   // The handler never reads `wss`; it only serves sockets handed to it.
   const onConnection = getWSConnectionHandler(wsOptions as WSSHandlerOptions<AppRouter>)
+
+  const keepAlive = new KeepAlive(KEEP_ALIVE_PING_MS, KEEP_ALIVE_PONG_WAIT_MS)
+  const connectionsGauge = { 'airi.ws.endpoint': 'trpc' }
+  const countOut = () => api.metrics.wsConnections.add(-1, connectionsGauge)
+  // Listeners shared by every socket (`this` is the socket), so a socket adds no closures of its own.
+  function heard(this: WebSocket): void {
+    const state = sockets.get(this)
+    if (state)
+      keepAlive.heard(state)
+  }
+  function closed(this: WebSocket): void {
+    const state = sockets.get(this)
+    if (state) {
+      keepAlive.delete(state)
+      state.close()
+    }
+  }
+  function overflowed(socket: WebSocket): void {
+    const state = sockets.get(socket)!
+    state.request.log.warn({ bufferedBytes: socket.bufferedAmount, limit: limits.maxBufferedBytes }, 'closing a WebSocket whose client does not read (slow consumer)')
+    socket.close(WS_CLOSE.slowConsumer, `Slow consumer: more than ${limits.maxBufferedBytes} bytes unread`)
+    // The close frame waits behind what is unread; a client that never reads would hold it all until ws's own 30 s.
+    const cut = setTimeout(() => socket.terminate(), limits.slowConsumerCloseMs)
+    state.onClose(() => clearTimeout(cut))
+  }
 
   app.get('/', {
     websocket: true,
@@ -153,40 +218,16 @@ export const trpcPlugin: FastifyPluginAsync<TrpcPluginOptions> = async (app, { a
       }
     },
   }, (socket, request) => {
-    const cleanups: Array<() => void> = [socketsByIp.add(request.ip)]
-    api.metrics.wsConnections.add(1, { 'airi.ws.endpoint': 'trpc' })
-    cleanups.push(() => api.metrics.wsConnections.add(-1, { 'airi.ws.endpoint': 'trpc' }))
-    let closed = false
-    let graceTimer: NodeJS.Timeout | undefined
-    const state: SocketState = {
-      ip: request.ip,
-      requestId: String(request.id),
-      connection: { subscriptions: 0, maxSubscriptions: limits.subscriptionsPerSocket },
-      armGrace: () => {
-        graceTimer ??= setTimeout(() => socket.close(WS_CLOSE.unauthorized, 'Authentication required'), limits.authGraceMs)
-      },
-      disarmGrace: () => {
-        clearTimeout(graceTimer)
-        graceTimer = undefined
-      },
-      // A socket can close while its context is still being made.
-      onClose: cleanup => closed ? cleanup() : cleanups.push(cleanup),
-    }
+    const state = new SocketState(socket, request, limits)
+    state.onClose(socketsByIp.add(request.ip))
+    api.metrics.wsConnections.add(1, connectionsGauge)
+    state.onClose(countOut)
     state.armGrace()
     sockets.set(socket, state)
-    boundSends(socket, limits.maxBufferedBytes, () => {
-      request.log.warn({ bufferedBytes: socket.bufferedAmount, limit: limits.maxBufferedBytes }, 'closing a WebSocket whose client does not read (slow consumer)')
-      socket.close(WS_CLOSE.slowConsumer, `Slow consumer: more than ${limits.maxBufferedBytes} bytes unread`)
-      // The close frame waits behind what is unread; a client that never reads would hold it all until ws's own 30 s.
-      const cut = setTimeout(() => socket.terminate(), limits.slowConsumerCloseMs)
-      state.onClose(() => clearTimeout(cut))
-    })
-    socket.once('close', () => {
-      closed = true
-      state.disarmGrace()
-      for (const cleanup of cleanups)
-        cleanup()
-    })
+    keepAlive.add(state)
+    boundSends(socket, limits.maxBufferedBytes, overflowed)
+    socket.on('message', heard)
+    socket.once('close', closed)
     onConnection(socket, request.raw)
   })
 }

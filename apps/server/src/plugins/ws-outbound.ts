@@ -67,33 +67,48 @@ export function createSharingEncoder(): Encoder {
   }
 }
 
+/** What `boundSends` keeps for one socket. */
+interface Bound {
+  /** The socket's own `send` (its class's). */
+  send: (this: WebSocket, ...args: unknown[]) => void
+  maxBufferedBytes: number
+  onOverflow: (socket: WebSocket) => void
+  overflowed: boolean
+}
+
+const bounds = new WeakMap<WebSocket, Bound>()
+
+/** `socket.send` as `boundSends` makes it: one function for every socket, its bound looked up by `this`. */
+function boundedSend(this: WebSocket, data: unknown, ...rest: unknown[]): void {
+  if (this.readyState !== WebSocket.OPEN)
+    return
+  const bound = bounds.get(this)!
+  if (this.bufferedAmount > bound.maxBufferedBytes) {
+    if (!bound.overflowed) {
+      bound.overflowed = true
+      bound.onOverflow(this)
+    }
+    return
+  }
+  const { send } = bound
+  if (data instanceof SplitFrame) {
+    // Synchronous, so no other message can come between the fragments.
+    send.call(this, data.head, { binary: false, fin: false })
+    send.call(this, data.body, { binary: false, fin: false })
+    send.call(this, data.tail, { binary: false, fin: true })
+    return
+  }
+  send.call(this, data, ...rest)
+}
+
 /**
  * Makes `socket.send` refuse to queue more for a client that does not read: a
  * frame is sent only while fewer than `maxBufferedBytes` wait in the socket's
  * buffers, otherwise `onOverflow` is called (once) and the frame dropped. Also
- * sends a `SplitFrame` as the fragments of one text message.
+ * sends a `SplitFrame` as the fragments of one text message. No closure per
+ * socket: pass one `onOverflow` for all of them.
  */
-export function boundSends(socket: WebSocket, maxBufferedBytes: number, onOverflow: () => void): void {
-  const send = socket.send.bind(socket)
-  let overflowed = false
-  const bounded = (data: unknown, ...rest: unknown[]) => {
-    if (socket.readyState !== WebSocket.OPEN)
-      return
-    if (socket.bufferedAmount > maxBufferedBytes) {
-      if (!overflowed) {
-        overflowed = true
-        onOverflow()
-      }
-      return
-    }
-    if (data instanceof SplitFrame) {
-      // Synchronous, so no other message can come between the fragments.
-      send(data.head, { binary: false, fin: false })
-      send(data.body, { binary: false, fin: false })
-      send(data.tail, { binary: false, fin: true })
-      return
-    }
-    ;(send as (...args: unknown[]) => void)(data, ...rest)
-  }
-  socket.send = bounded as WebSocket['send']
+export function boundSends(socket: WebSocket, maxBufferedBytes: number, onOverflow: (socket: WebSocket) => void): void {
+  bounds.set(socket, { send: socket.send as Bound['send'], maxBufferedBytes, onOverflow, overflowed: false })
+  socket.send = boundedSend as WebSocket['send']
 }

@@ -61,6 +61,7 @@ export function createSessionGuard({ db, pubsub, logger, cacheTtlMs = 5_000, onR
   const states = createLru<string, { userId: string, expiresAt: number | null }>(50_000, { ttl: cacheTtlMs })
   const watchers = new Map<string, Set<Watcher>>()
   let subscription: Promise<Unsubscribe> | undefined
+  const groups = new Map<string, { listeners: Set<() => void>, stop: () => void }>()
 
   async function rowExpiry(session: AuthSession): Promise<number | null> {
     const cached = states.get(session.id)
@@ -141,9 +142,40 @@ export function createSessionGuard({ db, pubsub, logger, cacheTtlMs = 5_000, onR
 
     /**
      * Calls `onRevoked` once when the session is revoked or reaches its expiry,
-     * until the returned function is called.
+     * until the returned function is called. The watchers of one session (its
+     * sockets and their subscriptions) share one watch: one timer and one check.
      */
     watch(session: AuthSession, onRevoked: () => void): () => void {
+      const key = `${session.id}\0${session.tokenExpiresAt?.getTime() ?? ''}`
+      let group = groups.get(key)
+      if (!group) {
+        const listeners = new Set<() => void>()
+        const stop = watchOne(session, () => {
+          groups.delete(key)
+          for (const listener of listeners)
+            listener()
+        })
+        group = { listeners, stop }
+        groups.set(key, group)
+      }
+      const { listeners, stop } = group
+      listeners.add(onRevoked)
+      return () => {
+        if (listeners.delete(onRevoked) && listeners.size === 0 && groups.get(key)?.listeners === listeners) {
+          groups.delete(key)
+          stop()
+        }
+      }
+    },
+
+    async close(): Promise<void> {
+      const unsubscribe = await subscription?.catch(() => undefined)
+      subscription = undefined
+      await unsubscribe?.()
+    },
+  }
+
+  function watchOne(session: AuthSession, onRevoked: () => void): () => void {
       let done = false
       let timer: NodeJS.Timeout | undefined
       const watcher: Watcher = {
@@ -185,13 +217,6 @@ export function createSessionGuard({ db, pubsub, logger, cacheTtlMs = 5_000, onR
         armExpiryTimer(now() + cacheTtlMs)
       })
       return stop
-    },
-
-    async close(): Promise<void> {
-      const unsubscribe = await subscription?.catch(() => undefined)
-      subscription = undefined
-      await unsubscribe?.()
-    },
   }
 }
 

@@ -1,7 +1,7 @@
 import { tracked } from '@trpc/server'
 import { z } from 'zod'
 
-import { createRouter, protectedProcedure } from '../trpc.ts'
+import { createRouter, protectedProcedure, relayed } from '../trpc.ts'
 import { id, jsonObject, text } from './schemas.ts'
 
 const memberRef = z.object({ type: z.enum(['user', 'character']), id })
@@ -49,6 +49,9 @@ const chatsInput = {
   deleteMessages: z.object({ chatId: id, messageIds: z.array(id).min(1).max(100) }),
 }
 
+/** A live event with its id, which a client resumes from. */
+const trackedEvent = <T>({ id, event }: { id: string, event: T }) => tracked(id, event)
+
 export const chatsRouter = createRouter({
   list: protectedProcedure.query(({ ctx }) => ctx.services.chats.list(ctx.user.id)),
   get: protectedProcedure.input(chatsInput.byId).query(({ ctx, input }) => ctx.services.chats.get(ctx.user.id, input.chatId)),
@@ -76,11 +79,6 @@ export const chatsRouter = createRouter({
    * itself) gets what it missed first. The service reads the start position before
    * this resolves, so before tRPC confirms the subscription (`started`).
    */
-  onMessages: protectedProcedure.input(chatsInput.onMessages).subscription(async ({ ctx, input, signal }) => {
-    const events = await ctx.services.chats.subscribe(ctx.user.id, { lastEventId: input?.lastEventId, signal })
-    return (async function* () {
-      for await (const { id: eventId, event } of events)
-        yield tracked(eventId, event)
-    })()
-  }),
+  onMessages: protectedProcedure.input(chatsInput.onMessages).subscription(async ({ ctx, input, signal }) =>
+    relayed(await ctx.services.chats.subscribe(ctx.user.id, { lastEventId: input?.lastEventId, signal }), trackedEvent, ctx.logger)),
 })

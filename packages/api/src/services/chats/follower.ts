@@ -21,79 +21,97 @@ export interface SideEvent {
  * One live subscription on this instance. It holds its position (a feed seq) and
  * the events handed to it that follow on directly from it; anything else it only
  * notes as `head` ("the feed reaches at least here") and reads from its feed.
+ *
+ * A class, so its methods live once on the prototype: an idle subscription holds
+ * this object and its two arrays, not a closure per method.
  */
-export function createFollower(signal: AbortSignal | undefined) {
-  let wake: (() => void) | undefined
-  const follower = {
-    /** Unknown until the start position is read; events offered before then wait in `pending`. */
-    position: undefined as number | undefined,
-    pending: [] as Array<{ feedSeq: number, event: SharedEvent }>,
-    head: 0,
-    /** The newest balance announced and not yet handed over: only the latest matters, so one slot. */
-    balance: undefined as number | undefined,
-    /** Reply events not yet handed over, in order. */
-    side: [] as SideEvent[],
-    offerSide(entry: SideEvent): void {
-      if (follower.side.length >= SIDE_LIMIT)
-        follower.side.shift()
-      follower.side.push(entry)
-      // An event that waits for a feed entry makes sure the feed is read up to it.
-      if (entry.after > 0)
-        follower.bump(entry.after)
-      wake?.()
-    },
-    /** The first reply event, if the position has reached what it waits for. */
-    nextSide(position: number): SideEvent['event'] | undefined {
-      const first = follower.side[0]
-      if (!first || first.after > position)
-        return undefined
-      follower.side.shift()
-      return first.event
-    },
-    offerBalance(balance: number): void {
-      follower.balance = balance
-      wake?.()
-    },
-    offer(feedSeq: number, event: SharedEvent): void {
-      const last = follower.pending.at(-1)?.feedSeq ?? follower.position
-      if (last === undefined || (feedSeq === last + 1 && follower.pending.length < PENDING_LIMIT))
-        follower.pending.push({ feedSeq, event })
-      else if (feedSeq > last)
-        follower.bump(feedSeq)
-      wake?.()
-    },
-    /** The feed reaches at least `head`: what is not handed over is read. */
-    bump(head: number): void {
-      follower.head = Math.max(follower.head, head)
-      wake?.()
-    },
-    /** Fixes the start position; events offered early are kept only where they follow on from it. */
-    start(position: number, head: number): void {
-      const early = follower.pending.sort((a, b) => a.feedSeq - b.feedSeq)
-      follower.pending = []
-      follower.position = position
-      follower.head = Math.max(follower.head, head)
-      for (const { feedSeq, event } of early) {
-        if (feedSeq > position)
-          follower.offer(feedSeq, event)
-      }
-    },
-    /** Gives up on what is pending (from the first entry on) and reads it from the feed instead. */
-    fallBack(): void {
-      follower.bump(follower.pending.at(-1)?.feedSeq ?? 0)
-      follower.pending = []
-    },
-    async waitForNews(): Promise<void> {
-      if (signal?.aborted)
-        return
-      await new Promise<void>((resolve) => {
-        wake = resolve
-      })
-      wake = undefined
-    },
-  }
-  signal?.addEventListener('abort', () => wake?.(), { once: true })
-  return follower
-}
+export class Follower {
+  /** Unknown until the start position is read; events offered before then wait in `pending`. */
+  position: number | undefined = undefined
+  pending: Array<{ feedSeq: number, event: SharedEvent }> = []
+  head = 0
+  /** The newest balance announced and not yet handed over: only the latest matters, so one slot. */
+  balance: number | undefined = undefined
+  /** Reply events not yet handed over, in order. */
+  side: SideEvent[] = []
+  /** Set once it stopped counting as a subscription of this instance. */
+  left = false
+  private wake: (() => void) | undefined = undefined
 
-export type Follower = ReturnType<typeof createFollower>
+  /** `onAbort` runs once `signal` aborts (after the consumer is woken), also for a stream never read. */
+  constructor(readonly userId: string, readonly signal: AbortSignal | undefined, private readonly onAbort: (follower: Follower) => void) {
+    // The follower itself is the listener (`handleEvent`): no closure per subscription.
+    signal?.addEventListener('abort', this, { once: true })
+  }
+
+  handleEvent(): void {
+    this.wake?.()
+    this.onAbort(this)
+  }
+
+  offerSide(entry: SideEvent): void {
+    if (this.side.length >= SIDE_LIMIT)
+      this.side.shift()
+    this.side.push(entry)
+    // An event that waits for a feed entry makes sure the feed is read up to it.
+    if (entry.after > 0)
+      this.bump(entry.after)
+    this.wake?.()
+  }
+
+  /** The first reply event, if the position has reached what it waits for. */
+  nextSide(position: number): SideEvent['event'] | undefined {
+    const first = this.side[0]
+    if (!first || first.after > position)
+      return undefined
+    this.side.shift()
+    return first.event
+  }
+
+  offerBalance(balance: number): void {
+    this.balance = balance
+    this.wake?.()
+  }
+
+  offer(feedSeq: number, event: SharedEvent): void {
+    const last = this.pending.at(-1)?.feedSeq ?? this.position
+    if (last === undefined || (feedSeq === last + 1 && this.pending.length < PENDING_LIMIT))
+      this.pending.push({ feedSeq, event })
+    else if (feedSeq > last)
+      this.bump(feedSeq)
+    this.wake?.()
+  }
+
+  /** The feed reaches at least `head`: what is not handed over is read. */
+  bump(head: number): void {
+    this.head = Math.max(this.head, head)
+    this.wake?.()
+  }
+
+  /** Fixes the start position; events offered early are kept only where they follow on from it. */
+  start(position: number, head: number): void {
+    const early = this.pending.sort((a, b) => a.feedSeq - b.feedSeq)
+    this.pending = []
+    this.position = position
+    this.head = Math.max(this.head, head)
+    for (const { feedSeq, event } of early) {
+      if (feedSeq > position)
+        this.offer(feedSeq, event)
+    }
+  }
+
+  /** Gives up on what is pending (from the first entry on) and reads it from the feed instead. */
+  fallBack(): void {
+    this.bump(this.pending.at(-1)?.feedSeq ?? 0)
+    this.pending = []
+  }
+
+  /** Resolves on the next offer, bump or abort. A wake left over from an earlier wait resolves a settled promise: nothing. */
+  waitForNews(): Promise<void> {
+    if (this.signal?.aborted)
+      return Promise.resolve()
+    return new Promise<void>((resolve) => {
+      this.wake = resolve
+    })
+  }
+}

@@ -7,7 +7,7 @@ import type { BalanceFanout } from './balance-fanout.ts'
 import { decodeChatCursor, encodeChatCursor, eventOf, invalidCursor, type ChatSyncEvent, type DeletedMessage, type FeedEvent } from './events.ts'
 import { INLINE_MESSAGES_CHARS, type ChatFanout, type ChatSyncNotice, type FeedNotice, type ReplyDeltaNotice, type ReplyEndNotice, type ReplyStopNotice, type SyncedMessage } from './fanout.ts'
 import { feedHead, readFeed, readMessages } from './feed.ts'
-import { createFollower, type Follower, type SharedEvent } from './follower.ts'
+import { Follower, type SharedEvent } from './follower.ts'
 
 /** Users per query of the re-check after pub/sub came back. */
 const USERS_PER_QUERY = 1000
@@ -203,21 +203,9 @@ export function createLiveSync({ db, fanout, balances, logger, resyncIntervalMs,
   /** Holders of this instance's subscription to notices: followers and the replies made here. */
   let holders = 0
 
-  /** Counts a holder in (subscribing this instance to notices if it is the first); returns how to count it out. */
-  async function hold(onLeave: () => void): Promise<() => Promise<void>> {
+  /** Counts a holder in, subscribing this instance to notices if it is the first; if that fails the caller counts it out. */
+  async function hold(): Promise<void> {
     holders++
-    let left = false
-    const leave = async () => {
-      if (left)
-        return
-      left = true
-      onLeave()
-      if (--holders === 0 && listening) {
-        const stop = listening
-        listening = undefined
-        await (await stop.catch(() => async () => {}))()
-      }
-    }
     listening ??= listen()
     const current = listening
     try {
@@ -226,28 +214,55 @@ export function createLiveSync({ db, fanout, balances, logger, resyncIntervalMs,
     catch (error) {
       if (listening === current)
         listening = undefined
-      await leave()
       throw error
     }
-    return leave
   }
 
-  /** Counts a follower in; returns how to count it out. */
-  async function join(userId: string, follower: Follower): Promise<() => Promise<void>> {
-    const here = byUser.get(userId) ?? new Set()
-    byUser.set(userId, here)
+  /** Counts a holder out; the last one unsubscribes this instance. */
+  async function release(): Promise<void> {
+    if (--holders === 0 && listening) {
+      const stop = listening
+      listening = undefined
+      await (await stop.catch(() => async () => {}))()
+    }
+  }
+
+  /** Counts a follower in. */
+  async function join(follower: Follower): Promise<void> {
+    const here = byUser.get(follower.userId) ?? new Set()
+    byUser.set(follower.userId, here)
     here.add(follower)
     followers++
-    return hold(() => {
-      here.delete(follower)
-      if (here.size === 0 && byUser.get(userId) === here)
-        byUser.delete(userId)
-      followers--
-    })
+    try {
+      await hold()
+    }
+    catch (error) {
+      await leave(follower)
+      throw error
+    }
   }
 
-  /** Follows `userId`'s feed: the `ready` event, what was missed, then live. */
-  async function* follow(userId: string, follower: Follower, leave: () => Promise<void>, signal: AbortSignal | undefined): AsyncGenerator<{ id: string, event: ChatSyncEvent }> {
+  /** Counts a follower out; safe to call more than once (its stream ends, its signal aborts). */
+  async function leave(follower: Follower): Promise<void> {
+    if (follower.left)
+      return
+    follower.left = true
+    const here = byUser.get(follower.userId)
+    here?.delete(follower)
+    if (here?.size === 0)
+      byUser.delete(follower.userId)
+    followers--
+    await release()
+  }
+
+  /** `leave` with a failure logged: when a stream ends, and when its signal aborts (a stream never read still leaves). */
+  function leaveQuietly(follower: Follower): Promise<void> {
+    return leave(follower).catch((error: unknown) => logger.warn({ err: error, userId: follower.userId }, 'could not stop listening for chat sync notices'))
+  }
+
+  /** Follows the user's feed: the `ready` event, what was missed, then live. */
+  async function* follow(follower: Follower): AsyncGenerator<{ id: string, event: ChatSyncEvent }> {
+    const { userId, signal } = follower
     try {
       let position = follower.position!
       yield { id: encodeChatCursor(position), event: { type: 'ready', messages: [] } }
@@ -299,7 +314,7 @@ export function createLiveSync({ db, fanout, balances, logger, resyncIntervalMs,
       }
     }
     finally {
-      await leave().catch((error: unknown) => logger.warn({ err: error, userId }, 'could not stop listening for chat sync notices'))
+      await leaveQuietly(follower)
     }
   }
 
@@ -349,13 +364,22 @@ export function createLiveSync({ db, fanout, balances, logger, resyncIntervalMs,
     async onStopRequest(listener: (notice: Omit<ReplyStopNotice, 'origin'>) => void): Promise<() => Promise<void>> {
       const entry = (notice: Omit<ReplyStopNotice, 'origin'>) => listener(notice)
       stopListeners.add(entry)
+      let left = false
+      const leaveStops = async () => {
+        if (left)
+          return
+        left = true
+        stopListeners.delete(entry)
+        await release()
+      }
       try {
-        return await hold(() => stopListeners.delete(entry))
+        await hold()
       }
       catch (error) {
-        stopListeners.delete(entry)
+        await leaveStops()
         throw error
       }
+      return leaveStops
     },
 
     /**
@@ -376,9 +400,9 @@ export function createLiveSync({ db, fanout, balances, logger, resyncIntervalMs,
      */
     async subscribe(userId: string, { lastEventId, signal }: { lastEventId?: string | null, signal?: AbortSignal }): Promise<AsyncGenerator<{ id: string, event: ChatSyncEvent }>> {
       const cursor = lastEventId ? decodeChatCursor(lastEventId) : undefined
-      const follower = createFollower(signal)
+      const follower = new Follower(userId, signal, leaveQuietly)
       // In place before the head is read: a send committed after that read is heard of.
-      const leave = await join(userId, follower)
+      await join(follower)
       try {
         const head = await feedHead(db, userId)
         const start = cursor ?? head
@@ -388,12 +412,13 @@ export function createLiveSync({ db, fanout, balances, logger, resyncIntervalMs,
         follower.start(start, head)
       }
       catch (error) {
-        await leave()
+        await leave(follower)
         throw error
       }
-      // A stream never read still leaves once its signal aborts.
-      signal?.addEventListener('abort', () => void leave(), { once: true })
-      return follow(userId, follower, leave, signal)
+      // A signal that aborted before the follower was made never tells it: a stream never read would stay counted.
+      if (signal?.aborted)
+        await leave(follower)
+      return follow(follower)
     },
 
     /**
