@@ -65,7 +65,7 @@ describe('SQL round trips of the money path', () => {
     // The answer goes out settled, so its row needs no step naming the upstream;
     // the completion is the settlement's statement.
     expect(statements[1]).toContain('INSERT INTO flux_transaction')
-    expect(statements[1]).toContain('UPDATE llm_request_log SET state = \'completed\'')
+    expect(statements[1]).toMatch(/INSERT INTO llm_request_log AS l .* ON CONFLICT \(id\) DO UPDATE SET state = 'completed'/)
     // 3 000 tokens: 3 Flux; 5 reserved (9 prompt tokens + 4 096 of output), 2 given back at settlement.
     expect(before - await server.api.services.billing.getBalance(user.id)).toBe(3)
     const logs = await server.database.db.selectFrom('llm_request_log').selectAll().where('user_id', '=', user.id).orderBy('created_at', 'desc').execute()
