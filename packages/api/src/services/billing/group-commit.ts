@@ -65,7 +65,9 @@ export function createGroupCommit(db: Db, { inFlight: maxInFlight = IN_FLIGHT, m
         batch[0]!.reject(error)
         return
       }
-      await Promise.all(batch.map(write => runWrites(db, [write]).then(([row]) => write.resolve(row), write.reject)))
+      // One by one, so a user's writes still apply in the order they arrived.
+      for (const write of batch)
+        await runWrites(db, [write]).then(([row]) => write.resolve(row), write.reject)
     }
   }
 
