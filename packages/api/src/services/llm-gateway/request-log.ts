@@ -60,9 +60,10 @@ const COMPLETED_COLUMNS = ['upstream', 'status', 'duration_ms', 'first_token_ms'
 /**
  * A pending row completed, with what the call cost. An upsert on the primary key,
  * so each row is reached through it whatever the cached plan (a join on the ids
- * could walk the pending index, dead entries included). The row exists (the
- * reservation wrote it), so the insert half is never taken; it carries the row's
- * identity only because an insert must.
+ * could walk the pending index, dead entries included). The reservation's
+ * statement wrote the row, so the update half is what runs; the insert half is
+ * taken only when that statement itself failed (then the call is logged with its
+ * status and no Flux, as the ledger has none for it either).
  */
 const completedRows: CompanionKind = {
   name: 'llm_completed',
