@@ -176,47 +176,47 @@ export function createSessionGuard({ db, pubsub, logger, cacheTtlMs = 5_000, onR
   }
 
   function watchOne(session: AuthSession, onRevoked: () => void): () => void {
-      let done = false
-      let timer: NodeJS.Timeout | undefined
-      const watcher: Watcher = {
-        session,
-        onRevoked: () => {
-          if (done)
-            return
-          stop()
-          onRevoked()
-        },
-      }
-      const armExpiryTimer = (until: number | null) => {
+    let done = false
+    let timer: NodeJS.Timeout | undefined
+    const watcher: Watcher = {
+      session,
+      onRevoked: () => {
         if (done)
           return
-        if (until === null)
-          return watcher.onRevoked()
-        timer = setTimeout(() => {
-          // A session can be extended meanwhile: ask again at its expiry.
-          states.delete(session.id)
-          activeUntil(session).then(armExpiryTimer, () => armExpiryTimer(now() + cacheTtlMs))
-        }, Math.min(Math.max(until - now(), 0), MAX_TIMER_MS))
-        timer.unref()
-      }
-      function stop() {
-        done = true
-        clearTimeout(timer)
-        const set = watchers.get(session.id)
-        set?.delete(watcher)
-        if (set?.size === 0)
-          watchers.delete(session.id)
-      }
+        stop()
+        onRevoked()
+      },
+    }
+    const armExpiryTimer = (until: number | null) => {
+      if (done)
+        return
+      if (until === null)
+        return watcher.onRevoked()
+      timer = setTimeout(() => {
+        // A session can be extended meanwhile: ask again at its expiry.
+        states.delete(session.id)
+        activeUntil(session).then(armExpiryTimer, () => armExpiryTimer(now() + cacheTtlMs))
+      }, Math.min(Math.max(until - now(), 0), MAX_TIMER_MS))
+      timer.unref()
+    }
+    function stop() {
+      done = true
+      clearTimeout(timer)
+      const set = watchers.get(session.id)
+      set?.delete(watcher)
+      if (set?.size === 0)
+        watchers.delete(session.id)
+    }
 
-      let set = watchers.get(session.id)
-      if (!set)
-        watchers.set(session.id, set = new Set())
-      set.add(watcher)
-      activeUntil(session).then(armExpiryTimer, (error: unknown) => {
-        logger.warn({ err: error, sessionId: session.id }, 'could not read a watched session; re-checking shortly')
-        armExpiryTimer(now() + cacheTtlMs)
-      })
-      return stop
+    let set = watchers.get(session.id)
+    if (!set)
+      watchers.set(session.id, set = new Set())
+    set.add(watcher)
+    activeUntil(session).then(armExpiryTimer, (error: unknown) => {
+      logger.warn({ err: error, sessionId: session.id }, 'could not read a watched session; re-checking shortly')
+      armExpiryTimer(now() + cacheTtlMs)
+    })
+    return stop
   }
 }
 
