@@ -3,7 +3,7 @@
 // `pnpm start` calls buildStageWebIfStale() inside the server's launcher (no extra
 // process when nothing changed); `node scripts/build-if-stale.mjs` does the same alone.
 import { execFileSync } from 'node:child_process'
-import { existsSync, readdirSync, statSync } from 'node:fs'
+import { cpSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { argv } from 'node:process'
 import { fileURLToPath, pathToFileURL } from 'node:url'
@@ -26,8 +26,30 @@ export function buildStageWebIfStale() {
   if (existsSync(built) && statSync(built).mtimeMs >= Math.max(...sources.map(newest)))
     return false
   console.warn('building the web client (apps/stage-web) for /app/ …')
-  execFileSync('pnpm', ['exec', 'vite', 'build', '--logLevel', 'warn'], { cwd: app, stdio: 'inherit' })
+  // Built aside, then moved in: a server (or a test) serving dist/ meanwhile never sees
+  // half a build, and pages still loading keep their old hashed assets.
+  const aside = join(app, 'node_modules', '.cache', `build-${process.pid}-${Date.now()}`)
+  try {
+    execFileSync('pnpm', ['exec', 'vite', 'build', '--logLevel', 'warn', '--outDir', aside, '--emptyOutDir'], { cwd: app, stdio: 'inherit' })
+    moveIn(aside, join(app, 'dist'))
+  }
+  finally {
+    rmSync(aside, { recursive: true, force: true })
+  }
   return true
+}
+
+/** Hashed assets are copied next to the old ones; every other file replaces its old self by a rename, index.html last. */
+function moveIn(from, to) {
+  mkdirSync(to, { recursive: true })
+  const names = readdirSync(from, { recursive: true, withFileTypes: true }).filter(entry => entry.isFile()).map(entry => join(entry.parentPath, entry.name).slice(from.length + 1))
+  for (const name of names.filter(name => name !== 'index.html')) {
+    mkdirSync(join(to, name, '..'), { recursive: true })
+    if (name.startsWith('assets'))
+      cpSync(join(from, name), join(to, name), { force: false })
+    else renameSync(join(from, name), join(to, name))
+  }
+  renameSync(join(from, 'index.html'), join(to, 'index.html'))
 }
 
 if (argv[1] && import.meta.url === pathToFileURL(argv[1]).href)

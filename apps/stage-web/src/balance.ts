@@ -1,6 +1,7 @@
 import { ref } from 'vue'
 
 import { client } from './client.ts'
+import { useFeed } from './composables/useFeed.ts'
 
 /** The signed-in user's Flux, shown in the header and on the Flux screen; null until first read. */
 export const balance = ref<number | null>(null)
@@ -12,22 +13,20 @@ export async function refreshBalance(): Promise<number> {
   return flux
 }
 
-/**
- * Follows the balance events of the live feed (`chats.onMessages`): a top-up,
- * refund or grant made anywhere shows here at once. For screens without their
- * own subscription; the chat screen handles these events on its own. Returns
- * how to stop.
- */
-export function followBalance(onChange?: (flux: number) => void): () => void {
-  const subscription = client.chats.onMessages.subscribe(undefined, {
-    onData: ({ data }) => {
-      if (data.type !== 'balance')
-        return
-      balance.value = data.balance
-      onChange?.(data.balance)
-    },
-    // Only a convenience here: the balance is still read on demand.
-    onError: () => undefined,
+/** Keeps `balance` live: a top-up, refund or grant made anywhere arrives as a `balance` event, and a reconnect re-reads it. */
+export function followBalanceEvents(): void {
+  const { onFeed, onReady } = useFeed()
+  onFeed((event) => {
+    if (event.type === 'balance')
+      balance.value = event.balance
   })
-  return () => subscription.unsubscribe()
+  onReady(() => void refreshBalance().catch(() => undefined))
+}
+
+/** Calls `onChange` with each balance event while the calling component lives. */
+export function followBalance(onChange?: (flux: number) => void): () => void {
+  return useFeed().onFeed((event) => {
+    if (event.type === 'balance')
+      onChange?.(event.balance)
+  })
 }

@@ -1,18 +1,39 @@
-import { createAiriClient } from '@airi/sdk'
+import { AiriError, createAiriClient, toAiriError } from '@airi/sdk'
 
+import { i18n } from './i18n.ts'
 import { baseUrl, getAccessToken } from './session.ts'
 
 /** The one API client of the app: tRPC over HTTP batching and a WebSocket for live sync. */
 export const client = createAiriClient({ baseUrl, getToken: getAccessToken })
 
-/** A readable message for any failed call. */
+/** The fields a refused input names (`path → message`), when the server listed them. */
+function fieldErrorsOf(error: unknown): string | undefined {
+  const fieldErrors = (error as { data?: { fieldErrors?: Record<string, string[] | string> } }).data?.fieldErrors
+  if (!fieldErrors)
+    return undefined
+  return Object.entries(fieldErrors).map(([field, messages]) => `${field}: ${[messages].flat().join(', ')}`).join('; ')
+}
+
+/** A sentence a person can act on, in their language, for any failed call. */
 export function errorMessage(error: unknown): string {
-  const data = (error as { data?: { apiCode?: string, httpStatus?: number } }).data
-  if (data?.apiCode === 'INSUFFICIENT_FLUX')
-    return 'Not enough Flux. Top up on the Flux page.'
-  if (data?.httpStatus === 401)
-    return 'Your session has ended. Sign in again.'
+  const { t } = i18n.global
   if (error instanceof TypeError)
-    return 'Cannot reach the server. Check your connection.'
-  return error instanceof Error ? error.message : String(error)
+    return t('app.errors.offline')
+  const failure = error instanceof AiriError ? error : toAiriError(error)
+  switch (failure.code) {
+    case 'INSUFFICIENT_FLUX': return t('app.errors.insufficientFlux')
+    case 'CONFIG_NOT_SET': return t('app.errors.notConfigured')
+  }
+  if (failure.status === 401)
+    return t('app.errors.sessionEnded')
+  if (failure.status === 403)
+    return t('app.errors.forbidden')
+  if (failure.status === 404)
+    return t('app.errors.notFound')
+  if (failure.status === 429)
+    return t('app.errors.rateLimited')
+  const details = fieldErrorsOf(error)
+  if (failure.status === 400 && details)
+    return t('app.errors.invalid', { details })
+  return t('app.errors.unknown', { message: failure.message })
 }

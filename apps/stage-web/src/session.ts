@@ -1,112 +1,235 @@
-import { buildAuthorizeUrl, createPkcePair, createState, exchangeCode, oidcEndpoints, OidcError, parseCallback, refreshTokens, type OidcTokens } from '@airi/sdk'
+import { buildAuthorizeUrl, createPkcePair, createState, endBrowserSession, exchangeCode, OidcError, parseCallback, refreshTokens, revokeToken, type OidcTokens } from '@airi/sdk'
 
-// OIDC authorization code + PKCE against our own server. Tokens live in localStorage so a
-// reload (and other tabs) stay signed in; refresh tokens rotate, so refreshing is single-flight
-// across tabs (Web Locks) and within one (a shared promise).
+// OIDC authorization code + PKCE against our own server. The tokens live only in this
+// module's memory: nothing in storage for an injected script to lift, nothing left once
+// the tab closes. A reload or a new tab gets a grant of its own through a silent
+// authorization (prompt=none) on the httpOnly cookie session our /sign-in page left.
+// The threat model: docs/auth.md ("stage-web").
 
 export const baseUrl = window.location.origin
 const clientId = import.meta.env.VITE_OIDC_CLIENT_ID ?? 'airi-stage-web'
-const redirectUri = new URL('callback', new URL(import.meta.env.BASE_URL, baseUrl)).href
+const appBase = import.meta.env.BASE_URL
+const redirectUri = new URL('callback', new URL(appBase, baseUrl)).href
+// Taken before any other script runs, so a script injected later that wraps window.fetch
+// never sees a refresh token go by.
+const send = window.fetch.bind(window)
 
-const TOKENS_KEY = 'airi.tokens'
+// sessionStorage (this tab only) holds no token, just how this tab's sign-in goes:
+/** The state, PKCE verifier and return path of the authorization under way (one round trip). */
 const PENDING_KEY = 'airi.pending-sign-in'
-// Refresh a little before the 15-minute access token runs out.
+/** Silent sign-in cannot work here (the server asked for a person, or they signed out) until they sign in. */
+const NO_SILENT_KEY = 'airi.no-silent-sign-in'
+/** This tab was signed in, so a reload renews silently; see `resumeAfterReload`. */
+const WAS_SIGNED_IN_KEY = 'airi.was-signed-in'
+/** A silent attempt's state starts so; its callback without a pending sign-in then ends instead of looping. */
+const SILENT_STATE = 'silent.'
+/** Answers to prompt=none that mean "ask the person": the welcome screen does. */
+const NEEDS_PERSON = new Set(['login_required', 'interaction_required', 'consent_required', 'account_selection_required'])
+/** Refresh a little before the 15-minute access token runs out. */
 const EARLY_MS = 60_000
 
-interface StoredTokens { accessToken: string, refreshToken?: string, expiresAt: number }
+interface Tokens { accessToken: string, refreshToken?: string, expiresAt: number }
+interface Pending { state: string, codeVerifier: string, returnTo: string }
 
-function load(): StoredTokens | null {
-  try {
-    return JSON.parse(localStorage.getItem(TOKENS_KEY) ?? 'null') as StoredTokens | null
-  }
-  catch {
-    return null
+/** A sign-in or sign-out that failed; `code` lets the shell pick a translated sentence. */
+export class SignInError extends Error {
+  override readonly name = 'SignInError'
+  constructor(readonly code: 'not-started-here' | 'refused' | 'unreachable' | 'failed' | 'sign-out-incomplete', message: string) {
+    super(message)
   }
 }
 
-function store(tokens: OidcTokens): StoredTokens {
-  const stored = { accessToken: tokens.accessToken, refreshToken: tokens.refreshToken, expiresAt: tokens.expiresAt.getTime() }
-  localStorage.setItem(TOKENS_KEY, JSON.stringify(stored))
-  return stored
+let tokens: Tokens | null = null
+let refreshing: Promise<Tokens | null> | null = null
+let silentAttempt: Promise<never> | null = null
+let interactive = false
+const signedOutListeners = new Set<() => void>()
+
+// Tells the app's other tabs (each holds a grant of its own) that the person signed out or in.
+const channel = typeof BroadcastChannel === 'function' ? new BroadcastChannel('airi.session') : null
+
+function keep(next: OidcTokens): Tokens {
+  tokens = { accessToken: next.accessToken, refreshToken: next.refreshToken, expiresAt: next.expiresAt.getTime() }
+  return tokens
+}
+
+/** A path of this app to continue to: never the callback, never another origin. */
+function appPath(path: string): string {
+  const url = new URL(path, baseUrl)
+  if (url.origin !== baseUrl || !url.pathname.startsWith(appBase) || url.pathname === `${appBase}callback`)
+    return appBase
+  return url.pathname + url.search + url.hash
+}
+
+function here(): string {
+  return window.location.pathname + window.location.search + window.location.hash
+}
+
+/** Leaves for the authorize endpoint; the promise never settles, so nothing renders meanwhile. */
+async function authorize(returnTo: string, silent: boolean): Promise<never> {
+  const pkce = await createPkcePair()
+  // A click on "Sign in" wins over a silent attempt started on load.
+  if (!silent || !interactive) {
+    const state = (silent ? SILENT_STATE : '') + createState()
+    sessionStorage.setItem(PENDING_KEY, JSON.stringify({ state, codeVerifier: pkce.codeVerifier, returnTo: appPath(returnTo) } satisfies Pending))
+    window.location.assign(buildAuthorizeUrl({ baseUrl, clientId, redirectUri, codeChallenge: pkce.codeChallenge, state, prompt: silent ? 'none' : undefined }))
+  }
+  return new Promise<never>(() => {})
+}
+
+function silentSignIn(returnTo: string): Promise<never> {
+  silentAttempt ??= authorize(returnTo, true)
+  return silentAttempt
 }
 
 export function isSignedIn(): boolean {
-  return load() !== null
+  return tokens !== null
 }
 
-/** Sends the browser to our sign-in page through the authorize endpoint. */
-export async function signIn(): Promise<void> {
-  const pkce = await createPkcePair()
-  const state = createState()
-  sessionStorage.setItem(PENDING_KEY, JSON.stringify({ state, codeVerifier: pkce.codeVerifier, returnTo: window.location.pathname + window.location.search }))
-  window.location.assign(buildAuthorizeUrl({ baseUrl, clientId, redirectUri, codeChallenge: pkce.codeChallenge, state }))
+/**
+ * True when this tab holds tokens. Otherwise starts the silent sign-in (the page
+ * leaves; the promise never settles), unless this tab already learned that only the
+ * person can sign in: then false (show the welcome screen).
+ */
+export async function ensureSession(returnTo: string): Promise<boolean> {
+  if (tokens)
+    return true
+  if (interactive || sessionStorage.getItem(NO_SILENT_KEY))
+    return false
+  return silentSignIn(returnTo)
 }
 
-/** On /app/callback: trades the code for tokens; returns where the user was before signing in. */
+/** The interactive sign-in: through the authorize endpoint to our /sign-in page. Without `returnTo`, back here. */
+export async function signIn(returnTo?: string): Promise<void> {
+  interactive = true
+  // Old callers bind it to a click, which passes the event.
+  await authorize(typeof returnTo === 'string' ? returnTo : here(), false)
+}
+
+function failure(cause: unknown): SignInError {
+  if (cause instanceof TypeError)
+    return new SignInError('unreachable', 'Cannot reach the server to finish signing in. Check your connection, then sign in again.')
+  if (cause instanceof OidcError && cause.status === 0)
+    return new SignInError('refused', `The sign-in was not completed (${cause.errorDescription ?? cause.error}). Sign in again.`)
+  return new SignInError('failed', `Signing in did not work (${cause instanceof Error ? cause.message : String(cause)}). Sign in again.`)
+}
+
+/**
+ * On /app/callback: trades the code for tokens and returns the app path to continue
+ * to. A silent attempt the server answered with login_required (or another "ask the
+ * person") is remembered for this tab and returns that path too. A callback this tab
+ * did not start (an e-mail verification link opened in a new tab, which made the
+ * cookie session) starts a silent sign-in. Other failures throw a SignInError.
+ */
 export async function completeSignIn(url: string): Promise<string> {
-  const pending = JSON.parse(sessionStorage.getItem(PENDING_KEY) ?? 'null') as { state: string, codeVerifier: string, returnTo: string } | null
+  const pending = JSON.parse(sessionStorage.getItem(PENDING_KEY) ?? 'null') as Pending | null
   sessionStorage.removeItem(PENDING_KEY)
-  if (!pending)
-    throw new Error('This sign-in was not started here, or it was already finished. Sign in again.')
-  const { code } = parseCallback(url, pending.state)
-  store(await exchangeCode({ baseUrl, clientId, code, codeVerifier: pending.codeVerifier, redirectUri }))
-  return pending.returnTo.endsWith('/callback') ? import.meta.env.BASE_URL : pending.returnTo
+  const state = new URL(url).searchParams.get('state') ?? ''
+  if (!pending || pending.state !== state) {
+    if (state.startsWith(SILENT_STATE))
+      throw new SignInError('not-started-here', 'This sign-in was not started in this tab, or it was already finished. Sign in again.')
+    sessionStorage.removeItem(NO_SILENT_KEY)
+    return silentSignIn(pending?.returnTo ?? appBase)
+  }
+
+  const silent = state.startsWith(SILENT_STATE)
+  try {
+    const { code } = parseCallback(url, pending.state)
+    keep(await exchangeCode({ baseUrl, clientId, code, codeVerifier: pending.codeVerifier, redirectUri, fetch: send }))
+  }
+  catch (cause) {
+    // A failed silent attempt is not retried on every navigation: the person signs in.
+    if (silent)
+      sessionStorage.setItem(NO_SILENT_KEY, cause instanceof OidcError ? cause.error : 'failed')
+    if (silent && cause instanceof OidcError && NEEDS_PERSON.has(cause.error))
+      return pending.returnTo
+    throw failure(cause)
+  }
+  sessionStorage.removeItem(NO_SILENT_KEY)
+  sessionStorage.setItem(WAS_SIGNED_IN_KEY, '1')
+  channel?.postMessage('signed-in')
+  return pending.returnTo
 }
 
-let refreshing: Promise<StoredTokens | null> | null = null
-
-async function refresh(stale: StoredTokens): Promise<StoredTokens | null> {
-  const run = async () => {
-    // Another tab may have refreshed while this one waited for the lock.
-    const current = load()
-    if (!current || current.accessToken !== stale.accessToken)
-      return current
-    if (!current.refreshToken)
-      return null
+/** Single-flight within the tab: refresh tokens rotate, and a reused one ends every grant of the person. */
+function refresh(): Promise<Tokens | null> {
+  refreshing ??= (async () => {
+    const refreshToken = tokens?.refreshToken
     try {
-      return store(await refreshTokens({ baseUrl, clientId, refreshToken: current.refreshToken }))
+      if (!refreshToken)
+        throw new OidcError(400, 'invalid_grant', 'no refresh token')
+      return keep(await refreshTokens({ baseUrl, clientId, refreshToken, fetch: send }))
     }
     catch (error) {
-      if (error instanceof OidcError && error.status >= 400 && error.status < 500) {
-        // The refresh token is dead (revoked, used, expired): the session is over.
-        localStorage.removeItem(TOKENS_KEY)
-        onSignedOut?.()
-        return null
-      }
-      throw error
+      if (!(error instanceof OidcError && error.status >= 400 && error.status < 500))
+        throw error
+      // The grant is over (revoked, expired). The cookie session may still be alive, so
+      // the next ensureSession may renew silently.
+      tokens = null
+      for (const listener of signedOutListeners)
+        listener()
+      return null
     }
-  }
-  if (!refreshing) {
-    const locked = async (): Promise<StoredTokens | null> => navigator.locks ? await navigator.locks.request('airi-token-refresh', run) : run()
-    refreshing = locked().finally(() => (refreshing = null))
-  }
+  })().finally(() => (refreshing = null))
   return refreshing
 }
 
 /** The access token for the API, refreshed when close to expiry; null when signed out. */
 export async function getAccessToken(): Promise<string | null> {
-  const tokens = load()
   if (!tokens)
     return null
   if (tokens.expiresAt - EARLY_MS > Date.now())
     return tokens.accessToken
-  return (await refresh(tokens))?.accessToken ?? null
+  return (await refresh())?.accessToken ?? null
 }
 
-let onSignedOut: (() => void) | undefined
-export function whenSignedOut(callback: () => void): void {
-  onSignedOut = callback
+/** Calls `callback` when the session ends other than by this tab's signOut(); returns the unsubscribe. */
+export function whenSignedOut(callback: () => void): () => void {
+  signedOutListeners.add(callback)
+  return () => signedOutListeners.delete(callback)
 }
 
-/** Forgets the tokens here and revokes the refresh token on the server (best effort). */
+/** Forgets this tab's tokens (after a refresh under way) and revokes its refresh token; no silent sign-in after. */
+async function endGrant(): Promise<boolean> {
+  sessionStorage.setItem(NO_SILENT_KEY, 'signed-out')
+  await refreshing?.catch(() => null)
+  const ended = tokens
+  tokens = null
+  // Best effort: the JWTs die with the cookie session anyway (they carry its id).
+  if (ended?.refreshToken)
+    await revokeToken({ baseUrl, clientId, token: ended.refreshToken, tokenTypeHint: 'refresh_token', fetch: send }).catch(() => undefined)
+  return ended !== null
+}
+
+/**
+ * Signs out for real: ends this tab's grant, the browser's cookie session at the server
+ * (so the next sign-in asks for the password), and tells the app's other tabs.
+ * Throws a SignInError when the server could not be told.
+ */
 export async function signOut(): Promise<void> {
-  const tokens = load()
-  localStorage.removeItem(TOKENS_KEY)
-  if (tokens?.refreshToken) {
-    await fetch(`${oidcEndpoints(baseUrl).issuer}/oauth2/revoke`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({ token: tokens.refreshToken, token_type_hint: 'refresh_token', client_id: clientId }),
-    }).catch(() => undefined)
-  }
+  channel?.postMessage('signed-out')
+  const [, session] = await Promise.allSettled([endGrant(), endBrowserSession({ baseUrl, fetch: send })])
+  if (session.status === 'rejected')
+    throw new SignInError('sign-out-incomplete', 'You are signed out in this tab, but the server could not be reached to end the session. Sign out again once you are online.')
 }
+
+channel?.addEventListener('message', (event: MessageEvent<unknown>) => {
+  if (event.data === 'signed-in') {
+    sessionStorage.removeItem(NO_SILENT_KEY)
+  }
+  else if (event.data === 'signed-out') {
+    void endGrant().then((ended) => {
+      if (ended) {
+        for (const listener of signedOutListeners)
+          listener()
+      }
+    })
+  }
+})
+
+// Until the router's guard calls ensureSession on every navigation: a reload of a tab
+// that was signed in renews silently on load. (Only such a tab, so a first visit shows
+// the welcome screen at once instead of racing a click on "Sign in".)
+// TODO(router): delete with WAS_SIGNED_IN_KEY once the guard calls ensureSession.
+if (window.location.pathname !== `${appBase}callback` && sessionStorage.getItem(WAS_SIGNED_IN_KEY))
+  void ensureSession(here())

@@ -9,7 +9,7 @@ import type { TestBrowser } from './chromium.ts'
 // What the stage-web tests do the way a person would: sign in through the app, and
 // the few things set up through the SDK (a character) that are not under test.
 
-/** Signs in through the app's button, our /sign-in page and the OIDC callback. */
+/** Signs in through the app's welcome screen, our /sign-in page and the OIDC callback. */
 export async function signInThroughApp(server: TestServer, page: Page, user: TestUser): Promise<void> {
   await page.goto(`${server.baseUrl}/app/`)
   await page.getByRole('button', { name: 'Sign in' }).click()
@@ -17,7 +17,8 @@ export async function signInThroughApp(server: TestServer, page: Page, user: Tes
   await page.locator('#password-form').getByLabel('E-mail').fill(user.email)
   await page.locator('#password-form').getByLabel('Password').fill(user.password)
   await page.getByRole('button', { name: 'Sign in', exact: true }).click()
-  await page.waitForURL(url => url.pathname === '/app/' && !url.searchParams.has('code'))
+  // Back in the app, wherever it was going (the callback's code traded).
+  await page.waitForURL(url => url.pathname.startsWith('/app/') && url.pathname !== '/app/callback' && !url.searchParams.has('code'))
   await expect.poll(() => page.getByTestId('signed-in-as').textContent()).toBe(user.email)
 }
 

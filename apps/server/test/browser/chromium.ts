@@ -3,6 +3,7 @@ import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
+import AxeBuilder from '@axe-core/playwright'
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core'
 
 /** Debian's chromium package (`.ci/run` installs it). */
@@ -28,7 +29,24 @@ export interface TestBrowser {
   /** A fresh context (its own cookies and storage: another device) whose page fails the test on console errors. */
   newPage: () => Promise<{ context: BrowserContext, page: Page, consoleErrors: string[] }>
   screenshot: (page: Page, name: string) => Promise<void>
+  /** Full-page screenshots at 390 and 1280 px wide, light and dark: `<name>-<width>-<theme>.png`. */
+  shots: (page: Page, name: string) => Promise<void>
   close: () => Promise<void>
+}
+
+/** The widths every screen is looked at: a phone and a desktop. */
+export const WIDTHS = [390, 1280] as const
+
+/**
+ * Fails on any serious or critical axe-core violation of the page as it is now
+ * (WCAG 2.1 A/AA rules), listing each with the elements it found.
+ */
+export async function checkA11y(page: Page, label: string): Promise<void> {
+  const { violations } = await new AxeBuilder({ page }).withTags(['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice']).analyze()
+  const serious = violations.filter(violation => violation.impact === 'serious' || violation.impact === 'critical')
+  const described = serious.map(violation => `${violation.id} (${violation.impact}): ${violation.help}\n${violation.nodes.slice(0, 5).map(node => `  ${node.target.join(' ')}: ${node.failureSummary ?? ''}`).join('\n')}`)
+  if (described.length > 0)
+    throw new Error(`axe found ${described.length} serious or critical violation(s) on ${label}:\n${described.join('\n')}`)
 }
 
 export interface LaunchOptions {
@@ -59,10 +77,28 @@ export async function launchChromium({ args = [] }: LaunchOptions = {}): Promise
           consoleErrors.push(`${message.text()} (${message.location().url})`)
       })
       page.on('pageerror', error => consoleErrors.push(error.message))
+      // Chromium logs most CSP refusals to the console; this catches the rest (e.g. report-only or in workers).
+      await page.addInitScript(`document.addEventListener('securitypolicyviolation', (event) => {
+        console.error('CSP violation: ' + event.violatedDirective + ' blocked ' + (event.blockedURI || 'inline') + ' (' + event.sourceFile + ':' + event.lineNumber + ')')
+      })`)
       return { context, page, consoleErrors }
     },
     async screenshot(page, name) {
       await page.screenshot({ path: join(SCREENSHOT_DIR, `${name}.png`), fullPage: true })
+    },
+    async shots(page, name) {
+      const original = page.viewportSize() ?? { width: 1280, height: 720 }
+      for (const width of WIDTHS) {
+        await page.setViewportSize({ width, height: width < 600 ? 844 : 800 })
+        for (const colorScheme of ['light', 'dark'] as const) {
+          await page.emulateMedia({ colorScheme })
+          // Let layout and the theme's transition settle before the picture.
+          await page.evaluate('new Promise(resolve => requestAnimationFrame(() => requestAnimationFrame(resolve)))')
+          await page.screenshot({ path: join(SCREENSHOT_DIR, `${name}-${width}-${colorScheme}.png`), fullPage: true })
+        }
+      }
+      await page.emulateMedia({ colorScheme: 'light' })
+      await page.setViewportSize(original)
     },
     async close() {
       await browser.close()

@@ -1,0 +1,57 @@
+import type en from '../en/app.ts'
+
+export default {
+  name: 'AIRI',
+  skipToContent: '跳到主要内容',
+  nav: {
+    label: '主导航',
+    chat: '聊天',
+    characters: '角色',
+    flux: 'Flux',
+    usage: '用量',
+    account: '账户',
+    admin: '管理',
+  },
+  balance: '{flux} Flux',
+  balanceLabel: '余额：{flux} Flux。打开 Flux 页面',
+  menu: {
+    open: '设置与账户',
+    signedInAs: '当前登录',
+    theme: '主题',
+    themeSystem: '跟随系统',
+    themeLight: '浅色',
+    themeDark: '深色',
+    language: '语言',
+    signOut: '退出登录',
+  },
+  languages: { 'en': 'English', 'zh-CN': '简体中文' },
+  loading: '加载中…',
+  welcome: {
+    title: '欢迎来到 AIRI',
+    lead: '你的 AI 伙伴：角色会在每台设备上记得你们的聊天，还会开口回应你。',
+    signIn: '登录',
+    signUpHint: '第一次来？可以在下一页创建账户。',
+  },
+  signingIn: '正在为你登录…',
+  signInFailed: '登录失败：{reason}',
+  notFound: {
+    title: '这里什么都没有',
+    text: '这个页面不存在，可能已被删除。',
+    home: '回到聊天',
+  },
+  live: {
+    on: '实时',
+    off: '已离线：连接恢复后会显示你在其他设备上的更改。',
+  },
+  errors: {
+    insufficientFlux: 'Flux 余额不足。请到 Flux 页面充值后继续。',
+    sessionEnded: '登录已过期，请重新登录。',
+    offline: '无法连接服务器。请检查网络后重试。',
+    forbidden: '你没有权限执行此操作。',
+    notFound: '内容已不存在，可能已在另一台设备上删除。',
+    rateLimited: '请求过于频繁，请稍等片刻再试。',
+    notConfigured: '服务尚未配置完成——请联系运营者。',
+    invalid: '输入有误：{details}',
+    unknown: '出了点问题：{message}',
+  },
+} satisfies typeof en
