@@ -1,5 +1,5 @@
 export { createAiriClient, type AiriClient, type AiriClientOptions, type TokenGetter, type WebSocketConstructor } from './client.ts'
-export { AiriError } from './errors.ts'
+export { AiriError, toAiriError } from './errors.ts'
 export {
   buildAuthorizeUrl,
   createPkcePair,
