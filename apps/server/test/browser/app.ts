@@ -10,8 +10,8 @@ import type { TestBrowser } from './chromium.ts'
 // the few things set up through the SDK (a character) that are not under test.
 
 /** Signs in through the app's welcome screen, our /sign-in page and the OIDC callback. */
-export async function signInThroughApp(server: TestServer, page: Page, user: TestUser): Promise<void> {
-  await page.goto(`${server.baseUrl}/app/`)
+export async function signInThroughApp(server: TestServer, page: Page, user: TestUser, from = '/app/'): Promise<void> {
+  await page.goto(`${server.baseUrl}${from}`)
   await page.getByRole('button', { name: 'Sign in' }).click()
   await page.waitForURL(url => url.pathname === '/sign-in')
   await page.locator('#password-form').getByLabel('E-mail').fill(user.email)
