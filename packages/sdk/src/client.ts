@@ -2,6 +2,8 @@ import { createTRPCClient, createWSClient, httpBatchLink, splitLink, wsLink } fr
 import type { OperationLink, TRPCClient, TRPCLink } from '@trpc/client'
 import superjson from 'superjson'
 
+import { createRestApi, type RestApi } from './rest.ts'
+
 // Only the router's type crosses from the server: no server code in the bundle.
 import type { AppRouter } from '@airi/api'
 
@@ -22,6 +24,8 @@ export interface AiriClientOptions {
 }
 
 export type AiriClient = TRPCClient<AppRouter> & {
+  /** The REST routes a client reads besides tRPC (catalogues, speech, downloads). */
+  rest: RestApi
   /** Closes the subscription WebSocket (it opens lazily on the first subscription). */
   close: () => Promise<void>
 }
@@ -83,9 +87,10 @@ export function createAiriClient({ baseUrl, getToken, WebSocket, fetch }: AiriCl
   const close = async () => {
     await wsClient?.close()
   }
+  const rest = createRestApi({ baseUrl, getToken: token, fetch })
   // tRPC's client is a proxy that reads every property as a router path, so `close`
-  // is layered on with a proxy of our own rather than assigned.
+  // and `rest` are layered on with a proxy of our own rather than assigned.
   return new Proxy(client, {
-    get: (target, key) => (key === 'close' ? close : Reflect.get(target, key)),
+    get: (target, key) => (key === 'close' ? close : key === 'rest' ? rest : Reflect.get(target, key)),
   }) as AiriClient
 }

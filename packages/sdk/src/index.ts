@@ -1,5 +1,6 @@
 export { createAiriClient, type AiriClient, type AiriClientOptions, type TokenGetter, type WebSocketConstructor } from './client.ts'
 export { AiriError, toAiriError } from './errors.ts'
+export type { ChatModel, Download, ModelPrice, RestApi, SpeechModels, SpeechRequest, Voice } from './rest.ts'
 export {
   buildAuthorizeUrl,
   createPkcePair,
