@@ -48,7 +48,7 @@ export const router = createRouter({
 })
 
 /** The app's own URL of a route (with the /app/ base), as sign-in returns to it. */
-export function hrefOf(route: RouteLocationNormalized): string {
+function hrefOf(route: RouteLocationNormalized): string {
   return router.resolve(route).href
 }
 

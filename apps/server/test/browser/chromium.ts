@@ -35,7 +35,7 @@ export interface TestBrowser {
 }
 
 /** The widths every screen is looked at: a phone and a desktop. */
-export const WIDTHS = [390, 1280] as const
+const WIDTHS = [390, 1280] as const
 
 /**
  * Fails on any serious or critical axe-core violation of the page as it is now

@@ -2,7 +2,7 @@ import { ref } from 'vue'
 
 import { client } from '../client.ts'
 
-export interface SessionUser { id: string, email: string, name: string }
+interface SessionUser { id: string, email: string, name: string }
 
 const user = ref<SessionUser | null>(null)
 // Only hides admin entries from others: the server checks every admin call itself.
