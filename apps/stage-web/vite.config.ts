@@ -1,3 +1,5 @@
+import { fileURLToPath } from 'node:url'
+
 import vue from '@vitejs/plugin-vue'
 import { defineConfig } from 'vite'
 
@@ -8,11 +10,23 @@ export default defineConfig({
   // The same path in development and behind `pnpm start`, so the OIDC redirect URI is /app/callback in both.
   base: '/app/',
   plugins: [vue()],
+  build: {
+    // The server renders /sign-in itself and finds that page's script through the manifest.
+    manifest: true,
+    rollupOptions: {
+      input: {
+        index: fileURLToPath(new URL('index.html', import.meta.url)),
+        'sign-in': fileURLToPath(new URL('src/sign-in/main.ts', import.meta.url)),
+      },
+    },
+  },
   server: {
     proxy: {
       '/trpc': { target: apiServer, ws: true },
       '/api': { target: apiServer, ws: true },
       '/sign-in': { target: apiServer },
+      // The /sign-in page's script is the API server's build (the dev server serves /app/ from sources).
+      '/app/assets': { target: apiServer },
     },
   },
 })

@@ -12,6 +12,8 @@ export function escapeHtml(value: string): string {
 export interface PageOptions {
   /** Inline script, run at the end of the body. */
   script?: string
+  /** URL of a module script of our own origin (a built file), loaded under the page's nonce. */
+  moduleScript?: string
   /** Extra `<head>` markup (already escaped). */
   head?: string
   /** `data-*` attributes of `<body>`, for the script to read; escaped here. */
@@ -21,7 +23,7 @@ export interface PageOptions {
 }
 
 /** A small, self-contained page (no external assets). `body` must already be escaped. */
-function page(title: string, body: string, { script = '', head = '', data = {}, nonce }: PageOptions = {}): string {
+function page(title: string, body: string, { script = '', moduleScript, head = '', data = {}, nonce }: PageOptions = {}): string {
   const dataAttributes = Object.entries(data).map(([name, value]) => ` data-${name}="${escapeHtml(value)}"`).join('')
   const nonceAttribute = nonce ? ` nonce="${escapeHtml(nonce)}"` : ''
   return `<!doctype html>
@@ -35,7 +37,7 @@ function page(title: string, body: string, { script = '', head = '', data = {}, 
   body { font-family: system-ui, sans-serif; max-width: 26rem; margin: 3rem auto; padding: 0 1rem; color: #222; }
   h1 { font-size: 1.4rem; }
   a.button, button { display: block; width: 100%; box-sizing: border-box; margin: .5rem 0; padding: .7rem; border: 1px solid #888; border-radius: .4rem; background: #fff; font-size: 1rem; text-align: center; text-decoration: none; color: inherit; cursor: pointer; }
-  button.primary { background: #e07a5f; border-color: #e07a5f; color: #fff; }
+  button.primary { background: #b5543c; border-color: #b5543c; color: #fff; }
   input { display: block; width: 100%; box-sizing: border-box; margin: .3rem 0 .8rem; padding: .6rem; font-size: 1rem; }
   .message { min-height: 1.5rem; color: #a33; }
   .message:empty, .notice:empty { display: none; }
@@ -48,14 +50,14 @@ function page(title: string, body: string, { script = '', head = '', data = {}, 
 </head>
 <body${dataAttributes}>
 ${body}
-${script ? `<script${nonceAttribute}>${script}</script>` : ''}
+${script ? `<script${nonceAttribute}>${script}</script>` : ''}${moduleScript ? `<script${nonceAttribute} type="module" src="${escapeHtml(moduleScript)}"></script>` : ''}
 </body>
 </html>`
 }
 
 /**
- * Headers of our HTML pages: only their own inline style and script run (by nonce),
- * they talk only to our origin, submit no forms natively, cannot be framed
+ * Headers of our HTML pages: only their own style and scripts run (by nonce; a module
+ * script's imports inherit it), they talk only to our origin, submit no forms natively, cannot be framed
  * (clickjacking) or MIME-sniffed, and send no Referer (their URLs carry OAuth
  * state and codes).
  */

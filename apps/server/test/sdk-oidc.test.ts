@@ -7,15 +7,17 @@ import {
   createAiriClient,
   createPkcePair,
   createState,
+  endBrowserSession,
   exchangeCode,
   OidcError,
   parseCallback,
   refreshTokens,
+  revokeToken,
   type AiriClient,
   type PkcePair,
 } from '@airi/sdk'
 
-import { authPost, createVerifiedUser, startTestServer, type TestServer, type TestUser } from './harness.ts'
+import { authPost, createVerifiedUser, signIn, startTestServer, type TestServer, type TestUser } from './harness.ts'
 
 const WEB = { clientId: 'airi-web', redirectUri: 'http://localhost:5173/auth/callback' }
 const DESKTOP = { clientId: 'airi-desktop', clientSecret: 'desktop-secret', redirectUri: 'http://localhost:5173/desktop/callback' }
@@ -40,10 +42,10 @@ afterAll(async () => {
 
 interface Started { pkce: PkcePair, state: string, url: string }
 
-async function start(client: { clientId: string, redirectUri: string }): Promise<Started> {
+async function start(client: { clientId: string, redirectUri: string }, prompt?: 'none'): Promise<Started> {
   const pkce = await createPkcePair()
   const state = createState()
-  const url = buildAuthorizeUrl({ baseUrl: server.baseUrl, clientId: client.clientId, redirectUri: client.redirectUri, codeChallenge: pkce.codeChallenge, state })
+  const url = buildAuthorizeUrl({ baseUrl: server.baseUrl, clientId: client.clientId, redirectUri: client.redirectUri, codeChallenge: pkce.codeChallenge, state, prompt })
   return { pkce, state, url }
 }
 
@@ -57,9 +59,9 @@ async function authorize(url: string, sessionToken?: string): Promise<string> {
 }
 
 /** A signed-in user approves: the provider redirects to the client's callback with a code. */
-async function codeFor(client: { clientId: string, redirectUri: string }): Promise<Started & { code: string }> {
+async function codeFor(client: { clientId: string, redirectUri: string }, sessionToken = user.token): Promise<Started & { code: string }> {
   const started = await start(client)
-  const callback = await authorize(started.url, user.token)
+  const callback = await authorize(started.url, sessionToken)
   expect(callback.startsWith(`${client.redirectUri}?`)).toBe(true)
   const { code } = parseCallback(callback, started.state)
   return { ...started, code }
@@ -134,6 +136,36 @@ describe('public client (PKCE)', () => {
     const error = await oidcFailure(exchangeCode({ baseUrl: server.baseUrl, clientId: WEB.clientId, code, codeVerifier: other.codeVerifier, redirectUri: WEB.redirectUri }))
     // better-auth's provider says 401 invalid_request here (RFC 6749 would say 400 invalid_grant).
     expect(error).toMatchObject({ status: 401, error: 'invalid_request', errorDescription: 'code verification failed' })
+  })
+})
+
+describe('signing out: revokeToken and endBrowserSession', () => {
+  it('revokes a refresh token', async () => {
+    const { code, pkce } = await codeFor(WEB)
+    const tokens = await exchangeCode({ baseUrl: server.baseUrl, clientId: WEB.clientId, code, codeVerifier: pkce.codeVerifier, redirectUri: WEB.redirectUri })
+    await revokeToken({ baseUrl: server.baseUrl, clientId: WEB.clientId, token: tokens.refreshToken!, tokenTypeHint: 'refresh_token' })
+    const refused = await oidcFailure(refreshTokens({ baseUrl: server.baseUrl, clientId: WEB.clientId, refreshToken: tokens.refreshToken! }))
+    expect(refused.error).toBe('invalid_grant')
+  })
+
+  it('ends the browser session: the JWTs bound to it stop working and a silent authorization needs a sign-in', async () => {
+    const browser = await signIn(server, user.email, user.password)
+    const { code, pkce } = await codeFor(WEB, browser.token)
+    const tokens = await exchangeCode({ baseUrl: server.baseUrl, clientId: WEB.clientId, code, codeVerifier: pkce.codeVerifier, redirectUri: WEB.redirectUri })
+    const client = sdk(() => tokens.accessToken)
+    expect((await client.auth.me.query()).user.id).toBe(user.id)
+
+    // Node has no cookie jar: the session travels as the bearer token better-auth also reads.
+    const withSession: typeof fetch = (input, init) => fetch(input, { ...init, headers: { ...init?.headers as Record<string, string>, authorization: `Bearer ${browser.token}` } })
+    await endBrowserSession({ baseUrl: server.baseUrl, fetch: withSession })
+
+    const session = await fetch(`${server.baseUrl}/api/auth/get-session`, { headers: { authorization: `Bearer ${browser.token}` } })
+    expect(await session.json()).toBeNull()
+    await expect(client.auth.me.query()).rejects.toMatchObject({ data: { httpStatus: 401 } })
+    const silent = await start(WEB, 'none')
+    const callback = new URL(await authorize(silent.url, browser.token))
+    expect(callback.searchParams.get('error')).toBe('login_required')
+    expect(callback.searchParams.get('state')).toBe(silent.state)
   })
 })
 

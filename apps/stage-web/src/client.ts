@@ -1,7 +1,7 @@
 import { AiriError, createAiriClient, toAiriError } from '@airi/sdk'
 
 import { i18n } from './i18n.ts'
-import { baseUrl, getAccessToken } from './session.ts'
+import { baseUrl, getAccessToken, SignInError } from './session.ts'
 
 /** The one API client of the app: tRPC over HTTP batching and a WebSocket for live sync. */
 export const client = createAiriClient({ baseUrl, getToken: getAccessToken })
@@ -36,4 +36,11 @@ export function errorMessage(error: unknown): string {
   if (failure.status === 400 && details)
     return t('app.errors.invalid', { details })
   return t('app.errors.unknown', { message: failure.message })
+}
+
+/** What went wrong signing in or out, in the person's language. */
+export function signInErrorMessage(error: unknown): string {
+  if (error instanceof SignInError)
+    return i18n.global.t(`app.signInErrors.${error.code}`)
+  return errorMessage(error)
 }

@@ -10,8 +10,8 @@ export const baseUrl = window.location.origin
 const clientId = import.meta.env.VITE_OIDC_CLIENT_ID ?? 'airi-stage-web'
 const appBase = import.meta.env.BASE_URL
 const redirectUri = new URL('callback', new URL(appBase, baseUrl)).href
-// Taken before any other script runs, so a script injected later that wraps window.fetch
-// never sees a refresh token go by.
+// Taken as the app starts, so a script injected later that wraps window.fetch does not
+// see the refresh token go by.
 const send = window.fetch.bind(window)
 
 // sessionStorage (this tab only) holds no token, just how this tab's sign-in goes:
@@ -19,8 +19,6 @@ const send = window.fetch.bind(window)
 const PENDING_KEY = 'airi.pending-sign-in'
 /** Silent sign-in cannot work here (the server asked for a person, or they signed out) until they sign in. */
 const NO_SILENT_KEY = 'airi.no-silent-sign-in'
-/** This tab was signed in, so a reload renews silently; see `resumeAfterReload`. */
-const WAS_SIGNED_IN_KEY = 'airi.was-signed-in'
 /** A silent attempt's state starts so; its callback without a pending sign-in then ends instead of looping. */
 const SILENT_STATE = 'silent.'
 /** Answers to prompt=none that mean "ask the person": the welcome screen does. */
@@ -61,10 +59,6 @@ function appPath(path: string): string {
   return url.pathname + url.search + url.hash
 }
 
-function here(): string {
-  return window.location.pathname + window.location.search + window.location.hash
-}
-
 /** Leaves for the authorize endpoint; the promise never settles, so nothing renders meanwhile. */
 async function authorize(returnTo: string, silent: boolean): Promise<never> {
   const pkce = await createPkcePair()
@@ -82,10 +76,6 @@ function silentSignIn(returnTo: string): Promise<never> {
   return silentAttempt
 }
 
-export function isSignedIn(): boolean {
-  return tokens !== null
-}
-
 /**
  * True when this tab holds tokens. Otherwise starts the silent sign-in (the page
  * leaves; the promise never settles), unless this tab already learned that only the
@@ -99,11 +89,10 @@ export async function ensureSession(returnTo: string): Promise<boolean> {
   return silentSignIn(returnTo)
 }
 
-/** The interactive sign-in: through the authorize endpoint to our /sign-in page. Without `returnTo`, back here. */
-export async function signIn(returnTo?: string): Promise<void> {
+/** The interactive sign-in: through the authorize endpoint to our /sign-in page, then back to `returnTo` (an app path). */
+export async function signIn(returnTo: string): Promise<void> {
   interactive = true
-  // Old callers bind it to a click, which passes the event.
-  await authorize(typeof returnTo === 'string' ? returnTo : here(), false)
+  await authorize(returnTo, false)
 }
 
 function failure(cause: unknown): SignInError {
@@ -146,7 +135,6 @@ export async function completeSignIn(url: string): Promise<string> {
     throw failure(cause)
   }
   sessionStorage.removeItem(NO_SILENT_KEY)
-  sessionStorage.setItem(WAS_SIGNED_IN_KEY, '1')
   channel?.postMessage('signed-in')
   return pending.returnTo
 }
@@ -227,9 +215,3 @@ channel?.addEventListener('message', (event: MessageEvent<unknown>) => {
   }
 })
 
-// Until the router's guard calls ensureSession on every navigation: a reload of a tab
-// that was signed in renews silently on load. (Only such a tab, so a first visit shows
-// the welcome screen at once instead of racing a click on "Sign in".)
-// TODO(router): delete with WAS_SIGNED_IN_KEY once the guard calls ensureSession.
-if (window.location.pathname !== `${appBase}callback` && sessionStorage.getItem(WAS_SIGNED_IN_KEY))
-  void ensureSession(here())

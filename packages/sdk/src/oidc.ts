@@ -10,6 +10,10 @@ export interface OidcEndpoints {
   authorize: string
   token: string
   userinfo: string
+  /** RFC 7009 token revocation. */
+  revocation: string
+  /** better-auth's sign-out: ends the cookie session of the browser that calls it. */
+  signOut: string
 }
 
 export interface PkcePair {
@@ -67,6 +71,18 @@ export interface RefreshTokensOptions extends TokenRequestOptions {
   refreshToken: string
 }
 
+export interface RevokeTokenOptions extends Omit<TokenRequestOptions, 'resource'> {
+  token: string
+  /** Which kind `token` is; the server tries both without it. */
+  tokenTypeHint?: 'refresh_token' | 'access_token'
+}
+
+export interface EndBrowserSessionOptions {
+  baseUrl: string
+  /** Defaults to the global fetch. */
+  fetch?: typeof fetch
+}
+
 /** An OAuth error: from the token endpoint (`status` is its HTTP status) or a callback URL (`status` 0). */
 export class OidcError extends Error {
   override readonly name = 'OidcError'
@@ -97,6 +113,8 @@ export function oidcEndpoints(baseUrl: string): OidcEndpoints {
     authorize: `${issuer}/oauth2/authorize`,
     token: `${issuer}/oauth2/token`,
     userinfo: `${issuer}/oauth2/userinfo`,
+    revocation: `${issuer}/oauth2/revoke`,
+    signOut: `${issuer}/sign-out`,
   }
 }
 
@@ -175,6 +193,11 @@ interface ErrorResponse {
   message?: string
 }
 
+function oidcFailure(response: Response, json: ErrorResponse): OidcError {
+  const error = json.error ?? json.code?.toLowerCase() ?? `http_${response.status}`
+  return new OidcError(response.status, error, json.error_description ?? json.message)
+}
+
 async function requestTokens(options: TokenRequestOptions, grant: Record<string, string>): Promise<OidcTokens> {
   const { baseUrl, clientId, clientSecret, resource = origin(baseUrl) } = options
   // Called unbound: browsers reject `fetch` invoked as a method of another object.
@@ -190,10 +213,8 @@ async function requestTokens(options: TokenRequestOptions, grant: Record<string,
   })
   const json = await response.json().catch(() => ({})) as TokenResponse & ErrorResponse
 
-  if (!response.ok) {
-    const error = json.error ?? json.code?.toLowerCase() ?? `http_${response.status}`
-    throw new OidcError(response.status, error, json.error_description ?? json.message)
-  }
+  if (!response.ok)
+    throw oidcFailure(response, json)
   if (!json.access_token)
     throw new OidcError(response.status, 'invalid_response', 'the token endpoint answered without an access_token')
 
@@ -220,4 +241,40 @@ export function exchangeCode({ code, codeVerifier, redirectUri, ...options }: Ex
  */
 export function refreshTokens({ refreshToken, ...options }: RefreshTokensOptions): Promise<OidcTokens> {
   return requestTokens(options, { grant_type: 'refresh_token', refresh_token: refreshToken })
+}
+
+/**
+ * Revokes a token (RFC 7009); for a refresh token, the access tokens issued with it
+ * go too. Throws an OidcError when the server refuses. Revoke only a token that is
+ * still alive: better-auth takes a revoked refresh token coming back as stolen and
+ * ends every refresh token of that user and client.
+ */
+export async function revokeToken({ baseUrl, clientId, clientSecret, token, tokenTypeHint, fetch: send = globalThis.fetch }: RevokeTokenOptions): Promise<void> {
+  const body = new URLSearchParams({ token, client_id: clientId, ...(tokenTypeHint ? { token_type_hint: tokenTypeHint } : {}) })
+  if (clientSecret)
+    body.set('client_secret', clientSecret)
+  const response = await send(oidcEndpoints(baseUrl).revocation, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', 'accept': 'application/json' },
+    body: body.toString(),
+  })
+  if (!response.ok)
+    throw oidcFailure(response, await response.json().catch(() => ({})) as ErrorResponse)
+}
+
+/**
+ * Ends the browser's own session at the server (the httpOnly cookie our sign-in page
+ * left), so the next authorization asks for a password again. Revoking an app's tokens
+ * does not do this. Call it from a page on the server's origin (the cookie is sent
+ * with `credentials: 'include'`). Throws an OidcError when the server refuses.
+ */
+export async function endBrowserSession({ baseUrl, fetch: send = globalThis.fetch }: EndBrowserSessionOptions): Promise<void> {
+  const response = await send(oidcEndpoints(baseUrl).signOut, {
+    method: 'POST',
+    credentials: 'include',
+    headers: { 'content-type': 'application/json', 'accept': 'application/json' },
+    body: '{}',
+  })
+  if (!response.ok)
+    throw oidcFailure(response, await response.json().catch(() => ({})) as ErrorResponse)
 }

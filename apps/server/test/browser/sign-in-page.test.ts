@@ -1,3 +1,6 @@
+import { execFileSync } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { createVerifiedUser, emailTo, startTestServer, uniqueEmail, type TestServer } from '../harness.ts'
@@ -7,8 +10,10 @@ let server: TestServer
 let chromium: TestBrowser
 
 beforeAll(async () => {
+  // The page's script is a file of the web client's build, as under `pnpm start`.
+  execFileSync('node', [fileURLToPath(new URL('../../../stage-web/scripts/build-if-stale.mjs', import.meta.url))], { stdio: 'inherit' })
   ;[server, chromium] = await Promise.all([startTestServer(), launchChromium()])
-})
+}, 180_000)
 
 afterAll(async () => {
   await chromium?.close()

@@ -31,6 +31,13 @@ export default {
     signUpHint: 'New here? You can create an account on the next page.',
   },
   signingIn: 'Signing you in…',
+  signInErrors: {
+    'not-started-here': 'This sign-in was started in another window. Sign in again here.',
+    'refused': 'The sign-in was refused. Sign in again.',
+    'unreachable': 'Cannot reach the server. Check your connection and try again.',
+    'failed': 'Something went wrong while signing in. Sign in again.',
+    'sign-out-incomplete': 'You are signed out on this device, but the server could not be reached to end the session. Sign out again when you are back online, especially on a shared computer.',
+  },
   signInFailed: 'Sign-in failed: {reason}',
   notFound: {
     title: 'Nothing here',

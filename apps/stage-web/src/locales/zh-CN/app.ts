@@ -33,6 +33,13 @@ export default {
     signUpHint: '第一次来？可以在下一页创建账户。',
   },
   signingIn: '正在为你登录…',
+  signInErrors: {
+    'not-started-here': '这次登录是在另一个窗口中发起的。请在这里重新登录。',
+    'refused': '登录被拒绝，请重新登录。',
+    'unreachable': '无法连接服务器。请检查网络后重试。',
+    'failed': '登录时出了点问题，请重新登录。',
+    'sign-out-incomplete': '你已在这台设备上退出，但无法连接服务器来结束会话。恢复联网后请再退出一次，尤其是在公用电脑上。',
+  },
   signInFailed: '登录失败：{reason}',
   notFound: {
     title: '这里什么都没有',
