@@ -10,6 +10,12 @@ export default defineConfig({
   // The same path in development and behind `pnpm start`, so the OIDC redirect URI is /app/callback in both.
   base: '/app/',
   plugins: [vue()],
+  // vue-i18n's build flags: the composition API only (the legacy one is dropped from the bundle), no devtools hooks.
+  define: {
+    __VUE_I18N_FULL_INSTALL__: true,
+    __VUE_I18N_LEGACY_API__: false,
+    __INTLIFY_PROD_DEVTOOLS__: false,
+  },
   build: {
     // The server renders /sign-in itself and finds that page's script through the manifest.
     manifest: true,
