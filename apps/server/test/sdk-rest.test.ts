@@ -32,8 +32,11 @@ async function rejection(promise: Promise<unknown>): Promise<AiriError> {
 }
 
 describe('the SDK\'s REST helpers', () => {
-  it('say "not configured" in one error shape, then list priced models and voices, and speak', async () => {
-    const { rest } = clientOf(user.token)
+  it('say "not configured" in one error shape (meta.features says it first), then list priced models and voices, and speak', async () => {
+    const client = clientOf(user.token)
+    const { rest } = client
+    // What a client asks first, so it offers only what is set up (no probing for a 503).
+    expect(await client.meta.features.query()).toEqual({ chat: false, speech: false, streamingSpeech: false, transcription: false, streamingTranscription: false, topUps: false })
     const unconfigured = await rejection(rest.models())
     expect([unconfigured.status, unconfigured.code]).toEqual([503, 'CONFIG_NOT_SET'])
 
@@ -52,6 +55,7 @@ describe('the SDK\'s REST helpers', () => {
     const voiceKey = server.api.services.llmGateway.encryptKey('voice', 'k0', 'sk-voice')
     await server.api.services.config.set('TTS_UPSTREAMS', { defaultModel: 'voice', models: { voice: { adapter: 'openai-compatible', baseUrl: tts.url, model: 'upstream-tts', keys: [{ id: voiceKey.keyId, ciphertext: voiceKey.ciphertext }] } } })
 
+    expect(await client.meta.features.query()).toMatchObject({ chat: true, speech: true, streamingSpeech: false })
     const models = await rest.models()
     expect(models.map(model => [model.id, model.pricing?.inputPer1M ?? null])).toEqual([['chat', 2000], ['plain', null]])
     expect((await rest.speechModels()).models.map(model => model.id)).toEqual(['voice'])

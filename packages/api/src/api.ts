@@ -225,7 +225,7 @@ export async function createApi(deps: ApiDeps) {
     accountExport,
     analytics,
     rateLimits,
-    meta: createMetaService({ service: deps.service?.name ?? 'airi-server', version: deps.service?.version ?? '0.0.0' }),
+    meta: createMetaService({ service: deps.service?.name ?? 'airi-server', version: deps.service?.version ?? '0.0.0' }, config),
     usage,
   }
 
