@@ -10,7 +10,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 
 const app = fileURLToPath(new URL('..', import.meta.url))
 const built = join(app, 'dist', 'index.html')
-const sources = [join(app, 'src'), join(app, 'index.html'), join(app, 'vite.config.ts'), join(app, 'package.json'), join(app, '..', '..', 'packages', 'sdk', 'src')]
+const sources = [join(app, 'src'), join(app, 'public'), join(app, 'index.html'), join(app, 'vite.config.ts'), join(app, 'package.json'), join(app, '..', '..', 'packages', 'sdk', 'src')]
 
 function newest(path) {
   if (!existsSync(path))

@@ -22,11 +22,3 @@ export function followBalanceEvents(): void {
   })
   onReady(() => void refreshBalance().catch(() => undefined))
 }
-
-/** Calls `onChange` with each balance event while the calling component lives. */
-export function followBalance(onChange?: (flux: number) => void): () => void {
-  return useFeed().onFeed((event) => {
-    if (event.type === 'balance')
-      onChange?.(event.balance)
-  })
-}

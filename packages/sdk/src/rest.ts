@@ -53,7 +53,10 @@ async function failure(response: Response): Promise<AiriError> {
   const error = body?.error ?? body
   const code = typeof error?.code === 'string' ? error.code : `HTTP_${response.status}`
   const message = typeof error?.message === 'string' ? error.message : `${response.status} ${response.statusText}`.trim()
-  return new AiriError(response.status, code, message, body?.error?.details)
+  // A 429 says when to come back (in `details.retryAfterSeconds`, from Retry-After).
+  const retryAfter = Number(response.headers.get('retry-after'))
+  const details = Number.isFinite(retryAfter) && retryAfter > 0 ? { ...(body?.error?.details as object | undefined), retryAfterSeconds: retryAfter } : body?.error?.details
+  return new AiriError(response.status, code, message, details)
 }
 
 /** `attachment; filename="x.json"` → `x.json`. */

@@ -11,7 +11,7 @@ import { startFakeOpenAIUpstream, type FakeUpstream } from '@airi/tooling/fakes/
 import { STAGE_WEB_DEV_CLIENT_ID } from '../../src/runtime.ts'
 import { ADMIN_EMAIL, createVerifiedUser, failure, signIn, startTestServer, uniqueEmail, type TestServer, type TestUser } from '../harness.ts'
 import { signInThroughApp } from './app.ts'
-import { launchChromium, type TestBrowser } from './chromium.ts'
+import { checkA11y, launchChromium, type TestBrowser } from './chromium.ts'
 
 // The admin pages of stage-web (SPEC §4.15), used the way an operator would.
 
@@ -44,42 +44,53 @@ afterAll(async () => {
   await llm?.close()
 })
 
-/** Signs the operator in and opens a tab of the Admin screen. */
-async function adminPage(tab: 'Models' | 'Settings' | 'Flux grants' | 'Users') {
+const TABS = { 'Models': 'models', 'Settings': 'settings', 'Flux grants': 'grants', 'Users': 'users' } as const
+
+/** Signs the operator in and opens a tab of the Admin screen (each tab has its own URL). */
+async function adminPage(tab: keyof typeof TABS) {
   const device = await chromium.newPage()
   await signInThroughApp(server, device.page, operator)
-  await device.page.getByRole('button', { name: 'Admin' }).click()
+  await device.page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Admin' }).click()
   await device.page.getByRole('tab', { name: tab }).click()
+  await device.page.waitForURL(url => url.pathname === `/app/admin/${TABS[tab]}`)
   return device
 }
 
-/**
- * Console errors other than the browser's note of a refusal the test asked for (`status of 400`)
- * and the chat screen's voice catalogue (503: no streaming speech is configured, and none is under test).
- */
+/** Console errors other than the browser's note of a refusal the test asked for (`status of 400`). */
 const unexpected = (errors: string[], ...statuses: number[]) =>
-  errors.filter(error => !error.includes('/api/v1/audio/') && !statuses.some(status => error.includes(`status of ${status}`)))
+  errors.filter(error => !statuses.some(status => error.includes(`status of ${status}`)))
 
-async function screenshots(page: Page, name: string) {
-  for (const [width, height] of [[390, 844], [1280, 800]] as const) {
-    await page.setViewportSize({ width, height })
-    // Nothing may stick out sideways on a phone: only .scroll boxes scroll.
-    expect(await page.evaluate('document.documentElement.scrollWidth')).toBeLessThanOrEqual(width)
-    await chromium.screenshot(page, `app-admin-${name}-${width}`)
+/** Nothing sticks out sideways on a phone; `admin-<name>` in both widths and themes (with axe) or one phone picture of a passing state. */
+async function look(page: Page, name: string, { all = false } = {}) {
+  const original = page.viewportSize()!
+  await page.setViewportSize({ width: 390, height: 844 })
+  expect(await page.evaluate('document.documentElement.scrollWidth')).toBeLessThanOrEqual(390)
+  if (all) {
+    await checkA11y(page, `admin ${name}`)
+    await chromium.shots(page, `admin-${name}`)
   }
+  else {
+    await chromium.screenshot(page, `admin-${name}-390`)
+  }
+  await page.setViewportSize(original)
 }
 
 describe('stage-web: the Admin screen', () => {
   it('is not offered to a person who is not an operator, and its procedures refuse them', async () => {
     const { page, consoleErrors } = await chromium.newPage()
     await signInThroughApp(server, page, person)
-    await page.getByRole('button', { name: 'Usage' }).waitFor()
-    expect(await page.getByRole('button', { name: 'Admin' }).count()).toBe(0)
+    const nav = page.getByRole('navigation', { name: 'Main' })
+    await nav.getByRole('link', { name: 'Usage' }).waitFor()
+    expect(await nav.getByRole('link', { name: 'Admin' }).count()).toBe(0)
+    // Its URL shows no tools, and asks the server nothing.
+    await page.goto(`${server.baseUrl}/app/admin/users`)
+    await page.getByText('Only operators can open these pages.').waitFor()
+    expect(await page.getByRole('tab').count()).toBe(0)
 
     const sdk = sdkOf(person)
     for (const call of [sdk.admin.upstreams.list.query({ kind: 'llm' }), sdk.admin.config.list.query(), sdk.admin.users.lookup.query({ email: ADMIN_EMAIL })])
       expect((await failure(call)).data?.code).toBe('FORBIDDEN')
-    expect(unexpected(consoleErrors)).toEqual([])
+    expect(consoleErrors).toEqual([])
   })
 
   it('adds a language model with its key, shows the key only as its last four characters, and removes another after a confirmation', async () => {
@@ -101,14 +112,14 @@ describe('stage-web: the Admin screen', () => {
     // The server's refusal, next to the field it names.
     await expect.poll(() => form.locator('#upstream-llm-base-url-errors').textContent()).toContain('http:// or https://')
     expect(await form.getByLabel('Base URL').getAttribute('aria-invalid')).toBe('true')
-    await screenshots(page, 'models-form')
+    await look(page, 'models-form')
 
     await form.getByLabel('Base URL').fill(llm.url)
     await form.getByRole('button', { name: 'Save' }).click()
     const writer = card.locator('[data-alias="writer"]')
     await writer.waitFor()
     expect(await writer.getByTestId('key-hints').textContent()).toBe('••••4321')
-    expect(await writer.getByTestId('alias-price').textContent()).toBe('input 3000, output 9000 Flux per 1M tokens')
+    expect(await writer.getByTestId('alias-price').textContent()).toBe('input 3,000, output 9,000 Flux per 1M tokens')
     expect(await card.locator('[data-alias="draft"] [data-testid="alias-price"]').textContent()).toBe('flat: 1 Flux per 1K tokens')
     // Nowhere on the page: not in the markup, not in a field's value, not in storage.
     expect(await page.content()).not.toContain(KEY)
@@ -131,7 +142,7 @@ describe('stage-web: the Admin screen', () => {
     expect((await server.api.services.operator.upstreams.list('llm')).models.map(model => model.alias).sort()).toEqual(['chat', 'writer'])
 
     await page.getByTestId('upstreams-tts').locator('[data-alias="voice"]').waitFor()
-    await screenshots(page, 'models')
+    await look(page, 'models', { all: true })
     expect(unexpected(consoleErrors, 400)).toEqual([])
   })
 
@@ -160,7 +171,7 @@ describe('stage-web: the Admin screen', () => {
     await router.getByRole('button', { name: 'Save' }).click()
     await expect.poll(() => router.getByTestId('config-issues').textContent()).toContain('models.chat.upstreams.0.baseUrl → must be an http:// or https:// URL')
     expect(await editor.getAttribute('aria-invalid')).toBe('true')
-    await screenshots(page, 'settings-error')
+    await look(page, 'settings-error')
 
     // A good change to the rest of the entry keeps the keys the page never showed.
     await editor.fill(await edited((value) => {
@@ -172,7 +183,11 @@ describe('stage-web: the Admin screen', () => {
     await expect.poll(async () => (await stored()).maxOutputTokens).toBe(2048)
     expect((await stored()).upstreams[0]!.keys[0]!.ciphertext).toBe(ciphertext)
 
-    await screenshots(page, 'settings')
+    // The tab is in the URL: a reload comes back to it.
+    await page.reload()
+    await expect.poll(() => page.getByRole('tab', { name: 'Settings' }).getAttribute('aria-selected')).toBe('true')
+    await page.locator('[data-key="LLM_ROUTER_CONFIG"]').waitFor()
+    await look(page, 'settings', { all: true })
     expect(unexpected(consoleErrors, 400)).toEqual([])
   })
 
@@ -190,27 +205,30 @@ describe('stage-web: the Admin screen', () => {
     await expect.poll(() => preview.evaluateAll(rows => rows.map(row => [row.getAttribute('data-email'), row.getAttribute('data-outcome')])))
       .toEqual([[grantee.email, 'would_grant'], [unknown, 'not_found'], [grantee.email, 'duplicate']])
     expect(await server.api.services.billing.getBalance(grantee.id)).toBe(before)
-    await screenshots(page, 'grants-preview')
+    await look(page, 'grants-preview')
 
     await page.getByTestId('grant-confirm').dblclick()
     const result = page.getByTestId('grant-result').locator('tbody tr')
     await expect.poll(() => result.evaluateAll(rows => rows.map(row => row.getAttribute('data-outcome')))).toEqual(['granted', 'not_found', 'duplicate'])
 
     await page.getByRole('tab', { name: 'Users' }).click()
+    await page.waitForURL(url => url.pathname === '/app/admin/users')
     await page.getByLabel('E-mail address').fill(grantee.email)
     await page.getByRole('button', { name: 'Look up' }).click()
     await expect.poll(() => page.getByTestId('user-balance').getAttribute('data-flux')).toBe(String(before + 25))
     expect(await server.api.services.billing.getBalance(grantee.id)).toBe(before + 25)
 
-    await page.getByRole('tab', { name: 'Flux grants' }).click()
+    // Back returns to the tab before.
+    await page.goBack()
+    await expect.poll(() => page.getByRole('tab', { name: 'Flux grants' }).getAttribute('aria-selected')).toBe('true')
     await page.getByLabel('E-mail addresses').fill(grantee.email)
     await page.getByLabel('Flux for each').fill('5')
     await page.getByLabel('Reason').fill('Once more')
     await page.getByRole('button', { name: 'Preview' }).click()
     await page.getByTestId('grant-confirm').click()
     await expect.poll(() => page.getByTestId('grant-result').locator('tbody tr').first().getAttribute('data-outcome')).toBe('granted')
-    await screenshots(page, 'grants')
-    expect(unexpected(consoleErrors)).toEqual([])
+    await look(page, 'grants', { all: true })
+    expect(consoleErrors).toEqual([])
   })
 
   it('looks a person up with their balance, calls and sessions, and revoking a session ends it', async () => {
@@ -236,7 +254,7 @@ describe('stage-web: the Admin screen', () => {
 
     const sessions = page.getByTestId('user-sessions').locator('tbody tr')
     expect(await sessions.count()).toBeGreaterThanOrEqual(2)
-    await screenshots(page, 'users')
+    await look(page, 'users', { all: true })
 
     await page.locator(`[data-session="${session.id}"]`).getByRole('button', { name: 'Revoke' }).click()
     await page.getByRole('status').filter({ hasText: 'Ended 1 session.' }).waitFor()

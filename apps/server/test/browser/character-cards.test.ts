@@ -10,18 +10,18 @@ import { startFakeStreamingTtsUpstream, type FakeStreamingTtsUpstream } from '@a
 import { STAGE_WEB_DEV_CLIENT_ID } from '../../src/runtime.ts'
 import { createVerifiedUser, startTestServer, type TestServer } from '../harness.ts'
 import { deviceOf } from './app.ts'
-import { launchChromium, type TestBrowser } from './chromium.ts'
+import { checkA11y, launchChromium, type TestBrowser } from './chromium.ts'
 
 /**
- * Character cards in stage-web (docs/stage-web.md): import by the file picker and
- * by drag and drop, the imported character's greeting, export as JSON and PNG
- * downloads, and a card the server refuses, said in words.
+ * Character cards in stage-web (docs/stage-web.md): import on the characters page by
+ * the file picker and by drag and drop, the imported character's new chat with its
+ * greeting, export as JSON and PNG downloads, and a card the server refuses, said in words.
  */
 
 const FIXTURES = fileURLToPath(new URL('../../../../tooling/fixtures/cards/', import.meta.url))
 
 /** The chat's first message: a bot chat opens with its character's greeting (the card's `first_mes`). */
-const firstMessage = (page: Page) => page.locator('[data-testid="messages"] li[data-role="assistant"]').first().getByTestId('message-content').textContent()
+const firstMessage = (page: Page) => page.locator('[data-testid="messages"] [data-role="assistant"] [data-testid="message-content"]').first().evaluate(element => element.textContent?.trim())
 
 let server: TestServer
 let chromium: TestBrowser
@@ -44,15 +44,6 @@ afterAll(async () => {
   await tts?.close()
 })
 
-/** Screenshots at desktop and phone width, then back to desktop. */
-async function screenshots(page: Page, name: string): Promise<void> {
-  for (const [width, height] of [[1280, 800], [390, 844]] as const) {
-    await page.setViewportSize({ width, height })
-    await chromium.screenshot(page, `${name}-${width}`)
-  }
-  await page.setViewportSize({ width: 1280, height: 800 })
-}
-
 /** The tEXt chunks of a PNG, by keyword, walked by chunk lengths. */
 function textsOf(png: Buffer): Record<string, string> {
   const texts: Record<string, string> = {}
@@ -69,9 +60,10 @@ function textsOf(png: Buffer): Record<string, string> {
   return texts
 }
 
-/** Clicks an export button and reads the file the browser downloads. */
-async function download(page: Page, testId: string): Promise<{ name: string, bytes: Buffer }> {
-  const [file] = await Promise.all([page.waitForEvent('download'), page.getByTestId(testId).click()])
+/** Clicks a character's export button and reads the file the browser downloads. */
+async function download(page: Page, character: string, button: 'Export JSON' | 'Export PNG'): Promise<{ name: string, bytes: Buffer }> {
+  const exportButton = page.getByTestId('own-characters').getByRole('article', { name: character }).getByRole('button', { name: button })
+  const [file] = await Promise.all([page.waitForEvent('download'), exportButton.click()])
   const stream = await file.createReadStream()
   const chunks: Buffer[] = []
   for await (const chunk of stream)
@@ -92,44 +84,43 @@ async function drop(page: Page, fileName: string, type: string): Promise<void> {
 }
 
 describe('character cards in stage-web', () => {
-  it('imports a PNG card through the file picker, shows its greeting, and exports it as JSON and PNG', async () => {
+  it('imports a PNG card through the file picker into a chat with its greeting, and exports it as JSON and PNG', async () => {
     const user = await createVerifiedUser(server)
     const { page, consoleErrors } = await deviceOf(server, chromium, user)
-    await page.getByRole('button', { name: 'Create AIRI' }).waitFor()
+    await page.getByRole('button', { name: 'Start chatting with AIRI' }).waitFor()
 
     const [chooser] = await Promise.all([page.waitForEvent('filechooser'), page.getByRole('button', { name: 'Import a card…' }).click()])
     await chooser.setFiles(`${FIXTURES}v2-chara.png`)
-    await expect.poll(() => page.getByTestId('card-status').textContent()).toBe('Imported Mirelle.')
-    await expect.poll(() => page.getByTestId('character-picker').locator('option:checked').textContent()).toBe('Mirelle')
-    // The card keeps {{char}} and {{user}}; the greeting reads them as the names.
+    // The imported character opens in a new chat; the card keeps {{char}} and {{user}}, the greeting reads them as the names (its *…* drawn as emphasis).
+    await page.waitForURL(/\/app\/chats\/[^/]+$/)
     await expect.poll(() => firstMessage(page))
-      .toBe(`*Mirelle holds the lantern up to your face.* You're lucky the tide didn't take you. Come in, ${user.email.split('@')[0]}, and mind the third step.`)
-    await screenshots(page, 'character-card-imported')
+      .toBe(`Mirelle holds the lantern up to your face. You're lucky the tide didn't take you. Come in, ${user.email.split('@')[0]}, and mind the third step.`)
 
-    const json = await download(page, 'export-json')
+    await page.getByRole('link', { name: 'Characters', exact: true }).click()
+    const json = await download(page, 'Mirelle', 'Export JSON')
     expect(json.name).toBe('mirelle.card.json')
     const card = JSON.parse(json.bytes.toString('utf8')) as { spec: string, data: Record<string, unknown> }
     expect(card).toMatchObject({ spec: 'chara_card_v3', data: { name: 'Mirelle', first_mes: expect.stringContaining('{{char}} holds the lantern') } })
-    const png = await download(page, 'export-png')
+    const png = await download(page, 'Mirelle', 'Export PNG')
     expect(png.name).toBe('mirelle.card.png')
     expect(JSON.parse(Buffer.from(textsOf(png.bytes).ccv3!, 'base64').toString('utf8'))).toEqual(card)
-    await expect.poll(() => page.getByTestId('card-status').textContent()).toBe('Exported Mirelle as mirelle.card.png.')
+    await expect.poll(() => page.getByTestId('characters-status').textContent()).toBe('Exported Mirelle as mirelle.card.png.')
     expect(consoleErrors).toEqual([])
   })
 
   it('imports a JSON card dropped on the page, and says in words why a card is refused', async () => {
     const user = await createVerifiedUser(server)
     const { page, consoleErrors } = await deviceOf(server, chromium, user)
-    await page.getByRole('button', { name: 'Create AIRI' }).waitFor()
+    await page.getByRole('button', { name: 'Start chatting with AIRI' }).waitFor()
 
     await drop(page, 'no-card.png', 'image/png')
-    await expect.poll(() => page.getByTestId('card-error').textContent()).toBe('Could not import no-card.png: PNG has no chara or ccv3 chunk')
-    await screenshots(page, 'character-card-refused')
+    await expect.poll(() => page.getByTestId('characters-error').textContent()).toBe('Could not import no-card.png: PNG has no chara or ccv3 chunk')
+    await checkA11y(page, 'the characters page with a refused card')
+    await chromium.shots(page, 'character-card-refused')
 
     await drop(page, 'v3-lorebook.json', 'application/json')
-    await expect.poll(() => page.getByTestId('card-status').textContent()).toBe('Imported Captain Orrin Vale.')
-    await expect(page.getByTestId('card-error').count()).resolves.toBe(0)
-    await expect.poll(() => firstMessage(page)).toMatch(/^\*Captain Orrin Vale squints at your ticket/)
+    await page.waitForURL(/\/app\/chats\/[^/]+$/)
+    await expect.poll(() => firstMessage(page)).toMatch(/^Captain Orrin Vale squints at your ticket/)
     // A failed call shows in the console as the browser's own 400 line; nothing else may.
     expect(consoleErrors.filter(line => !line.includes('status of 400'))).toEqual([])
   })

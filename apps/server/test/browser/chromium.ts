@@ -92,7 +92,8 @@ export async function launchChromium({ args = [] }: LaunchOptions = {}): Promise
         await page.setViewportSize({ width, height: width < 600 ? 844 : 800 })
         for (const colorScheme of ['light', 'dark'] as const) {
           await page.emulateMedia({ colorScheme })
-          // Let layout and the theme's transition settle before the picture.
+          // From the top, so the sticky header is drawn where it belongs; then let layout settle.
+          await page.evaluate('window.scrollTo(0, 0)')
           await page.evaluate('new Promise(resolve => requestAnimationFrame(() => requestAnimationFrame(resolve)))')
           await page.screenshot({ path: join(SCREENSHOT_DIR, `${name}-${width}-${colorScheme}.png`), fullPage: true })
         }

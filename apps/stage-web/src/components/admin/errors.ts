@@ -1,4 +1,5 @@
 import { errorMessage } from '../../client.ts'
+import { i18n } from '../../i18n.ts'
 
 /** One problem the server found in a config value: where it is, and what is wrong. */
 export interface ConfigIssue { path: Array<string | number>, message: string }
@@ -19,7 +20,7 @@ export function configIssues(error: unknown): ConfigIssue[] | null {
 }
 
 /** `models.chat.upstreams.0.baseUrl`, or words for the value as a whole. */
-export const issuePath = (issue: ConfigIssue): string => issue.path.length > 0 ? issue.path.join('.') : 'the whole value'
+export const issuePath = (issue: ConfigIssue): string => issue.path.length > 0 ? issue.path.join('.') : i18n.global.t('admin.errors.wholeValue')
 
 /** The input fields a 400 named (dotted paths of the procedure's input), as forms show them. */
 const inputFieldErrors = (error: unknown): Record<string, string[]> => dataOf(error).fieldErrors ?? {}
@@ -28,7 +29,7 @@ const inputFieldErrors = (error: unknown): Record<string, string[]> => dataOf(er
 export function adminErrorMessage(error: unknown): string {
   const { httpStatus } = dataOf(error)
   if (httpStatus === 403)
-    return 'Only operators can do this. Ask an operator to make you one (pnpm airi admin add <e-mail>).'
+    return i18n.global.t('admin.errors.notOperator')
   return errorMessage(error)
 }
 

@@ -1,0 +1,56 @@
+import type en from '../en/flux.ts'
+
+export default {
+  title: 'Flux',
+  lead: 'Flux 用于支付回复、语音朗读和语音转文字。你的余额在所有设备上都一样。',
+  amount: '{flux} Flux',
+  balance: {
+    title: '余额',
+    refresh: '刷新',
+  },
+  checkout: {
+    credited: '感谢购买！Flux 已到账。',
+    late: '感谢购买！Stripe 尚未确认付款，请稍等一分钟后点击“刷新”。',
+    waiting: '感谢购买！正在等待 Stripe 确认付款…',
+    cancelled: '已取消支付，没有产生任何费用。',
+  },
+  packages: {
+    title: '充值',
+    loading: '正在加载充值套餐…',
+    unavailable: '暂时无法充值：{reason}',
+    none: '目前没有在售的套餐。',
+    currency: '货币',
+    bestValue: '最划算',
+    notInCurrency: '不支持此货币',
+    note: '你将在 Stripe 的安全页面付款，完成后会回到这里。',
+    opening: '正在打开付款页面…',
+  },
+  history: {
+    title: '明细',
+    empty: '暂无记录。',
+    when: '时间',
+    what: '项目',
+    amount: '数量',
+    balanceAfter: '变动后余额',
+    more: '加载更多',
+    loadingMore: '加载中…',
+    types: {
+      initial: '新用户赠送',
+      credit: '入账',
+      debit: '消费',
+      promo: '赠送',
+    },
+    descriptions: {
+      initial: '新用户赠送的 Flux',
+      purchase: '购买 Flux',
+      purchaseRefunded: 'Flux 购买已退款',
+      llmReserved: '对话回复预扣（{model}）',
+      llmUsage: '对话回复（{model}）',
+      llmReturned: '退回未用完的预扣（{model}）',
+      llmFailed: '回复失败，已退还（{model}）',
+      llmInterrupted: '回复中断，已退还（{model}）',
+      tts: '语音朗读',
+      stt: '语音转文字',
+    },
+  },
+} satisfies typeof en
