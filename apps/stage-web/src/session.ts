@@ -23,6 +23,12 @@ const NO_SILENT_KEY = 'airi.no-silent-sign-in'
 const SILENT_STATE = 'silent.'
 /** Answers to prompt=none that mean "ask the person": the welcome screen does. */
 const NEEDS_PERSON = new Set(['login_required', 'interaction_required', 'consent_required', 'account_selection_required'])
+/**
+ * localStorage, this device: "someone signed in here and has not signed out" — no token,
+ * only whether a silent sign-in is worth a redirect. A first visit shows the welcome
+ * screen at once instead of a trip through the authorize endpoint.
+ */
+const SIGNED_IN_BEFORE_KEY = 'airi.signed-in-before'
 /** Refresh a little before the 15-minute access token runs out. */
 const EARLY_MS = 60_000
 
@@ -84,7 +90,7 @@ function silentSignIn(returnTo: string): Promise<never> {
 export async function ensureSession(returnTo: string): Promise<boolean> {
   if (tokens)
     return true
-  if (interactive || sessionStorage.getItem(NO_SILENT_KEY))
+  if (interactive || sessionStorage.getItem(NO_SILENT_KEY) || !localStorage.getItem(SIGNED_IN_BEFORE_KEY))
     return false
   return silentSignIn(returnTo)
 }
@@ -135,6 +141,7 @@ export async function completeSignIn(url: string): Promise<string> {
     throw failure(cause)
   }
   sessionStorage.removeItem(NO_SILENT_KEY)
+  localStorage.setItem(SIGNED_IN_BEFORE_KEY, '1')
   channel?.postMessage('signed-in')
   return pending.returnTo
 }
@@ -180,6 +187,7 @@ export function whenSignedOut(callback: () => void): () => void {
 /** Forgets this tab's tokens (after a refresh under way) and revokes its refresh token; no silent sign-in after. */
 async function endGrant(): Promise<boolean> {
   sessionStorage.setItem(NO_SILENT_KEY, 'signed-out')
+  localStorage.removeItem(SIGNED_IN_BEFORE_KEY)
   await refreshing?.catch(() => null)
   const ended = tokens
   tokens = null
