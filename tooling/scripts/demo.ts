@@ -158,8 +158,8 @@ async function main(): Promise<void> {
     await demo.characters.create.mutate({
       characterId: 'airi',
       version: '1',
-      coverUrl: `${baseUrl}/app/favicon.ico`,
-      avatarUrl: `${baseUrl}/app/favicon.ico`,
+      coverUrl: `${baseUrl}/app/companions/airi.svg`,
+      avatarUrl: `${baseUrl}/app/companions/airi.svg`,
       covers: [],
       capabilities: [],
       avatarModels: [],
