@@ -1,4 +1,4 @@
-import { createReplyFollower, type AiriError, type ChatEvent, type ReplyFollower } from '@airi/sdk'
+import { createReplyFollower, type AiriError, type ChatEvent, type ChatMessage, type ReplyFollower } from '@airi/sdk'
 import { ref } from 'vue'
 
 import { client } from './client.ts'
@@ -17,8 +17,8 @@ export interface LiveRepliesOptions {
   lastSeq: () => number
   /** A reply of the open chat failed (from any device's turn). */
   onFailed: (replyId: string, error: AiriError) => void
-  /** A reply ended, whichever way (its message, if any, came on the feed). */
-  onEnded: (replyId: string) => void
+  /** A reply ended, whichever way: its stored message (it came on the feed too), or null when it failed. */
+  onEnded: (replyId: string, message: ChatMessage | null) => void
 }
 
 /**
@@ -34,17 +34,17 @@ export function createLiveReplies(options: LiveRepliesOptions) {
   // Replies already over here (with their stored text), so a late event does not start following them again.
   const over = new Map<string, string>()
 
-  function end(replyId: string, outcome: 'stored' | 'failed', text = '') {
+  function end(replyId: string, message: ChatMessage | null) {
     followers.delete(replyId)
-    over.set(replyId, text)
+    over.set(replyId, message?.content ?? '')
     replies.value = replies.value.filter(reply => reply.id !== replyId)
     const voice = voices.get(replyId)
     voices.delete(replyId)
-    if (outcome === 'stored')
+    if (message)
       voice?.finish()
     else
       voice?.cancel()
-    options.onEnded(replyId)
+    options.onEnded(replyId, message)
   }
 
   function follow(replyId: string): ReplyFollower | undefined {
@@ -69,12 +69,12 @@ export function createLiveReplies(options: LiveRepliesOptions) {
     })
     followers.set(replyId, follower)
     follower.done.then(
-      message => end(replyId, 'stored', message.content),
+      message => end(replyId, message),
       (error: AiriError) => {
         // Following stopped because the chat closed: nothing to tell.
         if (followers.get(replyId) !== follower)
           return
-        end(replyId, 'failed')
+        end(replyId, null)
         options.onFailed(replyId, error)
       },
     )

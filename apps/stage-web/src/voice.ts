@@ -1,8 +1,8 @@
 import { createSpeechStream, type SpeechStream } from '@airi/sdk'
-import { ref, watch } from 'vue'
 
 import { client } from './client.ts'
-import { baseUrl, getAccessToken } from './session.ts'
+import { loadFeatures } from './composables/useCatalogue.ts'
+import { baseUrl } from './session.ts'
 
 // Replies are spoken through the server's streaming speech socket (the SDK's
 // createSpeechStream): the reply's tokens go in as the LLM streams them and audio
@@ -11,28 +11,34 @@ import { baseUrl, getAccessToken } from './session.ts'
 /** OpenAI's `pcm`: 24 kHz, 16-bit signed little-endian, mono. Raw samples play without decoding a container. */
 const SAMPLE_RATE = 24_000
 
-export interface VoiceChoice { model: string, voice: string }
+/** A voice the streaming bridge offers. */
+export interface Voice { id: string, name: string }
 
-interface Catalogue { models: Array<{ id: string }>, default?: string, defaultModel?: string }
+/** The streaming model and its voices; null when the server has no streaming speech. */
+export interface VoiceCatalogue { model: string, voices: Voice[] }
+
+let catalogue: Promise<VoiceCatalogue | null> | undefined
 
 /**
- * The streaming model and a voice for it, or null when the server has no streaming
- * speech (503) or the bridge lists nothing. The catalogue is REST (docs/speech.md).
+ * The streaming model and its voices, read once per page. No streaming speech set up
+ * (`meta.features`): null, and no voice controls. The bridge may list no voices: the
+ * upstream's default then.
  */
-async function loadVoiceChoice(preferredVoice?: string | null): Promise<{ choice: VoiceChoice | null, voices: string[] }> {
-  const get = async (path: string) => {
-    const token = await getAccessToken()
-    const response = await fetch(`${baseUrl}/api/v1/audio${path}`, { headers: { authorization: `Bearer ${token}` } })
-    return response.ok ? await response.json() as unknown : null
-  }
-  const catalogue = await get('/models/streaming') as Catalogue | null
-  const model = catalogue?.default ?? catalogue?.defaultModel ?? catalogue?.models[0]?.id
-  if (!model)
-    return { choice: null, voices: [] }
-  const listed = await get(`/voices/streaming?model=${encodeURIComponent(model)}`) as { voices?: Array<{ id: string }> } | null
-  const voices = (listed?.voices ?? []).map(voice => voice.id)
-  // The bridge may list no voices (it is down, or does not publish them): the upstream's default then.
-  return { choice: { model, voice: preferredVoice ?? voices[0] ?? 'default' }, voices }
+export function loadVoiceCatalogue(): Promise<VoiceCatalogue | null> {
+  catalogue ??= (async () => {
+    if (!(await loadFeatures()).streamingSpeech)
+      return null
+    const models = await client.rest.speechModels({ streaming: true })
+    const model = models.default ?? models.models[0]?.id
+    if (!model)
+      return null
+    const voices = await client.rest.voices({ model, streaming: true })
+    return { model, voices: voices.map(voice => ({ id: voice.id, name: voice.name || voice.id })) }
+  })().catch(() => {
+    catalogue = undefined
+    return null
+  })
+  return catalogue
 }
 
 /** What the page's audio pipeline has been handed, for the status line (and the browser tests). */
@@ -50,7 +56,7 @@ export interface ReplyVoice {
 let context: AudioContext | undefined
 
 /** The page's one AudioContext; call from a click so the browser lets it play. */
-function unlockAudio(): AudioContext {
+export function unlockAudio(): AudioContext {
   context ??= new AudioContext({ sampleRate: SAMPLE_RATE })
   if (context.state === 'suspended')
     void context.resume()
@@ -58,7 +64,7 @@ function unlockAudio(): AudioContext {
 }
 
 /** Speaks one reply: text in as it streams, PCM out to the speakers gaplessly. */
-function startReplyVoice(choice: VoiceChoice, callbacks: { onStats: (stats: VoiceStats) => void, onError: (message: string) => void }): ReplyVoice {
+export function startReplyVoice(choice: { model: string, voice: string }, callbacks: { onStats: (stats: VoiceStats) => void, onError: (message: string) => void }): ReplyVoice {
   const audio = unlockAudio()
   const stats: VoiceStats = { bytes: 0, chunks: 0 }
   const sources = new Set<AudioBufferSourceNode>()
@@ -109,7 +115,7 @@ function startReplyVoice(choice: VoiceChoice, callbacks: { onStats: (stats: Voic
     voice: choice.voice,
     format: 'pcm',
     onAudio: play,
-    onError: error => callbacks.onError(`Voice stopped: ${error.message}`),
+    onError: error => callbacks.onError(error.message),
   })
   void stream.closed.then(() => {
     sessionOver = true
@@ -129,63 +135,5 @@ function startReplyVoice(choice: VoiceChoice, callbacks: { onStats: (stats: Voic
       settleWhenQuiet()
     },
     done,
-  }
-}
-
-/**
- * The chat's voice: the choice (null while loading, false when the server has no
- * streaming speech), the "Speak replies" switch (remembered), and the voice of the
- * reply this device is speaking.
- */
-export function useReplyVoice(onError: (message: string) => void) {
-  const choice = ref<VoiceChoice | false | null>(null)
-  const voices = ref<string[]>([])
-  const speak = ref(localStorage.getItem('airi.speak') !== 'off')
-  const speaking = ref(false)
-  const stats = ref<VoiceStats>({ bytes: 0, chunks: 0 })
-  let current: ReplyVoice | null = null
-  watch(speak, value => localStorage.setItem('airi.speak', value ? 'on' : 'off'))
-
-  return {
-    choice,
-    voices,
-    speak,
-    speaking,
-    stats,
-    async load(preferred?: string | null) {
-      try {
-        const loaded = await loadVoiceChoice(preferred)
-        choice.value = loaded.choice ?? false
-        voices.value = loaded.voices
-      }
-      catch {
-        choice.value = false
-      }
-    },
-    /** Call inside the click that asks for a reply: browsers only let audio start from a gesture. */
-    unlock() {
-      if (speak.value && choice.value)
-        unlockAudio()
-    },
-    /** A voice for a reply this device asked for, or null when replies are not spoken. */
-    begin(): ReplyVoice | null {
-      if (!speak.value || !choice.value)
-        return null
-      stats.value = { bytes: 0, chunks: 0 }
-      const started = startReplyVoice(choice.value, { onStats: next => (stats.value = next), onError })
-      current = started
-      speaking.value = true
-      void started.done.then(() => {
-        if (current === started)
-          speaking.value = false
-      })
-      return started
-    },
-    /** Stops the sound at once. */
-    cancel() {
-      current?.cancel()
-      current = null
-      speaking.value = false
-    },
   }
 }

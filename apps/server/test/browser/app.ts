@@ -34,8 +34,9 @@ export async function createCharacter(server: TestServer, user: TestUser, name: 
   const created = await sdk.characters.create.mutate({
     characterId: name.toLowerCase(),
     version: '1',
-    coverUrl: `${server.baseUrl}/cover.png`,
-    avatarUrl: `${server.baseUrl}/avatar.png`,
+    // A picture the server has: a missing one is a 404, and so a console error.
+    coverUrl: `${server.baseUrl}/app/favicon.svg`,
+    avatarUrl: `${server.baseUrl}/app/favicon.svg`,
     covers: [],
     capabilities: [],
     avatarModels: [],

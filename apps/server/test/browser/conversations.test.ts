@@ -12,8 +12,8 @@ import { until } from '@airi/tooling/test/until'
 
 import { STAGE_WEB_DEV_CLIENT_ID } from '../../src/runtime.ts'
 import { createVerifiedUser, startTestServer, type TestServer, type TestUser } from '../harness.ts'
-import { createCharacter, deviceOf, recordStreamingTexts } from './app.ts'
-import { launchChromium, type TestBrowser } from './chromium.ts'
+import { createCharacter as createCharacterOf, deviceOf, recordStreamingTexts } from './app.ts'
+import { checkA11y, launchChromium, type TestBrowser } from './chromium.ts'
 
 /**
  * Replies made on the server as stage-web shows them (docs/stage-web.md): one call
@@ -58,42 +58,46 @@ function sdkOf(user: TestUser): AiriClient {
   return sdk
 }
 
-/** A device of `user` on the chat of its only character, live. */
-async function chatDevice(user: TestUser, name: string) {
+const createCharacter = (user: TestUser, name: string) => createCharacterOf(server, user, name)
+
+/** A new bot chat of `user` with their character `characterId` (a chat is a URL: the test opens it). */
+async function createChat(user: TestUser, characterId: string): Promise<string> {
+  return (await sdkOf(user).chats.create.mutate({ type: 'bot', members: [{ type: 'character', id: characterId }] })).id
+}
+
+/** A device of `user` on the chat `chatId`, live, its replies not spoken. */
+async function chatDevice(user: TestUser, chatId: string) {
   const device = await deviceOf(server, chromium, user)
-  await device.page.getByText(`No messages yet. Say hello to ${name}.`).waitFor()
+  await device.page.goto(`${server.baseUrl}/app/chats/${chatId}`)
   await device.page.locator('[data-live="on"]').waitFor()
+  await device.page.locator('[role="feed"][aria-busy="false"]').waitFor({ state: 'attached' })
+  await device.page.getByTestId('voice-settings').click()
   await device.page.getByTestId('speak-replies').uncheck()
+  await device.page.getByTestId('voice-settings').click()
   return device
 }
 
-const streamingText = (page: Page) => page.getByTestId('streaming-reply').textContent()
-const assistantTexts = (page: Page) => page.locator('li[data-role="assistant"] [data-testid="message-content"]').allTextContents()
-const userTexts = (page: Page) => page.locator('li[data-role="user"] [data-testid="message-content"]').allTextContents()
-const lastAssistant = (page: Page) => page.locator('li[data-role="assistant"]').last()
+// Replies are Markdown: a paragraph's text has no trailing space of its own.
+const streamingText = async (page: Page) => (await page.getByTestId('streaming-reply').textContent())?.trim()
+const texts = async (page: Page, role: string) => (await page.locator(`[data-role="${role}"] [data-testid="message-content"]`).allTextContents()).map(text => text.trim())
+const assistantTexts = (page: Page) => texts(page, 'assistant')
+const userTexts = (page: Page) => texts(page, 'user')
+const lastAssistant = (page: Page) => page.locator('[data-role="assistant"]').last()
+const composer = (page: Page) => page.getByRole('textbox', { name: 'Message', exact: true })
 
 async function send(page: Page, text: string): Promise<void> {
-  await page.getByLabel('Message').fill(text)
+  await composer(page).fill(text)
   await page.getByRole('button', { name: 'Send' }).click()
-}
-
-/** Screenshots at desktop and phone width (after `prepare`, e.g. a hover, at each), then back to desktop. */
-async function screenshots(page: Page, name: string, prepare?: () => Promise<void>): Promise<void> {
-  for (const [width, height] of [[1280, 800], [390, 844]] as const) {
-    await page.setViewportSize({ width, height })
-    await prepare?.()
-    await chromium.screenshot(page, `${name}-${width}`)
-  }
-  await page.setViewportSize({ width: 1280, height: 800 })
 }
 
 describe('server-made replies in stage-web', () => {
   it('shows the reply growing on a second device, and a reply stopped from that device stays, marked, after a reload', async () => {
     llm.reset()
     const user = await createVerifiedUser(server)
-    await createCharacter(server, user, 'Kiki')
-    const first = await chatDevice(user, 'Kiki')
-    const second = await chatDevice(user, 'Kiki')
+    const chatId = await createChat(user, await createCharacter(user, 'Kiki'))
+    const first = await chatDevice(user, chatId)
+    await first.page.getByText('No messages yet. Say hello to Kiki.').waitFor()
+    const second = await chatDevice(user, chatId)
     await recordStreamingTexts(second.page)
 
     const pacer = createPacer()
@@ -101,17 +105,20 @@ describe('server-made replies in stage-web', () => {
     await send(first.page, 'Tell me a story')
     pacer.release(4)
     // Half-made, on both devices: the sender's and the other one, which sent nothing.
-    await expect.poll(() => streamingText(second.page)).toBe('Once upon a time, ')
-    await expect.poll(() => streamingText(first.page)).toBe('Once upon a time, ')
-    await screenshots(first.page, 'conversation-streaming')
+    await expect.poll(() => streamingText(second.page)).toBe('Once upon a time,')
+    await expect.poll(() => streamingText(first.page)).toBe('Once upon a time,')
+    expect(await second.page.getByTestId('streaming-reply').getAttribute('aria-busy')).toBe('true')
+    await chromium.shots(first.page, 'chat-streaming')
     pacer.releaseAll()
     await expect.poll(() => assistantTexts(second.page)).toEqual([STORY])
     await expect.poll(() => assistantTexts(first.page)).toEqual([STORY])
     await second.page.getByTestId('streaming-reply').waitFor({ state: 'detached' })
-    const seen = [...new Set(await second.page.evaluate('window.__replyTexts') as string[])]
+    const seen = [...new Set((await second.page.evaluate('window.__replyTexts') as string[]).map(text => text.trim()))]
     // The second device saw a part of the reply before the whole of it, and only prefixes of it.
-    expect(seen).toContain('Once upon a time, ')
-    expect(seen.every(text => text === '…' || STORY.startsWith(text))).toBe(true)
+    expect(seen).toContain('Once upon a time,')
+    expect(seen.every(text => STORY.startsWith(text))).toBe(true)
+    // Screen readers hear the reply once, when it ends.
+    expect(await second.page.getByTestId('reply-announcement').textContent()).toBe(`Kiki replied: ${STORY}`)
     expect(await userTexts(second.page)).toEqual(['Tell me a story'])
 
     // A reply that keeps coming until it is stopped, from the device that did not ask for it.
@@ -119,20 +126,21 @@ describe('server-made replies in stage-web', () => {
     llm.behave(() => ({ kind: 'complete', content: 'And then the fox walked on and on through the night.', pace: slow }))
     await send(first.page, 'Go on')
     slow.release(3)
-    await expect.poll(() => streamingText(second.page)).toBe('And then the ')
+    await expect.poll(() => streamingText(second.page)).toBe('And then the')
     await second.page.getByTestId('stop-reply').click()
     await until(() => llm.requests.at(-1)!.aborted, 'the upstream call to be abandoned')
     for (const page of [first.page, second.page]) {
       await page.getByTestId('streaming-reply').waitFor({ state: 'detached' })
-      await expect.poll(() => assistantTexts(page)).toEqual([STORY, 'And then the '])
+      await expect.poll(() => assistantTexts(page)).toEqual([STORY, 'And then the'])
       expect(await lastAssistant(page).getAttribute('data-status')).toBe('stopped')
       await lastAssistant(page).getByTestId('stopped-mark').waitFor()
     }
     // With the last reply's actions (regenerate among them) shown, as on hover.
-    await screenshots(first.page, 'conversation-stopped', () => lastAssistant(first.page).hover())
+    await lastAssistant(first.page).hover()
+    await chromium.shots(first.page, 'chat-stopped')
 
     await first.page.reload()
-    await expect.poll(() => assistantTexts(first.page)).toEqual([STORY, 'And then the '])
+    await expect.poll(() => assistantTexts(first.page)).toEqual([STORY, 'And then the'])
     await lastAssistant(first.page).getByTestId('stopped-mark').waitFor()
     // One upstream call per turn, none of them by the browser.
     expect(llm.requests.filter(request => request.path === '/v1/chat/completions')).toHaveLength(2)
@@ -142,9 +150,9 @@ describe('server-made replies in stage-web', () => {
   it('regenerates the last reply, and edits and deletes messages, live on another device', async () => {
     llm.reset()
     const user = await createVerifiedUser(server)
-    await createCharacter(server, user, 'Momo')
-    const first = await chatDevice(user, 'Momo')
-    const second = await chatDevice(user, 'Momo')
+    const chatId = await createChat(user, await createCharacter(user, 'Momo'))
+    const first = await chatDevice(user, chatId)
+    const second = await chatDevice(user, chatId)
 
     llm.behave(() => ({ kind: 'complete', content: 'A first answer.' }))
     await send(first.page, 'Hello Momo')
@@ -158,7 +166,7 @@ describe('server-made replies in stage-web', () => {
     await expect.poll(() => assistantTexts(second.page)).toEqual(['A better answer.'])
 
     // Edit my message on the first device; the second shows the new text.
-    const mine = first.page.locator('li[data-role="user"]').first()
+    const mine = first.page.locator('[data-role="user"]').first()
     await mine.hover()
     await mine.getByRole('button', { name: 'Edit' }).click()
     await mine.getByLabel('Edit message').fill('Hello again, Momo')
@@ -172,7 +180,8 @@ describe('server-made replies in stage-web', () => {
     await lastAssistant(second.page).hover()
     await lastAssistant(second.page).getByRole('button', { name: 'Delete' }).click()
     await lastAssistant(second.page).getByText('Delete this message?').waitFor()
-    await screenshots(second.page, 'conversation-actions')
+    await chromium.shots(second.page, 'chat-actions')
+    await checkA11y(second.page, 'the chat screen, with a delete confirmation')
     await lastAssistant(second.page).getByRole('button', { name: 'Delete', exact: true }).click()
     // The newest answer is gone; the one it had replaced is the newest again.
     await expect.poll(() => assistantTexts(first.page)).toEqual(['A first answer.'])
@@ -190,15 +199,13 @@ describe('server-made replies in stage-web', () => {
   it('keeps a growing reply in view while the list is at its bottom, and leaves a person who scrolled up where they are', async () => {
     llm.reset()
     const user = await createVerifiedUser(server)
-    const character = await createCharacter(server, user, 'Lulu')
+    const character = await createCharacter(user, 'Lulu')
     // A long history, stored by the client as a local model's replies would be.
     const sdk = sdkOf(user)
     const chat = await sdk.chats.create.mutate({ type: 'bot', members: [{ type: 'character', id: character }] })
     await sdk.chats.sendMessages.mutate({ chatId: chat.id, messages: Array.from({ length: 30 }, (_, index) => ({ id: crypto.randomUUID(), role: index % 2 ? 'assistant' as const : 'user' as const, content: `Message number ${index + 1}` })) })
-    const { page, consoleErrors } = await deviceOf(server, chromium, user)
+    const { page, consoleErrors } = await chatDevice(user, chat.id)
     await page.setViewportSize({ width: 390, height: 844 })
-    await page.locator('[data-live="on"]').waitFor()
-    await page.getByTestId('speak-replies').uncheck()
     const list = page.getByTestId('messages')
     const fromBottom = () => list.evaluate(element => element.scrollHeight - element.scrollTop - element.clientHeight)
     const scrollTop = () => list.evaluate(element => element.scrollTop)
@@ -209,8 +216,16 @@ describe('server-made replies in stage-web', () => {
     llm.behave(() => ({ kind: 'complete', content: lines, pace: pacer }))
     await send(page, 'Count for me')
     pacer.release(16)
-    await expect.poll(() => streamingText(page)).toContain('Line 8\n')
+    await expect.poll(() => streamingText(page)).toContain('Line 8')
     await expect.poll(fromBottom).toBeLessThan(2)
+    // On a phone, the page itself does not scroll: the composer stays on screen, the reply's end above it.
+    const layout = await page.evaluate(`(() => {
+      const box = selector => document.querySelector(selector).getBoundingClientRect()
+      return { pageScrolls: document.documentElement.scrollHeight > innerHeight, composer: box('form.composer').bottom, reply: box('[data-testid="streaming-reply"]').bottom, list: box('[data-testid="messages"]').bottom, height: innerHeight }
+    })()`) as { pageScrolls: boolean, composer: number, reply: number, list: number, height: number }
+    expect(layout.pageScrolls).toBe(false)
+    expect(layout.composer).toBeLessThanOrEqual(layout.height)
+    expect(layout.reply).toBeLessThanOrEqual(layout.list + 1)
 
     // Scrolled up: the reply grows below without moving the view; "Latest" brings it back.
     await list.evaluate((element) => {
@@ -218,12 +233,12 @@ describe('server-made replies in stage-web', () => {
     })
     await page.getByTestId('jump-to-latest').waitFor()
     pacer.release(16)
-    await expect.poll(() => streamingText(page)).toContain('Line 16\n')
+    await expect.poll(() => streamingText(page)).toContain('Line 16')
     expect(await scrollTop()).toBe(0)
     await page.getByTestId('jump-to-latest').click()
     await expect.poll(fromBottom).toBeLessThan(2)
     pacer.releaseAll()
-    await expect.poll(() => lastAssistant(page).getByTestId('message-content').textContent()).toBe(lines)
+    await expect.poll(async () => (await lastAssistant(page).getByTestId('message-content').textContent())?.trim()).toBe(lines.trim())
     await expect.poll(fromBottom).toBeLessThan(2)
     expect(consoleErrors).toEqual([])
   })
@@ -231,8 +246,8 @@ describe('server-made replies in stage-web', () => {
   it('says what to do when the Flux ran out (Top up) and when a reply failed (Try again)', async () => {
     llm.reset()
     const user = await createVerifiedUser(server)
-    await createCharacter(server, user, 'Nana')
-    const { page, consoleErrors } = await chatDevice(user, 'Nana')
+    const chatId = await createChat(user, await createCharacter(user, 'Nana'))
+    const { page, consoleErrors } = await chatDevice(user, chatId)
 
     // A call priced above the balance: 402, nothing stored, the draft given back.
     const { config } = server.api.services
@@ -244,18 +259,21 @@ describe('server-made replies in stage-web', () => {
     finally {
       await config.set('FLUX_PER_REQUEST', 1)
     }
-    expect(await page.getByLabel('Message').inputValue()).toBe('Are you there?')
+    expect(await composer(page).inputValue()).toBe('Are you there?')
     expect(await userTexts(page)).toEqual([])
     await page.getByRole('button', { name: 'Top up' }).click()
-    await page.getByTestId('flux-balance').waitFor()
-    await page.getByRole('button', { name: 'Chat', exact: true }).click()
+    await page.waitForURL(url => url.pathname === '/app/flux')
+    // "Chat" goes back to the chat open last, whose draft waited.
+    await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Chat' }).click()
+    await page.waitForURL(url => url.pathname === `/app/chats/${chatId}`)
     await page.locator('[data-live="on"]').waitFor()
+    expect(await composer(page).inputValue()).toBe('Are you there?')
 
     llm.behave(() => ({ kind: 'status', status: 500 }))
     await page.getByRole('button', { name: 'Send' }).click()
     await page.getByTestId('chat-notice').getByText('The reply failed — try again.').waitFor()
     expect(await assistantTexts(page)).toEqual([])
-    await screenshots(page, 'conversation-failed')
+    await chromium.shots(page, 'chat-failed')
 
     llm.behave(() => ({ kind: 'complete', content: 'I am here now.' }))
     await page.getByRole('button', { name: 'Try again' }).click()
@@ -269,7 +287,7 @@ describe('server-made replies in stage-web', () => {
 describe('the SDK\'s reply followers', () => {
   async function botChat(user: TestUser): Promise<{ sdk: AiriClient, chatId: string }> {
     const sdk = sdkOf(user)
-    const character = await createCharacter(server, user, 'Sora')
+    const character = await createCharacter(user, 'Sora')
     const chat = await sdk.chats.create.mutate({ type: 'bot', members: [{ type: 'character', id: character }] })
     return { sdk, chatId: chat.id }
   }

@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url'
 import type { BrowserContext, Page } from 'playwright-core'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 
+import { createAiriClient } from '@airi/sdk'
 import { DEFAULT_CONTENT, startFakeOpenAIUpstream, type FakeUpstream } from '@airi/tooling/fakes/openai-upstream'
 import { startFakeRealtimeSttUpstream, utteranceTranscript, type FakeRealtimeSttUpstream } from '@airi/tooling/fakes/realtime-stt-upstream'
 import { startFakeStreamingTtsUpstream, type FakeStreamingTtsUpstream } from '@airi/tooling/fakes/streaming-tts-upstream'
@@ -12,7 +13,7 @@ import { until } from '@airi/tooling/test/until'
 
 import { STAGE_WEB_DEV_CLIENT_ID } from '../../src/runtime.ts'
 import { createVerifiedUser, startTestServer, type TestServer, type TestUser } from '../harness.ts'
-import { createCharacter, deviceOf } from './app.ts'
+import { createCharacter as createCharacterOf, deviceOf } from './app.ts'
 import { launchChromium, type TestBrowser } from './chromium.ts'
 
 /**
@@ -64,35 +65,37 @@ afterAll(async () => {
 
 /** A device on the chat of a new character: the microphone allowed unless `allowMicrophone` is false, replies not spoken unless `speak`. */
 async function chatDevice(user: TestUser, { allowMicrophone = true, speak = false } = {}) {
-  await createCharacter(server, user, 'Mika')
+  const sdk = createAiriClient({ baseUrl: server.baseUrl, getToken: () => user.token })
+  const character = await createCharacterOf(server, user, 'Mika')
+  const chat = await sdk.chats.create.mutate({ type: 'bot', members: [{ type: 'character', id: character }] })
   const device = await deviceOf(server, chromium, user)
   devices.push(device.context)
   if (allowMicrophone)
     await device.context.grantPermissions(['microphone'], { origin: server.baseUrl })
+  await device.page.goto(`${server.baseUrl}/app/chats/${chat.id}`)
   await device.page.getByText('No messages yet. Say hello to Mika.').waitFor()
   await device.page.locator('[data-live="on"]').waitFor()
-  if (!speak)
+  // The voice catalogue is in (replies can be spoken).
+  await device.page.getByTestId('voice-status').waitFor({ state: 'attached' })
+  if (!speak) {
+    await device.page.getByTestId('voice-settings').click()
     await device.page.getByTestId('speak-replies').uncheck()
+    await device.page.getByTestId('voice-settings').click()
+  }
   return device
 }
 
-const userTexts = (page: Page) => page.locator('li[data-role="user"]:not(.pending) [data-testid="message-content"]').allTextContents()
-const assistantTexts = (page: Page) => page.locator('li[data-role="assistant"] [data-testid="message-content"]').allTextContents()
-const composer = (page: Page) => page.getByLabel('Message').inputValue()
+const userTexts = (page: Page) => page.locator('[data-role="user"]:not(.pending) [data-testid="message-content"]').allTextContents()
+// Replies are Markdown: a paragraph's text has no trailing newline of its own.
+const assistantTexts = async (page: Page) => (await page.locator('[data-role="assistant"] [data-testid="message-content"]').allTextContents()).map(text => text.trim())
+const composerBox = (page: Page) => page.getByRole('textbox', { name: 'Message', exact: true })
+const composer = (page: Page) => composerBox(page).inputValue()
 const micState = (page: Page) => page.getByTestId('mic').getAttribute('data-state')
 const chatCalls = () => llm.requests.filter(request => request.path === '/v1/chat/completions')
 /** The utterance numbers a message names, in order. */
 const utterances = (texts: string[]) => texts.flatMap(text => [...text.matchAll(/utterance (\d+) \(\d+ ms\)/g)].map(match => Number(match[1])))
 const ONE_PRESS = /^utterance 1 \(1000 ms\)(?: utterance \d+ \(\d+ ms\))*$/
 
-/** Screenshots at desktop and phone width, then back to desktop. */
-async function screenshots(page: Page, name: string): Promise<void> {
-  for (const [width, height] of [[1280, 800], [390, 844]] as const) {
-    await page.setViewportSize({ width, height })
-    await chromium.screenshot(page, `${name}-${width}`)
-  }
-  await page.setViewportSize({ width: 1280, height: 800 })
-}
 
 describe('voice input in stage-web', () => {
   it('hands-free: each final transcript is sent as a message through respond and answered; switching it off ends the session', async () => {
@@ -112,7 +115,7 @@ describe('voice input in stage-web', () => {
     await expect.poll(() => assistantTexts(page), { timeout: 30_000 }).toEqual([DEFAULT_CONTENT])
     expect(chatCalls()[0]!.body.messages.at(-1)).toMatchObject({ role: 'user', content: utteranceTranscript(1, 1000) })
     await until(async () => (await userTexts(page)).length >= 2, 'a second message', 30_000)
-    await screenshots(page, 'voice-hands-free')
+    await chromium.shots(page, 'voice-hands-free')
 
     await handsFree.click()
     expect(await handsFree.getAttribute('aria-pressed')).toBe('false')
@@ -120,7 +123,7 @@ describe('voice input in stage-web', () => {
     await until(async () => await micState(page) === 'idle', 'the microphone to close')
     // Settled: nothing heard waits in the composer, no reply is being made, and every message (sent or still pending) is answered.
     await until(async () => await composer(page) === '' && await page.getByTestId('stop-reply').count() === 0
-      && (await assistantTexts(page)).length === await page.locator('li[data-role="user"]').count(), 'every message to be answered', 30_000)
+      && (await assistantTexts(page)).length === await page.locator('[data-role="user"]').count(), 'every message to be answered', 30_000)
     const sent = await userTexts(page)
     // One upstream call per message, made by the server's respond.
     expect(chatCalls()).toHaveLength(sent.length)
@@ -139,7 +142,7 @@ describe('voice input in stage-web', () => {
     stt.reset()
     const user = await createVerifiedUser(server)
     const { page, consoleErrors } = await chatDevice(user)
-    await page.getByLabel('Message').fill('a draft I was typing')
+    await composerBox(page).fill('a draft I was typing')
 
     const mic = page.getByTestId('mic')
     const box = (await mic.boundingBox())!
@@ -147,7 +150,7 @@ describe('voice input in stage-web', () => {
     await page.mouse.down()
     await until(async () => (await composer(page)).startsWith('utterance 1'), 'the first words in the composer')
     expect(await mic.getAttribute('aria-pressed')).toBe('true')
-    expect(await page.getByLabel('Message').getAttribute('readonly')).not.toBeNull()
+    expect(await composerBox(page).getAttribute('readonly')).not.toBeNull()
     await page.getByTestId('mic-level').waitFor()
     await chromium.screenshot(page, 'voice-push-to-talk-1280')
     await page.mouse.up()
@@ -197,7 +200,7 @@ describe('voice input in stage-web', () => {
     expect(await problem.textContent()).toContain('Allow it in your browser\'s site settings')
     expect(await micState(page)).toBe('idle')
     expect(await page.getByTestId('mic').getAttribute('aria-pressed')).toBe('false')
-    await screenshots(page, 'voice-microphone-blocked')
+    await chromium.shots(page, 'voice-microphone-blocked')
 
     // Hands-free says the same, and stays off.
     await page.getByRole('button', { name: 'OK' }).click()
@@ -221,7 +224,7 @@ describe('voice input in stage-web', () => {
     await until(async () => await micState(page) === 'idle', 'the microphone to close')
     expect(await page.getByTestId('hands-free').getAttribute('aria-pressed')).toBe('false')
     expect(stt.sessions).toHaveLength(0)
-    await screenshots(page, 'voice-out-of-flux')
+    await chromium.shots(page, 'voice-out-of-flux')
     expect(consoleErrors).toEqual([])
   })
 })
