@@ -96,7 +96,7 @@ describe('characters.importCard', () => {
     const character = await importCard(card)
     expect(character).toMatchObject({ characterId: 'mirelle', version: '1.2', creatorId: owner.id, ownerId: owner.id })
     expect(character.i18n.map(({ id: _, ...entry }) => entry)).toEqual([
-      { language: 'en', name: 'Mirelle', tagline: null, description: '', tags: ['lighthouse', 'slow burn', 'original character'] },
+      { language: 'en', name: 'Mirelle', tagline: null, description: 'Slow-burn, cosy. Works best with a short system prompt.', tags: ['lighthouse', 'slow burn', 'original character'] },
     ])
     expect(character.prompts.map(({ id: _, ...entry }) => entry)).toEqual([
       prompt('system', '{{original}}\nWrite {{char}}\'s replies in British English.'),

@@ -35,6 +35,9 @@ const MAPPED_ROOT = new Set(['spec', 'spec_version', 'data', ...V1_COPIES])
 /** V3 fields every card has; at these values they say nothing, so they are not stored and export writes them back. */
 const DATA_DEFAULTS: Record<string, JsonValue> = { creator: '', creator_notes: '', extensions: {}, group_only_greetings: [] }
 
+/** Our translation's description bound (characters' schema). */
+const MAX_BLURB = 10_000
+
 /** A version for cards that give none (ours is required). */
 const DEFAULT_VERSION = '1.0'
 
@@ -64,6 +67,12 @@ function slugOf(name: string): string {
   return slug || 'character'
 }
 
+/** The line a gallery shows: the card's notes for people, else its description (the card keeps both as they are). */
+function blurbOf(data: Card['data']): string {
+  const notes = typeof data.creator_notes === 'string' ? data.creator_notes.trim() : ''
+  return (notes || data.description?.trim() || '').slice(0, MAX_BLURB)
+}
+
 export interface ImportedCharacter {
   input: Omit<CreateCharacterInput, 'coverUrl' | 'avatarUrl'>
   metadata: JsonObject
@@ -81,7 +90,7 @@ export function characterFromCard(card: Card, language: string): ImportedCharact
       covers: [],
       capabilities: [],
       avatarModels: [],
-      i18n: [{ language, name: data.name, description: '', tags: data.tags ?? [] }],
+      i18n: [{ language, name: data.name, description: blurbOf(data), tags: data.tags ?? [] }],
       prompts: [...prompts, ...greetings.map(content => ({ language, type: GREETINGS, content }))],
     },
     metadata: cardMetadata(card),
