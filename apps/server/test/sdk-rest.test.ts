@@ -6,7 +6,8 @@ import { startFakeTtsUpstream, type FakeTtsUpstream } from '@airi/tooling/fakes/
 import { createVerifiedUser, startTestServer, type TestServer, type TestUser } from './harness.ts'
 
 // `client.rest` (docs/sdk.md): the REST routes stage-web reads besides tRPC, against the
-// real server — catalogues, one-shot speech, downloads — and how each one fails.
+// real server — catalogues, one-shot speech, downloads — and how each one fails; and the
+// client's language option.
 
 let server: TestServer
 let tts: FakeTtsUpstream
@@ -87,5 +88,21 @@ describe('the SDK\'s REST helpers', () => {
 
     const anonymous = await rejection(clientOf(null).rest.exportAccount())
     expect(anonymous.status).toBe(401)
+  })
+
+  it('sends the person\'s language, so a new chat opens on the greeting in it', async () => {
+    const client = clientOf(user.token)
+    const character = await client.characters.create.mutate({
+      characterId: 'lin', version: '1', coverUrl: 'https://example.com/c.png', avatarUrl: 'https://example.com/a.png', covers: [], capabilities: [], avatarModels: [],
+      i18n: [{ language: 'en', name: 'Lin', description: '' }, { language: 'zh-CN', name: '琳', description: '' }],
+      prompts: [{ language: 'en', type: 'greetings', content: 'Hello!' }, { language: 'zh-CN', type: 'greetings', content: '你好！' }],
+    })
+    const greetingIn = async (language: string) => {
+      const speaking = createAiriClient({ baseUrl: server.baseUrl, getToken: () => user.token, getLanguage: () => language })
+      const chat = await speaking.chats.create.mutate({ type: 'bot', members: [{ type: 'character', id: character.id }] })
+      return (await speaking.chats.pullMessages.query({ chatId: chat.id, afterSeq: 0, limit: 10 })).messages.map(message => message.content)
+    }
+    expect(await greetingIn('zh-CN')).toEqual(['你好！'])
+    expect(await greetingIn('en')).toEqual(['Hello!'])
   })
 })

@@ -4,7 +4,7 @@ import { i18n } from './i18n.ts'
 import { baseUrl, getAccessToken, SignInError } from './session.ts'
 
 /** The one API client of the app: tRPC over HTTP batching and a WebSocket for live sync. */
-export const client = createAiriClient({ baseUrl, getToken: getAccessToken })
+export const client = createAiriClient({ baseUrl, getToken: getAccessToken, getLanguage: () => i18n.global.locale.value })
 
 /** The fields a refused input names (`path → message`), when the server listed them. */
 function fieldErrorsOf(error: unknown): string | undefined {

@@ -17,6 +17,12 @@ export interface AiriClientOptions {
   baseUrl: string
   /** A session token or an OIDC access token; read before every request and (re)connection. */
   getToken?: TokenGetter
+  /**
+   * The person's language (a BCP 47 tag), sent as `Accept-Language` on queries and
+   * mutations: the server picks a character's prompts and a new chat's greeting in it.
+   * Without it, the runtime's own header applies (a browser's settings).
+   */
+  getLanguage?: () => string | undefined
   /** Defaults to the global WebSocket; pass `ws` on Node versions without one. */
   WebSocket?: WebSocketConstructor
   /** Defaults to the global fetch. */
@@ -41,7 +47,7 @@ function trpcUrl(baseUrl: string, protocol: 'http' | 'ws'): string {
  * The typed AIRI client: queries and mutations go over batched HTTP, subscriptions
  * over one WebSocket whose connection params carry the token.
  */
-export function createAiriClient({ baseUrl, getToken, WebSocket, fetch }: AiriClientOptions): AiriClient {
+export function createAiriClient({ baseUrl, getToken, getLanguage, WebSocket, fetch }: AiriClientOptions): AiriClient {
   const token = async () => (await getToken?.()) ?? undefined
 
   // The WebSocket client is made on the first subscription, so HTTP-only callers
@@ -77,7 +83,8 @@ export function createAiriClient({ baseUrl, getToken, WebSocket, fetch }: AiriCl
           fetch,
           headers: async () => {
             const value = await token()
-            return value ? { authorization: `Bearer ${value}` } : {}
+            const language = getLanguage?.()
+            return { ...(value ? { authorization: `Bearer ${value}` } : {}), ...(language ? { 'accept-language': language } : {}) }
           },
         }),
       }),
