@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 
 import { until } from '../test/until.ts'
-import { createPacer, DEFAULT_USAGE, startFakeOpenAIUpstream, type FakeUpstream } from './openai-upstream.ts'
+import { createPacer, DEFAULT_USAGE, fakeEmbedding, startFakeOpenAIUpstream, type FakeUpstream } from './openai-upstream.ts'
 
 // The gateway's tests and benchmarks lean on this fake, so it is held to OpenAI's shapes here.
 
@@ -212,5 +212,38 @@ describe('fake OpenAI upstream', () => {
     await until(() => other.requests.length === 1, 'the request to arrive')
     await other.close()
     await expect(pending).rejects.toThrow()
+  })
+})
+
+describe('embeddings', () => {
+  const embed = (body: object) => fetch(`${upstream.url}/embeddings`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'authorization': 'Bearer sk-upstream-1' },
+    body: JSON.stringify({ model: 'upstream-model', ...body }),
+  })
+
+  it('answers one vector per input, in order, equal for equal texts, with one token per word', async () => {
+    const response = await embed({ input: ['two words', 'three more words', 'two words'] })
+    expect(response.status).toBe(200)
+    const body = await response.json() as { object: string, data: Array<{ index: number, embedding: number[] }>, usage: unknown }
+    expect(body.object).toBe('list')
+    expect(body.data.map(item => item.index)).toEqual([0, 1, 2])
+    expect(body.data[0]!.embedding).toHaveLength(16)
+    expect(body.data[0]!.embedding).toEqual(fakeEmbedding('two words'))
+    expect(body.data[2]!.embedding).toEqual(body.data[0]!.embedding)
+    expect(body.data[1]!.embedding).not.toEqual(body.data[0]!.embedding)
+    expect(body.usage).toEqual({ prompt_tokens: 7, total_tokens: 7 })
+    expect(upstream.requests[0]!.path).toBe('/v1/embeddings')
+  })
+
+  it('honours dimensions and base64, and takes usage and failures from the behaviour', async () => {
+    const encoded = await (await embed({ input: 'hello', encoding_format: 'base64', dimensions: 4 })).json() as { data: Array<{ embedding: string }> }
+    const bytes = Buffer.from(encoded.data[0]!.embedding, 'base64')
+    expect([...new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4)]).toEqual(fakeEmbedding('hello', 4))
+
+    upstream.behave(() => ({ kind: 'complete', content: '', usage: { prompt_tokens: 42, completion_tokens: 0 } }))
+    expect((await (await embed({ input: 'hello' })).json() as { usage: unknown }).usage).toEqual({ prompt_tokens: 42, total_tokens: 42 })
+    upstream.behave(() => ({ kind: 'status', status: 503 }))
+    expect((await embed({ input: 'hello' })).status).toBe(503)
   })
 })

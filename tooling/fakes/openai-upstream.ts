@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto'
+import { createHash, randomUUID } from 'node:crypto'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -165,7 +165,42 @@ export function createPacer(): Pacer {
 export const DEFAULT_CONTENT = 'Hello from the fake upstream.'
 export const DEFAULT_USAGE: UpstreamUsage = { prompt_tokens: 10, completion_tokens: 20 }
 
-const defaultHandler: BehaviorHandler = () => ({ kind: 'complete', content: DEFAULT_CONTENT })
+// A JSON-mode request is memory extraction (the only one our server makes): it gets facts, anything else the default text.
+const defaultHandler: BehaviorHandler = ({ body }) => ({ kind: 'complete', content: isJsonMode(body) ? JSON.stringify({ memories: fakeExtraction(extractionSource(body)) }) : DEFAULT_CONTENT })
+
+function isJsonMode(body: unknown): boolean {
+  const format = (body as { response_format?: { type?: unknown } | null } | null)?.response_format
+  return typeof format === 'object' && format !== null && format.type === 'json_object'
+}
+
+// The same tags as `packages/api/src/services/memory/extraction.ts` wraps the person's message in; change both together.
+const PERSON_MESSAGE = /<person_message>\n?([\s\S]*?)\n?<\/person_message>/
+
+/** The person's words in a JSON-mode request: inside the tags of the last user message, or that whole message. */
+function extractionSource(body: unknown): string {
+  const messages = (body as { messages?: unknown } | null)?.messages
+  const last = Array.isArray(messages) ? messages.findLast(message => (message as { role?: unknown } | null)?.role === 'user') as { content?: unknown } | undefined : undefined
+  const content = last?.content
+  const text = typeof content === 'string'
+    ? content
+    : Array.isArray(content) ? content.map(part => (part as { type?: unknown, text?: unknown } | null)?.type === 'text' ? String((part as { text: unknown }).text) : '').join('\n') : ''
+  return PERSON_MESSAGE.exec(text)?.[1] ?? text
+}
+
+/**
+ * The fake's extraction, deterministic and simple: every sentence of `text` that
+ * states something about the speaker (it starts with "I" or "My", or with 我 in
+ * Chinese, and is not a question) is a fact of importance 3, as written. No cap on
+ * how many: tests of the server's limits script a longer answer with `behave`.
+ */
+export function fakeExtraction(text: string): Array<{ content: string, importance: number }> {
+  return text
+    // A Latin stop ends a sentence before a space (not in "3.5"); a Chinese one ends it anyway.
+    .split(/(?<=[.!?])\s+|(?<=[。！？])\s*|\n+/u)
+    .map(sentence => sentence.trim())
+    .filter(sentence => /^(?:(?:i|my)\b|我)/iu.test(sentence) && !/[?？]$/u.test(sentence))
+    .map(content => ({ content, importance: 3 }))
+}
 
 /**
  * A local stand-in for an OpenAI-compatible upstream: `POST /v1/chat/completions`
@@ -225,7 +260,7 @@ export async function startFakeOpenAIUpstream({ name = 'fake-upstream' }: FakeUp
         return answer(res, 405, errorBody(405, `Method ${req.method} is not allowed on ${path}.`))
       return answer(res, 200, { object: 'list', data: [{ id: 'upstream-model', object: 'model', created: 0, owned_by: name }] })
     }
-    if (path !== '/v1/chat/completions')
+    if (path !== '/v1/chat/completions' && path !== EMBEDDINGS_PATH)
       return answer(res, 404, errorBody(404, `Unknown path ${path}.`))
     if (req.method !== 'POST')
       return answer(res, 405, errorBody(405, `Method ${req.method} is not allowed on ${path}.`))
@@ -244,6 +279,8 @@ export async function startFakeOpenAIUpstream({ name = 'fake-upstream' }: FakeUp
         return
       case 'complete':
         await behavior.hold
+        if (path === EMBEDDINGS_PATH)
+          return answer(res, 200, embeddingsAnswer(body as EmbeddingsBody, behavior.usage))
         return complete(res, request, body as ChatBody, behavior)
       case 'flood':
         return flood(res, request, body as ChatBody, behavior)
@@ -423,4 +460,50 @@ function errorBody(status: number, message: string) {
   return { error: { message, type, code } }
 }
 
+const EMBEDDINGS_PATH = '/v1/embeddings'
 
+/** The dimension of the fake's vectors unless the request asks for `dimensions`. */
+export const FAKE_EMBEDDING_DIMENSIONS = 16
+
+interface EmbeddingsBody {
+  model?: unknown
+  input?: unknown
+  encoding_format?: unknown
+  dimensions?: unknown
+}
+
+/**
+ * The fake's vector for `text`: `dimensions` numbers in [-1, 1) drawn from SHA-256
+ * of the text (and a block counter), so equal texts get equal vectors and tests
+ * can compute what to expect. Nothing about meaning: similar texts are unrelated.
+ */
+export function fakeEmbedding(text: string, dimensions = FAKE_EMBEDDING_DIMENSIONS): number[] {
+  const values: number[] = []
+  for (let block = 0; values.length < dimensions; block++) {
+    const digest = createHash('sha256').update(`${block}:${text}`).digest()
+    for (let i = 0; i + 1 < digest.length && values.length < dimensions; i += 2)
+      // Multiples of 1/32768 are exact in float32, so a base64 answer decodes to the same numbers.
+      values.push(digest.readUInt16BE(i) / 32_768 - 1)
+  }
+  return values
+}
+
+/** The fake's count of an input: one token per word, at least one. */
+export const fakeEmbeddingTokens = (text: string): number => Math.max(1, text.split(/\s+/).filter(Boolean).length)
+
+/**
+ * `POST /v1/embeddings` in OpenAI's shape: one vector per input, in order, as
+ * floats or (`encoding_format: 'base64'`) little-endian float32 in base64; usage
+ * as the behaviour gives it (`usage: null` leaves it out), else one token per word.
+ */
+function embeddingsAnswer(body: EmbeddingsBody, usage: UpstreamUsage | null | undefined) {
+  const inputs = Array.isArray(body.input) ? body.input.map(String) : [String(body.input ?? '')]
+  const dimensions = typeof body.dimensions === 'number' && Number.isInteger(body.dimensions) && body.dimensions > 0 ? body.dimensions : FAKE_EMBEDDING_DIMENSIONS
+  const data = inputs.map((text, index) => {
+    const vector = fakeEmbedding(text, dimensions)
+    const embedding = body.encoding_format === 'base64' ? Buffer.from(new Float32Array(vector).buffer).toString('base64') : vector
+    return { object: 'embedding', index, embedding }
+  })
+  const promptTokens = usage === undefined ? inputs.reduce((sum, text) => sum + fakeEmbeddingTokens(text), 0) : usage?.prompt_tokens
+  return { object: 'list', data, model: body.model, ...(promptTokens === undefined ? {} : { usage: { prompt_tokens: promptTokens, total_tokens: promptTokens } }) }
+}

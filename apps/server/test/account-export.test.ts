@@ -107,6 +107,8 @@ async function plantEverything(user: TestUser, secrets: Record<string, string>):
   })
   await client.characters.toggleLike.mutate({ id: character.id })
   await client.characters.toggleBookmark.mutate({ id: character.id })
+  await client.memory.add.mutate({ characterId: character.id, content: 'a memory the export must keep' })
+  await client.memory.setSettings.mutate({ characterId: character.id, enabled: false })
   await client.providers.create.mutate({
     definitionId: 'openai',
     name: 'my openai',

@@ -29,6 +29,7 @@ import { createEmailService } from './services/email.ts'
 import type { Services } from './services/index.ts'
 import { createKeyVault } from './services/key-vault.ts'
 import { createLlmGateway, createLlmUsageReads } from './services/llm-gateway/index.ts'
+import { createMemoryService } from './services/memory/index.ts'
 import { createMetaService } from './services/meta.ts'
 import { createAdminRegistry, createOperatorUsers, createUpstreamAdmin, type OperatorService } from './services/operator/index.ts'
 import { createProviderService } from './services/providers.ts'
@@ -106,7 +107,9 @@ export async function createApi(deps: ApiDeps) {
   const userDeletion = createUserDeletionRegistry({ logger })
   // A top-up, refund or grant reaches the user's devices as a balance event on their live feed (`chats` is built below; writes come later).
   const billing = createBillingService({ db, cache: adapters.cache, logger, metrics, initialFlux: () => config.get('INITIAL_USER_FLUX'), onBalanceChanged: (userId, balance) => chats.announceBalance(userId, balance) })
-  const characters = createCharacterService({ db })
+  // A deleted character's memories go with it (`memory` is built just below).
+  const characters = createCharacterService({ db, onDeleted: ids => memory.deleteForCharacters(ids) })
+  const memory = createMemoryService({ db, clock, characters })
   const users = createUsers({ db })
   // One key pool for LLM, speech and streaming speech, so a key cooled down by one is skipped by all.
   const keyPool = createUpstreamKeyPool({ keyVault, logger, clock })
@@ -143,6 +146,7 @@ export async function createApi(deps: ApiDeps) {
   userDeletion.register({ name: 'characters', priority: 30, softDelete: userId => characters.deleteAllForUser(userId) })
   userDeletion.register({ name: 'providers', priority: 30, softDelete: userId => providers.deleteAllForUser(userId) })
   userDeletion.register({ name: 'chats', priority: 30, softDelete: userId => chats.deleteAllForUser(userId) })
+  userDeletion.register({ name: 'memory', priority: 30, softDelete: userId => memory.deleteAllForUser(userId) })
   userDeletion.register({ name: 'analytics', priority: 30, softDelete: userId => analytics.deleteAllForUser(userId) })
   // The same services, each with the tables it owns, in the order the document lists them.
   const accountExport = createAccountExport({ rateLimits, logger, clock })
@@ -150,6 +154,7 @@ export async function createApi(deps: ApiDeps) {
   accountExport.register({ name: 'characters', tables: userId => characters.exportTables(userId) })
   accountExport.register({ name: 'providers', tables: userId => providers.exportTables(userId) })
   accountExport.register({ name: 'chats', tables: userId => chats.exportTables(userId) })
+  accountExport.register({ name: 'memory', tables: userId => memory.exportTables(userId) })
   accountExport.register({ name: 'flux', tables: userId => billing.exportTables(userId) })
   accountExport.register({ name: 'stripe', tables: userId => stripe.exportTables(userId) })
   accountExport.register({ name: 'llm-gateway', tables: userId => llmGateway.exportTables(userId) })
@@ -214,6 +219,7 @@ export async function createApi(deps: ApiDeps) {
     createFluxMeter,
     fluxGrants: createFluxGrantService({ users, billing, logger, onGranted: grant => analytics.fluxGranted(grant) }),
     llmGateway,
+    memory,
     operator,
     speech,
     transcription,
@@ -237,6 +243,7 @@ export async function createApi(deps: ApiDeps) {
     config: services.config,
     fluxGrants: services.fluxGrants,
     llmGateway: services.llmGateway,
+    memory: services.memory,
     meta: services.meta,
     operator: services.operator,
     providers: services.providers,

@@ -43,7 +43,7 @@ export interface LiveConnection {
 }
 
 /** The services procedures (and trpc.ts's middleware) call; the host reaches the rest through `api.services`. */
-export type ProcedureServices = Pick<Services, 'billing' | 'characters' | 'chats' | 'config' | 'fluxGrants' | 'llmGateway' | 'meta' | 'operator' | 'providers' | 'sessionGuard' | 'streamingSpeech' | 'streamingTranscription' | 'stripe' | 'usage'>
+export type ProcedureServices = Pick<Services, 'billing' | 'characters' | 'chats' | 'config' | 'fluxGrants' | 'llmGateway' | 'memory' | 'meta' | 'operator' | 'providers' | 'sessionGuard' | 'streamingSpeech' | 'streamingTranscription' | 'stripe' | 'usage'>
 
 export interface Context {
   /**

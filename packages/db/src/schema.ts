@@ -394,6 +394,38 @@ interface OperatorAdminTable {
 }
 
 // ---------------------------------------------------------------------------
+// Memory
+// ---------------------------------------------------------------------------
+
+/** What a character remembers about one user (SPEC §4.16); the memory service owns it. */
+interface MemoryTable {
+  id: Generated<string>
+  user_id: string
+  character_id: string
+  /** 1–2 000 characters, trimmed. */
+  content: string
+  /** 1–5 (3 by default). */
+  importance: Generated<number>
+  source: 'auto' | 'user'
+  /** `to_tsvector('simple', …)` of the content and its CJK bigrams, written with `sql` by the service (read as text). */
+  search_vector: string
+  created_at: Timestamp
+  updated_at: Timestamp
+  /** Set each time recall puts the memory in a prompt. */
+  last_used_at: NullableTimestamp
+}
+
+/** A user's memory switch for one character; no row means on. */
+interface MemorySettingsTable {
+  user_id: string
+  character_id: string
+  enabled: boolean
+  updated_at: Timestamp
+}
+
+export type Memory = Selectable<MemoryTable>
+
+// ---------------------------------------------------------------------------
 // Logs
 // ---------------------------------------------------------------------------
 
@@ -424,11 +456,11 @@ interface LlmRequestLogTable {
   usage_source: LlmUsageSource | null
   flux_reserved: Generated<number>
   completed_at: NullableTimestamp
-  /** `llm`: a client's gateway call; `reply`: a reply the server made in a chat. */
+  /** `llm`: a client's gateway call; `reply`: a reply the server made in a chat; `embedding`: a call to the gateway's embeddings. */
   kind: Generated<LlmCallKind>
 }
 
-export type LlmCallKind = 'llm' | 'reply'
+export type LlmCallKind = 'llm' | 'reply' | 'embedding'
 
 /** One metered speech call: what it used and the whole Flux its meter debited for it. */
 interface MeteredUsageTable {
@@ -686,4 +718,7 @@ export interface Database {
 
   llm_request_log: LlmRequestLogTable
   metered_usage: MeteredUsageTable
+
+  memory: MemoryTable
+  memory_settings: MemorySettingsTable
 }

@@ -24,6 +24,21 @@ const chatCompletionBody = z.looseObject({
   n: z.number().int().min(1).max(128).nullish(),
 })
 
+/** Bounds of one embeddings request (docs/gateway.md#embeddings): OpenAI's own count of inputs, characters for its tokens. */
+const EMBEDDING_INPUTS_MAX = 2048
+const EMBEDDING_INPUT_CHARS_MAX = 32_768
+const EMBEDDING_TOTAL_CHARS_MAX = 1_048_576
+
+const embeddingText = z.string().min(1).max(EMBEDDING_INPUT_CHARS_MAX)
+const embeddingsBody = z.looseObject({
+  model: z.string().min(1).max(200),
+  input: z.union([embeddingText, z.array(embeddingText).min(1).max(EMBEDDING_INPUTS_MAX)])
+    .refine(input => (typeof input === 'string' ? input.length : input.reduce((sum, text) => sum + text.length, 0)) <= EMBEDDING_TOTAL_CHARS_MAX, { message: `the inputs may hold ${EMBEDDING_TOTAL_CHARS_MAX} characters in all` }),
+  // The official client asks for base64 unless told otherwise; both pass through to the upstream.
+  encoding_format: z.enum(['float', 'base64']).nullish(),
+  dimensions: z.number().int().positive().max(65_536).nullish(),
+})
+
 /**
  * The OpenAI-compatible LLM gateway at /api/v1/openai: bearer auth through the
  * shared resolver, errors in OpenAI's shape, SSE relayed as it arrives, and the
@@ -84,6 +99,21 @@ export const gatewayPlugin: FastifyPluginAsync<GatewayPluginOptions> = async (ap
     finally {
       reply.raw.end()
     }
+  })
+
+  // 2 048 inputs of 32 768 characters, escaped as JSON, fit in 8 MiB only when the total bound holds.
+  app.post('/embeddings', { bodyLimit: 8 * 1024 * 1024 }, async (request, reply: FastifyReply) => {
+    const body = parseOrBadRequest(embeddingsBody, request.body)
+    // The same per-user limit as chat completions, counted while the input is.
+    const admitted = api.services.rateLimits.hit('gateway', request.bearerUser!.id)
+    admitted.catch(() => {})
+    const controller = new AbortController()
+    reply.raw.on('close', () => {
+      if (!reply.raw.writableFinished)
+        controller.abort(new Error('client closed the connection'))
+    })
+    const text = await api.services.llmGateway.embed(request.bearerUser!.id, body, controller.signal, { admitted })
+    return reply.type('application/json; charset=utf-8').send(text)
   })
 }
 

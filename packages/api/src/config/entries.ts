@@ -130,6 +130,12 @@ export const configEntries = {
   /** Price of transcription: Flux per minute of audio, billed by the millisecond on the `stt` meter. */
   FLUX_PER_MINUTE_STT: z.number().positive().default(1),
   STREAMING_STT_UPSTREAM: streamingSttUpstreamSchema,
+  /** The LLM alias that extracts memories after each server-made reply; unset, nothing is extracted automatically. */
+  MEMORY_EXTRACTION_MODEL: z.string().min(1).max(200).optional(),
+  /** The embedding alias whose vectors add cosine similarity to memory recall; unset, recall is full-text only. */
+  MEMORY_EMBEDDING_MODEL: z.string().min(1).max(200).optional(),
+  /** Tokens of recalled memories a server-made reply's system message may hold. */
+  MEMORY_CONTEXT_TOKENS: z.number().int().min(0).max(32_000).default(1000),
 } satisfies Record<string, z.ZodType>
 
 type ConfigEntries = typeof configEntries

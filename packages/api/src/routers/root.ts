@@ -6,6 +6,7 @@ import { billingRouter } from './billing.ts'
 import { charactersRouter } from './characters.ts'
 import { chatsRouter } from './chats.ts'
 import { fluxRouter } from './flux.ts'
+import { memoryRouter } from './memory.ts'
 import { metaRouter } from './meta.ts'
 import { providersRouter } from './providers.ts'
 import { usageRouter } from './usage.ts'
@@ -18,6 +19,7 @@ export const appRouter = createRouter({
   characters: charactersRouter,
   chats: chatsRouter,
   flux: fluxRouter,
+  memory: memoryRouter,
   meta: metaRouter,
   providers: providersRouter,
   usage: usageRouter,

@@ -7,6 +7,7 @@ import type { ChatService } from './chats/index.ts'
 import type { ConfigService } from './config.ts'
 import type { EmailService } from './email.ts'
 import type { LlmGateway } from './llm-gateway/index.ts'
+import type { MemoryService } from './memory/index.ts'
 import type { OperatorService } from './operator/index.ts'
 import type { createMetaService } from './meta.ts'
 import type { ProviderService } from './providers.ts'
@@ -33,6 +34,8 @@ export interface Services {
   createFluxMeter: ReturnType<typeof createFluxMeterFactory>
   fluxGrants: FluxGrantService
   llmGateway: LlmGateway
+  /** Long-term memory: what each character remembers of a user, and its search. */
+  memory: MemoryService
   /** Upstreams by alias, administrators and accounts, for the CLI and the admin pages. */
   operator: OperatorService
   /** Speech synthesis and voice catalogues, billed on the `tts` meter. */

@@ -20,6 +20,8 @@ import * as requestLogUsage from './0018_request_log_usage.ts'
 import * as characterMetadata from './0019_character_metadata.ts'
 import * as meteredUsage from './0020_metered_usage.ts'
 import * as operatorAdmins from './0021_operator_admins.ts'
+import * as memories from './0022_memories.ts'
+import * as embeddingsKind from './0023_embeddings_kind.ts'
 
 /**
  * Every migration, keyed by name. Kysely's Migrator applies them in key order, so
@@ -46,4 +48,6 @@ export const migrations: Record<string, Migration> = {
   '0019_character_metadata': characterMetadata,
   '0020_metered_usage': meteredUsage,
   '0021_operator_admins': operatorAdmins,
+  '0022_memories': memories,
+  '0023_embeddings_kind': embeddingsKind,
 }

@@ -25,6 +25,7 @@ export default {
     kinds: {
       'llm': 'Chat API',
       'reply': 'Reply',
+      'embedding': 'Embeddings',
       'memory': 'Memory',
       'tts': 'Speech',
       'tts-stream': 'Speech (live)',

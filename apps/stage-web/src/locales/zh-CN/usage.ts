@@ -27,6 +27,7 @@ export default {
     kinds: {
       'llm': '对话 API',
       'reply': '回复',
+      'embedding': '向量嵌入',
       'memory': '记忆',
       'tts': '语音朗读',
       'tts-stream': '语音朗读（实时）',

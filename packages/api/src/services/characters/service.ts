@@ -70,7 +70,16 @@ async function insertCharacter(db: Db, userId: string, input: CreateCharacterInp
  * deleted rows. Like and bookmark counts live on the character row and change only
  * under that row's lock, in the same transaction as the like or bookmark row.
  */
-export function createCharacterService({ db }: { db: Db }) {
+export interface CharacterDeps {
+  db: Db
+  /**
+   * Called with the ids of characters just deleted (after the commit), so what other
+   * services keep of them goes too (a deleted character's memories). Idempotent.
+   */
+  onDeleted?: (ids: string[]) => Promise<void>
+}
+
+export function createCharacterService({ db, onDeleted = async () => {} }: CharacterDeps) {
   return {
     /** The caller's characters (or everyone's with `all`), newest first, keyset-paged. */
     async list(userId: string, { all = false, cursor, limit = 20 }: ListCharactersInput = {}): Promise<CharacterPage> {
@@ -158,7 +167,7 @@ export function createCharacterService({ db }: { db: Db }) {
       }).catch(rethrowDuplicateLanguage)
     },
 
-    /** Owner only: soft-deletes the character and its parts. */
+    /** Owner only: soft-deletes the character and its parts, then tells `onDeleted`. */
     async delete(userId: string, id: string): Promise<{ id: string }> {
       await db.transaction().execute(async (trx) => {
         await lockOwned(trx, userId, id)
@@ -166,6 +175,7 @@ export function createCharacterService({ db }: { db: Db }) {
         await trx.updateTable('characters').set({ deleted_at: now, updated_at: now }).where('id', '=', id).execute()
         await softDeleteChildren(trx, [id])
       })
+      await onDeleted([id])
       return { id }
     },
 
@@ -191,7 +201,8 @@ export function createCharacterService({ db }: { db: Db }) {
     /**
      * Account deletion (priority 30), idempotent: soft-deletes the user's characters
      * and their parts, removes the user's likes and bookmarks and decrements those
-     * counts. Each step is its own short transaction; a rerun finishes what is left.
+     * counts. Each step is its own short transaction; a rerun finishes what is left,
+     * `onDeleted` included (it is given every character the user owns, deleted or not).
      */
     async deleteAllForUser(userId: string): Promise<void> {
       await removeRelations(db, userId, 'user_character_likes', 'likes_count')
@@ -207,6 +218,8 @@ export function createCharacterService({ db }: { db: Db }) {
         await trx.updateTable('characters').set({ deleted_at: now, updated_at: now }).where('id', 'in', ids).execute()
         await softDeleteChildren(trx, ids)
       })
+      const all = await db.selectFrom('characters').select('id').where('owner_id', '=', userId).execute()
+      await onDeleted(all.map(row => row.id))
     },
   }
 }

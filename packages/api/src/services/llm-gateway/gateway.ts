@@ -14,6 +14,7 @@ import { resolveAlias } from '../model-alias.ts'
 import type { UpstreamKeyPool } from '../upstream-keys.ts'
 import { createCallBilling } from './billing.ts'
 import { createCallSignal } from './call-signal.ts'
+import { embeddingsAnswer, inputOf, type EmbeddingsBody } from './embeddings.ts'
 import { requestLogExportTables } from './export.ts'
 import { failureOf, type CallEnds, type Failure } from './failure.ts'
 import { relayStream } from './relay.ts'
@@ -22,9 +23,10 @@ import { capFor, priceOf, requestedCap, withCap, type CallBounds } from './reser
 import { createUpstreamRouter, type Attempt, type ChatCompletionBody, type RouterConfig } from './router.ts'
 import { reserveCall, type ReservedCall, type Settlement } from './settlement.ts'
 import { startCallTelemetry, type CallTelemetry } from './telemetry.ts'
-import { addChoices, countPrompt, promptOf, TextTally, tokenCounterFor, TOKENS_PER_MESSAGE, usageIn } from './usage.ts'
+import { addChoices, countPrompt, promptOf, TextTally, tokenCounterFor, TOKENS_PER_MESSAGE, usageIn, type Usage } from './usage.ts'
 
 export type { ChatCompletionBody } from './router.ts'
+export type { EmbeddingsBody } from './embeddings.ts'
 
 type CallSignal = ReturnType<typeof createCallSignal>
 export type {  ReconcileReport } from './request-log.ts'
@@ -99,6 +101,16 @@ const SETTLEMENT_MARGIN_MS = 60_000
 
 const shuttingDown = () => new ApiError(503, 'SHUTTING_DOWN', 'The server is shutting down; retry the call')
 
+/** What a plain (non-streamed) answer is billed on; throws when the answer is not one the call asked for. */
+type ReadAnswer = (payload: unknown) => { usage: Usage | undefined, completion: TextTally }
+
+/** A chat completion: the upstream's usage, and its choices' text for counting when it gave none. */
+const chatAnswer: ReadAnswer = (payload) => {
+  const completion = new TextTally()
+  addChoices(completion, payload, 'message')
+  return { usage: usageIn(payload), completion }
+}
+
 /**
  * The OpenAI-compatible gateway: routes a model alias to its upstreams and keys,
  * falls back across them, and bills every call exactly once: a reservation sized
@@ -130,6 +142,25 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
     return { shutdown, untrack }
   }
 
+  /**
+   * A call's lifetime: tracked for shutdown, bounded by the whole-chain deadline
+   * (and by `signals`); `done` releases both, once, whatever the path.
+   */
+  function openCall(routes: RouterConfig, signals: AbortSignal[]) {
+    const { shutdown, untrack } = track(randomUUID())
+    const deadline = createCallSignal([...signals, shutdown.signal], routes.deadlineMs ?? DEFAULT_DEADLINE_MS)
+    // Nothing of a settled call stays reachable: its timer and listeners go with it.
+    let finished = false
+    const done = () => {
+      if (finished)
+        return
+      finished = true
+      deadline.release()
+      untrack()
+    }
+    return { shutdown, deadline, done }
+  }
+
   async function routerConfig(): Promise<RouterConfig> {
     return config.getOrThrow('LLM_ROUTER_CONFIG')
   }
@@ -141,10 +172,10 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
 
   /**
    * What the request may cost: the prompt counted with the first upstream's
-   * tokenizer, the output it may ask for (its own cap, else the alias's), and
-   * the alias's price (the flat rule when it has none).
+   * tokenizer, the output it may ask for (`cap` per choice), and the alias's
+   * price (the flat rule when it has none).
    */
-  async function boundsOf(body: ChatCompletionBody, prompt: ReturnType<typeof promptOf>, { upstreams, maxOutputTokens, pricing }: AliasEntry): Promise<CallBounds> {
+  async function boundsOf(prompt: ReturnType<typeof promptOf>, { upstreams, pricing }: AliasEntry, { cap, choices }: { cap: number, choices: number }): Promise<CallBounds> {
     const upstreamModel = upstreams[0]!.model
     const [per1k, flat] = await Promise.all([config.get('FLUX_PER_1K_TOKENS'), config.get('FLUX_PER_REQUEST')])
     const promptTokens = await countPrompt(upstreamModel, prompt).catch((error: unknown) => {
@@ -152,7 +183,7 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
       logger.error({ err: error }, 'could not count the prompt of an LLM call; reserving a character per token')
       return prompt.tally.chars
     })
-    return { promptTokens, cap: requestedCap(body) ?? maxOutputTokens, choices: body.n ?? 1, price: priceOf(pricing, per1k), flat, floor: pricing?.reserve ?? flat }
+    return { promptTokens, cap, choices, price: priceOf(pricing, per1k), flat, floor: pricing?.reserve ?? flat }
   }
 
   /** A call reserved and not yet sent: what `callUpstream` needs. */
@@ -176,7 +207,7 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
     const { upstreams } = entry
     const callId = options.callId ?? randomUUID()
     const prompt = promptOf(body)
-    const bounds = await boundsOf(body, prompt, entry)
+    const bounds = await boundsOf(prompt, entry, { cap: requestedCap(body) ?? entry.maxOutputTokens, choices: body.n ?? 1 })
     const stream = body.stream === true
     await options.admitted
     const telemetry = startCallTelemetry({ metrics, clock, alias, upstreams, callId, stream })
@@ -187,11 +218,10 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
     return { callId, alias, upstreams, upstreamBody, stream, signal: deadline.signal, ends, reserved, telemetry, abandoned }
   }
 
-  /** Calls the upstreams of a reserved call; `untrack` is called once the call has settled, whatever the path. */
-  async function callUpstream({ callId, alias, upstreams, upstreamBody, stream, signal, ends, reserved, telemetry, abandoned }: Prepared, untrack: () => void): Promise<CompletionResult> {
-    let attempt: Attempt
+  /** The router's answer to a reserved call; when every upstream failed, the reservation is refunded and this throws. */
+  async function attemptOrRefund(reserved: ReservedCall, telemetry: CallTelemetry, signal: AbortSignal, ends: CallEnds, call: () => Promise<Attempt>): Promise<Attempt> {
     try {
-      attempt = await withSpan(telemetry.span, () => router.call(alias, upstreams, upstreamBody, stream, signal))
+      return await withSpan(telemetry.span, call)
     }
     catch (error) {
       // The router turns every upstream failure into an ApiError; anything else is a bug here.
@@ -201,8 +231,13 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
         throw new ApiError(failure.status, failure.code, failure.message)
       throw error
     }
+  }
+
+  /** Calls the upstreams of a reserved call; `untrack` is called once the call has settled, whatever the path. */
+  async function callUpstream({ callId, alias, upstreams, upstreamBody, stream, signal, ends, reserved, telemetry, abandoned }: Prepared, untrack: () => void): Promise<CompletionResult> {
+    const attempt = await attemptOrRefund(reserved, telemetry, signal, ends, () => router.call(alias, upstreams, upstreamBody, stream, signal))
     if (!stream)
-      return { kind: 'json', text: await answerJson(reserved, attempt, signal, ends) }
+      return { kind: 'json', text: await answerJson(reserved, attempt, signal, ends, chatAnswer) }
 
     // Nothing of an answer reaches the client unless its log row names the upstream
     // (reconciliation charges such a row and refunds one without). The write goes
@@ -261,23 +296,21 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
    * (reconciliation then charges the flat price); when even that fails, it is not
    * delivered and reconciliation refunds the reservation.
    */
-  async function answerJson(reserved: ReservedCall, attempt: Attempt, signal: AbortSignal, ends: CallEnds): Promise<string> {
+  async function answerJson(reserved: ReservedCall, attempt: Attempt, signal: AbortSignal, ends: CallEnds, read: ReadAnswer): Promise<string> {
     const { upstream, response } = attempt
     let text: string
-    let payload: unknown
+    let answer: ReturnType<ReadAnswer>
     try {
       text = await response.text()
-      payload = JSON.parse(text)
+      answer = read(JSON.parse(text))
     }
     catch (error) {
-      const failure = signal.aborted ? failureOf(error, ends) : { status: 502, code: 'UPSTREAM_UNAVAILABLE', message: 'The upstream answered with something that is not JSON' }
+      const failure = signal.aborted ? failureOf(error, ends) : { status: 502, code: 'UPSTREAM_UNAVAILABLE', message: error instanceof SyntaxError ? 'The upstream answered with something that is not JSON' : `The upstream's answer is unusable: ${(error as Error).message}` }
       await reserved.refund(upstream.id, failure.status, (error as Error).message)
       throw new ApiError(failure.status === 499 ? 502 : failure.status, failure.code, failure.message, { lastStatus: response.status })
     }
-    const completion = new TextTally()
-    addChoices(completion, payload, 'message')
     try {
-      await reserved.settle(upstream, usageIn(payload), completion, { status: response.status })
+      await reserved.settle(upstream, answer.usage, answer.completion, { status: response.status })
     }
     catch (error) {
       logger.error({ err: error, call: reserved.call.id }, 'could not settle an LLM call; its log row stays pending for reconciliation')
@@ -333,18 +366,8 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
       if (closing)
         throw shuttingDown()
       const routes = await routerConfig()
-      const { shutdown, untrack } = track(randomUUID())
       const abandonment = new AbortController()
-      const deadline = createCallSignal([clientSignal, shutdown.signal, abandonment.signal], routes.deadlineMs ?? DEFAULT_DEADLINE_MS)
-      // Nothing of a settled call stays reachable: its timer and listeners go with it.
-      let done = false
-      const settled = () => {
-        if (done)
-          return
-        done = true
-        deadline.release()
-        untrack()
-      }
+      const { shutdown, deadline, done: settled } = openCall(routes, [clientSignal, abandonment.signal])
       let prepared: Prepared
       try {
         prepared = await prepare(userId, body, clientSignal, routes, shutdown, deadline, abandonment.signal, options)
@@ -390,6 +413,36 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
      */
     async complete(userId: string, body: ChatCompletionBody, clientSignal: AbortSignal, options: Pick<ReserveOptions, 'admitted'> = {}): Promise<CompletionResult> {
       return (await this.reserve(userId, body, clientSignal, options)).start()
+    },
+
+    /**
+     * One embeddings call for `userId` (docs/gateway.md#embeddings): reserved on
+     * our count of the input at the alias's input price (or the flat rule), routed
+     * to the alias's upstreams like a chat call, settled on the upstream's
+     * `prompt_tokens` and never above the reservation. Answers the upstream's JSON
+     * as it sent it.
+     */
+    async embed(userId: string, body: EmbeddingsBody, clientSignal: AbortSignal, options: ReserveOptions = {}): Promise<string> {
+      if (closing)
+        throw shuttingDown()
+      const routes = await routerConfig()
+      const { alias, entry } = resolveAlias(routes, body.model)
+      const { shutdown, deadline, done } = openCall(routes, [clientSignal])
+      try {
+        const callId = options.callId ?? randomUUID()
+        const input = inputOf(body)
+        // Nothing is generated: the reservation is the input alone.
+        const bounds = await boundsOf(input, entry, { cap: 0, choices: 1 })
+        await options.admitted
+        const telemetry = startCallTelemetry({ metrics, clock, alias, upstreams: entry.upstreams, callId, stream: false, operation: 'embeddings' })
+        const ends: CallEnds = { shutdown: shutdown.signal, clientSignal, deadline, closing: () => closing }
+        const reserved = await reserveCall({ requestLog, callBilling, logger }, { userId, callId, alias, bounds, prompt: input, telemetry, kind: options.kind ?? 'embedding', capped: true })
+        const attempt = await attemptOrRefund(reserved, telemetry, deadline.signal, ends, () => router.call(alias, entry.upstreams, body, false, deadline.signal, 'embeddings'))
+        return await answerJson(reserved, attempt, deadline.signal, ends, embeddingsAnswer(input.count))
+      }
+      finally {
+        done()
+      }
     },
 
     /**

@@ -25,6 +25,11 @@ export interface ChatCompletionBody {
   [field: string]: unknown
 }
 
+/** What an upstream call does: its path under the upstream's `baseUrl`, and its spans' `gen_ai.operation.name`. */
+export type Operation = 'chat' | 'embeddings'
+
+const OPERATION_PATHS: Record<Operation, string> = { chat: '/chat/completions', embeddings: '/embeddings' }
+
 const upstreamError = (lastStatus: number | undefined, reason: string) =>
   new ApiError(502, 'UPSTREAM_UNAVAILABLE', `Every upstream failed (last: ${reason})`, { lastStatus: lastStatus ?? null })
 
@@ -89,8 +94,9 @@ export function createUpstreamRouter({ keyPool, logger, metrics }: { keyPool: Up
      * attempt is a client span, child of the active (gateway) span. An upstream's
      * `timeoutMs` bounds its attempt, the answer's body included: the attempt's
      * signal, built on `signal` (a call signal), is released with it.
+     * `operation` picks the upstream's endpoint (chat completions by default).
      */
-    async call(alias: string, upstreams: Upstream[], body: ChatCompletionBody, stream: boolean, signal: AbortSignal): Promise<Attempt> {
+    async call(alias: string, upstreams: Upstream[], body: { model: string, [field: string]: unknown }, stream: boolean, signal: AbortSignal, operation: Operation = 'chat'): Promise<Attempt> {
       return withFallback(keyPool, {
         sets: upstreams.map(upstream => ({ ...upstream, poolId: upstream.id, alias })),
         signal,
@@ -98,9 +104,9 @@ export function createUpstreamRouter({ keyPool, logger, metrics }: { keyPool: Up
         attempt: async (upstream, key, index): Promise<AttemptOutcome<Attempt>> => {
           if (index > 0)
             metrics.gatewayFallbacks.add(1, { 'gen_ai.request.model': alias })
-          const span = tracer.startSpan(`chat ${upstream.model}`, {
+          const span = tracer.startSpan(`${operation} ${upstream.model}`, {
             kind: SpanKind.CLIENT,
-            attributes: { 'gen_ai.operation.name': 'chat', 'gen_ai.request.model': upstream.model, 'airi.gen_ai.alias': alias, 'airi.upstream.id': upstream.id, 'airi.upstream.key_id': key.id },
+            attributes: { 'gen_ai.operation.name': operation, 'gen_ai.request.model': upstream.model, 'airi.gen_ai.alias': alias, 'airi.upstream.id': upstream.id, 'airi.upstream.key_id': key.id },
           })
           /** A failed attempt: counted, recorded on its span, and the router moves on (or gives up). */
           const failed = (errorType: string, error: unknown, status = 502) => {
@@ -114,12 +120,12 @@ export function createUpstreamRouter({ keyPool, logger, metrics }: { keyPool: Up
           try {
             response = await post(
               dispatcher,
-              `${upstream.baseUrl.replace(/\/$/, '')}/chat/completions`,
+              `${upstream.baseUrl.replace(/\/$/, '')}${OPERATION_PATHS[operation]}`,
               { 'authorization': `Bearer ${key.apiKey}`, 'content-type': 'application/json', 'accept': stream ? 'text/event-stream' : 'application/json' },
               JSON.stringify({
                 ...body,
                 model: upstream.model,
-                ...(stream ? { stream: true, stream_options: { ...body.stream_options, include_usage: true } } : {}),
+                ...(stream ? { stream: true, stream_options: { ...body.stream_options as ChatCompletionBody['stream_options'], include_usage: true } } : {}),
               }),
               bounded?.signal ?? signal,
             )

@@ -33,6 +33,12 @@ export interface CallToReserve {
   prompt: ReturnType<typeof promptOf>
   telemetry: CallTelemetry
   kind: LlmCallKind
+  /**
+   * Never charged more than the reservation: a call whose whole price is its
+   * input, counted before it was reserved (embeddings), owes nothing for a
+   * tokenizer that counts a little differently from ours.
+   */
+  capped?: boolean
 }
 
 /**
@@ -41,7 +47,7 @@ export interface CallToReserve {
  * settled), each end completing the log row in the same statement as its ledger
  * write. A refused reservation completes the row and throws.
  */
-export async function reserveCall({ requestLog, callBilling, logger }: SettlementDeps, { userId, callId, alias, bounds, prompt, telemetry, kind }: CallToReserve) {
+export async function reserveCall({ requestLog, callBilling, logger }: SettlementDeps, { userId, callId, alias, bounds, prompt, telemetry, kind, capped = false }: CallToReserve) {
   const { startedAt } = telemetry
   const { logRow, alongside: pendingRow } = requestLog.pending({ userId, id: callId, alias }, kind)
   const complete = (outcome: Omit<CallOutcome, 'startedAt'>) => {
@@ -100,9 +106,8 @@ export async function reserveCall({ requestLog, callBilling, logger }: Settlemen
           return undefined
         })
       }
-      const served: ServedCost = measured
-        ? { cost: usageCost(bounds.price, measured.usage), tokens: tokensOf(measured.usage).total }
-        : { cost: bounds.flat, tokens: null }
+      const cost = measured ? usageCost(bounds.price, measured.usage) : bounds.flat
+      const served: ServedCost = { cost: capped ? Math.min(cost, call.reserved) : cost, tokens: measured ? tokensOf(measured.usage).total : null }
       const firstTokenMs = firstTextAt === undefined ? undefined : firstTextAt - startedAt
       const logOutcome = { upstream: upstream.id, ...outcome, usage: measured?.usage, source: measured?.source ?? 'flat' as const, firstTokenMs }
       const { charged, logged } = await callBilling.settle(call, served, completion(logOutcome))

@@ -1,7 +1,7 @@
 import type { Clock } from '../../clock.ts'
 import type { Metrics } from '../../metrics.ts'
 import { recordFailure, tracer } from '../../tracing.ts'
-import type { Upstream } from './router.ts'
+import type { Operation, Upstream } from './router.ts'
 import type { MeasuredUsage } from './usage.ts'
 
 export interface ObservedOutcome {
@@ -15,9 +15,9 @@ export interface ObservedOutcome {
  * One call's span and metrics. The span lives until the call settles (a stream's
  * last chunk), with one child per upstream attempt.
  */
-export function startCallTelemetry({ metrics, clock, alias, upstreams, callId, stream }: { metrics: Metrics, clock: Clock, alias: string, upstreams: Upstream[], callId: string, stream: boolean }) {
+export function startCallTelemetry({ metrics, clock, alias, upstreams, callId, stream, operation = 'chat' }: { metrics: Metrics, clock: Clock, alias: string, upstreams: Upstream[], callId: string, stream: boolean, operation?: Operation }) {
   const startedAt = clock.now()
-  const span = tracer.startSpan(`chat ${alias}`, { attributes: { 'gen_ai.operation.name': 'chat', 'gen_ai.request.model': alias, 'airi.llm.call_id': callId, 'airi.llm.stream': stream } })
+  const span = tracer.startSpan(`${operation} ${alias}`, { attributes: { 'gen_ai.operation.name': operation, 'gen_ai.request.model': alias, 'airi.llm.call_id': callId, 'airi.llm.stream': stream } })
   let observed = false
   return {
     startedAt,
@@ -30,7 +30,7 @@ export function startCallTelemetry({ metrics, clock, alias, upstreams, callId, s
       observed = true
       const responseModel = upstreams.find(upstream => upstream.id === outcome.upstream)?.model
       const attributes = {
-        'gen_ai.operation.name': 'chat',
+        'gen_ai.operation.name': operation,
         'gen_ai.request.model': alias,
         ...(responseModel ? { 'gen_ai.response.model': responseModel } : {}),
         ...(outcome.error ? { 'error.type': String(outcome.status) } : {}),

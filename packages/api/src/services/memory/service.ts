@@ -1,0 +1,215 @@
+import { sql } from 'kysely'
+
+import type { Db, Memory } from '@airi/db'
+
+import type { Clock } from '../../clock.ts'
+import { beforeCreatedAtId, createCursorCodec, createdAtIdKey, exactTimestamp } from '../../cursor.ts'
+import { ApiError, notFound } from '../../errors.ts'
+import { keysetPages, pagesById, type ExportTables } from '../account-export/index.ts'
+import type { CharacterService } from '../characters/index.ts'
+import type { MemoryAddInput, MemoryListInput, MemorySearchInput, MemorySetSettingsInput, MemoryUpdateInput } from './schema.ts'
+import { searchText, tsQuery } from './text.ts'
+
+/** Most memories one user keeps of one character (SPEC §4.16). */
+const MAX_MEMORIES_PER_CHARACTER = 2000
+
+/** A memory as procedures return it. */
+export interface MemoryItem {
+  id: string
+  characterId: string
+  content: string
+  importance: number
+  source: 'auto' | 'user'
+  createdAt: Date
+  updatedAt: Date
+  lastUsedAt: Date | null
+}
+
+export interface MemoryPage {
+  items: MemoryItem[]
+  nextCursor: string | null
+}
+
+export interface MemoryDeps {
+  db: Db
+  clock: Clock
+  /** Which characters are live: memories are of a character the caller can use. */
+  characters: Pick<CharacterService, 'existing'>
+}
+
+export type MemoryService = ReturnType<typeof createMemoryService>
+
+/** Memories are listed newest first by (created_at, id), exactly. */
+const listCursor = createCursorCodec(createdAtIdKey)
+
+const memoryNotFound = () => notFound('MEMORY_NOT_FOUND', 'No such memory')
+
+/** Every column but the search vector, which is derived from `content`. */
+const COLUMNS = ['id', 'user_id', 'character_id', 'content', 'importance', 'source', 'created_at', 'updated_at', 'last_used_at'] as const
+
+function toItem(row: Omit<Memory, 'search_vector'>): MemoryItem {
+  return {
+    id: row.id,
+    characterId: row.character_id,
+    content: row.content,
+    importance: row.importance,
+    source: row.source,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    lastUsedAt: row.last_used_at,
+  }
+}
+
+const vectorOf = (content: string) => sql<string>`to_tsvector('simple', ${searchText(content)})`
+
+/**
+ * The search score (docs/memory.md#ranking): the text rank of the query's terms,
+ * times an importance factor (0.5 for 1 … 1.5 for 5) and a recency factor that
+ * halves its bonus every 30 days since the memory was last written or recalled
+ * (2 when fresh, towards 1 when old).
+ */
+function score(query: string, now: Date) {
+  const age = sql`greatest(0, extract(epoch from (${now}::timestamptz - greatest(updated_at, coalesce(last_used_at, updated_at)))))::float8 / 86400`
+  return sql<number>`(ts_rank(search_vector, to_tsquery('simple', ${query}))::float8
+    * (1 + 0.25 * (importance - 3))
+    * (1 + power(0.5, ${age} / 30)))`
+}
+
+export function createMemoryService({ db, clock, characters }: MemoryDeps) {
+  const now = () => new Date(clock.now())
+
+  /** 404 with the characters' own code unless the character is live. */
+  async function assertCharacter(characterId: string): Promise<void> {
+    if (!(await characters.existing([characterId])).has(characterId))
+      throw notFound('CHARACTER_NOT_FOUND', 'No such character')
+  }
+
+  return {
+    /** The caller's memories of a character, newest first, keyset-paged. */
+    async list(userId: string, { characterId, cursor, limit = 20 }: MemoryListInput): Promise<MemoryPage> {
+      await assertCharacter(characterId)
+      const rows = await db.selectFrom('memory').select(COLUMNS).select(exactTimestamp('created_at').as('created_at_text'))
+        .where('user_id', '=', userId).where('character_id', '=', characterId)
+        .$if(cursor !== undefined, query => query.where(beforeCreatedAtId(listCursor.decode(cursor!))))
+        .orderBy('created_at', 'desc').orderBy('id', 'desc').limit(limit + 1).execute()
+      const page = rows.slice(0, limit)
+      const last = page.at(-1)
+      return {
+        items: page.map(toItem),
+        nextCursor: rows.length > limit && last ? listCursor.encode([last.created_at_text, last.id]) : null,
+      }
+    },
+
+    /**
+     * A new memory (`source` 'user' from the procedure, 'auto' from extraction).
+     * 409 `MEMORY_LIMIT_REACHED` when the user already keeps 2 000 of this
+     * character; the count and the insert hold one lock per user and character,
+     * so concurrent adds cannot pass the limit together.
+     */
+    async add(userId: string, { characterId, content, importance = 3 }: MemoryAddInput, { source = 'user' }: { source?: 'auto' | 'user' } = {}): Promise<MemoryItem> {
+      await assertCharacter(characterId)
+      const text = content.trim()
+      return db.transaction().execute(async (trx) => {
+        await sql`select pg_advisory_xact_lock(hashtextextended(${`memory:${userId}:${characterId}`}, 0))`.execute(trx)
+        const { count } = await trx.selectFrom('memory').select(eb => eb.fn.countAll<string>().as('count'))
+          .where('user_id', '=', userId).where('character_id', '=', characterId).executeTakeFirstOrThrow()
+        if (Number(count) >= MAX_MEMORIES_PER_CHARACTER)
+          throw new ApiError(409, 'MEMORY_LIMIT_REACHED', `This character already keeps ${MAX_MEMORIES_PER_CHARACTER} memories of you; delete some first`, { limit: MAX_MEMORIES_PER_CHARACTER })
+        const at = now()
+        const row = await trx.insertInto('memory')
+          .values({ user_id: userId, character_id: characterId, content: text, importance, source, search_vector: vectorOf(text), created_at: at, updated_at: at })
+          .returning(COLUMNS).executeTakeFirstOrThrow()
+        return toItem(row)
+      })
+    },
+
+    /** Changes a memory's content or importance; 404 `MEMORY_NOT_FOUND` for anyone else's. */
+    async update(userId: string, { id, content, importance }: MemoryUpdateInput): Promise<MemoryItem> {
+      const text = content?.trim()
+      const row = await db.updateTable('memory')
+        .set({ updated_at: now() })
+        .$if(text !== undefined, query => query.set({ content: text!, search_vector: vectorOf(text!) }))
+        .$if(importance !== undefined, query => query.set({ importance: importance! }))
+        .where('id', '=', id).where('user_id', '=', userId)
+        .returning(COLUMNS).executeTakeFirst()
+      if (!row)
+        throw memoryNotFound()
+      return toItem(row)
+    },
+
+    /** Forgets one memory; 404 `MEMORY_NOT_FOUND` for anyone else's. */
+    async delete(userId: string, id: string): Promise<{ id: string }> {
+      const row = await db.deleteFrom('memory').where('id', '=', id).where('user_id', '=', userId).returning('id').executeTakeFirst()
+      if (!row)
+        throw memoryNotFound()
+      return { id }
+    },
+
+    /**
+     * The caller's memories of a character that match `query` (any of its words or
+     * CJK bigrams), best first by `score`; ties newest first. Empty when the query
+     * has no searchable term.
+     */
+    async search(userId: string, { characterId, query, limit = 10 }: MemorySearchInput): Promise<Array<MemoryItem & { score: number }>> {
+      await assertCharacter(characterId)
+      const terms = tsQuery(query)
+      if (terms === null)
+        return []
+      const rows = await db.selectFrom('memory').select(COLUMNS).select(score(terms, now()).as('score'))
+        .where('user_id', '=', userId).where('character_id', '=', characterId)
+        .where(sql<boolean>`search_vector @@ to_tsquery('simple', ${terms})`)
+        .orderBy('score', 'desc').orderBy('created_at', 'desc').orderBy('id', 'desc').limit(limit).execute()
+      return rows.map(row => ({ ...toItem(row), score: row.score }))
+    },
+
+    /** Recall put these memories in a prompt: their `lastUsedAt` is now. */
+    async markUsed(userId: string, ids: string[]): Promise<void> {
+      if (ids.length === 0)
+        return
+      await db.updateTable('memory').set({ last_used_at: now() }).where('user_id', '=', userId).where('id', 'in', ids).execute()
+    },
+
+    /** Whether the caller has memory on for a character (on unless they turned it off). */
+    async settings(userId: string, characterId: string): Promise<{ characterId: string, enabled: boolean }> {
+      await assertCharacter(characterId)
+      const row = await db.selectFrom('memory_settings').select('enabled')
+        .where('user_id', '=', userId).where('character_id', '=', characterId).executeTakeFirst()
+      return { characterId, enabled: row?.enabled ?? true }
+    },
+
+    /** Turns memory on or off for a character; off stops extraction and recall, and keeps what is stored. */
+    async setSettings(userId: string, { characterId, enabled }: MemorySetSettingsInput): Promise<{ characterId: string, enabled: boolean }> {
+      await assertCharacter(characterId)
+      const at = now()
+      await db.insertInto('memory_settings').values({ user_id: userId, character_id: characterId, enabled, updated_at: at })
+        .onConflict(oc => oc.columns(['user_id', 'character_id']).doUpdateSet({ enabled, updated_at: at })).execute()
+      return { characterId, enabled }
+    },
+
+    /** The characters were deleted: every user's memories and settings of them go too. Idempotent. */
+    async deleteForCharacters(characterIds: string[]): Promise<void> {
+      if (characterIds.length === 0)
+        return
+      await db.deleteFrom('memory').where('character_id', 'in', characterIds).execute()
+      await db.deleteFrom('memory_settings').where('character_id', 'in', characterIds).execute()
+    },
+
+    /** Account export: the user's memories (without the derived search vector) and settings. */
+    exportTables(userId: string): ExportTables {
+      return {
+        memory: pagesById(async (afterId, limit) => db.selectFrom('memory').select(COLUMNS).where('user_id', '=', userId)
+          .$if(afterId !== undefined, query => query.where('id', '>', afterId!))
+          .orderBy('id').limit(limit).execute()),
+        memory_settings: keysetPages(async (after: { character_id: string } | undefined, limit) => db.selectFrom('memory_settings').selectAll().where('user_id', '=', userId)
+          .$if(after !== undefined, query => query.where('character_id', '>', after!.character_id))
+          .orderBy('character_id').limit(limit).execute()),
+      }
+    },
+
+    /** Account deletion (priority 30), idempotent: every memory and setting of the user. */
+    async deleteAllForUser(userId: string): Promise<void> {
+      await db.deleteFrom('memory').where('user_id', '=', userId).execute()
+      await db.deleteFrom('memory_settings').where('user_id', '=', userId).execute()
+    },
+  }
+}
