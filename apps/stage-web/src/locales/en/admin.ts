@@ -115,6 +115,9 @@ export default {
       STT_UPSTREAMS: 'Transcription models and their upstreams.',
       FLUX_PER_MINUTE_STT: 'The price of transcription, per minute of audio.',
       STREAMING_STT_UPSTREAM: 'The live transcription upstream (OpenAI Realtime protocol).',
+      MEMORY_EXTRACTION_MODEL: 'The language model alias that picks out what to remember after each reply; unset, nothing is remembered automatically.',
+      MEMORY_EMBEDDING_MODEL: 'The embedding model alias that helps recall find related memories; unset, recall uses text search only.',
+      MEMORY_CONTEXT_TOKENS: 'How many tokens of memories a reply\'s prompt may carry.',
     },
   },
   grants: {

@@ -116,6 +116,9 @@ export default {
       STT_UPSTREAMS: '语音转文字模型及其上游。',
       FLUX_PER_MINUTE_STT: '语音转文字的价格，按每分钟音频计。',
       STREAMING_STT_UPSTREAM: '实时语音转文字上游（OpenAI Realtime 协议）。',
+      MEMORY_EXTRACTION_MODEL: '每次回复后用来提取值得记住内容的语言模型别名；不设置则不会自动记忆。',
+      MEMORY_EMBEDDING_MODEL: '帮助回忆找到相关记忆的向量嵌入模型别名；不设置则只用文本搜索。',
+      MEMORY_CONTEXT_TOKENS: '一次回复的提示词中最多可放入多少 token 的记忆。',
     },
   },
   grants: {
