@@ -7,6 +7,7 @@ import type { Api } from '@airi/api'
 
 import { requireBearerUser } from './bearer-user.ts'
 import { errorHandler } from './errors.ts'
+import { clientGone } from './client-gone.ts'
 import { parseOrBadRequest } from './validation.ts'
 
 export interface GatewayPluginOptions {
@@ -66,13 +67,9 @@ export const gatewayPlugin: FastifyPluginAsync<GatewayPluginOptions> = async (ap
     admitted.catch(() => {})
 
     // The client going away aborts the upstream call and ends the billing as it stands.
-    const controller = new AbortController()
-    reply.raw.on('close', () => {
-      if (!reply.raw.writableFinished)
-        controller.abort(new Error('client closed the connection'))
-    })
+    const gone = clientGone(reply)
 
-    const result = await api.services.llmGateway.complete(request.bearerUser!.id, body, controller.signal, { admitted })
+    const result = await api.services.llmGateway.complete(request.bearerUser!.id, body, gone, { admitted })
     if (result.kind === 'json')
       return reply.type('application/json; charset=utf-8').send(result.text)
 
@@ -88,7 +85,7 @@ export const gatewayPlugin: FastifyPluginAsync<GatewayPluginOptions> = async (ap
     const stop = result.signal
     try {
       for await (const chunk of result.chunks) {
-        if (controller.signal.aborted)
+        if (gone.aborted)
           break
         // A client reading slower than the upstream writes holds the upstream back,
         // instead of the answer piling up in this process.
@@ -107,12 +104,8 @@ export const gatewayPlugin: FastifyPluginAsync<GatewayPluginOptions> = async (ap
     // The same per-user limit as chat completions, counted while the input is.
     const admitted = api.services.rateLimits.hit('gateway', request.bearerUser!.id)
     admitted.catch(() => {})
-    const controller = new AbortController()
-    reply.raw.on('close', () => {
-      if (!reply.raw.writableFinished)
-        controller.abort(new Error('client closed the connection'))
-    })
-    const text = await api.services.llmGateway.embed(request.bearerUser!.id, body, controller.signal, { admitted })
+    const gone = clientGone(reply)
+    const text = await api.services.llmGateway.embed(request.bearerUser!.id, body, gone, { admitted })
     return reply.type('application/json; charset=utf-8').send(text)
   })
 }

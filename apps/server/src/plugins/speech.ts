@@ -6,6 +6,7 @@ import { speechRequestSchema, type Api } from '@airi/api'
 import { requireBearerUser } from './bearer-user.ts'
 import { errorHandler } from './errors.ts'
 import { requireConfig } from './require-config.ts'
+import { clientGone } from './client-gone.ts'
 import { parseOrBadRequest } from './validation.ts'
 
 export interface SpeechPluginOptions {
@@ -35,12 +36,8 @@ export const speechPlugin: FastifyPluginAsync<SpeechPluginOptions> = async (app,
   app.post('/speech', synthesis, async (request, reply) => {
     const body = parseOrBadRequest(speechRequestSchema, request.body)
     // A client that goes away stops the upstream call; nothing is billed then.
-    const controller = new AbortController()
-    reply.raw.on('close', () => {
-      if (!reply.raw.writableFinished)
-        controller.abort(new Error('client closed the connection'))
-    })
-    const result = await speech.synthesize(request.bearerUser!.id, body, controller.signal)
+    const gone = clientGone(reply)
+    const result = await speech.synthesize(request.bearerUser!.id, body, gone)
     return reply.header('content-type', result.contentType).send(result.audio)
   })
 

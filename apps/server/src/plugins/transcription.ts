@@ -5,6 +5,7 @@ import { ApiError, transcriptionFieldsSchema, type Api } from '@airi/api'
 
 import { requireBearerUser } from './bearer-user.ts'
 import { errorHandler } from './errors.ts'
+import { clientGone } from './client-gone.ts'
 import { parseOrBadRequest } from './validation.ts'
 
 export interface TranscriptionPluginOptions {
@@ -105,14 +106,10 @@ export const transcriptionPlugin: FastifyPluginAsync<TranscriptionPluginOptions>
 
   app.post('/transcriptions', { preHandler: guards }, async (request, reply: FastifyReply) => {
     // A client that goes away stops the upstream call; nothing is billed then.
-    const controller = new AbortController()
-    reply.raw.on('close', () => {
-      if (!reply.raw.writableFinished)
-        controller.abort(new Error('client closed the connection'))
-    })
+    const gone = clientGone(reply)
     const { fields, file } = await readForm(request)
     const body = parseOrBadRequest(transcriptionFieldsSchema, fields)
-    const result = await transcription.transcribe(request.bearerUser!.id, { ...body, file }, controller.signal)
+    const result = await transcription.transcribe(request.bearerUser!.id, { ...body, file }, gone)
     switch (body.response_format) {
       case 'text':
         return reply.type('text/plain; charset=utf-8').send(result.text)
