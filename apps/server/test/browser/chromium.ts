@@ -54,6 +54,29 @@ export interface LaunchOptions {
   args?: string[]
 }
 
+/**
+ * Another tab of `context` (the same device: shared cookies, its own sessionStorage)
+ * whose console errors and Content-Security-Policy violations are collected.
+ */
+export async function watchedTab(context: BrowserContext): Promise<{ page: Page, consoleErrors: string[] }> {
+  const page = await context.newPage()
+  // A deadline, not a speed check: with the whole suite on two cores a page can take
+  // well over Playwright's default 30 s to load and render (seen once, at load ~30).
+  page.setDefaultTimeout(90_000)
+  page.setDefaultNavigationTimeout(90_000)
+  const consoleErrors: string[] = []
+  page.on('console', (message) => {
+    if (message.type() === 'error')
+      consoleErrors.push(`${message.text()} (${message.location().url})`)
+  })
+  page.on('pageerror', error => consoleErrors.push(error.message))
+  // Chromium logs most CSP refusals to the console; this catches the rest (e.g. report-only or in workers).
+  await page.addInitScript(`document.addEventListener('securitypolicyviolation', (event) => {
+    console.error('CSP violation: ' + event.violatedDirective + ' blocked ' + (event.blockedURI || 'inline') + ' (' + event.sourceFile + ':' + event.lineNumber + ')')
+  })`)
+  return { page, consoleErrors }
+}
+
 /** Real Chromium through playwright-core. */
 export async function launchChromium({ args = [] }: LaunchOptions = {}): Promise<TestBrowser> {
   if (!existsSync(CHROMIUM_PATH))
@@ -66,22 +89,7 @@ export async function launchChromium({ args = [] }: LaunchOptions = {}): Promise
     browser,
     async newPage() {
       const context = await browser.newContext()
-      const page = await context.newPage()
-      // A deadline, not a speed check: with the whole suite on two cores a page can take
-      // well over Playwright's default 30 s to load and render (seen once, at load ~30).
-      page.setDefaultTimeout(90_000)
-      page.setDefaultNavigationTimeout(90_000)
-      const consoleErrors: string[] = []
-      page.on('console', (message) => {
-        if (message.type() === 'error')
-          consoleErrors.push(`${message.text()} (${message.location().url})`)
-      })
-      page.on('pageerror', error => consoleErrors.push(error.message))
-      // Chromium logs most CSP refusals to the console; this catches the rest (e.g. report-only or in workers).
-      await page.addInitScript(`document.addEventListener('securitypolicyviolation', (event) => {
-        console.error('CSP violation: ' + event.violatedDirective + ' blocked ' + (event.blockedURI || 'inline') + ' (' + event.sourceFile + ':' + event.lineNumber + ')')
-      })`)
-      return { context, page, consoleErrors }
+      return { context, ...await watchedTab(context) }
     },
     async screenshot(page, name) {
       await page.screenshot({ path: join(SCREENSHOT_DIR, `${name}.png`), fullPage: true })

@@ -11,7 +11,7 @@ import { signInPlugin } from '../../src/plugins/sign-in.ts'
 import { STAGE_WEB_DEV_CLIENT_ID } from '../../src/runtime.ts'
 import { createVerifiedUser, emailTo, startTestServer, uniqueEmail, type TestServer } from '../harness.ts'
 import { signInThroughApp } from './app.ts'
-import { launchChromium, type TestBrowser } from './chromium.ts'
+import { launchChromium, watchedTab, type TestBrowser } from './chromium.ts'
 
 // How stage-web keeps its tokens (memory only, silent renewal through the cookie session),
 // how sign-out ends everything, and the headers that keep injected scripts out.
@@ -31,21 +31,6 @@ afterAll(async () => {
   await chromium?.close()
   await server?.close()
 })
-
-/** Another tab of the same browser (shared cookies, its own sessionStorage), its console watched like newPage's. */
-async function anotherTab(context: BrowserContext): Promise<{ page: Page, consoleErrors: string[] }> {
-  const page = await context.newPage()
-  page.setDefaultTimeout(90_000)
-  page.setDefaultNavigationTimeout(90_000)
-  const consoleErrors: string[] = []
-  page.on('console', (message) => {
-    if (message.type() === 'error')
-      consoleErrors.push(`${message.text()} (${message.location().url})`)
-  })
-  page.on('pageerror', error => consoleErrors.push(error.message))
-  await page.addInitScript(`document.addEventListener('securitypolicyviolation', (event) => console.error('CSP violation: ' + event.violatedDirective))`)
-  return { page, consoleErrors }
-}
 
 /** Every access and refresh token the token endpoint hands to this browser. */
 function recordTokens(context: BrowserContext): { access: string[], refresh: string[] } {
@@ -103,7 +88,7 @@ describe('stage-web sessions in Chromium', () => {
     await expect.poll(() => tokens.access.length).toBe(3)
     expect(await readableByScripts(page)).not.toContain(tokens.refresh.at(-1))
 
-    const second = await anotherTab(context)
+    const second = await watchedTab(context)
     await second.page.goto(`${server.baseUrl}/app/account`)
     await second.page.getByRole('button', { name: 'Delete my account…' }).waitFor()
     expect(await signedInAs(second.page)).toBe(user.email)
@@ -143,7 +128,7 @@ describe('stage-web sessions in Chromium', () => {
     await page.getByRole('heading', { name: 'Check your inbox' }).waitFor()
 
     // The link returns to an authorization the first tab started; this tab has no verifier for it.
-    const mailed = await anotherTab(context)
+    const mailed = await watchedTab(context)
     await mailed.page.goto(server.resend.linkIn(await emailTo(server, email, /verify/i)))
     await mailed.page.waitForURL(url => url.pathname.startsWith('/app/') && url.pathname !== '/app/callback')
     expect(await signedInAs(mailed.page)).toBe(email)
