@@ -54,9 +54,11 @@ describe('the stage-web shell', () => {
     await page.waitForURL(url => url.pathname === '/app/flux')
     await page.goForward()
     await page.waitForURL(url => url.pathname === '/app/account')
+    // The reload renews silently through /app/callback and lands back here; the header may
+    // show the person a moment before the URL has moved on, so the URL is waited for too.
     await page.reload()
     await expect.poll(() => page.getByTestId('signed-in-as').textContent()).toBe(user.email)
-    expect(path(page)).toBe('/app/account')
+    await expect.poll(() => path(page)).toBe('/app/account')
 
     await page.goto(`${server.baseUrl}/app/no/such/screen`)
     await page.getByRole('heading', { name: 'Nothing here' }).waitFor()
