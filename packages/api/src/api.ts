@@ -109,7 +109,8 @@ export async function createApi(deps: ApiDeps) {
   const billing = createBillingService({ db, cache: adapters.cache, logger, metrics, initialFlux: () => config.get('INITIAL_USER_FLUX'), onBalanceChanged: (userId, balance) => chats.announceBalance(userId, balance) })
   // A deleted character's memories go with it (`memory` is built just below).
   const characters = createCharacterService({ db, onDeleted: ids => memory.deleteForCharacters(ids) })
-  const memory = createMemoryService({ db, clock, characters })
+  // A memory change reaches the user's devices as a `memory` event on their live feed (`chats` is built below).
+  const memory = createMemoryService({ db, clock, characters, logger, onChanged: (userId, change) => chats.announceMemory(userId, change) })
   const users = createUsers({ db })
   // One key pool for LLM, speech and streaming speech, so a key cooled down by one is skipped by all.
   const keyPool = createUpstreamKeyPool({ keyVault, logger, clock })

@@ -413,6 +413,9 @@ interface MemoryTable {
   updated_at: Timestamp
   /** Set each time recall puts the memory in a prompt. */
   last_used_at: NullableTimestamp
+  /** The content's embedding by `embedding_model`, when MEMORY_EMBEDDING_MODEL was set as it was written. */
+  embedding: number[] | null
+  embedding_model: string | null
 }
 
 /** A user's memory switch for one character; no row means on. */
@@ -456,11 +459,11 @@ interface LlmRequestLogTable {
   usage_source: LlmUsageSource | null
   flux_reserved: Generated<number>
   completed_at: NullableTimestamp
-  /** `llm`: a client's gateway call; `reply`: a reply the server made in a chat; `embedding`: a call to the gateway's embeddings. */
+  /** `llm`: a client's gateway call; `reply`: a reply the server made in a chat; `embedding`: a call to the gateway's embeddings; `memory`: the extraction after a reply. */
   kind: Generated<LlmCallKind>
 }
 
-export type LlmCallKind = 'llm' | 'reply' | 'embedding'
+export type LlmCallKind = 'llm' | 'reply' | 'embedding' | 'memory'
 
 /** One metered speech call: what it used and the whole Flux its meter debited for it. */
 interface MeteredUsageTable {

@@ -22,6 +22,7 @@ import * as meteredUsage from './0020_metered_usage.ts'
 import * as operatorAdmins from './0021_operator_admins.ts'
 import * as memories from './0022_memories.ts'
 import * as embeddingsKind from './0023_embeddings_kind.ts'
+import * as memoryRecall from './0024_memory_recall.ts'
 
 /**
  * Every migration, keyed by name. Kysely's Migrator applies them in key order, so
@@ -50,4 +51,5 @@ export const migrations: Record<string, Migration> = {
   '0021_operator_admins': operatorAdmins,
   '0022_memories': memories,
   '0023_embeddings_kind': embeddingsKind,
+  '0024_memory_recall': memoryRecall,
 }

@@ -1,6 +1,7 @@
 import type { Message } from '@airi/db'
 
 import { ApiError } from '../../errors.ts'
+import type { MemoryItem } from '../memory/index.ts'
 import type { SyncedMessage } from './fanout.ts'
 
 /** A run of consecutive messages of one chat (what `sendMessages` returns). */
@@ -29,6 +30,8 @@ export type ChatSyncEvent =
   | ({ type: 'reply', messages: [] } & ReplyDelta)
   /** A reply ended: stored as `messageId` (complete, stopped) or not at all (failed). Comes after the stored message. */
   | ({ type: 'reply.end', messages: [] } & ReplyEnd)
+  /** The user's memories of a character changed (on any device, or by extraction); not stored, not replayed. */
+  | ({ type: 'memory', messages: [] } & MemoryChange)
 
 export interface DeletedMessage {
   id: string
@@ -51,6 +54,21 @@ export interface ReplyEnd {
   messageId: string | null
   status: Exclude<ReplyStatus, 'streaming'>
   error?: { code: string, message: string }
+}
+
+/**
+ * Memories of one character changed. A memory screen applies it as it comes and
+ * re-reads its list after a reconnect (nothing of it is replayed).
+ */
+export interface MemoryChange {
+  characterId: string
+  change: 'added' | 'updated' | 'deleted'
+  /** The memories as they are now (`added`, `updated`); empty for `deleted`. */
+  memories: MemoryItem[]
+  /** Every memory the change touched. */
+  ids: string[]
+  /** For memories extraction made: the assistant message whose turn they came from (a "remembered" note goes under it). */
+  messageId: string | null
 }
 
 export type MessagesEvent = Extract<ChatSyncEvent, { type: 'messages' }>

@@ -6,7 +6,7 @@ import { createNoticeChannel } from '../../adapters/notice-channel.ts'
 import type { PubSub } from '../../adapters/ports.ts'
 import type { Logger } from '../../logger.ts'
 import type { ChatSyncFeedKind } from '@airi/db'
-import type { DeletedMessage, ReplyDelta, ReplyEnd } from './events.ts'
+import type { DeletedMessage, MemoryChange, ReplyDelta, ReplyEnd } from './events.ts'
 
 /** A message as live sync hands it out (the same shape `chats.*` returns). */
 export interface SyncedMessage {
@@ -70,7 +70,14 @@ export interface ReplyStopNotice {
   replyId: string
 }
 
-export type ChatSyncNotice = FeedNotice | ReplyDeltaNotice | ReplyEndNotice | ReplyStopNotice
+/** `userId`'s memories changed: for every subscription of theirs. */
+export interface MemoryNotice extends MemoryChange {
+  type: 'memory'
+  origin: string
+  userId: string
+}
+
+export type ChatSyncNotice = FeedNotice | ReplyDeltaNotice | ReplyEndNotice | ReplyStopNotice | MemoryNotice
 
 const seq = z.number().int().min(1)
 const feeds = z.array(z.tuple([z.string().min(1), z.number().int().min(0)]))
@@ -123,6 +130,25 @@ const notice = pubsubMessage<ChatSyncNotice>(z.union([
     chatId: z.string().min(1),
     replyId: z.string().min(1),
   }),
+  z.object({
+    type: z.literal('memory'),
+    origin: z.string().min(1),
+    userId: z.string().min(1),
+    characterId: z.string().min(1),
+    change: z.enum(['added', 'updated', 'deleted']),
+    memories: z.array(z.object({
+      id: z.string(),
+      characterId: z.string(),
+      content: z.string(),
+      importance: z.number().int(),
+      source: z.enum(['auto', 'user']),
+      createdAt: z.coerce.date(),
+      updatedAt: z.coerce.date(),
+      lastUsedAt: z.coerce.date().nullable(),
+    })),
+    ids: z.array(z.string()),
+    messageId: z.string().nullable(),
+  }),
 ]), 'chat sync notice')
 export const createChatSyncNoticeMessage = notice.create
 /** The notice in a pub/sub message, or undefined (logged) when malformed. */
@@ -143,7 +169,7 @@ export function createChatFanout({ pubsub, logger, retryMs = 1000 }: { pubsub: P
     channel: channels.chatSync(),
     message: notice,
     what: 'chat sync notice',
-    logFields: value => ({ chatId: value.chatId }),
+    logFields: value => (value.type === 'memory' ? { userId: value.userId } : { chatId: value.chatId }),
     retryMs,
   })
 }

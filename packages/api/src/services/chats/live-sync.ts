@@ -4,8 +4,8 @@ import { markShared } from '../../input-guard.ts'
 import type { Logger } from '../../logger.ts'
 import type { Unsent } from '../../adapters/notice-channel.ts'
 import type { BalanceFanout } from './balance-fanout.ts'
-import { decodeChatCursor, encodeChatCursor, eventOf, invalidCursor, type ChatSyncEvent, type DeletedMessage, type FeedEvent } from './events.ts'
-import { INLINE_MESSAGES_CHARS, type ChatFanout, type ChatSyncNotice, type FeedNotice, type ReplyDeltaNotice, type ReplyEndNotice, type ReplyStopNotice, type SyncedMessage } from './fanout.ts'
+import { decodeChatCursor, encodeChatCursor, eventOf, invalidCursor, type ChatSyncEvent, type DeletedMessage, type FeedEvent, type MemoryChange } from './events.ts'
+import { INLINE_MESSAGES_CHARS, type ChatFanout, type ChatSyncNotice, type FeedNotice, type MemoryNotice, type ReplyDeltaNotice, type ReplyEndNotice, type ReplyStopNotice, type SyncedMessage } from './fanout.ts'
 import { feedHead, readFeed, readMessages } from './feed.ts'
 import { Follower, type SharedEvent } from './follower.ts'
 
@@ -95,6 +95,17 @@ export function createLiveSync({ db, fanout, balances, logger, resyncIntervalMs,
     }
   }
 
+  /** Hands a memory change to every local subscription of its user. */
+  function deliverMemory(notice: Omit<MemoryNotice, 'origin'>): void {
+    const { userId, type: _type, origin: _origin, ...change } = notice as MemoryNotice
+    const here = byUser.get(userId)
+    if (!here)
+      return
+    const event = markShared({ type: 'memory' as const, messages: [] as [], ...change })
+    for (const follower of here)
+      follower.offerSide({ event, after: 0 })
+  }
+
   /** Where a reply-stop notice goes: the replies this instance makes. */
   const stopListeners = new Set<(notice: Omit<ReplyStopNotice, 'origin'>) => void>()
 
@@ -107,6 +118,9 @@ export function createLiveSync({ db, fanout, balances, logger, resyncIntervalMs,
       case 'reply.stop':
         for (const listener of stopListeners)
           listener(notice)
+        return
+      case 'memory':
+        deliverMemory(notice)
         return
       default:
         deliverFeed(notice)
@@ -390,6 +404,13 @@ export function createLiveSync({ db, fanout, balances, logger, resyncIntervalMs,
     async announceBalance(userId: string, balance: number): Promise<void> {
       deliverBalance(userId, balance)
       await balances?.publish(userId, balance)
+    },
+
+    /** `userId`'s memories changed: every subscription of theirs, here and on the other instances, gets a `memory` event. */
+    async announceMemory(userId: string, change: MemoryChange): Promise<void> {
+      const notice = { type: 'memory' as const, userId, ...change }
+      deliver(notice)
+      await fanout.publish(notice)
     },
 
     /**

@@ -4,7 +4,7 @@ import { ApiError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
 import type { ChatFanout } from './fanout.ts'
 import type { BalanceFanout } from './balance-fanout.ts'
-import type { ChatSyncEvent } from './events.ts'
+import type { ChatSyncEvent, MemoryChange } from './events.ts'
 import { createLiveSync } from './live-sync.ts'
 import { createChatDeletion } from './deletion.ts'
 import { chatExportTables } from './export.ts'
@@ -98,6 +98,11 @@ export function createChatService({ db, characters, users, fanout, balances, log
       if (live.subscriptions(userId) >= subscriptionsPerUser)
         throw new ApiError(429, 'SUBSCRIPTION_LIMIT', `At most ${subscriptionsPerUser} live chat subscriptions per user on one server; stop one (on another device or tab) first`, { limit: subscriptionsPerUser })
       return live.subscribe(userId, options)
+    },
+
+    /** Tells every live subscription of `userId` (on every instance) that memories changed: a `memory` event. */
+    async announceMemory(userId: string, change: MemoryChange): Promise<void> {
+      await live.announceMemory(userId, change)
     },
 
     /** Tells every live subscription of `userId` (on every instance) their new balance: a `balance` event. */

@@ -1,4 +1,4 @@
 // The memory domain (SPEC §4.16): what a character remembers about one user, its
 // full-text search (Chinese and English alike) and the per-character switch.
 export { memoryAddInput, memoryByIdInput, memoryCharacterInput, memoryListInput, memorySearchInput, memorySetSettingsInput, memoryUpdateInput } from './schema.ts'
-export { createMemoryService, type MemoryService } from './service.ts'
+export { createMemoryService, type MemoryItem, type MemoryService } from './service.ts'

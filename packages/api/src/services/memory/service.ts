@@ -3,6 +3,7 @@ import { sql } from 'kysely'
 import type { Db, Memory } from '@airi/db'
 
 import type { Clock } from '../../clock.ts'
+import type { Logger } from '../../logger.ts'
 import { beforeCreatedAtId, createCursorCodec, createdAtIdKey, exactTimestamp } from '../../cursor.ts'
 import { ApiError, notFound } from '../../errors.ts'
 import { keysetPages, pagesById, type ExportTables } from '../account-export/index.ts'
@@ -30,11 +31,23 @@ export interface MemoryPage {
   nextCursor: string | null
 }
 
+/** A change of one user's memories of one character, for their devices (a `memory` event on their feed). */
+export interface MemoryChangeNotice {
+  characterId: string
+  change: 'added' | 'updated' | 'deleted'
+  memories: MemoryItem[]
+  ids: string[]
+  messageId: string | null
+}
+
 export interface MemoryDeps {
   db: Db
   clock: Clock
   /** Which characters are live: memories are of a character the caller can use. */
   characters: Pick<CharacterService, 'existing'>
+  /** Told after each change is committed; its failure is logged, never the caller's. */
+  onChanged?: (userId: string, change: MemoryChangeNotice) => Promise<void>
+  logger?: Logger
 }
 
 export type MemoryService = ReturnType<typeof createMemoryService>
@@ -47,7 +60,7 @@ const memoryNotFound = () => notFound('MEMORY_NOT_FOUND', 'No such memory')
 /** Every column but the search vector, which is derived from `content`. */
 const COLUMNS = ['id', 'user_id', 'character_id', 'content', 'importance', 'source', 'created_at', 'updated_at', 'last_used_at'] as const
 
-function toItem(row: Omit<Memory, 'search_vector'>): MemoryItem {
+function toItem(row: Pick<Memory, typeof COLUMNS[number]>): MemoryItem {
   return {
     id: row.id,
     characterId: row.character_id,
@@ -75,13 +88,43 @@ function score(query: string, now: Date) {
     * (1 + power(0.5, ${age} / 30)))`
 }
 
-export function createMemoryService({ db, clock, characters }: MemoryDeps) {
+export function createMemoryService({ db, clock, characters, onChanged, logger }: MemoryDeps) {
   const now = () => new Date(clock.now())
+
+  /** Tells the user's devices; a change is already stored, so a failed announcement only costs them a re-read. */
+  async function announce(userId: string, change: MemoryChangeNotice): Promise<void> {
+    await onChanged?.(userId, change).catch((error: unknown) => logger?.warn({ err: error, userId }, 'could not announce a memory change; devices re-read on reconnect'))
+  }
 
   /** 404 with the characters' own code unless the character is live. */
   async function assertCharacter(characterId: string): Promise<void> {
     if (!(await characters.existing([characterId])).has(characterId))
       throw notFound('CHARACTER_NOT_FOUND', 'No such character')
+  }
+
+  /**
+     * Inserts memories while the user keeps fewer than 2 000 of the character; the
+     * count and the inserts hold one lock per user and character, so concurrent adds
+     * cannot pass the limit together. Returns those stored.
+     */
+  async function insert(userId: string, characterId: string, memories: Array<{ content: string, importance: number }>, source: 'auto' | 'user'): Promise<MemoryItem[]> {
+    return db.transaction().execute(async (trx) => {
+      await sql`select pg_advisory_xact_lock(hashtextextended(${`memory:${userId}:${characterId}`}, 0))`.execute(trx)
+      const { count } = await trx.selectFrom('memory').select(eb => eb.fn.countAll<string>().as('count'))
+        .where('user_id', '=', userId).where('character_id', '=', characterId).executeTakeFirstOrThrow()
+      const room = Math.max(0, MAX_MEMORIES_PER_CHARACTER - Number(count))
+      const kept = memories.slice(0, room)
+      if (kept.length === 0)
+        return []
+      const at = now()
+      const rows = await trx.insertInto('memory')
+        .values(kept.map(({ content, importance }) => {
+          const text = content.trim()
+          return { user_id: userId, character_id: characterId, content: text, importance, source, search_vector: vectorOf(text), created_at: at, updated_at: at }
+        }))
+        .returning(COLUMNS).execute()
+      return rows.map(toItem)
+    })
   }
 
   return {
@@ -101,26 +144,28 @@ export function createMemoryService({ db, clock, characters }: MemoryDeps) {
     },
 
     /**
-     * A new memory (`source` 'user' from the procedure, 'auto' from extraction).
-     * 409 `MEMORY_LIMIT_REACHED` when the user already keeps 2 000 of this
-     * character; the count and the insert hold one lock per user and character,
-     * so concurrent adds cannot pass the limit together.
+     * A new memory the person wrote (`source` 'user'). 409 `MEMORY_LIMIT_REACHED`
+     * when they already keep 2 000 of this character.
      */
-    async add(userId: string, { characterId, content, importance = 3 }: MemoryAddInput, { source = 'user' }: { source?: 'auto' | 'user' } = {}): Promise<MemoryItem> {
+    async add(userId: string, { characterId, content, importance = 3 }: MemoryAddInput): Promise<MemoryItem> {
       await assertCharacter(characterId)
-      const text = content.trim()
-      return db.transaction().execute(async (trx) => {
-        await sql`select pg_advisory_xact_lock(hashtextextended(${`memory:${userId}:${characterId}`}, 0))`.execute(trx)
-        const { count } = await trx.selectFrom('memory').select(eb => eb.fn.countAll<string>().as('count'))
-          .where('user_id', '=', userId).where('character_id', '=', characterId).executeTakeFirstOrThrow()
-        if (Number(count) >= MAX_MEMORIES_PER_CHARACTER)
-          throw new ApiError(409, 'MEMORY_LIMIT_REACHED', `This character already keeps ${MAX_MEMORIES_PER_CHARACTER} memories of you; delete some first`, { limit: MAX_MEMORIES_PER_CHARACTER })
-        const at = now()
-        const row = await trx.insertInto('memory')
-          .values({ user_id: userId, character_id: characterId, content: text, importance, source, search_vector: vectorOf(text), created_at: at, updated_at: at })
-          .returning(COLUMNS).executeTakeFirstOrThrow()
-        return toItem(row)
-      })
+      const [item] = await insert(userId, characterId, [{ content, importance }], 'user')
+      if (!item)
+        throw new ApiError(409, 'MEMORY_LIMIT_REACHED', `This character already keeps ${MAX_MEMORIES_PER_CHARACTER} memories of you; delete some first`, { limit: MAX_MEMORIES_PER_CHARACTER })
+      await announce(userId, { characterId, change: 'added', memories: [item], ids: [item.id], messageId: null })
+      return item
+    },
+
+    /**
+     * Memories extraction found in the turn that `messageId` answered (`source`
+     * 'auto'), as many as the limit leaves room for; the rest are dropped. The
+     * caller has checked them against what is remembered (`recallFor`).
+     */
+    async addExtracted(userId: string, characterId: string, memories: Array<{ content: string, importance: number }>, messageId: string): Promise<MemoryItem[]> {
+      const items = await insert(userId, characterId, memories, 'auto')
+      if (items.length > 0)
+        await announce(userId, { characterId, change: 'added', memories: items, ids: items.map(item => item.id), messageId })
+      return items
     },
 
     /** Changes a memory's content or importance; 404 `MEMORY_NOT_FOUND` for anyone else's. */
@@ -134,14 +179,17 @@ export function createMemoryService({ db, clock, characters }: MemoryDeps) {
         .returning(COLUMNS).executeTakeFirst()
       if (!row)
         throw memoryNotFound()
-      return toItem(row)
+      const item = toItem(row)
+      await announce(userId, { characterId: item.characterId, change: 'updated', memories: [item], ids: [item.id], messageId: null })
+      return item
     },
 
     /** Forgets one memory; 404 `MEMORY_NOT_FOUND` for anyone else's. */
     async delete(userId: string, id: string): Promise<{ id: string }> {
-      const row = await db.deleteFrom('memory').where('id', '=', id).where('user_id', '=', userId).returning('id').executeTakeFirst()
+      const row = await db.deleteFrom('memory').where('id', '=', id).where('user_id', '=', userId).returning('character_id').executeTakeFirst()
       if (!row)
         throw memoryNotFound()
+      await announce(userId, { characterId: row.character_id, change: 'deleted', memories: [], ids: [id], messageId: null })
       return { id }
     },
 

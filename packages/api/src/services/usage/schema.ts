@@ -1,7 +1,7 @@
 import { z } from 'zod'
 
 /** Every kind of metered call `usage.calls` lists. */
-const USAGE_KINDS = ['llm', 'reply', 'embedding', 'tts', 'tts-stream', 'stt', 'stt-stream'] as const
+const USAGE_KINDS = ['llm', 'reply', 'embedding', 'memory', 'tts', 'tts-stream', 'stt', 'stt-stream'] as const
 
 export const usageCallsInput = z.object({
   cursor: z.string().min(1).max(200).nullish(),

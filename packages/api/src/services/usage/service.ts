@@ -43,7 +43,7 @@ const DAY_MS = 86_400_000
 /** The longest `usage.summary` range, in days. */
 const MAX_SUMMARY_DAYS = 366
 
-const LLM_KINDS: readonly UsageKind[] = ['llm', 'reply', 'embedding']
+const LLM_KINDS: readonly UsageKind[] = ['llm', 'reply', 'embedding', 'memory']
 
 /** An LLM call's status: its HTTP status read as completed (2xx), cancelled (499, the client left) or failed. */
 function llmStatus(state: string, status: number | null): UsageCall['status'] {
