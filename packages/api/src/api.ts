@@ -29,7 +29,7 @@ import { createEmailService } from './services/email.ts'
 import type { Services } from './services/index.ts'
 import { createKeyVault } from './services/key-vault.ts'
 import { createLlmGateway, createLlmUsageReads } from './services/llm-gateway/index.ts'
-import { createMemoryService } from './services/memory/index.ts'
+import { createMemoryExtractor, createMemoryService } from './services/memory/index.ts'
 import { createMetaService } from './services/meta.ts'
 import { createAdminRegistry, createOperatorUsers, createUpstreamAdmin, type OperatorService } from './services/operator/index.ts'
 import { createProviderService } from './services/providers.ts'
@@ -116,6 +116,7 @@ export async function createApi(deps: ApiDeps) {
   const keyPool = createUpstreamKeyPool({ keyVault, logger, clock })
   const llmGateway = createLlmGateway({ db, config, billing, metrics, logger, keyVault, keyPool, clock })
   const providers = createProviderService({ db })
+  const memoryExtractor = createMemoryExtractor({ memory, gateway: llmGateway, config, logger })
   const chats = createChatService({
     db,
     characters,
@@ -127,8 +128,14 @@ export async function createApi(deps: ApiDeps) {
     fallbackPollMs: deps.liveSyncFallbackPollMs,
     rateLimits,
     subscriptionsPerUser: deps.chatSubscriptionsPerUser,
-    // Replies made on the server are gateway calls made in-process.
-    conversations: { gateway: llmGateway, config, cache: adapters.cache, clock },
+    // Replies made on the server are gateway calls made in-process; they recall memories and start extraction.
+    conversations: {
+      gateway: llmGateway,
+      config,
+      cache: adapters.cache,
+      clock,
+      memory: { recall: memory.recall, afterReply: memoryExtractor.afterReply },
+    },
   })
   const stripe = createStripeService({
     db,
@@ -286,6 +293,8 @@ export async function createApi(deps: ApiDeps) {
       // First, while Postgres is still open: replies under way stop and are stored,
       // then the calls still under way end and settle.
       await services.chats.close()
+      // Extractions follow replies: they end after them, before the gateway they call.
+      await memoryExtractor.close()
       await services.llmGateway.close()
       await services.streamingSpeech.close()
       await services.streamingTranscription.close()

@@ -86,7 +86,7 @@ describe('chat fan-out when Redis refuses a publish', () => {
       const sending = createChatFanout({ pubsub: sendingAdapters.pubsub, logger: silentLogger, retryMs: 20 })
       const listening = createChatFanout({ pubsub: listeningAdapters.pubsub, logger: silentLogger })
       const heard: string[] = []
-      const stop = await listening.listen(value => heard.push(value.chatId))
+      const stop = await listening.listen(value => heard.push(value.type === 'memory' ? value.userId : value.chatId))
 
       await proxy.cut()
       await sending.publish(notice('first', [['u', 1]]))

@@ -25,9 +25,18 @@ export function withNames(text: string, names: { char: string | null, user: stri
   return text.replace(/\{\{char\}\}/gi, names.char ?? 'the character').replace(/\{\{user\}\}/gi, names.user.trim() || 'User')
 }
 
-/** The persona's prompts as one system message: system prompts, then personality. */
-function systemPromptOf(persona: Persona, userName: string): PromptMessage | null {
+/**
+ * The line above recalled memories in the system message: fixed, so a model (and a
+ * test) can tell them from the character's own prompts. It tells the model what they
+ * are and not to recite them.
+ */
+export const MEMORY_HEADING = 'What you remember about the person from earlier conversations (use it when it helps; do not list it back):'
+
+/** The persona's prompts as one system message: system prompts, then personality, then what is remembered. */
+function systemPromptOf(persona: Persona, userName: string, memories: readonly string[]): PromptMessage | null {
   const parts = [...persona.system, ...persona.personality].map(part => withNames(part, { char: persona.name, user: userName }).trim()).filter(Boolean)
+  if (memories.length > 0)
+    parts.push([MEMORY_HEADING, ...memories.map(memory => `- ${memory}`)].join('\n'))
   return parts.length > 0 ? { role: 'system', content: parts.join('\n\n') } : null
 }
 
@@ -51,15 +60,17 @@ export function readHistoryAhead(db: Db, chatId: string, beforeSeq: number): His
 }
 
 /**
- * The prompt of a reply: the persona's system message, then as many of the chat's
+ * The prompt of a reply: the persona's system message (with the memories recalled), then as many of the chat's
  * latest messages before `beforeSeq` as fit `budget` tokens (whole messages, newest
  * kept), then `message`. The system message and the new message always go in; a
  * message role the model does not take (a client's own roles) is left out.
  */
-export async function buildPrompt({ history, beforeSeq, persona, userName, message, counter, budget }: {
+export async function buildPrompt({ history, beforeSeq, persona, memories = [], userName, message, counter, budget }: {
   history: HistoryReader
   beforeSeq: number
   persona: Persona
+  /** Memories recalled for this message (already within their own budget), best first. */
+  memories?: readonly string[]
   /** The person's name, for `{{user}}`. */
   userName: string
   message: string
@@ -67,7 +78,7 @@ export async function buildPrompt({ history, beforeSeq, persona, userName, messa
   budget: number
 }): Promise<PromptMessage[]> {
   const cost = (text: string) => counter.count(text) + counter.perMessage
-  const system = systemPromptOf(persona, userName)
+  const system = systemPromptOf(persona, userName, memories)
   let left = budget - cost(message) - (system ? cost(system.content) : 0)
   const kept: PromptMessage[] = []
   let before = beforeSeq

@@ -22,6 +22,14 @@ import { appendMessages, asStored, type MessageToStore } from './store.ts'
 
 type LiveSync = ReturnType<typeof createLiveSync>
 
+/** What a reply knows of memory (the memory domain's, wired by the composition root). */
+export interface ReplyMemory {
+  /** Memories for a prompt answering `message`, within `tokens` as `count` counts them; [] when memory is off. */
+  recall: (userId: string, characterId: string, message: string, budget: { count: (text: string) => number, tokens: number }) => Promise<string[]>
+  /** A reply was completed and stored: extraction may follow (it returns at once). */
+  afterReply: (turn: { userId: string, characterId: string, messageId: string, userMessage: string, reply: string, language?: string }) => void
+}
+
 export interface ReplyDeps {
   db: Db
   reads: Pick<ChatReads, 'requireMembership'>
@@ -36,6 +44,8 @@ export interface ReplyDeps {
   clock: Clock
   /** Deltas of one reply go out at most this often (the first at once). */
   deltaIntervalMs?: number
+  /** Long-term memory: recalled into prompts, extracted after completed replies. */
+  memory?: ReplyMemory
 }
 
 export interface ReplyOptions {
@@ -76,6 +86,9 @@ interface Running {
   /** The chat's user members: whose subscriptions get its events. */
   users: string[]
   answersId: string
+  /** The user message it answers, and the caller's first language: what extraction reads after it. */
+  question: string
+  language: string | undefined
   regeneratesId: string | null
   model: string
   callId: string
@@ -124,7 +137,7 @@ function deltaText(payload: unknown): string {
  * no call could still be running (the gateway's deadline and margin), when
  * reconciliation has settled the call.
  */
-export function createReplies({ db, reads, live, gateway, characters, config, cache, rateLimits, logger, clock, deltaIntervalMs = DEFAULT_DELTA_INTERVAL_MS }: ReplyDeps) {
+export function createReplies({ db, reads, live, gateway, characters, config, cache, rateLimits, logger, clock, deltaIntervalMs = DEFAULT_DELTA_INTERVAL_MS, memory }: ReplyDeps) {
   const running = new Map<string, Running>()
   const slots = createReplySlots({ db, gateway, clock })
   /** Each chat's character and model at its last reply here: what the next turn guesses ahead with. */
@@ -218,6 +231,19 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
     ]).then(([claimed, persona]) => ({ guess, claimed, persona }))
   }
 
+  /** The memories for a prompt; a recall that fails costs the reply its memories, not the reply. */
+  async function recall(userId: string, characterId: string, message: string, counter: { count: (text: string) => number }): Promise<string[]> {
+    if (!memory)
+      return []
+    try {
+      return await memory.recall(userId, characterId, message, { count: counter.count, tokens: await config.get('MEMORY_CONTEXT_TOKENS') })
+    }
+    catch (error) {
+      logger.warn({ err: error, userId, characterId }, 'could not recall memories; the reply goes without them')
+      return []
+    }
+  }
+
   /**
    * Starts a reply to `answers` (the user message, stored by `store` while the call
    * starts, or already stored). Nothing is stored and nothing billed when this throws.
@@ -243,6 +269,8 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
       characterId: persona.id,
       users: members.filter(member => member.member_type === 'user').map(member => member.member_id),
       answersId: input.answers.id,
+      question: input.answers.content,
+      language: input.languages[0],
       regeneratesId: input.regenerates,
       model: counter.alias,
       // Chosen before the claim, so the reply's row names its call from the start.
@@ -251,8 +279,9 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
       sent: 0,
       stop: new AbortController(),
     }
-    // The history was asked for with the chat; the prompt is made while the slot is claimed.
-    const prompt = buildPrompt({ history: input.history, beforeSeq: input.answers.beforeSeq, persona, userName: input.userName, message: input.answers.content, counter, budget: await config.get('CHAT_CONTEXT_TOKENS') })
+    // The history was asked for with the chat; memories are recalled and the prompt made while the slot is claimed.
+    const prompt = Promise.all([recall(userId, persona.id, input.answers.content, counter), config.get('CHAT_CONTEXT_TOKENS')])
+      .then(([memories, budget]) => buildPrompt({ history: input.history, beforeSeq: input.answers.beforeSeq, persona, memories, userName: input.userName, message: input.answers.content, counter, budget }))
     prompt.catch(() => {})
     if (!ahead?.claimed)
       await slots.claim(reply)
@@ -335,7 +364,10 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
     clearTimeout(reply.cooldown)
     const status: ReplyEnd['status'] = reply.stop.signal.aborted || (reply.error && reply.text) ? 'stopped' : reply.error ? 'failed' : 'complete'
     try {
-      await finish(reply, status, settlement)
+      const messageId = await finish(reply, status, settlement)
+      // Only a whole reply: a stopped or failed one may have cut the turn's meaning short.
+      if (status === 'complete' && messageId)
+        memory?.afterReply({ userId: reply.userId, characterId: reply.characterId, messageId, userMessage: reply.question, reply: reply.text, language: reply.language })
     }
     catch (error) {
       logger.error({ err: error, replyId: reply.id }, 'could not store a reply; it reads as failed once its call is reconciled')
@@ -350,15 +382,16 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
   /**
    * Stores what was generated (when anything was) as the chat's next message, ends
    * the reply's row, and tells every device: the message first, then `reply.end`.
+   * Resolves to the stored message's id (null when nothing was stored).
    */
-  async function finish(reply: Running, status: ReplyEnd['status'], settlement: Settlement | undefined): Promise<void> {
+  async function finish(reply: Running, status: ReplyEnd['status'], settlement: Settlement | undefined): Promise<string | null> {
     const end = { type: 'reply.end' as const, chatId: reply.chatId, replyId: reply.id }
     const error = status === 'complete' ? undefined : reply.error
     if (status === 'failed' || !reply.text) {
       await db.updateTable('chat_replies').set({ status, error_code: error?.code ?? null, error_message: error?.message ?? null, ended_at: new Date() })
         .where('id', '=', reply.id).execute()
       await live.announceReply({ ...end, feeds: reply.users.map(userId => [userId, 0]), messageId: null, status, ...(error ? { error } : {}) })
-      return
+      return null
     }
     const metadata = {
       replyId: reply.id,
@@ -385,11 +418,12 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
     if (!stored) {
       // The chat was deleted meanwhile: nobody can read it any more.
       await live.announceReply({ ...end, feeds: reply.users.map(userId => [userId, 0]), messageId: null, status })
-      return
+      return null
     }
     const messages = stored.rows.map(toMessage)
     await live.announce(reply.chatId, messages, stored.heads)
     await live.announceReply({ ...end, feeds: reply.users.map(userId => [userId, stored.heads.get(userId) ?? 0]), messageId: messages[0]!.id, status, ...(error ? { error } : {}) })
+    return messages[0]!.id
   }
 
   async function replyRow(chatId: string, replyId: string): Promise<ChatReply> {

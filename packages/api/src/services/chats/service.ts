@@ -43,8 +43,8 @@ export interface ChatServiceDeps {
   balances?: BalanceFanout
   /** How often subscriptions read their feeds while pub/sub is down (LIVE_SYNC_FALLBACK_POLL_MS). */
   fallbackPollMs?: number
-  /** What replies made on the server run on: the LLM gateway (in-process), CHAT_CONTEXT_TOKENS, the text of replies under way for other instances. */
-  conversations: Pick<ReplyDeps, 'gateway' | 'config' | 'cache' | 'clock' | 'deltaIntervalMs'>
+  /** What replies made on the server run on: the LLM gateway (in-process), CHAT_CONTEXT_TOKENS, the text of replies under way for other instances, memory. */
+  conversations: Pick<ReplyDeps, 'gateway' | 'config' | 'cache' | 'clock' | 'deltaIntervalMs' | 'memory'>
 }
 
 /** LIVE_SYNC_FALLBACK_POLL_MS's default: how soon a message reaches another instance's devices while Redis is down. */

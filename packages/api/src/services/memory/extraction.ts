@@ -48,7 +48,8 @@ export interface ExtractionInput {
 }
 
 /** A chat-completions body for the gateway (`ChatCompletionBody` there). */
-export interface ExtractionRequest {
+// A type, not an interface, so it fits the gateway's body type (an index signature).
+export type ExtractionRequest = {
   model: string
   messages: Array<{ role: 'system' | 'user', content: string }>
   response_format: { type: 'json_object' }

@@ -57,7 +57,7 @@ const listCursor = createCursorCodec(createdAtIdKey)
 
 const memoryNotFound = () => notFound('MEMORY_NOT_FOUND', 'No such memory')
 
-/** Every column but the search vector, which is derived from `content`. */
+/** Every column but those derived from `content` (its search vector and embedding). */
 const COLUMNS = ['id', 'user_id', 'character_id', 'content', 'importance', 'source', 'created_at', 'updated_at', 'last_used_at'] as const
 
 function toItem(row: Pick<Memory, typeof COLUMNS[number]>): MemoryItem {
@@ -75,6 +75,17 @@ function toItem(row: Pick<Memory, typeof COLUMNS[number]>): MemoryItem {
 
 const vectorOf = (content: string) => sql<string>`to_tsvector('simple', ${searchText(content)})`
 
+/** Memories recall reads at most, best first, before fitting them to the token budget. */
+const RECALL_CANDIDATES = 50
+/** Recall adds memories this important even when the message does not mention them (a name, a loss), after those it matched. */
+const ALWAYS_RECALLED_IMPORTANCE = 4
+
+/** Tokens of a text as the reply's model counts them (the gateway's counter for its alias). */
+export interface RecallBudget {
+  count: (text: string) => number
+  tokens: number
+}
+
 /**
  * The search score (docs/memory.md#ranking): the text rank of the query's terms,
  * times an importance factor (0.5 for 1 … 1.5 for 5) and a recency factor that
@@ -82,10 +93,13 @@ const vectorOf = (content: string) => sql<string>`to_tsvector('simple', ${search
  * (2 when fresh, towards 1 when old).
  */
 function score(query: string, now: Date) {
+  return sql<number>`(ts_rank(search_vector, to_tsquery('simple', ${query}))::float8 * ${standing(now)})`
+}
+
+/** Importance times recency: how much a memory counts whatever the query. */
+function standing(now: Date) {
   const age = sql`greatest(0, extract(epoch from (${now}::timestamptz - greatest(updated_at, coalesce(last_used_at, updated_at)))))::float8 / 86400`
-  return sql<number>`(ts_rank(search_vector, to_tsquery('simple', ${query}))::float8
-    * (1 + 0.25 * (importance - 3))
-    * (1 + power(0.5, ${age} / 30)))`
+  return sql<number>`((1 + 0.25 * (importance - 3)) * (1 + power(0.5, ${age} / 30)))`
 }
 
 export function createMemoryService({ db, clock, characters, onChanged, logger }: MemoryDeps) {
@@ -210,11 +224,43 @@ export function createMemoryService({ db, clock, characters, onChanged, logger }
       return rows.map(row => ({ ...toItem(row), score: row.score }))
     },
 
-    /** Recall put these memories in a prompt: their `lastUsedAt` is now. */
-    async markUsed(userId: string, ids: string[]): Promise<void> {
-      if (ids.length === 0)
-        return
-      await db.updateTable('memory').set({ last_used_at: now() }).where('user_id', '=', userId).where('id', 'in', ids).execute()
+    /**
+     * What a reply to `message` should know (docs/memory.md#recall): the memories
+     * the message matches, best first, then the most important ones it does not
+     * mention, as many as fit `budget` tokens (one line each). Nothing when the
+     * person turned memory off for the character. The memories recalled have their
+     * `lastUsedAt` set, after this resolves (a reply does not wait for that write).
+     */
+    async recall(userId: string, characterId: string, message: string, budget: RecallBudget): Promise<string[]> {
+      if (budget.tokens <= 0)
+        return []
+      const terms = tsQuery(message)
+      const matches = terms === null ? sql<boolean>`false` : sql<boolean>`search_vector @@ to_tsquery('simple', ${terms})`
+      const rows = await db.selectFrom('memory').select(['id', 'content'])
+        .where('user_id', '=', userId).where('character_id', '=', characterId)
+        .where(eb => eb.or([matches, eb('importance', '>=', ALWAYS_RECALLED_IMPORTANCE)]))
+        .where(({ not, exists, selectFrom }) => not(exists(selectFrom('memory_settings').select('enabled')
+          .where('user_id', '=', userId).where('character_id', '=', characterId).where('enabled', '=', false))))
+        // Matches first, by score; then the important ones, by importance and recency.
+        .$if(terms !== null, query => query.orderBy(matches, 'desc').orderBy(score(terms!, now()), 'desc'))
+        .orderBy(standing(now()), 'desc')
+        .orderBy('created_at', 'desc').orderBy('id', 'desc')
+        .limit(RECALL_CANDIDATES).execute()
+      const kept: Array<{ id: string, content: string }> = []
+      let left = budget.tokens
+      for (const row of rows) {
+        // A memory that does not fit is skipped, not cut: a shorter one after it may.
+        const cost = budget.count(`- ${row.content}\n`)
+        if (cost > left)
+          continue
+        left -= cost
+        kept.push(row)
+      }
+      if (kept.length > 0) {
+        void db.updateTable('memory').set({ last_used_at: now() }).where('user_id', '=', userId).where('id', 'in', kept.map(row => row.id)).execute()
+          .catch((error: unknown) => logger?.warn({ err: error, userId }, 'could not mark recalled memories as used'))
+      }
+      return kept.map(row => row.content)
     },
 
     /** Whether the caller has memory on for a character (on unless they turned it off). */
