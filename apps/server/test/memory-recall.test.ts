@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import type { AiriClient } from '@airi/sdk'
-import { createPacer, DEFAULT_CONTENT, fakeExtraction, type FakeUpstream } from '@airi/tooling/fakes/openai-upstream'
+import { createPacer, DEFAULT_CONTENT, fakeEmbedding, fakeExtraction, type FakeUpstream } from '@airi/tooling/fakes/openai-upstream'
 import { until } from '@airi/tooling/test/until'
 
 import { MEMORY_HEADING } from '../../../packages/api/src/services/chats/prompt.ts'
@@ -23,7 +23,7 @@ let a: TestServer
 let b: TestServer
 
 beforeAll(async () => {
-  deployment = await startConversationDeployment({ chat: 'gpt-4o-mini' })
+  deployment = await startConversationDeployment({ chat: 'gpt-4o-mini', embed: 'text-embedding-3-small' })
   ;({ llm, a, b } = deployment)
   await a.api.services.config.set('MEMORY_EXTRACTION_MODEL', 'chat')
   // Both instances read the entry before any test runs.
@@ -44,7 +44,7 @@ async function turn(user: TestUser, chatId: string, content: string, server: Tes
   const seen = llm.requests.length
   const { reply } = await sdk.chats.respond.mutate({ chatId, message: { id: messageId, content } })
   const ended = await replyEnded(sdk, chatId, reply.id)
-  const request = llm.requests.slice(seen).find(each => !isExtraction(each.body as Body) && (each.body as Body).messages.at(-1)?.content === content)
+  const request = llm.requests.slice(seen).find(each => each.path.endsWith('/chat/completions') && !isExtraction(each.body as Body) && (each.body as Body).messages.at(-1)?.content === content)
   expect(request, `the upstream request of "${content}"`).toBeDefined()
   return { messageId, replyId: reply.id, ended, body: request!.body as Body }
 }
@@ -253,5 +253,46 @@ describe('recall into the prompt', () => {
     finally {
       await a.api.services.config.set('MEMORY_CONTEXT_TOKENS', 1000)
     }
+  })
+})
+
+// Last in the file: the entry stays set for the rest of the deployment.
+describe('recall with MEMORY_EMBEDDING_MODEL', () => {
+  const unit = (vector: number[]) => {
+    const norm = Math.hypot(...vector)
+    return vector.map(value => value / norm)
+  }
+  const embeddingOf = async (id: string) => (await a.database.db.selectFrom('memory').select(['embedding', 'embedding_model']).where('id', '=', id).executeTakeFirstOrThrow())
+
+  it('embeds memories in the background (billed as memory) and recalls by cosine similarity what no word matches', async () => {
+    const user = await createVerifiedUser(a)
+    const characterId = await character(user)
+    const sdk = client(user)
+    const chatId = await botChat(sdk, characterId)
+    // Every word of it is a stopword, so text search cannot find it; the fake's vectors are equal for equal texts only.
+    const vague = 'What was it about?'
+    const memory = await sdk.memory.add.mutate({ characterId, content: vague })
+    expect(recalled((await turn(user, chatId, vague)).body), 'by text alone').toEqual([])
+    expect(await embeddingOf(memory.id)).toEqual({ embedding: null, embedding_model: null })
+
+    await a.api.services.config.set('MEMORY_EMBEDDING_MODEL', 'embed')
+    // The first turn embeds its message and, in the background, the memories that have no embedding yet.
+    await turn(user, chatId, 'Hello there.')
+    await until(async () => (await embeddingOf(memory.id)).embedding_model === 'embed', 'the memory to be embedded')
+    const stored = (await embeddingOf(memory.id)).embedding!
+    unit(fakeEmbedding(vague)).forEach((value, index) => expect(stored[index]).toBeCloseTo(value, 5))
+
+    expect(recalled((await turn(user, chatId, vague)).body)).toEqual([vague])
+    const calls = await a.database.db.selectFrom('llm_request_log').select(['model', 'state', 'flux_consumed']).where('user_id', '=', user.id).where('kind', '=', 'memory').where('model', '=', 'embed').execute()
+    expect(calls.length, 'the messages\' and the memory\'s embeddings').toBeGreaterThanOrEqual(3)
+    expect(calls.every(call => call.state === 'completed' && call.flux_consumed > 0)).toBe(true)
+
+    // An edit drops the old embedding and makes a new one of the new text.
+    const edited = 'Nothing at all.'
+    await sdk.memory.update.mutate({ id: memory.id, content: edited })
+    await until(async () => (await embeddingOf(memory.id)).embedding !== null, 'the edited memory to be embedded again')
+    const again = (await embeddingOf(memory.id)).embedding!
+    unit(fakeEmbedding(edited)).forEach((value, index) => expect(again[index]).toBeCloseTo(value, 5))
+    expect(recalled((await turn(user, chatId, vague)).body), 'the old text is not recalled by its old vector').toEqual([])
   })
 })

@@ -29,7 +29,7 @@ import { createEmailService } from './services/email.ts'
 import type { Services } from './services/index.ts'
 import { createKeyVault } from './services/key-vault.ts'
 import { createLlmGateway, createLlmUsageReads } from './services/llm-gateway/index.ts'
-import { createMemoryExtractor, createMemoryService } from './services/memory/index.ts'
+import { createMemoryEmbeddings, createMemoryExtractor, createMemoryService } from './services/memory/index.ts'
 import { createMetaService } from './services/meta.ts'
 import { createAdminRegistry, createOperatorUsers, createUpstreamAdmin, type OperatorService } from './services/operator/index.ts'
 import { createProviderService } from './services/providers.ts'
@@ -107,14 +107,22 @@ export async function createApi(deps: ApiDeps) {
   const userDeletion = createUserDeletionRegistry({ logger })
   // A top-up, refund or grant reaches the user's devices as a balance event on their live feed (`chats` is built below; writes come later).
   const billing = createBillingService({ db, cache: adapters.cache, logger, metrics, initialFlux: () => config.get('INITIAL_USER_FLUX'), onBalanceChanged: (userId, balance) => chats.announceBalance(userId, balance) })
-  // A deleted character's memories go with it (`memory` is built just below).
+  // A deleted character's memories go with it (`memory` is built below).
   const characters = createCharacterService({ db, onDeleted: ids => memory.deleteForCharacters(ids) })
-  // A memory change reaches the user's devices as a `memory` event on their live feed (`chats` is built below).
-  const memory = createMemoryService({ db, clock, characters, logger, onChanged: (userId, change) => chats.announceMemory(userId, change) })
   const users = createUsers({ db })
   // One key pool for LLM, speech and streaming speech, so a key cooled down by one is skipped by all.
   const keyPool = createUpstreamKeyPool({ keyVault, logger, clock })
   const llmGateway = createLlmGateway({ db, config, billing, metrics, logger, keyVault, keyPool, clock })
+  // A memory change reaches the user's devices as a `memory` event on their live feed (`chats` is built below).
+  const memory = createMemoryService({
+    db,
+    clock,
+    characters,
+    logger,
+    config,
+    embeddings: { api: createMemoryEmbeddings({ db, gateway: llmGateway, logger }) },
+    onChanged: (userId, change) => chats.announceMemory(userId, change),
+  })
   const providers = createProviderService({ db })
   const memoryExtractor = createMemoryExtractor({ memory, gateway: llmGateway, config, logger })
   const chats = createChatService({
@@ -295,6 +303,7 @@ export async function createApi(deps: ApiDeps) {
       await services.chats.close()
       // Extractions follow replies: they end after them, before the gateway they call.
       await memoryExtractor.close()
+      await services.memory.close()
       await services.llmGateway.close()
       await services.streamingSpeech.close()
       await services.streamingTranscription.close()

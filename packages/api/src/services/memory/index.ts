@@ -4,3 +4,4 @@
 export { memoryAddInput, memoryByIdInput, memoryCharacterInput, memoryListInput, memorySearchInput, memorySetSettingsInput, memoryUpdateInput } from './schema.ts'
 export { createMemoryService, type MemoryItem, type MemoryService } from './service.ts'
 export { createMemoryExtractor, type MemoryExtractor } from './extractor.ts'
+export { createMemoryEmbeddings } from './embeddings.ts'

@@ -1,6 +1,6 @@
-import { sql } from 'kysely'
+import { sql, type ExpressionBuilder } from 'kysely'
 
-import type { Db, Memory } from '@airi/db'
+import type { Database, Db, Memory } from '@airi/db'
 
 import type { Clock } from '../../clock.ts'
 import type { Logger } from '../../logger.ts'
@@ -8,6 +8,8 @@ import { beforeCreatedAtId, createCursorCodec, createdAtIdKey, exactTimestamp } 
 import { ApiError, notFound } from '../../errors.ts'
 import { keysetPages, pagesById, type ExportTables } from '../account-export/index.ts'
 import type { CharacterService } from '../characters/index.ts'
+import type { ConfigService } from '../config.ts'
+import { cosineSql, type MemoryEmbeddings } from './embeddings.ts'
 import type { MemoryAddInput, MemoryListInput, MemorySearchInput, MemorySetSettingsInput, MemoryUpdateInput } from './schema.ts'
 import { searchText, tsQuery } from './text.ts'
 
@@ -48,6 +50,9 @@ export interface MemoryDeps {
   /** Told after each change is committed; its failure is logged, never the caller's. */
   onChanged?: (userId: string, change: MemoryChangeNotice) => Promise<void>
   logger?: Logger
+  /** MEMORY_EMBEDDING_MODEL: when set (and `embeddings` given), memories carry embeddings and recall adds cosine similarity. */
+  config?: Pick<ConfigService, 'get'>
+  embeddings?: { api: MemoryEmbeddings }
 }
 
 export type MemoryService = ReturnType<typeof createMemoryService>
@@ -80,6 +85,19 @@ const RECALL_CANDIDATES = 50
 /** Recall adds memories this important even when the message does not mention them (a name, a loss), after those it matched. */
 const ALWAYS_RECALLED_IMPORTANCE = 4
 
+/** A cosine similarity at least this high makes a memory relevant to a message without a shared word. */
+const SIMILAR = 0.4
+/** Memories embedded by one background call. */
+const EMBED_BATCH = 100
+/** What of a message is embedded for recall: its start says what it is about. */
+const MAX_EMBEDDED_CHARS = 8_000
+
+interface QueryEmbedding {
+  vector: number[]
+  model: string
+  pgvector: boolean
+}
+
 /** Tokens of a text as the reply's model counts them (the gateway's counter for its alias). */
 export interface RecallBudget {
   count: (text: string) => number
@@ -102,8 +120,10 @@ function standing(now: Date) {
   return sql<number>`((1 + 0.25 * (importance - 3)) * (1 + power(0.5, ${age} / 30)))`
 }
 
-export function createMemoryService({ db, clock, characters, onChanged, logger }: MemoryDeps) {
+export function createMemoryService({ db, clock, characters, onChanged, logger, config, embeddings }: MemoryDeps) {
   const now = () => new Date(clock.now())
+  /** Background embedding per person and character under way here. */
+  const embeddingRuns = new Map<string, Promise<void>>()
 
   /** Tells the user's devices; a change is already stored, so a failed announcement only costs them a re-read. */
   async function announce(userId: string, change: MemoryChangeNotice): Promise<void> {
@@ -141,7 +161,94 @@ export function createMemoryService({ db, clock, characters, onChanged, logger }
     })
   }
 
+  /** Whether the person has not turned memory off for the character: a filter of every recall. */
+  const memoryOn = (userId: string, characterId: string) => ({ not, exists, selectFrom }: ExpressionBuilder<Database, 'memory'>) =>
+    not(exists(selectFrom('memory_settings').select('enabled').where('user_id', '=', userId).where('character_id', '=', characterId).where('enabled', '=', false)))
+
+  /** Recall by text: the message's matches by score, then the important ones by standing; at most RECALL_CANDIDATES. */
+  async function rankedByText(userId: string, characterId: string, terms: string | null): Promise<Array<{ id: string, content: string }>> {
+    const matches = terms === null ? sql<boolean>`false` : sql<boolean>`search_vector @@ to_tsquery('simple', ${terms})`
+    return db.selectFrom('memory').select(['id', 'content'])
+      .where('user_id', '=', userId).where('character_id', '=', characterId)
+      .where(eb => eb.or([matches, eb('importance', '>=', ALWAYS_RECALLED_IMPORTANCE)]))
+      .where(memoryOn(userId, characterId))
+      .$if(terms !== null, query => query.orderBy(matches, 'desc').orderBy(score(terms!, now()), 'desc'))
+      .orderBy(standing(now()), 'desc')
+      .orderBy('created_at', 'desc').orderBy('id', 'desc')
+      .limit(RECALL_CANDIDATES).execute()
+  }
+
+  /**
+   * Recall with embeddings: a memory the message matches by text or is similar to
+   * (cosine ≥ SIMILAR) comes first, by (text rank + cosine) × standing; then the
+   * important ones. The cosine is computed once per memory, in a materialized CTE.
+   */
+  async function rankedBySimilarity(userId: string, characterId: string, terms: string | null, query: QueryEmbedding): Promise<Array<{ id: string, content: string }>> {
+    const textRank = terms === null ? sql<number>`0::float8` : sql<number>`ts_rank(search_vector, to_tsquery('simple', ${terms}))::float8`
+    const matches = terms === null ? sql<boolean>`false` : sql<boolean>`search_vector @@ to_tsquery('simple', ${terms})`
+    return db.with(cte => cte('m').materialized(), db => db.selectFrom('memory')
+      .select(['id', 'content', 'importance', 'created_at', 'updated_at', 'last_used_at'])
+      .select(matches.as('matches')).select(textRank.as('text_rank'))
+      .select(sql<number>`coalesce(${cosineSql(query.vector, query)}, 0)`.as('similarity'))
+      .where('user_id', '=', userId).where('character_id', '=', characterId)
+      .where(memoryOn(userId, characterId)))
+      .selectFrom('m').select(['id', 'content'])
+      .where(eb => eb.or([eb('matches', '=', true), eb('similarity', '>=', SIMILAR), eb('importance', '>=', ALWAYS_RECALLED_IMPORTANCE)]))
+      .orderBy(sql`matches or similarity >= ${SIMILAR}`, 'desc')
+      .orderBy(sql`(text_rank + greatest(similarity, 0)) * ${standing(now())}`, 'desc')
+      .orderBy(standing(now()), 'desc')
+      .orderBy('created_at', 'desc').orderBy('id', 'desc')
+      .limit(RECALL_CANDIDATES).execute()
+  }
+
+  /** The message's embedding when MEMORY_EMBEDDING_MODEL is set; undefined otherwise, or when it cannot be made (recall goes by text). */
+  async function queryEmbedding(userId: string, message: string): Promise<QueryEmbedding | undefined> {
+    const model = embeddings && await config?.get('MEMORY_EMBEDDING_MODEL')
+    if (!embeddings || !model)
+      return undefined
+    try {
+      const [[vector], pgvector] = await Promise.all([embeddings.api.embed(userId, model, [message.slice(0, MAX_EMBEDDED_CHARS)]), embeddings.api.pgvector()])
+      return { vector: vector!, model, pgvector }
+    }
+    catch (error) {
+      logger?.info({ userId, code: error instanceof ApiError ? error.code : undefined, err: error instanceof ApiError ? undefined : error }, 'could not embed a message for recall; recalling by text')
+      return undefined
+    }
+  }
+
+  /**
+   * Embeds, in the background, up to EMBED_BATCH of the person's memories of the
+   * character that have no embedding by the current model (new, edited, or written
+   * before the model was set). One at a time per person and character on this
+   * instance, so a burst of adds is not billed twice.
+   */
+  function embedMissing(userId: string, characterId: string): void {
+    const key = `${userId}:${characterId}`
+    if (!embeddings || embeddingRuns.has(key))
+      return
+    const task = (async () => {
+      const model = await config?.get('MEMORY_EMBEDDING_MODEL')
+      if (!model)
+        return
+      const rows = await db.selectFrom('memory').select(['id', 'content'])
+        .where('user_id', '=', userId).where('character_id', '=', characterId)
+        .where(eb => eb.or([eb('embedding_model', 'is', null), eb('embedding_model', '!=', model)]))
+        .orderBy('created_at', 'desc').limit(EMBED_BATCH).execute()
+      if (rows.length === 0)
+        return
+      const vectors = await embeddings.api.embed(userId, model, rows.map(row => row.content))
+      await embeddings.api.store(userId, model, rows.map((row, index) => ({ id: row.id, embedding: vectors[index]! })))
+    })().catch((error: unknown) => logger?.info({ userId, code: error instanceof ApiError ? error.code : undefined, err: error instanceof ApiError ? undefined : error }, 'could not embed memories; they are recalled by text until a later turn embeds them'))
+      .finally(() => embeddingRuns.delete(key))
+    embeddingRuns.set(key, task)
+  }
+
   return {
+    /** Waits for the embeddings being made in the background (shutdown; the gateway ends their calls). */
+    async close(): Promise<void> {
+      await Promise.all(embeddingRuns.values())
+    },
+
     /** The caller's memories of a character, newest first, keyset-paged. */
     async list(userId: string, { characterId, cursor, limit = 20 }: MemoryListInput): Promise<MemoryPage> {
       await assertCharacter(characterId)
@@ -167,6 +274,7 @@ export function createMemoryService({ db, clock, characters, onChanged, logger }
       if (!item)
         throw new ApiError(409, 'MEMORY_LIMIT_REACHED', `This character already keeps ${MAX_MEMORIES_PER_CHARACTER} memories of you; delete some first`, { limit: MAX_MEMORIES_PER_CHARACTER })
       await announce(userId, { characterId, change: 'added', memories: [item], ids: [item.id], messageId: null })
+      embedMissing(userId, characterId)
       return item
     },
 
@@ -177,8 +285,10 @@ export function createMemoryService({ db, clock, characters, onChanged, logger }
      */
     async addExtracted(userId: string, characterId: string, memories: Array<{ content: string, importance: number }>, messageId: string): Promise<MemoryItem[]> {
       const items = await insert(userId, characterId, memories, 'auto')
-      if (items.length > 0)
+      if (items.length > 0) {
         await announce(userId, { characterId, change: 'added', memories: items, ids: items.map(item => item.id), messageId })
+        embedMissing(userId, characterId)
+      }
       return items
     },
 
@@ -187,7 +297,8 @@ export function createMemoryService({ db, clock, characters, onChanged, logger }
       const text = content?.trim()
       const row = await db.updateTable('memory')
         .set({ updated_at: now() })
-        .$if(text !== undefined, query => query.set({ content: text!, search_vector: vectorOf(text!) }))
+        // A new text's old embedding would recall it for what it used to say.
+        .$if(text !== undefined, query => query.set({ content: text!, search_vector: vectorOf(text!), embedding: null, embedding_model: null }))
         .$if(importance !== undefined, query => query.set({ importance: importance! }))
         .where('id', '=', id).where('user_id', '=', userId)
         .returning(COLUMNS).executeTakeFirst()
@@ -195,6 +306,8 @@ export function createMemoryService({ db, clock, characters, onChanged, logger }
         throw memoryNotFound()
       const item = toItem(row)
       await announce(userId, { characterId: item.characterId, change: 'updated', memories: [item], ids: [item.id], messageId: null })
+      if (text !== undefined)
+        embedMissing(userId, item.characterId)
       return item
     },
 
@@ -235,17 +348,8 @@ export function createMemoryService({ db, clock, characters, onChanged, logger }
       if (budget.tokens <= 0)
         return []
       const terms = tsQuery(message)
-      const matches = terms === null ? sql<boolean>`false` : sql<boolean>`search_vector @@ to_tsquery('simple', ${terms})`
-      const rows = await db.selectFrom('memory').select(['id', 'content'])
-        .where('user_id', '=', userId).where('character_id', '=', characterId)
-        .where(eb => eb.or([matches, eb('importance', '>=', ALWAYS_RECALLED_IMPORTANCE)]))
-        .where(({ not, exists, selectFrom }) => not(exists(selectFrom('memory_settings').select('enabled')
-          .where('user_id', '=', userId).where('character_id', '=', characterId).where('enabled', '=', false))))
-        // Matches first, by score; then the important ones, by importance and recency.
-        .$if(terms !== null, query => query.orderBy(matches, 'desc').orderBy(score(terms!, now()), 'desc'))
-        .orderBy(standing(now()), 'desc')
-        .orderBy('created_at', 'desc').orderBy('id', 'desc')
-        .limit(RECALL_CANDIDATES).execute()
+      const query = await queryEmbedding(userId, message)
+      const rows = query ? await rankedBySimilarity(userId, characterId, terms, query) : await rankedByText(userId, characterId, terms)
       const kept: Array<{ id: string, content: string }> = []
       let left = budget.tokens
       for (const row of rows) {
@@ -260,6 +364,9 @@ export function createMemoryService({ db, clock, characters, onChanged, logger }
         void db.updateTable('memory').set({ last_used_at: now() }).where('user_id', '=', userId).where('id', 'in', kept.map(row => row.id)).execute()
           .catch((error: unknown) => logger?.warn({ err: error, userId }, 'could not mark recalled memories as used'))
       }
+      // Memories written before the embedding model was set (or changed) get their embeddings now, for the next turns.
+      if (query)
+        embedMissing(userId, characterId)
       return kept.map(row => row.content)
     },
 
