@@ -36,6 +36,7 @@ export const router = createRouter({
     { path: '/characters', name: 'characters', component: () => import('./views/CharactersView.vue') },
     { path: '/characters/new', name: 'character-new', component: () => import('./views/CharacterEditView.vue') },
     { path: '/characters/:characterId/edit', name: 'character-edit', component: () => import('./views/CharacterEditView.vue'), props: true },
+    { path: '/characters/:characterId/memory', name: 'character-memory', component: () => import('./views/MemoryView.vue'), props: true },
     { path: '/characters/:characterId', name: 'character-chats', component: () => import('./views/CharacterChatsView.vue'), props: true },
     { path: '/chats/:chatId', name: 'chat', component: () => import('./views/ChatView.vue'), props: true },
     { path: '/flux', name: 'flux', component: () => import('./views/FluxView.vue') },

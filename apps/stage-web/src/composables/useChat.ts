@@ -1,4 +1,4 @@
-import { toAiriError, type ChatMessage } from '@airi/sdk'
+import { toAiriError, type ChatEvent, type ChatMessage } from '@airi/sdk'
 import { computed, onScopeDispose, reactive, ref, watch, type Ref } from 'vue'
 
 import { client } from '../client.ts'
@@ -29,6 +29,14 @@ export interface ShownMessage {
   pending?: boolean
   /** The person's own user message (they may edit it). */
   mine: boolean
+  /** What the character remembered from the turn this reply answered (seen live on this screen). */
+  remembered?: RememberedNote
+}
+
+/** Memories extraction kept from one turn, shown under its reply (docs/stage-web.md#memory). */
+export interface RememberedNote {
+  characterId: string
+  memories: Array<{ id: string, content: string }>
 }
 
 /** What speaks the replies this device asks for (useVoice). */
@@ -60,6 +68,8 @@ export function useChat(chatId: Ref<string>, options: { voice: ReplySpeaker, onR
   const sending = ref(false)
   // Stop pressed before `respond` said which reply it started.
   let stopRequested = false
+  // By reply id. Live only: memory events are not replayed, so a reload shows none.
+  const remembered = ref(new Map<string, RememberedNote>())
 
   const replies = createLiveReplies({
     chatId: () => chatId.value,
@@ -91,6 +101,7 @@ export function useChat(chatId: Ref<string>, options: { voice: ReplySpeaker, onR
       status: metadataOf(message).status,
       pending: message.pending,
       mine: message.role === 'user' && message.senderId === user.value?.id,
+      remembered: remembered.value.get(message.id),
     }))
   })
   // Only the chat's last reply made by the server can be made again.
@@ -123,8 +134,33 @@ export function useChat(chatId: Ref<string>, options: { voice: ReplySpeaker, onR
     }
   }
 
+  /** Keeps the notes true: new memories of a shown reply's turn, and later edits and deletions of them. */
+  function noteMemories(event: Extract<ChatEvent, { type: 'memory' }>) {
+    const notes = remembered.value
+    if (event.change === 'added') {
+      if (!event.messageId || !messages.value.some(message => message.id === event.messageId))
+        return
+      const known = notes.get(event.messageId)?.memories ?? []
+      const fresh = event.memories.filter(memory => !known.some(each => each.id === memory.id)).map(({ id, content }) => ({ id, content }))
+      notes.set(event.messageId, { characterId: event.characterId, memories: [...known, ...fresh] })
+      return
+    }
+    const changed = new Map(event.memories.map(memory => [memory.id, memory.content]))
+    const gone = new Set(event.change === 'deleted' ? event.ids : [])
+    for (const [messageId, note] of notes) {
+      if (!note.memories.some(memory => gone.has(memory.id) || changed.has(memory.id)))
+        continue
+      const memories = note.memories.filter(memory => !gone.has(memory.id)).map(memory => ({ id: memory.id, content: changed.get(memory.id) ?? memory.content }))
+      if (memories.length === 0)
+        notes.delete(messageId)
+      else
+        notes.set(messageId, { ...note, memories })
+    }
+  }
+
   async function load(id: string) {
     replies.reset()
+    remembered.value = new Map()
     voice.cancel()
     chat.value = null
     messages.value = []
@@ -159,6 +195,8 @@ export function useChat(chatId: Ref<string>, options: { voice: ReplySpeaker, onR
       else if (event.type === 'deleted')
         drop(event.messages.map(message => message.id))
     }
+    if (event.type === 'memory')
+      noteMemories(event)
     replies.push(event)
   })
   // Whatever was stored, and written, while this device was not listening.

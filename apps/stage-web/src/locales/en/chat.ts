@@ -2,6 +2,8 @@ export default {
   header: {
     back: 'Chats with {name}',
     newChat: 'New chat',
+    memory: 'Memory',
+    memoryLabel: 'What {name} remembers about you',
     live: 'Live',
     connecting: 'Connecting…',
     offline: 'Offline: new messages will show when the connection is back.',
@@ -18,6 +20,12 @@ export default {
   replied: '{name} replied: {text}',
   replyStopped: '{name}’s reply was stopped: {text}',
   latest: '↓ Latest',
+  remembered: {
+    one: 'Remembered: {text}',
+    several: 'Remembered {count} things:',
+    open: 'See memory',
+    announce: '{name} remembered: {text}',
+  },
   latestLabel: 'Scroll to the latest message',
   notFound: {
     title: 'This chat no longer exists',

@@ -1,6 +1,8 @@
 export default {
   backToCharacters: 'All characters',
   editCharacter: 'Edit character',
+  memory: 'Memory',
+  memoryLabel: 'Memory: what {name} remembers about you',
   avatarOf: 'Avatar of {name}',
   heading: 'Chats',
   newChat: 'New chat',

@@ -4,6 +4,8 @@ export default {
   header: {
     back: '与 {name} 的聊天',
     newChat: '新聊天',
+    memory: '记忆',
+    memoryLabel: '{name} 记得的关于你的事',
     live: '实时',
     connecting: '连接中…',
     offline: '已离线：连接恢复后会显示新消息。',
@@ -20,6 +22,12 @@ export default {
   replied: '{name} 回复：{text}',
   replyStopped: '{name} 的回复已停止：{text}',
   latest: '↓ 最新',
+  remembered: {
+    one: '已记住：{text}',
+    several: '已记住 {count} 件事：',
+    open: '查看记忆',
+    announce: '{name} 记住了：{text}',
+  },
   latestLabel: '滚动到最新消息',
   notFound: {
     title: '这个聊天已不存在',

@@ -3,6 +3,8 @@ import type en from '../en/chats.ts'
 export default {
   backToCharacters: '全部角色',
   editCharacter: '编辑角色',
+  memory: '记忆',
+  memoryLabel: '记忆：{name} 记得的关于你的事',
   avatarOf: '{name} 的头像',
   heading: '对话',
   newChat: '新对话',
