@@ -166,7 +166,12 @@ export const DEFAULT_CONTENT = 'Hello from the fake upstream.'
 export const DEFAULT_USAGE: UpstreamUsage = { prompt_tokens: 10, completion_tokens: 20 }
 
 // A JSON-mode request is memory extraction (the only one our server makes): it gets facts, anything else the default text.
-const defaultHandler: BehaviorHandler = ({ body }) => ({ kind: 'complete', content: isJsonMode(body) ? JSON.stringify({ memories: fakeExtraction(extractionSource(body)) }) : DEFAULT_CONTENT })
+const defaultHandler: BehaviorHandler = ({ body }) => ({ kind: 'complete', content: extractionAnswer(body) ?? DEFAULT_CONTENT })
+
+/** The fake's answer to a JSON-mode request (memory extraction), or undefined for any other: for handlers that script only the rest. */
+export function extractionAnswer(body: unknown): string | undefined {
+  return isJsonMode(body) ? JSON.stringify({ memories: fakeExtraction(extractionSource(body)) }) : undefined
+}
 
 function isJsonMode(body: unknown): boolean {
   const format = (body as { response_format?: { type?: unknown } | null } | null)?.response_format

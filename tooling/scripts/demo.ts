@@ -1,17 +1,20 @@
+import { randomUUID } from 'node:crypto'
 import { resolve } from 'node:path'
 import process from 'node:process'
 import { fileURLToPath } from 'node:url'
+import { setTimeout } from 'node:timers/promises'
 import { inspect } from 'node:util'
 
 import { ApiError, type Logger } from '@airi/api'
 import { createDb, startEmbeddedPostgres } from '@airi/db'
 
 import { parseEnv } from '../../apps/server/src/env.ts'
+import { MEMORY_HEADING } from '../../packages/api/src/services/chats/prompt.ts'
 import { service, startRuntime } from '../../apps/server/src/runtime.ts'
 import { buildServer } from '../../apps/server/src/server.ts'
 // The SDK is not a dependency of tooling; the demo talks to the server as any client would.
 import { createAiriClient, type AiriClient } from '../../packages/sdk/src/index.ts'
-import { startFakeOpenAIUpstream } from '../fakes/openai-upstream.ts'
+import { extractionAnswer, startFakeOpenAIUpstream } from '../fakes/openai-upstream.ts'
 import { startFakeRealtimeSttUpstream } from '../fakes/realtime-stt-upstream.ts'
 import { startFakeStreamingTtsUpstream } from '../fakes/streaming-tts-upstream.ts'
 import { startFakeStripe } from '../fakes/stripe.ts'
@@ -75,6 +78,47 @@ catch (error) {
   await stop(1)
 }
 
+/** The memory lines of a system message: what follows the server's fixed heading. */
+function rememberedIn(system: string): string[] {
+  const at = system.indexOf(MEMORY_HEADING)
+  return at < 0 ? [] : system.slice(at + MEMORY_HEADING.length).split('\n').filter(line => line.startsWith('- ')).map(line => line.slice(2))
+}
+
+/**
+ * Long-term memory on the terminal, once per data folder: a fact said in one chat is
+ * remembered after the reply, and recalled in the prompt of a new chat.
+ */
+async function showMemory(demo: AiriClient): Promise<void> {
+  const { items: [airi] } = await demo.characters.list.query({ limit: 1 })
+  if (!airi || (await demo.memory.list.query({ characterId: airi.id, limit: 1 })).items.length > 0)
+    return
+  const say = async (chatId: string, content: string) => {
+    const { reply } = await demo.chats.respond.mutate({ chatId, message: { id: randomUUID(), content } })
+    for (;;) {
+      const state = await demo.chats.getReply.query({ chatId, replyId: reply.id })
+      if (state.status !== 'streaming')
+        return state.text
+      await setTimeout(200)
+    }
+  }
+  console.warn('\nlong-term memory:')
+  const first = (await demo.chats.create.mutate({ type: 'bot', members: [{ type: 'character', id: airi.id }], title: 'Getting to know you' })).id
+  console.warn('  you, in a first chat:  "Hi AIRI! My favourite tea is jasmine."')
+  await say(first, 'Hi AIRI! My favourite tea is jasmine.')
+  // Extraction follows the stored reply, on its own time.
+  for (let tries = 0; tries < 100; tries++) {
+    const { items } = await demo.memory.list.query({ characterId: airi.id })
+    if (items.length > 0) {
+      console.warn(`  AIRI remembered:       "${items.map(item => item.content).join('", "')}" (Memory screen of AIRI)`)
+      break
+    }
+    await setTimeout(100)
+  }
+  const second = (await demo.chats.create.mutate({ type: 'bot', members: [{ type: 'character', id: airi.id }], title: 'A new day' })).id
+  console.warn('  you, in a new chat:    "What tea should I make tonight?"')
+  console.warn(`  AIRI:                  "${await say(second, 'What tea should I make tonight?')}"`)
+}
+
 async function main(): Promise<void> {
   const [llm, tts, streamingTts, stt, streamingStt, stripe] = await Promise.all([
     startFakeOpenAIUpstream({ name: 'demo-llm' }),
@@ -86,10 +130,17 @@ async function main(): Promise<void> {
     startFakeStripe(),
   ])
   closers.push(() => llm.close(), () => tts.close(), () => streamingTts.close(), () => stt.close(), () => streamingStt.close(), () => stripe.close())
-  // The fake model answers slowly enough to watch the reply stream in.
+  // The fake model answers slowly enough to watch the reply stream in, and says what it
+  // was told to remember (the memories recalled into its system message), so recall shows.
   llm.behave(({ body }) => {
-    const said = [...(body?.messages ?? [])].reverse().find((message: { role: string }) => message.role === 'user')?.content ?? ''
-    return { kind: 'complete', content: `You said: "${String(said).slice(0, 200)}". I am the demo's stand-in model, answering from this machine. Every reply costs a little Flux.`, chunkDelayMs: 60 }
+    const extraction = extractionAnswer(body)
+    if (extraction !== undefined)
+      return { kind: 'complete', content: extraction }
+    const messages: Array<{ role: string, content: string }> = body?.messages ?? []
+    const said = messages.findLast(message => message.role === 'user')?.content ?? ''
+    const remembered = rememberedIn(messages.find(message => message.role === 'system')?.content ?? '')
+    const memory = remembered.length > 0 ? ` I remember: ${remembered.join(' ')}` : ''
+    return { kind: 'complete', content: `You said: "${String(said).slice(0, 200)}".${memory} I am the demo's stand-in model, answering from this machine. Every reply costs a little Flux.`, chunkDelayMs: 60 }
   })
   stripe.addPrice({ id: 'price_demo_starter', product: PRODUCT, currency: 'usd', unitAmount: 300, currencyOptions: { cny: 2200, eur: 280 }, nickname: 'Starter', metadata: { fluxAmount: '300' } })
   stripe.addPrice({ id: 'price_demo_bundle', product: PRODUCT, currency: 'usd', unitAmount: 1000, currencyOptions: { cny: 7200, eur: 920 }, metadata: { fluxAmount: '1200', recommended: 'true' } })
@@ -144,7 +195,7 @@ async function main(): Promise<void> {
     seal('streaming-stt', 'sk-demo-streaming-stt'),
   ])
   const set = (key: string, value: unknown) => admin.admin.config.set.mutate({ key, value } as Parameters<typeof admin.admin.config.set.mutate>[0])
-  await set('LLM_ROUTER_CONFIG', { models: { chat: { upstreams: [{ id: 'demo-llm', baseUrl: llm.url, model: 'demo-model', keys: [{ id: llmKey.keyId, ciphertext: llmKey.ciphertext }] }] } } })
+  await set('LLM_ROUTER_CONFIG', { defaultModel: 'chat', models: { chat: { upstreams: [{ id: 'demo-llm', baseUrl: llm.url, model: 'demo-model', keys: [{ id: llmKey.keyId, ciphertext: llmKey.ciphertext }] }] } } })
   await set('TTS_UPSTREAMS', { defaultModel: 'voice', models: { voice: { adapter: 'openai-compatible', baseUrl: tts.url, model: 'demo-tts', recommendedVoices: ['alloy'], keys: [{ id: ttsKey.keyId, ciphertext: ttsKey.ciphertext }] } } })
   await set('STREAMING_TTS_UPSTREAM', { url: streamingTts.url, keys: [{ id: streamingKey.keyId, ciphertext: streamingKey.ciphertext }], models: [{ id: 'demo-streaming-tts', name: 'Demo voice' }] })
   await set('STT_UPSTREAMS', { defaultModel: 'transcriber', models: { transcriber: { adapter: 'openai-compatible', baseUrl: stt.url, model: 'demo-whisper', keys: [{ id: sttKey.keyId, ciphertext: sttKey.ciphertext }] } } })
@@ -167,6 +218,8 @@ async function main(): Promise<void> {
       prompts: [{ language: 'en', type: 'system', content: 'You are AIRI, a friendly companion. Answer briefly.' }],
     })
   }
+  await set('MEMORY_EXTRACTION_MODEL', 'chat')
+  await showMemory(demo)
   const { flux } = await demo.flux.balance.query()
   await Promise.all([admin.close(), demo.close()])
 

@@ -45,7 +45,7 @@ describe('memory: the caller\'s own', () => {
     const page = await client.memory.list.query({ characterId, limit: 1 })
     expect(page.items.map(item => item.id)).toEqual([second.id])
     const rest = await client.memory.list.query({ characterId, limit: 1, cursor: page.nextCursor! })
-    expect(rest).toEqual({ items: [expect.objectContaining({ id: first.id })], nextCursor: null })
+    expect(rest).toEqual({ items: [expect.objectContaining({ id: first.id })], nextCursor: null, total: 2, limit: 2000 })
 
     const updated = await client.memory.update.mutate({ id: first.id, content: 'Likes oolong tea', importance: 4 })
     expect(updated).toMatchObject({ id: first.id, content: 'Likes oolong tea', importance: 4 })

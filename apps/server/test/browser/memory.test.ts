@@ -183,6 +183,8 @@ describe('memory in stage-web', () => {
     await server.api.services.memory.addExtracted(user.id, characterId, seeded, 'seeded')
     const { page, consoleErrors } = await memoryDevice(user, characterId, 'Pip')
     await expect.poll(() => list(page).locator('li').count()).toBe(50)
+    // The count comes with the first page: the person sees how full it is before scrolling 2 000 memories.
+    await expect.poll(() => page.getByTestId('memory-near-limit').textContent()).toContain('2,000 of 2,000 memories kept.')
     await page.getByRole('button', { name: 'Load more' }).click()
     await expect.poll(() => list(page).locator('li').count()).toBe(100)
     expect(new Set(await contents(page)).size).toBe(100)

@@ -30,8 +30,11 @@ export function useMemories(characterId: Ref<string>) {
   const searching = ref(false)
   const searchError = ref('')
 
-  /** Exact only once every page is read; the server has no count. */
-  const total = computed(() => (state.value === 'ready' && cursor.value === null ? items.value.length : null))
+  /** How many the character keeps: the server's count at the last read, moved by the changes since. */
+  const counted = ref<number | null>(null)
+  /** Ids whose deletion was counted already (this device's own and the feed's event are one deletion). */
+  const gone = new Set<string>()
+  const total = computed(() => (state.value === 'ready' ? counted.value : null))
 
   // Events that arrive while a read is on its way are applied again to what it returns.
   const inFlight = new Set<MemoryEvent[]>()
@@ -56,6 +59,7 @@ export function useMemories(characterId: Ref<string>) {
     do {
       const page = await client.memory.list.query({ characterId: id, cursor: next ?? undefined, limit: PAGE })
       list = [...list, ...page.items.map(toMemory)]
+      counted.value = page.total
       next = page.nextCursor
     } while (next !== null && list.length < atLeast)
     return { list, next }
@@ -98,6 +102,7 @@ export function useMemories(characterId: Ref<string>) {
         return
       items.value = replay([...items.value, ...page.items.map(toMemory)], meanwhile)
       cursor.value = page.nextCursor
+      counted.value = page.total
     }
     catch (cause) {
       moreError.value = errorMessage(cause)
@@ -147,6 +152,12 @@ export function useMemories(characterId: Ref<string>) {
   onScopeDispose(() => clearTimeout(searchTimer))
 
   function apply(change: Pick<MemoryEvent, 'change' | 'memories' | 'ids'>) {
+    if (counted.value !== null) {
+      if (change.change === 'added')
+        counted.value += change.ids.filter(id => !items.value.some(item => item.id === id)).length
+      else if (change.change === 'deleted')
+        counted.value -= change.ids.filter(id => !gone.has(id) && gone.add(id)).length
+    }
     items.value = applyChange(items.value, change)
     // A search shows what matched; a new memory joins it only when searched again.
     if (results.value)

@@ -31,6 +31,9 @@ export interface MemoryItem {
 export interface MemoryPage {
   items: MemoryItem[]
   nextCursor: string | null
+  /** How many the caller keeps of this character in all, and the most they may. */
+  total: number
+  limit: number
 }
 
 /** A change of one user's memories of one character, for their devices (a `memory` event on their feed). */
@@ -249,18 +252,25 @@ export function createMemoryService({ db, clock, characters, onChanged, logger, 
       await Promise.all(embeddingRuns.values())
     },
 
-    /** The caller's memories of a character, newest first, keyset-paged. */
+    /** The caller's memories of a character, newest first, keyset-paged, with how many there are in all. */
     async list(userId: string, { characterId, cursor, limit = 20 }: MemoryListInput): Promise<MemoryPage> {
       await assertCharacter(characterId)
-      const rows = await db.selectFrom('memory').select(COLUMNS).select(exactTimestamp('created_at').as('created_at_text'))
-        .where('user_id', '=', userId).where('character_id', '=', characterId)
-        .$if(cursor !== undefined, query => query.where(beforeCreatedAtId(listCursor.decode(cursor!))))
-        .orderBy('created_at', 'desc').orderBy('id', 'desc').limit(limit + 1).execute()
+      const [rows, { count }] = await Promise.all([
+        db.selectFrom('memory').select(COLUMNS).select(exactTimestamp('created_at').as('created_at_text'))
+          .where('user_id', '=', userId).where('character_id', '=', characterId)
+          .$if(cursor !== undefined, query => query.where(beforeCreatedAtId(listCursor.decode(cursor!))))
+          .orderBy('created_at', 'desc').orderBy('id', 'desc').limit(limit + 1).execute(),
+        // On the list's index: at most 2 000 entries to count.
+        db.selectFrom('memory').select(eb => eb.fn.countAll<string>().as('count'))
+          .where('user_id', '=', userId).where('character_id', '=', characterId).executeTakeFirstOrThrow(),
+      ])
       const page = rows.slice(0, limit)
       const last = page.at(-1)
       return {
         items: page.map(toItem),
         nextCursor: rows.length > limit && last ? listCursor.encode([last.created_at_text, last.id]) : null,
+        total: Number(count),
+        limit: MAX_MEMORIES_PER_CHARACTER,
       }
     },
 
