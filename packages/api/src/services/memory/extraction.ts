@@ -2,6 +2,7 @@ import { z } from 'zod'
 
 import { text } from '../../routers/schemas.ts'
 import { MAX_MEMORY_CHARS } from './schema.ts'
+import { textTokens } from './text.ts'
 
 /**
  * Automatic extraction (SPEC §4.16), the pure half: the gateway request that asks
@@ -187,28 +188,9 @@ export function normalizeMemory(text: string): string {
  */
 export const DUPLICATE_SIMILARITY = 0.8
 
-const CJK_RUN = /([\p{Script=Han}\p{Script=Hiragana}\p{Script=Katakana}]+)/u
-
-/** Words for scripts written with spaces; character bigrams for Chinese and Japanese, which are not. */
+/** Words for scripts written with spaces; character bigrams for Chinese, Japanese and Korean (as search splits them). */
 function memoryTokens(text: string): Set<string> {
-  const tokens = new Set<string>()
-  for (const word of normalizeMemory(text).match(/[\p{L}\p{N}\p{M}]+/gu) ?? []) {
-    for (const [index, part] of word.split(CJK_RUN).entries()) {
-      if (!part)
-        continue
-      // split() with a capture group puts the CJK runs at odd indexes.
-      if (index % 2 === 0) {
-        tokens.add(part)
-        continue
-      }
-      const chars = Array.from(part)
-      if (chars.length === 1)
-        tokens.add(part)
-      for (let i = 0; i + 1 < chars.length; i++)
-        tokens.add(chars[i]! + chars[i + 1]!)
-    }
-  }
-  return tokens
+  return new Set(textTokens(normalizeMemory(text)))
 }
 
 export function similarity(a: string, b: string): number {

@@ -2,11 +2,11 @@
 // the service indexes `searchText(content)` and queries with `tsQuery(query)`, each
 // through Postgres's `simple` configuration (no stemming, no language of its own).
 
-/** A run of Chinese, Japanese or Korean script, which has no spaces between words. */
+/** A run of Chinese, Japanese or Korean script, which has no spaces between words (or, in Korean, words too long to match whole). */
 const CJK_RUN = /[\p{Script=Han}\p{Script=Hiragana}\p{Script=Katakana}\p{Script=Hangul}]+/gu
 
-/** A word of any other script: letters and digits (apostrophes split, as Postgres's parser does). */
-const WORD = /[\p{L}\p{N}]+/gu
+/** A word of any other script: letters (with their combining marks) and digits; apostrophes split, as Postgres's parser does. */
+const WORD = /[\p{L}\p{M}\p{N}]+/gu
 
 /** Words a question carries whatever it asks, which would match nearly every memory. */
 const STOPWORDS = new Set([
@@ -19,11 +19,22 @@ const STOPWORDS = new Set([
 export const MAX_QUERY_TERMS = 64
 
 /** The character bigrams of one CJK run; a one-character run is itself. */
-function bigrams(run: string): string[] {
+export function bigrams(run: string): string[] {
   const chars = [...run]
   if (chars.length < 2)
     return chars
   return chars.slice(1).map((char, index) => chars[index]! + char)
+}
+
+/**
+ * The text's tokens for comparing two memories (extraction's duplicate check): its
+ * words outside CJK runs, and the bigrams of each CJK run, the same splitting as search.
+ */
+export function textTokens(text: string): string[] {
+  return [
+    ...(text.replace(CJK_RUN, ' ').match(WORD) ?? []),
+    ...[...text.matchAll(CJK_RUN)].flatMap(match => bigrams(match[0])),
+  ]
 }
 
 /**
