@@ -23,7 +23,7 @@ import { appendMessages, asStored, type MessageToStore } from './store.ts'
 type LiveSync = ReturnType<typeof createLiveSync>
 
 /** What a reply knows of memory (the memory domain's, wired by the composition root). */
-export interface ReplyMemory {
+interface ReplyMemory {
   /** Memories for a prompt answering `message`, within `tokens` as `count` counts them; [] when memory is off. */
   recall: (userId: string, characterId: string, message: string, budget: { count: (text: string) => number, tokens: number }) => Promise<string[]>
   /** A reply was completed and stored: extraction may follow (it returns at once). */

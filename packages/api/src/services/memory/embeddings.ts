@@ -21,7 +21,7 @@ import type { LlmGateway } from '../llm-gateway/index.ts'
  */
 
 /** One gateway call's bounds (docs/gateway.md#embeddings); a caller batches within them. */
-export const MAX_EMBED_TEXTS = 2048
+const MAX_EMBED_TEXTS = 2048
 const MAX_EMBED_TEXT_CHARS = 32_768
 const MAX_EMBED_TOTAL_CHARS = 1_048_576
 /** pgvector's `vector` holds at most 16 000 dimensions; a longer vector could never be cast to it. */

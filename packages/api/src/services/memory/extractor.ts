@@ -116,7 +116,6 @@ export function createMemoryExtractor({ memory, gateway, config, logger }: Memor
   }
 }
 
-export type MemoryExtractor = ReturnType<typeof createMemoryExtractor>
 
 /** The first choice's message content of a chat completion's JSON ('' when there is none). */
 function answerText(text: string): string {

@@ -3,5 +3,5 @@
 // a reply's prompt and extraction after it.
 export { memoryAddInput, memoryByIdInput, memoryCharacterInput, memoryListInput, memorySearchInput, memorySetSettingsInput, memoryUpdateInput } from './schema.ts'
 export { createMemoryService, type MemoryItem, type MemoryService } from './service.ts'
-export { createMemoryExtractor, type MemoryExtractor } from './extractor.ts'
+export { createMemoryExtractor } from './extractor.ts'
 export { createMemoryEmbeddings } from './embeddings.ts'

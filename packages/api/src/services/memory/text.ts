@@ -19,7 +19,7 @@ const STOPWORDS = new Set([
 export const MAX_QUERY_TERMS = 64
 
 /** The character bigrams of one CJK run; a one-character run is itself. */
-export function bigrams(run: string): string[] {
+function bigrams(run: string): string[] {
   const chars = [...run]
   if (chars.length < 2)
     return chars
