@@ -21,13 +21,14 @@ import { debit, debitWorkerInput } from './scenarios/debit.ts'
 import { fanout, fanoutInstanceOptions } from './scenarios/fanout.ts'
 import { gatewayLatency, gatewayOneUser, gatewayStream, gatewayThroughput } from './scenarios/gateway.ts'
 import { idle, idleInstanceOptions } from './scenarios/idle.ts'
+import { memory } from './scenarios/memory.ts'
 import { reply } from './scenarios/reply.ts'
 import { stageWeb } from './scenarios/stage-web.ts'
 import { streamingTts } from './scenarios/streaming-tts.ts'
 import { sttRest } from './scenarios/stt-rest.ts'
 import { sttStream } from './scenarios/stt-stream.ts'
 
-const scenarios: Scenario[] = [gatewayLatency, gatewayStream, gatewayThroughput, gatewayOneUser, authRead, fanout, debit, idle, coldStart, streamingTts, sttRest, sttStream, reply, stageWeb]
+const scenarios: Scenario[] = [gatewayLatency, gatewayStream, gatewayThroughput, gatewayOneUser, authRead, fanout, debit, idle, coldStart, streamingTts, sttRest, sttStream, reply, memory, stageWeb]
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,

@@ -23,7 +23,7 @@ const TURNS_PER_CHAT = 10
  */
 const TURNS_PER_USER = 100
 const WARM_UP_TURNS_PER_USER = 3
-const TIMED_TURNS_PER_USER = TURNS_PER_USER - WARM_UP_TURNS_PER_USER
+export const TIMED_TURNS_PER_USER = TURNS_PER_USER - WARM_UP_TURNS_PER_USER
 
 /** The second instance of the two-instance run: the same deployment, a log of its own. */
 function replyInstanceOptions(options: ServerOptions): ServerOptions {
@@ -169,8 +169,10 @@ function deadline<T>(promise: Promise<T>, what: string): Promise<T> {
 }
 
 /** A bench user taking turns: its own character and bot chats, and its two devices. */
-interface Account {
+export interface Account {
+  userId: string
   token: string
+  characterId: string
   chats: string[]
   devices: [Device, Device]
   /** Turns taken so far (each chat takes TURNS_PER_CHAT of them). */
@@ -178,10 +180,12 @@ interface Account {
 }
 
 /** Where a phase runs: the instance the users call, one kept-alive connection to it, the users taking turns. */
-interface Setup {
+export interface Setup {
   server: ServerProcess
   agent: Agent
   model: string
+  /** What every turn (and its paired gateway call) says. */
+  message: string
   accounts: Account[]
 }
 
@@ -192,7 +196,7 @@ async function gatewayFirstToken(setup: Setup, account: Account): Promise<number
     model: setup.model,
     stream: true,
     max_tokens: MAX_TOKENS,
-    messages: [{ role: 'system', content: SYSTEM_PROMPT }, { role: 'user', content: USER_MESSAGE }],
+    messages: [{ role: 'system', content: SYSTEM_PROMPT }, { role: 'user', content: setup.message }],
   })
   if (answer.status !== 200 || answer.firstContent === undefined)
     throw new Error(`the streamed gateway call answered ${answer.status} without content: ${answer.body.slice(0, 300)}`)
@@ -204,13 +208,13 @@ async function gatewayFirstToken(setup: Setup, account: Account): Promise<number
  * delta on the second device; waits until both devices saw `reply.end`, so the
  * chat has no reply streaming when its next turn starts.
  */
-async function replyTurn(setup: Setup, account: Account): Promise<{ firstDelta: number, answered: number }> {
+export async function replyTurn(setup: Setup, account: Account): Promise<{ firstDelta: number, answered: number }> {
   const chatId = account.chats[Math.floor(account.turns++ / TURNS_PER_CHAT)]
   if (!chatId)
     throw new Error(`a bench user took more than ${TURNS_PER_USER} turns`)
   const sent = performance.now()
   const answer = await post(setup.agent, `${setup.server.url}/trpc/chats.respond`, account.token, {
-    json: { chatId, message: { id: randomUUID(), content: USER_MESSAGE }, model: setup.model, maxTokens: MAX_TOKENS, language: 'en' },
+    json: { chatId, message: { id: randomUUID(), content: setup.message }, model: setup.model, maxTokens: MAX_TOKENS, language: 'en' },
   })
   if (answer.status !== 200)
     throw new Error(`chats.respond answered ${answer.status}: ${answer.body.slice(0, 300)}`)
@@ -222,7 +226,7 @@ async function replyTurn(setup: Setup, account: Account): Promise<{ firstDelta: 
 }
 
 /** A character of `user`'s own, TURNS_PER_USER turns' worth of bot chats with it, its devices on `deviceServers`. */
-async function openAccount(server: ServerProcess, deviceServers: [ServerProcess, ServerProcess], token: string, model: string, opened: Device[]): Promise<Account> {
+async function openAccount(server: ServerProcess, deviceServers: [ServerProcess, ServerProcess], { id: userId, token }: BenchUser, model: string, opened: Device[]): Promise<Account> {
   const character = await trpcCall<{ id: string }>(server.url, token, 'characters.create', {
     characterId: `bench-reply-${randomUUID().slice(0, 8)}`,
     version: '1',
@@ -237,17 +241,25 @@ async function openAccount(server: ServerProcess, deviceServers: [ServerProcess,
     chats.push((await trpcCall<{ id: string }>(server.url, token, 'chats.create', { type: 'bot', title: `bench reply ${index}`, members: [{ type: 'character', id: character.id }] }, 'mutation')).id)
   for (const deviceServer of deviceServers)
     opened.push(await openDevice(deviceServer.url, token))
-  return { token, chats, devices: opened.slice(-2) as [Device, Device], turns: 0 }
+  return { userId, token, characterId: character.id, chats, devices: opened.slice(-2) as [Device, Device], turns: 0 }
+}
+
+export interface SetupOptions {
+  /** What the turns say (USER_MESSAGE when not given). */
+  message?: string
+  /** Runs once the accounts are open, before the warm-up turns (e.g. to seed their memories). */
+  prepare?: (setup: Setup) => Promise<void>
 }
 
 /** Opens an account per user (calls to `server`, devices on `deviceServers`), warms each up, runs `work`, closes what it opened. */
-async function withSetup<T>(context: BenchContext, server: ServerProcess, deviceServers: [ServerProcess, ServerProcess], users: BenchUser[], work: (setup: Setup) => Promise<T>): Promise<T> {
+export async function withSetup<T>(context: BenchContext, server: ServerProcess, deviceServers: [ServerProcess, ServerProcess], users: BenchUser[], work: (setup: Setup) => Promise<T>, options: SetupOptions = {}): Promise<T> {
   const agent = new Agent({ keepAlive: true, maxSockets: 1 })
   const devices: Device[] = []
   try {
-    const setup: Setup = { server, agent, model: context.deployment.model, accounts: [] }
+    const setup: Setup = { server, agent, model: context.deployment.model, message: options.message ?? USER_MESSAGE, accounts: [] }
     for (const user of users)
-      setup.accounts.push(await openAccount(server, deviceServers, user.token, setup.model, devices))
+      setup.accounts.push(await openAccount(server, deviceServers, user, setup.model, devices))
+    await options.prepare?.(setup)
     for (const account of setup.accounts) {
       for (let index = 0; index < WARM_UP_TURNS_PER_USER; index++) {
         await gatewayFirstToken(setup, account)
