@@ -23,9 +23,12 @@ import { appendMessages, asStored, type MessageToStore } from './store.ts'
 type LiveSync = ReturnType<typeof createLiveSync>
 
 /** What a reply knows of memory (the memory domain's, wired by the composition root). */
+type Memories = Awaited<ReturnType<ReplyMemory['recall']>>
+const NO_MEMORIES: Memories = { within: () => ({ lines: [], markUsed: async () => {} }) }
+
 interface ReplyMemory {
-  /** Memories for a prompt answering `message`, within `tokens` as `count` counts them; [] when memory is off. */
-  recall: (userId: string, characterId: string, message: string, budget: { count: (text: string) => number, tokens: number }) => Promise<string[]>
+  /** Memories for a prompt answering `message`, best first; `within` keeps what fits `tokens` as `count` counts them. */
+  recall: (userId: string, characterId: string, message: string) => Promise<{ within: (budget: { count: (text: string) => number, tokens: number }) => { lines: string[], markUsed: () => Promise<void> } }>
   /** A reply was completed and stored: extraction may follow (it returns at once). */
   afterReply: (turn: { userId: string, characterId: string, messageId: string, userMessage: string, reply: string, language?: string }) => void
 }
@@ -75,6 +78,8 @@ interface Ahead {
   guess: SlotClaim
   claimed: boolean
   persona: Persona | undefined
+  /** The guessed character's memories for the message, read beside the chat. */
+  memories: Promise<Memories> | undefined
 }
 
 /** A reply being made on this instance. */
@@ -88,6 +93,8 @@ interface Running {
   answersId: string
   /** The user message it answers, and the caller's first language: what extraction reads after it. */
   question: string
+  /** Notes the memories recalled into its prompt as used; called once the answer streams (off the first delta's path). */
+  markMemoriesUsed?: () => Promise<void>
   language: string | undefined
   regeneratesId: string | null
   model: string
@@ -217,31 +224,30 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
   /**
    * What a new turn reads beside the chat, in a chat this instance answered in
    * before (its character and model then are the guess): the slot claimed for the
-   * reply and the character's persona. The turn checks both against the chat it
-   * reads; a wrong guess only costs a correction.
+   * reply, the character's persona and its memories for the message. The turn checks
+   * them against the chat it reads; a wrong guess only costs a correction.
    */
-  function readAhead(userId: string, chatId: string, answersId: string, options: ReplyOptions): Promise<Ahead> | undefined {
+  function readAhead(userId: string, chatId: string, answers: { id: string, content: string }, options: ReplyOptions): Promise<Ahead> | undefined {
     const last = lastAnswered.get(chatId)
     if (!last)
       return undefined
-    const guess: SlotClaim = { id: randomUUID(), callId: randomUUID(), chatId, userId, characterId: last.characterId, answersId, regeneratesId: null, model: options.model ?? last.model }
+    const guess: SlotClaim = { id: randomUUID(), callId: randomUUID(), chatId, userId, characterId: last.characterId, answersId: answers.id, regeneratesId: null, model: options.model ?? last.model }
+    // Recall is the turn's longest read with many memories: it goes with the first round.
+    const memories = recall(userId, last.characterId, answers.content)
     return Promise.all([
       slots.claimAhead(guess),
       characters.persona(last.characterId, options.languages).catch(() => undefined),
-    ]).then(([claimed, persona]) => ({ guess, claimed, persona }))
+    ]).then(([claimed, persona]) => ({ guess, claimed, persona, memories }))
   }
 
-  /** The memories for a prompt; a recall that fails costs the reply its memories, not the reply. */
-  async function recall(userId: string, characterId: string, message: string, counter: { count: (text: string) => number }): Promise<string[]> {
+  /** The character's memories for a message; a recall that fails costs the reply its memories, not the reply. */
+  function recall(userId: string, characterId: string, message: string): Promise<Memories> {
     if (!memory)
-      return []
-    try {
-      return await memory.recall(userId, characterId, message, { count: counter.count, tokens: await config.get('MEMORY_CONTEXT_TOKENS') })
-    }
-    catch (error) {
+      return Promise.resolve(NO_MEMORIES)
+    return memory.recall(userId, characterId, message).catch((error: unknown) => {
       logger.warn({ err: error, userId, characterId }, 'could not recall memories; the reply goes without them')
-      return []
-    }
+      return NO_MEMORIES
+    })
   }
 
   /**
@@ -280,8 +286,13 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
       stop: new AbortController(),
     }
     // The history was asked for with the chat; memories are recalled and the prompt made while the slot is claimed.
-    const prompt = Promise.all([recall(userId, persona.id, input.answers.content, counter), config.get('CHAT_CONTEXT_TOKENS')])
-      .then(([memories, budget]) => buildPrompt({ history: input.history, beforeSeq: input.answers.beforeSeq, persona, memories, userName: input.userName, message: input.answers.content, counter, budget }))
+    const recalled = ahead?.memories && ahead.persona?.id === persona.id ? ahead.memories : recall(userId, persona.id, input.answers.content)
+    const prompt = Promise.all([recalled, config.get('MEMORY_CONTEXT_TOKENS'), config.get('CHAT_CONTEXT_TOKENS')])
+      .then(([memories, memoryTokens, budget]) => {
+        const used = memories.within({ count: counter.count, tokens: memoryTokens })
+        reply.markMemoriesUsed = used.markUsed
+        return buildPrompt({ history: input.history, beforeSeq: input.answers.beforeSeq, persona, memories: used.lines, userName: input.userName, message: input.answers.content, counter, budget })
+      })
     prompt.catch(() => {})
     if (!ahead?.claimed)
       await slots.claim(reply)
@@ -365,6 +376,7 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
     const status: ReplyEnd['status'] = reply.stop.signal.aborted || (reply.error && reply.text) ? 'stopped' : reply.error ? 'failed' : 'complete'
     try {
       const messageId = await finish(reply, status, settlement)
+      void reply.markMemoriesUsed?.().catch((error: unknown) => logger.warn({ err: error, replyId: reply.id }, 'could not mark recalled memories as used'))
       // Only a whole reply: a stopped or failed one may have cut the turn's meaning short.
       if (status === 'complete' && messageId)
         memory?.afterReply({ userId: reply.userId, characterId: reply.characterId, messageId, userMessage: reply.question, reply: reply.text, language: reply.language })
@@ -453,7 +465,7 @@ export function createReplies({ db, reads, live, gateway, characters, config, ca
       const id = asStored(input.message.id)
       // Everything a turn reads goes at once: the chat, a resend's message, the history, and what readAhead guesses.
       const history = readHistoryAhead(db, input.chatId, Number.MAX_SAFE_INTEGER)
-      const ahead = readAhead(userId, input.chatId, id, input)
+      const ahead = readAhead(userId, input.chatId, { id, content: input.message.content }, input)
       try {
         const [botChat, existing] = await Promise.all([
           requireBotChat(userId, input.chatId),

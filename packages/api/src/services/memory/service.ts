@@ -107,6 +107,12 @@ export interface RecallBudget {
   tokens: number
 }
 
+/** Memories read for a message, best first, to be fitted to a prompt's budget. */
+export interface RecalledMemories {
+  /** Those that fit, and how to note that they were used (once the reply no longer waits on the database). */
+  within: (budget: RecallBudget) => { lines: string[], markUsed: () => Promise<void> }
+}
+
 /**
  * The search score (docs/memory.md#ranking): the text rank of the query's terms,
  * times an importance factor (0.5 for 1 … 1.5 for 5) and a recency factor that
@@ -119,8 +125,9 @@ function score(query: string, now: Date) {
 
 /** Importance times recency: how much a memory counts whatever the query. */
 function standing(now: Date) {
-  const age = sql`greatest(0, extract(epoch from (${now}::timestamptz - greatest(updated_at, coalesce(last_used_at, updated_at)))))::float8 / 86400`
-  return sql<number>`((1 + 0.25 * (importance - 3)) * (1 + power(0.5, ${age} / 30)))`
+  // float8 throughout: extract() and decimal literals are numeric, several times slower over 2 000 rows.
+  const age = sql`greatest(0, date_part('epoch', ${now}::timestamptz - greatest(updated_at, coalesce(last_used_at, updated_at)))) / 86400`
+  return sql<number>`((1 + 0.25::float8 * (importance - 3)) * (1 + power(0.5::float8, ${age} / 30)))`
 }
 
 export function createMemoryService({ db, clock, characters, onChanged, logger, config, embeddings }: MemoryDeps) {
@@ -168,17 +175,23 @@ export function createMemoryService({ db, clock, characters, onChanged, logger, 
   const memoryOn = (userId: string, characterId: string) => ({ not, exists, selectFrom }: ExpressionBuilder<Database, 'memory'>) =>
     not(exists(selectFrom('memory_settings').select('enabled').where('user_id', '=', userId).where('character_id', '=', characterId).where('enabled', '=', false)))
 
-  /** Recall by text: the message's matches by score, then the important ones by standing; at most RECALL_CANDIDATES. */
+  /**
+   * Recall by text: the message's matches by score, then the important ones it does
+   * not match by standing; at most RECALL_CANDIDATES. Two queries at once, each
+   * ranking only its own rows and stopping at the limit: one query ordering both
+   * kinds together computed every sort key of every candidate (the bench's profile).
+   */
   async function rankedByText(userId: string, characterId: string, terms: string | null): Promise<Array<{ id: string, content: string }>> {
-    const matches = terms === null ? sql<boolean>`false` : sql<boolean>`search_vector @@ to_tsquery('simple', ${terms})`
-    return db.selectFrom('memory').select(['id', 'content'])
-      .where('user_id', '=', userId).where('character_id', '=', characterId)
-      .where(eb => eb.or([matches, eb('importance', '>=', ALWAYS_RECALLED_IMPORTANCE)]))
-      .where(memoryOn(userId, characterId))
-      .$if(terms !== null, query => query.orderBy(matches, 'desc').orderBy(score(terms!, now()), 'desc'))
-      .orderBy(standing(now()), 'desc')
-      .orderBy('created_at', 'desc').orderBy('id', 'desc')
-      .limit(RECALL_CANDIDATES).execute()
+    const at = now()
+    const mine = db.selectFrom('memory').select(['id', 'content'])
+      .where('user_id', '=', userId).where('character_id', '=', characterId).where(memoryOn(userId, characterId))
+    const matches = terms === null ? undefined : sql<boolean>`search_vector @@ to_tsquery('simple', ${terms})`
+    const [matched, important] = await Promise.all([
+      matches ? mine.where(matches).orderBy(score(terms!, at), 'desc').orderBy('created_at', 'desc').orderBy('id', 'desc').limit(RECALL_CANDIDATES).execute() : [],
+      mine.where('importance', '>=', ALWAYS_RECALLED_IMPORTANCE).$if(matches !== undefined, query => query.where(sql<boolean>`not (${matches!})`))
+        .orderBy(standing(at), 'desc').orderBy('created_at', 'desc').orderBy('id', 'desc').limit(RECALL_CANDIDATES).execute(),
+    ])
+    return [...matched, ...important].slice(0, RECALL_CANDIDATES)
   }
 
   /**
@@ -350,34 +363,40 @@ export function createMemoryService({ db, clock, characters, onChanged, logger, 
     /**
      * What a reply to `message` should know (docs/memory.md#recall): the memories
      * the message matches, best first, then the most important ones it does not
-     * mention, as many as fit `budget` tokens (one line each). Nothing when the
-     * person turned memory off for the character. The memories recalled have their
-     * `lastUsedAt` set, after this resolves (a reply does not wait for that write).
+     * mention (none when the person turned memory off for the character). Read at
+     * once; `within` then keeps as many as fit a token budget (one line each), and
+     * its `markUsed` sets their `lastUsedAt` when the reply has its answer.
+     * Split in two so a turn can read memories before it knows its model's tokenizer.
      */
-    async recall(userId: string, characterId: string, message: string, budget: RecallBudget): Promise<string[]> {
-      if (budget.tokens <= 0)
-        return []
+    async recall(userId: string, characterId: string, message: string): Promise<RecalledMemories> {
       const terms = tsQuery(message)
       const query = await queryEmbedding(userId, message)
       const rows = query ? await rankedBySimilarity(userId, characterId, terms, query) : await rankedByText(userId, characterId, terms)
-      const kept: Array<{ id: string, content: string }> = []
-      let left = budget.tokens
-      for (const row of rows) {
-        // A memory that does not fit is skipped, not cut: a shorter one after it may.
-        const cost = budget.count(`- ${row.content}\n`)
-        if (cost > left)
-          continue
-        left -= cost
-        kept.push(row)
-      }
-      if (kept.length > 0) {
-        void db.updateTable('memory').set({ last_used_at: now() }).where('user_id', '=', userId).where('id', 'in', kept.map(row => row.id)).execute()
-          .catch((error: unknown) => logger?.warn({ err: error, userId }, 'could not mark recalled memories as used'))
-      }
       // Memories written before the embedding model was set (or changed) get their embeddings now, for the next turns.
       if (query)
         embedMissing(userId, characterId)
-      return kept.map(row => row.content)
+      return {
+        within(budget: RecallBudget) {
+          const kept: Array<{ id: string, content: string }> = []
+          let left = budget.tokens
+          for (const row of rows) {
+            // A memory that does not fit is skipped, not cut: a shorter one after it may.
+            const cost = budget.count(`- ${row.content}\n`)
+            if (cost > left)
+              continue
+            left -= cost
+            kept.push(row)
+          }
+          const usedAt = now()
+          return {
+            lines: kept.map(row => row.content),
+            markUsed: async () => {
+              if (kept.length > 0)
+                await db.updateTable('memory').set({ last_used_at: usedAt }).where('user_id', '=', userId).where('id', 'in', kept.map(row => row.id)).execute()
+            },
+          }
+        },
+      }
     },
 
     /** Whether the caller has memory on for a character (on unless they turned it off). */
