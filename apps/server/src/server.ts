@@ -85,6 +85,7 @@ export async function buildServer({ api, service, logger = false, trustProxy, so
   // Fields plugins set on a request (plugins/bearer-user.ts, plugins/streaming-speech.ts),
   // declared up front so every request has them, with one shape.
   app.decorateRequest('bearerUser', null)
+  app.decorateRequest('bearerKey', null)
   app.decorateRequest('speechTicketHolder', null)
   app.decorateRequest('transcriptionTicketHolder', null)
   // Root hooks, before any route (telemetry's onRoute sees only routes declared after it).

@@ -29,6 +29,7 @@ import { createEmailService } from './services/email.ts'
 import type { Services } from './services/index.ts'
 import { createKeyVault } from './services/key-vault.ts'
 import { createLlmGateway, createLlmUsageReads } from './services/llm-gateway/index.ts'
+import { createApiKeyService } from './services/api-keys/index.ts'
 import { createMemoryEmbeddings, createMemoryExtractor, createMemoryService } from './services/memory/index.ts'
 import { createMetaService } from './services/meta.ts'
 import { createAdminRegistry, createOperatorUsers, createUpstreamAdmin, type OperatorService } from './services/operator/index.ts'
@@ -204,7 +205,11 @@ export async function createApi(deps: ApiDeps) {
   await auth.$context
   const baseUrl = deps.auth.baseUrl.replace(/\/$/, '')
   await seedTrustedClients({ auth, db, clients: deps.auth.trustedClients ?? [], resource: baseUrl })
-  const resolveRequestAuth = createRequestAuthResolver({ auth, issuer: `${baseUrl}${AUTH_BASE_PATH}`, audience: baseUrl, logger, clock, identities })
+  // A key's revocation reaches every instance as a session revocation (the identity cache drops it).
+  const apiKeys = createApiKeyService({ db, clock, revoke: revocation => sessionGuard.revoke(revocation) })
+  userDeletion.register({ name: 'api-keys', priority: 30, softDelete: userId => apiKeys.deleteAllForUser(userId) })
+  accountExport.register({ name: 'api-keys', tables: userId => apiKeys.exportTables(userId) })
+  const resolveRequestAuth = createRequestAuthResolver({ auth, issuer: `${baseUrl}${AUTH_BASE_PATH}`, audience: baseUrl, logger, clock, identities, apiKeys })
   const pingPostgres = async () => {
     await db.selectNoFrom(eb => eb.lit(1).as('ok')).execute()
   }
@@ -236,6 +241,7 @@ export async function createApi(deps: ApiDeps) {
     fluxGrants: createFluxGrantService({ users, billing, logger, onGranted: grant => analytics.fluxGranted(grant) }),
     llmGateway,
     memory,
+    apiKeys,
     operator,
     speech,
     transcription,
@@ -253,6 +259,7 @@ export async function createApi(deps: ApiDeps) {
 
   // Procedures see only the services they call (ProcedureServices).
   const procedureServices: ProcedureServices = {
+    apiKeys: services.apiKeys,
     billing: services.billing,
     characters: services.characters,
     chats: services.chats,

@@ -1,5 +1,6 @@
 import type { Logger } from './logger.ts'
 import type { Services } from './services/index.ts'
+import type { ApiKeyScope, KeyIdentity } from './services/api-keys/index.ts'
 
 export interface AuthUser {
   id: string
@@ -20,12 +21,20 @@ export interface AuthSession {
 export interface RequestAuth {
   user: AuthUser
   session: AuthSession
+  /** Set when the credential is a personal API key (SPEC §4.17): its scopes, budget and rate limit. */
+  apiKey?: KeyIdentity
 }
 
 /** What a transport hands the auth resolver: the request's headers, and for WebSockets the connection params. */
 export interface AuthInput {
   headers: Headers
   connectionParams?: Record<string, string | undefined> | null
+  /**
+   * The gateway scope of the route asking, on the REST gateways only: a personal API
+   * key authenticates there when it has the scope (403 `KEY_SCOPE` otherwise), and
+   * nowhere without it.
+   */
+  keyScope?: ApiKeyScope
 }
 
 /**
@@ -43,7 +52,7 @@ export interface LiveConnection {
 }
 
 /** The services procedures (and trpc.ts's middleware) call; the host reaches the rest through `api.services`. */
-export type ProcedureServices = Pick<Services, 'billing' | 'characters' | 'chats' | 'config' | 'fluxGrants' | 'llmGateway' | 'memory' | 'meta' | 'operator' | 'providers' | 'sessionGuard' | 'streamingSpeech' | 'streamingTranscription' | 'stripe' | 'usage'>
+export type ProcedureServices = Pick<Services, 'apiKeys' | 'billing' | 'characters' | 'chats' | 'config' | 'fluxGrants' | 'llmGateway' | 'memory' | 'meta' | 'operator' | 'providers' | 'sessionGuard' | 'streamingSpeech' | 'streamingTranscription' | 'stripe' | 'usage'>
 
 export interface Context {
   /**

@@ -304,6 +304,8 @@ interface FluxTransactionTable {
   /** What a debit owed but could not take (the balance ran short); 0 otherwise. Never moved the balance. */
   unbilled: Generated<number>
   created_at: Timestamp
+  /** The personal API key that made the call this row bills, if one did. */
+  api_key_id: Generated<string | null>
 }
 
 export type FluxTransaction = Selectable<FluxTransactionTable>
@@ -461,6 +463,38 @@ interface LlmRequestLogTable {
   completed_at: NullableTimestamp
   /** `llm`: a client's gateway call; `reply`: a reply the server made in a chat; `embedding`: a call to the gateway's embeddings; `memory`: the extraction after a reply. */
   kind: Generated<LlmCallKind>
+  /** The personal API key that made the call, if one did. */
+  api_key_id: Generated<string | null>
+}
+
+export type ApiKeyScope = 'llm' | 'speech' | 'transcription'
+export type ApiKeyBudgetPeriod = 'day' | 'month' | 'total'
+
+/** A personal API key (migration 0025): only its hash is kept. */
+interface ApiKeyTable {
+  id: Generated<string>
+  user_id: string
+  name: string
+  /** The key's first characters, to tell keys apart (`airi_sk_` + 6). */
+  prefix: string
+  key_hash: string
+  scopes: ApiKeyScope[]
+  budget_flux: number | null
+  budget_period: ApiKeyBudgetPeriod | null
+  rate_limit_per_minute: number | null
+  expires_at: NullableTimestamp
+  revoked_at: NullableTimestamp
+  last_used_at: NullableTimestamp
+  created_at: Generated<Date>
+}
+
+export type ApiKey = Selectable<ApiKeyTable>
+
+/** A key's spending in one budget period (its start; the epoch for 'total'). */
+interface ApiKeySpendTable {
+  api_key_id: string
+  period_start: Date
+  flux: Generated<number>
 }
 
 export type LlmCallKind = 'llm' | 'reply' | 'embedding' | 'memory'
@@ -481,6 +515,8 @@ interface MeteredUsageTable {
   /** Whole Flux debited under this call (0 when its units stayed below one Flux of debt). */
   flux: Generated<number>
   created_at: Timestamp
+  /** The personal API key that made the call, if one did. */
+  api_key_id: Generated<string | null>
 }
 
 export type MeteredUsageKind = 'tts' | 'tts-stream' | 'stt' | 'stt-stream'
@@ -721,6 +757,8 @@ export interface Database {
 
   llm_request_log: LlmRequestLogTable
   metered_usage: MeteredUsageTable
+  api_keys: ApiKeyTable
+  api_key_spend: ApiKeySpendTable
 
   memory: MemoryTable
   memory_settings: MemorySettingsTable

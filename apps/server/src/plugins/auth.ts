@@ -3,6 +3,7 @@ import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { AUTH_BASE_PATH, ELECTRON_RELAY_PATH, surfaceOutage, type Api } from '@airi/api'
 
 import { escapeHtml, sendPage } from '../html.ts'
+import { refuseApiKeys } from './bearer-user.ts'
 import { toHeaders } from './trpc.ts'
 
 export interface AuthPluginOptions {
@@ -50,6 +51,8 @@ export const authPlugin: FastifyPluginAsync<AuthPluginOptions> = async (app, { a
 
   // AUTH_RATE_LIMIT_PER_MINUTE per client address; its policy (and what happens without Redis) is the rate-limit service's.
   app.addHook('onRequest', async request => api.services.rateLimits.hit('auth', request.ip))
+  // A personal API key is for the gateways only: here it is refused, not taken for a session token.
+  app.addHook('onRequest', refuseApiKeys)
 
   /**
    * The desktop app listens on a loopback port that changes between runs, so it

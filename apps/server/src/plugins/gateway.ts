@@ -48,7 +48,7 @@ const embeddingsBody = z.looseObject({
 export const gatewayPlugin: FastifyPluginAsync<GatewayPluginOptions> = async (app, { api }) => {
   app.setErrorHandler(errorHandler({ shape: 'openai', failure: 'gateway request failed' }))
 
-  app.addHook('preHandler', requireBearerUser(api))
+  app.addHook('preHandler', requireBearerUser(api, 'llm'))
 
   // Shutdown has begun: no new calls; streams under way may finish within the host's deadline.
   app.addHook('preClose', async () => {

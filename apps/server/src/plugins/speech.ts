@@ -26,7 +26,7 @@ export const speechPlugin: FastifyPluginAsync<SpeechPluginOptions> = async (app,
   const speech = api.services.speech
   app.setErrorHandler(errorHandler({ shape: 'openai', failure: 'speech request failed' }))
 
-  app.addHook('preHandler', requireBearerUser(api))
+  app.addHook('preHandler', requireBearerUser(api, 'speech'))
 
   const tts = { preHandler: requireConfig(api, 'TTS_UPSTREAMS') }
   // TTS_RATE_LIMIT_PER_MINUTE per user on synthesis (the catalogues are cached reads).

@@ -96,7 +96,7 @@ export const transcriptionPlugin: FastifyPluginAsync<TranscriptionPluginOptions>
   // Registered here, so only this plugin's routes parse multipart bodies.
   await app.register(multipart, { limits: { ...FORM_LIMITS, fileSize: MAX_TRANSCRIPTION_FILE_BYTES }, throwFileSizeLimit: true })
 
-  app.addHook('preHandler', requireBearerUser(api))
+  app.addHook('preHandler', requireBearerUser(api, 'transcription'))
 
   // STT_RATE_LIMIT_PER_MINUTE per user; both refusals come before the upload is read.
   const guards = [

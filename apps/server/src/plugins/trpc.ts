@@ -9,6 +9,7 @@ import type { WebSocket } from 'ws'
 
 import { ApiError, type Api, type AppRouter, type LiveConnection } from '@airi/api'
 
+import { refuseApiKeys } from './bearer-user.ts'
 import { trpcRetryAfter } from './errors.ts'
 import { KeepAlive, SocketCounts, withDefaults, type KeptAlive } from './socket-limits.ts'
 import { boundSends, createSharingEncoder } from './ws-outbound.ts'
@@ -143,6 +144,8 @@ export const trpcPlugin: FastifyPluginAsync<TrpcPluginOptions> = async (app, { a
     onError,
     responseMeta: trpcRetryAfter,
   } satisfies FastifyTRPCPluginOptions<AppRouter>['trpcOptions']
+  // A personal API key is for the REST gateways only: every procedure, public ones too, answers it 401.
+  app.addHook('onRequest', refuseApiKeys)
   await app.register(fastifyTRPCPlugin, { trpcOptions })
 
   const wsOptions: Omit<WSSHandlerOptions<AppRouter>, 'wss'> = {

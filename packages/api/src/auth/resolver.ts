@@ -2,7 +2,8 @@ import { createLocalJWKSet, errors as joseErrors, jwtVerify, type JSONWebKeySet,
 
 import type { Clock } from '../clock.ts'
 import type { AuthInput, RequestAuth, RequestAuthResolver } from '../context.ts'
-import { outageError } from '../errors.ts'
+import { ApiError, outageError } from '../errors.ts'
+import { isApiKey, keySessionId, type ApiKeyService } from '../services/api-keys/index.ts'
 import type { Logger } from '../logger.ts'
 import type { Auth } from './auth.ts'
 import { credentialKey, type IdentityCache } from './identity-cache.ts'
@@ -54,6 +55,8 @@ export interface RequestAuthResolverOptions {
   clock: Clock
   /** Callers already resolved, by credential; without it every request asks Postgres. */
   identities?: IdentityCache
+  /** Personal API keys; without it a key is an unknown bearer token. */
+  apiKeys?: Pick<ApiKeyService, 'authenticate'>
 }
 
 /**
@@ -64,7 +67,7 @@ export interface RequestAuthResolverOptions {
  * WebSocket clients pass their token as the `token` connection param. Answers
  * are kept in the identity cache, so a known credential costs no SQL.
  */
-export function createRequestAuthResolver({ auth, issuer, audience, logger, clock, identities }: RequestAuthResolverOptions): RequestAuthResolver {
+export function createRequestAuthResolver({ auth, issuer, audience, logger, clock, identities, apiKeys }: RequestAuthResolverOptions): RequestAuthResolver {
   let keySet: { verify: ReturnType<typeof createLocalJWKSet>, loadedAt: number } | undefined
   // One load at a time: concurrent requests that need keys share it.
   let loading: Promise<NonNullable<typeof keySet>> | undefined
@@ -139,10 +142,32 @@ export function createRequestAuthResolver({ auth, issuer, audience, logger, cloc
     }
   }
 
+  /** A personal API key: its user, under a session id of its own (revoking the key drops it from every cache). */
+  async function fromApiKey(token: string): Promise<Resolved | null> {
+    const key = await apiKeys?.authenticate(token)
+    if (!key)
+      return null
+    const { adapter } = await auth.$context
+    const user = await adapter.findOne<UserRow>({ model: 'user', where: [{ field: 'id', value: key.userId }] })
+    if (!user)
+      return null
+    const until = key.expiresAt?.getTime() ?? Number.POSITIVE_INFINITY
+    return {
+      auth: {
+        user: { id: user.id, email: user.email, emailVerified: user.emailVerified, name: user.name },
+        session: { id: keySessionId(key.keyId), userId: user.id, expiresAt: key.expiresAt ?? new Date(8.64e15) },
+        apiKey: key,
+      },
+      until,
+    }
+  }
+
   async function resolveUncached(headers: Headers, authorization: string): Promise<Resolved | null> {
     const token = bearerToken(authorization)
     if (token && isJwt(token))
       return fromAccessToken(token)
+    if (token && isApiKey(token))
+      return fromApiKey(token)
 
     const requestHeaders = new Headers(headers)
     if (authorization && !requestHeaders.has('authorization'))
@@ -165,7 +190,23 @@ export function createRequestAuthResolver({ auth, issuer, audience, logger, cloc
   // Resolutions under way, by credential: a burst of requests with one new token reads Postgres once.
   const pending = new Map<string, { since: number, result: Promise<RequestAuth | null> }>()
 
-  return async ({ headers, connectionParams }: AuthInput) => {
+  /**
+   * A key answers only where a gateway asks with the key's scope: anywhere else
+   * (tRPC, account operations, sockets) it is no caller at all.
+   */
+  function admit(resolved: RequestAuth | null, keyScope: AuthInput['keyScope']): RequestAuth | null {
+    if (!resolved?.apiKey)
+      return resolved
+    if (!keyScope)
+      return null
+    if (!resolved.apiKey.scopes.includes(keyScope))
+      throw new ApiError(403, 'KEY_SCOPE', `This API key may not be used for ${keyScope}; make a key with that scope`, { scope: keyScope })
+    return resolved
+  }
+
+  return async (input: AuthInput) => admit(await resolveAny(input), input.keyScope)
+
+  async function resolveAny({ headers, connectionParams }: AuthInput): Promise<RequestAuth | null> {
     const paramToken = connectionParams?.token
     const authorization = headers.get('authorization') ?? (paramToken ? `Bearer ${paramToken}` : '')
     const cookie = headers.get('cookie') ?? ''

@@ -1,5 +1,6 @@
 import { createRouter } from '../trpc.ts'
 import { adminRouter } from './admin.ts'
+import { apiKeysRouter } from './api-keys.ts'
 import { audioRouter } from './audio.ts'
 import { authRouter } from './auth.ts'
 import { billingRouter } from './billing.ts'
@@ -13,6 +14,7 @@ import { usageRouter } from './usage.ts'
 
 export const appRouter = createRouter({
   admin: adminRouter,
+  apiKeys: apiKeysRouter,
   audio: audioRouter,
   auth: authRouter,
   billing: billingRouter,

@@ -8,6 +8,7 @@ import type { ConfigService } from './config.ts'
 import type { EmailService } from './email.ts'
 import type { LlmGateway } from './llm-gateway/index.ts'
 import type { MemoryService } from './memory/index.ts'
+import type { ApiKeyService } from './api-keys/index.ts'
 import type { OperatorService } from './operator/index.ts'
 import type { createMetaService } from './meta.ts'
 import type { ProviderService } from './providers.ts'
@@ -36,6 +37,8 @@ export interface Services {
   llmGateway: LlmGateway
   /** Long-term memory: what each character remembers of a user, and its search. */
   memory: MemoryService
+  /** Personal API keys for the REST gateways. */
+  apiKeys: ApiKeyService
   /** Upstreams by alias, administrators and accounts, for the CLI and the admin pages. */
   operator: OperatorService
   /** Speech synthesis and voice catalogues, billed on the `tts` meter. */

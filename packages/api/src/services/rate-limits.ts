@@ -44,6 +44,8 @@ const POLICIES = {
   'checkout': { limit: 10, per: 'user', counts: 'checkouts', whenCountersDown: 'refuse' },
   /** chats.sendMessages, a resend included (CHAT_RATE_LIMIT_PER_MINUTE). */
   'chat-messages': { limit: 120, per: 'user', counts: 'message sends', whenCountersDown: 'allow' },
+  /** Calls with one personal API key that has its own `rateLimitPerMinute` (the limit is the key's), on top of the user's. */
+  'api-key': { limit: 60, per: 'user', counts: 'requests with this API key', whenCountersDown: 'refuse' },
   /** GET /api/v1/account/export, per hour: each export reads all of the user's rows (EXPORT_RATE_LIMIT_PER_HOUR). */
   'export': { limit: 6, per: 'user', counts: 'account exports', whenCountersDown: 'refuse', windowSeconds: 3600 },
 } as const satisfies Record<string, RateLimitPolicy>
@@ -77,10 +79,11 @@ export function createRateLimits({ counters, metrics, logger, limits = {}, windo
     limitOf,
 
     /**
-     * Counts one call on `route` by `subject` (the user's id, or the client's
-     * address for a route limited per address); throws 429 past the limit.
+     * Counts one call on `route` by `subject` (the user's id, the client's address
+     * for a route limited per address, a key's id); throws 429 past the limit, or
+     * past `ownLimit` when the subject carries its own (an API key's).
      */
-    async hit(route: RateLimitedRoute, subject: string): Promise<void> {
+    async hit(route: RateLimitedRoute, subject: string, ownLimit?: number): Promise<void> {
       const policy: RateLimitPolicy = POLICIES[route]
       const window = policy.windowSeconds ?? windowSeconds
       const who = policy.per === 'user' ? { userId: subject } : { address: subject }
@@ -96,7 +99,7 @@ export function createRateLimits({ counters, metrics, logger, limits = {}, windo
         }
         throw outage ?? error
       }
-      const limit = limitOf(route)
+      const limit = ownLimit ?? limitOf(route)
       if (hit.count <= limit)
         return
       metrics.rateLimitBlocked.add(1, { 'airi.rate_limit.route': route })

@@ -23,6 +23,7 @@ import * as operatorAdmins from './0021_operator_admins.ts'
 import * as memories from './0022_memories.ts'
 import * as embeddingsKind from './0023_embeddings_kind.ts'
 import * as memoryRecall from './0024_memory_recall.ts'
+import * as apiKeys from './0025_api_keys.ts'
 
 /**
  * Every migration, keyed by name. Kysely's Migrator applies them in key order, so
@@ -52,4 +53,5 @@ export const migrations: Record<string, Migration> = {
   '0022_memories': memories,
   '0023_embeddings_kind': embeddingsKind,
   '0024_memory_recall': memoryRecall,
+  '0025_api_keys': apiKeys,
 }
