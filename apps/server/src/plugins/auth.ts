@@ -3,7 +3,7 @@ import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { AUTH_BASE_PATH, ELECTRON_RELAY_PATH, surfaceOutage, type Api } from '@airi/api'
 
 import { escapeHtml, sendPage } from '../html.ts'
-import { refuseApiKeys } from './bearer-user.ts'
+import { refuseApiKeys } from './refuse-api-keys.ts'
 import { toHeaders } from './trpc.ts'
 
 export interface AuthPluginOptions {

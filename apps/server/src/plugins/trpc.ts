@@ -9,7 +9,7 @@ import type { WebSocket } from 'ws'
 
 import { ApiError, type Api, type AppRouter, type LiveConnection } from '@airi/api'
 
-import { refuseApiKeys } from './bearer-user.ts'
+import { refuseApiKeys } from './refuse-api-keys.ts'
 import { trpcRetryAfter } from './errors.ts'
 import { KeepAlive, SocketCounts, withDefaults, type KeptAlive } from './socket-limits.ts'
 import { boundSends, createSharingEncoder } from './ws-outbound.ts'
