@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import type { AiriClient } from '@airi/sdk'
 import type { FakeUpstream } from '@airi/tooling/fakes/openai-upstream'
+import { startFakeTtsUpstream, type FakeTtsUpstream } from '@airi/tooling/fakes/tts-upstream'
 import { until } from '@airi/tooling/test/until'
 
 import { startConversationDeployment, type ConversationDeployment } from './conversations-setup.ts'
@@ -20,12 +21,19 @@ let deployment: ConversationDeployment
 let llm: FakeUpstream
 let a: TestServer
 let b: TestServer
+let tts: FakeTtsUpstream
 
 beforeAll(async () => {
   deployment = await startConversationDeployment({ chat: 'gpt-4o-mini' })
   ;({ llm, a, b } = deployment)
+  tts = await startFakeTtsUpstream()
+  const { keyId, ciphertext } = a.api.services.llmGateway.encryptKey('voice', 'k0', 'sk-tts')
+  await a.api.services.config.set('TTS_UPSTREAMS', { defaultModel: 'voice', models: { voice: { adapter: 'openai-compatible', baseUrl: tts.url, model: 'upstream-tts', keys: [{ id: keyId, ciphertext }] } } })
 })
-afterAll(() => deployment?.close())
+afterAll(async () => {
+  await deployment?.close()
+  await tts?.close()
+})
 
 const sdk = (user: TestUser, server: TestServer = a): AiriClient => deployment.client(user.token, server)
 const openai = (key: string, server: TestServer = a) => new OpenAI({ apiKey: key, baseURL: `${server.baseUrl}/api/v1/openai`, maxRetries: 0 })
@@ -39,12 +47,12 @@ const chat = (key: string, server: TestServer = a) => openai(key, server).chat.c
 describe('making and listing keys', () => {
   it('shows the key once, stores only its hash, and lists it without the key', async () => {
     const user = await createVerifiedUser(a)
-    const created = await makeKey(user, { name: 'My script', scopes: ['llm', 'speech'], budget: { flux: 50, period: 'month' }, rateLimitPerMinute: 30 })
+    const created = await makeKey(user, { name: 'My script', scopes: ['llm'], budget: { flux: 50, period: 'month' }, rateLimitPerMinute: 30 })
     expect(created.key).toMatch(/^airi_sk_[\w-]{43}$/)
-    expect(created).toMatchObject({ name: 'My script', prefix: created.key.slice(0, 14), scopes: ['llm', 'speech'], budget: { flux: 50, period: 'month' }, spent: 0, rateLimitPerMinute: 30, lastUsedAt: null, expiresAt: null })
+    expect(created).toMatchObject({ name: 'My script', prefix: created.key.slice(0, 14), scopes: ['llm'], budget: { flux: 50, period: 'month' }, spent: 0, rateLimitPerMinute: 30, lastUsedAt: null, expiresAt: null })
 
     const [listed] = await sdk(user).apiKeys.list.query()
-    expect(listed).toEqual({ id: created.id, name: 'My script', prefix: created.prefix, scopes: ['llm', 'speech'], budget: { flux: 50, period: 'month' }, spent: 0, rateLimitPerMinute: 30, lastUsedAt: null, expiresAt: null, createdAt: created.createdAt })
+    expect(listed).toEqual({ id: created.id, name: 'My script', prefix: created.prefix, scopes: ['llm'], budget: { flux: 50, period: 'month' }, spent: 0, rateLimitPerMinute: 30, lastUsedAt: null, expiresAt: null, createdAt: created.createdAt })
     expect(JSON.stringify(listed)).not.toContain(created.key.slice(14))
     const row = await a.database.db.selectFrom('api_keys').select('key_hash').where('id', '=', created.id).executeTakeFirstOrThrow()
     expect(row.key_hash).toBe(createHash('sha256').update(created.key).digest('hex'))
@@ -58,6 +66,7 @@ describe('making and listing keys', () => {
     expect(await badRequestFields(client.apiKeys.create.mutate({ name: 'x', scopes: ['llm'], budget: { flux: 0, period: 'day' } }))).toEqual(['budget.flux'])
     expect(await badRequestFields(client.apiKeys.create.mutate({ name: 'x', scopes: ['llm'], budget: { flux: -5, period: 'week' as 'day' } }))).toEqual(['budget.flux', 'budget.period'])
     expect(await badRequestFields(client.apiKeys.create.mutate({ name: '', scopes: ['llm'] }))).toEqual(['name'])
+    expect(await badRequestFields(client.apiKeys.create.mutate({ name: 'x', scopes: ['llm', 'speech'], budget: { flux: 10, period: 'day' } }))).toEqual(['budget'])
     const past = await failure(client.apiKeys.create.mutate({ name: 'x', scopes: ['llm'], expiresAt: new Date(Date.now() - 1000) }))
     expect(past.data).toMatchObject({ httpStatus: 400, details: { field: 'expiresAt' } })
 
@@ -134,6 +143,71 @@ describe('where a key works', () => {
     // Another key of the same user has its own count.
     const { key: other } = await makeKey(user)
     await chat(other)
+  })
+})
+
+describe('speech with a key', () => {
+  it('speaks with a speech key through the official openai client, and refuses an llm-only key', async () => {
+    const user = await createVerifiedUser(a)
+    const { key } = await makeKey(user, { scopes: ['speech'] })
+    const speech = (apiKey: string) => new OpenAI({ apiKey, baseURL: `${a.baseUrl}/api/v1`, maxRetries: 0 }).audio.speech.create({ model: 'voice', voice: 'alloy', input: 'Hello there.', response_format: 'wav' })
+    const audio = Buffer.from(await (await speech(key)).arrayBuffer())
+    expect(audio.subarray(0, 4).toString()).toBe('RIFF')
+    const { key: llmOnly } = await makeKey(user)
+    expect((await refusal(speech(llmOnly))).status).toBe(403)
+  })
+})
+
+describe('budgets', () => {
+  it('serves exactly what the budget covers under concurrency, bills every ledger row to the key, and names the key in usage', async () => {
+    const user = await createVerifiedUser(a)
+    // What one call reserves, measured on a key without a budget.
+    const probe = await makeKey(user, { name: 'probe' })
+    await chat(probe.key)
+    const { flux_reserved: reserved } = await a.database.db.selectFrom('llm_request_log').select('flux_reserved').where('api_key_id', '=', probe.id).executeTakeFirstOrThrow()
+    expect(reserved).toBeGreaterThan(0)
+
+    const budgeted = await makeKey(user, { name: 'budgeted', budget: { flux: 3 * reserved, period: 'day' } })
+    let release!: () => void
+    const hold = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    llm.behave(() => ({ kind: 'complete', content: 'Held.', hold }))
+    const seen = llm.requests.length
+    try {
+      const calls = Array.from({ length: 20 }, (_, index) => chat(budgeted.key, index % 2 === 0 ? a : b).then(() => 200, (error: InstanceType<typeof OpenAI.APIError>) => error))
+      // Every call has either reached the upstream (held there) or been refused.
+      await until(async () => (await a.database.db.selectFrom('llm_request_log').select(eb => eb.fn.countAll<number>().as('count')).where('api_key_id', '=', budgeted.id).executeTakeFirstOrThrow()).count === 20, 'all 20 calls to be logged')
+      expect(llm.requests.length - seen, 'only the calls the budget covers reach the upstream').toBe(3)
+      release()
+      const outcomes = await Promise.all(calls)
+      expect(outcomes.filter(outcome => outcome === 200)).toHaveLength(3)
+      const refused = outcomes.filter((outcome): outcome is InstanceType<typeof OpenAI.APIError> => outcome !== 200)
+      expect(refused.every(error => error.status === 402 && (error.error as { code?: string }).code === 'KEY_BUDGET_EXCEEDED')).toBe(true)
+    }
+    finally {
+      release()
+      llm.reset()
+    }
+
+    // Every ledger row of the key's calls carries the key, and `spent` is their sum.
+    const logRows = await a.database.db.selectFrom('llm_request_log').select(['request_id', 'flux_consumed']).where('api_key_id', '=', budgeted.id).execute()
+    const served = logRows.filter(row => row.flux_consumed > 0)
+    expect(served).toHaveLength(3)
+    const ledger = await a.database.db.selectFrom('flux_transaction').select(['type', 'amount', 'api_key_id', 'request_id']).where('user_id', '=', user.id)
+      .where(eb => eb.or(served.map(row => eb('request_id', 'like', `llm:${row.request_id}:%`)))).execute()
+    expect(ledger.length).toBeGreaterThanOrEqual(3)
+    expect(ledger.every(row => row.api_key_id === budgeted.id)).toBe(true)
+    const net = ledger.reduce((sum, row) => sum + (row.type === 'debit' ? row.amount : -row.amount), 0)
+    expect(net).toBe(served.reduce((sum, row) => sum + row.flux_consumed, 0))
+    const listed = (await sdk(user).apiKeys.list.query()).find(item => item.id === budgeted.id)!
+    expect(listed.spent).toBe(net)
+
+    const usage = await sdk(user).usage.calls.query({ kind: 'llm', limit: 100 })
+    const named = usage.items.filter(item => item.apiKey?.id === budgeted.id)
+    expect(named.length).toBe(20)
+    expect(named[0]!.apiKey).toEqual({ id: budgeted.id, name: 'budgeted', prefix: budgeted.prefix })
+    expect(usage.items.filter(item => item.apiKey?.id === probe.id)).toHaveLength(1)
   })
 })
 

@@ -42,6 +42,7 @@ export const router = createRouter({
     { path: '/flux', name: 'flux', component: () => import('./views/FluxView.vue') },
     { path: '/usage', name: 'usage', component: () => import('./views/UsageView.vue') },
     { path: '/account', name: 'account', component: () => import('./views/AccountView.vue') },
+    { path: '/api-keys', name: 'api-keys', component: () => import('./views/ApiKeysView.vue') },
     { path: '/admin/:tab?', name: 'admin', component: () => import('./views/AdminView.vue'), props: true },
     { path: '/:rest(.*)*', name: 'not-found', component: () => import('./views/NotFoundView.vue') },
   ],

@@ -29,7 +29,7 @@ import { createEmailService } from './services/email.ts'
 import type { Services } from './services/index.ts'
 import { createKeyVault } from './services/key-vault.ts'
 import { createLlmGateway, createLlmUsageReads } from './services/llm-gateway/index.ts'
-import { createApiKeyService } from './services/api-keys/index.ts'
+import { createApiKeyService, createKeyBudgets } from './services/api-keys/index.ts'
 import { createMemoryEmbeddings, createMemoryExtractor, createMemoryService } from './services/memory/index.ts'
 import { createMetaService } from './services/meta.ts'
 import { createAdminRegistry, createOperatorUsers, createUpstreamAdmin, type OperatorService } from './services/operator/index.ts'
@@ -113,7 +113,7 @@ export async function createApi(deps: ApiDeps) {
   const users = createUsers({ db })
   // One key pool for LLM, speech and streaming speech, so a key cooled down by one is skipped by all.
   const keyPool = createUpstreamKeyPool({ keyVault, logger, clock })
-  const llmGateway = createLlmGateway({ db, config, billing, metrics, logger, keyVault, keyPool, clock })
+  const llmGateway = createLlmGateway({ db, config, billing, metrics, logger, keyVault, keyPool, clock, keyBudgets: createKeyBudgets({ db, clock }) })
   // A memory change reaches the user's devices as a `memory` event on their live feed (`chats` is built below).
   const memory = createMemoryService({
     db,
@@ -175,7 +175,8 @@ export async function createApi(deps: ApiDeps) {
   accountExport.register({ name: 'flux', tables: userId => billing.exportTables(userId) })
   accountExport.register({ name: 'stripe', tables: userId => stripe.exportTables(userId) })
   accountExport.register({ name: 'llm-gateway', tables: userId => llmGateway.exportTables(userId) })
-  const usage = createUsageService({ db, llmCalls: createLlmUsageReads(db) })
+  // Calls made with an API key are named by it (`apiKeys` is built below).
+  const usage = createUsageService({ db, llmCalls: createLlmUsageReads(db), keysOf: (userId, ids) => apiKeys.describe(userId, ids) })
   accountExport.register({ name: 'usage', tables: userId => usage.exportTables(userId) })
   accountExport.register({ name: 'analytics', tables: userId => analytics.exportTables(userId) })
   const admins = createAdminRegistry({ db, users, envEmails: deps.adminEmails ?? [] })

@@ -467,7 +467,7 @@ interface LlmRequestLogTable {
   api_key_id: Generated<string | null>
 }
 
-export type ApiKeyScope = 'llm' | 'speech' | 'transcription'
+type ApiKeyScope = 'llm' | 'speech' | 'transcription'
 export type ApiKeyBudgetPeriod = 'day' | 'month' | 'total'
 
 /** A personal API key (migration 0025): only its hash is kept. */

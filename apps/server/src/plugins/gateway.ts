@@ -69,7 +69,7 @@ export const gatewayPlugin: FastifyPluginAsync<GatewayPluginOptions> = async (ap
     // The client going away aborts the upstream call and ends the billing as it stands.
     const gone = clientGone(reply)
 
-    const result = await api.services.llmGateway.complete(request.bearerUser!.id, body, gone, { admitted })
+    const result = await api.services.llmGateway.complete(request.bearerUser!.id, body, gone, { admitted, apiKey: request.bearerKey ?? undefined })
     if (result.kind === 'json')
       return reply.type('application/json; charset=utf-8').send(result.text)
 
@@ -105,7 +105,7 @@ export const gatewayPlugin: FastifyPluginAsync<GatewayPluginOptions> = async (ap
     const admitted = api.services.rateLimits.hit('gateway', request.bearerUser!.id)
     admitted.catch(() => {})
     const gone = clientGone(reply)
-    const text = await api.services.llmGateway.embed(request.bearerUser!.id, body, gone, { admitted })
+    const text = await api.services.llmGateway.embed(request.bearerUser!.id, body, gone, { admitted, apiKey: request.bearerKey ?? undefined })
     return reply.type('application/json; charset=utf-8').send(text)
   })
 }

@@ -11,6 +11,11 @@ export default {
     text: 'Sign in with this e-mail on any device: your characters, chats and Flux are the same everywhere and update live.',
     signOut: 'To sign out of this device, open the menu at the top right. Forgot your password? The sign-in page can send you a link to set a new one.',
   },
+  apiKeys: {
+    title: 'API keys',
+    text: 'Let other apps, such as SillyTavern or your own scripts, use AI with your Flux — each with a key of its own that you can limit and revoke.',
+    open: 'Manage API keys',
+  },
   export: {
     title: 'Your data',
     text: 'One JSON file with everything we keep about you: profile, characters, chats and their messages, provider settings (keys left out), Flux ledger, orders and usage.',

@@ -3,7 +3,7 @@ import { z } from 'zod'
 import { id, text } from '../../routers/schemas.ts'
 
 /** What a key may be used for: one gateway each (SPEC §4.17). */
-export const API_KEY_SCOPES = ['llm', 'speech', 'transcription'] as const
+const API_KEY_SCOPES = ['llm', 'speech', 'transcription'] as const
 export type ApiKeyScope = typeof API_KEY_SCOPES[number]
 
 /** A budget above this is no budget at all (and stays a safe integer once summed). */
@@ -20,6 +20,10 @@ export const apiKeyCreateInput = z.object({
   rateLimitPerMinute: z.number().int().min(1).max(10_000).optional(),
   /** Must lie in the future (checked against the server's clock). */
   expiresAt: z.date().optional(),
+}).refine(input => !input.budget || input.scopes.every(scope => scope === 'llm'), {
+  // Speech and transcription are metered after the fact, not reserved: a budget there could not be kept before the upstream call.
+  message: 'a budget applies to keys for chat models only; make a separate key for speech or transcription',
+  path: ['budget'],
 })
 
 export const apiKeyByIdInput = z.object({ id })

@@ -8,10 +8,11 @@ import type { SessionRevocation } from '../../auth/session-guard.ts'
 import type { Clock } from '../../clock.ts'
 import { ApiError, notFound } from '../../errors.ts'
 import { keysetPages, type ExportTables } from '../account-export/index.ts'
+import { periodStart } from './budget.ts'
 import type { ApiKeyCreateInput, ApiKeyScope } from './schema.ts'
 
 /** Every key starts with this: a resolver tells keys from session tokens and JWTs by it, and secret scanners find leaked ones. */
-export const API_KEY_PREFIX = 'airi_sk_'
+const API_KEY_PREFIX = 'airi_sk_'
 /** Live keys (not revoked, not expired) one user may hold. */
 const MAX_LIVE_KEYS = 20
 /** Keys `list` shows at most: the live ones and the newest expired ones. */
@@ -62,15 +63,6 @@ const hashOf = (key: string) => createHash('sha256').update(key).digest('hex')
 
 /** The session id a key's identity is cached under: revoking it drops the identity on every instance. */
 export const keySessionId = (keyId: string) => `apikey:${keyId}`
-
-/** When a budget period that contains `now` began (UTC); the epoch for 'total'. */
-export function periodStart(period: ApiKeyBudgetPeriod, now: Date): Date {
-  if (period === 'day')
-    return new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate()))
-  if (period === 'month')
-    return new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1))
-  return new Date(0)
-}
 
 function budgetOf(row: Pick<ApiKey, 'budget_flux' | 'budget_period'>) {
   return row.budget_flux !== null && row.budget_period !== null ? { flux: row.budget_flux, period: row.budget_period } : null
@@ -184,13 +176,25 @@ export function createApiKeyService({ db, clock, revoke }: ApiKeyDeps) {
       await db.updateTable('api_keys').set({ last_used_at: new Date(at) }).where('id', '=', keyId).execute()
     },
 
-    /** Account export: the keys without their hashes. */
+    /** The caller's keys among `ids` (revoked ones too), for usage to name the key of each call. */
+    async describe(userId: string, ids: string[]): Promise<Map<string, { id: string, name: string, prefix: string }>> {
+      const rows = ids.length === 0 ? [] : await db.selectFrom('api_keys').select(['id', 'name', 'prefix']).where('user_id', '=', userId).where('id', 'in', ids).execute()
+      return new Map(rows.map(row => [row.id, row]))
+    },
+
+    /** Account export: the keys without their hashes, and their budgets' running totals. */
     exportTables(userId: string): ExportTables {
       return {
         api_keys: keysetPages(async (after: { id: string } | undefined, limit) => db.selectFrom('api_keys')
           .select(['id', 'name', 'prefix', 'scopes', 'budget_flux', 'budget_period', 'rate_limit_per_minute', 'expires_at', 'revoked_at', 'last_used_at', 'created_at'])
           .where('user_id', '=', userId).$if(after !== undefined, query => query.where('id', '>', after!.id))
           .orderBy('id').limit(limit).execute()),
+        // What each budgeted key has claimed per period (the budget's guard; the ledger has what was spent).
+        api_key_spend: keysetPages(async (after: { api_key_id: string, period_start: Date } | undefined, limit) => db.selectFrom('api_key_spend as s')
+          .innerJoin('api_keys as k', 'k.id', 's.api_key_id').select(['s.api_key_id', 's.period_start', 's.flux'])
+          .where('k.user_id', '=', userId)
+          .$if(after !== undefined, query => query.where(eb => eb.or([eb('s.api_key_id', '>', after!.api_key_id), eb.and([eb('s.api_key_id', '=', after!.api_key_id), eb('s.period_start', '>', after!.period_start)])])))
+          .orderBy('s.api_key_id').orderBy('s.period_start').limit(limit).execute()),
       }
     },
 

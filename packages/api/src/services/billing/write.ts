@@ -74,6 +74,8 @@ export interface WriteInput {
   requestId: string
   description?: string
   metadata?: Record<string, unknown>
+  /** The personal API key whose call this write bills: on the row, so what a key spent is the sum of its rows. */
+  apiKeyId?: string
   /**
    * true: a `requestId` already used is refused (409 REQUEST_ID_REUSED, nothing
    * written) instead of answered with the first row, for callers whose every call
@@ -209,6 +211,7 @@ function writeRow({ input, plan }: PlannedWrite, index: number) {
     request_id: input.requestId,
     description: input.description ?? null,
     metadata: input.metadata && Object.keys(input.metadata).length > 0 ? input.metadata : null,
+    api_key_id: input.apiKeyId ?? null,
   }
 }
 
@@ -257,7 +260,7 @@ function writeStatement(writes: readonly PlannedWrite[]): RawBuilder<WriteRow & 
   return sql<WriteRow & { ord: string }>`${prepared}
     WITH RECURSIVE i AS (
       SELECT * FROM jsonb_to_recordset(${JSON.stringify(writes.map(writeRow))}::jsonb)
-        AS i(ord bigint, user_id text, type text, amount bigint, minimum bigint, owed boolean, request_id text, description text, metadata jsonb)
+        AS i(ord bigint, user_id text, type text, amount bigint, minimum bigint, owed boolean, request_id text, description text, metadata jsonb, api_key_id text)
     ), acct AS (
       -- Lookups row by row (a lateral subquery that is never flattened into a
       -- join), so the cached plan reads the indexes however small the tables were
@@ -284,12 +287,13 @@ function writeStatement(writes: readonly PlannedWrite[]): RawBuilder<WriteRow & 
       WHERE u.user_id = last.user_id
     ), ins AS (
       -- In each user's order, so seq follows the balance. A short debit that is owed records what was asked for and what went unbilled.
-      INSERT INTO flux_transaction (user_id, type, amount, balance_before, balance_after, request_id, description, metadata, unbilled)
+      INSERT INTO flux_transaction (user_id, type, amount, balance_before, balance_after, request_id, description, metadata, unbilled, api_key_id)
       SELECT w.user_id, w.type, s.moved, s.before, s.after, w.request_id, w.description,
         CASE WHEN w.owed AND s.moved < w.amount
           THEN COALESCE(w.metadata, '{}'::jsonb) || jsonb_build_object('requestedAmount', w.amount, 'unbilled', w.amount - s.moved)
           ELSE w.metadata END,
-        CASE WHEN w.owed THEN w.amount - s.moved ELSE 0 END
+        CASE WHEN w.owed THEN w.amount - s.moved ELSE 0 END,
+        w.api_key_id
       FROM steps s JOIN i w ON w.ord = s.ord WHERE s.moved IS NOT NULL
       ORDER BY s.user_id, s.step
       RETURNING ${entryColumns('flux_transaction')}

@@ -9,6 +9,8 @@ export interface BilledCall {
   alias: string
   /** What the reservation took: the most the call may be served for. */
   reserved: number
+  /** The personal API key that made the call: every ledger row of the call carries it. */
+  apiKeyId?: string
 }
 
 export const ledgerIds = (callId: string) => ({
@@ -35,7 +37,7 @@ export function createCallBilling({ billing, logger }: { billing: BillingService
      * `least`; else 402 and nothing reaches an upstream. Returns what was taken.
      */
     async reserve(call: Omit<BilledCall, 'reserved'>, { wanted, least }: { wanted: number, least: number }, alongside?: Alongside, afterCommit?: (work: Promise<void>) => void): Promise<number> {
-      const entry = await billing.debit({ userId: call.userId, amount: wanted, atLeast: least, requestId: ledgerIds(call.id).reserve, description: `LLM call (${call.alias})`, metadata: { model: call.alias, call: call.id }, alongside, afterCommit })
+      const entry = await billing.debit({ userId: call.userId, amount: wanted, atLeast: least, requestId: ledgerIds(call.id).reserve, description: `LLM call (${call.alias})`, metadata: { model: call.alias, call: call.id }, apiKeyId: call.apiKeyId, alongside, afterCommit })
       return entry.amount
     },
 
@@ -55,7 +57,7 @@ export function createCallBilling({ billing, logger }: { billing: BillingService
       if (difference > 0) {
         // What the debit took on top of the reservation (less when the balance ran short, none when it was empty).
         const alongside = log?.({ base: call.reserved, sign: 1 })
-        const entry = await billing.debit({ userId: call.userId, amount: difference, served: true, requestId: ledgerIds(call.id).settle, description: `LLM usage (${call.alias})`, metadata, alongside })
+        const entry = await billing.debit({ userId: call.userId, amount: difference, served: true, requestId: ledgerIds(call.id).settle, description: `LLM usage (${call.alias})`, metadata, apiKeyId: call.apiKeyId, alongside })
         const unbilled = difference - entry.amount
         if (unbilled > 0)
           logger.warn({ userId: call.userId, call: call.id, unbilled }, 'LLM usage exceeded the reservation and the balance; the rest is recorded as unbilled')
@@ -63,7 +65,7 @@ export function createCallBilling({ billing, logger }: { billing: BillingService
       }
       if (difference < 0) {
         const alongside = log?.({ base: call.reserved, sign: -1 })
-        await billing.credit({ userId: call.userId, amount: -difference, requestId: ledgerIds(call.id).refund, description: `LLM reservation returned (${call.alias})`, metadata, alongside })
+        await billing.credit({ userId: call.userId, amount: -difference, requestId: ledgerIds(call.id).refund, description: `LLM reservation returned (${call.alias})`, metadata, apiKeyId: call.apiKeyId, alongside })
         return { charged: cost, unbilled: 0, logged: log !== undefined }
       }
       return { charged: cost, unbilled: 0, logged: false }
@@ -71,7 +73,7 @@ export function createCallBilling({ billing, logger }: { billing: BillingService
 
     /** Gives back `amount` of the reservation (all of it by default: nothing was delivered); `alongside` joins the credit's statement. */
     async refund(call: BilledCall, reason: string, { amount = call.reserved, alongside }: { amount?: number, alongside?: Alongside } = {}): Promise<void> {
-      await billing.credit({ userId: call.userId, amount, requestId: ledgerIds(call.id).refund, description: `LLM call ${reason} (${call.alias})`, metadata: { model: call.alias, call: call.id }, alongside })
+      await billing.credit({ userId: call.userId, amount, requestId: ledgerIds(call.id).refund, description: `LLM call ${reason} (${call.alias})`, metadata: { model: call.alias, call: call.id }, apiKeyId: call.apiKeyId, alongside })
     },
   }
 }

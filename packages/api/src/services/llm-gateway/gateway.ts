@@ -16,6 +16,7 @@ import { createCallBilling } from './billing.ts'
 import { createCallSignal } from './call-signal.ts'
 import { embeddingsAnswer, inputOf, type EmbeddingsBody } from './embeddings.ts'
 import { requestLogExportTables } from './export.ts'
+import type { BudgetedKey, KeyBudgets } from '../api-keys/index.ts'
 import { failureOf, type CallEnds, type Failure } from './failure.ts'
 import { relayStream } from './relay.ts'
 import { createRequestLog, type ReconcileReport } from './request-log.ts'
@@ -59,6 +60,8 @@ export interface ReserveOptions {
    * rejection refuses the call with nothing written.
    */
   admitted?: Promise<unknown>
+  /** The personal API key the client used: on the call's rows, and its budget claimed before the reservation. */
+  apiKey?: BudgetedKey
 }
 
 /** A call whose Flux is reserved and whose upstreams are not called yet (see `reserve`). */
@@ -91,6 +94,8 @@ export interface LlmGatewayDeps {
   keyPool: UpstreamKeyPool
   /** Call durations and the reconciliation cutoff read the time here. */
   clock: Clock
+  /** Budgets of personal API keys (SPEC §4.17); without it a key's budget is not enforced. */
+  keyBudgets?: KeyBudgets
 }
 
 /** Whole-chain deadline when the router config names none. */
@@ -120,7 +125,7 @@ const chatAnswer: ReadAnswer = (payload) => {
  * refund when every upstream failed. Each call's `llm_request_log` row is
  * written pending first, so a call cut short by a crash can be reconciled.
  */
-export function createLlmGateway({ db, config, billing, metrics, logger, keyVault, keyPool, clock }: LlmGatewayDeps) {
+export function createLlmGateway({ db, config, billing, metrics, logger, keyVault, keyPool, clock, keyBudgets }: LlmGatewayDeps) {
   const router = createUpstreamRouter({ keyPool, logger, metrics })
   const callBilling = createCallBilling({ billing, logger })
   const requestLog = createRequestLog({ db, logger, clock })
@@ -212,7 +217,7 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
     await options.admitted
     const telemetry = startCallTelemetry({ metrics, clock, alias, upstreams, callId, stream })
     const ends: CallEnds = { shutdown: shutdown.signal, clientSignal, deadline, closing: () => closing }
-    const reserved = await reserveCall({ requestLog, callBilling, logger }, { userId, callId, alias, bounds, prompt, telemetry, kind: options.kind ?? 'llm' })
+    const reserved = await reserveCall({ requestLog, callBilling, logger, keyBudgets }, { userId, callId, alias, bounds, prompt, telemetry, kind: options.kind ?? 'llm', apiKey: options.apiKey })
     // The upstream is asked for no more output than the reservation pays for.
     const upstreamBody = withCap(body, capFor(reserved.call.reserved, bounds))
     return { callId, alias, upstreams, upstreamBody, stream, signal: deadline.signal, ends, reserved, telemetry, abandoned }
@@ -411,7 +416,7 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
      * last one, or when it is cut short (the client leaves, the deadline passes,
      * the server shuts down) on what was relayed.
      */
-    async complete(userId: string, body: ChatCompletionBody, clientSignal: AbortSignal, options: Pick<ReserveOptions, 'admitted'> = {}): Promise<CompletionResult> {
+    async complete(userId: string, body: ChatCompletionBody, clientSignal: AbortSignal, options: Pick<ReserveOptions, 'admitted' | 'apiKey'> = {}): Promise<CompletionResult> {
       return (await this.reserve(userId, body, clientSignal, options)).start()
     },
 
@@ -436,7 +441,7 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
         await options.admitted
         const telemetry = startCallTelemetry({ metrics, clock, alias, upstreams: entry.upstreams, callId, stream: false, operation: 'embeddings' })
         const ends: CallEnds = { shutdown: shutdown.signal, clientSignal, deadline, closing: () => closing }
-        const reserved = await reserveCall({ requestLog, callBilling, logger }, { userId, callId, alias, bounds, prompt: input, telemetry, kind: options.kind ?? 'embedding', capped: true })
+        const reserved = await reserveCall({ requestLog, callBilling, logger, keyBudgets }, { userId, callId, alias, bounds, prompt: input, telemetry, kind: options.kind ?? 'embedding', capped: true, apiKey: options.apiKey })
         const attempt = await attemptOrRefund(reserved, telemetry, deadline.signal, ends, () => router.call(alias, entry.upstreams, body, false, deadline.signal, 'embeddings'))
         return await answerJson(reserved, attempt, deadline.signal, ends, embeddingsAnswer(input.count))
       }

@@ -49,9 +49,9 @@ export interface FluxFromMoved { base: number, sign: -1 | 0 | 1 }
 /** A call's row, pending, with the reservation its ledger write took. */
 const pendingRows: CompanionKind = {
   name: 'llm_pending',
-  columns: { id: 'text', user_id: 'text', request_id: 'text', model: 'text', kind: 'text' },
-  statement: rows => sql`INSERT INTO llm_request_log (id, user_id, request_id, model, kind, state, flux_reserved)
-    SELECT r.id, r.user_id, r.request_id, r.model, r.kind, 'pending', r.moved FROM ${rows} r
+  columns: { id: 'text', user_id: 'text', request_id: 'text', model: 'text', kind: 'text', api_key_id: 'text' },
+  statement: rows => sql`INSERT INTO llm_request_log (id, user_id, request_id, model, kind, api_key_id, state, flux_reserved)
+    SELECT r.id, r.user_id, r.request_id, r.model, r.kind, r.api_key_id, 'pending', r.moved FROM ${rows} r
     ON CONFLICT (id) DO UPDATE SET flux_reserved = EXCLUDED.flux_reserved WHERE llm_request_log.state = 'pending'`,
 }
 
@@ -73,6 +73,7 @@ const completedRows: CompanionKind = {
     request_id: 'text',
     model: 'text',
     kind: 'text',
+    api_key_id: 'text',
     upstream: 'text',
     status: 'integer',
     duration_ms: 'integer',
@@ -86,8 +87,8 @@ const completedRows: CompanionKind = {
     flux_base: 'bigint',
     flux_sign: 'integer',
   },
-  statement: rows => sql`INSERT INTO llm_request_log AS l (id, user_id, request_id, model, kind, state, ${sql.raw(COMPLETED_COLUMNS.join(', '))}, flux_consumed, completed_at)
-    SELECT r.id, r.user_id, r.request_id, r.model, r.kind, 'completed', ${sql.raw(COMPLETED_COLUMNS.map(column => `r.${column}`).join(', '))}, r.flux_base + r.flux_sign * r.moved, now() FROM ${rows} r
+  statement: rows => sql`INSERT INTO llm_request_log AS l (id, user_id, request_id, model, kind, api_key_id, state, ${sql.raw(COMPLETED_COLUMNS.join(', '))}, flux_consumed, completed_at)
+    SELECT r.id, r.user_id, r.request_id, r.model, r.kind, r.api_key_id, 'completed', ${sql.raw(COMPLETED_COLUMNS.map(column => `r.${column}`).join(', '))}, r.flux_base + r.flux_sign * r.moved, now() FROM ${rows} r
     ON CONFLICT (id) DO UPDATE SET state = 'completed', ${sql.raw(COMPLETED_COLUMNS.map(column => `${column} = EXCLUDED.${column}`).join(', '))},
       flux_consumed = EXCLUDED.flux_consumed, completed_at = EXCLUDED.completed_at
     WHERE l.state = 'pending'`,
@@ -100,6 +101,8 @@ export interface LogRow {
   request_id: string
   model: string
   kind: LlmCallKind
+  /** The personal API key that made the call, if one did. */
+  api_key_id: string | null
 }
 
 /**
@@ -140,7 +143,7 @@ export function createRequestLog({ db, logger, clock }: { db: Db, logger: Logger
      * account, so the insert takes the reservation that run made.
      */
     pending(call: Omit<BilledCall, 'reserved'>, kind: LlmCallKind = 'llm'): { logRow: LogRow, alongside: Alongside } {
-      const logRow: LogRow = { id: randomUUID(), user_id: call.userId, request_id: call.id, model: call.alias, kind }
+      const logRow: LogRow = { id: randomUUID(), user_id: call.userId, request_id: call.id, model: call.alias, kind, api_key_id: call.apiKeyId ?? null }
       return { logRow, alongside: { kind: pendingRows, row: { ...logRow } } }
     },
 
@@ -189,7 +192,7 @@ export function createRequestLog({ db, logger, clock }: { db: Db, logger: Logger
           flux = reserve.amount + (settle?.amount ?? 0) - (refund?.amount ?? 0)
         }
         else if (row.upstream === null) {
-          await callBilling.refund({ userId: row.user_id, id: row.request_id, alias: row.model, reserved: reserve.amount }, 'interrupted')
+          await callBilling.refund({ userId: row.user_id, id: row.request_id, alias: row.model, reserved: reserve.amount, apiKeyId: row.api_key_id ?? undefined }, 'interrupted')
           outcome = 'refunded'
           flux = 0
         }
@@ -197,7 +200,7 @@ export function createRequestLog({ db, logger, clock }: { db: Db, logger: Logger
           // A reservation now covers the whole output cap; what the call delivered is unknown, so it pays the flat price.
           flux = Math.min(flat, reserve.amount)
           if (reserve.amount > flux)
-            await callBilling.refund({ userId: row.user_id, id: row.request_id, alias: row.model, reserved: reserve.amount }, 'interrupted', { amount: reserve.amount - flux })
+            await callBilling.refund({ userId: row.user_id, id: row.request_id, alias: row.model, reserved: reserve.amount, apiKeyId: row.api_key_id ?? undefined }, 'interrupted', { amount: reserve.amount - flux })
           outcome = 'charged-flat'
           source = 'flat'
         }

@@ -1,6 +1,7 @@
 import type { LlmCallKind } from '@airi/db'
 
 import { ApiError } from '../../errors.ts'
+import type { BudgetClaim, BudgetedKey, KeyBudgets } from '../api-keys/index.ts'
 import type { Logger } from '../../logger.ts'
 import type { BilledCall, CallBilling, ServedCost } from './billing.ts'
 import type { CallOutcome, createRequestLog } from './request-log.ts'
@@ -13,6 +14,8 @@ export interface SettlementDeps {
   requestLog: ReturnType<typeof createRequestLog>
   callBilling: CallBilling
   logger: Logger
+  /** Budgets of personal API keys: a call made with a budgeted key claims its reservation there first. */
+  keyBudgets?: KeyBudgets
 }
 
 /** How a call that reached an upstream was settled: what it was billed on and charged. */
@@ -39,6 +42,8 @@ export interface CallToReserve {
    * tokenizer that counts a little differently from ours.
    */
   capped?: boolean
+  /** The personal API key that made the call (its budget, if it has one, is claimed before the ledger). */
+  apiKey?: BudgetedKey
 }
 
 /**
@@ -47,9 +52,10 @@ export interface CallToReserve {
  * settled), each end completing the log row in the same statement as its ledger
  * write. A refused reservation completes the row and throws.
  */
-export async function reserveCall({ requestLog, callBilling, logger }: SettlementDeps, { userId, callId, alias, bounds, prompt, telemetry, kind, capped = false }: CallToReserve) {
+export async function reserveCall({ requestLog, callBilling, logger, keyBudgets }: SettlementDeps, { userId, callId, alias, bounds, prompt, telemetry, kind, capped = false, apiKey }: CallToReserve) {
   const { startedAt } = telemetry
-  const { logRow, alongside: pendingRow } = requestLog.pending({ userId, id: callId, alias }, kind)
+  const apiKeyId = apiKey?.keyId
+  const { logRow, alongside: pendingRow } = requestLog.pending({ userId, id: callId, alias, apiKeyId }, kind)
   const complete = (outcome: Omit<CallOutcome, 'startedAt'>) => {
     telemetry.observe(outcome)
     return requestLog.complete(logRow, { ...outcome, startedAt })
@@ -64,12 +70,26 @@ export async function reserveCall({ requestLog, callBilling, logger }: Settlemen
   // upstream is called; the call's end waits for it, so it still ends within the call.
   let reservationCommitted: Promise<void> = Promise.resolve()
   let call: BilledCall
+  let claim: BudgetClaim | undefined
+  /** Moves the key's budget claim by what the ledger did beyond or below it; a failure leaves the claim high (refusing early, never late). */
+  const correctClaim = async (delta: number) => {
+    if (claim && keyBudgets)
+      await keyBudgets.adjust(claim, delta).catch((error: unknown) => logger.error({ err: error, call: callId }, 'could not correct an API key\'s budget claim; it stays higher than spent'))
+  }
   try {
-    call = { userId, id: callId, alias, reserved: await callBilling.reserve({ userId, id: callId, alias }, reservationFor(bounds), pendingRow, (work) => {
+    const wanted = reservationFor(bounds)
+    // The key's budget first (402 KEY_BUDGET_EXCEEDED with nothing written): the ledger then reserves at most what it allowed.
+    claim = apiKey && keyBudgets ? await keyBudgets.claim(apiKey, wanted) : undefined
+    const asked = claim ? { wanted: Math.min(wanted.wanted, claim.flux), least: wanted.least } : wanted
+    call = { userId, id: callId, alias, apiKeyId, reserved: await callBilling.reserve({ userId, id: callId, alias, apiKeyId }, asked, pendingRow, (work) => {
       reservationCommitted = work
     }) }
+    if (claim)
+      await correctClaim(call.reserved - claim.flux)
   }
   catch (error) {
+    if (claim)
+      await correctClaim(-claim.flux)
     await complete({ upstream: null, status: error instanceof ApiError ? error.status : 500, flux: 0, error: (error as Error).message })
       .catch((logError: unknown) => logger.error({ err: logError, call: callId }, 'could not complete the LLM request log row; it stays pending'))
     throw error
@@ -89,6 +109,7 @@ export async function reserveCall({ requestLog, callBilling, logger }: Settlemen
     /** Gives the reservation back and completes the log row, in one statement. */
     async refund(upstream: string | null, status: number, message: string): Promise<void> {
       await callBilling.refund(call, 'failed', { alongside: completion({ upstream, status, error: message })({ base: 0, sign: 0 }) })
+      await correctClaim(-call.reserved)
       await reservationCommitted
     },
 
@@ -111,6 +132,7 @@ export async function reserveCall({ requestLog, callBilling, logger }: Settlemen
       const firstTokenMs = firstTextAt === undefined ? undefined : firstTextAt - startedAt
       const logOutcome = { upstream: upstream.id, ...outcome, usage: measured?.usage, source: measured?.source ?? 'flat' as const, firstTokenMs }
       const { charged, logged } = await callBilling.settle(call, served, completion(logOutcome))
+      await correctClaim(charged - call.reserved)
       if (!logged)
         await complete({ ...logOutcome, flux: charged })
       await reservationCommitted

@@ -22,7 +22,7 @@ export function groupKey(groupBy: UsageGroup) {
  */
 export function llmCallsPage(db: Db, userId: string, { after, limit, kinds }: { after?: Key, limit: number, kinds?: LlmCallKind[] }) {
   return db.selectFrom('llm_request_log')
-    .select(['id', 'kind', 'model', 'state', 'status', 'prompt_tokens', 'completion_tokens', 'cached_tokens', 'first_token_ms', 'duration_ms', 'flux_consumed', 'created_at'])
+    .select(['id', 'kind', 'model', 'state', 'status', 'prompt_tokens', 'completion_tokens', 'cached_tokens', 'first_token_ms', 'duration_ms', 'flux_consumed', 'created_at', 'api_key_id'])
     .select(exactTimestamp('created_at').as('key'))
     .where('user_id', '=', userId)
     .$if(after !== undefined, query => query.where(beforeCreatedAtId(after!)))

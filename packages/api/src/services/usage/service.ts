@@ -23,6 +23,8 @@ export interface UsageCall {
   durationMs: number
   /** The whole Flux this call moved out of the ledger. */
   flux: number
+  /** The personal API key that made the call (a revoked one too); absent for calls made with a session. */
+  apiKey?: { id: string, name: string, prefix: string }
 }
 
 export interface UsageSummaryRow {
@@ -54,7 +56,7 @@ function llmStatus(state: string, status: number | null): UsageCall['status'] {
 
 type LlmRow = Awaited<ReturnType<LlmUsageReads['page']>>[number]
 type MeteredRow = Awaited<ReturnType<ReturnType<typeof meteredCallsPage>['execute']>>[number]
-type Keyed = { key: string, id: string, call: UsageCall }
+type Keyed = { key: string, id: string, call: UsageCall, apiKeyId?: string | null }
 
 function fromLlm(row: LlmRow): Keyed {
   const call: UsageCall = {
@@ -70,7 +72,7 @@ function fromLlm(row: LlmRow): Keyed {
     durationMs: row.duration_ms ?? 0,
     flux: Number(row.flux_consumed),
   }
-  return { key: row.key, id: row.id, call }
+  return { key: row.key, id: row.id, call, apiKeyId: row.api_key_id }
 }
 
 function fromMetered(row: MeteredRow): Keyed {
@@ -107,7 +109,12 @@ function summaryRange({ from, to }: Pick<UsageSummaryInput, 'from' | 'to'>): { f
  * gateway's request log (through `llmCalls`) and speech calls from `metered_usage`,
  * which this service owns. A page merges one keyset-limited read of each table.
  */
-export function createUsageService({ db, llmCalls }: { db: Db, llmCalls: LlmUsageReads }) {
+export function createUsageService({ db, llmCalls, keysOf }: {
+  db: Db
+  llmCalls: LlmUsageReads
+  /** Names of the user's API keys by id (the api-keys service's); without it calls show no key. */
+  keysOf?: (userId: string, ids: string[]) => Promise<Map<string, { id: string, name: string, prefix: string }>>
+}) {
   return {
     async calls(userId: string, { cursor: token, limit = 50, kind }: UsageCallsInput): Promise<{ items: UsageCall[], nextCursor: string | null }> {
       const after = token ? cursor.decode(token) : undefined
@@ -121,7 +128,10 @@ export function createUsageService({ db, llmCalls }: { db: Db, llmCalls: LlmUsag
       const merged = [...llmRows.map(fromLlm), ...meteredRows.map(fromMetered)].sort(newestFirst)
       const page = merged.slice(0, limit)
       const last = page.at(-1)
-      return { items: page.map(row => row.call), nextCursor: merged.length > limit && last ? cursor.encode([last.key, last.id]) : null }
+      const keyIds = [...new Set(page.flatMap(row => row.apiKeyId ? [row.apiKeyId] : []))]
+      const keys = keyIds.length > 0 && keysOf ? await keysOf(userId, keyIds) : new Map()
+      const items = page.map(row => (row.apiKeyId && keys.has(row.apiKeyId) ? { ...row.call, apiKey: keys.get(row.apiKeyId)! } : row.call))
+      return { items, nextCursor: merged.length > limit && last ? cursor.encode([last.key, last.id]) : null }
     },
 
     async summary(userId: string, input: UsageSummaryInput): Promise<{ rows: UsageSummaryRow[] }> {
