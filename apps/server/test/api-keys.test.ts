@@ -9,7 +9,7 @@ import { startFakeTtsUpstream, type FakeTtsUpstream } from '@airi/tooling/fakes/
 import { until } from '@airi/tooling/test/until'
 
 import { startConversationDeployment, type ConversationDeployment } from './conversations-setup.ts'
-import { authPost, badRequestFields, createVerifiedUser, failure, type TestServer, type TestUser } from './harness.ts'
+import { authPost, badRequestFields, createVerifiedUser, emailTo, failure, type TestServer, type TestUser } from './harness.ts'
 
 /**
  * Personal API keys (issue 29, SPEC §4.17, docs/gateway.md#personal-api-keys): made
@@ -176,8 +176,10 @@ describe('budgets', () => {
     const seen = llm.requests.length
     try {
       const calls = Array.from({ length: 20 }, (_, index) => chat(budgeted.key, index % 2 === 0 ? a : b).then(() => 200, (error: InstanceType<typeof OpenAI.APIError>) => error))
-      // Every call has either reached the upstream (held there) or been refused.
-      await until(async () => (await a.database.db.selectFrom('llm_request_log').select(eb => eb.fn.countAll<number>().as('count')).where('api_key_id', '=', budgeted.id).executeTakeFirstOrThrow()).count === 20, 'all 20 calls to be logged')
+      // Every call is decided: refused (its log row completed with 402), or reserved and held at the upstream.
+      const refusedRows = async () => (await a.database.db.selectFrom('llm_request_log').select(eb => eb.fn.countAll<number>().as('count'))
+        .where('api_key_id', '=', budgeted.id).where('status', '=', 402).executeTakeFirstOrThrow()).count
+      await until(async () => await refusedRows() === 17 && llm.requests.length - seen === 3, '17 refusals and 3 calls held at the upstream')
       expect(llm.requests.length - seen, 'only the calls the budget covers reach the upstream').toBe(3)
       release()
       const outcomes = await Promise.all(calls)
@@ -226,5 +228,17 @@ describe('when a key stops working', () => {
     const soon = await makeKey(user, { expiresAt: new Date(Date.now() + 1500) })
     await chat(soon.key, b)
     await until(async () => (await chat(soon.key, b).then(() => 200, (error: InstanceType<typeof OpenAI.APIError>) => error.status)) === 401, 'the key to expire')
+  })
+
+  it('stops every key of a deleted account, on every instance', async () => {
+    const user = await createVerifiedUser(a)
+    const { key } = await makeKey(user)
+    await chat(key, b)
+    expect((await authPost(a, '/delete-user', { callbackURL: '/goodbye' }, user.token)).status).toBe(200)
+    const mail = await emailTo(a, user.email, /deletion/i)
+    const callback = await fetch(a.resend.linkIn(mail), { redirect: 'manual', headers: { authorization: `Bearer ${user.token}` } })
+    expect(callback.status).toBe(302)
+    await until(async () => (await chat(key, b).then(() => 200, (error: InstanceType<typeof OpenAI.APIError>) => error.status)) === 401, 'instance B to refuse the deleted account\'s key')
+    expect(await a.database.db.selectFrom('api_keys').select('id').where('user_id', '=', user.id).execute()).toEqual([])
   })
 })

@@ -22,6 +22,7 @@ export default {
     model: 'Model',
     used: 'Used',
     flux: 'Flux',
+    viaKey: 'with the key “{name}”',
     kinds: {
       'llm': 'Chat API',
       'reply': 'Reply',

@@ -24,6 +24,7 @@ export default {
     model: '模型',
     used: '用量',
     flux: 'Flux',
+    viaKey: '通过密钥“{name}”',
     kinds: {
       'llm': '对话 API',
       'reply': '回复',
