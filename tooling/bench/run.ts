@@ -20,6 +20,7 @@ import { coldStart } from './scenarios/cold-start.ts'
 import { debit, debitWorkerInput } from './scenarios/debit.ts'
 import { fanout, fanoutInstanceOptions } from './scenarios/fanout.ts'
 import { gatewayLatency, gatewayOneUser, gatewayStream, gatewayThroughput } from './scenarios/gateway.ts'
+import { gatewayKey } from './scenarios/gateway-key.ts'
 import { idle, idleInstanceOptions } from './scenarios/idle.ts'
 import { memory } from './scenarios/memory.ts'
 import { reply } from './scenarios/reply.ts'
@@ -28,7 +29,7 @@ import { streamingTts } from './scenarios/streaming-tts.ts'
 import { sttRest } from './scenarios/stt-rest.ts'
 import { sttStream } from './scenarios/stt-stream.ts'
 
-const scenarios: Scenario[] = [gatewayLatency, gatewayStream, gatewayThroughput, gatewayOneUser, authRead, fanout, debit, idle, coldStart, streamingTts, sttRest, sttStream, reply, memory, stageWeb]
+const scenarios: Scenario[] = [gatewayLatency, gatewayStream, gatewayThroughput, gatewayOneUser, gatewayKey, authRead, fanout, debit, idle, coldStart, streamingTts, sttRest, sttStream, reply, memory, stageWeb]
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,

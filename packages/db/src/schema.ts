@@ -495,6 +495,7 @@ interface ApiKeySpendTable {
   api_key_id: string
   period_start: Date
   flux: Generated<number>
+  last_claim: Generated<number>
 }
 
 export type LlmCallKind = 'llm' | 'reply' | 'embedding' | 'memory'

@@ -17,7 +17,8 @@ function direct(context: BenchContext, { stream = false } = {}): HttpCall {
   }
 }
 
-function gateway(context: BenchContext, token: string, { stream = false } = {}): HttpCall {
+/** gateway-latency's request through our gateway with `token` as the bearer (a session token or a personal API key). */
+export function gateway(context: BenchContext, token: string, { stream = false } = {}): HttpCall {
   return {
     method: 'POST',
     url: `${context.server.url}/api/v1/openai/chat/completions`,
@@ -140,7 +141,7 @@ export async function captureCalls(context: BenchContext, call: () => Promise<vo
   return { perCall: total / calls, last: perCallStatements.at(-1) ?? [] }
 }
 
-async function send(call: HttpCall): Promise<void> {
+export async function send(call: HttpCall): Promise<void> {
   const response = await fetch(call.url, { method: call.method, headers: call.headers, body: call.body, signal: AbortSignal.timeout(REQUEST_DEADLINE_MS) })
   await response.arrayBuffer()
   if (!response.ok)

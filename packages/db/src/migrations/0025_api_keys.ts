@@ -41,6 +41,8 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addColumn('api_key_id', 'text', col => col.notNull().references('api_keys.id').onDelete('cascade'))
     .addColumn('period_start', 'timestamptz', col => col.notNull())
     .addColumn('flux', 'bigint', col => col.notNull().defaultTo(0))
+    // What the last claim took: the claim's one statement returns it (RETURNING sees only the new row).
+    .addColumn('last_claim', 'bigint', col => col.notNull().defaultTo(0))
     .addPrimaryKeyConstraint('api_key_spend_pkey', ['api_key_id', 'period_start'])
     .execute()
 

@@ -32,7 +32,7 @@ export type KeyBudgets = ReturnType<typeof createKeyBudgets>
 /**
  * Budgets of personal API keys (SPEC §4.17), enforced before any upstream call: a
  * call claims its reservation from `api_key_spend` (the key's running total for the
- * period) in one conditional statement under the row's lock, so concurrent calls
+ * period) in one conditional upsert under the row's lock, so concurrent calls
  * cannot pass the budget together; the claim is then moved to what the ledger
  * actually took, settled or gave back. The ledger rows (which carry the key's id)
  * are what a key spent; this total only guards the budget, and after a crash
@@ -50,18 +50,18 @@ export function createKeyBudgets({ db, clock }: { db: Db, clock: Clock }) {
         return undefined
       const start = periodStart(key.budget.period, new Date(clock.now()))
       const budget = key.budget.flux
-      await db.insertInto('api_key_spend').values({ api_key_id: key.keyId, period_start: start, flux: 0 })
-        .onConflict(oc => oc.columns(['api_key_id', 'period_start']).doNothing()).execute()
-      // The CTE locks the row and reads what it holds (the newest version once a concurrent claim commits).
-      const { rows } = await sql<{ claimed: string }>`WITH held AS (
-          SELECT flux FROM api_key_spend WHERE api_key_id = ${key.keyId} AND period_start = ${start} FOR UPDATE
-        )
-        UPDATE api_key_spend s SET flux = s.flux + LEAST(${wanted}::bigint, ${budget}::bigint - s.flux)
-        FROM held
-        WHERE s.api_key_id = ${key.keyId} AND s.period_start = ${start} AND ${budget}::bigint - s.flux >= ${least}::bigint
-        RETURNING s.flux - held.flux AS claimed`.execute(db)
+      const refused = () => new ApiError(402, 'KEY_BUDGET_EXCEEDED', `This API key has spent its budget of ${budget} Flux for this ${key.budget!.period === 'total' ? 'key' : key.budget!.period}; raise it with a new key or wait for the next period`, { budget, period: key.budget!.period })
+      if (budget < least)
+        throw refused()
+      // One statement (one round trip): the period's first claim inserts, the next ones update under the row's lock.
+      const { rows } = await sql<{ claimed: string }>`INSERT INTO api_key_spend AS s (api_key_id, period_start, flux, last_claim)
+        VALUES (${key.keyId}, ${start}, LEAST(${wanted}::bigint, ${budget}::bigint), LEAST(${wanted}::bigint, ${budget}::bigint))
+        ON CONFLICT (api_key_id, period_start) DO UPDATE
+          SET flux = s.flux + LEAST(${wanted}::bigint, ${budget}::bigint - s.flux), last_claim = LEAST(${wanted}::bigint, ${budget}::bigint - s.flux)
+          WHERE ${budget}::bigint - s.flux >= ${least}::bigint
+        RETURNING s.last_claim AS claimed`.execute(db)
       if (rows.length === 0)
-        throw new ApiError(402, 'KEY_BUDGET_EXCEEDED', `This API key has spent its budget of ${budget} Flux for this ${key.budget.period === 'total' ? 'key' : key.budget.period}; raise it with a new key or wait for the next period`, { budget, period: key.budget.period })
+        throw refused()
       return { keyId: key.keyId, periodStart: start, flux: Number(rows[0]!.claimed) }
     },
 

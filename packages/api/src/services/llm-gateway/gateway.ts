@@ -22,7 +22,7 @@ import { relayStream } from './relay.ts'
 import { createRequestLog, type ReconcileReport } from './request-log.ts'
 import { capFor, priceOf, requestedCap, withCap, type CallBounds } from './reservation.ts'
 import { createUpstreamRouter, type Attempt, type ChatCompletionBody, type RouterConfig } from './router.ts'
-import { reserveCall, type ReservedCall, type Settlement } from './settlement.ts'
+import { admitWithClaim, reserveCall, type ReservedCall, type Settlement } from './settlement.ts'
 import { startCallTelemetry, type CallTelemetry } from './telemetry.ts'
 import { addChoices, countPrompt, promptOf, TextTally, tokenCounterFor, TOKENS_PER_MESSAGE, usageIn, type Usage } from './usage.ts'
 
@@ -214,10 +214,10 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
     const prompt = promptOf(body)
     const bounds = await boundsOf(prompt, entry, { cap: requestedCap(body) ?? entry.maxOutputTokens, choices: body.n ?? 1 })
     const stream = body.stream === true
-    await options.admitted
+    const { claiming } = await admitWithClaim({ keyBudgets, logger }, options.apiKey, bounds, options.admitted)
     const telemetry = startCallTelemetry({ metrics, clock, alias, upstreams, callId, stream })
     const ends: CallEnds = { shutdown: shutdown.signal, clientSignal, deadline, closing: () => closing }
-    const reserved = await reserveCall({ requestLog, callBilling, logger, keyBudgets }, { userId, callId, alias, bounds, prompt, telemetry, kind: options.kind ?? 'llm', apiKey: options.apiKey })
+    const reserved = await reserveCall({ requestLog, callBilling, logger, keyBudgets }, { userId, callId, alias, bounds, prompt, telemetry, kind: options.kind ?? 'llm', apiKey: options.apiKey, claiming })
     // The upstream is asked for no more output than the reservation pays for.
     const upstreamBody = withCap(body, capFor(reserved.call.reserved, bounds))
     return { callId, alias, upstreams, upstreamBody, stream, signal: deadline.signal, ends, reserved, telemetry, abandoned }
@@ -438,10 +438,10 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
         const input = inputOf(body)
         // Nothing is generated: the reservation is the input alone.
         const bounds = await boundsOf(input, entry, { cap: 0, choices: 1 })
-        await options.admitted
+        const { claiming } = await admitWithClaim({ keyBudgets, logger }, options.apiKey, bounds, options.admitted)
         const telemetry = startCallTelemetry({ metrics, clock, alias, upstreams: entry.upstreams, callId, stream: false, operation: 'embeddings' })
         const ends: CallEnds = { shutdown: shutdown.signal, clientSignal, deadline, closing: () => closing }
-        const reserved = await reserveCall({ requestLog, callBilling, logger, keyBudgets }, { userId, callId, alias, bounds, prompt: input, telemetry, kind: options.kind ?? 'embedding', capped: true, apiKey: options.apiKey })
+        const reserved = await reserveCall({ requestLog, callBilling, logger, keyBudgets }, { userId, callId, alias, bounds, prompt: input, telemetry, kind: options.kind ?? 'embedding', capped: true, apiKey: options.apiKey, claiming })
         const attempt = await attemptOrRefund(reserved, telemetry, deadline.signal, ends, () => router.call(alias, entry.upstreams, body, false, deadline.signal, 'embeddings'))
         return await answerJson(reserved, attempt, deadline.signal, ends, embeddingsAnswer(input.count))
       }

@@ -42,8 +42,32 @@ export interface CallToReserve {
    * tokenizer that counts a little differently from ours.
    */
   capped?: boolean
-  /** The personal API key that made the call (its budget, if it has one, is claimed before the ledger). */
+  /** The personal API key that made the call: its id goes on every row of the call. */
   apiKey?: BudgetedKey
+  /** Its budget claim, started by `admitWithClaim` (402 `KEY_BUDGET_EXCEEDED` when it rejects). */
+  claiming?: Promise<BudgetClaim | undefined>
+}
+
+/**
+ * Awaits the caller's admission (its rate limit) with the key's budget claim
+ * running beside it, so a budgeted key adds no round trip of its own; a refused
+ * admission gives the claim back. Returns the claim, still to be awaited by
+ * `reserveCall` (whose refusal path logs a 402).
+ */
+export async function admitWithClaim({ keyBudgets, logger }: Pick<SettlementDeps, 'keyBudgets' | 'logger'>, apiKey: BudgetedKey | undefined, bounds: CallBounds, admitted: Promise<unknown> | undefined): Promise<{ claiming?: Promise<BudgetClaim | undefined> }> {
+  const claiming = apiKey?.budget && keyBudgets ? keyBudgets.claim(apiKey, reservationFor(bounds)) : undefined
+  claiming?.catch(() => {})
+  try {
+    await admitted
+  }
+  catch (error) {
+    const taken = await claiming?.catch(() => undefined)
+    if (taken)
+      await keyBudgets!.adjust(taken, -taken.flux).catch((adjustError: unknown) => logger.error({ err: adjustError }, 'could not give back an API key\'s budget claim'))
+    throw error
+  }
+  // In an object: an async function returning the promise itself would wait for it.
+  return { claiming }
 }
 
 /**
@@ -52,7 +76,7 @@ export interface CallToReserve {
  * settled), each end completing the log row in the same statement as its ledger
  * write. A refused reservation completes the row and throws.
  */
-export async function reserveCall({ requestLog, callBilling, logger, keyBudgets }: SettlementDeps, { userId, callId, alias, bounds, prompt, telemetry, kind, capped = false, apiKey }: CallToReserve) {
+export async function reserveCall({ requestLog, callBilling, logger, keyBudgets }: SettlementDeps, { userId, callId, alias, bounds, prompt, telemetry, kind, capped = false, apiKey, claiming }: CallToReserve) {
   const { startedAt } = telemetry
   const apiKeyId = apiKey?.keyId
   const { logRow, alongside: pendingRow } = requestLog.pending({ userId, id: callId, alias, apiKeyId }, kind)
@@ -79,7 +103,7 @@ export async function reserveCall({ requestLog, callBilling, logger, keyBudgets 
   try {
     const wanted = reservationFor(bounds)
     // The key's budget first (402 KEY_BUDGET_EXCEEDED with nothing written): the ledger then reserves at most what it allowed.
-    claim = apiKey && keyBudgets ? await keyBudgets.claim(apiKey, wanted) : undefined
+    claim = await claiming
     const asked = claim ? { wanted: Math.min(wanted.wanted, claim.flux), least: wanted.least } : wanted
     call = { userId, id: callId, alias, apiKeyId, reserved: await callBilling.reserve({ userId, id: callId, alias, apiKeyId }, asked, pendingRow, (work) => {
       reservationCommitted = work
@@ -132,7 +156,8 @@ export async function reserveCall({ requestLog, callBilling, logger, keyBudgets 
       const firstTokenMs = firstTextAt === undefined ? undefined : firstTextAt - startedAt
       const logOutcome = { upstream: upstream.id, ...outcome, usage: measured?.usage, source: measured?.source ?? 'flat' as const, firstTokenMs }
       const { charged, logged } = await callBilling.settle(call, served, completion(logOutcome))
-      await correctClaim(charged - call.reserved)
+      // Off the answer's path: until it lands the claim stays high, which only refuses early.
+      void correctClaim(charged - call.reserved)
       if (!logged)
         await complete({ ...logOutcome, flux: charged })
       await reservationCommitted
