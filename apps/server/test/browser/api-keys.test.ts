@@ -147,7 +147,6 @@ describe('stage-web: the API keys screen', () => {
     // Revoke after asking: Keep it first, then Revoke key; the key stops working.
     await used.getByRole('button', { name: 'Revoke SillyTavern' }).click()
     await used.getByText('stops working at once').waitFor()
-    await chromium.shots(page, 'api-keys-revoke')
     await used.getByRole('button', { name: 'Keep it' }).click()
     await used.getByRole('button', { name: 'Revoke SillyTavern' }).click()
     await used.getByRole('button', { name: 'Revoke key' }).click()

@@ -83,7 +83,6 @@ describe('memory in stage-web', () => {
     const { page } = first
     await page.goto(`${server.baseUrl}/app/characters/${characterId}`)
     await page.getByText('No chats with Nori yet').waitFor()
-    await chromium.shots(page, 'memory-way-in')
     await page.getByRole('link', { name: /^Memory/ }).click()
     await page.waitForURL(url => url.pathname === `/app/characters/${characterId}/memory`)
     await page.getByRole('heading', { level: 1, name: 'What Nori remembers' }).waitFor()
@@ -155,7 +154,6 @@ describe('memory in stage-web', () => {
     await sdk.memory.add.mutate({ characterId, content: 'I play the cello.', importance: 2 })
     await expect.poll(() => contents(second.page)).toEqual(['I play the cello.', 'My sister is called Anna.'])
     await expect.poll(() => contents(page)).toEqual(['I play the cello.', 'My sister is called Anna.'])
-    await checkA11y(page, 'the memory screen after live changes')
     await chromium.shots(page, 'memory')
 
     // Off, said plainly; kept across a reload; on again.
@@ -163,7 +161,6 @@ describe('memory in stage-web', () => {
     await toggle.uncheck()
     await page.getByTestId('memory-off').getByText('Memory is off for Nori: nothing new is remembered, and nothing remembered is used in replies. What is kept below stays until you delete it.').waitFor()
     await expect.poll(async () => (await sdk.memory.settings.query({ characterId })).enabled).toBe(false)
-    await chromium.shots(page, 'memory-off')
     await page.reload()
     await page.getByTestId('memory-off').waitFor()
     expect(await page.getByRole('switch', { name: 'Remember things about me' }).isChecked()).toBe(false)
@@ -195,7 +192,6 @@ describe('memory in stage-web', () => {
     await expect.poll(() => page.getByTestId('memory-add-error').textContent()).toBe('Pip already keeps 2,000 memories of you, the most there can be. Delete some to add new ones.')
     // What was written stays, to be added once there is room.
     expect(await addField(page, 'Pip').inputValue()).toBe('I like kites.')
-    await checkA11y(page, 'the memory screen at the limit')
     // The browser notes the refusal the test asked for; nothing else.
     expect(consoleErrors.filter(error => !/status of 409 .*memory\.add/.test(error))).toEqual([])
   })
