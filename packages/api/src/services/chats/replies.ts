@@ -22,10 +22,11 @@ import { appendMessages, asStored, type MessageToStore } from './store.ts'
 
 type LiveSync = ReturnType<typeof createLiveSync>
 
-/** What a reply knows of memory (the memory domain's, wired by the composition root). */
+/** Memories read for one message; the reply fits them to its budget. */
 type Memories = Awaited<ReturnType<ReplyMemory['recall']>>
 const NO_MEMORIES: Memories = { within: () => ({ lines: [], markUsed: async () => {} }) }
 
+/** What a reply knows of memory (the memory domain's, wired by the composition root). */
 interface ReplyMemory {
   /** Memories for a prompt answering `message`, best first; `within` keeps what fits `tokens` as `count` counts them. */
   recall: (userId: string, characterId: string, message: string) => Promise<{ within: (budget: { count: (text: string) => number, tokens: number }) => { lines: string[], markUsed: () => Promise<void> } }>
@@ -93,9 +94,9 @@ interface Running {
   answersId: string
   /** The user message it answers, and the caller's first language: what extraction reads after it. */
   question: string
-  /** Notes the memories recalled into its prompt as used; called once the answer streams (off the first delta's path). */
-  markMemoriesUsed?: () => Promise<void>
   language: string | undefined
+  /** Notes the memories recalled into its prompt as used; called once the reply is stored (off the first delta's path). */
+  markMemoriesUsed?: () => Promise<void>
   regeneratesId: string | null
   model: string
   callId: string
