@@ -108,6 +108,11 @@ describe('extraction after a completed reply', () => {
     // The device on the other instance heard of it, tied to the reply's message.
     await until(() => events.some(event => event.type === 'memory'), 'the memory event on instance B')
     expect(events.find(event => event.type === 'memory')).toMatchObject({ type: 'memory', characterId, change: 'added', messageId: first.ended.messageId, ids: [memory!.id], memories: [{ id: memory!.id, content: 'My cat is called Miso.' }] })
+    // Turning memory off (and on) for the character is an event too, for an open memory screen.
+    await client(user).memory.setSettings.mutate({ characterId, enabled: false })
+    await until(() => events.some(event => event.type === 'memory' && event.change === 'settings'), 'the settings event on instance B')
+    expect(events.find(event => event.change === 'settings')).toMatchObject({ type: 'memory', characterId, change: 'settings', enabled: false, memories: [], ids: [], messageId: null })
+    await client(user).memory.setSettings.mutate({ characterId, enabled: true })
     subscription.unsubscribe()
 
     // A resend is the same turn: same reply, no second extraction.

@@ -161,6 +161,9 @@ describe('memory in stage-web', () => {
     await toggle.uncheck()
     await page.getByTestId('memory-off').getByText('Memory is off for Nori: nothing new is remembered, and nothing remembered is used in replies. What is kept below stays until you delete it.').waitFor()
     await expect.poll(async () => (await sdk.memory.settings.query({ characterId })).enabled).toBe(false)
+    // The other device's switch follows without a reload (a `memory` event with change `settings`).
+    await second.page.getByTestId('memory-off').waitFor()
+    expect(await second.page.getByRole('switch', { name: 'Remember things about me' }).isChecked()).toBe(false)
     await page.reload()
     await page.getByTestId('memory-off').waitFor()
     expect(await page.getByRole('switch', { name: 'Remember things about me' }).isChecked()).toBe(false)
@@ -168,6 +171,7 @@ describe('memory in stage-web', () => {
     await page.getByRole('switch', { name: 'Remember things about me' }).check()
     await page.getByTestId('memory-off').waitFor({ state: 'detached' })
     await expect.poll(async () => (await sdk.memory.settings.query({ characterId })).enabled).toBe(true)
+    await second.page.getByTestId('memory-off').waitFor({ state: 'detached' })
 
     expect([...first.consoleErrors, ...second.consoleErrors]).toEqual([])
   })

@@ -62,13 +62,16 @@ export interface ReplyEnd {
  */
 export interface MemoryChange {
   characterId: string
-  change: 'added' | 'updated' | 'deleted'
-  /** The memories as they are now (`added`, `updated`); empty for `deleted`. */
+  /** `settings`: memory was turned on or off for the character (`enabled`); no memory changed. */
+  change: 'added' | 'updated' | 'deleted' | 'settings'
+  /** The memories as they are now (`added`, `updated`); empty for `deleted` and `settings`. */
   memories: MemoryItem[]
   /** Every memory the change touched. */
   ids: string[]
   /** For memories extraction made: the assistant message whose turn they came from (a "remembered" note goes under it). */
   messageId: string | null
+  /** With `settings`: whether memory is now on for the character. */
+  enabled?: boolean
 }
 
 export type MessagesEvent = Extract<ChatSyncEvent, { type: 'messages' }>

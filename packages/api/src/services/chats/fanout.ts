@@ -135,7 +135,7 @@ const notice = pubsubMessage<ChatSyncNotice>(z.union([
     origin: z.string().min(1),
     userId: z.string().min(1),
     characterId: z.string().min(1),
-    change: z.enum(['added', 'updated', 'deleted']),
+    change: z.enum(['added', 'updated', 'deleted', 'settings']),
     memories: z.array(z.object({
       id: z.string(),
       characterId: z.string(),
@@ -148,6 +148,7 @@ const notice = pubsubMessage<ChatSyncNotice>(z.union([
     })),
     ids: z.array(z.string()),
     messageId: z.string().nullable(),
+    enabled: z.boolean().optional(),
   }),
 ]), 'chat sync notice')
 export const createChatSyncNoticeMessage = notice.create

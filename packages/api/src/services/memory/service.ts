@@ -39,10 +39,12 @@ export interface MemoryPage {
 /** A change of one user's memories of one character, for their devices (a `memory` event on their feed). */
 export interface MemoryChangeNotice {
   characterId: string
-  change: 'added' | 'updated' | 'deleted'
+  change: 'added' | 'updated' | 'deleted' | 'settings'
   memories: MemoryItem[]
   ids: string[]
   messageId: string | null
+  /** With `settings`: memory is now on (or off) for the character. */
+  enabled?: boolean
 }
 
 export interface MemoryDeps {
@@ -413,6 +415,7 @@ export function createMemoryService({ db, clock, characters, onChanged, logger, 
       const at = now()
       await db.insertInto('memory_settings').values({ user_id: userId, character_id: characterId, enabled, updated_at: at })
         .onConflict(oc => oc.columns(['user_id', 'character_id']).doUpdateSet({ enabled, updated_at: at })).execute()
+      await announce(userId, { characterId, change: 'settings', memories: [], ids: [], messageId: null, enabled })
       return { characterId, enabled }
     },
 
