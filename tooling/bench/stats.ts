@@ -78,3 +78,15 @@ export function formatSummary(summary: Summary, unit: string): string {
   const spread = summary.rounds.length > 1 ? ` (${formatNumber(summary.min)}–${formatNumber(summary.max)})` : ''
   return `${formatNumber(summary.median)} ${unit}${spread}`
 }
+
+/** A small seeded generator (mulberry32) in [0, 1): the same seed gives the same run every time. */
+export function seededRandom(seed: number): () => number {
+  let state = seed >>> 0
+  return () => {
+    state = (state + 0x6D2B79F5) >>> 0
+    let t = state
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32
+  }
+}

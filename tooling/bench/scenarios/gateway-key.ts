@@ -4,7 +4,7 @@ import { performance } from 'node:perf_hooks'
 import { REQUEST_DEADLINE_MS, type BenchContext, type Row, type Scenario } from '../context.ts'
 import { trpcCall, type BenchUser } from '../deployment.ts'
 import type { HttpCall } from '../load.ts'
-import { formatNumber, formatSigned, formatSummary, percentile, ratio, summarize } from '../stats.ts'
+import { formatNumber, formatSigned, formatSummary, percentile, ratio, seededRandom, summarize } from '../stats.ts'
 import { captureCalls, gateway as gatewayCall, send } from './gateway.ts'
 
 /** A budget far above anything the run spends (the schema's largest), so no call is refused and only the check's cost shows. */
@@ -72,18 +72,6 @@ function timedCall(agent: Agent, call: HttpCall): Promise<number> {
   })
 }
 
-/** A small seeded generator (mulberry32): every run makes the same orders. */
-function random(seed: number): () => number {
-  let state = seed >>> 0
-  return () => {
-    state = (state + 0x6D2B79F5) >>> 0
-    let t = state
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32
-  }
-}
-
 /**
  * `turns` turns, each one call of every side on the same connection in an order
  * shuffled turn by turn, so noise, a call's position in the turn and the call
@@ -93,7 +81,7 @@ function random(seed: number): () => number {
  */
 async function interleaved(sides: Side[], turns: number, seed: number): Promise<number[][]> {
   const agent = new Agent({ keepAlive: true, maxSockets: 1 })
-  const next = random(seed)
+  const next = seededRandom(seed)
   try {
     const latencies = sides.map(() => [] as number[])
     const order = sides.map((_, index) => index)

@@ -4,7 +4,7 @@ import { pathToFileURL } from 'node:url'
 
 import type { BenchContext, Row, Scenario } from '../context.ts'
 import { trpcCall } from '../deployment.ts'
-import { formatNumber, formatSigned, formatSummary, percentile, summarize } from '../stats.ts'
+import { formatNumber, formatSigned, formatSummary, percentile, seededRandom, summarize } from '../stats.ts'
 import { replyTurn, TIMED_TURNS_PER_USER, withSetup, type Account, type Setup } from './reply.ts'
 
 /** What every turn says: a few of its words and CJK bigrams (dinner, cook, sister, weekend, 下周, 上海) are in many memories. */
@@ -57,18 +57,6 @@ const TEMPLATES: Array<[string, string[], string[]]> = [
   ['最近在读《{a}》，{b}。', ['活着', '三体', '围城', '平凡的世界', '红楼梦', '百年孤独'], ['睡前读一点', '读得很慢', '第二次读了', '和读书会一起读']],
 ]
 
-/** A small seeded generator: every run seeds the same memories. */
-function random(seed: number): () => number {
-  let state = seed >>> 0
-  return () => {
-    state = (state + 0x6D2B79F5) >>> 0
-    let t = state
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32
-  }
-}
-
 /** Importance 1–5, weighted as extraction and people tend to rate: mostly 2–3, a quarter 4 or 5 (which recall adds even unmatched). */
 const IMPORTANCE_WEIGHTS = [0.15, 0.25, 0.35, 0.17, 0.08]
 
@@ -76,7 +64,7 @@ interface SeedMemory { content: string, importance: number, source: 'auto' | 'us
 
 /** MEMORIES distinct memories, English and Chinese mixed, written over the last year, some recalled since. */
 function memoriesOf(seed: number, now: number): SeedMemory[] {
-  const next = random(seed)
+  const next = seededRandom(seed)
   const all = TEMPLATES.flatMap(([text, as, bs]) => as.flatMap(a => bs.map(b => text.replace('{a}', a).replace('{b}', b))))
   for (let index = all.length - 1; index > 0; index--) {
     const other = Math.floor(next() * (index + 1))
