@@ -29,7 +29,7 @@ import { createEmailService } from './services/email.ts'
 import type { Services } from './services/index.ts'
 import { createKeyVault } from './services/key-vault.ts'
 import { createLlmGateway, createLlmUsageReads } from './services/llm-gateway/index.ts'
-import { createApiKeyService, createKeyBudgets } from './services/api-keys/index.ts'
+import { createApiKeyService } from './services/api-keys/index.ts'
 import { createMemoryEmbeddings, createMemoryExtractor, createMemoryService } from './services/memory/index.ts'
 import { createMetaService } from './services/meta.ts'
 import { createAdminRegistry, createOperatorUsers, createUpstreamAdmin, type OperatorService } from './services/operator/index.ts'
@@ -113,7 +113,7 @@ export async function createApi(deps: ApiDeps) {
   const users = createUsers({ db })
   // One key pool for LLM, speech and streaming speech, so a key cooled down by one is skipped by all.
   const keyPool = createUpstreamKeyPool({ keyVault, logger, clock })
-  const llmGateway = createLlmGateway({ db, config, billing, metrics, logger, keyVault, keyPool, clock, keyBudgets: createKeyBudgets({ db, clock }) })
+  const llmGateway = createLlmGateway({ db, config, billing, metrics, logger, keyVault, keyPool, clock })
   // A memory change reaches the user's devices as a `memory` event on their live feed (`chats` is built below).
   const memory = createMemoryService({
     db,

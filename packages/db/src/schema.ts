@@ -490,12 +490,14 @@ interface ApiKeyTable {
 
 export type ApiKey = Selectable<ApiKeyTable>
 
-/** A key's spending in one budget period (its start; the epoch for 'total'). */
+/**
+ * A budgeted key's spending in its current period (from `period_start`; the epoch
+ * for 'total'): made with the key, moved only by the ledger's write statement.
+ */
 interface ApiKeySpendTable {
   api_key_id: string
   period_start: Date
   flux: Generated<number>
-  last_claim: Generated<number>
 }
 
 export type LlmCallKind = 'llm' | 'reply' | 'embedding' | 'memory'

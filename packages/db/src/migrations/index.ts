@@ -24,6 +24,7 @@ import * as memories from './0022_memories.ts'
 import * as embeddingsKind from './0023_embeddings_kind.ts'
 import * as memoryRecall from './0024_memory_recall.ts'
 import * as apiKeys from './0025_api_keys.ts'
+import * as apiKeySpendInLedger from './0026_api_key_spend_in_ledger.ts'
 
 /**
  * Every migration, keyed by name. Kysely's Migrator applies them in key order, so
@@ -54,4 +55,5 @@ export const migrations: Record<string, Migration> = {
   '0023_embeddings_kind': embeddingsKind,
   '0024_memory_recall': memoryRecall,
   '0025_api_keys': apiKeys,
+  '0026_api_key_spend_in_ledger': apiKeySpendInLedger,
 }

@@ -2,4 +2,3 @@
 // budgeted and rate-limited per key; a third kind of credential beside sessions and JWTs.
 export { createApiKeyService, isApiKey, keySessionId, type ApiKeyService, type KeyIdentity } from './service.ts'
 export { apiKeyByIdInput, apiKeyCreateInput, type ApiKeyScope } from './schema.ts'
-export { createKeyBudgets, type BudgetClaim, type BudgetedKey, type KeyBudgets } from './budget.ts'

@@ -8,7 +8,7 @@ import type { SessionRevocation } from '../../auth/session-guard.ts'
 import type { Clock } from '../../clock.ts'
 import { ApiError, notFound } from '../../errors.ts'
 import { keysetPages, type ExportTables } from '../account-export/index.ts'
-import { periodStart } from './budget.ts'
+import { keyPeriodStart } from '../billing/index.ts'
 import type { ApiKeyCreateInput, ApiKeyScope } from './schema.ts'
 
 /** Every key starts with this: a resolver tells keys from session tokens and JWTs by it, and secret scanners find leaked ones. */
@@ -79,25 +79,12 @@ export function createApiKeyService({ db, clock, revoke }: ApiKeyDeps) {
   const now = () => new Date(clock.now())
   const lastTouched = new Map<string, number>()
 
-  /** What each key spent since the start of its period: its ledger rows, debits less what was given back. */
-  async function spentBy(keys: Array<Pick<ApiKey, 'id' | 'budget_period'>>): Promise<Map<string, number>> {
-    const spent = new Map<string, number>()
-    const at = now()
-    const byStart = new Map<number, typeof keys>()
-    for (const key of keys) {
-      const start = periodStart(key.budget_period ?? 'total', at).getTime()
-      byStart.set(start, [...byStart.get(start) ?? [], key])
-    }
-    await Promise.all([...byStart].map(async ([start, group]) => {
-      const rows = await db.selectFrom('flux_transaction')
-        .select('api_key_id')
-        .select(sql<string>`sum(case when type = 'debit' then amount else -amount end)`.as('flux'))
-        .where('api_key_id', 'in', group.map(key => key.id)).where('created_at', '>=', new Date(start))
-        .groupBy('api_key_id').execute()
-      for (const row of rows)
-        spent.set(row.api_key_id!, Number(row.flux))
-    }))
-    return spent
+  /** What each key spent since the start of its budget's period (all time without one): its ledger rows, debits less what was given back. */
+  async function spentBy(ids: string[]): Promise<Map<string, number>> {
+    const { rows } = await sql<{ id: string, flux: string }>`SELECT k.id, COALESCE(sum(CASE WHEN t.type = 'debit' THEN t.amount ELSE -t.amount END), 0) AS flux
+      FROM api_keys k LEFT JOIN flux_transaction t ON t.api_key_id = k.id AND t.created_at >= ${keyPeriodStart}
+      WHERE k.id = ANY(${ids}::text[]) GROUP BY k.id`.execute(db)
+    return new Map(rows.map(row => [row.id, Number(row.flux)]))
   }
 
   return {
@@ -119,7 +106,7 @@ export function createApiKeyService({ db, clock, revoke }: ApiKeyDeps) {
           .executeTakeFirstOrThrow()
         if (Number(count) >= MAX_LIVE_KEYS)
           throw new ApiError(409, 'API_KEY_LIMIT', `You already have ${MAX_LIVE_KEYS} API keys; revoke one first`, { limit: MAX_LIVE_KEYS })
-        return trx.insertInto('api_keys').values({
+        const made = await trx.insertInto('api_keys').values({
           user_id: userId,
           name: input.name,
           prefix: key.slice(0, SHOWN_CHARS),
@@ -131,6 +118,10 @@ export function createApiKeyService({ db, clock, revoke }: ApiKeyDeps) {
           expires_at: input.expiresAt ?? null,
           created_at: at,
         }).returningAll().executeTakeFirstOrThrow()
+        // A budgeted key's counter, which the ledger's write statement moves (it must exist before the key's first call).
+        if (made.budget_flux !== null)
+          await trx.insertInto('api_key_spend').values({ api_key_id: made.id, period_start: new Date(0) }).execute()
+        return made
       })
       return { ...toView(row, 0), key }
     },
@@ -139,7 +130,7 @@ export function createApiKeyService({ db, clock, revoke }: ApiKeyDeps) {
     async list(userId: string): Promise<ApiKeyView[]> {
       const rows = await db.selectFrom('api_keys').selectAll().where('user_id', '=', userId).where('revoked_at', 'is', null)
         .orderBy('created_at', 'desc').orderBy('id', 'desc').limit(LISTED_KEYS).execute()
-      const spent = rows.length > 0 ? await spentBy(rows) : new Map<string, number>()
+      const spent = rows.length > 0 ? await spentBy(rows.map(row => row.id)) : new Map<string, number>()
       return rows.map(row => toView(row, spent.get(row.id) ?? 0))
     },
 
@@ -189,12 +180,11 @@ export function createApiKeyService({ db, clock, revoke }: ApiKeyDeps) {
           .select(['id', 'name', 'prefix', 'scopes', 'budget_flux', 'budget_period', 'rate_limit_per_minute', 'expires_at', 'revoked_at', 'last_used_at', 'created_at'])
           .where('user_id', '=', userId).$if(after !== undefined, query => query.where('id', '>', after!.id))
           .orderBy('id').limit(limit).execute()),
-        // What each budgeted key has claimed per period (the budget's guard; the ledger has what was spent).
-        api_key_spend: keysetPages(async (after: { api_key_id: string, period_start: Date } | undefined, limit) => db.selectFrom('api_key_spend as s')
+        // Each budgeted key's running total in its current period (the budget's guard; the ledger has every row).
+        api_key_spend: keysetPages(async (after: { api_key_id: string } | undefined, limit) => db.selectFrom('api_key_spend as s')
           .innerJoin('api_keys as k', 'k.id', 's.api_key_id').select(['s.api_key_id', 's.period_start', 's.flux'])
-          .where('k.user_id', '=', userId)
-          .$if(after !== undefined, query => query.where(eb => eb.or([eb('s.api_key_id', '>', after!.api_key_id), eb.and([eb('s.api_key_id', '=', after!.api_key_id), eb('s.period_start', '>', after!.period_start)])])))
-          .orderBy('s.api_key_id').orderBy('s.period_start').limit(limit).execute()),
+          .where('k.user_id', '=', userId).$if(after !== undefined, query => query.where('s.api_key_id', '>', after!.api_key_id))
+          .orderBy('s.api_key_id').limit(limit).execute()),
       }
     },
 

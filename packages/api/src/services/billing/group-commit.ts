@@ -35,20 +35,32 @@ export function createGroupCommit(db: Db, { inFlight: maxInFlight = IN_FLIGHT, m
   /** Users with a write in a statement now. */
   const busy = new Set<string>()
 
-  /** The next batch: queued writes in order, none of a busy user, a (user, request id) once. */
+  /**
+   * The next batch: queued writes in order, none of a busy user, a (user, request
+   * id) once, a personal API key once (the statement moves a key's budget counter
+   * by one write; the key's next write waits for the next statement).
+   */
   function take(): Queued[] {
     const batch: Queued[] = []
     const rest: Queued[] = []
     const taken = new Set<string>()
+    /** Users with a write left for later because of its key: their later writes wait too, so they stay in order. */
+    const blocked = new Set<string>()
     for (const write of queue) {
-      const { userId, requestId } = write.input
+      const { userId, requestId, apiKeyId } = write.input
       const key = `${userId}\n${requestId}`
-      if (batch.length < maxBatch && !busy.has(userId) && !taken.has(key)) {
+      const apiKey = apiKeyId === undefined ? undefined : `key\n${apiKeyId}`
+      const keyTaken = apiKey !== undefined && taken.has(apiKey)
+      if (batch.length < maxBatch && !busy.has(userId) && !blocked.has(userId) && !taken.has(key) && !keyTaken) {
         taken.add(key)
+        if (apiKey !== undefined)
+          taken.add(apiKey)
         batch.push(write)
       }
       else {
         rest.push(write)
+        if (keyTaken)
+          blocked.add(userId)
       }
     }
     queue = rest

@@ -219,6 +219,75 @@ describe('credit', () => {
   })
 })
 
+describe('a personal API key\'s budget', () => {
+  /** A key of `userId` with a budget, and its counter as the key service makes them. */
+  async function budgetedKey(userId: string, flux: number, period: 'day' | 'month' | 'total' = 'day') {
+    const key = await database.db.insertInto('api_keys').values({ user_id: userId, name: 'k', prefix: 'airi_sk_x', key_hash: randomUUID(), scopes: ['llm'], budget_flux: flux, budget_period: period })
+      .returning('id').executeTakeFirstOrThrow()
+    await database.db.insertInto('api_key_spend').values({ api_key_id: key.id, period_start: new Date(0) }).execute()
+    return key.id
+  }
+  const counter = async (keyId: string) => (await database.db.selectFrom('api_key_spend').selectAll().where('api_key_id', '=', keyId).executeTakeFirstOrThrow())
+  /** The key's rows since `since`: debits less credits. */
+  const rowsNet = async (keyId: string) => (await database.db.selectFrom('flux_transaction').select(['type', 'amount']).where('api_key_id', '=', keyId).execute())
+    .reduce((sum, row) => sum + (row.type === 'debit' ? row.amount : -row.amount), 0)
+
+  it('60 concurrent holds of 7 (at least 2) on a key with 50 of budget: they take exactly 50, the rest 402 KEY_BUDGET_EXCEEDED, the counter equals the rows', async () => {
+    const userId = newUser()
+    await billing.credit({ userId, amount: 1000, requestId: 'top-up' })
+    const keyId = await budgetedKey(userId, 50)
+    const results = await Promise.allSettled(Array.from({ length: 60 }, (_, n) =>
+      billing.debit({ userId, amount: 7, atLeast: 2, requestId: `hold-${n}`, apiKeyId: keyId })))
+    const taken = results.flatMap(result => (result.status === 'fulfilled' ? [result.value.amount] : []))
+    // 7 × 7 = 49, then the 1 left is below atLeast: every later hold is refused.
+    expect(taken.reduce((a, b) => a + b, 0)).toBe(49)
+    const refusals = results.flatMap(result => (result.status === 'rejected' ? [result.reason] : []))
+    expect(refusals).toHaveLength(53)
+    for (const reason of refusals)
+      expect(reason).toMatchObject({ status: 402, code: 'KEY_BUDGET_EXCEEDED', details: { budget: 50, period: 'day' } })
+    expect((await counter(keyId)).flux).toBe(49)
+    expect(await rowsNet(keyId)).toBe(49)
+    expect(await storedBalance(userId)).toBe(INITIAL + 1000 - 49)
+  })
+
+  it('a refund gives budget back, owed usage is counted but never refused, and another key or none is not capped', async () => {
+    const userId = newUser()
+    const keyId = await budgetedKey(userId, 10, 'total')
+    const other = await budgetedKey(userId, 1000, 'month')
+    await billing.debit({ userId, amount: 10, atLeast: 1, requestId: 'a', apiKeyId: keyId })
+    await expect(billing.debit({ userId, amount: 1, atLeast: 1, requestId: 'b', apiKeyId: keyId })).rejects.toMatchObject({ code: 'KEY_BUDGET_EXCEEDED' })
+    await billing.credit({ userId, amount: 4, requestId: 'a-back', apiKeyId: keyId })
+    expect((await billing.debit({ userId, amount: 9, atLeast: 1, requestId: 'c', apiKeyId: keyId })).amount).toBe(4)
+    // Usage already served (a settlement past its hold) is owed: counted, never refused by the budget.
+    expect((await billing.debit({ userId, amount: 3, served: true, requestId: 'd', apiKeyId: keyId })).amount).toBe(3)
+    expect((await counter(keyId)).flux).toBe(13)
+    expect(await rowsNet(keyId)).toBe(13)
+    expect(await billing.keySpend(keyId)).toEqual({ budget: 10, period: 'total', spent: 13 })
+    expect((await billing.debit({ userId, amount: 20, atLeast: 1, requestId: 'e', apiKeyId: other })).amount).toBe(20)
+    expect((await billing.debit({ userId, amount: 20, atLeast: 1, requestId: 'f' })).amount).toBe(20)
+    // A replay moves nothing, so it does not count again.
+    await billing.debit({ userId, amount: 20, atLeast: 1, requestId: 'e', apiKeyId: other })
+    expect((await billing.keySpend(other))!.spent).toBe(20)
+    // The balance refuses first when both would.
+    const poor = newUser()
+    await billing.debit({ userId: poor, amount: INITIAL, requestId: 'drain' })
+    const poorKey = await budgetedKey(poor, 1)
+    await billing.debit({ userId: poor, amount: 1, served: true, requestId: 'owed', apiKeyId: poorKey }).catch(() => {})
+    await expect(billing.debit({ userId: poor, amount: 1, atLeast: 1, requestId: 'x', apiKeyId: poorKey })).rejects.toMatchObject({ code: 'INSUFFICIENT_FLUX' })
+  })
+
+  it('a counter from an earlier period starts again at 0', async () => {
+    const userId = newUser()
+    const keyId = await budgetedKey(userId, 5, 'day')
+    await database.db.updateTable('api_key_spend').set({ period_start: new Date(Date.UTC(2020, 0, 1)), flux: 5 }).where('api_key_id', '=', keyId).execute()
+    expect(await billing.keySpend(keyId)).toEqual({ budget: 5, period: 'day', spent: 0 })
+    expect((await billing.debit({ userId, amount: 5, atLeast: 5, requestId: 'today', apiKeyId: keyId })).amount).toBe(5)
+    const row = await counter(keyId)
+    expect(row.flux).toBe(5)
+    expect(row.period_start.getTime()).toBe(new Date(new Date().toISOString().slice(0, 10)).getTime())
+  })
+})
+
 describe('history', () => {
   it('pages the caller\'s ledger newest first, and only the caller\'s', async () => {
     const userId = newUser()

@@ -1,4 +1,4 @@
-import type { Database, Db } from '@airi/db'
+import type { ApiKeyBudgetPeriod, Database, Db } from '@airi/db'
 import { sql, type Transaction } from 'kysely'
 
 import type { Cache } from '../../adapters/ports.ts'
@@ -9,7 +9,7 @@ import type { Logger } from '../../logger.ts'
 import type { Metrics } from '../../metrics.ts'
 import { billingExportTables } from './export.ts'
 import { createGroupCommit } from './group-commit.ts'
-import { accountNotFound, checkAmount, creditPlan, debitPlan, openAccountIn, readOutcome, runWrites, toEntry, type CreditInput, type DebitInput, type LedgerEntry, type Plan, type WriteInput, type Written } from './write.ts'
+import { accountNotFound, checkAmount, creditPlan, debitPlan, keyPeriodStart, openAccountIn, readOutcome, runWrites, toEntry, type CreditInput, type DebitInput, type LedgerEntry, type Plan, type WriteInput, type Written } from './write.ts'
 
 export { writeCompanionAlone, type Alongside, type CompanionKind, type CreditInput, type DebitInput, type LedgerEntry } from './write.ts'
 
@@ -214,6 +214,18 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux, 
       for (const entry of written)
         await committed(entry)
       return result
+    },
+
+    /**
+     * A budgeted personal API key's budget and what its rows moved in the current
+     * period (the counter the write statement keeps); null for a key without one.
+     */
+    async keySpend(keyId: string): Promise<{ budget: number, period: ApiKeyBudgetPeriod, spent: number } | null> {
+      const { rows } = await sql<{ budget: string, period: ApiKeyBudgetPeriod, spent: string }>`SELECT k.budget_flux AS budget, k.budget_period AS period,
+          CASE WHEN s.period_start = ${keyPeriodStart} THEN s.flux ELSE 0 END AS spent
+        FROM api_key_spend s JOIN api_keys k ON k.id = s.api_key_id WHERE s.api_key_id = ${keyId}`.execute(db)
+      const row = rows[0]
+      return row ? { budget: Number(row.budget), period: row.period, spent: Number(row.spent) } : null
     },
 
     /** Of `userIds`, those whose account was closed by account deletion (writes to them are refused). */

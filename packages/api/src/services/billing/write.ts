@@ -1,6 +1,6 @@
 import { sql, type RawBuilder, type Transaction } from 'kysely'
 
-import { prepared, type Database, type Db, type FluxTransaction, type FluxTransactionType } from '@airi/db'
+import { prepared, type ApiKeyBudgetPeriod, type Database, type Db, type FluxTransaction, type FluxTransactionType } from '@airi/db'
 
 import { ApiError } from '../../errors.ts'
 
@@ -66,6 +66,16 @@ function companionRelation(kind: CompanionKind, rows: ReadonlyArray<Record<strin
 export function writeCompanionAlone(executor: Db, { kind, row }: Alongside, moved: number): Promise<unknown> {
   return kind.statement(companionRelation(kind, [row], sql<number>`${moved}::bigint`, false)).execute(executor)
 }
+
+/**
+ * When the budget period of a key (`k.budget_period`) that contains now began, in
+ * UTC (the epoch for 'total'): by the database's clock, which also stamps the
+ * ledger rows, so a period's counter and its rows agree.
+ */
+export const keyPeriodStart = sql`CASE k.budget_period
+  WHEN 'day' THEN date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+  WHEN 'month' THEN date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+  ELSE 'epoch'::timestamptz END`
 
 export interface WriteInput {
   userId: string
@@ -138,6 +148,11 @@ function insufficientFlux(balance: number, requested: number): ApiError {
   return new ApiError(402, 'INSUFFICIENT_FLUX', 'Not enough Flux', { balance, requested })
 }
 
+/** A personal API key's budget would be passed: 402, nothing written (the LLM reservation and the meters' holds). */
+export function keyBudgetExceeded(budget: number, period: ApiKeyBudgetPeriod): ApiError {
+  return new ApiError(402, 'KEY_BUDGET_EXCEEDED', `This API key has spent its budget of ${budget} Flux for this ${period === 'total' ? 'key' : period}; raise it with a new key or wait for the next period`, { budget, period })
+}
+
 const requestIdReused = (requestId: string) =>
   new ApiError(409, 'REQUEST_ID_REUSED', 'This request id was already used for another write', { requestId })
 
@@ -183,7 +198,13 @@ export interface Plan {
   owed?: boolean
 }
 
-export type WriteRow = EntryRow & { outcome: 'written' | 'replayed' | 'refused', balance: number | null }
+export type WriteRow = EntryRow & {
+  outcome: 'written' | 'replayed' | 'refused' | 'over_budget'
+  /** Refused: the balance the write found. */
+  balance: number | null
+  /** Over budget: the key's budget. */
+  key_budget: { flux: number, period: ApiKeyBudgetPeriod } | null
+}
 
 /** What a ledger entry is read from; named, not `*`, so a column added later leaves the prepared statement's result as it was. */
 const ENTRY_COLUMNS = ['id', 'user_id', 'type', 'amount', 'balance_before', 'balance_after', 'request_id', 'description', 'metadata', 'created_at'] as const
@@ -252,8 +273,9 @@ function writeStatement(writes: readonly PlannedWrite[]): RawBuilder<WriteRow & 
   const alongside = [...companions].sort(([a], [b]) => a.name.localeCompare(b.name)).map(([kind, rows]) =>
     sql`, ${sql.raw(`companion_${kind.name}`)} AS (${kind.statement(companionRelation(kind, rows, sql<number>`COALESCE((SELECT amount FROM outcome WHERE outcome.ord = v.ord), 0)`, true))})`)
   // A debit moves what the balance allows: all of it, or what is left; NULL (below the minimum) refuses.
+  // A reservation (a debit not owed) of a budgeted key also takes at most what the key's budget has left (LEAST skips NULL: no cap).
   const moved = (balance: RawBuilder<number>) =>
-    sql`CASE WHEN w.type <> 'debit' THEN w.amount WHEN ${balance} < w.minimum THEN NULL ELSE LEAST(${balance}, w.amount) END`
+    sql`CASE WHEN w.type <> 'debit' THEN w.amount WHEN ${balance} < w.minimum OR w.key_left < w.minimum THEN NULL ELSE LEAST(${balance}, w.amount, w.key_left) END`
   const after = (balance: RawBuilder<number>) =>
     sql`${balance} + CASE WHEN w.type = 'debit' THEN -1 ELSE 1 END * COALESCE(${moved(balance)}, 0)`
   // The text depends only on the companion kinds present: prepared once per connection.
@@ -267,14 +289,28 @@ function writeStatement(writes: readonly PlannedWrite[]): RawBuilder<WriteRow & 
       -- when it was made.
       SELECT f.user_id, f.flux FROM (SELECT DISTINCT user_id FROM i ORDER BY user_id) u
       CROSS JOIN LATERAL (SELECT f.user_id, f.flux FROM user_flux f WHERE f.user_id = u.user_id AND f.deleted_at IS NULL FOR UPDATE) f
+    ), spend AS (
+      -- Budgeted keys' counters, each locked after its user's balance row (as every
+      -- writer does, so no two statements wait on each other in a cycle); spent counts
+      -- from the start of the current period. Group commit puts a key in a statement once.
+      SELECT s.api_key_id, k.budget_flux AS budget, k.budget_period AS period, p.start,
+        CASE WHEN s.period_start = p.start THEN s.flux ELSE 0 END AS spent
+      FROM acct
+      CROSS JOIN LATERAL (SELECT DISTINCT i.api_key_id FROM i WHERE i.user_id = acct.user_id AND i.api_key_id IS NOT NULL) ik
+      CROSS JOIN LATERAL (SELECT s.api_key_id, s.period_start, s.flux FROM api_key_spend s WHERE s.api_key_id = ik.api_key_id FOR UPDATE) s
+      JOIN api_keys k ON k.id = s.api_key_id
+      CROSS JOIN LATERAL (SELECT ${keyPeriodStart} AS start) p
     ), replay AS (
       SELECT i.ord, t.* FROM i CROSS JOIN LATERAL (
         SELECT ${entryColumns('t')} FROM flux_transaction t WHERE t.user_id = i.user_id AND t.request_id = i.request_id OFFSET 0
       ) t
     ), todo AS (
       -- The writes that are no replay, numbered per user in batch order.
-      SELECT i.*, row_number() OVER (PARTITION BY i.user_id ORDER BY i.ord) AS step
-      FROM i WHERE i.user_id IN (SELECT user_id FROM acct) AND NOT EXISTS (SELECT 1 FROM replay WHERE replay.ord = i.ord)
+      -- key_left: what a reservation may take of its key's budget (NULL: no cap).
+      SELECT i.*, row_number() OVER (PARTITION BY i.user_id ORDER BY i.ord) AS step,
+        CASE WHEN i.type = 'debit' AND NOT i.owed AND spend.api_key_id IS NOT NULL THEN GREATEST(0, spend.budget - spend.spent) END AS key_left
+      FROM i LEFT JOIN spend ON spend.api_key_id = i.api_key_id
+      WHERE i.user_id IN (SELECT user_id FROM acct) AND NOT EXISTS (SELECT 1 FROM replay WHERE replay.ord = i.ord)
     ), steps AS (
       SELECT w.ord, w.user_id, w.step, acct.flux AS before, ${moved(sql`acct.flux`)} AS moved, ${after(sql`acct.flux`)} AS after
       FROM todo w JOIN acct ON acct.user_id = w.user_id WHERE w.step = 1
@@ -285,6 +321,13 @@ function writeStatement(writes: readonly PlannedWrite[]): RawBuilder<WriteRow & 
       UPDATE user_flux u SET flux = last.after, updated_at = now()
       FROM (SELECT DISTINCT ON (user_id) user_id, after FROM steps WHERE user_id IN (SELECT user_id FROM steps WHERE moved IS NOT NULL) ORDER BY user_id, step DESC) last
       WHERE u.user_id = last.user_id
+    ), key_upd AS (
+      -- Each key's counter moves by what its rows moved (debits up, credits down), from the period's start.
+      UPDATE api_key_spend s SET period_start = spend.start, flux = GREATEST(0, spend.spent + d.delta)
+      FROM (SELECT w.api_key_id, sum(CASE WHEN w.type = 'debit' THEN st.moved ELSE -st.moved END) AS delta
+        FROM steps st JOIN i w ON w.ord = st.ord WHERE st.moved IS NOT NULL AND w.api_key_id IS NOT NULL GROUP BY w.api_key_id) d
+      JOIN spend ON spend.api_key_id = d.api_key_id
+      WHERE s.api_key_id = d.api_key_id
     ), ins AS (
       -- In each user's order, so seq follows the balance. A short debit that is owed records what was asked for and what went unbilled.
       INSERT INTO flux_transaction (user_id, type, amount, balance_before, balance_after, request_id, description, metadata, unbilled, api_key_id)
@@ -298,9 +341,12 @@ function writeStatement(writes: readonly PlannedWrite[]): RawBuilder<WriteRow & 
       ORDER BY s.user_id, s.step
       RETURNING ${entryColumns('flux_transaction')}
     ), outcome AS (
-      SELECT i.ord, 'written' AS outcome, NULL::bigint AS balance, ${entryColumns('ins')} FROM ins JOIN i ON i.user_id = ins.user_id AND i.request_id = ins.request_id
-      UNION ALL SELECT replay.ord, 'replayed', NULL, ${entryColumns('replay')} FROM replay
-      UNION ALL SELECT steps.ord, 'refused', steps.before, ${entryColumns('none')} FROM steps LEFT JOIN flux_transaction none ON false WHERE steps.moved IS NULL
+      SELECT i.ord, 'written' AS outcome, NULL::bigint AS balance, NULL::jsonb AS key_budget, ${entryColumns('ins')} FROM ins JOIN i ON i.user_id = ins.user_id AND i.request_id = ins.request_id
+      UNION ALL SELECT replay.ord, 'replayed', NULL, NULL, ${entryColumns('replay')} FROM replay
+      -- Refused by the balance, else by the key's budget (named in the answer).
+      UNION ALL SELECT steps.ord, CASE WHEN steps.before >= w.minimum THEN 'over_budget' ELSE 'refused' END, steps.before,
+          CASE WHEN steps.before >= w.minimum THEN jsonb_build_object('flux', spend.budget, 'period', spend.period) END, ${entryColumns('none')}
+        FROM steps JOIN todo w ON w.ord = steps.ord LEFT JOIN spend ON spend.api_key_id = w.api_key_id LEFT JOIN flux_transaction none ON false WHERE steps.moved IS NULL
     )${sql.join(alongside, sql``)}
     SELECT * FROM outcome ORDER BY ord`
 }
@@ -311,6 +357,8 @@ export function readOutcome(row: WriteRow | undefined, input: WriteInput): Writt
     return undefined
   if (row.outcome === 'refused')
     throw insufficientFlux(row.balance ?? 0, input.amount)
+  if (row.outcome === 'over_budget')
+    throw keyBudgetExceeded(Number(row.key_budget!.flux), row.key_budget!.period)
   if (row.outcome === 'replayed' && input.refuseReplay)
     throw requestIdReused(input.requestId)
   return { entry: toEntry(row), replayed: row.outcome === 'replayed', announce: input.announce }

@@ -16,13 +16,12 @@ import { createCallBilling } from './billing.ts'
 import { createCallSignal } from './call-signal.ts'
 import { embeddingsAnswer, inputOf, type EmbeddingsBody } from './embeddings.ts'
 import { requestLogExportTables } from './export.ts'
-import type { BudgetedKey, KeyBudgets } from '../api-keys/index.ts'
 import { failureOf, type CallEnds, type Failure } from './failure.ts'
 import { relayStream } from './relay.ts'
 import { createRequestLog, type ReconcileReport } from './request-log.ts'
 import { capFor, priceOf, requestedCap, withCap, type CallBounds } from './reservation.ts'
 import { createUpstreamRouter, type Attempt, type ChatCompletionBody, type RouterConfig } from './router.ts'
-import { admitWithClaim, reserveCall, type ReservedCall, type Settlement } from './settlement.ts'
+import { reserveCall, type ReservedCall, type Settlement } from './settlement.ts'
 import { startCallTelemetry, type CallTelemetry } from './telemetry.ts'
 import { addChoices, countPrompt, promptOf, TextTally, tokenCounterFor, TOKENS_PER_MESSAGE, usageIn, type Usage } from './usage.ts'
 
@@ -60,8 +59,8 @@ export interface ReserveOptions {
    * rejection refuses the call with nothing written.
    */
   admitted?: Promise<unknown>
-  /** The personal API key the client used: on the call's rows, and its budget claimed before the reservation. */
-  apiKey?: BudgetedKey
+  /** The personal API key the client used: on the call's rows; the reservation keeps within its budget. */
+  apiKey?: { keyId: string }
 }
 
 /** A call whose Flux is reserved and whose upstreams are not called yet (see `reserve`). */
@@ -94,8 +93,6 @@ export interface LlmGatewayDeps {
   keyPool: UpstreamKeyPool
   /** Call durations and the reconciliation cutoff read the time here. */
   clock: Clock
-  /** Budgets of personal API keys (SPEC §4.17); without it a key's budget is not enforced. */
-  keyBudgets?: KeyBudgets
 }
 
 /** Whole-chain deadline when the router config names none. */
@@ -125,7 +122,7 @@ const chatAnswer: ReadAnswer = (payload) => {
  * refund when every upstream failed. Each call's `llm_request_log` row is
  * written pending first, so a call cut short by a crash can be reconciled.
  */
-export function createLlmGateway({ db, config, billing, metrics, logger, keyVault, keyPool, clock, keyBudgets }: LlmGatewayDeps) {
+export function createLlmGateway({ db, config, billing, metrics, logger, keyVault, keyPool, clock }: LlmGatewayDeps) {
   const router = createUpstreamRouter({ keyPool, logger, metrics })
   const callBilling = createCallBilling({ billing, logger })
   const requestLog = createRequestLog({ db, logger, clock })
@@ -214,10 +211,10 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
     const prompt = promptOf(body)
     const bounds = await boundsOf(prompt, entry, { cap: requestedCap(body) ?? entry.maxOutputTokens, choices: body.n ?? 1 })
     const stream = body.stream === true
-    const { claiming } = await admitWithClaim({ keyBudgets, logger }, options.apiKey, bounds, options.admitted)
+    await options.admitted
     const telemetry = startCallTelemetry({ metrics, clock, alias, upstreams, callId, stream })
     const ends: CallEnds = { shutdown: shutdown.signal, clientSignal, deadline, closing: () => closing }
-    const reserved = await reserveCall({ requestLog, callBilling, logger, keyBudgets }, { userId, callId, alias, bounds, prompt, telemetry, kind: options.kind ?? 'llm', apiKey: options.apiKey, claiming })
+    const reserved = await reserveCall({ requestLog, callBilling, logger }, { userId, callId, alias, bounds, prompt, telemetry, kind: options.kind ?? 'llm', apiKeyId: options.apiKey?.keyId })
     // The upstream is asked for no more output than the reservation pays for.
     const upstreamBody = withCap(body, capFor(reserved.call.reserved, bounds))
     return { callId, alias, upstreams, upstreamBody, stream, signal: deadline.signal, ends, reserved, telemetry, abandoned }
@@ -438,10 +435,10 @@ export function createLlmGateway({ db, config, billing, metrics, logger, keyVaul
         const input = inputOf(body)
         // Nothing is generated: the reservation is the input alone.
         const bounds = await boundsOf(input, entry, { cap: 0, choices: 1 })
-        const { claiming } = await admitWithClaim({ keyBudgets, logger }, options.apiKey, bounds, options.admitted)
+        await options.admitted
         const telemetry = startCallTelemetry({ metrics, clock, alias, upstreams: entry.upstreams, callId, stream: false, operation: 'embeddings' })
         const ends: CallEnds = { shutdown: shutdown.signal, clientSignal, deadline, closing: () => closing }
-        const reserved = await reserveCall({ requestLog, callBilling, logger, keyBudgets }, { userId, callId, alias, bounds, prompt: input, telemetry, kind: options.kind ?? 'embedding', capped: true, apiKey: options.apiKey, claiming })
+        const reserved = await reserveCall({ requestLog, callBilling, logger }, { userId, callId, alias, bounds, prompt: input, telemetry, kind: options.kind ?? 'embedding', capped: true, apiKeyId: options.apiKey?.keyId })
         const attempt = await attemptOrRefund(reserved, telemetry, deadline.signal, ends, () => router.call(alias, entry.upstreams, body, false, deadline.signal, 'embeddings'))
         return await answerJson(reserved, attempt, deadline.signal, ends, embeddingsAnswer(input.count))
       }

@@ -1,7 +1,6 @@
 import type { LlmCallKind } from '@airi/db'
 
 import { ApiError } from '../../errors.ts'
-import type { BudgetClaim, BudgetedKey, KeyBudgets } from '../api-keys/index.ts'
 import type { Logger } from '../../logger.ts'
 import type { BilledCall, CallBilling, ServedCost } from './billing.ts'
 import type { CallOutcome, createRequestLog } from './request-log.ts'
@@ -14,8 +13,6 @@ export interface SettlementDeps {
   requestLog: ReturnType<typeof createRequestLog>
   callBilling: CallBilling
   logger: Logger
-  /** Budgets of personal API keys: a call made with a budgeted key claims its reservation there first. */
-  keyBudgets?: KeyBudgets
 }
 
 /** How a call that reached an upstream was settled: what it was billed on and charged. */
@@ -42,32 +39,12 @@ export interface CallToReserve {
    * tokenizer that counts a little differently from ours.
    */
   capped?: boolean
-  /** The personal API key that made the call: its id goes on every row of the call. */
-  apiKey?: BudgetedKey
-  /** Its budget claim, started by `admitWithClaim` (402 `KEY_BUDGET_EXCEEDED` when it rejects). */
-  claiming?: Promise<BudgetClaim | undefined>
-}
-
-/**
- * Awaits the caller's admission (its rate limit) with the key's budget claim
- * running beside it, so a budgeted key adds no round trip of its own; a refused
- * admission gives the claim back. Returns the claim, still to be awaited by
- * `reserveCall` (whose refusal path logs a 402).
- */
-export async function admitWithClaim({ keyBudgets, logger }: Pick<SettlementDeps, 'keyBudgets' | 'logger'>, apiKey: BudgetedKey | undefined, bounds: CallBounds, admitted: Promise<unknown> | undefined): Promise<{ claiming?: Promise<BudgetClaim | undefined> }> {
-  const claiming = apiKey?.budget && keyBudgets ? keyBudgets.claim(apiKey, reservationFor(bounds)) : undefined
-  claiming?.catch(() => {})
-  try {
-    await admitted
-  }
-  catch (error) {
-    const taken = await claiming?.catch(() => undefined)
-    if (taken)
-      await keyBudgets!.adjust(taken, -taken.flux).catch((adjustError: unknown) => logger.error({ err: adjustError }, 'could not give back an API key\'s budget claim'))
-    throw error
-  }
-  // In an object: an async function returning the promise itself would wait for it.
-  return { claiming }
+  /**
+   * The personal API key that made the call: its id goes on every row of the call,
+   * and the ledger's statement keeps the reservation within the key's budget (402
+   * `KEY_BUDGET_EXCEEDED`) and moves the key's counter with each of its rows.
+   */
+  apiKeyId?: string
 }
 
 /**
@@ -76,9 +53,8 @@ export async function admitWithClaim({ keyBudgets, logger }: Pick<SettlementDeps
  * settled), each end completing the log row in the same statement as its ledger
  * write. A refused reservation completes the row and throws.
  */
-export async function reserveCall({ requestLog, callBilling, logger, keyBudgets }: SettlementDeps, { userId, callId, alias, bounds, prompt, telemetry, kind, capped = false, apiKey, claiming }: CallToReserve) {
+export async function reserveCall({ requestLog, callBilling, logger }: SettlementDeps, { userId, callId, alias, bounds, prompt, telemetry, kind, capped = false, apiKeyId }: CallToReserve) {
   const { startedAt } = telemetry
-  const apiKeyId = apiKey?.keyId
   const { logRow, alongside: pendingRow } = requestLog.pending({ userId, id: callId, alias, apiKeyId }, kind)
   const complete = (outcome: Omit<CallOutcome, 'startedAt'>) => {
     telemetry.observe(outcome)
@@ -94,26 +70,12 @@ export async function reserveCall({ requestLog, callBilling, logger, keyBudgets 
   // upstream is called; the call's end waits for it, so it still ends within the call.
   let reservationCommitted: Promise<void> = Promise.resolve()
   let call: BilledCall
-  let claim: BudgetClaim | undefined
-  /** Moves the key's budget claim by what the ledger did beyond or below it; a failure leaves the claim high (refusing early, never late). */
-  const correctClaim = async (delta: number) => {
-    if (claim && keyBudgets)
-      await keyBudgets.adjust(claim, delta).catch((error: unknown) => logger.error({ err: error, call: callId }, 'could not correct an API key\'s budget claim; it stays higher than spent'))
-  }
   try {
-    const wanted = reservationFor(bounds)
-    // The key's budget first (402 KEY_BUDGET_EXCEEDED with nothing written): the ledger then reserves at most what it allowed.
-    claim = await claiming
-    const asked = claim ? { wanted: Math.min(wanted.wanted, claim.flux), least: wanted.least } : wanted
-    call = { userId, id: callId, alias, apiKeyId, reserved: await callBilling.reserve({ userId, id: callId, alias, apiKeyId }, asked, pendingRow, (work) => {
+    call = { userId, id: callId, alias, apiKeyId, reserved: await callBilling.reserve({ userId, id: callId, alias, apiKeyId }, reservationFor(bounds), pendingRow, (work) => {
       reservationCommitted = work
     }) }
-    if (claim)
-      await correctClaim(call.reserved - claim.flux)
   }
   catch (error) {
-    if (claim)
-      await correctClaim(-claim.flux)
     await complete({ upstream: null, status: error instanceof ApiError ? error.status : 500, flux: 0, error: (error as Error).message })
       .catch((logError: unknown) => logger.error({ err: logError, call: callId }, 'could not complete the LLM request log row; it stays pending'))
     throw error
@@ -133,7 +95,6 @@ export async function reserveCall({ requestLog, callBilling, logger, keyBudgets 
     /** Gives the reservation back and completes the log row, in one statement. */
     async refund(upstream: string | null, status: number, message: string): Promise<void> {
       await callBilling.refund(call, 'failed', { alongside: completion({ upstream, status, error: message })({ base: 0, sign: 0 }) })
-      await correctClaim(-call.reserved)
       await reservationCommitted
     },
 
@@ -156,8 +117,6 @@ export async function reserveCall({ requestLog, callBilling, logger, keyBudgets 
       const firstTokenMs = firstTextAt === undefined ? undefined : firstTextAt - startedAt
       const logOutcome = { upstream: upstream.id, ...outcome, usage: measured?.usage, source: measured?.source ?? 'flat' as const, firstTokenMs }
       const { charged, logged } = await callBilling.settle(call, served, completion(logOutcome))
-      // Off the answer's path: until it lands the claim stays high, which only refuses early.
-      void correctClaim(charged - call.reserved)
       if (!logged)
         await complete({ ...logOutcome, flux: charged })
       await reservationCommitted
