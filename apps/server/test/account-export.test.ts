@@ -109,8 +109,7 @@ async function plantEverything(user: TestUser, secrets: Record<string, string>):
   await client.characters.toggleBookmark.mutate({ id: character.id })
   await client.memory.add.mutate({ characterId: character.id, content: 'a memory the export must keep' })
   await client.memory.setSettings.mutate({ characterId: character.id, enabled: false })
-  const key = await client.apiKeys.create.mutate({ name: 'a key the export must list', scopes: ['llm'], budget: { flux: 10, period: 'day' } })
-  await db.insertInto('api_key_spend').values({ api_key_id: key.id, period_start: new Date(Date.UTC(2026, 0, 1)), flux: 3 }).execute()
+  await client.apiKeys.create.mutate({ name: 'a key the export must list', scopes: ['llm'], budget: { flux: 10, period: 'day' } })
   await client.providers.create.mutate({
     definitionId: 'openai',
     name: 'my openai',

@@ -66,7 +66,7 @@ describe('making and listing keys', () => {
     expect(await badRequestFields(client.apiKeys.create.mutate({ name: 'x', scopes: ['llm'], budget: { flux: 0, period: 'day' } }))).toEqual(['budget.flux'])
     expect(await badRequestFields(client.apiKeys.create.mutate({ name: 'x', scopes: ['llm'], budget: { flux: -5, period: 'week' as 'day' } }))).toEqual(['budget.flux', 'budget.period'])
     expect(await badRequestFields(client.apiKeys.create.mutate({ name: '', scopes: ['llm'] }))).toEqual(['name'])
-    expect(await badRequestFields(client.apiKeys.create.mutate({ name: 'x', scopes: ['llm', 'speech'], budget: { flux: 10, period: 'day' } }))).toEqual(['budget'])
+    await client.apiKeys.revoke.mutate({ id: (await makeKey(user, { name: 'x', scopes: ['llm', 'speech'], budget: { flux: 10, period: 'day' } })).id })
     const past = await failure(client.apiKeys.create.mutate({ name: 'x', scopes: ['llm'], expiresAt: new Date(Date.now() - 1000) }))
     expect(past.data).toMatchObject({ httpStatus: 400, details: { field: 'expiresAt' } })
 

@@ -37,7 +37,7 @@ export const speechPlugin: FastifyPluginAsync<SpeechPluginOptions> = async (app,
     const body = parseOrBadRequest(speechRequestSchema, request.body)
     // A client that goes away stops the upstream call; nothing is billed then.
     const gone = clientGone(reply)
-    const result = await speech.synthesize(request.bearerUser!.id, body, gone)
+    const result = await speech.synthesize(request.bearerUser!.id, body, gone, request.bearerKey ?? undefined)
     return reply.header('content-type', result.contentType).send(result.audio)
   })
 

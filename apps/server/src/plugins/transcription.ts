@@ -109,7 +109,7 @@ export const transcriptionPlugin: FastifyPluginAsync<TranscriptionPluginOptions>
     const gone = clientGone(reply)
     const { fields, file } = await readForm(request)
     const body = parseOrBadRequest(transcriptionFieldsSchema, fields)
-    const result = await transcription.transcribe(request.bearerUser!.id, { ...body, file }, gone)
+    const result = await transcription.transcribe(request.bearerUser!.id, { ...body, file }, gone, request.bearerKey ?? undefined)
     switch (body.response_format) {
       case 'text':
         return reply.type('text/plain; charset=utf-8').send(result.text)

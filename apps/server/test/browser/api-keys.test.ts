@@ -81,13 +81,7 @@ describe('stage-web: the API keys screen', () => {
     await expect.poll(() => page.getByTestId('api-key-scopes').textContent()).not.toContain('Tick at least one')
     expect(await sdk.apiKeys.list.query()).toEqual([])
 
-    // A budget is for chat models only: with voice ticked too, the form says so.
     await form.getByLabel('Amount of Flux').fill('50')
-    await form.getByRole('checkbox', { name: /Voice/ }).check()
-    await form.getByRole('button', { name: 'Make key' }).click()
-    await form.getByText('A budget works for chat models only.').waitFor()
-    await form.getByRole('checkbox', { name: /Voice/ }).uncheck()
-    expect(await sdk.apiKeys.list.query()).toEqual([])
 
     await form.getByLabel('Period').selectOption({ label: 'a month' })
     await form.getByLabel('Most calls a minute').fill('30')

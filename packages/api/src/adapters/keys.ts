@@ -8,6 +8,10 @@ export const keys = {
   fluxMeterDebt: (userId: string, meter: string) => `user:${userId}:flux-meter:${meter}:debt`,
   /** Units that calls under way have set aside, not yet billed (see services/billing/holds.ts). */
   fluxMeterHeld: (userId: string, meter: string) => `user:${userId}:flux-meter:${meter}:held`,
+  /** A personal API key's own meter debt: the whole Flux it settles are that key's (see services/billing/meter.ts). */
+  fluxMeterKeyDebt: (userId: string, meter: string, keyId: string) => `user:${userId}:flux-meter:${meter}:key:${keyId}:debt`,
+  /** Units a budgeted key's calls under way have set aside against its budget (see services/billing/holds.ts). */
+  fluxMeterKeyHeld: (userId: string, meter: string, keyId: string) => `user:${userId}:flux-meter:${meter}:key:${keyId}:held`,
   rateLimit: (route: string, key: string) => `rate:${route}:${key}`,
   stripePrices: () => 'cache:stripe:prices',
   ttsVoices: (model: string) => `tts:voices:${model}`,

@@ -36,7 +36,7 @@ export interface Draft {
   expiryDate: string
 }
 
-export type Field = 'name' | 'scopes' | 'budget' | 'budgetScopes' | 'rateLimit' | 'expiry'
+export type Field = 'name' | 'scopes' | 'budget' | 'rateLimit' | 'expiry'
 
 export const emptyDraft = (): Draft => ({ name: '', scopes: ['llm'], budgetFlux: '', budgetPeriod: 'month', rateLimit: '', expiry: 'never', expiryDate: '' })
 
@@ -71,9 +71,6 @@ export function check(draft: Draft, now: Date): { input: CreateInput } | { error
   const flux = draft.budgetFlux.trim() === '' ? undefined : wholeNumber(draft.budgetFlux, 1, MAX_BUDGET_FLUX)
   if (flux === null)
     errors.push('budget')
-  // The server keeps budgets for chat models only: speech and transcription are metered after the fact.
-  else if (flux !== undefined && draft.scopes.some(scope => scope !== 'llm'))
-    errors.push('budgetScopes')
   const rateLimit = draft.rateLimit.trim() === '' ? undefined : wholeNumber(draft.rateLimit, 1, MAX_RATE_LIMIT)
   if (rateLimit === null)
     errors.push('rateLimit')

@@ -13,6 +13,7 @@ export const apiKeyCreateInput = z.object({
   name: text().trim().min(1).max(100),
   scopes: z.array(z.enum(API_KEY_SCOPES)).min(1).max(API_KEY_SCOPES.length)
     .refine(scopes => new Set(scopes).size === scopes.length, 'each scope at most once'),
+  /** Holds across every scope: chat calls reserve against it, speech and transcription hold their units against it. */
   budget: z.object({
     flux: z.number().int().min(1).max(MAX_BUDGET_FLUX),
     period: z.enum(['day', 'month', 'total']),
@@ -20,10 +21,6 @@ export const apiKeyCreateInput = z.object({
   rateLimitPerMinute: z.number().int().min(1).max(10_000).optional(),
   /** Must lie in the future (checked against the server's clock). */
   expiresAt: z.date().optional(),
-}).refine(input => !input.budget || input.scopes.every(scope => scope === 'llm'), {
-  // Speech and transcription are metered after the fact, not reserved: a budget there could not be kept before the upstream call.
-  message: 'a budget applies to keys for chat models only; make a separate key for speech or transcription',
-  path: ['budget'],
 })
 
 export const apiKeyByIdInput = z.object({ id })

@@ -1,7 +1,7 @@
 import { keys } from '../../adapters/keys.ts'
 import type { AtomicCounters } from '../../adapters/ports.ts'
 import type { Logger } from '../../logger.ts'
-import type { FluxMeter, MeterRuntime } from './meter.ts'
+import type { FluxMeter, MeterKey, MeterRuntime } from './meter.ts'
 
 export interface MeterHoldsDeps {
   counters: AtomicCounters
@@ -35,18 +35,23 @@ export interface MeterHold {
  * While a call's `accumulate` runs, the whole Flux it settles have left the debt
  * but are not yet debited; `settling()` holds one more Flux for that moment, so a
  * check running then does not miss them.
+ *
+ * A budgeted personal API key's call also holds its units on the key's own
+ * counter, and its budget is checked the same way (`assertWithinBudget`): the
+ * key's spend, its debt and every hold of the key, this call's included.
  */
 export function createMeterHolds({ counters, meter, resolveRuntime, logger, ttlSeconds = 600 }: MeterHoldsDeps) {
-  return {
-    /** Holds `units` for `userId`, or throws 402 INSUFFICIENT_FLUX (holding nothing) when debt + holds exceed the balance. */
-    async acquire(userId: string, units: number): Promise<MeterHold> {
-      const key = keys.fluxMeterHeld(userId, meter.name)
-      let held = 0
-      const add = async (amount: number) => {
-        await counters.addDebt(key, amount, ttlSeconds)
+  /** One held counter: what this call added to it, added and given back atomically. */
+  function heldOn(key: string, userId: string) {
+    let held = 0
+    return {
+      /** Adds `amount`; the counter's new total. */
+      async add(amount: number): Promise<number> {
+        const total = await counters.addDebt(key, amount, ttlSeconds)
         held += amount
-      }
-      const release = async () => {
+        return total
+      },
+      async release(): Promise<void> {
         const amount = held
         held = 0
         if (amount > 0) {
@@ -54,13 +59,31 @@ export function createMeterHolds({ counters, meter, resolveRuntime, logger, ttlS
             logger.warn({ err: error, userId, meter: meter.name, units: amount }, 'could not release a meter hold; it lapses with its TTL')
           })
         }
+      },
+    }
+  }
+
+  return {
+    /**
+     * Holds `units` for `userId` (and for `apiKey` when it has a budget), or throws
+     * 402 INSUFFICIENT_FLUX when debt + holds exceed the balance, or 402
+     * KEY_BUDGET_EXCEEDED when the key's spend + debt + holds exceed its budget;
+     * a refused call holds nothing.
+     */
+    async acquire(userId: string, units: number, apiKey?: MeterKey): Promise<MeterHold> {
+      const user = heldOn(keys.fluxMeterHeld(userId, meter.name), userId)
+      const key = apiKey?.budget ? heldOn(keys.fluxMeterKeyHeld(userId, meter.name, apiKey.keyId), userId) : undefined
+      const release = async () => {
+        await Promise.all([user.release(), key?.release()])
       }
 
-      const total = await counters.addDebt(key, units, ttlSeconds)
-      held = units
       try {
-        // A hold whose release failed after its key expired can leave the counter below zero; never count less than this call.
-        await meter.assertCanAfford(userId, Math.max(total, units))
+        // Each hold is added before its check reads anything, so of two concurrent calls the later one counts the other.
+        const [total, keyTotal] = await Promise.all([user.add(units), key?.add(units)])
+        // A hold whose release failed after its key expired can leave a counter below zero; never count less than this call.
+        await meter.assertCanAfford(userId, Math.max(total, units), apiKey?.keyId)
+        if (apiKey && keyTotal !== undefined)
+          await meter.assertWithinBudget(userId, apiKey.keyId, Math.max(keyTotal, units))
       }
       catch (error) {
         await release()
@@ -69,7 +92,8 @@ export function createMeterHolds({ counters, meter, resolveRuntime, logger, ttlS
       return {
         async settling() {
           const { unitsPerFlux } = await resolveRuntime()
-          await add(Math.max(1, Math.round(unitsPerFlux)))
+          const amount = Math.max(1, Math.round(unitsPerFlux))
+          await Promise.all([user.add(amount), key?.add(amount)])
         },
         release,
       }

@@ -4,7 +4,9 @@ import type { AtomicCounters } from '../../adapters/ports.ts'
 import { keys } from '../../adapters/keys.ts'
 import { ApiError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
+import type { KeyIdentity } from '../api-keys/index.ts'
 import type { Alongside, BillingService } from './ledger.ts'
+import { keyBudgetExceeded } from './write.ts'
 
 export interface MeterRuntime {
   /** Units (e.g. TTS characters) that make one Flux; rounded to a whole number of units. */
@@ -29,12 +31,15 @@ export function sessionUsageStatus(end: 'finished' | 'cancelled' | 'disconnected
   return end === 'finished' ? 'completed' : end === 'error' ? 'failed' : 'cancelled'
 }
 
+/** The personal API key a metered call is made with: what the meter needs of its identity. */
+export type MeterKey = Pick<KeyIdentity, 'keyId' | 'budget'>
+
 /** Where the meter writes a call's usage row: in its debit's statement, or alone when nothing settled. */
 export interface UsageLog {
-  /** The row as part of the debit's statement; `moved` (the Flux debited) is its `flux`. Idempotent. */
-  alongside: (userId: string, call: MeteredCall) => Alongside
+  /** The row as part of the debit's statement; `moved` (the Flux debited) is its `flux`. Idempotent. `apiKeyId`: the key that made the call. */
+  alongside: (userId: string, call: MeteredCall, apiKeyId?: string) => Alongside
   /** The row alone, with `flux` 0. */
-  record: (userId: string, call: MeteredCall) => Promise<void>
+  record: (userId: string, call: MeteredCall, apiKeyId?: string) => Promise<void>
 }
 
 export interface FluxMeterDeps {
@@ -65,6 +70,11 @@ export interface AccumulateInput {
   callId: string
   /** The call's usage row; written with the debit, so the rows add up to the ledger. */
   usage?: MeteredCall
+  /**
+   * The personal API key that made the call. Its units pile up in the key's own
+   * debt, so every Flux they settle is the key's: its debit and usage row carry it.
+   */
+  apiKeyId?: string
 }
 
 export interface Accumulation {
@@ -78,13 +88,14 @@ export type FluxMeter = ReturnType<ReturnType<typeof createFluxMeterFactory>>
 
 /**
  * Bills usage that comes in units smaller than one Flux. Units pile up in an
- * atomic per-user debt counter; each time it holds whole Flux, those are taken
- * out (atomically, on Redis by a Lua script) and debited through the billing
- * service. Only whole Flux ever reach the ledger.
+ * atomic per-user debt counter (per user and personal API key for a key's calls);
+ * each time it holds whole Flux, those are taken out (atomically, on Redis by a
+ * Lua script) and debited through the billing service. Only whole Flux ever reach
+ * the ledger.
  */
 export function createFluxMeterFactory({ billing, counters, logger, usageLog }: FluxMeterDeps) {
   return function createFluxMeter({ name, resolveRuntime }: FluxMeterOptions) {
-    const debtKey = (userId: string) => keys.fluxMeterDebt(userId, name)
+    const debtKey = (userId: string, apiKeyId?: string) => apiKeyId ? keys.fluxMeterKeyDebt(userId, name, apiKeyId) : keys.fluxMeterDebt(userId, name)
     // The debt counter works in whole units.
     const runtime = async (): Promise<MeterRuntime> => {
       const { unitsPerFlux, debtTtlSeconds } = await resolveRuntime()
@@ -94,13 +105,30 @@ export function createFluxMeterFactory({ billing, counters, logger, usageLog }: 
     return {
       name,
 
-      /** Before calling the upstream: the user must be able to pay for what is owed plus `units`. */
-      async assertCanAfford(userId: string, units = 0): Promise<void> {
+      /**
+       * Before calling the upstream: the user must be able to pay for what is owed
+       * plus `units`. A key's call counts the key's debt; the user's other debts
+       * (each below one Flux) are left out.
+       */
+      async assertCanAfford(userId: string, units = 0, apiKeyId?: string): Promise<void> {
         const { unitsPerFlux } = await runtime()
-        const [balance, debt] = await Promise.all([billing.getBalance(userId), counters.peekDebt(debtKey(userId))])
+        const [balance, debt] = await Promise.all([billing.getBalance(userId), counters.peekDebt(debtKey(userId, apiKeyId))])
         const needed = Math.max(1, Math.ceil((debt + units) / unitsPerFlux))
         if (balance < needed)
           throw new ApiError(402, 'INSUFFICIENT_FLUX', 'Not enough Flux', { balance, requested: needed })
+      },
+
+      /**
+       * Before calling the upstream with a budgeted key: what the key spent this
+       * period plus its debt and `units` must stay within its budget, else 402
+       * KEY_BUDGET_EXCEEDED. Its debits are owed and never refused by the budget,
+       * so this is where the budget holds.
+       */
+      async assertWithinBudget(userId: string, apiKeyId: string, units: number): Promise<void> {
+        const { unitsPerFlux } = await runtime()
+        const [spend, debt] = await Promise.all([billing.keySpend(apiKeyId), counters.peekDebt(debtKey(userId, apiKeyId))])
+        if (spend && spend.spent + Math.ceil((debt + units) / unitsPerFlux) > spend.budget)
+          throw keyBudgetExceeded(spend.budget, spend.period)
       },
 
       /**
@@ -108,16 +136,16 @@ export function createFluxMeterFactory({ billing, counters, logger, usageLog }: 
        * it settles, under `callId`. When the debit fails (or `callId` was already
        * used) the units go back, so nothing is lost or charged twice.
        */
-      async accumulate({ userId, units, callId, usage }: AccumulateInput): Promise<Accumulation> {
+      async accumulate({ userId, units, callId, usage, apiKeyId }: AccumulateInput): Promise<Accumulation> {
         if (!Number.isSafeInteger(units) || units < 0)
           throw new ApiError(400, 'INVALID_UNITS', 'Units must be a non-negative whole number')
         const { unitsPerFlux, debtTtlSeconds } = await runtime()
-        const key = debtKey(userId)
+        const key = debtKey(userId, apiKeyId)
         const settlement = await counters.settleDebt(key, units, unitsPerFlux, debtTtlSeconds)
         if (settlement.settledFlux === 0) {
           if (usage && usageLog) {
             // The units stay owed and are billed with a later call: this one's row says 0 Flux.
-            await usageLog.record(userId, usage).catch((error: unknown) => {
+            await usageLog.record(userId, usage, apiKeyId).catch((error: unknown) => {
               logger.error({ err: error, userId, meter: name, callId }, 'could not write the usage row of a metered call')
             })
           }
@@ -130,9 +158,10 @@ export function createFluxMeterFactory({ billing, counters, logger, usageLog }: 
             requestId: `meter:${name}:${callId}`,
             description: `${name} usage`,
             metadata: { meter: name, units: settlement.settledFlux * unitsPerFlux },
+            apiKeyId,
             // A replay would answer the first call's row and move nothing: those units would be lost.
             refuseReplay: true,
-            alongside: usage && usageLog?.alongside(userId, usage),
+            alongside: usage && usageLog?.alongside(userId, usage, apiKeyId),
           })
           return settlement
         }
@@ -144,8 +173,9 @@ export function createFluxMeterFactory({ billing, counters, logger, usageLog }: 
         }
       },
 
-      async peekDebt(userId: string): Promise<number> {
-        return counters.peekDebt(debtKey(userId))
+      /** Units owed by the user's session calls, or by one of the user's keys. */
+      async peekDebt(userId: string, apiKeyId?: string): Promise<number> {
+        return counters.peekDebt(debtKey(userId, apiKeyId))
       },
     }
   }

@@ -10,7 +10,7 @@ import { STREAMING_TTS_KEY_ALIAS } from '../../config/sealed-keys.ts'
 import { ApiError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
 import { recordFailure, tracer } from '../../tracing.ts'
-import { createMeterHolds, type createFluxMeterFactory, type MeterRuntime } from '../billing/index.ts'
+import { createMeterHolds, type createFluxMeterFactory, type MeterKey, type MeterRuntime } from '../billing/index.ts'
 import type { ConfigService } from '../config.ts'
 import type { KeyVault } from '../key-vault.ts'
 import { modelNotFound, resolveAlias } from '../model-alias.ts'
@@ -138,9 +138,11 @@ export function createSpeechService({ config, cache, counters, createFluxMeter, 
     /**
      * Speaks `request.input` for `userId`. Refuses before any upstream call what
      * cannot be served or paid for (400, 402, 404, 503); bills the characters only
-     * after the upstream answered with audio, so a failed call costs nothing.
+     * after the upstream answered with audio, so a failed call costs nothing. A
+     * call made with a personal API key is billed to that key (and kept within
+     * its budget: 402 KEY_BUDGET_EXCEEDED before the upstream call).
      */
-    async synthesize(userId: string, request: SpeechRequest, clientSignal: AbortSignal): Promise<SpeechResult> {
+    async synthesize(userId: string, request: SpeechRequest, clientSignal: AbortSignal, apiKey?: MeterKey): Promise<SpeechResult> {
       const started = performance.now()
       const tts = await config.getOrThrow('TTS_UPSTREAMS')
       const { alias, entry } = resolveAlias(tts, request.model, 'speech model')
@@ -162,7 +164,7 @@ export function createSpeechService({ config, cache, counters, createFluxMeter, 
       if (!keyVault)
         throw new ApiError(503, 'CONFIG_NOT_SET', 'LLM_ROUTER_MASTER_KEY is not set', { key: 'LLM_ROUTER_MASTER_KEY' })
 
-      const hold = await holds.acquire(userId, characters)
+      const hold = await holds.acquire(userId, characters, apiKey)
       try {
         // One span for the upstream call, key rotation and fallback included.
         const audio = await tracer.startActiveSpan(`tts ${alias}`, { attributes: { 'airi.tts.model': alias, 'airi.tts.adapter': entry.adapter, 'airi.tts.characters': characters } }, async (span) => {
@@ -188,6 +190,7 @@ export function createSpeechService({ config, cache, counters, createFluxMeter, 
             userId,
             units: characters,
             callId: randomUUID(),
+            apiKeyId: apiKey?.keyId,
             usage: { kind: 'tts', model: alias, status: 'completed', characters, durationMs: performance.now() - started },
           })).settledFlux
         }

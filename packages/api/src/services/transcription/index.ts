@@ -8,7 +8,7 @@ import type { Logger } from '../../logger.ts'
 import type { Metrics } from '../../metrics.ts'
 import { recordFailure, tracer } from '../../tracing.ts'
 import type { AnalyticsService } from '../analytics.ts'
-import { createMeterHolds, type createFluxMeterFactory, type MeterRuntime } from '../billing/index.ts'
+import { createMeterHolds, type createFluxMeterFactory, type MeterKey, type MeterRuntime } from '../billing/index.ts'
 import type { ConfigService } from '../config.ts'
 import type { KeyVault } from '../key-vault.ts'
 import { resolveAlias } from '../model-alias.ts'
@@ -77,10 +77,10 @@ export function createTranscriptionService({ config, counters, createFluxMeter, 
     return value
   }
 
-  /** Holds the call's milliseconds against the balance, or 402 (counted) when they are not covered. */
-  async function hold(userId: string, durationMs: number) {
+  /** Holds the call's milliseconds against the balance (and the key's budget), or 402 when they are not covered (counted when the balance is short). */
+  async function hold(userId: string, durationMs: number, apiKey: MeterKey | undefined) {
     try {
-      return await holds.acquire(userId, durationMs)
+      return await holds.acquire(userId, durationMs, apiKey)
     }
     catch (error) {
       if (error instanceof ApiError && error.code === 'INSUFFICIENT_FLUX')
@@ -90,10 +90,10 @@ export function createTranscriptionService({ config, counters, createFluxMeter, 
   }
 
   /** Bills a transcript that came back; a failed debit is logged and its units stay owed on the meter. */
-  async function bill(userId: string, alias: string, durationMs: number, started: number): Promise<number> {
+  async function bill(userId: string, apiKeyId: string | undefined, alias: string, durationMs: number, started: number): Promise<number> {
     try {
       const usage = { kind: 'stt', model: alias, status: 'completed', audioMs: durationMs, durationMs: performance.now() - started } as const
-      const { settledFlux } = await meter.accumulate({ userId, units: durationMs, callId: randomUUID(), usage })
+      const { settledFlux } = await meter.accumulate({ userId, units: durationMs, callId: randomUUID(), usage, apiKeyId })
       metrics.sttSeconds.add(durationMs / 1000, { 'airi.stt.transport': 'rest' })
       return settledFlux
     }
@@ -117,8 +117,10 @@ export function createTranscriptionService({ config, counters, createFluxMeter, 
      * Transcribes `request.file` for `userId`. Refuses before any upstream call what
      * cannot be served or paid for (400 UNSUPPORTED_AUDIO, 402, 404, 503); bills the
      * audio's milliseconds only after the upstream answered, so a failed call costs nothing.
+     * A call made with a personal API key is billed to that key (and kept within its
+     * budget: 402 KEY_BUDGET_EXCEEDED before the upstream call).
      */
-    async transcribe(userId: string, request: TranscriptionRequest, clientSignal: AbortSignal): Promise<TranscriptionResult> {
+    async transcribe(userId: string, request: TranscriptionRequest, clientSignal: AbortSignal, apiKey?: MeterKey): Promise<TranscriptionResult> {
       const started = performance.now()
       const { alias, entry } = resolveAlias(await upstreams(), request.model, 'transcription model')
       const durationMs = await audioDurationMs(request.file.data, { mimeType: request.file.type, filename: request.file.name })
@@ -126,7 +128,7 @@ export function createTranscriptionService({ config, counters, createFluxMeter, 
         throw new ApiError(503, 'CONFIG_NOT_SET', 'LLM_ROUTER_MASTER_KEY is not set', { key: 'LLM_ROUTER_MASTER_KEY' })
 
       const adapter = sttAdapters[entry.adapter]
-      const held = await hold(userId, durationMs)
+      const held = await hold(userId, durationMs, apiKey)
       try {
         // One span for the upstream call, key rotation and fallback included.
         const transcript = await tracer.startActiveSpan(`stt ${alias}`, { attributes: { 'airi.stt.model': alias, 'airi.stt.adapter': entry.adapter, 'airi.stt.duration_ms': durationMs } }, async (span) => {
@@ -156,7 +158,7 @@ export function createTranscriptionService({ config, counters, createFluxMeter, 
         await held.settling().catch((error: unknown) => {
           logger.warn({ err: error, userId }, 'could not hold the settling Flux of a transcription')
         })
-        const flux = await bill(userId, alias, durationMs, started)
+        const flux = await bill(userId, apiKey?.keyId, alias, durationMs, started)
         await analytics.voiceInputUsed(userId, 'rest')
         const language = transcript.language ?? request.language
         return { text: transcript.text, ...(language ? { language } : {}), ...(transcript.segments ? { segments: transcript.segments } : {}), durationMs, flux }

@@ -12,7 +12,7 @@ type Key = z.output<typeof createdAtIdKey>
 /** The user's metered speech calls newest first after `after`, along (user_id, created_at DESC, id DESC). */
 export function meteredCallsPage(db: Db, userId: string, { after, limit, kinds }: { after?: Key, limit: number, kinds?: MeteredUsageKind[] }) {
   return db.selectFrom('metered_usage')
-    .select(['id', 'kind', 'model', 'status', 'characters', 'audio_ms', 'duration_ms', 'flux', 'created_at'])
+    .select(['id', 'kind', 'model', 'status', 'characters', 'audio_ms', 'duration_ms', 'flux', 'created_at', 'api_key_id'])
     .select(exactTimestamp('created_at').as('key'))
     .where('user_id', '=', userId)
     .$if(after !== undefined, query => query.where(beforeCreatedAtId(after!)))

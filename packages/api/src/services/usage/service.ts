@@ -87,7 +87,7 @@ function fromMetered(row: MeteredRow): Keyed {
     durationMs: row.duration_ms,
     flux: Number(row.flux),
   }
-  return { key: row.key, id: row.id, call }
+  return { key: row.key, id: row.id, call, apiKeyId: row.api_key_id }
 }
 
 /** Newest first, as Postgres orders `(created_at, id) DESC`: the exact time's text sorts as the time does. */
