@@ -1,4 +1,16 @@
 export { createAiriClient, type AiriClient, type AiriClientOptions, type TokenGetter, type WebSocketConstructor } from './client.ts'
+export type {
+  ChatCompletion,
+  ChatCompletionMessage,
+  ChatCompletionOptions,
+  ChatCompletionRequest,
+  ChatContentPart,
+  CompletionUsage,
+  FinishReason,
+  StreamChatCompletionOptions,
+  StreamChatCompletionRequest,
+  StreamedCompletion,
+} from './completions.ts'
 export { AiriError, toAiriError } from './errors.ts'
 export type { ChatModel, Download, ModelPrice, RestApi, SpeechModels, SpeechRequest, Voice } from './rest.ts'
 export {

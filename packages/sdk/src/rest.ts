@@ -1,8 +1,10 @@
+import { chatCompletion, streamChatCompletion, type ChatCompletion, type ChatCompletionOptions, type ChatCompletionRequest, type StreamChatCompletionOptions, type StreamChatCompletionRequest, type StreamedCompletion } from './completions.ts'
 import { AiriError } from './errors.ts'
 
-// The REST surfaces a client reads besides tRPC: the model and voice catalogues, one-shot
-// speech, downloads (account export, character cards) and account deletion. One request
-// helper, so every failure is the same AiriError whatever the route's error shape.
+// The REST surfaces a client reads besides tRPC: the model and voice catalogues, chat
+// completions (completions.ts), one-shot speech, downloads (account export, character
+// cards) and account deletion. One request helper, so every failure is the same
+// AiriError whatever the route's error shape.
 
 export interface RestOptions {
   baseUrl: string
@@ -30,6 +32,10 @@ export interface SpeechRequest {
 export interface RestApi {
   /** `GET /api/v1/openai/models`: the chat models callers may name, with prices. */
   models: () => Promise<ChatModel[]>
+  /** `POST /api/v1/openai/chat/completions`: the upstream's answer, once the call is billed. */
+  chatCompletion: (body: ChatCompletionRequest, options?: ChatCompletionOptions) => Promise<ChatCompletion>
+  /** The same, streamed: `onDelta` per piece of text; resolves at the end with the text, finish reason and usage. */
+  streamChatCompletion: (body: StreamChatCompletionRequest, options?: StreamChatCompletionOptions) => Promise<StreamedCompletion>
   /** `GET /api/v1/audio/models` (`streaming`: the streaming voice's models). */
   speechModels: (options?: { streaming?: boolean }) => Promise<SpeechModels>
   /** `GET /api/v1/audio/voices` (`streaming`: the streaming voice's catalogue). */
@@ -86,6 +92,8 @@ export function createRestApi({ baseUrl, getToken, fetch: send = globalThis.fetc
 
   return {
     models: async () => (await json<{ data: ChatModel[] }>('api/v1/openai/models')).data,
+    chatCompletion: (body, options) => chatCompletion(request, body, options),
+    streamChatCompletion: (body, options) => streamChatCompletion(request, body, options),
     speechModels: ({ streaming = false } = {}) => json<SpeechModels>(`api/v1/audio/models${streaming ? '/streaming' : ''}`),
     voices: async ({ model, streaming = false } = {}) => {
       const query = model ? `?${new URLSearchParams({ model })}` : ''
