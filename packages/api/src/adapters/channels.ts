@@ -12,6 +12,8 @@ export interface ChannelJoins {
   join: (channel: string, handler: MessageHandler) => Promise<Unsubscribe>
   /** The handlers to deliver a message of `channel` to; with `confirmedOnly`, none before its subscription is in force. */
   handlers: (channel: string, confirmedOnly?: boolean) => MessageHandler[]
+  /** Every channel joined now (its subscription in force or under way): what a new connection subscribes to again. */
+  names: () => string[]
 }
 
 /**
@@ -68,6 +70,7 @@ export function createChannelJoins({ open, close }: { open: (channel: string) =>
       const entry = channels.get(channel)
       return entry && (entry.live || !confirmedOnly) ? [...entry.handlers] : []
     },
+    names: () => [...channels.keys()],
   }
 }
 

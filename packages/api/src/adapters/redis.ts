@@ -80,11 +80,15 @@ export interface RedisAdaptersOptions extends AdapterHooks {
 
 // The command connection fails fast while disconnected instead of queueing: callers
 // treat Redis as best effort (caches) or report it (readiness), and must not hang.
-// The subscriber queues, so a subscribe during a blip lands once it reconnects.
-function connect(url: string, queueWhileOffline: boolean): Redis {
+// The subscriber queues, so a subscribe during a blip lands once it reconnects. It
+// subscribes again itself (below): ioredis's own resubscription leaves its SUBSCRIBE's
+// promise unhandled, and a connection lost again before the answer would reject it and
+// end the process.
+function connect(url: string, subscriber: boolean): Redis {
   return new Redis(url, {
     lazyConnect: true,
-    enableOfflineQueue: queueWhileOffline,
+    enableOfflineQueue: subscriber,
+    autoResubscribe: !subscriber,
     maxRetriesPerRequest: 1,
     retryStrategy: times => Math.min(times * 100, 1000),
   })
@@ -143,8 +147,9 @@ export async function createRedisAdapters({ url, prefix = '', beforeSubscribe }:
       deliver(handler, message)
   })
 
-  // ioredis subscribes again right after 'ready'; a PING queued behind those
-  // SUBSCRIBEs answers once they are in force, and only then are listeners told.
+  // After a reconnection every joined channel is subscribed again; a PING queued
+  // behind that SUBSCRIBE answers once it is in force, and only then are listeners
+  // told. A failure (the connection lost again) waits for the next 'ready'.
   // `down` spans the whole outage (every failed reconnect closes again), so
   // `onDown` listeners hear of it once, and it ends only with that PING.
   const resubscribed = new Set<() => void>()
@@ -167,12 +172,13 @@ export async function createRedisAdapters({ url, prefix = '', beforeSubscribe }:
     if (!dropped)
       return
     dropped = false
-    setImmediate(() => {
-      subscriber.ping().then(() => {
+    const names = joins.names()
+    void (names.length > 0 ? subscriber.subscribe(...names) : Promise.resolve())
+      .then(() => subscriber.ping())
+      .then(() => {
         down = false
         tell(resubscribed)
       }, () => {})
-    })
   })
 
   const pubsub: PubSub = {

@@ -14,15 +14,18 @@ let database: TestDatabase
 
 beforeAll(async () => {
   database = await createTestDatabase()
-  const { db } = database
-  await sql`INSERT INTO llm_request_log (user_id, request_id, model, status, duration_ms, prompt_tokens, completion_tokens, flux_consumed, created_at)
-    SELECT 'user-' || (n % ${USERS}), 'call-' || n, 'chat', 200, 100, 10, 20, 1, now() - (n % 400) * interval '1 day' - (n % 86400) * interval '1 second'
-    FROM generate_series(1, ${ROWS_PER_TABLE}) AS n`.execute(db)
-  await sql`INSERT INTO metered_usage (user_id, kind, model, status, characters, duration_ms, flux, created_at)
-    SELECT 'user-' || (n % ${USERS}), 'tts', 'voice', 'completed', 120, 300, 1, now() - (n % 400) * interval '1 day' - (n % 86400) * interval '1 second'
-    FROM generate_series(1, ${ROWS_PER_TABLE}) AS n`.execute(db)
-  await sql`ANALYZE llm_request_log`.execute(db)
-  await sql`ANALYZE metered_usage`.execute(db)
+  // A big setup: the pool's statement timeout is for requests, and a loaded machine can take longer than it.
+  await database.db.transaction().execute(async (db) => {
+    await sql`SET LOCAL statement_timeout = 0`.execute(db)
+    await sql`INSERT INTO llm_request_log (user_id, request_id, model, status, duration_ms, prompt_tokens, completion_tokens, flux_consumed, created_at)
+      SELECT 'user-' || (n % ${USERS}), 'call-' || n, 'chat', 200, 100, 10, 20, 1, now() - (n % 400) * interval '1 day' - (n % 86400) * interval '1 second'
+      FROM generate_series(1, ${ROWS_PER_TABLE}) AS n`.execute(db)
+    await sql`INSERT INTO metered_usage (user_id, kind, model, status, characters, duration_ms, flux, created_at)
+      SELECT 'user-' || (n % ${USERS}), 'tts', 'voice', 'completed', 120, 300, 1, now() - (n % 400) * interval '1 day' - (n % 86400) * interval '1 second'
+      FROM generate_series(1, ${ROWS_PER_TABLE}) AS n`.execute(db)
+    await sql`ANALYZE llm_request_log`.execute(db)
+    await sql`ANALYZE metered_usage`.execute(db)
+  })
 })
 afterAll(async () => {
   await database.drop()
