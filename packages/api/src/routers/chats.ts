@@ -17,6 +17,8 @@ const replyOptions = {
 const languagesOf = (language: string | undefined, accepted: string[]) => language ? [language, ...accepted] : accepted
 
 const chatsInput = {
+  /** Optional, so `chats.list.query()` lists every chat. */
+  list: z.object({ characterId: id.optional() }).optional(),
   create: z.object({
     type: z.enum(['private', 'bot', 'group', 'channel']),
     title: text().trim().max(200).nullish(),
@@ -53,7 +55,7 @@ const chatsInput = {
 const trackedEvent = <T>({ id, event }: { id: string, event: T }) => tracked(id, event)
 
 export const chatsRouter = createRouter({
-  list: protectedProcedure.query(({ ctx }) => ctx.services.chats.list(ctx.user.id)),
+  list: protectedProcedure.input(chatsInput.list).query(({ ctx, input }) => ctx.services.chats.list(ctx.user.id, input)),
   get: protectedProcedure.input(chatsInput.byId).query(({ ctx, input }) => ctx.services.chats.get(ctx.user.id, input.chatId)),
   create: protectedProcedure.input(chatsInput.create).mutation(({ ctx, input }) => ctx.services.chats.create(ctx.user.id, { ...input, languages: ctx.languages, userName: ctx.user.name })),
   update: protectedProcedure.input(chatsInput.update).mutation(({ ctx, input }) => ctx.services.chats.update(ctx.user.id, input)),

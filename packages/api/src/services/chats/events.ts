@@ -3,6 +3,7 @@ import type { Message } from '@airi/db'
 import { ApiError } from '../../errors.ts'
 import type { MemoryItem } from '../memory/index.ts'
 import type { SyncedMessage } from './fanout.ts'
+import type { ChatView } from './reads.ts'
 
 /** A run of consecutive messages of one chat (what `sendMessages` returns). */
 export interface ChatMessagesEvent {
@@ -32,6 +33,8 @@ export type ChatSyncEvent =
   | ({ type: 'reply.end', messages: [] } & ReplyEnd)
   /** The user's memories of a character changed (on any device, or by extraction); not stored, not replayed. */
   | ({ type: 'memory', messages: [] } & MemoryChange)
+  /** A chat of the user was created, changed (renamed, members) or deleted, or they joined or left it; not stored, not replayed. */
+  | ({ type: 'chat', messages: [] } & ChatChange)
 
 export interface DeletedMessage {
   id: string
@@ -72,6 +75,19 @@ export interface MemoryChange {
   messageId: string | null
   /** With `settings`: whether memory is now on for the character. */
   enabled?: boolean
+}
+
+/**
+ * A chat as one user's chat list sees it: `created` (new, or they were added),
+ * `updated` (renamed, members changed) or `deleted` (deleted, or they left or were
+ * removed). A chat list applies it as it comes and re-reads `chats.list` after a
+ * reconnect (nothing of it is replayed).
+ */
+export interface ChatChange {
+  change: 'created' | 'updated' | 'deleted'
+  chatId: string
+  /** The chat as it is now; null for `deleted`. */
+  chat: ChatView | null
 }
 
 export type MessagesEvent = Extract<ChatSyncEvent, { type: 'messages' }>

@@ -6,7 +6,7 @@ import { createNoticeChannel } from '../../adapters/notice-channel.ts'
 import type { PubSub } from '../../adapters/ports.ts'
 import type { Logger } from '../../logger.ts'
 import type { ChatSyncFeedKind } from '@airi/db'
-import type { DeletedMessage, MemoryChange, ReplyDelta, ReplyEnd } from './events.ts'
+import type { ChatChange, DeletedMessage, MemoryChange, ReplyDelta, ReplyEnd } from './events.ts'
 
 /** A message as live sync hands it out (the same shape `chats.*` returns). */
 export interface SyncedMessage {
@@ -77,7 +77,14 @@ export interface MemoryNotice extends MemoryChange {
   userId: string
 }
 
-export type ChatSyncNotice = FeedNotice | ReplyDeltaNotice | ReplyEndNotice | ReplyStopNotice | MemoryNotice
+/** A chat changed for `users` (each gets the same change): for every subscription of theirs. */
+export interface ChatNotice extends ChatChange {
+  type: 'chat'
+  origin: string
+  users: string[]
+}
+
+export type ChatSyncNotice = FeedNotice | ReplyDeltaNotice | ReplyEndNotice | ReplyStopNotice | MemoryNotice | ChatNotice
 
 const seq = z.number().int().min(1)
 const feeds = z.array(z.tuple([z.string().min(1), z.number().int().min(0)]))
@@ -149,6 +156,23 @@ const notice = pubsubMessage<ChatSyncNotice>(z.union([
     ids: z.array(z.string()),
     messageId: z.string().nullable(),
     enabled: z.boolean().optional(),
+  }),
+  z.object({
+    type: z.literal('chat'),
+    origin: z.string().min(1),
+    users: z.array(z.string().min(1)),
+    change: z.enum(['created', 'updated', 'deleted']),
+    chatId: z.string().min(1),
+    chat: z.object({
+      id: z.string().min(1),
+      type: z.enum(['private', 'bot', 'group', 'channel']),
+      title: z.string().nullable(),
+      creatorId: z.string(),
+      lastSeq: z.number().int().min(0),
+      createdAt: z.coerce.date(),
+      updatedAt: z.coerce.date(),
+      members: z.array(z.object({ type: z.enum(['user', 'character']), id: z.string() })),
+    }).nullable(),
   }),
 ]), 'chat sync notice')
 export const createChatSyncNoticeMessage = notice.create

@@ -11,9 +11,9 @@ const SIDE_LIMIT = 256
 /** A feed entry's event as every recipient on this instance shares it; null when none of its messages is left. */
 export type SharedEvent = Promise<FeedEvent | null>
 
-/** An event outside the feed (a reply's text or end, a memory change), delivered once the position reaches `after`. */
+/** An event outside the feed (a reply's text or end, a memory or chat change), delivered once the position reaches `after`. */
 export interface SideEvent {
-  event: Extract<ChatSyncEvent, { type: 'reply' | 'reply.end' | 'memory' }>
+  event: Extract<ChatSyncEvent, { type: 'reply' | 'reply.end' | 'memory' | 'chat' }>
   after: number
 }
 

@@ -4,10 +4,10 @@ import { markShared } from '../../input-guard.ts'
 import type { Logger } from '../../logger.ts'
 import type { Unsent } from '../../adapters/notice-channel.ts'
 import type { BalanceFanout } from './balance-fanout.ts'
-import { decodeChatCursor, encodeChatCursor, eventOf, invalidCursor, type ChatSyncEvent, type DeletedMessage, type FeedEvent, type MemoryChange } from './events.ts'
-import { INLINE_MESSAGES_CHARS, type ChatFanout, type ChatSyncNotice, type FeedNotice, type MemoryNotice, type ReplyDeltaNotice, type ReplyEndNotice, type ReplyStopNotice, type SyncedMessage } from './fanout.ts'
+import { decodeChatCursor, encodeChatCursor, eventOf, invalidCursor, type ChatChange, type ChatSyncEvent, type DeletedMessage, type FeedEvent, type MemoryChange } from './events.ts'
+import { INLINE_MESSAGES_CHARS, type ChatFanout, type ChatNotice, type ChatSyncNotice, type FeedNotice, type MemoryNotice, type ReplyDeltaNotice, type ReplyEndNotice, type ReplyStopNotice, type SyncedMessage } from './fanout.ts'
 import { feedHead, readFeed, readMessages } from './feed.ts'
-import { Follower, type SharedEvent } from './follower.ts'
+import { Follower, type SharedEvent, type SideEvent } from './follower.ts'
 
 /** Users per query of the re-check after pub/sub came back. */
 const USERS_PER_QUERY = 1000
@@ -106,6 +106,18 @@ export function createLiveSync({ db, fanout, balances, logger, resyncIntervalMs,
       follower.offerSide({ event, after: 0 })
   }
 
+  /** Hands a chat change to every local subscription of its users. */
+  function deliverChat(notice: Omit<ChatNotice, 'origin'>): void {
+    const { users, type: _type, origin: _origin, ...change } = notice as ChatNotice
+    let event: SideEvent['event'] | undefined
+    for (const userId of users) {
+      for (const follower of byUser.get(userId) ?? []) {
+        event ??= markShared({ type: 'chat' as const, messages: [] as [], ...change })
+        follower.offerSide({ event, after: 0 })
+      }
+    }
+  }
+
   /** Where a reply-stop notice goes: the replies this instance makes. */
   const stopListeners = new Set<(notice: Omit<ReplyStopNotice, 'origin'>) => void>()
 
@@ -121,6 +133,9 @@ export function createLiveSync({ db, fanout, balances, logger, resyncIntervalMs,
         return
       case 'memory':
         deliverMemory(notice)
+        return
+      case 'chat':
+        deliverChat(notice)
         return
       default:
         deliverFeed(notice)
@@ -409,6 +424,15 @@ export function createLiveSync({ db, fanout, balances, logger, resyncIntervalMs,
     /** `userId`'s memories changed: every subscription of theirs, here and on the other instances, gets a `memory` event. */
     async announceMemory(userId: string, change: MemoryChange): Promise<void> {
       const notice = { type: 'memory' as const, userId, ...change }
+      deliver(notice)
+      await fanout.publish(notice)
+    },
+
+    /** A chat changed for `users`: every subscription of theirs, here and on the other instances, gets a `chat` event. */
+    async announceChat(users: string[], change: ChatChange): Promise<void> {
+      if (users.length === 0)
+        return
+      const notice = { type: 'chat' as const, users, ...change }
       deliver(notice)
       await fanout.publish(notice)
     },

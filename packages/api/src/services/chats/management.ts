@@ -3,29 +3,34 @@ import { randomUUID } from 'node:crypto'
 import type { ChatType, Db } from '@airi/db'
 
 import { ApiError } from '../../errors.ts'
+import type { Logger } from '../../logger.ts'
 import type { CharacterService } from '../characters/index.ts'
 import type { Users } from '../users.ts'
-import { toMessage } from './events.ts'
+import { toMessage, type ChatChange } from './events.ts'
 import type { createLiveSync } from './live-sync.ts'
-import { toChatView, type ChatReads, type ChatView, type MemberRef } from './reads.ts'
+import { toChatView, type ChatListItem, type ChatReads, type ChatView, type MemberRef } from './reads.ts'
 import { withNames } from './prompt.ts'
 import { appendMessages } from './store.ts'
 
 const creatorOnly = () => new ApiError(403, 'FORBIDDEN', 'Only the chat\'s creator can do this')
+
+/** The user members' ids: whose chat lists a change concerns. */
+const usersOf = (members: MemberRef[]) => members.filter(ref => ref.type === 'user').map(ref => ref.id)
 
 export interface ChatManagementDeps {
   db: Db
   reads: ChatReads
   /** Whether characters named as members exist, and a bot chat's greeting: the characters service owns them. */
   characters: Pick<CharacterService, 'existing' | 'persona'>
-  /** Announces a greeting to the creator's devices. */
-  live: Pick<ReturnType<typeof createLiveSync>, 'announce'>
+  /** Announces a greeting to the creator's devices, and chat changes to every member's. */
+  live: Pick<ReturnType<typeof createLiveSync>, 'announce' | 'announceChat'>
   /** Whether users named as members exist: the users port over better-auth's table. */
   users: Pick<Users, 'existing'>
+  logger: Logger
 }
 
 /** Chats and their members: list, read, create, rename, delete, add and remove members. */
-export function createChatManagement({ db, reads: { memberChats, requireMembership, members, view }, characters, users, live }: ChatManagementDeps) {
+export function createChatManagement({ db, reads: { memberChats, requireMembership, members, lastMessages, view }, characters, users, live, logger }: ChatManagementDeps) {
   /** Users and characters named as members must exist. */
   async function assertMembersExist(refs: MemberRef[]): Promise<void> {
     const userIds = refs.filter(ref => ref.type === 'user').map(ref => ref.id)
@@ -36,11 +41,28 @@ export function createChatManagement({ db, reads: { memberChats, requireMembersh
       throw new ApiError(400, 'UNKNOWN_MEMBER', 'Some members do not exist', { field: 'members', unknown })
   }
 
+  /**
+   * Tells `users`' devices of a change to a chat, after it committed. The change is
+   * stored already, so a failed announcement only costs them a re-read of `chats.list`.
+   */
+  async function announce(users: string[], change: ChatChange): Promise<void> {
+    await live.announceChat(users, change)
+      .catch((error: unknown) => logger.warn({ err: error, chatId: change.chatId }, 'could not announce a chat change; devices re-read chats.list on reconnect'))
+  }
+
   return {
-    async list(userId: string): Promise<ChatView[]> {
-      const chats = await memberChats(userId).selectAll('chats').orderBy('chats.updated_at', 'desc').execute()
-      const byChat = await members(chats.map(chat => chat.id))
-      return chats.map(chat => toChatView(chat, byChat.get(chat.id)!))
+    /** The caller's chats, newest activity first, each with its last message; with `characterId` only bot chats with that character. */
+    async list(userId: string, input: { characterId?: string } = {}): Promise<ChatListItem[]> {
+      const { characterId } = input
+      const chats = await memberChats(userId).selectAll('chats')
+        .$if(characterId !== undefined, query => query.where('chats.type', '=', 'bot').where(({ exists, selectFrom }) => exists(
+          selectFrom('chat_members as character').select('character.id').whereRef('character.chat_id', '=', 'chats.id')
+            .where('character.member_type', '=', 'character').where('character.member_id', '=', characterId!).where('character.deleted_at', 'is', null),
+        )))
+        .orderBy('chats.updated_at', 'desc').execute()
+      const ids = chats.map(chat => chat.id)
+      const [byChat, last] = await Promise.all([members(ids), lastMessages(ids)])
+      return chats.map(chat => ({ ...toChatView(chat, byChat.get(chat.id)!), lastMessage: last.get(chat.id) ?? null }))
     },
 
     async get(userId: string, chatId: string): Promise<ChatView> {
@@ -79,9 +101,12 @@ export function createChatManagement({ db, reads: { memberChats, requireMembersh
           : undefined
         return { chatId: chat.id, greeted }
       })
+      const chat = await view(chatId)
+      // Before the greeting, so a device knows the chat when its first message arrives.
+      await announce(usersOf(chat.members), { change: 'created', chatId, chat })
       if (greeted)
         await live.announce(chatId, greeted.rows.map(toMessage), greeted.heads)
-      return view(chatId)
+      return chat
     },
 
     async update(userId: string, input: { chatId: string, title: string | null }): Promise<ChatView> {
@@ -89,7 +114,9 @@ export function createChatManagement({ db, reads: { memberChats, requireMembersh
       if (chat.creator_id !== userId)
         throw creatorOnly()
       await db.updateTable('chats').set({ title: input.title, updated_at: new Date() }).where('id', '=', chat.id).execute()
-      return view(chat.id)
+      const updated = await view(chat.id)
+      await announce(usersOf(updated.members), { change: 'updated', chatId: chat.id, chat: updated })
+      return updated
     },
 
     /** Soft delete; messages stay in the database but no one can read the chat any more. */
@@ -97,7 +124,10 @@ export function createChatManagement({ db, reads: { memberChats, requireMembersh
       const chat = await requireMembership(userId, chatId)
       if (chat.creator_id !== userId)
         throw creatorOnly()
+      // Read before the deletion: whose lists the chat leaves.
+      const before = usersOf((await members([chat.id])).get(chat.id)!)
       await db.updateTable('chats').set({ deleted_at: new Date(), updated_at: new Date() }).where('id', '=', chatId).execute()
+      await announce(before, { change: 'deleted', chatId: chat.id, chat: null })
       return { id: chatId }
     },
 
@@ -113,12 +143,18 @@ export function createChatManagement({ db, reads: { memberChats, requireMembersh
       const current = (await members([chat.id])).get(chat.id)!
       const fresh = input.members.filter(ref => !current.some(member => member.type === ref.type && member.id === ref.id))
         .filter((ref, index, all) => all.findIndex(other => other.type === ref.type && other.id === ref.id) === index)
-      if (fresh.length > 0) {
-        await db.insertInto('chat_members').values(fresh.map(ref => ({ chat_id: chat.id, member_type: ref.type, member_id: ref.id })))
-          .onConflict(oc => oc.columns(['chat_id', 'member_type', 'member_id']).where('deleted_at', 'is', null).doNothing())
-          .execute()
-      }
-      return view(chat.id)
+      if (fresh.length === 0)
+        return view(chat.id)
+      await db.insertInto('chat_members').values(fresh.map(ref => ({ chat_id: chat.id, member_type: ref.type, member_id: ref.id })))
+        .onConflict(oc => oc.columns(['chat_id', 'member_type', 'member_id']).where('deleted_at', 'is', null).doNothing())
+        .execute()
+      const updated = await view(chat.id)
+      // The chat is new in the lists of those added; the others see its members change.
+      await Promise.all([
+        announce(usersOf(fresh), { change: 'created', chatId: chat.id, chat: updated }),
+        announce(usersOf(current), { change: 'updated', chatId: chat.id, chat: updated }),
+      ])
+      return updated
     },
 
     /** The creator removes anyone; any member can remove themselves (leave). */
@@ -130,7 +166,16 @@ export function createChatManagement({ db, reads: { memberChats, requireMembersh
       const result = await db.updateTable('chat_members').set({ deleted_at: new Date() })
         .where('chat_id', '=', chat.id).where('member_type', '=', input.member.type).where('member_id', '=', input.member.id)
         .where('deleted_at', 'is', null).executeTakeFirst()
-      return { removed: Number(result.numUpdatedRows) > 0 }
+      const removed = Number(result.numUpdatedRows) > 0
+      if (removed) {
+        // The chat leaves the removed user's list; the others see its members change.
+        const updated = await view(chat.id)
+        await Promise.all([
+          announce(input.member.type === 'user' ? [input.member.id] : [], { change: 'deleted', chatId: chat.id, chat: null }),
+          announce(usersOf(updated.members), { change: 'updated', chatId: chat.id, chat: updated }),
+        ])
+      }
+      return { removed }
     },
   }
 }

@@ -1,6 +1,10 @@
+import { sql } from 'kysely'
+
 import type { Chat, ChatType, Db } from '@airi/db'
 
 import { ApiError } from '../../errors.ts'
+import { toMessage } from './events.ts'
+import type { SyncedMessage } from './fanout.ts'
 
 export interface MemberRef {
   type: 'user' | 'character'
@@ -17,6 +21,14 @@ export interface ChatView {
   updatedAt: Date
   members: MemberRef[]
 }
+
+/** A chat in `chats.list`: its view and its newest live message, cut to `LAST_MESSAGE_CHARS`. */
+export interface ChatListItem extends ChatView {
+  lastMessage: SyncedMessage | null
+}
+
+/** Characters (code points) of a list's last messages: a list of long messages stays small. */
+const LAST_MESSAGE_CHARS = 500
 
 export const chatNotFound = () => new ApiError(404, 'CHAT_NOT_FOUND', 'Chat not found')
 
@@ -65,12 +77,35 @@ export function createChatReads(db: Db) {
     return byChat
   }
 
+  /**
+   * Each chat's newest message that is not deleted, content cut to `LAST_MESSAGE_CHARS`:
+   * one query for all of them, each a backward step on the (chat_id, seq) index.
+   */
+  async function lastMessages(chatIds: string[]): Promise<Map<string, SyncedMessage>> {
+    if (chatIds.length === 0)
+      return new Map()
+    const rows = await db.selectFrom('chats')
+      .innerJoinLateral(eb => eb.selectFrom('messages')
+        .select(['id', 'chat_id', 'seq', 'sender_id', 'role', 'metadata', 'created_at', 'updated_at', 'deleted_at'])
+        // Postgres counts characters of UTF-8 text in code points, as the contract does.
+        .select(sql<string>`left(messages.content, ${LAST_MESSAGE_CHARS})`.as('content'))
+        .whereRef('messages.chat_id', '=', 'chats.id')
+        .where('messages.deleted_at', 'is', null)
+        .orderBy('messages.seq', 'desc')
+        .limit(1)
+        .as('last'), join => join.onTrue())
+      .selectAll('last')
+      .where('chats.id', 'in', chatIds)
+      .execute()
+    return new Map(rows.map(row => [row.chat_id, toMessage(row)]))
+  }
+
   async function view(chatId: string): Promise<ChatView> {
     const chat = await db.selectFrom('chats').selectAll().where('id', '=', chatId).executeTakeFirstOrThrow()
     return toChatView(chat, (await members([chat.id])).get(chat.id)!)
   }
 
-  return { memberChats, requireMembership, members, view }
+  return { memberChats, requireMembership, members, lastMessages, view }
 }
 
 export type ChatReads = ReturnType<typeof createChatReads>

@@ -75,7 +75,7 @@ export function createChatService({ db, characters, users, fanout, balances, log
   const replies = createReplies({ db, reads, live, characters, rateLimits, logger, ...conversations })
 
   return {
-    ...createChatManagement({ db, reads, characters, users, live }),
+    ...createChatManagement({ db, reads, characters, users, live, logger }),
     ...createChatMessages({ db, reads, live, analytics, rateLimits }),
     ...createChatEdits({ db, live, rateLimits }),
     respond: replies.respond,
