@@ -11,7 +11,8 @@ import { useSession } from './useSession.ts'
 
 // One chat's messages (docs/stage-web.md, "The chat flow"): pulled when it opens and
 // after each reconnect, kept true by the app's one feed (new, edited and deleted
-// messages, replies as they are written), and the turns a person takes: send
+// messages, replies as they are written, the chat renamed or deleted on another
+// device), and the turns a person takes: send
 // (`chats.respond`), stop, regenerate, edit, delete, try again.
 
 export type ChatInfo = Awaited<ReturnType<typeof client.chats.get.query>>
@@ -63,6 +64,8 @@ export function useChat(chatId: Ref<string>, options: { voice: ReplySpeaker, onR
   const messages = ref<Message[]>([])
   const loading = ref(true)
   const notFound = ref(false)
+  // Deleted (or the person removed from it) on another device while it was open here.
+  const deleted = ref(false)
   const notice = ref<Notice | null>(null)
   // Between a click and the server's answer (`respond`, `regenerate`).
   const sending = ref(false)
@@ -166,6 +169,7 @@ export function useChat(chatId: Ref<string>, options: { voice: ReplySpeaker, onR
     messages.value = []
     notice.value = null
     notFound.value = false
+    deleted.value = false
     loading.value = true
     try {
       const [info] = await Promise.all([client.chats.get.query({ chatId: id }), pullAll(id)])
@@ -188,21 +192,43 @@ export function useChat(chatId: Ref<string>, options: { voice: ReplySpeaker, onR
 
   watch(chatId, id => void load(id), { immediate: true })
 
+  /** The chat is gone for this person: what was going on in it stops, and the screen says so. */
+  function markDeleted() {
+    replies.reset()
+    voice.cancel()
+    notice.value = null
+    drafts.delete(chatId.value)
+    deleted.value = true
+  }
+
   onFeed((event) => {
-    if ('chatId' in event && event.chatId === chatId.value) {
+    if ('chatId' in event && event.chatId === chatId.value && !deleted.value) {
       if (event.type === 'messages' || event.type === 'edited')
         merge(event.messages)
       else if (event.type === 'deleted')
         drop(event.messages.map(message => message.id))
+      else if (event.type === 'chat' && event.chat && chat.value)
+        chat.value = event.chat
+      else if (event.type === 'chat' && event.change === 'deleted' && chat.value)
+        markDeleted()
     }
     if (event.type === 'memory')
       noteMemories(event)
     replies.push(event)
   })
-  // Whatever was stored, and written, while this device was not listening.
+  // Whatever was stored, and written, while this device was not listening; a rename or a
+  // deletion meanwhile too (`chat` events are not replayed).
   onReady(() => {
-    if (chat.value)
-      void pullAll(chat.value.id).catch(() => undefined)
+    const id = chat.value?.id
+    if (id && !deleted.value) {
+      Promise.all([client.chats.get.query({ chatId: id }), pullAll(id)]).then(([info]) => {
+        if (chatId.value === id)
+          chat.value = info
+      }, (cause: unknown) => {
+        if (chatId.value === id && toAiriError(cause).status === 404)
+          markDeleted()
+      })
+    }
     replies.syncAll()
   })
 
@@ -308,5 +334,5 @@ export function useChat(chatId: Ref<string>, options: { voice: ReplySpeaker, onR
     voice.cancel()
   })
 
-  return { chat, messages, shown, regenerable, streaming, loading, notFound, notice, busy, draft, send, stop, silence, regenerate, retry, edit, remove }
+  return { chat, messages, shown, regenerable, streaming, loading, notFound, deleted, notice, busy, draft, send, stop, silence, regenerate, retry, edit, remove }
 }

@@ -4,8 +4,9 @@ import { getCurrentScope, onScopeDispose, ref } from 'vue'
 import { client } from '../client.ts'
 
 // The app's one live feed: `chats.onMessages` without a chat carries everything of the
-// user (messages, edits, deletions, replies as they are written, balance changes) to
-// every device. The shell starts it once signed in; screens listen to it.
+// user (messages, edits, deletions, replies as they are written, balance changes, chats
+// created, renamed or deleted) to every device. The shell starts it once signed in;
+// screens listen to it.
 
 type FeedHandler = (event: ChatEvent) => void
 

@@ -1,8 +1,11 @@
 import { AiriError, toAiriError } from '@airi/sdk'
 
-import { client } from '../../client.ts'
+import type { client } from '../../client.ts'
 
-export type Chat = Awaited<ReturnType<typeof client.chats.list.query>>[number]
+/** A chat as `chats.list` returns it: the chat and its newest message (content cut to 500 characters). */
+export type ListedChat = Awaited<ReturnType<typeof client.chats.list.query>>[number]
+/** A chat without its last message, as `chats.update` and the feed's `chat` events carry it. */
+export type Chat = Omit<ListedChat, 'lastMessage'>
 export type Message = Awaited<ReturnType<typeof client.chats.pullMessages.query>>['messages'][number]
 
 /** A chat as the list shows it: the chat and its newest message (null while it has none). */
@@ -15,32 +18,18 @@ export function isNotFound(error: unknown): boolean {
   return (error instanceof AiriError ? error : toAiriError(error)).status === 404
 }
 
-/** The person's bot chats that `characterId` is in. */
+/** The person's bot chats that `characterId` is in (what `chats.list({ characterId })` returns). */
 export function isChatWith(chat: Chat, characterId: string): boolean {
   return chat.type === 'bot' && chat.members.some(member => member.type === 'character' && member.id === characterId)
 }
 
-// Messages deleted at the end of a chat leave its lastSeq behind them; a few back finds
-// the newest one left in all but rare cases (then the row shows no preview).
-const PREVIEW_WINDOW = 5
+export function rowOf({ lastMessage, ...chat }: ListedChat): ChatRow {
+  return { chat, last: lastMessage }
+}
 
-/**
- * The chat's newest message. `chats.list` carries none, so it is one `pullMessages` per
- * chat (tRPC batches them into one request); null for a chat that has none, or that was
- * deleted meanwhile (the next read of the list drops it).
- */
-export async function lastMessageOf(chat: Chat): Promise<Message | null> {
-  if (chat.lastSeq === 0)
-    return null
-  try {
-    const { messages } = await client.chats.pullMessages.query({ chatId: chat.id, afterSeq: Math.max(0, chat.lastSeq - PREVIEW_WINDOW), limit: PREVIEW_WINDOW })
-    return messages.at(-1) ?? null
-  }
-  catch (error) {
-    if (isNotFound(error))
-      return null
-    throw error
-  }
+/** The newer of two messages of one chat (by seq). */
+export function newer(a: Message | null, b: Message | null): Message | null {
+  return !a || (b && b.seq > a.seq) ? b : a
 }
 
 /** When the chat last moved: its newest message, else its creation (a rename is no activity). */

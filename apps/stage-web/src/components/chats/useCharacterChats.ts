@@ -1,101 +1,133 @@
+import type { ChatEvent } from '@airi/sdk'
 import { onScopeDispose, ref, watch, type Ref } from 'vue'
 
 import { client, errorMessage } from '../../client.ts'
 import { useFeed } from '../../composables/useFeed.ts'
-import { byActivity, isChatWith, lastMessageOf, type Chat, type ChatRow, type Message } from './chat-list.ts'
+import { byActivity, isChatWith, newer, rowOf, type Chat, type ChatRow, type Message } from './chat-list.ts'
 
-/** How long feed events are gathered before the list is read again (a reply is several events). */
-const RELOAD_DELAY_MS = 300
+type ChatChange = Extract<ChatEvent, { type: 'chat' }>
+
+/** How many chats not in the list keep their newest message for a `created` event that comes after it. */
+const UNSEEN_LIMIT = 20
 
 /**
  * The person's chats with one character, newest activity first, kept current.
  *
- * The feed carries messages (new, edited, deleted) but nothing about chats themselves:
- * a chat renamed, deleted or created (without a greeting) on another device sends no
- * event. So the list is read again on every (re)connection of the feed and whenever the
- * window comes back to the front, besides after feed events about these chats.
+ * One `chats.list({ characterId })` brings the chats with their newest messages; after
+ * that the feed keeps them true without reading again: `chat` events add, rename and
+ * remove rows, new messages become a row's preview and move it up. The list is read
+ * again on every (re)connection of the feed, because `chat` events are not replayed on
+ * resume; nothing else is missed, so the window coming back to the front reads nothing.
  */
 export function useCharacterChats(characterId: Ref<string>) {
   const rows = ref<ChatRow[]>([])
   const loaded = ref(false)
   const error = ref<string | null>(null)
 
-  /** The newest message of each chat, as of the chat's lastSeq when it was read. */
-  const previews = new Map<string, { seq: number, message: Message | null }>()
-  /** The person's other chats: their events change nothing here. */
-  let others = new Set<string>()
   /** Only the latest read lands (an older one may answer after it). */
   let generation = 0
-  let timer: ReturnType<typeof setTimeout> | undefined
+  /** Events that arrived while a read was on its way: applied again on what it returns. */
+  let during: ChatEvent[] | null = null
+  /** The newest message of chats not shown: a chat's greeting may come before its `created`. */
+  const unseen = new Map<string, Message>()
 
   async function reload(): Promise<void> {
-    clearTimeout(timer)
     const current = ++generation
+    const events: ChatEvent[] = []
+    during = events
     try {
-      const all = await client.chats.list.query()
-      const mine = all.filter(chat => isChatWith(chat, characterId.value))
-      const stale = mine.filter(chat => previews.get(chat.id)?.seq !== chat.lastSeq)
-      const fetched = await Promise.all(stale.map(lastMessageOf))
+      const chats = await client.chats.list.query({ characterId: characterId.value })
       if (current !== generation)
         return
-      stale.forEach((chat, index) => previews.set(chat.id, { seq: chat.lastSeq, message: fetched[index]! }))
-      others = new Set(all.filter(chat => !isChatWith(chat, characterId.value)).map(chat => chat.id))
-      rows.value = mine.map(chat => ({ chat, last: previews.get(chat.id)!.message })).sort(byActivity)
+      during = null
+      rows.value = chats.map(rowOf).sort(byActivity)
+      events.forEach(apply)
       error.value = null
       loaded.value = true
     }
     catch (failure) {
-      if (current === generation)
+      if (current === generation) {
+        during = null
         error.value = errorMessage(failure)
+      }
     }
   }
 
-  function reloadSoon(): void {
-    clearTimeout(timer)
-    timer = setTimeout(() => void reload(), RELOAD_DELAY_MS)
+  const rowOfChat = (chatId: string) => rows.value.find(row => row.chat.id === chatId)
+
+  function show(next: ChatRow[]): void {
+    rows.value = next.sort(byActivity)
+  }
+
+  function applyChat(event: ChatChange): void {
+    const shown = rowOfChat(event.chatId)
+    if (!event.chat || !isChatWith(event.chat, characterId.value)) {
+      if (shown)
+        remove(event.chatId)
+      return
+    }
+    if (shown)
+      replace(event.chat)
+    else if (event.change === 'created')
+      show([...rows.value, { chat: event.chat, last: unseen.get(event.chatId) ?? null }])
+    // A chat that became one with this character (a member added): its newest message is unknown.
+    else
+      void reload()
+    unseen.delete(event.chatId)
+  }
+
+  function applyMessages(chatId: string, messages: Message[]): void {
+    const newest = messages.reduce<Message | null>(newer, null)
+    if (!rowOfChat(chatId)) {
+      const known = newer(unseen.get(chatId) ?? null, newest)
+      unseen.delete(chatId)
+      if (known)
+        unseen.set(chatId, known)
+      if (unseen.size > UNSEEN_LIMIT)
+        unseen.delete(unseen.keys().next().value!)
+      return
+    }
+    show(rows.value.map(row => row.chat.id === chatId ? { ...row, last: newer(row.last, newest) } : row))
+  }
+
+  function apply(event: ChatEvent): void {
+    if (event.type === 'chat')
+      applyChat(event)
+    else if (event.type === 'messages')
+      applyMessages(event.chatId, event.messages)
+    else if (event.type === 'edited')
+      // Only the preview's own message changes it (an edit of an older one leaves it).
+      rows.value = rows.value.map(row => row.chat.id === event.chatId && row.last ? { ...row, last: event.messages.find(message => message.id === row.last!.id) ?? row.last } : row)
+    else if (event.type === 'deleted' && event.messages.some(message => message.id === rowOfChat(event.chatId)?.last?.id))
+      // The message before it is not on this device: the list has it.
+      void reload()
   }
 
   const { onFeed, onReady } = useFeed()
   onFeed((event) => {
-    if (event.type !== 'messages' && event.type !== 'edited' && event.type !== 'deleted')
-      return
-    if (others.has(event.chatId))
-      return
-    // An edit or a deletion may be of the message shown; lastSeq does not tell.
-    if (event.type !== 'messages')
-      previews.delete(event.chatId)
-    reloadSoon()
+    during?.push(event)
+    apply(event)
   })
-  onReady(reloadSoon)
-
-  function onVisible(): void {
-    if (document.visibilityState === 'visible')
-      reloadSoon()
-  }
-  window.addEventListener('focus', reloadSoon)
-  document.addEventListener('visibilitychange', onVisible)
+  onReady(() => void reload())
   onScopeDispose(() => {
-    clearTimeout(timer)
     generation++
-    window.removeEventListener('focus', reloadSoon)
-    document.removeEventListener('visibilitychange', onVisible)
   })
 
   watch(characterId, () => {
     rows.value = []
+    unseen.clear()
     loaded.value = false
     error.value = null
     void reload()
   }, { immediate: true })
 
-  /** The chat as the server returned it after a change made here. */
+  /** The chat as the server returned it after a change (here, or on another device): its preview stays. */
   function replace(chat: Chat): void {
     rows.value = rows.value.map(row => row.chat.id === chat.id ? { ...row, chat } : row)
   }
 
   function remove(chatId: string): void {
     rows.value = rows.value.filter(row => row.chat.id !== chatId)
-    previews.delete(chatId)
   }
 
   return { rows, loaded, error, reload, replace, remove }

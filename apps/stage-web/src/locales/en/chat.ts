@@ -32,6 +32,11 @@ export default {
     text: 'It may have been deleted on another device.',
     characters: 'Go to your characters',
   },
+  deleted: {
+    title: 'This chat was deleted on another device.',
+    text: 'Its messages are gone from all your devices.',
+    back: 'Back to your chats with {name}',
+  },
   message: {
     stopped: 'stopped',
     sending: 'Sending…',

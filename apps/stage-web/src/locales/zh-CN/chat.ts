@@ -34,6 +34,11 @@ export default {
     text: '它可能已在另一台设备上被删除。',
     characters: '前往你的角色',
   },
+  deleted: {
+    title: '这个聊天已在另一台设备上被删除。',
+    text: '它的消息已从你的所有设备上移除。',
+    back: '返回与 {name} 的聊天',
+  },
   message: {
     stopped: '已停止',
     sending: '发送中…',
