@@ -12,11 +12,11 @@ import { startFakeStreamingTtsUpstream, type FakeStreamingTtsUpstream } from '@a
 import { STAGE_WEB_DEV_CLIENT_ID } from '../../src/runtime.ts'
 import { createVerifiedUser, startTestServer, type TestServer, type TestUser } from '../harness.ts'
 import { deviceOf } from './app.ts'
-import { checkA11y, launchChromium, type TestBrowser } from './chromium.ts'
+import { checkA11y, launchChromium, watchedTab, type TestBrowser } from './chromium.ts'
 
 /**
  * A character's chats in stage-web (docs/stage-web.md): new chat, rename, delete, what
- * another device sees (more of it in chats-live.test.ts), Back and reload; and messages
+ * another device sees, live in its list and its open chat, Back and reload; and messages
  * rendered as Markdown, highlighted and sanitized, with a copy button on code.
  */
 
@@ -53,8 +53,10 @@ function sdkOf(user: TestUser): AiriClient {
   return sdk
 }
 
-/** A character whose avatar loads (a missing picture would be a console error). */
-async function characterOf(user: TestUser, name: string): Promise<string> {
+const GREETING = 'Hello again! Where are we going next?'
+
+/** A character whose avatar loads (a missing picture would be a console error), with a greeting if given (a new chat then starts with a message). */
+async function characterOf(user: TestUser, name: string, greeting?: string): Promise<string> {
   const created = await sdkOf(user).characters.create.mutate({
     characterId: `${name.toLowerCase()}-${randomUUID().slice(0, 8)}`,
     version: '1',
@@ -64,7 +66,7 @@ async function characterOf(user: TestUser, name: string): Promise<string> {
     capabilities: [],
     avatarModels: [],
     i18n: [{ language: 'en', name, description: `${name} plans trips and remembers every detail of them.` }],
-    prompts: [{ language: 'en', type: 'system', content: `You are ${name}.` }],
+    prompts: [{ language: 'en', type: 'system', content: `You are ${name}.` }, ...(greeting ? [{ language: 'en', type: 'greetings' as const, content: greeting }] : [])],
   })
   return created.id
 }
@@ -72,6 +74,9 @@ async function characterOf(user: TestUser, name: string): Promise<string> {
 const path = (page: Page) => new URL(page.url()).pathname
 const rows = (page: Page) => page.getByTestId('chat-list').locator('li')
 const titles = (page: Page) => page.getByTestId('chat-list').locator('li .title').allTextContents()
+const ids = (page: Page) => page.getByTestId('chat-list').locator('li').evaluateAll(items => items.map(item => item.getAttribute('data-chat-id')))
+const previewOf = (page: Page, chatId: string) => page.locator(`li[data-chat-id="${chatId}"] .preview`).textContent()
+const rowOf = (page: Page, chatId: string) => page.locator(`li[data-chat-id="${chatId}"]`)
 
 async function openChats(page: Page, characterId: string, name: string): Promise<void> {
   await page.goto(`${server.baseUrl}/app/characters/${characterId}`)
@@ -232,5 +237,77 @@ describe('Markdown in a chat', () => {
     await checkA11y(page, 'chat-markdown')
     await chromium.shots(page, 'chats-markdown')
     expect(consoleErrors).toEqual([])
+  })
+})
+
+describe('a character\'s chats across devices', () => {
+  it('shows chats created, messaged, renamed and deleted on another device, in the list and in the open chat', async () => {
+    const user = await createVerifiedUser(server)
+    const characterId = await characterOf(user, 'Mika', GREETING)
+    const sdk = sdkOf(user)
+    const first = await deviceOf(server, chromium, user)
+    const second = await deviceOf(server, chromium, user)
+    // The second device has the list in one tab and (later) the chat in another.
+    const list = second.page
+    const pulls: string[] = []
+    list.on('request', request => void (request.url().includes('pullMessages') && pulls.push(request.url())))
+    await openChats(list, characterId, 'Mika')
+    await list.getByText('No chats with Mika yet').waitFor()
+    await openChats(first.page, characterId, 'Mika')
+
+    // Device 1 starts a chat: device 2's list shows it, with the greeting as its preview.
+    await first.page.getByRole('button', { name: 'New chat' }).click()
+    await first.page.waitForURL(url => url.pathname.startsWith('/app/chats/'))
+    const trip = first.page.url().split('/').at(-1)!
+    await expect.poll(() => ids(list)).toEqual([trip])
+    await expect.poll(() => previewOf(list, trip)).toBe(GREETING)
+
+    // Another chat made elsewhere (here, the SDK) goes on top.
+    const other = await sdk.chats.create.mutate({ type: 'bot', title: 'Packing list', members: [{ type: 'character', id: characterId }] })
+    await expect.poll(() => ids(list)).toEqual([other.id, trip])
+    // A chat with another character stays out of this list.
+    const stranger = await characterOf(user, 'Noa')
+    await sdk.chats.create.mutate({ type: 'bot', title: 'Elsewhere', members: [{ type: 'character', id: stranger }] })
+
+    // A message sent in the older chat moves it to the top with its first line.
+    await sdk.chats.sendMessages.mutate({ chatId: trip, messages: [{ id: randomUUID(), role: 'user', content: '**Which** temples first?\nAnd where to eat.' }] })
+    await expect.poll(() => ids(list)).toEqual([trip, other.id])
+    await expect.poll(() => previewOf(list, trip)).toBe('You: Which temples first?')
+    expect(await titles(list)).toEqual([expect.stringMatching(/^Chat of /), 'Packing list'])
+    // Previews came with `chats.list`: nothing was pulled chat by chat.
+    expect(pulls).toEqual([])
+
+    // Device 2 opens the chat in another tab; device 1 renames it from its list.
+    const chat = await watchedTab(second.context)
+    await chat.page.goto(`${server.baseUrl}/app/chats/${trip}`)
+    await chat.page.getByText('And where to eat.', { exact: false }).waitFor()
+    expect(await chat.page.getByTestId('chat-title').textContent()).toMatch(/^Chat of /)
+    await first.page.goBack()
+    await first.page.waitForURL(url => url.pathname === `/app/characters/${characterId}`)
+    await rowOf(first.page, trip).getByRole('button', { name: 'Rename' }).click()
+    await rowOf(first.page, trip).getByRole('textbox').fill('Trip to Kyoto')
+    await rowOf(first.page, trip).getByRole('textbox').press('Enter')
+    await expect.poll(() => titles(list)).toEqual(['Trip to Kyoto', 'Packing list'])
+    await expect.poll(() => chat.page.getByTestId('chat-title').textContent()).toBe('Trip to Kyoto')
+    await chromium.shots(chat.page, 'chat-renamed')
+    // The preview stays what it was.
+    expect(await previewOf(list, trip)).toBe('You: Which temples first?')
+
+    // Device 1 deletes it: it leaves device 2's list, and the open chat says so with the way back.
+    await rowOf(first.page, trip).getByRole('button', { name: 'Delete' }).click()
+    await rowOf(first.page, trip).getByRole('button', { name: 'Delete chat' }).click()
+    await expect.poll(() => ids(list)).toEqual([other.id])
+    const gone = chat.page.getByTestId('chat-deleted')
+    await gone.getByRole('heading', { name: 'This chat was deleted on another device.' }).waitFor()
+    expect(await chat.page.getByRole('textbox', { name: 'Message' }).count()).toBe(0)
+    await checkA11y(chat.page, 'chat-deleted')
+    await chromium.shots(chat.page, 'chat-deleted')
+    await gone.getByRole('link', { name: 'Back to your chats with Mika' }).click()
+    await chat.page.waitForURL(url => url.pathname === `/app/characters/${characterId}`)
+    await expect.poll(() => titles(chat.page)).toEqual(['Packing list'])
+
+    expect(first.consoleErrors).toEqual([])
+    expect(second.consoleErrors).toEqual([])
+    expect(chat.consoleErrors).toEqual([])
   })
 })
