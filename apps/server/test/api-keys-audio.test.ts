@@ -89,6 +89,26 @@ const outcome = (call: Promise<void>) => call.then(() => ({ status: 200, code: n
   return { status: error.status ?? 0, code: (error.error as { code?: string } | undefined)?.code ?? null }
 })
 
+/**
+ * `count` calls at once, each answer held at the upstream until every call has reached
+ * it (`reached`) or been refused, so all are in flight together; their outcomes.
+ */
+async function allAtOnce(count: number, call: () => Promise<void>, holdAnswers: (hold: Promise<void>) => void, reached: () => number) {
+  let refused = 0
+  let release!: () => void
+  holdAnswers(new Promise<void>((resolve) => {
+    release = resolve
+  }))
+  const calls = Array.from({ length: count }, () => outcome(call()).then((result) => {
+    if (result.status === 402)
+      refused++
+    return result
+  }))
+  await until(() => refused + reached() === count, 'every call to be refused or at the upstream')
+  release()
+  return Promise.all(calls)
+}
+
 describe('a key\'s calls are billed to the key', () => {
   it('speech: the key\'s own debt, its id on every ledger and usage row, and usage.calls names it', async () => {
     const user = await createVerifiedUser(server)
@@ -149,22 +169,8 @@ describe('a key\'s budget holds on speech and transcription', () => {
     // 200 characters are 2 Flux: a budget of 10 covers five calls.
     const key = await makeKey(user, { scopes: ['llm', 'speech'], budget: { flux: 10, period: 'total' } })
     tts.reset()
-    let refused = 0
-    let release!: () => void
-    const hold = new Promise<void>((resolve) => {
-      release = resolve
-    })
-    // Every answer waits until all 20 calls have either reached the upstream or been refused, so all are in flight at once.
-    tts.behave(() => ({ kind: 'normal', hold }))
-    const calls = Array.from({ length: 20 }, () => outcome(speak(key.key, 200)).then((result) => {
-      if (result.status === 402)
-        refused++
-      return result
-    }))
     const upstream = () => tts.requests.filter(request => request.method === 'POST')
-    await until(() => refused + upstream().length === 20, 'every call to be refused or at the upstream')
-    release()
-    const results = await Promise.all(calls)
+    const results = await allAtOnce(20, () => speak(key.key, 200), hold => tts.behave(() => ({ kind: 'normal', hold })), () => upstream().length)
 
     expect(results.filter(result => result.status === 200)).toHaveLength(5)
     expect(results.filter(result => result.status !== 200)).toEqual(Array.from({ length: 15 }, () => ({ status: 402, code: 'KEY_BUDGET_EXCEEDED' })))
@@ -191,20 +197,7 @@ describe('a key\'s budget holds on speech and transcription', () => {
     await sttPrice(100)
     const key = await makeKey(user, { budget: { flux: 60, period: 'day' } })
     stt.reset()
-    let refused = 0
-    let release!: () => void
-    const hold = new Promise<void>((resolve) => {
-      release = resolve
-    })
-    stt.behave(() => ({ kind: 'normal', hold }))
-    const calls = Array.from({ length: 20 }, () => outcome(transcribe(key.key)).then((result) => {
-      if (result.status === 402)
-        refused++
-      return result
-    }))
-    await until(() => refused + stt.requests.length === 20, 'every call to be refused or at the upstream')
-    release()
-    const results = await Promise.all(calls)
+    const results = await allAtOnce(20, () => transcribe(key.key), hold => stt.behave(() => ({ kind: 'normal', hold })), () => stt.requests.length)
 
     expect(results.filter(result => result.status === 200)).toHaveLength(2)
     expect(results.filter(result => result.status !== 200)).toEqual(Array.from({ length: 18 }, () => ({ status: 402, code: 'KEY_BUDGET_EXCEEDED' })))
