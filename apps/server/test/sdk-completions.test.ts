@@ -94,8 +94,9 @@ describe('the SDK\'s chat-completion helpers', () => {
     expect(bad.details).toMatchObject({ param: 'max_tokens' })
 
     await server.api.services.billing.debit({ userId: user.id, amount: await balance(user), requestId: 'test:empty' })
-    for (const call of [clientOf(user).rest.chatCompletion({ model: 'chat', messages: MESSAGES }), clientOf(user).rest.streamChatCompletion({ model: 'chat', messages: MESSAGES })]) {
-      const broke = await airiRejection(call)
+    // One after the other: a call started before the loop reaches it would reject with no handler yet.
+    for (const call of [() => clientOf(user).rest.chatCompletion({ model: 'chat', messages: MESSAGES }), () => clientOf(user).rest.streamChatCompletion({ model: 'chat', messages: MESSAGES })]) {
+      const broke = await airiRejection(call())
       expect([broke.status, broke.code]).toEqual([402, 'INSUFFICIENT_FLUX'])
     }
     expect(upstream.requests).toHaveLength(0)
