@@ -207,7 +207,7 @@ export async function createApi(deps: ApiDeps) {
   const baseUrl = deps.auth.baseUrl.replace(/\/$/, '')
   await seedTrustedClients({ auth, db, clients: deps.auth.trustedClients ?? [], resource: baseUrl })
   // A key's revocation reaches every instance as a session revocation (the identity cache drops it).
-  const apiKeys = createApiKeyService({ db, clock, revoke: revocation => sessionGuard.revoke(revocation) })
+  const apiKeys = createApiKeyService({ db, clock, revoke: revocation => sessionGuard.revoke(revocation), spentBy: ids => billing.keysSpent(ids) })
   userDeletion.register({ name: 'api-keys', priority: 30, softDelete: userId => apiKeys.deleteAllForUser(userId) })
   accountExport.register({ name: 'api-keys', tables: userId => apiKeys.exportTables(userId) })
   const resolveRequestAuth = createRequestAuthResolver({ auth, issuer: `${baseUrl}${AUTH_BASE_PATH}`, audience: baseUrl, logger, clock, identities, apiKeys })

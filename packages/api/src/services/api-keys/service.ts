@@ -8,7 +8,6 @@ import type { SessionRevocation } from '../../auth/session-guard.ts'
 import type { Clock } from '../../clock.ts'
 import { ApiError, notFound } from '../../errors.ts'
 import { keysetPages, type ExportTables } from '../account-export/index.ts'
-import { keyPeriodStart } from '../billing/index.ts'
 import type { ApiKeyCreateInput, ApiKeyScope } from './schema.ts'
 
 /** Every key starts with this: a resolver tells keys from session tokens and JWTs by it, and secret scanners find leaked ones. */
@@ -52,6 +51,8 @@ export interface ApiKeyDeps {
   clock: Clock
   /** Tells every instance that a key stopped authorizing (its cached identity is dropped). */
   revoke: (revocation: SessionRevocation) => Promise<void>
+  /** What each key spent in its budget's current period, from the ledger (billing's `keysSpent`). */
+  spentBy: (ids: string[]) => Promise<Map<string, number>>
 }
 
 export type ApiKeyService = ReturnType<typeof createApiKeyService>
@@ -75,17 +76,9 @@ const keyNotFound = () => notFound('API_KEY_NOT_FOUND', 'No such API key')
  * their session and uses them on the REST gateways only. A key is 32 random bytes
  * (base64url) after `airi_sk_`, shown once; only its SHA-256 is stored.
  */
-export function createApiKeyService({ db, clock, revoke }: ApiKeyDeps) {
+export function createApiKeyService({ db, clock, revoke, spentBy }: ApiKeyDeps) {
   const now = () => new Date(clock.now())
   const lastTouched = new Map<string, number>()
-
-  /** What each key spent since the start of its budget's period (all time without one): its ledger rows, debits less what was given back. */
-  async function spentBy(ids: string[]): Promise<Map<string, number>> {
-    const { rows } = await sql<{ id: string, flux: string }>`SELECT k.id, COALESCE(sum(CASE WHEN t.type = 'debit' THEN t.amount ELSE -t.amount END), 0) AS flux
-      FROM api_keys k LEFT JOIN flux_transaction t ON t.api_key_id = k.id AND t.created_at >= ${keyPeriodStart}
-      WHERE k.id = ANY(${ids}::text[]) GROUP BY k.id`.execute(db)
-    return new Map(rows.map(row => [row.id, Number(row.flux)]))
-  }
 
   return {
     /**
@@ -130,7 +123,7 @@ export function createApiKeyService({ db, clock, revoke }: ApiKeyDeps) {
     async list(userId: string): Promise<ApiKeyView[]> {
       const rows = await db.selectFrom('api_keys').selectAll().where('user_id', '=', userId).where('revoked_at', 'is', null)
         .orderBy('created_at', 'desc').orderBy('id', 'desc').limit(LISTED_KEYS).execute()
-      const spent = rows.length > 0 ? await spentBy(rows.map(row => row.id)) : new Map<string, number>()
+      const spent = await spentBy(rows.map(row => row.id))
       return rows.map(row => toView(row, spent.get(row.id) ?? 0))
     },
 

@@ -228,6 +228,19 @@ export function createBillingService({ db, cache, logger, metrics, initialFlux, 
       return row ? { budget: Number(row.budget), period: row.period, spent: Number(row.spent) } : null
     },
 
+    /**
+     * What each of the keys `ids` moved since the start of its budget's period (all
+     * time without a budget): its ledger rows, debits less what was given back.
+     */
+    async keysSpent(ids: string[]): Promise<Map<string, number>> {
+      if (ids.length === 0)
+        return new Map()
+      const { rows } = await sql<{ id: string, flux: string }>`SELECT k.id, COALESCE(sum(CASE WHEN t.type = 'debit' THEN t.amount ELSE -t.amount END), 0) AS flux
+        FROM api_keys k LEFT JOIN flux_transaction t ON t.api_key_id = k.id AND t.created_at >= ${keyPeriodStart}
+        WHERE k.id = ANY(${ids}::text[]) GROUP BY k.id`.execute(db)
+      return new Map(rows.map(row => [row.id, Number(row.flux)]))
+    },
+
     /** Of `userIds`, those whose account was closed by account deletion (writes to them are refused). */
     async closedAccounts(userIds: string[]): Promise<Set<string>> {
       if (userIds.length === 0)

@@ -1,10 +1,9 @@
-import type { MeteredUsageKind, MeteredUsageStatus } from '@airi/db'
+import type { ApiKeyBudgetPeriod, MeteredUsageKind, MeteredUsageStatus } from '@airi/db'
 
 import type { AtomicCounters } from '../../adapters/ports.ts'
 import { keys } from '../../adapters/keys.ts'
 import { ApiError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
-import type { KeyIdentity } from '../api-keys/index.ts'
 import type { Alongside, BillingService } from './ledger.ts'
 import { keyBudgetExceeded } from './write.ts'
 
@@ -31,8 +30,11 @@ export function sessionUsageStatus(end: 'finished' | 'cancelled' | 'disconnected
   return end === 'finished' ? 'completed' : end === 'error' ? 'failed' : 'cancelled'
 }
 
-/** The personal API key a metered call is made with: what the meter needs of its identity. */
-export type MeterKey = Pick<KeyIdentity, 'keyId' | 'budget'>
+/** The personal API key a metered call is made with: what the meter needs of its identity (a `KeyIdentity` is one). */
+export interface MeterKey {
+  keyId: string
+  budget: { flux: number, period: ApiKeyBudgetPeriod } | null
+}
 
 /** Where the meter writes a call's usage row: in its debit's statement, or alone when nothing settled. */
 export interface UsageLog {
