@@ -7,9 +7,6 @@ import { byActivity, isChatWith, newer, rowOf, type Chat, type ChatRow, type Mes
 
 type ChatChange = Extract<ChatEvent, { type: 'chat' }>
 
-/** How many chats not in the list keep their newest message for a `created` event that comes after it. */
-const UNSEEN_LIMIT = 20
-
 /**
  * The person's chats with one character, newest activity first, kept current.
  *
@@ -28,8 +25,6 @@ export function useCharacterChats(characterId: Ref<string>) {
   let generation = 0
   /** Events that arrived while a read was on its way: applied again on what it returns. */
   let during: ChatEvent[] | null = null
-  /** The newest message of chats not shown: a chat's greeting may come before its `created`. */
-  const unseen = new Map<string, Message>()
 
   async function reload(): Promise<void> {
     const current = ++generation
@@ -68,25 +63,18 @@ export function useCharacterChats(characterId: Ref<string>) {
     }
     if (shown)
       replace(event.chat)
+    // Its first message (a greeting) follows the event: the server announces a chat before its messages.
     else if (event.change === 'created')
-      show([...rows.value, { chat: event.chat, last: unseen.get(event.chatId) ?? null }])
+      show([...rows.value, { chat: event.chat, last: null }])
     // A chat that became one with this character (a member added): its newest message is unknown.
     else
       void reload()
-    unseen.delete(event.chatId)
   }
 
   function applyMessages(chatId: string, messages: Message[]): void {
-    const newest = messages.reduce<Message | null>(newer, null)
-    if (!rowOfChat(chatId)) {
-      const known = newer(unseen.get(chatId) ?? null, newest)
-      unseen.delete(chatId)
-      if (known)
-        unseen.set(chatId, known)
-      if (unseen.size > UNSEEN_LIMIT)
-        unseen.delete(unseen.keys().next().value!)
+    if (!rowOfChat(chatId))
       return
-    }
+    const newest = messages.reduce<Message | null>(newer, null)
     show(rows.value.map(row => row.chat.id === chatId ? { ...row, last: newer(row.last, newest) } : row))
   }
 
@@ -115,7 +103,6 @@ export function useCharacterChats(characterId: Ref<string>) {
 
   watch(characterId, () => {
     rows.value = []
-    unseen.clear()
     loaded.value = false
     error.value = null
     void reload()
